@@ -1,0 +1,11 @@
+"""Architecture adapters: which modules of a diffusers model are maskable units, how to call it.
+
+Adding an architecture is one small file: subclass :class:`Adapter`, decorate with
+:func:`register`, import it here.
+"""
+
+from .base import Adapter, Conditioning, adapter_for, register, registered
+from . import unet as _unet  # noqa: F401  (registers UNet2DModel, UNet2DConditionModel)
+from . import transformer as _transformer  # noqa: F401  (registers DiT, PixArt)
+
+__all__ = ["Adapter", "Conditioning", "adapter_for", "register", "registered"]

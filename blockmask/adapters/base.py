@@ -1,0 +1,157 @@
+"""Adapter protocol and registry (one adapter per model family).
+
+An adapter knows three things about a diffusers denoiser, all as data or tiny functions:
+which modules are maskable units (METHOD.md §1), how to build conditioning for it, and how
+to call it for one denoising step. Everything else in blockmask is architecture-agnostic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import ClassVar
+
+import torch
+
+from ..errors import UnsupportedModelError
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """What the denoiser is conditioned on, batched like the latents.
+
+    class_labels: (B,) int64, for class-conditional models.
+    encoder_hidden_states: (B, L, D), prompt embeddings for text models.
+    encoder_attention_mask: (B, L), optional.
+    """
+
+    class_labels: torch.Tensor | None = None
+    encoder_hidden_states: torch.Tensor | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+
+    def cat(self, other: "Conditioning") -> "Conditioning":
+        """Concatenate along the batch (cond first, then other): the CFG batch."""
+
+        def c(a, b):
+            return None if a is None else torch.cat([a, b], 0)
+
+        return Conditioning(
+            c(self.class_labels, other.class_labels),
+            c(self.encoder_hidden_states, other.encoder_hidden_states),
+            c(self.encoder_attention_mask, other.encoder_attention_mask),
+        )
+
+    def to(self, device, dtype=None) -> "Conditioning":
+        def mv(t, floating):
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if (floating and dtype is not None) else t.dtype)
+
+        return Conditioning(
+            mv(self.class_labels, False),
+            mv(self.encoder_hidden_states, True),
+            mv(self.encoder_attention_mask, False),
+        )
+
+
+class Adapter:
+    """Base class; subclasses set ``model_classes`` and ``unit_patterns``.
+
+    unit_patterns: (regex over the module path, kind) pairs; a module whose path matches is a
+    unit of that kind. Execution order is measured by :func:`blockmask.units.discover_units`.
+    """
+
+    model_classes: ClassVar[tuple[str, ...]] = ()
+    unit_patterns: ClassVar[tuple[tuple[str, str], ...]] = ()
+    family: ClassVar[str] = ""  # "unet" or "transformer"
+
+    def unit_candidates(self, model: torch.nn.Module) -> list[tuple[str, str, torch.nn.Module]]:
+        """(name, kind, module) for every module matching a unit pattern, in definition order."""
+        pats = [(re.compile(p + r"$"), kind) for p, kind in self.unit_patterns]
+        out = []
+        for name, mod in model.named_modules():
+            for rx, kind in pats:
+                if rx.match(name):
+                    out.append((name, self.refine_kind(name, kind, mod), mod))
+                    break
+        return out
+
+    def refine_kind(self, name: str, kind: str, module: torch.nn.Module) -> str:
+        return kind
+
+    # --- shapes and conditioning -------------------------------------------------------
+    def latent_shape(self, model) -> tuple[int, int, int]:
+        c = model.config
+        size = c.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (c.in_channels, h, w)
+
+    def num_classes(self, model) -> int | None:
+        """Number of class labels the model accepts (excluding the null label), or None."""
+        return None
+
+    def is_text_conditioned(self, model) -> bool:
+        return False
+
+    def conditioning(
+        self,
+        model,
+        batch: int,
+        *,
+        class_labels: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Conditioning:
+        """Conditioning for ``batch`` samples (random class labels / embeddings when not given)."""
+        return Conditioning()
+
+    def null_conditioning(self, model, cond: Conditioning, negative_embeds=None) -> Conditioning:
+        """The unconditional branch matching ``cond`` for classifier-free guidance."""
+        raise UnsupportedModelError(f"{type(model).__name__} has no unconditional branch for guidance")
+
+    def supports_guidance(self, model) -> bool:
+        return False
+
+    # --- calling the model ----------------------------------------------------------------
+    def forward(self, model, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One denoiser call; returns the raw output tensor (B, C_out, H, W)."""
+        raise NotImplementedError  # every registered adapter overrides this
+
+    def split_output(self, model, out: torch.Tensor) -> torch.Tensor:
+        """The part of the output the scheduler consumes (drops a learned-sigma half)."""
+        c_in = model.config.in_channels
+        if out.shape[1] == 2 * c_in:
+            return out[:, :c_in]
+        return out
+
+
+_REGISTRY: dict[str, Adapter] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: register an adapter for every class name in ``cls.model_classes``."""
+    if not issubclass(cls, Adapter):
+        raise TypeError(f"{cls!r} is not an Adapter")
+    if not cls.model_classes or not cls.unit_patterns:
+        raise TypeError(f"{cls.__name__} must set model_classes and unit_patterns")
+    inst = cls()
+    for name in cls.model_classes:
+        if name in _REGISTRY:
+            raise ValueError(f"an adapter for {name} is already registered")
+        _REGISTRY[name] = inst
+    return cls
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def adapter_for(model: torch.nn.Module) -> Adapter:
+    """The adapter for ``model``'s class (or a base class); clear error when none."""
+    for klass in type(model).__mro__:
+        if klass.__name__ in _REGISTRY:
+            return _REGISTRY[klass.__name__]
+    raise UnsupportedModelError(
+        f"unsupported model class {type(model).__name__}; supported: {', '.join(registered())}"
+    )

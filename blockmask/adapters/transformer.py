@@ -1,0 +1,110 @@
+"""Transformers (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``): per transformer block,
+the self-attention ``attn1``, (PixArt) the cross-attention ``attn2`` and the MLP ``ff``.
+
+Their outputs are residual branches added to the token stream (METHOD.md §1); the gates and
+norms around them are not units and always run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import BlockmaskError
+from .base import Adapter, Conditioning, register
+
+_BLOCK_UNITS = (
+    (r"transformer_blocks\.\d+\.attn1", "self-attn"),
+    (r"transformer_blocks\.\d+\.attn2", "cross-attn"),
+    (r"transformer_blocks\.\d+\.ff", "ff"),
+)
+
+
+@register
+class DiTAdapter(Adapter):
+    """Class-conditional DiT; the null label for guidance is ``num_embeds_ada_norm`` (diffusers' DiTPipeline)."""
+
+    model_classes = ("DiTTransformer2DModel",)
+    unit_patterns = _BLOCK_UNITS
+    family = "transformer"
+
+    def num_classes(self, model):
+        return model.config.num_embeds_ada_norm
+
+    def null_label(self, model) -> int:
+        return int(model.config.num_embeds_ada_norm)
+
+    def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
+        if prompt_embeds is not None:
+            raise BlockmaskError("DiTTransformer2DModel is class-conditional; use a class label, not prompt embeddings")
+        if class_labels is None:
+            class_labels = torch.randint(0, self.num_classes(model), (batch,), generator=generator)
+        return Conditioning(class_labels=class_labels.long())
+
+    def supports_guidance(self, model):
+        return True
+
+    def null_conditioning(self, model, cond, negative_embeds=None):
+        return Conditioning(class_labels=torch.full_like(cond.class_labels, self.null_label(model)))
+
+    def forward(self, model, x, t, cond):
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        return model(x, timestep=t, class_labels=cond.class_labels, return_dict=False)[0]
+
+
+@register
+class PixArtAdapter(Adapter):
+    """Text-conditional PixArt-α/Σ; prompt embeddings come from a file or are random (random-init)."""
+
+    model_classes = ("PixArtTransformer2DModel",)
+    unit_patterns = _BLOCK_UNITS
+    family = "transformer"
+    random_context_len = 16
+
+    def is_text_conditioned(self, model):
+        return True
+
+    def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
+        if class_labels is not None:
+            raise BlockmaskError("PixArtTransformer2DModel is text-conditional; pass prompt embeddings, not a class label")
+        dim = model.config.caption_channels
+        if prompt_embeds is None:
+            prompt_embeds = torch.randn(batch, self.random_context_len, dim, generator=generator)
+        elif prompt_embeds.shape[-1] != dim:
+            raise BlockmaskError(f"prompt embeddings have width {prompt_embeds.shape[-1]}, the model expects {dim}")
+        if prompt_embeds.shape[0] == 1 and batch > 1:
+            prompt_embeds = prompt_embeds.expand(batch, -1, -1)
+            prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+        return Conditioning(encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_mask)
+
+    def supports_guidance(self, model):
+        return True
+
+    def null_conditioning(self, model, cond, negative_embeds=None):
+        neg = negative_embeds if negative_embeds is not None else torch.zeros_like(cond.encoder_hidden_states)
+        if neg.shape[0] == 1 and cond.encoder_hidden_states.shape[0] > 1:
+            neg = neg.expand(cond.encoder_hidden_states.shape[0], -1, -1)
+        mask = cond.encoder_attention_mask
+        return Conditioning(encoder_hidden_states=neg.to(cond.encoder_hidden_states),
+                            encoder_attention_mask=None if mask is None else torch.ones_like(mask))
+
+    def forward(self, model, x, t, cond):
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        added = {"resolution": None, "aspect_ratio": None}
+        if model.config.use_additional_conditions:
+            b = x.shape[0]
+            h, w = x.shape[-2:]
+            vae_scale = 8  # PixArt's VAE downsamples by 8; resolution is in pixels
+            added = {
+                "resolution": torch.tensor([[h * vae_scale, w * vae_scale]], dtype=x.dtype, device=x.device).repeat(b, 1),
+                "aspect_ratio": torch.tensor([[1.0]], dtype=x.dtype, device=x.device).repeat(b, 1),
+            }
+        return model(
+            x,
+            encoder_hidden_states=cond.encoder_hidden_states,
+            timestep=t,
+            added_cond_kwargs=added,
+            encoder_attention_mask=cond.encoder_attention_mask,
+            return_dict=False,
+        )[0]

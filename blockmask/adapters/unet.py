@@ -1,0 +1,110 @@
+"""U-Nets (DDPM ``UNet2DModel``, LDM/SD ``UNet2DConditionModel``): every ResnetBlock2D and every
+attention module (``Attention`` or ``Transformer2DModel``) in the down, mid and up blocks.
+
+Their outputs are whole block outputs (the residual is inside), METHOD.md §1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import BlockmaskError
+from .base import Adapter, Conditioning, register
+
+_UNET_UNITS = (
+    (r"(down_blocks|up_blocks)\.\d+\.resnets\.\d+", "resnet"),
+    (r"(down_blocks|up_blocks)\.\d+\.attentions\.\d+", "attn"),
+    (r"mid_block\.resnets\.\d+", "resnet"),
+    (r"mid_block\.attentions\.\d+", "attn"),
+)
+
+
+def _randint(n: int, batch: int, generator) -> torch.Tensor:
+    return torch.randint(0, n, (batch,), generator=generator)
+
+
+@register
+class UNet2DAdapter(Adapter):
+    """DDPM-style pixel U-Net, optionally class-conditional (``num_class_embeds``)."""
+
+    model_classes = ("UNet2DModel",)
+    unit_patterns = _UNET_UNITS
+    family = "unet"
+
+    def num_classes(self, model):
+        return model.config.num_class_embeds
+
+    def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
+        if prompt_embeds is not None:
+            raise BlockmaskError(f"{type(model).__name__} is not text-conditioned; drop the prompt embeddings")
+        n = self.num_classes(model)
+        if n is None:
+            if class_labels is not None:
+                raise BlockmaskError(f"{type(model).__name__} is unconditional; drop --class-label")
+            return Conditioning()
+        if class_labels is None:
+            class_labels = _randint(n, batch, generator)
+        return Conditioning(class_labels=class_labels.long())
+
+    def forward(self, model, x, t, cond):
+        return model(x, t, class_labels=cond.class_labels, return_dict=False)[0]
+
+
+@register
+class UNet2DConditionAdapter(Adapter):
+    """Latent U-Net with cross-attention (SD-style text, or LDM class embeddings as context)."""
+
+    model_classes = ("UNet2DConditionModel",)
+    unit_patterns = _UNET_UNITS
+    family = "unet"
+    random_context_len = 8  # tokens of random context for random-init text models
+
+    def is_text_conditioned(self, model):
+        return model.config.cross_attention_dim is not None
+
+    def num_classes(self, model):
+        return model.config.num_class_embeds
+
+    def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
+        cfg = model.config
+        if cfg.addition_embed_type is not None:
+            raise BlockmaskError(
+                f"UNet2DConditionModel with addition_embed_type={cfg.addition_embed_type!r} (SDXL-style) is "
+                "not supported by blockmask's sampler; use blockmask.apply(pipe, mask) on its pipeline"
+            )
+        dim = cfg.cross_attention_dim
+        dim = dim[0] if isinstance(dim, (list, tuple)) else dim
+        if prompt_embeds is None:
+            prompt_embeds = torch.randn(batch, self.random_context_len, dim, generator=generator)
+        elif prompt_embeds.shape[-1] != dim:
+            raise BlockmaskError(f"prompt embeddings have width {prompt_embeds.shape[-1]}, the model expects {dim}")
+        if prompt_embeds.shape[0] == 1 and batch > 1:
+            prompt_embeds = prompt_embeds.expand(batch, -1, -1)
+            prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+        labels = None
+        if self.num_classes(model) is not None:
+            labels = class_labels if class_labels is not None else _randint(self.num_classes(model), batch, generator)
+        return Conditioning(class_labels=labels, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_mask)
+
+    def supports_guidance(self, model):
+        return True
+
+    def null_conditioning(self, model, cond, negative_embeds=None):
+        neg = negative_embeds if negative_embeds is not None else torch.zeros_like(cond.encoder_hidden_states)
+        if neg.shape[0] == 1 and cond.encoder_hidden_states.shape[0] > 1:
+            neg = neg.expand(cond.encoder_hidden_states.shape[0], -1, -1)
+        return Conditioning(
+            class_labels=cond.class_labels,
+            encoder_hidden_states=neg.to(cond.encoder_hidden_states),
+            encoder_attention_mask=None if cond.encoder_attention_mask is None else torch.ones_like(cond.encoder_attention_mask),
+        )
+
+    def forward(self, model, x, t, cond):
+        return model(
+            x,
+            t,
+            encoder_hidden_states=cond.encoder_hidden_states,
+            class_labels=cond.class_labels,
+            encoder_attention_mask=cond.encoder_attention_mask,
+            return_dict=False,
+        )[0]

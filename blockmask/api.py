@@ -1,0 +1,248 @@
+"""The small public surface: a :class:`Workbench` around one model (used by the CLI and both apps)
+and :func:`apply` for diffusers pipelines.
+
+    >>> wb = Workbench.load("mnist-ddpm")
+    >>> mf = wb.mask_file(wb.baseline("deepcache", steps=50, interval=3))
+    >>> images = wb.generate(mf.mask, seed=0, num_images=4)
+
+    >>> with blockmask.apply(pipe, "mask.json"):   # any diffusers pipeline with .unet/.transformer
+    ...     image = pipe(num_inference_steps=50).images[0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import baselines
+from .costs import MacProfile, measure_macs
+from .errors import BlockmaskError, MaskError
+from .execution import MaskedExecution
+from .graph import ConsumerGraph, consumer_graph
+from .mask import MaskFile, validate_mask
+from .models import LoadedModel, load_model
+from .rectify import Rectified, rectify
+from .sample import Condition, decode, sample
+from .schedulers import make_scheduler, scheduler_info
+from .units import Unit, discover_units
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BlockmaskError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BlockmaskError("device 'cuda' requested but no CUDA GPU is available")
+    return dev
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, ""):
+        return torch.float32
+    if name not in DTYPES:
+        raise BlockmaskError(f"unknown dtype {name!r}; choose from fp32, fp16, bf16")
+    return DTYPES[name]
+
+
+@dataclasses.dataclass
+class Workbench:
+    """One loaded model with its units, MACs, consumer graph and a scheduler kind."""
+
+    loaded: LoadedModel
+    scheduler_name: str = "ddim"
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def load(cls, spec: str, *, device: str | None = "cpu", dtype: str | torch.dtype | None = None,
+             init_seed: int = 0, scheduler: str = "ddim") -> "Workbench":
+        dev = resolve_device(device)
+        lm = load_model(spec, device=dev, dtype=resolve_dtype(dtype), init_seed=init_seed)
+        wb = cls(lm, scheduler, dev)
+        wb.scheduler()  # validate the scheduler name early
+        return wb
+
+    # --- facts about the model --------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def units(self) -> list[Unit]:
+        return discover_units(self.model)
+
+    @property
+    def unit_names(self) -> list[str]:
+        return [u.name for u in self.units]
+
+    @property
+    def macs(self) -> MacProfile:
+        return measure_macs(self.model)
+
+    @property
+    def graph(self) -> ConsumerGraph:
+        return consumer_graph(self.model)
+
+    def scheduler(self):
+        return make_scheduler(self.scheduler_name, self.loaded.scheduler)
+
+    def timesteps(self, steps: int) -> list[int]:
+        s = self.scheduler()
+        s.set_timesteps(steps)
+        return [int(t) for t in s.timesteps.tolist()]
+
+    # --- masks ------------------------------------------------------------------------------
+    def baseline(self, kind: str, *, steps: int, seed: int = 0, interval: int = 3, depth: int = 1, every: int = 2,
+                 skip: float | None = None, macs_ratio: float | None = None) -> np.ndarray:
+        n = len(self.units)
+        if kind == "ones":
+            return baselines.ones(steps, n)
+        if kind == "deepcache":
+            return baselines.deepcache(self.units, steps, interval=interval, depth=depth)
+        if kind == "fora":
+            return baselines.fora(steps, n, interval=interval)
+        if kind == "uniform":
+            return baselines.uniform(steps, n, every=every)
+        if kind == "random":
+            p = self.macs
+            return baselines.random_mask(steps, n, seed=seed, skip=skip, macs_ratio=macs_ratio,
+                                         unit_macs=p.unit_macs, remainder=p.remainder)
+        raise BlockmaskError(f"unknown baseline {kind!r}; choose from {', '.join(baselines.BASELINES)}")
+
+    def mask_file(self, mask: np.ndarray, meta: dict | None = None) -> MaskFile:
+        mask = validate_mask(mask, units=len(self.units))
+        p = self.macs
+        meta = {**(meta or {}), "macs": {"total": p.total(mask), "baseline": p.baseline(mask.shape[0]),
+                                         "ratio": p.ratio(mask)}}
+        return MaskFile(mask=mask, units=self.unit_names, model=self.loaded.spec, fingerprint=self.loaded.fingerprint,
+                        scheduler=scheduler_info(self.scheduler(), mask.shape[0]), meta=meta)
+
+    def load_mask(self, source: str | Path | bytes, *, steps: int | None = None) -> tuple[MaskFile, list[str]]:
+        """Load and check a mask file against this model; returns (file, warnings)."""
+        mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else MaskFile.load(source)
+        warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
+        ts = mf.scheduler.get("timesteps")
+        if ts and ts != self.timesteps(mf.num_steps):
+            warnings.append(f"mask was made for other timesteps ({mf.scheduler.get('class', '?')}); "
+                            f"current scheduler is {self.scheduler_name}")
+        return mf, warnings
+
+    def rectify(self, mask: np.ndarray) -> Rectified:
+        return rectify(mask, self.graph)
+
+    # --- running ----------------------------------------------------------------------------
+    def condition(self, *, class_label: int | list[int] | None = None, guidance_scale: float = 1.0,
+                  prompt_file: str | None = None) -> Condition:
+        from .sample import load_prompt_file
+
+        c = load_prompt_file(prompt_file) if prompt_file else Condition()
+        if class_label is not None:
+            c.class_labels = [class_label] if isinstance(class_label, int) else list(class_label)
+        c.guidance_scale = guidance_scale
+        return c
+
+    def generate(self, mask: np.ndarray | None, *, steps: int | None = None, seed: int = 0, num_images: int = 1,
+                 condition: Condition | None = None, callback: Callable[[int, int], None] | None = None,
+                 progress: bool = False) -> torch.Tensor:
+        """Final latents for ``num_images`` samples (mask=None: the plain model)."""
+        if num_images < 1:
+            raise BlockmaskError(f"number of images must be >= 1, got {num_images}")
+        k = steps if steps is not None else mask.shape[0]
+        return sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
+                      condition=condition, callback=callback, progress=progress)
+
+    def images(self, latents: torch.Tensor) -> torch.Tensor:
+        return decode(self.loaded, latents)
+
+    def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
+              condition: Condition | None = None, progress: Callable[[str], None] | None = None) -> dict:
+        """Unmasked vs masked wall time of a full sampling run, same batch, same process, after
+        warm-up; runs alternate and the medians are compared."""
+        if repeats < 1:
+            raise BlockmaskError("repeats must be >= 1")
+        steps = mask.shape[0]
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+
+        def run(m):
+            sync()
+            t0 = time.perf_counter()
+            self.generate(m, steps=steps, seed=seed, num_images=batch, condition=condition)
+            sync()
+            return time.perf_counter() - t0
+
+        for _ in range(warmup):
+            run(None), run(mask)
+        plain, masked = [], []
+        for r in range(repeats):
+            plain.append(run(None))
+            masked.append(run(mask))
+            if progress:
+                progress(f"repeat {r + 1}/{repeats}: plain {plain[-1]:.3f}s, masked {masked[-1]:.3f}s")
+        tp, tm = float(np.median(plain)), float(np.median(masked))
+        p = self.macs
+        ratio = p.ratio(mask)
+        speedup = tp / tm
+        mac_speedup = 1.0 / ratio
+        return {"device": str(self.device), "device_name": device_name(self.device), "batch": batch, "steps": steps,
+                "repeats": repeats, "plain_s": tp, "masked_s": tm, "speedup": speedup, "macs_ratio": ratio,
+                "mac_speedup": mac_speedup, "efficiency": speedup / mac_speedup,
+                "plain_all_s": plain, "masked_all_s": masked}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU {platform.processor() or platform.machine()} × {torch.get_num_threads()} threads"
+
+
+def _denoiser(obj) -> torch.nn.Module:
+    for attr in ("transformer", "unet"):
+        m = getattr(obj, attr, None)
+        if isinstance(m, torch.nn.Module):
+            return m
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    raise BlockmaskError(f"{type(obj).__name__} has no .unet or .transformer to mask")
+
+
+@contextlib.contextmanager
+def apply(pipe_or_model, mask: MaskFile | np.ndarray | str | Path, *, check_fingerprint: bool = False):
+    """Mask a diffusers pipeline (or bare denoiser) for the duration of the ``with`` block.
+
+    Steps are counted from the timesteps the pipeline passes in (each new run resets the caches);
+    ``num_inference_steps`` must equal the mask's K. CFG pipelines that batch cond/uncond share
+    one mask; pipelines calling the model twice per step get one cache per call.
+    """
+    model = _denoiser(pipe_or_model)
+    if isinstance(mask, (str, Path)):
+        mask = MaskFile.load(mask)
+    if isinstance(mask, MaskFile):
+        units = [u.name for u in discover_units(model)]
+        from .models import fingerprint
+
+        for w in mask.check(units=units, fingerprint=fingerprint(model), strict_fingerprint=check_fingerprint):
+            import warnings
+
+            warnings.warn(w, stacklevel=3)
+        mask = mask.mask
+    ex = MaskedExecution(model, np.asarray(mask), auto_step=True)
+    with ex:
+        yield ex
+        ran = ex.step + 1 if ex.computed + ex.skipped else 0
+    if ran and ran != ex.mask.shape[0]:
+        raise MaskError(f"the pipeline ran {ran} steps but the mask has {ex.mask.shape[0]} rows")

@@ -1,0 +1,221 @@
+"""The ``blockmask`` command line. Every command prints a readable summary, or JSON with ``--json``.
+Errors are one line on stderr with exit code 2 (1 for unexpected failures)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BlockmaskError
+
+
+def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
+    p.add_argument("model", help="bundled name (mnist-ddpm, mnist-dit), config:PATH.json, a diffusers folder, or a hub id")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--init-seed", type=int, default=0, help="seed of the random init for config: models")
+    p.add_argument("--scheduler", default="ddim", help="ddim (default), ddpm, dpm++ or euler")
+    if steps:
+        p.add_argument("--steps", type=int, required=True, help="number of sampling steps K")
+
+
+def _out(args, obj: dict, text: str) -> None:
+    print(json.dumps(obj, indent=1) if args.json else text)
+
+
+def _workbench(args):
+    from .api import Workbench
+
+    if getattr(args, "steps", 1) is not None and getattr(args, "steps", 1) < 1:
+        raise BlockmaskError(f"--steps must be >= 1, got {args.steps}")
+    return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
+                          scheduler=args.scheduler)
+
+
+def _load_mask(wb, path, steps=None):
+    mf, warnings = wb.load_mask(path, steps=steps)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return mf
+
+
+def cmd_info(args) -> None:
+    from .costs import format_macs
+
+    wb = _workbench(args)
+    p = wb.macs
+    units = [{"index": u.index, "name": u.name, "kind": u.kind, "block": u.block, "macs": float(p.unit_macs[u.index])}
+             for u in wb.units]
+    obj = {"model": wb.loaded.spec, "class": type(wb.model).__name__, "fingerprint": wb.loaded.fingerprint,
+           "random_init": wb.loaded.random_init, "num_units": len(units), "units": units,
+           "macs_per_forward": p.full_step, "remainder_macs": p.remainder}
+    lines = [f"{wb.loaded.label}", f"fingerprint {wb.loaded.fingerprint}",
+             f"{len(units)} units; one forward (batch 1) = {format_macs(p.full_step)} MACs, "
+             f"always-run remainder {format_macs(p.remainder)} ({p.remainder / p.full_step:.1%})"]
+    lines += [f"  {u['index']:3d}  {u['kind']:<10} {u['name']:<40} {format_macs(u['macs']):>8}" for u in units]
+    _out(args, obj, "\n".join(lines))
+
+
+def cmd_macs(args) -> None:
+    from .costs import format_macs
+
+    wb = _workbench(args)
+    p = wb.macs
+    mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else np.ones((args.steps, len(wb.units)), bool)
+    obj = {"steps": args.steps, "baseline_macs": p.baseline(args.steps), "masked_macs": p.total(mask),
+           "ratio": p.ratio(mask), "speedup_bound": 1 / p.ratio(mask), "per_step_macs": p.per_step(mask).tolist()}
+    _out(args, obj, f"{args.steps} steps: {format_macs(obj['masked_macs'])} MACs of {format_macs(obj['baseline_macs'])} "
+                    f"({obj['ratio']:.1%}, MAC speedup {obj['speedup_bound']:.2f}x), batch 1, no CFG")
+
+
+def cmd_mask(args) -> None:
+    wb = _workbench(args)
+    mask = wb.baseline(args.kind, steps=args.steps, seed=args.seed, interval=args.interval, depth=args.depth,
+                       every=args.every, skip=args.skip, macs_ratio=args.macs_ratio)
+    meta = {"baseline": {"kind": args.kind, "interval": args.interval, "depth": args.depth, "every": args.every,
+                         "skip": args.skip, "macs_ratio": args.macs_ratio, "seed": args.seed}}
+    if args.rectify:
+        r = wb.rectify(mask)
+        meta["rectified"] = {"cells_removed": r.cells_removed, "macs_saved": r.macs_saved(wb.macs.unit_macs),
+                             "raw_mask": mask.astype(int).tolist()}
+        mask = r.mask
+    mf = wb.mask_file(mask, meta)
+    mf.save(args.output)
+    m = mf.meta["macs"]
+    _out(args, {"output": str(args.output), "hash": mf.to_json()["hash"], **m},
+         f"wrote {args.output}: {args.kind} mask, {mask.shape[0]}×{mask.shape[1]}, MAC ratio {m['ratio']:.1%}")
+
+
+def cmd_rectify(args) -> None:
+    wb = _workbench(args)
+    mf = _load_mask(wb, args.mask)
+    r = wb.rectify(mf.mask)
+    saved = r.macs_saved(wb.macs.unit_macs)
+    out = mf.with_mask(r.mask, rectified={"cells_removed": r.cells_removed, "macs_saved": saved,
+                                           "raw_mask": mf.mask.astype(int).tolist()})
+    out = wb.mask_file(out.mask, out.meta)
+    out.save(args.output)
+    obj = {"output": str(args.output), "cells_removed": r.cells_removed, "macs_saved": saved,
+           "ratio_before": wb.macs.ratio(mf.mask), "ratio_after": wb.macs.ratio(r.mask)}
+    _out(args, obj, f"removed {r.cells_removed} dead cells; MAC ratio {obj['ratio_before']:.2%} -> "
+                    f"{obj['ratio_after']:.2%}; wrote {args.output}")
+
+
+def cmd_sample(args) -> None:
+    from PIL import Image
+
+    from .io import atomic_write
+    from .sample import to_grid
+
+    wb = _workbench(args)
+    if args.num_images < 1:
+        raise BlockmaskError(f"--num-images must be >= 1, got {args.num_images}")
+    mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else None
+    cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise BlockmaskError(f"output {out} exists and is not a folder")
+    if not out.parent.exists():
+        raise BlockmaskError(f"output folder's parent does not exist: {out.parent}")
+    lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True)
+    imgs = wb.images(lat)
+    out.mkdir(exist_ok=True)
+    atomic_write(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)))
+    atomic_write(out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"))
+    _out(args, {"output": str(out), "num_images": args.num_images, "shape": list(imgs.shape)},
+         f"wrote {out}/grid.png and {out}/samples.npy ({args.num_images} images)")
+
+
+def _save_npy(path, arr) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temp name
+        np.save(f, arr)
+
+
+def cmd_bench(args) -> None:
+    wb = _workbench(args)
+    mf = _load_mask(wb, args.mask, args.steps)
+    cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale)
+    r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond,
+                 progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
+    _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
+                  f"masked {r['masked_s']:.3f}s, speedup {r['speedup']:.2f}x, MAC ratio {r['macs_ratio']:.1%} "
+                  f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help, steps=True):
+        p = sub.add_parser(name, help=help, description=help)
+        _model_args(p, steps=steps)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("info", cmd_info, "list the model's units, kinds and per-unit MACs", steps=False)
+    p = add("macs", cmd_macs, "total MACs of a mask (or all-ones) and the ratio to the plain model")
+    p.add_argument("--mask", help="mask JSON file")
+    p = sub.add_parser("mask", help="write a baseline mask (ones, random, deepcache, fora, uniform)")
+    p.add_argument("kind", choices=["ones", "random", "deepcache", "fora", "uniform"])
+    _model_args(p)
+    p.add_argument("--interval", type=int, default=3, help="deepcache/fora: full step every N steps")
+    p.add_argument("--depth", type=int, default=1, help="deepcache: resolution levels kept computed")
+    p.add_argument("--every", type=int, default=2, help="uniform: each unit runs every N steps")
+    p.add_argument("--skip", type=float, help="random: fraction of cells (rows 1..K-1) to skip")
+    p.add_argument("--macs-ratio", type=float, help="random: target MAC ratio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rectify", action="store_true", help="rectify the baseline mask before saving")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_mask)
+    p = sub.add_parser("rectify", help="remove provably dead cells from a mask (samples unchanged)")
+    p.add_argument("mask")
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--init-seed", type=int, default=0)
+    p.add_argument("--scheduler", default="ddim")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_rectify)
+    for name, fn, help in (("sample", cmd_sample, "generate images (PNG grid + samples.npy)"),
+                           ("bench", cmd_bench, "measure plain vs masked sampling speed in one process")):
+        p = add(name, fn, help)
+        p.add_argument("--mask", required=name == "bench")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--class-label", type=int)
+        p.add_argument("--guidance-scale", type=float, default=1.0)
+        if name == "sample":
+            p.add_argument("--num-images", type=int, default=4)
+            p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
+            p.add_argument("-o", "--output", required=True, help="output folder")
+        else:
+            p.add_argument("--batch", type=int, default=1)
+            p.add_argument("--repeats", type=int, default=3)
+            p.add_argument("--warmup", type=int, default=1)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except BlockmaskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""MACs, measured on the real modules (METHOD.md §5).
+
+One forward at batch 1 (no CFG doubling) under ``FlopCounterMode``; each unit's MACs come from
+the counter's per-module totals, the remainder (everything that always runs) is the rest.
+Convention: MACs = FLOPs / 2, attention matmuls (QKᵀ and AV) counted — on CPU too: torch's
+counter has no formula for ``_scaled_dot_product_flash_attention_for_cpu``, so we add one.
+With CFG every number doubles (two samples per forward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .units import Unit, discover_units, example_call
+
+
+def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_formula():
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {} if op is None else {op: _sdpa_cpu}
+
+
+@dataclasses.dataclass(frozen=True)
+class MacProfile:
+    """MACs of one forward pass for one sample: per unit (N,), and the always-run remainder."""
+
+    unit_macs: np.ndarray  # (N,)
+    remainder: float
+
+    @property
+    def full_step(self) -> float:
+        return float(self.remainder + self.unit_macs.sum())
+
+    def per_step(self, mask: np.ndarray) -> np.ndarray:
+        """(K,) MACs of each step under ``mask``."""
+        return self.remainder + np.asarray(mask, bool) @ self.unit_macs
+
+    def total(self, mask: np.ndarray) -> float:
+        """remainder × K + Σ live cells (METHOD.md §5)."""
+        m = np.asarray(mask, bool)
+        return float(self.remainder * m.shape[0] + (m * self.unit_macs).sum())
+
+    def baseline(self, steps: int) -> float:
+        return self.full_step * steps
+
+    def ratio(self, mask: np.ndarray) -> float:
+        """Masked MACs / all-ones MACs (< 1 is cheaper)."""
+        return self.total(mask) / self.baseline(np.asarray(mask).shape[0])
+
+    def to_json(self) -> dict:
+        return {"unit_macs": self.unit_macs.tolist(), "remainder": self.remainder, "full_step": self.full_step}
+
+
+@torch.no_grad()
+def measure_macs(model: torch.nn.Module, units: list[Unit] | None = None) -> MacProfile:
+    """Count MACs of one forward (batch 1) and split them over units. Cached on the model."""
+    cached = getattr(model, "_blockmask_macs", None)
+    if cached is not None:
+        return cached
+    units = units or discover_units(model)
+    run = example_call(model)
+    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formula()) as fc:
+        run()
+    counts = fc.get_flop_counts()
+    root = type(model).__name__
+    total = sum(counts["Global"].values()) / 2
+    per_unit = np.array([sum(counts.get(f"{root}.{u.name}", {}).values()) / 2 for u in units], dtype=float)
+    prof = MacProfile(per_unit, float(total - per_unit.sum()))
+    model._blockmask_macs = prof
+    return prof
+
+
+def format_macs(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"

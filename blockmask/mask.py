@@ -1,0 +1,178 @@
+"""The K×N binary mask and its JSON file (format ``blockmask/1``), METHOD.md §1.
+
+``M[k, i] = 1``: unit i runs at sampling step k (k = 0 is the noisiest step) and refreshes its
+cache; ``0``: it returns the cached output. Row 0 is all ones: there is no cache yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MaskError
+from .io import atomic_write_json
+
+FORMAT = "blockmask/1"
+
+
+def validate_mask(mask: Any, *, units: int | None = None, steps: int | None = None) -> np.ndarray:
+    """Check and convert to a (K, N) bool array; raises MaskError naming the first problem."""
+    try:
+        arr = np.asarray(mask, dtype=float)
+    except (TypeError, ValueError):
+        raise MaskError("mask must be a K×N array of 0/1 values (found ragged or non-numeric rows)") from None
+    if arr.ndim != 2:
+        raise MaskError(f"mask must be 2-D (K steps × N units), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise MaskError(f"mask is empty (shape {arr.shape})")
+    if np.isnan(arr).any():
+        k, i = np.argwhere(np.isnan(arr))[0]
+        raise MaskError(f"mask has NaN at step {k}, unit {i}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        k, i = np.argwhere(bad)[0]
+        raise MaskError(f"mask values must be 0 or 1; found {arr[k, i]:g} at step {k}, unit {i}")
+    if steps is not None and arr.shape[0] != steps:
+        raise MaskError(f"mask has {arr.shape[0]} steps (rows), expected {steps}")
+    if units is not None and arr.shape[1] != units:
+        raise MaskError(f"mask has {arr.shape[1]} units (columns), the model has {units}")
+    if not arr[0].all():
+        off = np.flatnonzero(arr[0] == 0)[:5].tolist()
+        raise MaskError(f"row 0 must be all ones (no cache exists before the first step); units {off} are 0")
+    return arr.astype(bool)
+
+
+def mask_hash(mask: np.ndarray) -> str:
+    """Content hash of a mask (shape + bits), 16 hex digits."""
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
+    h = hashlib.sha256(f"{m.shape}".encode())
+    h.update(np.packbits(m).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class MaskFile:
+    """A mask with everything needed to check it against a model and a schedule."""
+
+    mask: np.ndarray  # (K, N) bool
+    units: list[str]  # N unit names, execution order
+    model: str = ""  # the model spec it was made for (hub id, path, config:…, bundled name)
+    fingerprint: str = ""  # model class + config hash, see blockmask.models.fingerprint
+    scheduler: dict = dataclasses.field(default_factory=dict)  # {"class", "config", "timesteps"}
+    meta: dict = dataclasses.field(default_factory=dict)  # free: training config, delta, lambda, MACs…
+
+    def __post_init__(self):
+        self.mask = validate_mask(self.mask, units=len(self.units))
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.mask.shape[0])
+
+    def with_mask(self, mask: np.ndarray, **meta) -> "MaskFile":
+        return dataclasses.replace(self, mask=np.asarray(mask, bool).copy(), meta={**self.meta, **meta})
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "fingerprint": self.fingerprint,
+            "scheduler": self.scheduler,
+            "num_steps": self.num_steps,
+            "units": list(self.units),
+            "mask": self.mask.astype(int).tolist(),
+            "hash": mask_hash(self.mask),
+            "meta": _jsonable(self.meta),
+        }
+
+    def save(self, path) -> Path:
+        """Atomic write (temp file + rename)."""
+        return atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "mask file") -> "MaskFile":
+        if not isinstance(data, dict):
+            raise MaskError(f"{source}: expected a JSON object")
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            raise MaskError(f"{source}: format is {fmt!r}, expected {FORMAT!r}")
+        missing = [k for k in ("num_steps", "units", "mask") if k not in data]
+        if missing:
+            raise MaskError(f"{source}: missing field(s) {', '.join(missing)}")
+        units = data["units"]
+        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+            raise MaskError(f"{source}: 'units' must be a list of unit names")
+        try:
+            mask = validate_mask(data["mask"], units=len(units), steps=data["num_steps"])
+        except MaskError as e:
+            raise MaskError(f"{source}: {e}") from None
+        return cls(mask=mask, units=units, model=str(data.get("model", "")), fingerprint=str(data.get("fingerprint", "")),
+                   scheduler=data.get("scheduler") or {}, meta=data.get("meta") or {})
+
+    @classmethod
+    def loads(cls, text: str | bytes, source: str = "mask file") -> "MaskFile":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MaskError(f"{source}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+        return cls.from_json(data, source)
+
+    @classmethod
+    def load(cls, path) -> "MaskFile":
+        p = Path(path)
+        if not p.is_file():
+            raise MaskError(f"mask file not found: {p}")
+        return cls.loads(p.read_bytes(), source=str(p))
+
+    def mismatches(self, *, units: list[str], fingerprint: str | None = None, steps: int | None = None) -> list[str]:
+        """Every way this file disagrees with a model (unit names/N, fingerprint) and step count."""
+        out = []
+        if steps is not None and steps != self.num_steps:
+            out.append(f"mask has {self.num_steps} steps, sampling uses {steps}")
+        if len(units) != len(self.units):
+            out.append(f"mask has {len(self.units)} units, the model has {len(units)}")
+        else:
+            diff = [i for i, (a, b) in enumerate(zip(self.units, units)) if a != b]
+            if diff:
+                i = diff[0]
+                out.append(f"{len(diff)} unit name(s) differ, first at column {i}: mask {self.units[i]!r} vs model {units[i]!r}")
+        if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
+            out.append(f"model fingerprint differs (mask {self.fingerprint}, model {fingerprint})")
+        return out
+
+    def check(self, *, units: list[str], fingerprint: str | None = None, steps: int | None = None,
+              strict_fingerprint: bool = False) -> list[str]:
+        """Raise MaskError listing every structural mismatch; return fingerprint warnings.
+
+        A different fingerprint alone (same unit names, N, K) is a warning unless
+        ``strict_fingerprint``: the same architecture with other weights is a legitimate use.
+        """
+        problems = self.mismatches(units=units, fingerprint=fingerprint, steps=steps)
+        hard = [p for p in problems if not p.startswith("model fingerprint")]
+        soft = [p for p in problems if p.startswith("model fingerprint")]
+        if hard or (soft and strict_fingerprint):
+            raise MaskError("mask does not fit the model: " + "; ".join(hard + (soft if strict_fingerprint else [])))
+        return soft
+
+
+def _jsonable(obj):
+    """Make meta JSON-safe: numpy → lists/floats, non-finite floats → None."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj

@@ -1,0 +1,187 @@
+"""Model specs accepted everywhere (CLI, API, apps).
+
+* a bundled model name (``mnist-ddpm``, ``mnist-dit``: folders in ``assets/models/``);
+* ``config:PATH.json`` — random init from a diffusers-style config with ``_class_name``
+  (legacy ``Transformer2DModel`` resolves to DiT / PixArt as diffusers does), seeded;
+* a local diffusers folder (a model folder with ``config.json`` or a pipeline folder with
+  ``model_index.json``);
+* a Hugging Face hub id (needs network; offline gives a clear error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import BlockmaskError, UnsupportedModelError
+
+DENOISER_COMPONENTS = ("transformer", "unet")
+SUPPORTED_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
+
+
+def assets_dir() -> Path:
+    """``assets/`` of the repository (override with $BLOCKMASK_ASSETS)."""
+    env = os.environ.get("BLOCKMASK_ASSETS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+
+
+def bundled_models() -> list[str]:
+    d = assets_dir() / "models"
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file())
+
+
+DEFAULT_MODEL = "mnist-ddpm"
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A denoiser plus what came with it."""
+
+    spec: str
+    model: torch.nn.Module
+    scheduler: object | None = None  # the model's own scheduler, when it shipped one
+    vae: torch.nn.Module | None = None  # latent models loaded from a pipeline
+    source: str = ""  # bundled | config | folder | hub
+    info: dict = dataclasses.field(default_factory=dict)  # blockmask.json / training.json of bundled models
+
+    @property
+    def random_init(self) -> bool:
+        return self.source == "config"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.model)
+
+    @property
+    def label(self) -> str:
+        tag = " (random init)" if self.random_init else ""
+        return f"{self.spec}{tag} — {type(self.model).__name__}"
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Model class + hash of its public config (weights are not hashed)."""
+    cfg = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{type(model).__name__}:{h}"
+
+
+def _resolve_class(config: dict):
+    import diffusers
+    from diffusers.models.model_loading_utils import _fetch_remapped_cls_from_config
+
+    name = config.get("_class_name")
+    if not name:
+        raise BlockmaskError("config has no '_class_name'; cannot tell which diffusers model to build")
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise UnsupportedModelError(f"unknown diffusers class {name!r} in config")
+    if name == "Transformer2DModel":
+        cls = _fetch_remapped_cls_from_config(config, cls)
+    if cls.__name__ not in SUPPORTED_CLASSES:
+        raise UnsupportedModelError(f"unsupported model class {cls.__name__}; supported: {', '.join(SUPPORTED_CLASSES)}")
+    return cls
+
+
+def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dtype=torch.float32) -> torch.nn.Module:
+    """Random-init model from a config JSON, seeded (every call builds the same weights)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BlockmaskError(f"config file not found: {p}")
+    try:
+        config = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BlockmaskError(f"config file {p} is not valid JSON ({e.msg})") from None
+    cls = _resolve_class(config)
+    torch.manual_seed(init_seed)
+    with torch.device(device):  # device="meta": shapes only, for counting MACs of huge configs
+        model = cls.from_config(config)
+    if dtype != torch.float32:
+        model = model.to(dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel:
+    import diffusers
+
+    where = "folder" if local else "hub id"
+    try:
+        if local:
+            root = Path(spec)
+            has_index = (root / "model_index.json").is_file()
+            has_config = (root / "config.json").is_file()
+            if not (has_index or has_config):
+                raise BlockmaskError(f"{spec} is not a diffusers folder (no model_index.json or config.json)")
+            index = json.loads((root / "model_index.json").read_text()) if has_index else None
+        else:
+            try:
+                index = diffusers.DiffusionPipeline.load_config(spec)
+            except Exception:
+                index = None
+        kw = {"torch_dtype": dtype}
+        sub = None
+        if index is not None:
+            sub = next((c for c in DENOISER_COMPONENTS if c in index), None)
+            if sub is None:
+                raise BlockmaskError(f"{spec}: pipeline has no 'unet' or 'transformer' component")
+        cfg = diffusers.ModelMixin.load_config(spec, subfolder=sub)
+        cls = _resolve_class(cfg)
+        model = cls.from_pretrained(spec, subfolder=sub, **kw)
+        scheduler = _load_scheduler(spec)
+        vae = None
+        if index is not None and "vae" in index:
+            try:
+                vae = diffusers.AutoencoderKL.from_pretrained(spec, subfolder="vae", **kw).to(device).eval()
+            except Exception:
+                vae = None
+    except BlockmaskError:
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = "" if local else " (no network or unknown id? set HF_HUB_OFFLINE=1 to use only the local cache)"
+        raise BlockmaskError(f"could not load model {where} {spec!r}{hint}: {msg[:200]}") from None
+    model = model.to(device).eval().requires_grad_(False)
+    info = {}
+    if local and (Path(spec) / "blockmask.json").is_file():
+        info = json.loads((Path(spec) / "blockmask.json").read_text())
+    return LoadedModel(spec, model, scheduler, vae, "folder" if local else "hub", info)
+
+
+def _load_scheduler(spec: str):
+    import diffusers
+
+    try:
+        cfg = diffusers.SchedulerMixin.load_config(spec, subfolder="scheduler")
+    except Exception:
+        return None
+    cls = getattr(diffusers, cfg.get("_class_name", ""), None)
+    return None if cls is None else cls.from_config(cfg)
+
+
+def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               init_seed: int = 0) -> LoadedModel:
+    """Resolve a model spec (see module docstring) to a frozen, eval-mode denoiser."""
+    spec = str(spec).strip()
+    if not spec:
+        raise BlockmaskError("empty model spec")
+    if spec.startswith("config:"):
+        path = spec[len("config:"):]
+        return LoadedModel(spec, from_config(path, init_seed=init_seed, device=device, dtype=dtype), source="config")
+    bundled = assets_dir() / "models" / spec
+    if "/" not in spec and (bundled / "config.json").is_file():
+        lm = _load_folder_or_hub(str(bundled), device=device, dtype=dtype, local=True)
+        return dataclasses.replace(lm, spec=spec, source="bundled")
+    if os.path.exists(spec):
+        return _load_folder_or_hub(spec, device=device, dtype=dtype, local=True)
+    if spec.endswith(".json"):
+        raise BlockmaskError(f"config file not found: {spec} (use config:PATH.json for random init)")
+    if spec.count("/") != 1 or spec.startswith(("/", ".")):
+        names = ", ".join(bundled_models()) or "none installed"
+        raise BlockmaskError(f"unknown model {spec!r}: not a bundled model ({names}), folder, config:PATH or hub id")
+    return _load_folder_or_hub(spec, device=device, dtype=dtype, local=False)

@@ -1,0 +1,181 @@
+"""Sampling with a mask: diffusers' scheduler loop around the (masked) denoiser.
+
+The loop mirrors diffusers' DDPMPipeline / DiTPipeline (CFG batched cond-first, guidance on the
+predicted noise, learned-sigma half dropped), so with an all-ones mask the samples are bitwise
+the plain model's (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import Conditioning, adapter_for
+from .errors import BlockmaskError
+from .execution import MaskedExecution
+from .models import LoadedModel
+from .schedulers import make_scheduler
+
+
+@dataclasses.dataclass
+class Condition:
+    """What to generate: per-sample class labels or prompt embeddings, and the guidance scale."""
+
+    class_labels: list[int] | None = None
+    prompt_embeds: torch.Tensor | None = None  # (L, D) or (B, L, D)
+    prompt_mask: torch.Tensor | None = None
+    negative_embeds: torch.Tensor | None = None
+    guidance_scale: float = 1.0
+
+
+def load_prompt_file(path) -> Condition:
+    """Prompt embeddings from a safetensors file: ``prompt_embeds`` (+ ``prompt_attention_mask``,
+    ``negative_prompt_embeds``), e.g. saved from a pipeline's ``encode_prompt``."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise BlockmaskError(f"prompt embeddings file not found: {p}")
+    try:
+        d = load_file(str(p))
+    except Exception as e:
+        raise BlockmaskError(f"cannot read prompt embeddings {p}: {str(e).splitlines()[0][:120]}") from None
+    if "prompt_embeds" not in d:
+        raise BlockmaskError(f"{p} has no 'prompt_embeds' tensor (found: {', '.join(d) or 'nothing'})")
+    emb = d["prompt_embeds"]
+    emb = emb[None] if emb.ndim == 2 else emb
+    neg = d.get("negative_prompt_embeds")
+    neg = neg[None] if neg is not None and neg.ndim == 2 else neg
+    mask = d.get("prompt_attention_mask")
+    mask = mask[None] if mask is not None and mask.ndim == 1 else mask
+    return Condition(prompt_embeds=emb.float(), prompt_mask=mask, negative_embeds=None if neg is None else neg.float())
+
+
+def build_conditioning(model, batch: int, condition: Condition, generator: torch.Generator) -> tuple[Conditioning, bool]:
+    """(conditioning for the model call, whether CFG batching is on)."""
+    adapter = adapter_for(model)
+    labels = None
+    if condition.class_labels is not None:
+        n = adapter.num_classes(model)
+        if n is None:
+            raise BlockmaskError(f"{type(model).__name__} is not class-conditional; drop the class label")
+        vals = list(condition.class_labels)
+        if len(vals) == 1:
+            vals = vals * batch
+        if len(vals) != batch:
+            raise BlockmaskError(f"got {len(vals)} class labels for {batch} images")
+        bad = [v for v in vals if not 0 <= int(v) < n]
+        if bad:
+            raise BlockmaskError(f"class label {bad[0]} is out of range 0..{n - 1}")
+        labels = torch.tensor([int(v) for v in vals], dtype=torch.long)
+    cond = adapter.conditioning(model, batch, class_labels=labels, prompt_embeds=condition.prompt_embeds,
+                                prompt_mask=condition.prompt_mask, generator=generator)
+    cfg = condition.guidance_scale is not None and condition.guidance_scale > 1.0
+    if cfg:
+        if not adapter.supports_guidance(model):
+            raise BlockmaskError(f"{type(model).__name__} has no unconditional branch; use guidance scale 1")
+        cond = cond.cat(adapter.null_conditioning(model, cond, condition.negative_embeds))
+    return cond, cfg
+
+
+def denoise(model, adapter, scheduler, latents, t, cond: Conditioning, guidance_scale: float, cfg: bool) -> torch.Tensor:
+    """One denoiser evaluation at timestep t → the (guided) prediction the scheduler consumes."""
+    inp = torch.cat([latents, latents]) if cfg else latents
+    inp = scheduler.scale_model_input(inp, t)
+    out = adapter.forward(model, inp, t, cond)
+    eps = adapter.split_output(model, out)
+    if cfg:
+        cond_eps, uncond_eps = eps.chunk(2)
+        eps = uncond_eps + guidance_scale * (cond_eps - uncond_eps)
+    return eps
+
+
+def initial_noise(model, batch: int, generator: torch.Generator, scheduler) -> torch.Tensor:
+    adapter = adapter_for(model)
+    p = next(model.parameters())
+    x = torch.randn((batch, *adapter.latent_shape(model)), generator=generator, dtype=p.dtype)
+    return (x * scheduler.init_noise_sigma).to(p.device)
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
+           seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
+           callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None) -> torch.Tensor:
+    """Run the full sampling loop; returns the final latents (B, C, H, W).
+
+    mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step.
+    The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
+    """
+    adapter = adapter_for(model)
+    scheduler = scheduler if scheduler is not None else make_scheduler("ddim")
+    condition = condition or Condition()
+    g = torch.Generator().manual_seed(int(seed))
+    p = next(model.parameters())
+    cond, cfg = build_conditioning(model, batch, condition, g)
+    cond = cond.to(p.device, p.dtype)
+    scheduler.set_timesteps(num_steps)
+    latents = initial_noise(model, batch, g, scheduler)
+    timesteps = scheduler.timesteps
+    if mask is not None and mask.shape[0] != len(timesteps):
+        raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {len(timesteps)}")
+    own = execution is None and mask is not None  # we enter (and reset) our own execution context
+    ctx = execution if execution is not None else (MaskedExecution(model, mask) if own else None)
+    with ctx if own else contextlib.nullcontext():
+        for k, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
+            if ctx is not None:
+                ctx.set_step(k)
+            eps = denoise(model, adapter, scheduler, latents, t, cond, condition.guidance_scale, cfg)
+            latents = scheduler.step(eps, t, latents, generator=g).prev_sample
+            if callback is not None:
+                callback(k + 1, len(timesteps))
+    return latents
+
+
+@torch.no_grad()
+def decode(lm: LoadedModel | torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Final samples in [0, 1], float32 on CPU: pixel models directly, latent models through their VAE
+    when one was loaded (without a VAE the latents' first 3 channels are min-max scaled for viewing)."""
+    vae = getattr(lm, "vae", None)
+    if vae is not None:
+        sf = getattr(vae.config, "scaling_factor", 1.0)
+        img = vae.decode(latents.to(vae.dtype) / sf).sample
+        return (img / 2 + 0.5).clamp(0, 1).float().cpu()
+    model = lm.model if isinstance(lm, LoadedModel) else lm
+    if model.config.in_channels in (1, 3):
+        return (latents / 2 + 0.5).clamp(0, 1).float().cpu()
+    x = latents[:, :3].float().cpu()
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo + 1e-8)
+
+
+def to_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
+    """(B, C, H, W) in [0, 1] → uint8 grid (H', W', 3)."""
+    b, c, h, w = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / nrow))
+    grid = np.zeros((rows * (h + 2) + 2, nrow * (w + 2) + 2, 3), dtype=np.uint8)
+    arr = (images.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=1)
+    for n in range(b):
+        r, col = divmod(n, nrow)
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = arr[n, :3].transpose(1, 2, 0)
+    return grid
+
+
+def timed(fn: Callable[[], torch.Tensor], device) -> tuple[torch.Tensor, float]:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
