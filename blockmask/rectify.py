@@ -60,11 +60,13 @@ def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
 
 def rectify_eq12(mask: np.ndarray) -> np.ndarray:
     """The paper's Eq. 12 for a pure chain, applied in its stated order (last step to first,
-    last block to first): M[k, i] ← 0 if M[k, i+1] = 0 and M[k+1, i] = 1. For reference and tests."""
+    last block to first, in place): M[k, i] ← 0 if M[k, i+1] = 0 and M[k+1, i] = 1. After the last
+    step no cache is read, so the row past the end counts as all ones. For reference and tests."""
     m = validate_mask(mask).copy()
     k_steps, n = m.shape
-    for k in range(k_steps - 2, 0, -1):
+    for k in range(k_steps - 1, 0, -1):
         for i in range(n - 2, -1, -1):
-            if m[k, i] and not m[k, i + 1] and m[k + 1, i]:
+            overwritten = k + 1 == k_steps or m[k + 1, i]
+            if m[k, i] and not m[k, i + 1] and overwritten:
                 m[k, i] = False
     return m

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random-init models of every supported architecture (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pytest must never reach the hub
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "tests" / "configs"
+REFERENCE = ROOT.parent / "shared" / "reference" / "configs"
+TINY = ["tiny-unet", "tiny-unet-cond", "tiny-dit", "tiny-pixart"]
+GUIDED = {"tiny-unet": 1.0, "tiny-unet-cond": 2.0, "tiny-dit": 3.0, "tiny-pixart": 2.0}
+
+
+def tiny_spec(name: str) -> str:
+    return f"config:{CONFIGS / (name + '.json')}"
+
+
+@pytest.fixture(scope="session")
+def workbenches():
+    from blockmask.api import Workbench
+
+    cache = {}
+
+    def get(name: str, scheduler: str = "ddim"):
+        key = (name, scheduler)
+        if key not in cache:
+            cache[key] = Workbench.load(tiny_spec(name), scheduler=scheduler)
+        return cache[key]
+
+    return get
