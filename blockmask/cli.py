@@ -146,6 +146,39 @@ def cmd_bench(args) -> None:
                   f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}")
 
 
+def cmd_train(args) -> None:
+    from .train import TrainConfig
+    from .train_run import run_training
+
+    wb = _workbench(args)
+    labels = None if args.class_label is None else (args.class_label,)
+    base = dict(steps=args.steps, iters=args.iters, batch=args.batch, lr=args.lr, alpha=args.alpha, beta=args.beta,
+                lam=args.lam, lambda_mode=args.lambda_mode, lambda_low=args.lambda_low, lambda_high=args.lambda_high,
+                tau=args.tau, sampler=args.sampler, temperature=args.temperature, seed=args.seed,
+                guidance_scale=args.guidance_scale, class_labels=labels)
+    cond = None
+    if args.prompt_embeds:
+        cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
+    runs = [(args.lam, Path(args.output))]
+    if args.sweep:
+        try:
+            lams = [float(v) for v in args.sweep.split(",") if v.strip()]
+        except ValueError:
+            raise BlockmaskError(f"--sweep takes comma-separated λ values, got {args.sweep!r}") from None
+        out = Path(args.output)
+        runs = [(lam, out.with_name(f"{out.stem}-lam{lam:g}{out.suffix}")) for lam in lams]
+    results = []
+    for lam, path in runs:
+        cfg = TrainConfig(**{**base, "lam": lam})
+        _, summary = run_training(wb, cfg, path, rectify=not args.no_rectify, resume=args.resume,
+                                  target_macs=args.target_macs, condition=cond, progress=not args.json)
+        results.append(summary)
+    text = "\n".join(f"wrote {r['output']}: MAC ratio {r['macs']['ratio']:.1%}, {r['cells_removed']} cells rectified, "
+                     f"{r['train_seconds']:.0f}s ({r['per_step_seconds']:.2f}s/step), peak RSS {r['peak_rss_mb']:.0f} MB"
+                     for r in results)
+    _out(args, results[0] if len(results) == 1 else {"runs": results}, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -183,6 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_rectify)
+    p = add("train", cmd_train, "learn a mask step by step from Gaussian noise (METHOD.md §2-3)")
+    p.add_argument("--iters", type=int, default=20, help="optimization iterations per step")
+    p.add_argument("--batch", type=int, default=4, help="noise seeds per iteration")
+    p.add_argument("--lr", type=float, default=0.3, help="Adam learning rate on the logits")
+    p.add_argument("--alpha", type=float, default=1.0, help="sparsity weight (Eq. 6)")
+    p.add_argument("--beta", type=float, default=0.5, help="bimodal weight (Eq. 7)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="λ scale (Eq. 10/11)")
+    p.add_argument("--lambda-mode", default="piecewise", choices=["piecewise", "constant"])
+    p.add_argument("--lambda-low", type=float, default=0.1, help="λ level at sensitive steps (large Δ)")
+    p.add_argument("--lambda-high", type=float, default=1.0, help="λ level at smooth steps")
+    p.add_argument("--tau", type=float, default=0.5, help="threshold on the normalized Δ_k")
+    p.add_argument("--sampler", default="random", choices=["random", "gumbel"])
+    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-sigmoid temperature")
+    p.add_argument("--target-macs", type=float, help="reach this MAC ratio (e.g. 0.6) within ±2%%")
+    p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-label", type=int)
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
+    p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")
+    p.add_argument("-o", "--output", required=True)
     for name, fn, help in (("sample", cmd_sample, "generate images (PNG grid + samples.npy)"),
                            ("bench", cmd_bench, "measure plain vs masked sampling speed in one process")):
         p = add(name, fn, help)

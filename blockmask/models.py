@@ -72,6 +72,16 @@ def fingerprint(model: torch.nn.Module) -> str:
     return f"{type(model).__name__}:{h}"
 
 
+def _read_config(spec: str, subfolder: str | None, filename: str) -> dict:
+    """A diffusers config file (model or scheduler) from a folder or the hub."""
+    from diffusers.configuration_utils import ConfigMixin
+
+    class _Reader(ConfigMixin):
+        config_name = filename
+
+    return dict(_Reader.load_config(spec, subfolder=subfolder))
+
+
 def _resolve_class(config: dict):
     import diffusers
     from diffusers.models.model_loading_utils import _fetch_remapped_cls_from_config
@@ -130,7 +140,7 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
             sub = next((c for c in DENOISER_COMPONENTS if c in index), None)
             if sub is None:
                 raise BlockmaskError(f"{spec}: pipeline has no 'unet' or 'transformer' component")
-        cfg = diffusers.ModelMixin.load_config(spec, subfolder=sub)
+        cfg = _read_config(spec, sub, "config.json")
         cls = _resolve_class(cfg)
         model = cls.from_pretrained(spec, subfolder=sub, **kw)
         scheduler = _load_scheduler(spec)
@@ -157,7 +167,7 @@ def _load_scheduler(spec: str):
     import diffusers
 
     try:
-        cfg = diffusers.SchedulerMixin.load_config(spec, subfolder="scheduler")
+        cfg = _read_config(spec, "scheduler", "scheduler_config.json")
     except Exception:
         return None
     cls = getattr(diffusers, cfg.get("_class_name", ""), None)

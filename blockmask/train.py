@@ -1,0 +1,199 @@
+"""Mask training, one sampling step at a time (METHOD.md §2–3).
+
+For k = 1..K−1: the state entering step k (latents and unit caches) comes from the already
+binarized rows 0..k−1, starting from Gaussian noise (no data set). Scores s_k = σ(θ_k) are
+optimized for ``iters`` iterations on
+
+    L_k = ||F − F*||² / ||F*||²  +  λ_k (α mean(s) + β mean(s(1−s)))        (Eq. 5–8, 11)
+
+where F is the output with relaxed gates m ~ s (Eq. 4) and F* the frozen model on the same input.
+The feature term is normalized by ||F*||² **(ours)** so that λ means the same on every model.
+Then M[k] = s_k > 0.5 and step k runs once with the binary row. Only one step's graph is alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import adapter_for
+from .errors import BlockmaskError
+from .execution import MaskedExecution
+from .sample import Condition, build_conditioning, denoise, initial_noise
+from .scaling import LambdaSchedule, feature_variation
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (all recorded in the mask file's meta)."""
+
+    steps: int  # K sampling steps
+    iters: int = 20  # optimization iterations per step
+    batch: int = 4  # noise seeds trained on at once
+    lr: float = 0.3  # Adam learning rate on the logits (Adam moves each logit by about lr per iteration)
+    alpha: float = 1.0  # weight of the sparsity term (Eq. 6)
+    beta: float = 0.5  # weight of the bimodal term (Eq. 7)
+    lam: float = 0.05  # λ scale (Eq. 10/11)
+    lambda_mode: str = "piecewise"  # piecewise | constant
+    lambda_low: float = 0.1  # level at sensitive steps
+    lambda_high: float = 1.0  # level at smooth steps
+    tau: float = 0.5  # threshold on normalized Δ
+    sampler: str = "random"  # random (straight-through Bernoulli) | gumbel (Gumbel-sigmoid)
+    temperature: float = 0.5  # Gumbel-sigmoid temperature
+    init_prob: float = 0.9  # initial s (logits = logit(init_prob))
+    seed: int = 0
+    guidance_scale: float = 1.0
+    class_labels: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        checks = [(self.steps >= 2, f"steps must be >= 2, got {self.steps}"),
+                  (self.iters >= 1, f"iters must be >= 1, got {self.iters}"),
+                  (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
+                  (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+                  (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
+                  (self.sampler in ("random", "gumbel"), f"sampler must be random or gumbel, got {self.sampler!r}"),
+                  (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+                  (0 < self.init_prob < 1, f"init_prob must be in (0, 1), got {self.init_prob}")]
+        for ok, msg in checks:
+            if not ok:
+                raise BlockmaskError(msg)
+        self.lambda_schedule()  # validates λ settings
+
+    def lambda_schedule(self) -> LambdaSchedule:
+        return LambdaSchedule(self.lambda_mode, self.lam, self.lambda_low, self.lambda_high, self.tau)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["class_labels"] = None if self.class_labels is None else list(self.class_labels)
+        return d
+
+
+@dataclasses.dataclass
+class StepReport:
+    """What the callback receives after each learned step."""
+
+    k: int
+    steps: int
+    loss_first: float
+    loss_last: float
+    kept: float  # fraction of units computed in row k
+    macs_ratio: float  # cumulative MAC ratio of rows 0..k
+    seconds: float
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Progress: the rows learned so far (a checkpoint is this, as JSON)."""
+
+    rows: list[list[int]]
+    scores: list[list[float]]
+    losses: list[list[float]]
+    seconds: list[float]
+    delta: list[float | None]
+    lam: list[float]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _relaxed(s: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    if cfg.sampler == "random":  # straight-through Bernoulli: value b, gradient of s
+        b = (torch.rand(s.shape, generator=gen) < s.detach().cpu()).to(s)
+        return b + s - s.detach()
+    u = torch.rand(s.shape, generator=gen).clamp(1e-6, 1 - 1e-6).to(s)  # Gumbel-sigmoid
+    logit = torch.log(s) - torch.log1p(-s)
+    return torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / cfg.temperature)
+
+
+def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs: np.ndarray, remainder: float,
+               condition: Condition | None = None, state: TrainState | None = None,
+               checkpoint: Callable[[TrainState], None] | None = None,
+               callback: Callable[[StepReport], None] | None = None, progress: bool = True) -> TrainState:
+    """Learn a K×N mask step by step; resumes from ``state`` (rows 0..len−1 are replayed, not relearned).
+
+    ``checkpoint(state)`` is called after every step (write it atomically); the result is the same
+    as an uninterrupted run with the same seed.
+    """
+    adapter = adapter_for(model)
+    k_steps = cfg.steps
+    n = len(unit_macs)
+    condition = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None,
+                                       guidance_scale=cfg.guidance_scale)
+    if state is None:
+        delta = feature_variation(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
+                                  condition=condition)
+        lam = cfg.lambda_schedule().weights(delta)
+        state = TrainState([[1] * n], [[1.0] * n], [[]], [0.0], [None if math.isnan(d) else float(d) for d in delta],
+                           lam.tolist())
+    done = len(state.rows)
+    p = next(model.parameters())
+    g = torch.Generator().manual_seed(cfg.seed)
+    cond, cfg_on = build_conditioning(model, cfg.batch, condition, g)
+    cond = cond.to(p.device, p.dtype)
+    scheduler.set_timesteps(k_steps)
+    x = initial_noise(model, cfg.batch, g, scheduler)
+    mask = np.ones((k_steps, n), dtype=bool)
+    for k, row in enumerate(state.rows):
+        mask[k] = np.asarray(row, bool)
+    full = remainder + float(np.sum(unit_macs))
+    ex = MaskedExecution(model, mask)
+    bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
+    with ex:
+        for k, t in enumerate(scheduler.timesteps):
+            if k >= done:
+                t0 = time.perf_counter()
+                row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
+                                                 float(state.lam[k]), p)
+                mask[k] = row
+                state.rows.append(row.astype(int).tolist())
+                state.scores.append(scores)
+                state.losses.append(losses)
+                state.seconds.append(time.perf_counter() - t0)
+            ex.set_step(k)
+            with torch.no_grad():
+                eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg_on)
+                x = scheduler.step(eps, t, x, generator=g).prev_sample
+            if k >= done:
+                if checkpoint is not None:
+                    checkpoint(state)
+                ratio = (remainder * (k + 1) + (mask[: k + 1] * unit_macs).sum()) / (full * (k + 1))
+                rep = StepReport(k, k_steps, state.losses[k][0], state.losses[k][-1], float(mask[k].mean()),
+                                 float(ratio), state.seconds[k])
+                bar.set_postfix(loss=f"{rep.loss_last:.4f}", kept=f"{rep.kept:.2f}", macs=f"{rep.macs_ratio:.2f}")
+                bar.update(1)
+                if callback is not None:
+                    callback(rep)
+    bar.close()
+    return state
+
+
+def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p):
+    n = len(ex.units)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + k)  # per-step stream: resume-exact
+    with torch.no_grad(), ex.reference():
+        target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
+    denom = target.pow(2).mean().clamp_min(1e-12)
+    theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=cfg.lr)
+    ex.set_step(k)
+    losses = []
+    for _ in range(cfg.iters):
+        s = torch.sigmoid(theta)
+        m = _relaxed(s, cfg, gen)
+        with ex.soft_gates(m):
+            out = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
+        feat = (out - target).pow(2).mean() / denom
+        loss = feat + lam_k * (cfg.alpha * s.mean() + cfg.beta * (s * (1 - s)).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        del out, feat, loss, m, s
+    scores = torch.sigmoid(theta.detach()).cpu()
+    return (scores > 0.5).numpy(), [float(v) for v in scores], losses
