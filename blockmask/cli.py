@@ -24,7 +24,9 @@ def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
 
 
 def _out(args, obj: dict, text: str) -> None:
-    print(json.dumps(obj, indent=1) if args.json else text)
+    from .mask import jsonable
+
+    print(json.dumps(jsonable(obj), indent=1) if args.json else text)  # strict JSON: inf/NaN -> null
 
 
 def _workbench(args):
@@ -179,6 +181,53 @@ def cmd_train(args) -> None:
     _out(args, results[0] if len(results) == 1 else {"runs": results}, text)
 
 
+def _int_list(text: str | None, flag: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BlockmaskError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import Method, evaluate
+    from .report import to_markdown, write_report
+
+    wb = _workbench(args)
+    k = args.steps
+    methods = [Method("original", None, k)]
+    learned = []
+    for spec in args.mask or []:
+        name, _, path = spec.rpartition("=")
+        mf = _load_mask(wb, path, k)
+        name = name or Path(path).stem
+        methods.append(Method(name, mf.mask, k))
+        learned.append((name, mf))
+        raw = mf.meta.get("rectified", {}).get("raw_mask")
+        if args.ablate_rectify and raw is not None and mf.meta["rectified"].get("cells_removed"):
+            methods.append(Method(f"{name} (no rectify)", np.array(raw, bool), k))
+    for iv in _int_list(args.deepcache, "--deepcache"):
+        methods.append(Method(f"DeepCache N={iv}", wb.baseline("deepcache", steps=k, interval=iv, depth=args.depth), k))
+    for iv in _int_list(args.fora, "--fora"):
+        methods.append(Method(f"FORA N={iv}", wb.baseline("fora", steps=k, interval=iv), k))
+    for ev in _int_list(args.uniform, "--uniform"):
+        methods.append(Method(f"uniform every {ev}", wb.baseline("uniform", steps=k, every=ev), k))
+    for name, mf in learned:
+        ratio = wb.macs.ratio(mf.mask)
+        if args.random_matched:
+            methods.append(Method(f"random @ {name} MACs", wb.baseline("random", steps=k, macs_ratio=max(ratio, 1e-9),
+                                                                         seed=args.seed), k))
+        if args.fewer_steps:
+            methods.append(Method(f"DDIM {max(1, round(ratio * k))} steps", None, max(1, round(ratio * k))))
+    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=args.guidance_scale,
+                    class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
+                    cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
+    title = f"{wb.loaded.spec}, {k} {args.scheduler.upper()} steps, N={args.num_samples}"
+    files = write_report(rows, args.output, title)
+    _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -238,6 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
     p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")
     p.add_argument("-o", "--output", required=True)
+    p = add("eval", cmd_eval, "compare masks and baselines: MACs, speed, FID/KID/IS, PSNR vs original")
+    p.add_argument("--mask", action="append", help="NAME=PATH of a mask file (repeatable)")
+    p.add_argument("--deepcache", help="comma-separated DeepCache intervals (U-Nets)")
+    p.add_argument("--depth", type=int, default=1, help="DeepCache branch depth")
+    p.add_argument("--fora", help="comma-separated FORA intervals")
+    p.add_argument("--uniform", help="comma-separated uniform every-n values")
+    p.add_argument("--random-matched", action="store_true", help="random mask at each learned mask's MACs")
+    p.add_argument("--fewer-steps", action="store_true", help="plain DDIM with fewer steps at matched MACs")
+    p.add_argument("--ablate-rectify", action="store_true", help="also evaluate learned masks before rectification")
+    p.add_argument("--num-samples", type=int, default=1000, help="N images per row (FIDs compare only at equal N)")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-label", type=int, help="one class for all samples (default: cycle through classes)")
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--fid-extractor", default="mnist-cnn",
+                   help="mnist-cnn (offline, bundled) or a torch-fidelity extractor such as inception-v3-compat (downloads)")
+    p.add_argument("--data", help="MNIST IDX folder for the reference set (default ../shared/data/mnist or $BLOCKMASK_MNIST)")
+    p.add_argument("--cache-dir", default=".cache/blockmask-eval", help="content-keyed cache of rows")
+    p.add_argument("--bench-batch", type=int, default=8)
+    p.add_argument("--bench-repeats", type=int, default=3)
+    p.add_argument("-o", "--output", required=True, help="output folder for results.csv/.md and pareto.html/.png")
     for name, fn, help in (("sample", cmd_sample, "generate images (PNG grid + samples.npy)"),
                            ("bench", cmd_bench, "measure plain vs masked sampling speed in one process")):
         p = add(name, fn, help)

@@ -51,7 +51,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    """Strict JSON (no NaN/Infinity tokens: non-finite floats are written as null)."""
+    from .mask import jsonable
+
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

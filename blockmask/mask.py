@@ -87,7 +87,7 @@ class MaskFile:
             "units": list(self.units),
             "mask": self.mask.astype(int).tolist(),
             "hash": mask_hash(self.mask),
-            "meta": _jsonable(self.meta),
+            "meta": jsonable(self.meta),
         }
 
     def save(self, path) -> Path:
@@ -160,14 +160,14 @@ class MaskFile:
         return soft
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Make meta JSON-safe: numpy → lists/floats, non-finite floats → None."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
         return f if math.isfinite(f) else None

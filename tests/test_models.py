@@ -1,0 +1,58 @@
+"""Model specs: config: random init (seeded), local model and pipeline folders, errors."""
+
+import json
+
+import pytest
+import torch
+
+from blockmask.errors import BlockmaskError, UnsupportedModelError
+from blockmask.models import load_model
+
+from conftest import REFERENCE, tiny_spec
+
+
+def test_config_init_is_seeded():
+    a = load_model(tiny_spec("tiny-dit")).model
+    b = load_model(tiny_spec("tiny-dit")).model
+    c = load_model(tiny_spec("tiny-dit"), init_seed=1).model
+    pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    assert not any(p.requires_grad for p in a.parameters()) and not a.training
+
+
+@pytest.mark.parametrize("name, cls", [("dit-xl-2-256", "DiTTransformer2DModel"),
+                                       ("pixart-sigma-xl-2-1024", "PixArtTransformer2DModel")])
+def test_legacy_transformer2d_configs_resolve(name, cls):
+    from blockmask.models import from_config
+
+    assert type(from_config(REFERENCE / f"{name}.json", device="meta")).__name__ == cls
+
+
+def test_model_and_pipeline_folders(tmp_path, workbenches):
+    import diffusers
+
+    wb = workbenches("tiny-unet")
+    wb.model.save_pretrained(tmp_path / "model")
+    lm = load_model(str(tmp_path / "model"))
+    assert lm.source == "folder" and lm.fingerprint == wb.loaded.fingerprint
+    assert torch.equal(next(lm.model.parameters()), next(wb.model.parameters()))
+    pipe = diffusers.DDPMPipeline(unet=wb.model, scheduler=diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2"))
+    pipe.save_pretrained(tmp_path / "pipe")
+    lm = load_model(str(tmp_path / "pipe"))
+    assert type(lm.model).__name__ == "UNet2DModel" and lm.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(BlockmaskError, match="not a diffusers folder"):
+        load_model(str(tmp_path))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    with pytest.raises(UnsupportedModelError, match="AutoencoderKL"):
+        load_model(f"config:{bad}")
+    bad.write_text("{oops")
+    with pytest.raises(BlockmaskError, match="not valid JSON"):
+        load_model(f"config:{bad}")
+    with pytest.raises(BlockmaskError, match="empty model spec"):
+        load_model("  ")
+    with pytest.raises(BlockmaskError, match="hub id"):
+        load_model("google/not-a-real-model-xyz")  # HF_HUB_OFFLINE=1 in tests: fails fast, clearly
