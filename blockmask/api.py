@@ -156,19 +156,20 @@ class Workbench:
 
     def generate(self, mask: np.ndarray | None, *, steps: int | None = None, seed: int = 0, num_images: int = 1,
                  condition: Condition | None = None, callback: Callable[[int, int], None] | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, mode: str = "eager") -> torch.Tensor:
         """Final latents for ``num_images`` samples (mask=None: the plain model)."""
         if num_images < 1:
             raise BlockmaskError(f"number of images must be >= 1, got {num_images}")
         k = steps if steps is not None else mask.shape[0]
         return sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
-                      condition=condition, callback=callback, progress=progress)
+                      condition=condition, callback=callback, progress=progress, mode=mode)
 
     def images(self, latents: torch.Tensor) -> torch.Tensor:
         return decode(self.loaded, latents)
 
     def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
-              condition: Condition | None = None, progress: Callable[[str], None] | None = None) -> dict:
+              condition: Condition | None = None, progress: Callable[[str], None] | None = None,
+              mode: str = "eager") -> dict:
         """Unmasked vs masked wall time of a full sampling run, same batch, same process, after
         warm-up; runs alternate and the medians are compared."""
         if repeats < 1:
@@ -179,7 +180,7 @@ class Workbench:
         def run(m):
             sync()
             t0 = time.perf_counter()
-            self.generate(m, steps=steps, seed=seed, num_images=batch, condition=condition)
+            self.generate(m, steps=steps, seed=seed, num_images=batch, condition=condition, mode=mode)
             sync()
             return time.perf_counter() - t0
 
@@ -197,6 +198,7 @@ class Workbench:
         speedup = tp / tm
         mac_speedup = 1.0 / ratio
         return {"device": str(self.device), "device_name": device_name(self.device), "batch": batch, "steps": steps,
+                "mode": mode,
                 "repeats": repeats, "plain_s": tp, "masked_s": tm, "speedup": speedup, "macs_ratio": ratio,
                 "mac_speedup": mac_speedup, "efficiency": speedup / mac_speedup,
                 "plain_all_s": plain, "masked_all_s": masked}

@@ -123,7 +123,8 @@ def cmd_sample(args) -> None:
         raise BlockmaskError(f"output {out} exists and is not a folder")
     if not out.parent.exists():
         raise BlockmaskError(f"output folder's parent does not exist: {out.parent}")
-    lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True)
+    lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
+                      mode=args.mode)
     imgs = wb.images(lat)
     out.mkdir(exist_ok=True)
     atomic_write(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)))
@@ -141,7 +142,7 @@ def cmd_bench(args) -> None:
     wb = _workbench(args)
     mf = _load_mask(wb, args.mask, args.steps)
     cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale)
-    r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond,
+    r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
                   f"masked {r['masked_s']:.3f}s, speedup {r['speedup']:.2f}x, MAC ratio {r['macs_ratio']:.1%} "
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--class-label", type=int)
         p.add_argument("--guidance-scale", type=float, default=1.0)
+        p.add_argument("--mode", default="eager", choices=["eager", "compiled", "graph"],
+                       help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA graphs)")
         if name == "sample":
             p.add_argument("--num-images", type=int, default=4)
             p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")

@@ -48,6 +48,35 @@ def first_tensor(out: Any) -> torch.Tensor:
     raise TypeError(f"unit output of type {type(out).__name__} holds no tensor")
 
 
+MODES = ("eager", "compiled", "graph")
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """eager (always correct), compiled (torch.compile of each unit body), graph (compiled with CUDA
+    graphs, CUDA only). Unsupported combinations fall back to eager with a warning."""
+    if mode not in MODES:
+        raise MaskError(f"unknown execution mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode == "graph" and device.type != "cuda":
+        import warnings
+
+        warnings.warn("execution mode 'graph' needs CUDA; falling back to eager", stacklevel=3)
+        return "eager"
+    return mode
+
+
+def compiled_body(module: torch.nn.Module, orig: Callable, mode: str) -> Callable:
+    """torch.compile of a unit's own forward, kept on the module and reused across runs.
+
+    The mask decision stays outside the compiled code, so the number of compilations is bounded by
+    the number of units (and input shapes), never by the mask: a learned mask with K distinct rows
+    costs no recompilation. The remainder of the model stays eager.
+    """
+    store = module.__dict__.setdefault("_blockmask_compiled", {})
+    if mode not in store:
+        store[mode] = torch.compile(orig, mode="reduce-overhead" if mode == "graph" else "default", dynamic=False)
+    return store[mode]
+
+
 class MaskedExecution(contextlib.AbstractContextManager):
     """Drive ``model`` with a K×N mask during a sampling loop.
 
@@ -57,8 +86,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
     """
 
     def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, auto_step: bool = False,
-                 clone_cache: bool = False):
+                 clone_cache: bool = False, mode: str = "eager"):
         self.model = model
+        self.mode = resolve_mode(mode, next(model.parameters()).device)
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
@@ -130,6 +160,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     # --- the hook -----------------------------------------------------------------------
     def _make_hook(self, i: int, orig: Callable) -> Callable:
+        if self.mode != "eager":
+            orig = compiled_body(self.modules[i], orig, self.mode)
+
         def forward(*args, **kwargs):
             g = self.gate(i)
             if g is True:

@@ -107,10 +107,12 @@ def initial_noise(model, batch: int, generator: torch.Generator, scheduler) -> t
 @torch.no_grad()
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
            seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
-           callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None) -> torch.Tensor:
+           callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None,
+           mode: str = "eager") -> torch.Tensor:
     """Run the full sampling loop; returns the final latents (B, C, H, W).
 
     mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step.
+    ``mode``: eager | compiled | graph (see :mod:`blockmask.execution`).
     The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
     """
     adapter = adapter_for(model)
@@ -126,7 +128,7 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     if mask is not None and mask.shape[0] != len(timesteps):
         raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {len(timesteps)}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
-    ctx = execution if execution is not None else (MaskedExecution(model, mask) if own else None)
+    ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode) if own else None)
     with ctx if own else contextlib.nullcontext():
         for k, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
             if ctx is not None:

@@ -140,3 +140,29 @@ def test_apply_on_diffusers_pipeline_is_bitwise(workbenches):
     with pytest.raises(MaskError, match="ran 3 steps but the mask has 4"):
         with api.apply(pipe, np.ones((4, len(wb.units)), bool)):
             pipe(batch_size=1, num_inference_steps=3, output_type="np")
+
+
+def test_unknown_mode_and_graph_fallback(workbenches):
+    wb = workbenches("tiny-unet")
+    with pytest.raises(MaskError, match="unknown execution mode"):
+        MaskedExecution(wb.model, None, mode="fast")
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match="falling back to eager"):
+            assert MaskedExecution(wb.model, None, mode="graph").mode == "eager"
+
+
+@pytest.mark.slow
+def test_compiled_mode_matches_eager_and_never_recompiles_per_mask(workbenches):
+    """Compiled unit bodies: same samples as eager (fp32 tolerance); a second, different mask
+    triggers no new compilation (the mask decision stays outside compiled code)."""
+    import torch._dynamo as dynamo
+
+    wb = workbenches("tiny-dit")
+    n = len(wb.units)
+    masks = [_random_mask(K, n, s) for s in (10, 11)]
+    eager = [sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=m) for m in masks]
+    first = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[0], mode="compiled")
+    dynamo.utils.counters.clear()
+    second = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[1], mode="compiled")
+    assert sum(dynamo.utils.counters["stats"].values()) == 0 or dynamo.utils.counters["stats"]["unique_graphs"] == 0
+    assert torch.allclose(first, eager[0], atol=1e-4) and torch.allclose(second, eager[1], atol=1e-4)

@@ -81,8 +81,10 @@ class Adapter:
 
     # --- shapes and conditioning -------------------------------------------------------
     def latent_shape(self, model) -> tuple[int, int, int]:
+        """(C, H, W) of the latents; ``model._blockmask_sample_size`` overrides the config's size
+        (e.g. PixArt at a reduced resolution: its position embedding follows the input)."""
         c = model.config
-        size = c.sample_size
+        size = getattr(model, "_blockmask_sample_size", None) or c.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return (c.in_channels, h, w)
 

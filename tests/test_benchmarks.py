@@ -1,0 +1,31 @@
+"""Benchmark scripts run end to end on tiny configs (CPU dry runs)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_bench_dry_run(tmp_path):
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--modes", "eager",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["mask"] for row in rows} == {"all-ones", "50%-MACs", "learned-style"}
+    assert all(row["speedup"] > 0 and 0 < row["macs_ratio"] <= 1 for row in rows)
+    assert "| model | mode |" in r.stdout
+
+
+def test_reference_macs_script():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/reference_macs.py")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert "| dit-xl-2-256 | DiTTransformer2DModel | 56 | 118.67 |" in r.stdout
