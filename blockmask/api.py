@@ -38,14 +38,16 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise BlockmaskError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BlockmaskError("device 'cuda' requested but no CUDA GPU is available")
-    return dev
+    from .distributed import local_device
+
+    return local_device(dev)
 
 
 def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:

@@ -224,6 +224,10 @@ def cmd_eval(args) -> None:
     rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=args.guidance_scale,
                     class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
                     cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
+    from .distributed import is_main
+
+    if not is_main(wb.device):
+        return  # helper process of a multi-process launch
     title = f"{wb.loaded.spec}, {k} {args.scheduler.upper()} steps, N={args.num_samples}"
     files = write_report(rows, args.output, title)
     _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))

@@ -58,17 +58,22 @@ def _labels(wb, n: int, class_label: int | None) -> list[int] | None:
 
 def generate_set(wb, method: Method, *, n: int, batch: int, seed: int, guidance: float, class_label: int | None,
                  progress: Callable[[str], None] | None = None) -> np.ndarray:
-    """n samples in [0, 1] float32 (n, C, H, W); batch b uses seed ``seed + b``."""
+    """n samples in [0, 1] float32 (n, C, H, W); batch b uses seed ``seed + b``. Under a multi-process
+    launch the batches are shared out and gathered (same images as one process)."""
+    from . import distributed
+
     labels = _labels(wb, n, class_label)
+    mine = distributed.shard(list(enumerate(range(0, n, batch))), wb.device)
     out = []
-    for b, start in enumerate(tqdm(range(0, n, batch), desc=f"sampling {method.name}", leave=False)):
+    for b, start in tqdm(mine, desc=f"sampling {method.name}", leave=False):
         m = min(batch, n - start)
         cond = Condition(class_labels=None if labels is None else labels[start:start + m], guidance_scale=guidance)
         lat = wb.generate(method.mask, steps=method.steps, seed=seed + b, num_images=m, condition=cond)
-        out.append(wb.images(lat).numpy().astype(np.float32))
+        out.append((b, wb.images(lat).numpy().astype(np.float32)))
         if progress:
-            progress(f"{method.name}: {start + m}/{n}")
-    return np.concatenate(out)
+            progress(f"{method.name}: batch {b + 1}")
+    out = sorted(distributed.gather(out, wb.device), key=lambda x: x[0])
+    return np.concatenate([x for _, x in out])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -131,7 +136,10 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
              class_label: int | None = None, extractor: str = "mnist-cnn", data: str | None = None,
              cache_dir: str | Path = ".cache/blockmask-eval", bench_batch: int = 8, bench_repeats: int = 3,
              progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Evaluate every method; the first plain method at full K is the reference for PSNR."""
+    """Evaluate every method; the first plain method at full K is the reference for PSNR.
+    Under a multi-process launch only the main process returns rows."""
+    from . import distributed
+
     if n < 2:
         raise BlockmaskError(f"need at least 2 samples for FID, got {n}")
     cache = Path(cache_dir)
@@ -152,6 +160,8 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
         else:
             images = generate_set(wb, method, n=n, batch=batch, seed=seed, guidance=guidance,
                                   class_label=class_label, progress=progress)
+            if not distributed.is_main(wb.device):
+                continue  # other processes only help generating; the main one measures and writes
             if ref_imgs is None:
                 ref_imgs = reference_images(data, size)
             row = {"method": method.name, "steps": method.steps, "n": n,
@@ -164,7 +174,7 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
         row["mse"], row["psnr"] = psnr(images, original)
         row["method"] = method.name
         results.append(row)
-    return results
+    return results if distributed.is_main(wb.device) else []
 
 
 def _save(path, arr):

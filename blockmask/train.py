@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adapters import adapter_for
+from . import distributed
+from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .sample import Condition, build_conditioning, denoise, initial_noise
@@ -135,9 +136,12 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     p = next(model.parameters())
     g = torch.Generator().manual_seed(cfg.seed)
     cond, cfg_on = build_conditioning(model, cfg.batch, condition, g)
-    cond = cond.to(p.device, p.dtype)
     scheduler.set_timesteps(k_steps)
     x = initial_noise(model, cfg.batch, g, scheduler)
+    # Multi-process: each process trains on its slice of the (same) noise batch.
+    sl = distributed.batch_slice(cfg.batch, p.device)
+    x = x[sl]
+    cond = _slice_conditioning(cond, sl, cfg.batch, cfg_on).to(p.device, p.dtype)
     mask = np.ones((k_steps, n), dtype=bool)
     for k, row in enumerate(state.rows):
         mask[k] = np.asarray(row, bool)
@@ -173,12 +177,27 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     return state
 
 
+def _slice_conditioning(cond: Conditioning, sl: slice, batch: int, cfg_on: bool) -> Conditioning:
+    """This process's rows of a (possibly CFG-doubled: cond then uncond) conditioning batch."""
+
+    def cut(t):
+        if t is None:
+            return None
+        return torch.cat([t[:batch][sl], t[batch:][sl]]) if cfg_on else t[sl]
+
+    return Conditioning(cut(cond.class_labels), cut(cond.encoder_hidden_states), cut(cond.encoder_attention_mask))
+
+
 def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p):
     n = len(ex.units)
+    dev = p.device
+    procs = distributed.world_size()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + k)  # per-step stream: resume-exact
     with torch.no_grad(), ex.reference():
         target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
-    denom = target.pow(2).mean().clamp_min(1e-12)
+    # Global (all processes) element count and ||F*||^2, so every process optimizes the same loss.
+    numel = float(distributed.all_reduce_sum(torch.tensor([float(target.numel())], device=dev), dev))
+    denom = (distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel).clamp_min(1e-12)
     theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     ex.set_step(k)
@@ -188,12 +207,14 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
         m = _relaxed(s, cfg, gen)
         with ex.soft_gates(m):
             out = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
-        feat = (out - target).pow(2).mean() / denom
-        loss = feat + lam_k * (cfg.alpha * s.mean() + cfg.beta * (s * (1 - s)).mean())
+        feat = (out - target).pow(2).sum() / (numel * denom)  # this process's share of Eq. 5
+        loss = feat + lam_k * (cfg.alpha * s.mean() + cfg.beta * (s * (1 - s)).mean()) / procs
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if procs > 1:
+            distributed.all_reduce_sum(theta.grad, dev)
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(distributed.all_reduce_sum(loss.detach().reshape(1), dev)))
         del out, feat, loss, m, s
     scores = torch.sigmoid(theta.detach()).cpu()
     return (scores > 0.5).numpy(), [float(v) for v in scores], losses

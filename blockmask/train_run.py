@@ -71,11 +71,14 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
                                  "it, or delete it")
     meta = {"format": CKPT_FORMAT, "model": wb.loaded.spec, "fingerprint": wb.loaded.fingerprint,
             "units": wb.unit_names, "scheduler": wb.scheduler_name, "config": cfg.to_json()}
-    save = None if ckpt is None else (lambda st: atomic_write_json(ckpt, {**meta, "state": st.to_json()}))
+    from .distributed import is_main
+
+    main = is_main(wb.device)
+    save = None if ckpt is None or not main else (lambda st: atomic_write_json(ckpt, {**meta, "state": st.to_json()}))
     p = wb.macs
     state = train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder,
                        condition=condition, state=state, checkpoint=save, callback=callback, progress=progress)
-    if ckpt is not None and ckpt.exists():
+    if ckpt is not None and main and ckpt.exists():
         ckpt.unlink()
     return state
 
@@ -141,7 +144,10 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     if target_macs is not None:
         meta["budget"] = {"target_macs": target_macs, "trials": trials, "adjusted_by_scores": adjusted}
     mf = wb.mask_file(mask, meta)
-    mf.save(output)
+    from .distributed import is_main
+
+    if is_main(wb.device):  # every process learned the same mask; one writes it
+        mf.save(output)
     summary = {"output": str(output), "train_seconds": seconds,
                "per_step_seconds": float(np.mean(state.seconds[1:])) if len(state.seconds) > 1 else 0.0,
                "macs": mf.meta["macs"], "cells_removed": int(removed.sum()), "lambda_scale": cfg.lam,
