@@ -1,0 +1,139 @@
+"""blockmask explorer (Streamlit): edit a K×N block mask, rectify it, compare original vs masked.
+
+    streamlit run app/main.py
+
+A thin view over :mod:`blockmask.viz`: widgets are read here, all work happens in the presenter.
+Loaded models are shared across sessions (``st.cache_resource``, never mutated per user); each
+user's mask, history and results live in ``st.session_state``. Set $BLOCKMASK_APP_MODEL to start
+on another model spec (the tests use a tiny random-init config).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+import streamlit as st  # noqa: E402
+
+from blockmask.errors import BlockmaskError  # noqa: E402
+from blockmask.schedulers import SCHEDULERS  # noqa: E402
+from blockmask.viz import MaskEditor, presets  # noqa: E402
+from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
+                                   model_choices, spec_label, with_scheduler)
+from st_panels import analysis_panel, editor_panel, generate_panel, preset_panel, show, train_panel  # noqa: E402
+
+OTHER = "Other: hub id or local path…"
+INTRO = ("Each **cell** of the mask is one network unit (a ResNet block or attention layer) at one sampling step. "
+         "**Computed** cells run the unit; **reused** cells skip it and return the output cached at the last step "
+         "where it ran. Neighbouring steps see nearly the same input, so many units change little between steps "
+         "and their cached output is a good stand-in: fewer MACs, nearly the same image.")
+
+
+@st.cache_resource(show_spinner="Loading model, measuring units, MACs and the consumer graph…", max_entries=4)
+def get_model(spec: str) -> ModelContext:
+    """One loaded model per spec, shared by every session (read-only)."""
+    return load_context(spec, "ddim", device="auto")
+
+
+@st.cache_resource(max_entries=16)
+def get_context(spec: str, scheduler: str) -> ModelContext:
+    return with_scheduler(get_model(spec), scheduler)
+
+
+def sidebar() -> tuple[str, int, str]:
+    """Model, step count and scheduler from the sidebar (plain values)."""
+    sb = st.sidebar
+    sb.header("Model")
+    choices = model_choices() + [OTHER]
+    pick = sb.selectbox("Model", choices, format_func=lambda s: s if s == OTHER else spec_label(s), key="model_pick",
+                        help="Bundled models are trained on MNIST; 'random init' builds the architecture with random "
+                             "weights (images are noise, but masks, MACs and speed behave the same).")
+    spec = pick
+    if pick == OTHER:
+        spec = sb.text_input("Hub id or local folder", key="custom_spec", placeholder="google/ddpm-cifar10-32",
+                             help="Loads when the folder exists or the hub is reachable; otherwise you get a message "
+                                  "and the app keeps the previous model.").strip()
+    sb.header("Sampling")
+    steps = sb.number_input("Sampling steps K", 1, 1000, key="steps", step=1,
+                            help="Rows of the mask. A mask only fits the step count it was made for.")
+    sched = sb.selectbox("Scheduler", list(SCHEDULERS), key="scheduler",
+                         help="Which diffusers scheduler places the K steps. Timesteps are shown on the mask rows.")
+    return spec, int(steps), sched
+
+
+def resolve_context(spec: str, sched: str) -> ModelContext:
+    """Load the requested model; on failure report it and keep the last model that worked."""
+    good = st.session_state.get("good_spec", default_model_spec())
+    if not spec:
+        st.sidebar.info("Type a hub id or folder to load another model.")
+        spec = good
+    try:
+        ctx = get_context(spec, sched)
+        st.session_state.good_spec = spec
+        return ctx
+    except Exception as e:  # noqa: BLE001 — never let a model load take the app down
+        why = str(e) if isinstance(e, BlockmaskError) else f"{type(e).__name__}: {str(e)[:200]}"
+        if spec == good:  # nothing loaded yet (or the last good model broke): use the random-init fallback
+            good = FALLBACK_SPEC
+            st.session_state.good_spec = good
+        st.error(f"Could not load {spec!r}: {why}. Using {spec_label(good)} instead.")
+    return get_context(good, sched)
+
+
+def init_state() -> None:
+    ss = st.session_state
+    if "steps" not in ss:
+        try:
+            ss.steps = presets.default_steps(get_model(default_model_spec()), fallback=20)
+        except Exception:  # noqa: BLE001 — the sidebar reports load errors
+            ss.steps = 20
+    ss.setdefault("scheduler", "ddim")
+    ss.setdefault("chart_rev", 0)
+    ss.setdefault("flash", [])
+
+
+def ensure_editor(ctx: ModelContext, steps: int) -> MaskEditor:
+    """The user's editor for (model, scheduler, K); a new one (learned mask or all ones) after a switch."""
+    ed = st.session_state.get("editor")
+    if ed is None or not ed.fits(ctx, steps):
+        try:
+            mask, source, meta = presets.initial_mask(ctx, steps)
+        except BlockmaskError as e:
+            st.warning(f"Could not build the initial mask: {e}")
+            mask, source, meta = None, "all ones", {}
+        ed = MaskEditor.create(ctx, steps, mask, source=source, meta=meta)
+        st.session_state.editor = ed
+        st.session_state.pop("result", None)
+    return ed
+
+
+def main() -> None:
+    st.set_page_config(page_title="blockmask explorer", layout="wide")
+    init_state()
+    spec, steps, sched = sidebar()
+    ctx = resolve_context(spec, sched)
+    ed = ensure_editor(ctx, steps)
+    st.title("blockmask: which units can reuse their cache?")
+    st.caption(f"Model: **{ctx.label}** · device {ctx.wb.device} · K={steps} · {sched}")
+    if ctx.random_init:
+        st.warning("This model is **random init** (no trained weights installed): images look like noise, but the "
+                   "mask editor, MACs, rectification and timing work exactly as with a trained model.")
+    with st.expander("What am I looking at?", expanded=False):
+        st.markdown(INTRO)
+    for m in st.session_state.flash:
+        show(m)
+    st.session_state.flash = []
+    preset_panel(ctx, ed)
+    editor_panel(ctx, ed)
+    generate_panel(ctx, ed)
+    analysis_panel(ctx, ed)
+    train_panel(ctx, ed)
+
+
+main()

@@ -1,0 +1,314 @@
+"""Streamlit panels of the blockmask explorer (see app/main.py). Each ``*_panel`` reads its widgets,
+calls the presenter (:mod:`blockmask.viz`) and shows plain values; per-user state is in
+``st.session_state``, the :class:`ModelContext` is shared and never mutated here."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from blockmask.costs import format_macs
+from blockmask.errors import BlockmaskError
+from blockmask.viz import MaskEditor, Message, figures, presets, training
+from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
+                                   upscale)
+from blockmask.viz.context import ModelContext
+
+CLICK_MODES = {"Toggle": None, "Set computed": True, "Set reused": False}
+SELECTION_HOOK = "mask_click"  # session key: a list of (k, i) cells applied like a chart selection (tests, automation)
+
+
+def show(m: Message) -> None:
+    {"success": st.success, "warning": st.warning, "error": st.error}.get(m.level, st.info)(m.text)
+
+
+def flash(msgs: list[Message]) -> None:
+    """Keep messages for the next run (after st.rerun) so they are not lost."""
+    st.session_state.flash = list(st.session_state.get("flash", [])) + list(msgs)
+
+
+# --- presets, upload, download ---------------------------------------------------------------
+def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+    st.subheader("1 · Start from a mask")
+    st.caption("Learned masks fit one model and step count; baselines are hand-made schedules from the literature.")
+    items = presets.presets(ctx, ed.steps)
+    c1, c2, c3 = st.columns([2, 3, 2])
+    with c1:
+        pick = st.selectbox("Preset", items, format_func=lambda p: p.label, key="preset_pick")
+        st.caption(pick.help)
+    params = {}
+    with c2:
+        cols = st.columns(max(1, len(pick.params)))
+        for col, name in zip(cols, pick.params):
+            default = presets.PARAM_DEFAULTS[name]
+            if name == "macs_ratio":
+                params[name] = col.number_input("MAC budget (fraction)", 0.0, 1.0, float(default), 0.05, key="p_ratio")
+            else:
+                params[name] = col.number_input(name, 0 if name == "seed" else 1, 10_000, int(default), key=f"p_{name}")
+        if not pick.params:
+            st.caption("No parameters.")
+        if st.button("Load preset", type="primary", key="load_preset"):
+            try:
+                mask, source, meta = presets.build(ctx, pick.key, ed.steps, **params)
+                flash(ed.load(mask, source=source, meta=meta))
+            except BlockmaskError as e:
+                flash([Message("error", f"Preset {pick.label}: {e}")])
+            st.session_state.chart_rev += 1
+            st.rerun()
+    with c3:
+        up = st.file_uploader("Upload mask JSON", type=["json"], key="upload",
+                              help="A blockmask/1 file for this model and step count; anything else is refused "
+                                   "and the current mask is kept.")
+        if up is not None and st.session_state.get("last_upload") != up.file_id:
+            st.session_state.last_upload = up.file_id
+            msgs = ed.load_upload(ctx, up.getvalue(), up.name)
+            st.session_state.chart_rev += 1
+            flash(msgs)
+            st.rerun()
+        st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
+                           mime="application/json", key="download")
+
+
+# --- the editable mask -----------------------------------------------------------------------
+def _apply_selection(ed: MaskEditor) -> None:
+    """Apply a pending chart selection (click = one cell, box = a region) before drawing."""
+    ss = st.session_state
+    key = f"mask_chart_{ss.chart_rev}"
+    points = []
+    state = ss.get(key)
+    if state:
+        try:
+            points = list(state["selection"]["points"])
+        except (KeyError, TypeError):
+            points = []
+    cells = figures.cells_from_points(points) + [tuple(c) for c in ss.pop(SELECTION_HOOK, None) or []]
+    if not cells:
+        return
+    mode = CLICK_MODES[ss.get("click_mode", "Toggle")]
+    if len(cells) == 1 and mode is None:
+        msgs = ed.toggle(*cells[0])
+    else:
+        msgs = ed.set_cells(cells, mode)
+    for m in msgs:
+        show(m)
+    ss.chart_rev += 1  # a fresh chart widget: the processed selection is not applied twice
+
+
+def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
+    s = ed.summary(ctx)
+    c = st.columns(4)
+    c[0].metric("MACs per image", format_macs(s["macs"]), f"{100 * s['ratio'] - 100:+.1f} % vs plain",
+                delta_color="inverse", help=f"plain model: {format_macs(s['macs_base'])}")
+    c[1].metric("MACs % of original", f"{100 * s['ratio']:.1f} %")
+    c[2].metric("Computed cells", f"{s['computed']} / {s['cells']}")
+    c[3].metric("Ideal speedup (MACs)", f"{s['mac_speedup']:.2f}×")
+    st.caption(f"Mask: {s['source']}{' (edited)' if s['edited'] else ''} · hash {s['hash']}")
+
+
+def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+    st.subheader("2 · Edit the mask")
+    _apply_selection(ed)
+    readouts(ctx, ed)
+    st.caption("Rows are sampling steps (top = noisiest, with the scheduler timestep t); columns are units in "
+               "execution order, grouped by block. **Click** a cell to change it, or pick the **box select** tool "
+               "in the chart's toolbar and drag a box to change a region (action below). Hover for unit name, step, "
+               "timestep and unit MACs.")
+    st.radio("Click / box action", list(CLICK_MODES), horizontal=True, key="click_mode")
+    show_pre = st.session_state.get("show_pre", False) and ed.pre_rectify is not None
+    mask = ed.pre_rectify if show_pre else ed.mask
+    fig = figures.mask_figure(ctx, mask, removed=None if show_pre else ed.removed)
+    st.plotly_chart(fig, key=f"mask_chart_{st.session_state.chart_rev}", on_select="rerun",
+                    selection_mode=("points", "box"), width="content",
+                    config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d"]})
+    c1, c2, c3 = st.columns([3, 3, 3])
+    with c1:
+        st.markdown("**Whole step**")
+        k = st.number_input("step k", 0, ed.steps - 1, min(1, ed.steps - 1), key="row_k")
+        a, b = st.columns(2)
+        if a.button("Compute step", key="row_on"):
+            _edit(ed.set_row(k, True))
+        if b.button("Reuse step", key="row_off"):
+            _edit(ed.set_row(k, False))
+    with c2:
+        st.markdown("**Whole unit**")
+        i = st.selectbox("unit", range(ed.shape[1]), format_func=lambda j: f"{j}: {ctx.units[j].name}", key="col_i")
+        a, b = st.columns(2)
+        if a.button("Compute unit", key="col_on"):
+            _edit(ed.set_column(i, True))
+        if b.button("Reuse unit", key="col_off"):
+            _edit(ed.set_column(i, False))
+    with c3:
+        st.markdown("**History**")
+        a, b, c = st.columns(3)
+        if a.button("Undo", key="undo", disabled=not ed.undo_stack):
+            _edit(ed.undo())
+        if b.button("Redo", key="redo", disabled=not ed.redo_stack):
+            _edit(ed.redo())
+        if c.button("Reset", key="reset", help="Back to the loaded mask"):
+            _edit(ed.reset())
+    st.markdown("**Rectification** — removes *dead work*: computed cells whose output nobody reads (no live unit "
+                "uses it at that step, and its cache is overwritten before any later step reads it). Exact: the "
+                "images do not change.")
+    a, b = st.columns([1, 3])
+    if a.button("Rectify", key="rectify", type="primary"):
+        _edit(ed.rectify(ctx))
+    b.checkbox("Show the mask before rectification", key="show_pre", disabled=ed.pre_rectify is None,
+               help="Removed cells are drawn in orange-red on the rectified mask.")
+
+
+def _edit(msgs: list[Message]) -> None:
+    st.session_state.chart_rev += 1
+    flash(msgs)
+    st.rerun()
+
+
+# --- generation ------------------------------------------------------------------------------
+def _parse_seed(text: str) -> int | None:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        st.error(f"Seed must be a whole number, got {text!r}; keeping the previous result.")
+        return None
+
+
+def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+    st.subheader("3 · Original vs masked, same seeds")
+    st.caption("Both runs start from the same noise; the difference image shows where the cache reuse changed "
+               "the result (amplified). Wall times are measured in this process, one run after the other.")
+    c = st.columns(5)
+    seed_text = c[0].text_input("Seed", "0", key="seed")
+    n_req = c[1].number_input(f"Images (max {MAX_IMAGES})", 0, 10_000, 2, key="num_images")
+    label = None
+    guidance = 1.0
+    if ctx.num_classes:
+        label = int(c[2].number_input(f"Class label (0–{ctx.num_classes - 1})", 0, ctx.num_classes - 1, 0, key="label"))
+    if ctx.supports_guidance:
+        guidance = float(c[3].number_input("Guidance scale", 1.0, 20.0, 1.5, 0.5, key="guidance",
+                                           help="Classifier-free guidance; 1 turns it off (half the MACs)."))
+    auto = c[4].checkbox("Update on every edit", True, key="auto_generate",
+                         help="Re-run the masked model after each edit (results are cached by mask hash).")
+    go = st.button("Generate", type="primary", key="generate")
+    res = st.session_state.get("result")
+    stale = res is not None and res[0] != (ed.hash, seed_text, n_req, label, guidance)
+    if go or (auto and stale):
+        seed = _parse_seed(seed_text)
+        n, msg = clamp_images(n_req)
+        if msg:
+            st.warning(msg[0].upper() + msg[1:] + ".")
+        if seed is not None:
+            bar = st.progress(0.0, "starting…")
+            try:
+                out = compare(ctx, ed.mask, seed=seed, num_images=n, class_label=label, guidance_scale=guidance,
+                              progress=lambda f, t: bar.progress(min(1.0, f), t))
+                st.session_state.result = ((ed.hash, seed_text, n_req, label, guidance), out)
+            except BlockmaskError as e:
+                st.error(f"Generation failed: {e}")
+            bar.empty()
+    res = st.session_state.get("result")
+    if res is None:
+        st.info("Press **Generate** to sample with the plain and the masked model.")
+        return
+    if res[0][0] != ed.hash:
+        st.info("The mask changed since these images were made; press Generate to update them.")
+    out = res[1]
+    m = st.columns(5)
+    m[0].metric("MACs masked / original", format_macs(out.macs_masked),
+                f"{out.macs_percent:.1f} % of {format_macs(out.macs_original)}", delta_color="off", delta_arrow="off",
+                help="Per image, whole sampling run (doubled with classifier-free guidance).")
+    m[1].metric("Wall time original", f"{out.original_s:.3f} s")
+    m[2].metric("Wall time masked", f"{out.masked_s:.3f} s")
+    m[3].metric("Speedup", f"{out.speedup:.2f}×", help="original / masked wall time; ideal = 1 / MAC ratio")
+    m[4].metric("PSNR / MSE", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
+                delta_color="off", delta_arrow="off", help="Masked vs original images from the same seeds.")
+    st.caption("Speedup = original ÷ masked wall time, one run each: on a busy CPU expect ±20 % noise, so small "
+               "edits can show speedups on either side of 1×. The MAC ratio is the noise-free number.")
+    if out.speedup < 1:
+        st.caption("The masked run was not faster: each unit's cache hook costs a little time, which only pays off "
+                   "when the mask reuses enough work (compare the ideal MAC speedup above; timings on a busy CPU "
+                   "are noisy).")
+    scale = max(1, 320 // max(out.original.shape[1], 1))
+    i = st.columns(3)
+    i[0].image(upscale(out.original, scale), caption="original (all units every step)")
+    i[1].image(upscale(out.masked, scale), caption="masked (current mask)")
+    i[2].image(upscale(out.difference, scale), caption=f"|difference| × {out.diff_gain:.1f}")
+    if out.cached:
+        st.caption("Masked run served from the cache (same mask, seeds and settings); times are from when it ran.")
+
+
+# --- analysis plots --------------------------------------------------------------------------
+def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+    st.subheader("4 · Where does the mask save work?")
+    t1, t2, t3 = st.tabs(["Δ_k and λ_k", "MACs per step", "Computed fraction per unit"])
+    ts = ctx.timesteps(ed.steps)
+    with t1:
+        st.caption("Δ_k: relative change of the model output between consecutive steps (METHOD.md Eq. 9). Where it "
+                   "is small, reusing cached unit outputs is safe; training gives those steps a large sparsity "
+                   "weight λ_k (Eq. 10) and protects the sensitive ones.")
+        delta, lam = delta_from_meta(ed.meta, ed.steps)
+        store = st.session_state.setdefault("delta", {})
+        dkey = (ctx.key, ed.steps)
+        if delta is None and dkey in store:
+            delta = store[dkey]
+        if delta is None:
+            st.info("This mask has no Δ_k in its metadata.")
+            if st.button("Compute Δ_k (one unmasked run)", key="delta_btn"):
+                bar = st.progress(0.0, "unmasked run…")
+                try:
+                    store[dkey] = delta = compute_delta(ctx, ed.steps,
+                                                        progress=lambda f, t: bar.progress(min(1.0, f), t))
+                except BlockmaskError as e:
+                    st.error(str(e))
+                bar.empty()
+        if delta is not None and lam is None:
+            lam = default_lambda(delta)
+            st.caption("λ_k shown is what training with default settings would use for this Δ_k.")
+        if delta is not None or lam is not None:
+            st.plotly_chart(figures.delta_figure(delta, lam, ts), width="stretch", key="delta_fig")
+    with t2:
+        st.caption("MACs of each step under the current mask; the dashed line is the plain model.")
+        st.plotly_chart(figures.step_macs_figure(ctx, ed.mask), width="stretch", key="step_macs_fig")
+    with t3:
+        st.caption("How often each unit is computed over the K steps (colour = block).")
+        st.plotly_chart(figures.unit_fraction_figure(ctx, ed.mask), width="stretch", key="unit_frac_fig")
+
+
+def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+    with st.expander("5 · Train a mask (optional)"):
+        if not training.available():
+            st.info("Mask training is not available in this installation (blockmask.train is missing). Use a learned "
+                    "preset or the command line.")
+            return
+        st.caption("Learns the mask one sampling step at a time (METHOD.md §2): at each step, scores decide which "
+                   "units may reuse their cache while the output stays close to the plain model; λ sets how hard "
+                   "sparsity is pushed (larger λ → fewer MACs, lower fidelity). The result is rectified and loaded "
+                   "into the editor (undo brings your mask back).")
+        c = st.columns(4)
+        lam = c[0].number_input("λ scale", 0.0, 100.0, 0.05, 0.01, format="%.3f", key="t_lam")
+        use_budget = c[1].checkbox("Target a MAC budget", False, key="t_use_budget",
+                                   help="Searches λ until the rectified mask reaches the budget (several runs).")
+        budget = c[1].number_input("MAC budget (fraction)", 0.05, 1.0, 0.6, 0.05, key="t_budget",
+                                   disabled=not use_budget)
+        iters = c[2].number_input("iterations per step", 1, 500, 20, key="t_iters")
+        batch = c[3].number_input("batch (noise seeds)", 1, 64, 4, key="t_batch")
+        if ed.steps < 2:
+            st.warning("Training needs at least 2 sampling steps.")
+            return
+        note = training.estimate_note(ctx, ed.steps, int(iters), int(batch))
+        (st.warning if ctx.wb.device.type == "cpu" else st.caption)(
+            f"Expected time: {note}{' × several runs for a budget' if use_budget else ''}. "
+            + ("Training on CPU is slow and blocks generation on this model for everyone until it ends."
+               if ctx.wb.device.type == "cpu" else ""))
+        if st.button("Start training", key="t_start"):
+            bar = st.progress(0.0, "measuring Δ_k (one unmasked run)…")
+            try:
+                label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
+                g = float(st.session_state.get("guidance", 1.0)) if ctx.supports_guidance else 1.0
+                mask, source, meta = training.train(ctx, ed.steps, lam=lam, target_macs=budget if use_budget else None,
+                                                    iters=iters, batch=batch, class_label=label, guidance_scale=g,
+                                                    progress=lambda f, t: bar.progress(min(1.0, f), t))
+                _edit(ed.load(mask, source=source, meta=meta))
+            except BlockmaskError as e:
+                st.error(f"Training failed: {e}")
+            finally:
+                bar.empty()

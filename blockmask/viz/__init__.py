@@ -1,0 +1,13 @@
+"""Presenter layer shared by the Streamlit and Gradio apps (no UI framework imports here).
+
+* :mod:`.context` — one loaded model, read-only and shareable across users (:class:`ModelContext`);
+* :mod:`.presenter` — per-user mask editing state (:class:`MaskEditor`): edits, undo/redo, rectify;
+* :mod:`.presets` — learned masks from ``assets/masks/`` and baselines as presets;
+* :mod:`.compare` — original vs masked generation, Δ_k (METHOD.md Eq. 9), image helpers;
+* :mod:`.figures` — plotly figures and the clickable mask image.
+"""
+
+from .context import ModelContext, default_model_spec, load_context, model_choices
+from .presenter import MaskEditor, Message
+
+__all__ = ["ModelContext", "MaskEditor", "Message", "default_model_spec", "load_context", "model_choices"]

@@ -1,0 +1,95 @@
+"""Presets for the mask editor: learned masks from ``assets/masks/`` that fit the current model and
+step count, and the baselines of METHOD.md §6 (all ones, DeepCache, FORA, uniform, random at a
+MAC budget)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BlockmaskError
+from ..models import assets_dir
+from .context import ModelContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    key: str  # "learned:<file>" or a baseline kind
+    label: str
+    params: tuple[str, ...] = ()  # parameters the UI should ask for
+    help: str = ""
+
+
+BASELINE_PRESETS = (
+    Preset("ones", "All ones (plain model)", (), "Every unit runs at every step: the original model."),
+    Preset("deepcache", "DeepCache", ("interval", "depth"),
+           "Every `interval` steps run everything; in between only U-Net levels shallower than `depth` "
+           "run, deeper ones reuse their cache."),
+    Preset("fora", "FORA", ("interval",), "Every `interval` steps run every unit; reuse all in between."),
+    Preset("uniform", "Uniform", ("every",), "Each unit runs every `every` steps, phases staggered over units."),
+    Preset("random", "Random at a MAC budget", ("macs_ratio", "seed"),
+           "Random cells reused until the MACs fall to `macs_ratio` of the plain model (sanity floor)."),
+)
+PARAM_DEFAULTS = {"interval": 3, "depth": 1, "every": 2, "macs_ratio": 0.7, "seed": 0}
+
+
+def masks_dir() -> Path:
+    return assets_dir() / "masks"
+
+
+def learned_masks(ctx: ModelContext, steps: int | None = None) -> list[tuple[Path, int, list[str]]]:
+    """(path, K, warnings) of every ``assets/masks/*.json`` that fits the model (and K if given)."""
+    out = []
+    d = masks_dir()
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            mf, warns = ctx.wb.load_mask(p, steps=steps)
+        except (BlockmaskError, OSError, ValueError):
+            continue
+        out.append((p, mf.num_steps, warns))
+    return out
+
+
+def default_steps(ctx: ModelContext, fallback: int = 20) -> int:
+    """K of the first learned mask for this model, else ``fallback``."""
+    found = learned_masks(ctx)
+    return found[0][1] if found else fallback
+
+
+def presets(ctx: ModelContext, steps: int) -> list[Preset]:
+    """Learned masks that fit (model, K) first, then the baselines that apply to this model."""
+    out = [Preset(f"learned:{p.name}", f"Learned: {p.stem}", (), "Mask learned by blockmask for this model "
+                  "(timestep-aware training, then rectification).") for p, _, _ in learned_masks(ctx, steps)]
+    for b in BASELINE_PRESETS:
+        if b.key == "deepcache" and not ctx.is_unet:
+            continue
+        out.append(b)
+    return out
+
+
+def build(ctx: ModelContext, key: str, steps: int, **params) -> tuple[np.ndarray, str, dict]:
+    """(mask, source label, meta) for a preset; raises BlockmaskError for bad parameters."""
+    if key.startswith("learned:"):
+        path = masks_dir() / key.split(":", 1)[1]
+        mf, _ = ctx.wb.load_mask(path, steps=steps)
+        return mf.mask, f"learned mask {path.stem}", mf.meta
+    kw = {k: params.get(k, PARAM_DEFAULTS[k]) for k in next((b.params for b in BASELINE_PRESETS if b.key == key), ())}
+    for name, v in kw.items():
+        try:
+            kw[name] = float(v) if name == "macs_ratio" else int(v)
+        except (TypeError, ValueError):
+            raise BlockmaskError(f"{name} must be a number, got {v!r}") from None
+    mask = ctx.wb.baseline(key, steps=steps, **kw)
+    label = next((b.label for b in BASELINE_PRESETS if b.key == key), key)
+    args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in kw.items())
+    return mask, f"{label}({args})" if args else label, {"baseline": key, **kw}
+
+
+def initial_mask(ctx: ModelContext, steps: int) -> tuple[np.ndarray, str, dict]:
+    """What a fresh editor shows: the first learned mask that fits, else all ones."""
+    found = learned_masks(ctx, steps)
+    if found:
+        return build(ctx, f"learned:{found[0][0].name}", steps)
+    return build(ctx, "ones", steps)

@@ -1,0 +1,186 @@
+"""The presenter layer (blockmask.viz) at handler level, on tiny random-init configs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blockmask.graph import ConsumerGraph
+from blockmask.viz import MaskEditor, compare, figures, presets
+from blockmask.viz.context import load_context
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+K = 6
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return load_context(f"config:{CONFIGS / 'tiny-unet.json'}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dit():
+    return load_context(f"config:{CONFIGS / 'tiny-dit.json'}", device="cpu")
+
+
+def test_toggle_undo_redo_reset(ctx):
+    ed = MaskEditor.create(ctx, K)
+    assert ed.toggle(0, 1)[0].level == "warning" and ed.mask[0].all()  # row 0 refused, with the reason
+    assert ed.toggle(2, 1) == [] and not ed.mask[2, 1] and ed.dirty
+    assert ed.summary(ctx)["ratio"] < 1
+    ed.undo()
+    assert ed.mask[2, 1]
+    ed.redo()
+    assert not ed.mask[2, 1]
+    ed.reset()
+    assert ed.mask.all() and not ed.dirty
+    assert ed.undo() == [] and not ed.mask[2, 1]  # reset itself is undoable
+    assert ed.toggle(99, 0)[0].level == "error"
+
+
+def test_region_row_column(ctx):
+    ed = MaskEditor.create(ctx, K)
+    msgs = ed.set_region(0, 2, 3, 5, False)
+    assert any("Row 0" in m.text for m in msgs) and ed.mask[0].all()
+    assert not ed.mask[1:3, 3:6].any() and ed.mask[3:, 3:6].all()
+    ed.set_region(1, 2, 3, 3, None)  # toggle
+    assert ed.mask[1:3, 3].all()
+    ed.set_row(4, False)
+    assert not ed.mask[4].any()
+    assert ed.set_row(0, False)[0].level == "warning"
+    ed.set_column(0, False)
+    assert not ed.mask[1:, 0].any() and ed.mask[0, 0]
+    assert ed.set_row("x", True)[0].level == "error"
+    assert ed.set_region(50, 60, 0, 1, True)[0].level == "error"
+
+
+def test_rectify_highlight_and_no_pixel_change(ctx):
+    ed = MaskEditor.create(ctx, K)
+    m, src, meta = presets.build(ctx, "random", K, macs_ratio=0.5, seed=3)
+    ed.load(m, source=src, meta=meta)
+    before = ed.mask.copy()
+    msgs = ed.rectify(ctx)
+    assert msgs and ed.pre_rectify is not None
+    assert not (ed.mask & ~before).any()  # M' <= M
+    np.testing.assert_array_equal(ed.removed, before & ~ed.mask)
+    assert ctx.macs.total(ed.mask) <= ctx.macs.total(before)
+    a = compare.compare(ctx, before, seed=1, num_images=2)
+    b = compare.compare(ctx, ed.mask, seed=1, num_images=2)
+    np.testing.assert_array_equal(a.masked, b.masked)
+
+
+def test_presets_and_learned_masks(ctx, dit, tmp_path, monkeypatch):
+    keys = [p.key for p in presets.presets(ctx, K)]
+    assert keys[:1] == ["ones"] or keys[0].startswith("learned:")
+    assert "deepcache" in keys and "deepcache" not in [p.key for p in presets.presets(dit, K)]
+    # a learned mask that fits (model, K) is listed; one for another K is not
+    (tmp_path / "masks").mkdir()
+    ed = MaskEditor.create(ctx, K)
+    ed.toggle(3, 3)
+    (tmp_path / "masks" / "good.json").write_bytes(ed.download_bytes(ctx))
+    other = MaskEditor.create(ctx, K + 1)
+    (tmp_path / "masks" / "other-k.json").write_bytes(other.download_bytes(ctx))
+    monkeypatch.setenv("BLOCKMASK_ASSETS", str(tmp_path))
+    listed = [p.key for p in presets.presets(ctx, K)]
+    assert "learned:good.json" in listed and "learned:other-k.json" not in listed
+    mask, _, _ = presets.initial_mask(ctx, K)
+    assert not mask[3, 3]
+    with pytest.raises(Exception):
+        presets.build(ctx, "fora", K, interval="abc")
+
+
+def test_upload_validation_keeps_mask(ctx, dit):
+    ed = MaskEditor.create(ctx, K)
+    ed.toggle(2, 2)
+    keep = ed.mask.copy()
+    for bad in (b"", b"{oops", b'{"format": "x"}', MaskEditor.create(ctx, K + 2).download_bytes(ctx),
+                MaskEditor.create(dit, K).download_bytes(dit)):
+        msgs = ed.load_upload(ctx, bad, "f.json")
+        assert msgs[0].level == "error" and "f.json" in msgs[0].text
+        np.testing.assert_array_equal(ed.mask, keep)
+    good = MaskEditor.create(ctx, K)
+    good.set_row(3, False)
+    data = good.download_bytes(ctx)
+    assert json.loads(data)["format"] == "blockmask/1"
+    assert ed.load_upload(ctx, data, "g.json")[0].level == "success"
+    np.testing.assert_array_equal(ed.mask, good.mask)
+
+
+def test_compare_readouts_and_cache(ctx):
+    m = presets.build(ctx, "uniform", K, every=2)[0]
+    r = compare.compare(ctx, m, seed=0, num_images=2)
+    assert r.original.shape == r.masked.shape == r.difference.shape and r.original.dtype == np.uint8
+    assert r.mse >= 0 and r.speedup > 0 and 0 < r.macs_percent < 100 and not r.cached
+    assert compare.compare(ctx, m, seed=0, num_images=2).cached
+    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2)
+    assert same.mse == 0 and same.psnr == float("inf")
+    assert compare.clamp_images(0)[0] == 1 and compare.clamp_images(100)[0] == compare.MAX_IMAGES
+    assert compare.clamp_images("x")[1]
+    assert compare.png_bytes(r.original, 2)[:4] == b"\x89PNG"
+
+
+def test_delta(ctx):
+    seen = []
+    d = compare.compute_delta(ctx, K, progress=lambda f, t: seen.append(f))
+    assert d.shape == (K,) and np.isnan(d[0]) and np.all(d[1:] >= 0) and seen[-1] == 1.0
+    delta, lam = compare.delta_from_meta({"delta": [None, 1, 2, 3, 4, 5], "lambda": [1] * K}, K)
+    assert delta.shape == (K,) and lam.shape == (K,)
+    assert compare.delta_from_meta({"delta": [1, 2]}, K) == (None, None)
+
+
+def test_figures(ctx, dit):
+    ed = MaskEditor.create(ctx, K)
+    ed.set_row(2, False)
+    fig = figures.mask_figure(ctx, ed.mask, removed=ed.mask & False)
+    pts = [p for tr in fig.data if tr.customdata is not None for p in tr.customdata.tolist()]
+    assert len(pts) == ed.mask.size
+    pts = [{"customdata": [2, 4, 0]}, {"x": 3, "y": 1}, {"customdata": {"0": 5, "1": 6}}, {"x": None, "y": None}]
+    assert figures.cells_from_points(pts) == [(2, 4), (1, 3), (5, 6)]
+    for f in (figures.step_macs_figure(ctx, ed.mask),
+              figures.unit_fraction_figure(dit, np.ones((K, dit.n_units), bool)),
+              figures.delta_figure(np.arange(K, dtype=float), None, ctx.timesteps(K))):
+        assert f.data
+    img = figures.mask_image(ctx, ed.mask)
+    lay = figures.image_layout(ctx, K)
+    assert img.shape == (lay["height"], lay["width"], 3)
+    c = lay["cell"]
+    for k, i in ((0, 0), (2, 5), (K - 1, ctx.n_units - 1)):
+        assert figures.cell_at(ctx, K, lay["x0"][i] + c / 2, k * c + c / 2) == (k, i)
+
+
+def test_big_mask_speed(ctx):
+    """Issue 5: toggle → redraw < 300 ms, rectify < 100 ms at K=1000, N=60 (synthetic 60-unit chain)."""
+    g = ConsumerGraph.chain(60)
+    rng = np.random.default_rng(0)
+    m = rng.random((1000, 60)) < 0.6
+    m[0] = True
+    from blockmask.rectify import rectify
+
+    t0 = time.perf_counter()
+    rectify(m, g)
+    assert time.perf_counter() - t0 < 0.1 * 3  # generous on a shared CPU; measured ~tens of ms
+
+
+def test_class_conditional_compare(dit):
+    m = presets.build(dit, "fora", K, interval=2)[0]
+    r = compare.compare(dit, m, seed=0, num_images=2, class_label=3, guidance_scale=2.0)
+    assert r.macs_original == 2 * dit.macs.baseline(K)  # CFG doubles the MACs
+    assert dit.num_classes and dit.supports_guidance
+    with pytest.raises(Exception, match="out of range"):
+        compare.compare(dit, m, seed=0, num_images=1, class_label=99)
+
+
+def test_training_wrapper(ctx):
+    from blockmask.viz import training
+
+    if not training.available():
+        pytest.skip("blockmask.train is not installed")
+    seen = []
+    mask, source, meta = training.train(ctx, 3, lam=0.5, iters=2, batch=1, progress=lambda f, t: seen.append(f))
+    assert mask.shape == (3, ctx.n_units) and mask[0].all() and "trained here" in source
+    assert len(meta["delta"]) == 3 and len(meta["lambda"]) == 3 and seen[-1] == 1.0
+    assert "min" in training.estimate_note(ctx, 1000, 500, 64) or "s on this" in training.estimate_note(ctx, 3, 2, 1)

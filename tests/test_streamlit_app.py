@@ -1,0 +1,179 @@
+"""The Streamlit app driven headlessly with ``streamlit.testing.v1.AppTest``.
+
+Most tests point the app at a tiny random-init U-Net ($BLOCKMASK_APP_MODEL) with K=6 steps; one
+starts it on the real default (the bundled model when installed, else the random-init fallback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+TINY = "config:" + str(Path(__file__).resolve().parent / "configs" / "tiny-unet.json")
+STEPS = 6
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _app(monkeypatch, model: str | None = TINY, steps: int | None = STEPS) -> AppTest:
+    if model:
+        monkeypatch.setenv("BLOCKMASK_APP_MODEL", model)
+    else:
+        monkeypatch.delenv("BLOCKMASK_APP_MODEL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=240)
+    if steps:
+        at.session_state["steps"] = steps
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_starts_on_default_model(monkeypatch):
+    from blockmask.viz.context import default_model_spec, load_context
+
+    monkeypatch.delenv("BLOCKMASK_APP_MODEL", raising=False)
+    try:
+        load_context(default_model_spec(), device="cpu")
+        loads = True
+    except Exception:  # noqa: BLE001 — a broken bundled model must still leave a usable app
+        loads = False
+    at = _app(monkeypatch, model=None, steps=None)
+    if loads:
+        assert not at.error, [e.value for e in at.error]
+    else:
+        assert any("Could not load" in e.value and "random init" in e.value for e in at.error)
+    ed = at.session_state["editor"]
+    assert ed.mask[0].all() and ed.mask.shape[0] == at.session_state["steps"]
+    assert "%" in _metric(at, "MACs % of original")
+
+
+def test_click_toggles_cell_and_updates_macs(monkeypatch):
+    at = _app(monkeypatch)
+    before = _metric(at, "MACs per image"), _metric(at, "MACs % of original")
+    assert before[1] == "100.0 %"
+    rev = at.session_state["chart_rev"]
+    at.session_state[f"mask_chart_{rev}"] = {"selection": {"points": [{"x": 1, "y": 2, "customdata": [2, 1]}],
+                                                           "point_indices": [], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception
+    assert not at.session_state["editor"].mask[2, 1]
+    assert _metric(at, "MACs % of original") != before[1]
+    # row 0 is refused with the reason, mask unchanged
+    at.session_state["mask_click"] = [(0, 3)]
+    at.run()
+    assert at.session_state["editor"].mask[0].all()
+    assert any("Step 0 always computes" in w.value for w in at.warning)
+    # undo brings the cell back
+    _button(at, "undo").click().run()
+    assert at.session_state["editor"].mask[2, 1]
+
+
+def test_preset_loads(monkeypatch):
+    at = _app(monkeypatch)
+    pick = next(s for s in at.selectbox if s.key == "preset_pick")
+    fora = next(o for o in pick.options if "FORA" in o)
+    pick.select(fora).run()
+    _button(at, "load_preset").click().run()
+    assert not at.exception
+    m = at.session_state["editor"].mask
+    assert m[0].all() and not m[1].any() and _metric(at, "MACs % of original") != "100.0 %"
+    assert any("Loaded FORA" in s.value for s in at.success)
+
+
+def test_generate_and_rectify_keeps_pixels(monkeypatch):
+    at = _app(monkeypatch)
+    at.session_state["mask_click"] = [(k, i) for k in range(1, STEPS) for i in (2, 5, 9)]
+    at.session_state["click_mode"] = "Set reused"
+    at.run()
+    _button(at, "generate").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.image) >= 2  # original, masked (and the difference)
+    assert "×" in _metric(at, "Speedup")
+    float(_metric(at, "Speedup").rstrip("×"))
+    out1 = at.session_state["result"][1]
+    macs1 = out1.macs_masked
+    _button(at, "rectify").click().run()
+    assert not at.exception
+    ed = at.session_state["editor"]
+    assert ed.removed is not None
+    _button(at, "generate").click().run()
+    out2 = at.session_state["result"][1]
+    assert out2.macs_masked <= macs1
+    np.testing.assert_array_equal(out1.masked, out2.masked)  # rectification never changes pixels
+
+
+def test_invalid_upload_keeps_mask(monkeypatch):
+    at = _app(monkeypatch)
+    at.session_state["mask_click"] = [(3, 4)]
+    at.run()
+    before = at.session_state["editor"].mask.copy()
+    at.file_uploader[0].set_value(("bad.json", b"{not json", "application/json")).run()
+    assert not at.exception
+    assert any("bad.json" in e.value and "kept" in e.value for e in at.error)
+    np.testing.assert_array_equal(at.session_state["editor"].mask, before)
+    # a mask for another step count is refused too
+    wrong = b'{"format": "blockmask/1", "num_steps": 2, "units": ["a"], "mask": [[1], [0]]}'
+    at.file_uploader[0].set_value(("other.json", wrong, "application/json")).run()
+    assert any("other.json" in e.value for e in at.error)
+    np.testing.assert_array_equal(at.session_state["editor"].mask, before)
+
+
+def test_bad_inputs_keep_app_usable(monkeypatch):
+    at = _app(monkeypatch)
+    next(t for t in at.text_input if t.key == "seed").input("abc").run()
+    next(n for n in at.number_input if n.key == "num_images").set_value(0).run()
+    _button(at, "generate").click().run()
+    assert not at.exception
+    assert any("Seed must be a whole number" in e.value for e in at.error)
+    next(t for t in at.text_input if t.key == "seed").input("1").run()
+    next(n for n in at.number_input if n.key == "num_images").set_value(500).run()
+    _button(at, "generate").click().run()
+    assert any("at most 16" in w.value.lower() for w in at.warning)
+    assert at.session_state["result"][1].num_images == 16
+    # an unreachable hub id: clear error, previous model and mask kept
+    mask = at.session_state["editor"].mask.copy()
+    pick = next(s for s in at.selectbox if s.key == "model_pick")
+    pick.select(pick.options[-1]).run()
+    next(t for t in at.text_input if t.key == "custom_spec").input("nobody/no-such-model").run()
+    assert not at.exception
+    assert any("Could not load 'nobody/no-such-model'" in e.value for e in at.error)
+    np.testing.assert_array_equal(at.session_state["editor"].mask, mask)
+
+
+def test_class_conditional_model(monkeypatch):
+    at = _app(monkeypatch, model="config:" + str(Path(TINY[7:]).parent / "tiny-dit.json"))
+    keys = {n.key for n in at.number_input}
+    assert {"label", "guidance"} <= keys
+    next(n for n in at.number_input if n.key == "label").set_value(4).run()
+    _button(at, "generate").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["result"][1].macs_original > 0
+
+
+def test_train_panel(monkeypatch):
+    from blockmask.viz import training
+
+    if not training.available():
+        pytest.skip("blockmask.train is not installed")
+    at = _app(monkeypatch, steps=3)
+    next(n for n in at.number_input if n.key == "t_iters").set_value(2).run()
+    next(n for n in at.number_input if n.key == "t_batch").set_value(1).run()
+    _button(at, "t_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ed = at.session_state["editor"]
+    assert "trained here" in ed.source and "delta" in ed.meta
