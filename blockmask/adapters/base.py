@@ -128,6 +128,32 @@ class Adapter:
         return out
 
 
+def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len: int, generator):
+    """Prompt embeddings (B, L, dim) for a text model: given ones (broadcast from batch 1) or seeded
+    random ones of the right shape (random-init models need no text encoder)."""
+    from ..errors import BlockmaskError
+
+    if prompt_embeds is None:
+        prompt_embeds = torch.randn(batch, random_len, dim, generator=generator)
+    elif prompt_embeds.shape[-1] != dim:
+        raise BlockmaskError(f"prompt embeddings have width {prompt_embeds.shape[-1]}, the model expects {dim}")
+    if prompt_embeds.shape[0] == 1 and batch > 1:
+        prompt_embeds = prompt_embeds.expand(batch, -1, -1)
+        prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+    return prompt_embeds, prompt_mask
+
+
+def text_null(cond: Conditioning, negative_embeds=None) -> Conditioning:
+    """Unconditional branch of a text model: negative embeddings (or zeros), full attention mask."""
+    ctx = cond.encoder_hidden_states
+    neg = negative_embeds if negative_embeds is not None else torch.zeros_like(ctx)
+    if neg.shape[0] == 1 and ctx.shape[0] > 1:
+        neg = neg.expand(ctx.shape[0], -1, -1)
+    mask = cond.encoder_attention_mask
+    return Conditioning(class_labels=cond.class_labels, encoder_hidden_states=neg.to(ctx),
+                        encoder_attention_mask=None if mask is None else torch.ones_like(mask))
+
+
 _REGISTRY: dict[str, Adapter] = {}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import Adapter, Conditioning, register
+from .base import Adapter, Conditioning, register, text_context, text_null
 
 _BLOCK_UNITS = (
     (r"transformer_blocks\.\d+\.attn1", "self-attn"),
@@ -67,26 +67,15 @@ class PixArtAdapter(Adapter):
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
         if class_labels is not None:
             raise BlockmaskError("PixArtTransformer2DModel is text-conditional; pass prompt embeddings, not a class label")
-        dim = model.config.caption_channels
-        if prompt_embeds is None:
-            prompt_embeds = torch.randn(batch, self.random_context_len, dim, generator=generator)
-        elif prompt_embeds.shape[-1] != dim:
-            raise BlockmaskError(f"prompt embeddings have width {prompt_embeds.shape[-1]}, the model expects {dim}")
-        if prompt_embeds.shape[0] == 1 and batch > 1:
-            prompt_embeds = prompt_embeds.expand(batch, -1, -1)
-            prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+        prompt_embeds, prompt_mask = text_context(prompt_embeds, prompt_mask, dim=model.config.caption_channels,
+                                                  batch=batch, random_len=self.random_context_len, generator=generator)
         return Conditioning(encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_mask)
 
     def supports_guidance(self, model):
         return True
 
     def null_conditioning(self, model, cond, negative_embeds=None):
-        neg = negative_embeds if negative_embeds is not None else torch.zeros_like(cond.encoder_hidden_states)
-        if neg.shape[0] == 1 and cond.encoder_hidden_states.shape[0] > 1:
-            neg = neg.expand(cond.encoder_hidden_states.shape[0], -1, -1)
-        mask = cond.encoder_attention_mask
-        return Conditioning(encoder_hidden_states=neg.to(cond.encoder_hidden_states),
-                            encoder_attention_mask=None if mask is None else torch.ones_like(mask))
+        return text_null(cond, negative_embeds)
 
     def forward(self, model, x, t, cond):
         if t.ndim == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import Adapter, Conditioning, register
+from .base import Adapter, Conditioning, register, text_context, text_null
 
 _UNET_UNITS = (
     (r"(down_blocks|up_blocks)\.\d+\.resnets\.\d+", "resnet"),
@@ -74,13 +74,8 @@ class UNet2DConditionAdapter(Adapter):
             )
         dim = cfg.cross_attention_dim
         dim = dim[0] if isinstance(dim, (list, tuple)) else dim
-        if prompt_embeds is None:
-            prompt_embeds = torch.randn(batch, self.random_context_len, dim, generator=generator)
-        elif prompt_embeds.shape[-1] != dim:
-            raise BlockmaskError(f"prompt embeddings have width {prompt_embeds.shape[-1]}, the model expects {dim}")
-        if prompt_embeds.shape[0] == 1 and batch > 1:
-            prompt_embeds = prompt_embeds.expand(batch, -1, -1)
-            prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+        prompt_embeds, prompt_mask = text_context(prompt_embeds, prompt_mask, dim=dim, batch=batch,
+                                                  random_len=self.random_context_len, generator=generator)
         labels = None
         if self.num_classes(model) is not None:
             labels = class_labels if class_labels is not None else _randint(self.num_classes(model), batch, generator)
@@ -90,14 +85,7 @@ class UNet2DConditionAdapter(Adapter):
         return True
 
     def null_conditioning(self, model, cond, negative_embeds=None):
-        neg = negative_embeds if negative_embeds is not None else torch.zeros_like(cond.encoder_hidden_states)
-        if neg.shape[0] == 1 and cond.encoder_hidden_states.shape[0] > 1:
-            neg = neg.expand(cond.encoder_hidden_states.shape[0], -1, -1)
-        return Conditioning(
-            class_labels=cond.class_labels,
-            encoder_hidden_states=neg.to(cond.encoder_hidden_states),
-            encoder_attention_mask=None if cond.encoder_attention_mask is None else torch.ones_like(cond.encoder_attention_mask),
-        )
+        return text_null(cond, negative_embeds)
 
     def forward(self, model, x, t, cond):
         return model(

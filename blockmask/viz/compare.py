@@ -174,12 +174,10 @@ def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: i
     return _cached(("delta", ctx.key, steps, seed, num_images, class_label, float(guidance_scale)), make)
 
 
-def default_lambda(delta: np.ndarray) -> np.ndarray | None:
-    """λ_k that training with default settings would use for this Δ (Eq. 10), or None without training."""
-    try:
-        from ..train import TrainConfig
-    except ImportError:  # pragma: no cover - older installs
-        return None
+def default_lambda(delta: np.ndarray) -> np.ndarray:
+    """λ_k that training with default settings would use for this Δ (Eq. 10)."""
+    from ..train import TrainConfig
+
     return TrainConfig(steps=max(2, len(delta))).lambda_schedule().weights(delta)
 
 
