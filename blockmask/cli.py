@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.3, help="Adam learning rate on the logits")
     p.add_argument("--alpha", type=float, default=1.0, help="sparsity weight (Eq. 6)")
     p.add_argument("--beta", type=float, default=0.5, help="bimodal weight (Eq. 7)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="λ scale (Eq. 10/11)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.1,
+                   help="λ scale (Eq. 10/11): skip a unit when its error costs less than λ × a typical step's change")
     p.add_argument("--lambda-mode", default="piecewise", choices=["piecewise", "constant"])
     p.add_argument("--lambda-low", type=float, default=0.1, help="λ level at sensitive steps (large Δ)")
     p.add_argument("--lambda-high", type=float, default=1.0, help="λ level at smooth steps")

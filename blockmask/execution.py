@@ -93,7 +93,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.modules = unit_modules(model, self.units)
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         self.auto_step = auto_step
-        self.clone_cache = clone_cache
+        # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
+        self.clone_cache = clone_cache or self.mode == "graph"
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
         self.computed = 0  # unit calls that ran, since reset (for tests and readouts)

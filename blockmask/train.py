@@ -4,10 +4,12 @@ For k = 1..K−1: the state entering step k (latents and unit caches) comes from
 binarized rows 0..k−1, starting from Gaussian noise (no data set). Scores s_k = σ(θ_k) are
 optimized for ``iters`` iterations on
 
-    L_k = ||F − F*||² / ||F*||²  +  λ_k (α mean(s) + β mean(s(1−s)))        (Eq. 5–8, 11)
+    L_k = ||F − F*||² / (||F*||² · mean_k Δ_k²)  +  λ_k (α mean(s) + β mean(s(1−s)))   (Eq. 5–8, 11)
 
 where F is the output with relaxed gates m ~ s (Eq. 4) and F* the frozen model on the same input.
-The feature term is normalized by ||F*||² **(ours)** so that λ means the same on every model.
+**(ours)** The feature error is measured relative to how much the output changes in a typical step
+(Δ_k of Eq. 9, averaged over the run): skipping every unit costs about 1, so λ means the same on
+every model and step count (λ = 0.1: skip a unit when that costs < 10% of a typical step's change).
 Then M[k] = s_k > 0.5 and step k runs once with the binary row. Only one step's graph is alive.
 """
 
@@ -40,7 +42,7 @@ class TrainConfig:
     lr: float = 0.3  # Adam learning rate on the logits (Adam moves each logit by about lr per iteration)
     alpha: float = 1.0  # weight of the sparsity term (Eq. 6)
     beta: float = 0.5  # weight of the bimodal term (Eq. 7)
-    lam: float = 0.05  # λ scale (Eq. 10/11)
+    lam: float = 0.1  # λ scale (Eq. 10/11); relative to a typical step's output change (see module doc)
     lambda_mode: str = "piecewise"  # piecewise | constant
     lambda_low: float = 0.1  # level at sensitive steps
     lambda_high: float = 1.0  # level at smooth steps
@@ -146,6 +148,9 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     for k, row in enumerate(state.rows):
         mask[k] = np.asarray(row, bool)
     full = remainder + float(np.sum(unit_macs))
+    d = np.array([np.nan if v is None else v for v in state.delta], float)
+    feat_scale = float(np.nanmean(d[1:] ** 2)) if np.isfinite(d[1:]).any() else 1.0
+    feat_scale = feat_scale if feat_scale > 0 else 1.0
     ex = MaskedExecution(model, mask)
     bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
     with ex:
@@ -153,7 +158,7 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
             if k >= done:
                 t0 = time.perf_counter()
                 row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
-                                                 float(state.lam[k]), p)
+                                                 float(state.lam[k]), p, feat_scale)
                 mask[k] = row
                 state.rows.append(row.astype(int).tolist())
                 state.scores.append(scores)
@@ -188,7 +193,8 @@ def _slice_conditioning(cond: Conditioning, sl: slice, batch: int, cfg_on: bool)
     return Conditioning(cut(cond.class_labels), cut(cond.encoder_hidden_states), cut(cond.encoder_attention_mask))
 
 
-def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p):
+def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p,
+               feat_scale: float = 1.0):
     n = len(ex.units)
     dev = p.device
     procs = distributed.world_size()
@@ -197,7 +203,7 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
         target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
     # Global (all processes) element count and ||F*||^2, so every process optimizes the same loss.
     numel = float(distributed.all_reduce_sum(torch.tensor([float(target.numel())], device=dev), dev))
-    denom = (distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel).clamp_min(1e-12)
+    denom = (distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel * feat_scale).clamp_min(1e-12)
     theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     ex.set_step(k)

@@ -117,3 +117,26 @@ def test_installed_entry_point():
     assert r.returncode == 2 and r.stderr.strip() == "error: unknown model 'nope': not a bundled model " \
         f"({', '.join(__import__('blockmask.models', fromlist=['x']).bundled_models()) or 'none installed'}), " \
         "folder, config:PATH or hub id"
+
+
+def test_prompt_embeddings_file(capsys, tmp_path):
+    """Text models read prompt embeddings (+ negative ones for CFG) from a safetensors file."""
+    import torch
+    from safetensors.torch import save_file
+
+    f = tmp_path / "p.safetensors"
+    save_file({"prompt_embeds": torch.randn(5, 12), "negative_prompt_embeds": torch.zeros(5, 12)}, str(f))
+    pix = tiny_spec("tiny-pixart")
+    rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--prompt-embeds", f, "--guidance-scale", 2,
+                     "--num-images", 2, "-o", tmp_path / "o")
+    assert rc == 0, err
+    a = np.load(tmp_path / "o" / "samples.npy")
+    rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--guidance-scale", 2, "--num-images", 2,
+                     "-o", tmp_path / "r")
+    assert rc == 0 and not np.array_equal(a, np.load(tmp_path / "r" / "samples.npy"))  # the prompt matters
+    save_file({"prompt_embeds": torch.randn(5, 7)}, str(f))
+    rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--prompt-embeds", f, "-o", tmp_path / "x")
+    assert rc == 2 and "width 7, the model expects 12" in err
+    save_file({"other": torch.randn(2)}, str(f))
+    rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--prompt-embeds", f, "-o", tmp_path / "x")
+    assert rc == 2 and "no 'prompt_embeds'" in err
