@@ -158,7 +158,7 @@ def cmd_train(args) -> None:
     base = dict(steps=args.steps, iters=args.iters, batch=args.batch, lr=args.lr, alpha=args.alpha, beta=args.beta,
                 lam=args.lam, lambda_mode=args.lambda_mode, lambda_low=args.lambda_low, lambda_high=args.lambda_high,
                 tau=args.tau, sampler=args.sampler, temperature=args.temperature, seed=args.seed,
-                guidance_scale=args.guidance_scale, class_labels=labels)
+                guidance_scale=args.guidance_scale, class_labels=labels, feature_norm=args.feature_norm)
     cond = None
     if args.prompt_embeds:
         cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-low", type=float, default=0.1, help="λ level at sensitive steps (large Δ)")
     p.add_argument("--lambda-high", type=float, default=1.0, help="λ level at smooth steps")
     p.add_argument("--tau", type=float, default=0.5, help="threshold on the normalized Δ_k")
+    p.add_argument("--feature-norm", default="step", choices=["step", "mean"],
+                   help="feature error relative to this step's output change (default) or the run's mean change")
     p.add_argument("--sampler", default="random", choices=["random", "gumbel"])
     p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-sigmoid temperature")
     p.add_argument("--target-macs", type=float, help="reach this MAC ratio (e.g. 0.6) within ±2%%")

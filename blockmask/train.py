@@ -4,12 +4,14 @@ For k = 1..K−1: the state entering step k (latents and unit caches) comes from
 binarized rows 0..k−1, starting from Gaussian noise (no data set). Scores s_k = σ(θ_k) are
 optimized for ``iters`` iterations on
 
-    L_k = ||F − F*||² / (||F*||² · mean_k Δ_k²)  +  λ_k (α mean(s) + β mean(s(1−s)))   (Eq. 5–8, 11)
+    L_k = ||F − F*||² / (||F*||² · Δ_k²)  +  λ_k (α mean(s) + β mean(s(1−s)))   (Eq. 5–8, 11)
 
 where F is the output with relaxed gates m ~ s (Eq. 4) and F* the frozen model on the same input.
-**(ours)** The feature error is measured relative to how much the output changes in a typical step
-(Δ_k of Eq. 9, averaged over the run): skipping every unit costs about 1, so λ means the same on
-every model and step count (λ = 0.1: skip a unit when that costs < 10% of a typical step's change).
+**(ours)** The feature error is measured relative to how much the output changes at this step
+(Δ_k of Eq. 9): skipping every unit costs about 1 at every step, so λ means the same on every model,
+step and step count (λ = 0.1: skip a unit when that costs < 10% of the step's own change). Without
+it, steps whose output barely changes (the noisiest ones, for ε-prediction) look free to skip even
+though their errors shape everything after them. ``feature_norm="mean"`` uses the run's mean Δ².
 Then M[k] = s_k > 0.5 and step k runs once with the binary row. Only one step's graph is alive.
 """
 
@@ -53,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     guidance_scale: float = 1.0
     class_labels: tuple[int, ...] | None = None
+    feature_norm: str = "step"  # step: error relative to this step's Δ_k²; mean: to the run's mean Δ²
 
     def __post_init__(self):
         checks = [(self.steps >= 2, f"steps must be >= 2, got {self.steps}"),
@@ -62,7 +65,8 @@ class TrainConfig:
                   (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
                   (self.sampler in ("random", "gumbel"), f"sampler must be random or gumbel, got {self.sampler!r}"),
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-                  (0 < self.init_prob < 1, f"init_prob must be in (0, 1), got {self.init_prob}")]
+                  (0 < self.init_prob < 1, f"init_prob must be in (0, 1), got {self.init_prob}"),
+                  (self.feature_norm in ("step", "mean"), f"feature_norm must be step or mean, got {self.feature_norm!r}")]
         for ok, msg in checks:
             if not ok:
                 raise BlockmaskError(msg)
@@ -149,8 +153,11 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
         mask[k] = np.asarray(row, bool)
     full = remainder + float(np.sum(unit_macs))
     d = np.array([np.nan if v is None else v for v in state.delta], float)
-    feat_scale = float(np.nanmean(d[1:] ** 2)) if np.isfinite(d[1:]).any() else 1.0
-    feat_scale = feat_scale if feat_scale > 0 else 1.0
+    mean_scale = float(np.nanmean(d[1:] ** 2)) if np.isfinite(d[1:]).any() else 1.0
+
+    def feat_scale(k: int) -> float:  # Δ² the feature error is measured against (see module doc)
+        v = d[k] ** 2 if cfg.feature_norm == "step" and np.isfinite(d[k]) else mean_scale
+        return v if v > 0 else 1.0
     ex = MaskedExecution(model, mask)
     bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
     with ex:
@@ -158,7 +165,7 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
             if k >= done:
                 t0 = time.perf_counter()
                 row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
-                                                 float(state.lam[k]), p, feat_scale)
+                                                 float(state.lam[k]), p, feat_scale(k))
                 mask[k] = row
                 state.rows.append(row.astype(int).tolist())
                 state.scores.append(scores)
