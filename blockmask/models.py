@@ -159,7 +159,11 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
     model = model.to(device).eval().requires_grad_(False)
     info = {}
     if local and (Path(spec) / "blockmask.json").is_file():
-        info = json.loads((Path(spec) / "blockmask.json").read_text())
+        try:
+            info = json.loads((Path(spec) / "blockmask.json").read_text())
+        except json.JSONDecodeError as e:
+            raise BlockmaskError(f"{spec}/blockmask.json is not valid JSON ({e.msg})") from None
+    model._blockmask_info = info  # read by adapters (class count, null label)
     return LoadedModel(spec, model, scheduler, vae, "folder" if local else "hub", info)
 
 

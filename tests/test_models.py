@@ -56,3 +56,19 @@ def test_bad_specs(tmp_path):
         load_model("  ")
     with pytest.raises(BlockmaskError, match="hub id"):
         load_model("google/not-a-real-model-xyz")  # HF_HUB_OFFLINE=1 in tests: fails fast, clearly
+
+
+def test_folder_blockmask_json_sets_dit_labels(tmp_path, workbenches):
+    """A DiT trained with its own null label states it in blockmask.json; guidance uses it."""
+    from blockmask.adapters import adapter_for
+
+    wb = workbenches("tiny-dit")
+    wb.model.save_pretrained(tmp_path / "dit")
+    plain = load_model(str(tmp_path / "dit")).model
+    assert adapter_for(plain).num_classes(plain) == 10 and adapter_for(plain).null_label(plain) == 10
+    (tmp_path / "dit" / "blockmask.json").write_text(json.dumps({"num_classes": 9, "null_class_label": 9}))
+    m = load_model(str(tmp_path / "dit")).model
+    assert adapter_for(m).num_classes(m) == 9 and adapter_for(m).null_label(m) == 9
+    (tmp_path / "dit" / "blockmask.json").write_text("{bad")
+    with pytest.raises(BlockmaskError, match="blockmask.json is not valid JSON"):
+        load_model(str(tmp_path / "dit"))

@@ -128,6 +128,12 @@ class Adapter:
         return out
 
 
+def model_info(model) -> dict:
+    """Facts a model folder states in ``blockmask.json`` (e.g. ``num_classes``, ``null_class_label``
+    for a DiT trained with its own null label); attached by :func:`blockmask.models.load_model`."""
+    return getattr(model, "_blockmask_info", None) or {}
+
+
 def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len: int, generator):
     """Prompt embeddings (B, L, dim) for a text model: given ones (broadcast from batch 1) or seeded
     random ones of the right shape (random-init models need no text encoder)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import Adapter, Conditioning, register, text_context, text_null
+from .base import Adapter, Conditioning, model_info, register, text_context, text_null
 
 _BLOCK_UNITS = (
     (r"transformer_blocks\.\d+\.attn1", "self-attn"),
@@ -28,10 +28,10 @@ class DiTAdapter(Adapter):
     family = "transformer"
 
     def num_classes(self, model):
-        return model.config.num_embeds_ada_norm
+        return model_info(model).get("num_classes", model.config.num_embeds_ada_norm)
 
     def null_label(self, model) -> int:
-        return int(model.config.num_embeds_ada_norm)
+        return int(model_info(model).get("null_class_label", model.config.num_embeds_ada_norm))
 
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
         if prompt_embeds is not None:
