@@ -72,3 +72,24 @@ def test_folder_blockmask_json_sets_dit_labels(tmp_path, workbenches):
     (tmp_path / "dit" / "blockmask.json").write_text("{bad")
     with pytest.raises(BlockmaskError, match="blockmask.json is not valid JSON"):
         load_model(str(tmp_path / "dit"))
+
+
+@pytest.mark.slow
+def test_bundled_dit_through_blockmask_makes_requested_digits():
+    """Workbench sampling of the bundled class-conditional DiT (null label from blockmask.json):
+    the offline classifier recognizes the requested digit."""
+    from blockmask.api import Workbench
+    from blockmask.data.classifier import load_classifier
+    from blockmask.models import assets_dir
+    from blockmask.sample import Condition
+
+    if not (assets_dir() / "models" / "mnist-dit" / "config.json").is_file():
+        pytest.skip("bundled mnist-dit not present")
+    wb = Workbench.load("mnist-dit")
+    labels = list(range(10)) * 4
+    imgs = wb.images(wb.generate(None, steps=25, seed=0, num_images=len(labels),
+                                 condition=Condition(class_labels=labels, guidance_scale=3.0)))
+    with torch.no_grad():
+        _, logits = load_classifier().features(imgs * 2 - 1)
+    acc = (logits.argmax(1) == torch.tensor(labels)).float().mean().item()
+    assert acc >= 0.9, acc
