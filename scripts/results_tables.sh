@@ -23,5 +23,5 @@ blockmask eval mnist-dit --steps "$K" --guidance-scale 3 --mask "learned=$T" --a
   -o "docs/results/mnist-dit-$K" &
 wait
 blockmask eval mnist-ddpm --steps "$K" --mask "learned (random sampling)=$M" --mask "Gumbel sampling=$A/gumbel.json" \
-  --mask "constant λ=$A/constant-lambda.json" --mask "no bimodal loss=$A/no-bimodal.json" --ablate-rectify \
+  --mask "constant λ=$A/constant-lambda.json" --mask "no bimodal loss=$A/no-bimodal.json" \
   --num-samples "$N_DDPM" --batch 64 --bench-batch 8 --bench-repeats 2 -o "docs/results/mnist-ddpm-$K-ablations"

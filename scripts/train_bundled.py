@@ -1,0 +1,276 @@
+"""Train the bundled MNIST diffusion models (``mnist-ddpm`` and ``mnist-dit``).
+
+Both use diffusers' own classes: ``UNet2DModel`` / ``DiTTransformer2DModel`` for the
+denoiser and ``DDPMScheduler.add_noise`` for the forward process (epsilon prediction,
+1000 linear-beta steps).  Training is bounded by wall-clock time (``--minutes``); an
+EMA copy of the weights is written atomically with ``save_pretrained`` every
+``--ckpt-minutes`` so a usable model always exists, then again at the end together
+with ``training.json`` and a DDIM-50 sample grid ``samples.png``.
+
+Examples::
+
+    nice -n 19 python scripts/train_bundled.py --model mnist-ddpm --minutes 100
+    nice -n 19 python scripts/train_bundled.py --model mnist-dit --minutes 100
+    python scripts/train_bundled.py --model mnist-dit --samples-only   # regrid
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
+
+from blockmask.data.mnist import default_mnist_dir, mnist_sha256, mnist_tensor_dataset  # noqa: E402
+
+NULL_CLASS = 10  # label used for the unconditional branch of classifier-free guidance
+
+
+def build_model(name: str) -> torch.nn.Module:
+    if name == "mnist-ddpm":
+        return UNet2DModel(
+            sample_size=32, in_channels=1, out_channels=1,
+            block_out_channels=(32, 64, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=8, attention_head_dim=32,
+        )
+    if name == "mnist-dit":
+        return DiTTransformer2DModel(
+            num_attention_heads=3, attention_head_dim=64, in_channels=1, out_channels=1,
+            num_layers=6, sample_size=32, patch_size=4, num_embeds_ada_norm=11,
+        )
+    raise ValueError(f"unknown model {name!r}")
+
+
+def build_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+
+
+def disable_internal_label_dropout(model: torch.nn.Module) -> None:
+    """DiT's per-block LabelEmbedding drops labels on its own in train mode; we do it ourselves."""
+    for m in model.modules():
+        if type(m).__name__ == "LabelEmbedding":
+            m.dropout_prob = 0.0
+
+
+def predict(model, x, t, labels=None):
+    if isinstance(model, DiTTransformer2DModel):
+        return model(x, timestep=t, class_labels=labels).sample
+    return model(x, t).sample
+
+
+@torch.no_grad()
+def ddim_sample(model, n: int = 8, steps: int = 50, labels=None, guidance: float = 3.0,
+                seed: int = 0, scheduler_config=None) -> torch.Tensor:
+    """DDIM sampling with diffusers' DDIMScheduler; CFG (cond + null batch) when ``labels`` given."""
+    sched = DDIMScheduler.from_config(scheduler_config or build_scheduler().config)
+    sched.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    n = len(labels) if labels is not None else n
+    x = torch.randn(n, 1, 32, 32, generator=g)
+    for t in sched.timesteps:
+        tt = t.expand(n if labels is None else 2 * n)
+        if labels is None:
+            eps = predict(model, x, tt)
+        else:
+            lab = torch.cat([labels, torch.full_like(labels, NULL_CLASS)])
+            e = predict(model, torch.cat([x, x]), tt, lab)
+            ec, eu = e.chunk(2)
+            eps = eu + guidance * (ec - eu)
+        x = sched.step(eps, t, x).prev_sample
+    return x.clamp(-1, 1)
+
+
+def save_grid(x: torch.Tensor, path: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
+    save_image((x + 1) / 2, str(path), nrow=nrow, padding=2, pad_value=0.5)
+
+
+def make_samples(model, name: str, out_dir: Path, scheduler_config=None) -> float:
+    """Write ``samples.png``; returns wall seconds spent sampling."""
+    model.eval()
+    t0 = time.time()
+    if name == "mnist-dit":
+        labels = torch.arange(10).repeat_interleave(10)  # rows 0..9
+        x = ddim_sample(model, labels=labels, guidance=3.0, seed=0, scheduler_config=scheduler_config)
+    else:
+        x = ddim_sample(model, n=100, seed=0, scheduler_config=scheduler_config)
+    save_grid(x, out_dir / "samples.png", nrow=10)
+    return time.time() - t0
+
+
+def atomic_save(model, scheduler, out_dir: Path, extra_files: dict[str, str] | None = None) -> None:
+    """save_pretrained into a temp folder next to ``out_dir``, then swap it in."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
+    old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    scheduler.save_pretrained(str(tmp / "scheduler"))
+    if out_dir.exists():  # keep files that are not part of the checkpoint (e.g. samples.png)
+        for p in out_dir.iterdir():
+            if p.is_file() and not (tmp / p.name).exists():
+                shutil.copy2(p, tmp / p.name)
+    for fname, text in (extra_files or {}).items():
+        (tmp / fname).write_text(text)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, choices=["mnist-ddpm", "mnist-dit"])
+    p.add_argument("--minutes", type=float, default=100.0, help="wall-clock training budget")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (ddpm) / 4e-4 (dit)")
+    p.add_argument("--warmup", type=int, default=300, help="linear LR warmup steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="MNIST IDX folder (default $BLOCKMASK_MNIST or ../shared/data/mnist)")
+    p.add_argument("--out", default=None, help="output folder (default assets/models/<model>)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ckpt-minutes", type=float, default=10.0)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = time only)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--samples-only", action="store_true", help="only redraw samples.png from --out")
+    p.add_argument("--init", default=None, help="start from the (EMA) weights saved in this folder")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward (CPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (U-Net)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out_dir = Path(args.out) if args.out else REPO / "assets" / "models" / args.model
+    data_dir = Path(args.data) if args.data else default_mnist_dir()
+
+    if args.samples_only:
+        cls = DiTTransformer2DModel if args.model == "mnist-dit" else UNet2DModel
+        model = cls.from_pretrained(str(out_dir)).float()
+        sconf = DDPMScheduler.from_pretrained(str(out_dir / "scheduler")).config
+        print(f"samples.png written in {make_samples(model, args.model, out_dir, sconf):.1f}s")
+        return
+
+    lr = args.lr or (1e-3 if args.model == "mnist-ddpm" else 4e-4)
+    images, labels = mnist_tensor_dataset(data_dir).tensors
+    n = images.shape[0]
+    sums = mnist_sha256(data_dir)
+    model = build_model(args.model)
+    prior = None
+    if args.init:  # continue from an earlier (EMA) checkpoint; optimizer state starts fresh
+        init_dir = Path(args.init)
+        cls = DiTTransformer2DModel if args.model == "mnist-dit" else UNet2DModel
+        model.load_state_dict(cls.from_pretrained(str(init_dir)).float().state_dict())
+        meta_path = init_dir / "training.json"
+        prior = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        prior = {k: prior.get(k) for k in ("command", "steps", "batch", "lr", "wall_time_s", "final_loss_ema",
+                                     "bf16_autocast", "total_steps_including_init", "init_from_previous_run")}
+        print(f"initialized from {init_dir} ({prior.get('steps')} earlier steps)", flush=True)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    is_dit = args.model == "mnist-dit"
+    if is_dit:
+        disable_internal_label_dropout(model)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    scheduler = build_scheduler()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {nparams / 1e6:.2f}M params, {n} images, batch {args.batch}, lr {lr}, "
+          f"budget {args.minutes} min, threads {torch.get_num_threads()}", flush=True)
+
+    budget = args.minutes * 60.0
+    t_start = time.time()
+    last_print = last_ckpt = t_start
+    step, loss_ema, seen_at_print = 0, None, 0
+    g = torch.Generator().manual_seed(args.seed)
+
+    def meta(final: bool) -> dict:
+        return {
+            "model": args.model, "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "data_dir": str(data_dir), "data_sha256": sums, "num_images": n, "steps": step,
+            "batch": args.batch, "lr": lr, "warmup_steps": args.warmup, "lr_schedule": "linear warmup + cosine over time budget to 10%",
+            "ema_decay": args.ema, "seed": args.seed, "params": nparams,
+            "wall_time_s": round(time.time() - t_start, 1), "final": final,
+            "final_loss_ema": round(loss_ema, 5) if loss_ema is not None else None,
+            "hardware": f"{platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+                        f"torch threads={torch.get_num_threads()}, torch {torch.__version__}",
+            "init_from_previous_run": prior, "bf16_autocast": args.bf16, "channels_last": args.channels_last,
+            "total_steps_including_init": step + ((prior or {}).get("total_steps_including_init")
+                                                  or (prior or {}).get("steps") or 0),
+            "cfg": {"null_class": NULL_CLASS, "label_dropout": 0.1} if is_dit else None,
+        }
+
+    model.train()
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= budget or (args.max_steps and step >= args.max_steps):
+            break
+        frac = min(elapsed / budget, 1.0)
+        cur_lr = lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = cur_lr
+        idx = torch.randint(0, n, (args.batch,), generator=g)
+        x0 = images[idx]
+        if args.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=g)
+        xt = scheduler.add_noise(x0, noise, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            if is_dit:
+                y = labels[idx].clone()
+                y[torch.rand(args.batch, generator=g) < 0.1] = NULL_CLASS
+                pred = predict(model, xt, t, y)
+            else:
+                pred = predict(model, xt, t)
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        loss_ema = loss.item() if loss_ema is None else 0.99 * loss_ema + 0.01 * loss.item()
+
+        now = time.time()
+        if now - last_print >= 30 or step == 1:
+            rate = (step - seen_at_print) / max(now - last_print, 1e-9)
+            print(f"[{args.model}] step {step} loss {loss.item():.4f} (ema {loss_ema:.4f}) lr {cur_lr:.2e} "
+                  f"{rate:.2f} it/s elapsed {(now - t_start) / 60:.1f}/{args.minutes:.0f} min", flush=True)
+            last_print, seen_at_print = now, step
+        if now - last_ckpt >= args.ckpt_minutes * 60:
+            atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(meta(False), indent=2)})
+            print(f"[{args.model}] checkpoint at step {step} -> {out_dir}", flush=True)
+            last_ckpt = time.time()
+
+    info = meta(True)
+    atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(info, indent=2)})
+    print(f"[{args.model}] done: {step} steps in {info['wall_time_s'] / 60:.1f} min, "
+          f"final loss (ema) {loss_ema:.4f} -> {out_dir}", flush=True)
+    secs = make_samples(ema, args.model, out_dir, scheduler.config)
+    print(f"[{args.model}] samples.png ({secs:.1f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
