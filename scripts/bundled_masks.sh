@@ -9,6 +9,6 @@ LAMBDA_DIT=${LAMBDA_DIT:-0.5}
 blockmask train mnist-ddpm --steps 50  --iters 20 --batch 4 --lambda "$LAMBDA_DDPM" -o assets/masks/mnist-ddpm-050steps.json --json &
 blockmask train mnist-ddpm --steps 100 --iters 20 --batch 4 --lambda "$LAMBDA_DDPM" -o assets/masks/mnist-ddpm-100steps.json --json &
 wait
-blockmask train mnist-dit --steps 50  --iters 12 --lr 0.4 --batch 4 --guidance-scale 3 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-050steps.json --json &
-blockmask train mnist-dit --steps 100 --iters 12 --lr 0.4 --batch 4 --guidance-scale 3 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-100steps.json --json &
+blockmask train mnist-dit --steps 50  --iters 12 --lr 0.4 --batch 4 --guidance-scale 1.5 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-050steps.json --json &
+blockmask train mnist-dit --steps 100 --iters 12 --lr 0.4 --batch 4 --guidance-scale 1.5 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-100steps.json --json &
 wait
