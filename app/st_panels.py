@@ -275,10 +275,6 @@ def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
 
 def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     with st.expander("5 · Train a mask (optional)"):
-        if not training.available():
-            st.info("Mask training is not available in this installation (blockmask.train is missing). Use a learned "
-                    "preset or the command line.")
-            return
         st.caption("Learns the mask one sampling step at a time (METHOD.md §2): at each step, scores decide which "
                    "units may reuse their cache while the output stays close to the plain model; λ sets how hard "
                    "sparsity is pushed (larger λ → fewer MACs, lower fidelity). The result is rectified and loaded "

@@ -177,8 +177,6 @@ def test_class_conditional_compare(dit):
 def test_training_wrapper(ctx):
     from blockmask.viz import training
 
-    if not training.available():
-        pytest.skip("blockmask.train is not installed")
     seen = []
     mask, source, meta = training.train(ctx, 3, lam=0.5, iters=2, batch=1, progress=lambda f, t: seen.append(f))
     assert mask.shape == (3, ctx.n_units) and mask[0].all() and "trained here" in source

@@ -168,8 +168,6 @@ def test_class_conditional_model(monkeypatch):
 def test_train_panel(monkeypatch):
     from blockmask.viz import training
 
-    if not training.available():
-        pytest.skip("blockmask.train is not installed")
     at = _app(monkeypatch, steps=3)
     next(n for n in at.number_input if n.key == "t_iters").set_value(2).run()
     next(n for n in at.number_input if n.key == "t_batch").set_value(1).run()

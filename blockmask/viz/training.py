@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -13,10 +12,6 @@ import numpy as np
 from .context import ModelContext
 
 Progress = Callable[[float, str], None]
-
-
-def available() -> bool:
-    return importlib.util.find_spec("blockmask.train_run") is not None
 
 
 def estimate_note(ctx: ModelContext, steps: int, iters: int, batch: int) -> str:
