@@ -18,7 +18,7 @@ STEPS = {"ddpm-cifar10-32": (100, 0.61), "ddpm-lsun-256": (100, 24.9), "dit-xl-2
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--configs", default=str(Path(__file__).resolve().parents[2] / "shared/reference/configs"))
+    ap.add_argument("--configs", default=str(Path(__file__).resolve().parents[1] / "tests/configs/reference"))
     args = ap.parse_args()
     print("| config | class | units | GMACs/fwd | units' share | steps | total T | paper T |")
     print("|---|---|---|---|---|---|---|---|")

@@ -17,7 +17,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs"
-REFERENCE = ROOT.parent / "shared" / "reference" / "configs"
+REFERENCE = ROOT / "tests" / "configs" / "reference"  # copies of ../shared/reference/configs (facts)
 TINY = ["tiny-unet", "tiny-unet-cond", "tiny-dit", "tiny-pixart"]
 GUIDED = {"tiny-unet": 1.0, "tiny-unet-cond": 2.0, "tiny-dit": 3.0, "tiny-pixart": 2.0}
 
