@@ -89,7 +89,7 @@ def bench_model(name, spec, batch, steps, dtype, guidance, modes, repeats, devic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=str(ROOT.parent / "shared/reference/configs"))
+    ap.add_argument("--configs", default=str(ROOT / "tests/configs/reference"))
     ap.add_argument("--dry-run", action="store_true", help="tiny configs on CPU, a few steps")
     ap.add_argument("--modes", default="eager,compiled,graph")
     ap.add_argument("--repeats", type=int, default=3)
