@@ -158,7 +158,8 @@ def cmd_train(args) -> None:
     base = dict(steps=args.steps, iters=args.iters, batch=args.batch, lr=args.lr, alpha=args.alpha, beta=args.beta,
                 lam=args.lam, lambda_mode=args.lambda_mode, lambda_low=args.lambda_low, lambda_high=args.lambda_high,
                 tau=args.tau, sampler=args.sampler, temperature=args.temperature, seed=args.seed,
-                guidance_scale=args.guidance_scale, class_labels=labels, feature_norm=args.feature_norm)
+                guidance_scale=args.guidance_scale, class_labels=labels, feature_norm=args.feature_norm,
+                probes=args.probes or None, accumulate=not args.no_accumulate, sparsity=args.sparsity)
     cond = None
     if args.prompt_embeds:
         cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
@@ -276,14 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.3, help="Adam learning rate on the logits")
     p.add_argument("--alpha", type=float, default=1.0, help="sparsity weight (Eq. 6)")
     p.add_argument("--beta", type=float, default=0.5, help="bimodal weight (Eq. 7)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1,
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0,
                    help="λ scale (Eq. 10/11): skip a unit when its error costs less than λ × a typical step's change")
     p.add_argument("--lambda-mode", default="piecewise", choices=["piecewise", "constant"])
     p.add_argument("--lambda-low", type=float, default=0.1, help="λ level at sensitive steps (large Δ)")
     p.add_argument("--lambda-high", type=float, default=1.0, help="λ level at smooth steps")
     p.add_argument("--tau", type=float, default=0.5, help="threshold on the normalized Δ_k")
-    p.add_argument("--feature-norm", default="step", choices=["step", "mean"],
-                   help="feature error relative to this step's output change (default) or the run's mean change")
+    p.add_argument("--feature-norm", default="step", choices=["step", "mean", "sensitivity"],
+                   help="feature error relative to this step's output change (step), the run's mean change (mean), "
+                        "or weighted by how much it reaches the final sample (sensitivity, measured first)")
+    p.add_argument("--probes", type=int, default=24,
+                   help="sensitivity: steps probed (0 = every step), the rest interpolated")
+    p.add_argument("--no-accumulate", action="store_true",
+                   help="sensitivity: judge each step's error alone, not with the errors accumulated before it")
+    p.add_argument("--sparsity", default="macs", choices=["macs", "count"],
+                   help="sparsity term: MAC-weighted mean gate score (default) or the plain mean (Eq. 6)")
     p.add_argument("--sampler", default="random", choices=["random", "gumbel"])
     p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-sigmoid temperature")
     p.add_argument("--target-macs", type=float, help="reach this MAC ratio (e.g. 0.6) within ±2%%")

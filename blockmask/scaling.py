@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable
 
@@ -11,6 +12,7 @@ import torch
 from .adapters import adapter_for
 from .errors import BlockmaskError
 from .sample import Condition, build_conditioning, denoise, initial_noise
+from .units import discover_units
 
 
 @torch.no_grad()
@@ -69,3 +71,89 @@ class LambdaSchedule:
         norm = (d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)
         lam = np.where(norm >= self.tau, self.low, self.high) * self.lam
         return np.concatenate([[self.lam * self.low], lam])
+
+
+@dataclasses.dataclass
+class Sensitivity:
+    """How much an output error at step k reaches the final sample (ours; ``feature_norm="sensitivity"``).
+
+    For each probed step k, every unit at k reuses its step-(k−1) output while all other steps run
+    the plain model: ``local[k]`` is the resulting mean squared error of the step's output and
+    ``final[k]`` that of the final sample. ``weight[k] = final[k] / local[k]`` converts a step's
+    output error into final-sample error; unprobed steps are interpolated (log-linear in k).
+    """
+
+    probed: list[int]
+    local: list[float]
+    final: list[float]
+
+    def weights(self, num_steps: int) -> np.ndarray:
+        """(K,) feature-error weights, scaled so that skipping a whole step costs final[k] / mean(final)
+        (1 on average, like the Δ-relative norm); weight[0] is NaN (row 0 is never learned)."""
+        k = np.asarray(self.probed, float)
+        w = np.log(np.maximum(np.asarray(self.final), 1e-30) / np.maximum(np.asarray(self.local), 1e-30))
+        out = np.full(num_steps, np.nan)
+        out[1:] = np.exp(np.interp(np.arange(1, num_steps), k, w))
+        return out / max(float(np.mean(self.final)), 1e-30)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def probe_steps(num_steps: int, probes: int | None) -> list[int]:
+    """Steps 1..K−1, or ``probes`` of them spread evenly (first and last included)."""
+    if probes is None or probes >= num_steps - 1:
+        return list(range(1, num_steps))
+    if probes < 2:
+        raise BlockmaskError(f"sensitivity probes must be >= 2, got {probes}")
+    return sorted({int(round(v)) for v in np.linspace(1, num_steps - 1, probes)})
+
+
+@torch.no_grad()
+def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch: int = 2,
+                       condition: Condition | None = None, probes: int | None = 24,
+                       callback: Callable[[int, int], None] | None = None) -> Sensitivity:
+    """Measure :class:`Sensitivity` along the plain model's trajectory from Gaussian noise (no data).
+
+    Forward passes only: the reference run, then for each probed step k the steps k−1..K−1 again
+    (restarting from the stored latents), so the cost is about ``len(probes) × K / 2`` steps.
+    """
+    from .execution import MaskedExecution
+
+    adapter = adapter_for(model)
+    condition = condition or Condition()
+    g = torch.Generator().manual_seed(seed)
+    p = next(model.parameters())
+    cond, cfg = build_conditioning(model, batch, condition, g)
+    cond = cond.to(p.device, p.dtype)
+    scheduler.set_timesteps(num_steps)
+    ts = list(scheduler.timesteps)
+    x = initial_noise(model, batch, g, scheduler)
+    snaps, eps_ref = [], []  # state entering each step: latents, scheduler (multistep history), RNG
+    for t in ts:
+        snaps.append((x, copy.deepcopy(scheduler), g.get_state()))
+        eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
+        eps_ref.append(eps)
+        x = scheduler.step(eps, t, x, generator=g).prev_sample
+    final_ref = x.float()
+    steps = probe_steps(num_steps, probes)
+    n = len(discover_units(model))
+    local, final = [], []
+    for j, k in enumerate(steps):
+        mask = np.ones((num_steps, n), bool)
+        mask[k] = False
+        x, sched, state = snaps[k - 1]
+        sched = copy.deepcopy(sched)
+        g.set_state(state)
+        with MaskedExecution(model, mask) as ex:
+            for kk in range(k - 1, num_steps):
+                ex.set_step(kk)
+                eps = denoise(model, adapter, scheduler, x, ts[kk], cond, condition.guidance_scale, cfg)
+                if kk == k:
+                    local.append(float((eps - eps_ref[k]).float().pow(2).mean()))
+                x = sched.step(eps, ts[kk], x, generator=g).prev_sample
+        final.append(float((x.float() - final_ref).pow(2).mean()))
+        if callback is not None:
+            callback(j + 1, len(steps))
+    return Sensitivity(steps, local, final)
+

@@ -4,15 +4,25 @@ For k = 1..K−1: the state entering step k (latents and unit caches) comes from
 binarized rows 0..k−1, starting from Gaussian noise (no data set). Scores s_k = σ(θ_k) are
 optimized for ``iters`` iterations on
 
-    L_k = ||F − F*||² / (||F*||² · Δ_k²)  +  λ_k (α mean(s) + β mean(s(1−s)))   (Eq. 5–8, 11)
+    L_k = ||F − F*||² / (||F*||² · Δ_k²)  +  λ_k (α L_sparse + β mean(s(1−s)))   (Eq. 5–8, 11)
 
 where F is the output with relaxed gates m ~ s (Eq. 4) and F* the frozen model on the same input.
-**(ours)** The feature error is measured relative to how much the output changes at this step
-(Δ_k of Eq. 9): skipping every unit costs about 1 at every step, so λ means the same on every model,
-step and step count (λ = 0.1: skip a unit when that costs < 10% of the step's own change). Without
-it, steps whose output barely changes (the noisiest ones, for ε-prediction) look free to skip even
-though their errors shape everything after them. ``feature_norm="mean"`` uses the run's mean Δ².
-Then M[k] = s_k > 0.5 and step k runs once with the binary row. Only one step's graph is alive.
+Then M[k] = s_k > 0.5 and step k runs once with the binary row (reused caches and all), which
+gives the state for step k+1. Only one step's graph is alive.
+
+Choices marked (ours) in METHOD.md, all configurable:
+
+* ``feature_norm="step"`` (default): the feature error is measured relative to how much the output
+  changes at this step (Δ_k of Eq. 9): skipping every unit costs about 1 at every step, so λ means
+  the same on every model, step and step count. Without it, steps whose output barely changes (the
+  noisiest ones, for ε-prediction) look free to skip even though their errors shape everything
+  after them. ``"mean"`` uses the run's mean Δ² instead.
+* ``feature_norm="sensitivity"``: before training, probe how much an output error at step k reaches
+  the final sample (:func:`blockmask.scaling.output_sensitivity`, forward passes only) and weight
+  the feature error by that; with ``accumulate`` the earlier steps' errors (in final-sample units)
+  are carried along and an error pointing the same way costs more (a stale cache drifting further).
+* ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i with c_i the unit's MACs, so a
+  skipped unit saves in proportion to the work it saves; ``"count"`` is Eq. 6 as written, mean(s).
 """
 
 from __future__ import annotations
@@ -31,7 +41,10 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .sample import Condition, build_conditioning, denoise, initial_noise
-from .scaling import LambdaSchedule, feature_variation
+from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
+
+
+FEATURE_NORMS = ("step", "mean", "sensitivity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +57,7 @@ class TrainConfig:
     lr: float = 0.3  # Adam learning rate on the logits (Adam moves each logit by about lr per iteration)
     alpha: float = 1.0  # weight of the sparsity term (Eq. 6)
     beta: float = 0.5  # weight of the bimodal term (Eq. 7)
-    lam: float = 0.1  # λ scale (Eq. 10/11); relative to a typical step's output change (see module doc)
+    lam: float = 1.0  # λ scale (Eq. 10/11); relative to a typical step's output change (see module doc)
     lambda_mode: str = "piecewise"  # piecewise | constant
     lambda_low: float = 0.1  # level at sensitive steps
     lambda_high: float = 1.0  # level at smooth steps
@@ -55,7 +68,10 @@ class TrainConfig:
     seed: int = 0
     guidance_scale: float = 1.0
     class_labels: tuple[int, ...] | None = None
-    feature_norm: str = "step"  # step: error relative to this step's Δ_k²; mean: to the run's mean Δ²
+    feature_norm: str = "step"  # step | mean | sensitivity (see module doc)
+    probes: int | None = 24  # sensitivity: steps probed (None: every step); the rest are interpolated
+    accumulate: bool = True  # sensitivity: charge errors that add up with earlier steps' errors
+    sparsity: str = "macs"  # macs: s weighted by each unit's MACs (ours); count: mean(s) as Eq. 6
 
     def __post_init__(self):
         checks = [(self.steps >= 2, f"steps must be >= 2, got {self.steps}"),
@@ -66,7 +82,10 @@ class TrainConfig:
                   (self.sampler in ("random", "gumbel"), f"sampler must be random or gumbel, got {self.sampler!r}"),
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
                   (0 < self.init_prob < 1, f"init_prob must be in (0, 1), got {self.init_prob}"),
-                  (self.feature_norm in ("step", "mean"), f"feature_norm must be step or mean, got {self.feature_norm!r}")]
+                  (self.feature_norm in FEATURE_NORMS,
+                   f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}"),
+                  (self.probes is None or self.probes >= 2, f"probes must be >= 2, got {self.probes}"),
+                  (self.sparsity in ("count", "macs"), f"sparsity must be count or macs, got {self.sparsity!r}")]
         for ok, msg in checks:
             if not ok:
                 raise BlockmaskError(msg)
@@ -104,6 +123,7 @@ class TrainState:
     seconds: list[float]
     delta: list[float | None]
     lam: list[float]
+    sensitivity: dict | None = None  # Sensitivity.to_json() when feature_norm == "sensitivity"
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,8 +156,12 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
         delta = feature_variation(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
                                   condition=condition)
         lam = cfg.lambda_schedule().weights(delta)
+        sens = None
+        if cfg.feature_norm == "sensitivity":
+            sens = output_sensitivity(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
+                                      condition=condition, probes=cfg.probes).to_json()
         state = TrainState([[1] * n], [[1.0] * n], [[]], [0.0], [None if math.isnan(d) else float(d) for d in delta],
-                           lam.tolist())
+                           lam.tolist(), sens)
     done = len(state.rows)
     p = next(model.parameters())
     g = torch.Generator().manual_seed(cfg.seed)
@@ -155,17 +179,36 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     d = np.array([np.nan if v is None else v for v in state.delta], float)
     mean_scale = float(np.nanmean(d[1:] ** 2)) if np.isfinite(d[1:]).any() else 1.0
 
-    def feat_scale(k: int) -> float:  # Δ² the feature error is measured against (see module doc)
+    weights = None if state.sensitivity is None else Sensitivity(**state.sensitivity).weights(k_steps)
+
+    def feat_scale(k: int) -> tuple[float, bool]:  # (scale, relative to ||F*||²): see module doc
+        if weights is not None:
+            return 1.0 / max(float(weights[k]), 1e-30), False
         v = d[k] ** 2 if cfg.feature_norm == "step" and np.isfinite(d[k]) else mean_scale
-        return v if v > 0 else 1.0
+        return (v if v > 0 else 1.0), True
+    # Eq. 6 averages s over units; sparsity="macs" averages it weighted by unit cost instead.
+    costs = np.asarray(unit_macs, float)
+    unit_weight = torch.tensor(costs / costs.sum() if cfg.sparsity == "macs" and costs.sum() > 0
+                               else np.full(n, 1.0 / n), dtype=torch.float32, device=p.device)
     ex = MaskedExecution(model, mask)
+    mask = ex.mask  # the execution's own (validated) copy: rows learned below must reach it
+    # Coherent accumulation (sensitivity norm): A = Σ_{j<k} √w_j (F_j − F*_j), the earlier steps'
+    # errors in final-sample units; step k's loss ||A + √w_k e_k||² − ||A||² also charges an error
+    # that points the same way as the ones before it (a stale cache drifting further).
+    acc = None
     bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
     with ex:
         for k, t in enumerate(scheduler.timesteps):
+            target = None
+            if k >= 1 and (k >= done or (weights is not None and cfg.accumulate)):
+                with torch.no_grad(), ex.reference():
+                    target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
             if k >= done:
                 t0 = time.perf_counter()
+                coh = None if weights is None or not cfg.accumulate else acc
                 row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
-                                                 float(state.lam[k]), p, feat_scale(k))
+                                                 float(state.lam[k]), p, target, *feat_scale(k), acc=coh,
+                                                 unit_weight=unit_weight)
                 mask[k] = row
                 state.rows.append(row.astype(int).tolist())
                 state.scores.append(scores)
@@ -174,6 +217,9 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
             ex.set_step(k)
             with torch.no_grad():
                 eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg_on)
+                if target is not None and weights is not None and cfg.accumulate:
+                    err = math.sqrt(float(weights[k])) * (eps.float() - target)
+                    acc = err if acc is None else acc + err
                 x = scheduler.step(eps, t, x, generator=g).prev_sample
             if k >= done:
                 if checkpoint is not None:
@@ -201,16 +247,16 @@ def _slice_conditioning(cond: Conditioning, sl: slice, batch: int, cfg_on: bool)
 
 
 def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p,
-               feat_scale: float = 1.0):
+               target: torch.Tensor, feat_scale: float = 1.0, relative: bool = True, acc: torch.Tensor | None = None,
+               unit_weight: torch.Tensor | None = None):
     n = len(ex.units)
     dev = p.device
     procs = distributed.world_size()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + k)  # per-step stream: resume-exact
-    with torch.no_grad(), ex.reference():
-        target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
     # Global (all processes) element count and ||F*||^2, so every process optimizes the same loss.
     numel = float(distributed.all_reduce_sum(torch.tensor([float(target.numel())], device=dev), dev))
-    denom = (distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel * feat_scale).clamp_min(1e-12)
+    power = distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel if relative else torch.ones(1, device=dev)
+    denom = (power * feat_scale).clamp_min(1e-30)
     theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     ex.set_step(k)
@@ -220,8 +266,12 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
         m = _relaxed(s, cfg, gen)
         with ex.soft_gates(m):
             out = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
-        feat = (out - target).pow(2).sum() / (numel * denom)  # this process's share of Eq. 5
-        loss = feat + lam_k * (cfg.alpha * s.mean() + cfg.beta * (s * (1 - s)).mean()) / procs
+        err = out - target
+        feat = err.pow(2).sum() / (numel * denom)  # this process's share of Eq. 5
+        if acc is not None:  # cross term with the accumulated error (see train_mask)
+            feat = feat + 2 * (acc * err).sum() / (numel * denom.sqrt())
+        sparse = s.mean() if unit_weight is None else (s * unit_weight).sum()
+        loss = feat + lam_k * (cfg.alpha * sparse + cfg.beta * (s * (1 - s)).mean()) / procs
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if procs > 1:

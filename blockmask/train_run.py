@@ -137,6 +137,7 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     seconds = time.perf_counter() - t0
     meta = {"training": {**cfg.to_json(), "scheduler": wb.scheduler_name, "device": str(wb.device)},
             "delta": state.delta, "lambda": state.lam, "scores": state.scores,
+            **({"sensitivity": state.sensitivity} if state.sensitivity else {}),
             "loss_first": [l[0] if l else None for l in state.losses], "loss_last": [l[-1] if l else None for l in state.losses],
             "train_seconds": seconds, "per_step_seconds": state.seconds,
             "rectified": {"applied": rectify, "cells_removed": int(removed.sum()),

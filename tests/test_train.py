@@ -1,5 +1,6 @@
 """Mask training (METHOD.md §2-3): behaviour, determinism, resume, budgets, memory, CLI errors."""
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -12,7 +13,8 @@ from blockmask.cli import main
 from blockmask.errors import BlockmaskError
 from blockmask.mask import MaskFile
 from blockmask.sample import sample
-from blockmask.scaling import LambdaSchedule
+from blockmask import train as train_module
+from blockmask.scaling import LambdaSchedule, Sensitivity, output_sensitivity, probe_steps
 from blockmask.train import TrainConfig, train_mask
 from blockmask.train_run import checkpoint_path, run_training
 
@@ -70,6 +72,76 @@ def test_delta_and_lambda():
         LambdaSchedule(lam=-1)
 
 
+@pytest.mark.parametrize("norm", ["step", "sensitivity"])
+def test_training_follows_its_own_masked_trajectory(workbenches, monkeypatch, norm):
+    """Each step is learned on the state the already-binarized rows produce: every 0 learned in a row
+    is a reused cache in the run that moves the trajectory on (not a fresh unmasked one)."""
+    seen = {}
+
+    class Recording(train_module.MaskedExecution):
+        def __exit__(self, *exc):
+            seen["skipped"] = self.skipped
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(train_module, "MaskedExecution", Recording)
+    st = _train(workbenches("tiny-unet"), lam=3.0, feature_norm=norm, probes=None)
+    zeros = int((~np.array(st.rows, bool)).sum())
+    assert zeros > 0 and seen["skipped"] == zeros
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpm"])
+def test_sensitivity_probe_equals_a_real_sampling_run(workbenches, scheduler):
+    """final[k] is exactly the squared error of a full run whose row k reuses every cache (also for
+    stochastic and multistep schedulers, whose RNG and history are restored at the restart)."""
+    wb = workbenches("tiny-unet", scheduler)
+    k_steps = 5
+    sens = output_sensitivity(wb.model, wb.scheduler(), num_steps=k_steps, seed=3, batch=2, probes=None)
+    assert sens.probed == [1, 2, 3, 4]
+    ref = sample(wb.model, num_steps=k_steps, scheduler=wb.scheduler(), seed=3, batch=2)
+    for k, fin in zip(sens.probed, sens.final):
+        m = np.ones((k_steps, len(wb.units)), bool)
+        m[k] = False
+        out = sample(wb.model, num_steps=k_steps, scheduler=wb.scheduler(), mask=m, seed=3, batch=2)
+        assert fin == pytest.approx(float((out - ref).pow(2).mean()), rel=1e-5, abs=1e-12)
+    assert all(v > 0 for v in sens.local)
+
+
+def test_sensitivity_weights_interpolate_and_normalize():
+    s = Sensitivity(probed=[1, 3], local=[1.0, 4.0], final=[2.0, 0.5])
+    w = s.weights(4)
+    assert np.isnan(w[0])
+    mean_final = 1.25
+    assert w[1] == pytest.approx(2.0 / mean_final) and w[3] == pytest.approx(0.125 / mean_final)
+    assert w[2] == pytest.approx(np.sqrt(2.0 * 0.125) / mean_final)  # log-linear between probes
+    assert probe_steps(100, 5) == [1, 26, 50, 74, 99] and probe_steps(5, 24) == [1, 2, 3, 4]
+    with pytest.raises(BlockmaskError, match="probes"):
+        probe_steps(10, 1)
+
+
+@pytest.mark.parametrize("arch", ["tiny-unet-cond", "tiny-dit", "tiny-pixart"])
+def test_sensitivity_norm_and_mac_sparsity_on_every_architecture(workbenches, arch):
+    wb = workbenches(arch)
+    for accumulate in (True, False):
+        st = _train(wb, lam=1.0, feature_norm="sensitivity", probes=3, accumulate=accumulate, sparsity="macs",
+                    iters=3, guidance_scale=2.0)
+        m = np.array(st.rows, bool)
+        assert m.shape == (6, len(wb.units)) and m[0].all()
+        assert st.sensitivity["probed"] == [1, 3, 5]
+
+
+def test_mac_weighted_sparsity_skips_expensive_units_first(workbenches):
+    """Under a pure sparsity objective (no feature error can outweigh λ), weighting by MACs makes the
+    expensive units' scores fall fastest."""
+    wb = workbenches("tiny-unet")
+    macs = wb.macs.unit_macs
+    big, small = int(np.argmax(macs)), int(np.argmin(macs))
+    gap = {}
+    for mode in ("macs", "count"):
+        scores = np.array(_train(wb, lam=50.0, iters=3, sparsity=mode, sampler="gumbel").scores[1:])
+        gap[mode] = scores[:, small].mean() - scores[:, big].mean()
+    assert gap["macs"] > 0.05 and abs(gap["count"]) < gap["macs"] / 2, gap
+
+
 def test_run_writes_mask_with_metadata_and_it_samples(workbenches, tmp_path):
     wb = workbenches("tiny-unet")
     mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=2.0), tmp_path / "m.json", progress=False)
@@ -85,9 +157,10 @@ def test_run_writes_mask_with_metadata_and_it_samples(workbenches, tmp_path):
     assert not checkpoint_path(tmp_path / "m.json").exists()
 
 
-def test_resume_equals_uninterrupted(workbenches, tmp_path):
+@pytest.mark.parametrize("norm", ["step", "sensitivity"])
+def test_resume_equals_uninterrupted(workbenches, tmp_path, norm):
     wb = workbenches("tiny-dit")
-    cfg = TrainConfig(steps=6, iters=4, batch=2, lam=1.0, seed=5)
+    cfg = TrainConfig(steps=6, iters=4, batch=2, lam=1.0, seed=5, feature_norm=norm)
     full, _ = run_training(wb, cfg, tmp_path / "full.json", progress=False)
 
     class Killed(Exception):
@@ -106,7 +179,7 @@ def test_resume_equals_uninterrupted(workbenches, tmp_path):
     with pytest.raises(BlockmaskError, match="pass --resume"):
         run_training(wb, cfg, out, progress=False)
     with pytest.raises(BlockmaskError, match="other settings"):
-        run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=2.0, seed=5), out, resume=True, progress=False)
+        run_training(wb, dataclasses.replace(cfg, lam=2.0), out, resume=True, progress=False)
     resumed, _ = run_training(wb, cfg, out, resume=True, progress=False)
     assert np.array_equal(resumed.mask, full.mask) and resumed.meta["scores"] == full.meta["scores"]
 
@@ -149,6 +222,7 @@ def test_training_never_touches_the_network(workbenches, monkeypatch, tmp_path):
         (["--iters", "0"], "iters must be >= 1"),
         (["--target-macs", "1.5"], "--target-macs must be in (0, 1]"),
         (["--sweep", "a,b"], "--sweep takes"),
+        (["--feature-norm", "sensitivity", "--probes", "1"], "probes must be >= 2"),
     ],
 )
 def test_cli_bad_hyperparameters(capsys, tmp_path, extra, msg):

@@ -25,7 +25,7 @@ def estimate_note(ctx: ModelContext, steps: int, iters: int, batch: int) -> str:
     return f"≈ {secs:.0f} s on this {where}"
 
 
-def train(ctx: ModelContext, steps: int, *, lam: float = 0.05, target_macs: float | None = None, iters: int = 20,
+def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float | None = None, iters: int = 20,
           batch: int = 4, seed: int = 0, class_label: int | None = None, guidance_scale: float = 1.0,
           progress: Progress | None = None) -> tuple[np.ndarray, str, dict]:
     """Train a K×N mask for this model (rectified); returns (mask, source label, meta with Δ_k/λ_k).
