@@ -26,6 +26,7 @@ def show(m: Message) -> None:
 def flash(msgs: list[Message]) -> None:
     """Keep messages for the next run (after st.rerun) so they are not lost."""
     st.session_state.flash = list(st.session_state.get("flash", [])) + list(msgs)
+    st.session_state.editor_msgs = []  # an edit from elsewhere: the chart's last messages no longer apply
 
 
 # --- presets, upload, download ---------------------------------------------------------------
@@ -72,7 +73,8 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
 
 # --- the editable mask -----------------------------------------------------------------------
 def _apply_selection(ed: MaskEditor) -> None:
-    """Apply a pending chart selection (click = one cell, box = a region) before drawing."""
+    """Apply a pending chart selection (click = one cell, box = a region) before drawing; its messages
+    stay next to the chart (``editor_msgs``) until the next selection."""
     ss = st.session_state
     key = f"mask_chart_{ss.chart_rev}"
     points = []
@@ -90,8 +92,7 @@ def _apply_selection(ed: MaskEditor) -> None:
         msgs = ed.toggle(*cells[0])
     else:
         msgs = ed.set_cells(cells, mode)
-    for m in msgs:
-        show(m)
+    ss.editor_msgs = list(msgs)
     ss.chart_rev += 1  # a fresh chart widget: the processed selection is not applied twice
 
 
@@ -108,7 +109,18 @@ def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
 
 def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.subheader("2 · Edit the mask")
+    st.session_state.app_hash = ed.hash  # the mask the rest of this page is drawn for
+    _editor_fragment(ctx, ed)
+
+
+@st.fragment
+def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
+    """The editor reruns on its own when the chart is clicked (a Streamlit fragment): readouts and
+    chart update without waiting for the rest of the page. Once they are drawn, a changed mask
+    reruns the whole page so images and plots follow (see the end of this function)."""
     _apply_selection(ed)
+    for m in st.session_state.get("editor_msgs", []):
+        show(m)
     readouts(ctx, ed)
     st.caption("Rows are sampling steps (top = noisiest, with the scheduler timestep t); columns are units in "
                "execution order, grouped by block. **Click** a cell to change it, or pick the **box select** tool "
@@ -155,6 +167,8 @@ def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         _edit(ed.rectify(ctx))
     b.checkbox("Show the mask before rectification", key="show_pre", disabled=ed.pre_rectify is None,
                help="Removed cells are drawn in orange-red on the rectified mask.")
+    if st.session_state.get("app_hash") != ed.hash:  # edited here: now bring the rest of the page up to date
+        st.rerun()
 
 
 def _edit(msgs: list[Message]) -> None:
@@ -280,7 +294,7 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                    "sparsity is pushed (larger λ → fewer MACs, lower fidelity). The result is rectified and loaded "
                    "into the editor (undo brings your mask back).")
         c = st.columns(4)
-        lam = c[0].number_input("λ scale", 0.0, 100.0, 0.05, 0.01, format="%.3f", key="t_lam")
+        lam = c[0].number_input("λ scale", 0.0, 100.0, 1.0, 0.1, format="%.3f", key="t_lam")
         use_budget = c[1].checkbox("Target a MAC budget", False, key="t_use_budget",
                                    help="Searches λ until the rectified mask reaches the budget (several runs).")
         budget = c[1].number_input("MAC budget (fraction)", 0.05, 1.0, 0.6, 0.05, key="t_budget",

@@ -1,0 +1,114 @@
+"""Streamlit click latency in a real browser: click a mask cell, time until the MAC readout shows the
+new value, and until the chart shows the new cell colour. Debian's /usr/bin/chromium via Playwright.
+
+    python benchmarks/app_latency.py --clicks 10             # bundled default model (mnist-ddpm)
+    python benchmarks/app_latency.py --model config:tests/configs/tiny-unet.json --steps 20
+
+Prints the median and the max of each, in milliseconds, and a JSON line (``--json FILE`` saves it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+
+# The readout text and a signature of the chart's marker colours, read in the page.
+READ = """() => {
+  const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Computed cells'));
+  const pts = [...document.querySelectorAll('.js-plotly-plot .scatterlayer path.point')];
+  return [m ? m.innerText : '', pts.map(p => p.style.fill).join('|')];
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(model: str, steps: int | None, clicks: int, port: int | None = None) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = port or _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BLOCKMASK_APP_MODEL": model}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = b.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+            page.get_by_text("MACs % of original").first.wait_for(timeout=180_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            if steps:
+                box = page.get_by_label("Sampling steps K")
+                box.fill(str(steps))
+                box.press("Enter")
+                page.wait_for_timeout(3000)
+            page.wait_for_timeout(2000)
+            readout_ms, chart_ms = [], []
+            for c in range(clicks):
+                before = page.evaluate(READ)
+                # a different cell each time, never in row 0 (which stays computed)
+                rects = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer "
+                                      "path.point')].map(p => { const r = p.getBoundingClientRect(); "
+                                      "return [r.x + r.width / 2, r.y + r.height / 2]; })")
+                top = min(r[1] for r in rects)
+                rects = [r for r in rects if r[1] > top + 2]
+                x, y = rects[(7 + 13 * c) % len(rects)]
+                page.mouse.move(x, y)
+                t0 = time.perf_counter()
+                page.mouse.click(x, y)
+                page.wait_for_function(f"b => ({READ})()[0] !== b", arg=before[0], timeout=30_000, polling="raf")
+                t1 = time.perf_counter()
+                page.wait_for_function(f"b => ({READ})()[1] !== b", arg=before[1], timeout=30_000, polling="raf")
+                t2 = time.perf_counter()
+                readout_ms.append((t1 - t0) * 1000)
+                chart_ms.append((t2 - t0) * 1000)
+                page.wait_for_timeout(1500)  # let any follow-up (generation) finish before the next click
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return {"model": model or "default", "clicks": clicks,
+            "readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
+            "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="", help="model spec (default: the app's default, the bundled mnist-ddpm)")
+    ap.add_argument("--steps", type=int, help="set the step count K in the sidebar first")
+    ap.add_argument("--clicks", type=int, default=10)
+    ap.add_argument("--json", help="write the result here")
+    args = ap.parse_args()
+    r = measure(args.model, args.steps, args.clicks)
+    for k in ("readout_ms", "chart_ms"):
+        print(f"{k[:-3]:8s} median {r[k]['median']:.0f} ms, max {r[k]['max']:.0f} ms over {args.clicks} clicks")
+    print(json.dumps(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
