@@ -43,22 +43,36 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def pareto_figure(rows: list[dict], title: str = ""):
+    """FID vs MACs and PSNR vs MACs side by side; one colour per method in both panels."""
+    import plotly.colors
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("FID vs MACs", "PSNR vs MACs (same seeds)"))
-    for r in rows:
+    palette = plotly.colors.qualitative.D3 + plotly.colors.qualitative.Dark24  # distinct beyond 10 rows
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("FID vs MACs", "PSNR vs MACs (same seeds)"),
+                        horizontal_spacing=0.12)
+    symbols = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down", "pentagon")
+    xs = []
+    for j, r in enumerate(rows):
         x = r["macs_ratio"] * 100
+        xs.append(x)
+        colour = palette[j % len(palette)]
         psnr = r["psnr"] if r.get("psnr") is not None and math.isfinite(r["psnr"]) else None
-        fig.add_trace(go.Scatter(x=[x], y=[r["fid"]], mode="markers+text", text=[r["method"]], textposition="top center",
-                                 name=r["method"], legendgroup=r["method"]), row=1, col=1)
+        # colour + symbol per method, named in the legend (text labels of close points overlap)
+        common = dict(mode="markers", marker=dict(size=12, color=colour, symbol=symbols[j % len(symbols)]),
+                      hovertemplate=f"{r['method']}<br>MACs %{{x:.1f}}%<br>%{{y:.2f}}<extra></extra>",
+                      name=r["method"], legendgroup=r["method"])
+        fig.add_trace(go.Scatter(x=[x], y=[r["fid"]], **common), row=1, col=1)
         if psnr is not None:
-            fig.add_trace(go.Scatter(x=[x], y=[psnr], mode="markers+text", text=[r["method"]], textposition="top center",
-                                     name=r["method"], legendgroup=r["method"], showlegend=False), row=1, col=2)
+            fig.add_trace(go.Scatter(x=[x], y=[psnr], showlegend=False, **common), row=1, col=2)
+    pad = max(3.0, (max(xs) - min(xs)) * 0.12) if xs else 3.0
+    if xs:
+        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
     fig.update_xaxes(title_text="MACs (% of original)")
-    fig.update_yaxes(title_text=f"FID (N={rows[0]['n']}, lower is better)", row=1, col=1)
-    fig.update_yaxes(title_text="PSNR dB (higher is better)", row=1, col=2)
-    fig.update_layout(title=title, width=1100, height=480, template="plotly_white")
+    fig.update_yaxes(title_text=f"FID (N={rows[0]['n']}, lower is better)" if rows else "FID", row=1, col=1)
+    fig.update_yaxes(title_text="PSNR dB (higher is better; original = ∞, not drawn)", row=1, col=2)
+    fig.update_layout(title=title, width=1200, height=max(520, 160 + 30 * len(rows)), template="plotly_white",
+                      margin=dict(l=70, r=40, t=80, b=60))  # tall enough for a legend line per row
     return fig
 
 
@@ -69,7 +83,8 @@ def write_report(rows: list[dict], out_dir, title: str = "") -> dict:
     atomic_write_text(out / "results.csv", to_csv(rows))
     atomic_write_text(out / "results.md", to_markdown(rows))
     fig = pareto_figure(rows, title)
-    atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs="cdn"))
+    # self-contained (plotly.js inlined): opens offline
+    atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs=True))
     written = {"csv": str(out / "results.csv"), "markdown": str(out / "results.md"), "html": str(out / "pareto.html")}
     try:
         atomic_write(out / "pareto.png", lambda tmp: fig.write_image(tmp, format="png"))

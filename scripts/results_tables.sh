@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
-# The tables of docs/RESULTS.md: Table 1 in miniature (both bundled models) and the ablations of
-# Tables 4-5 (mnist-ddpm). N and K are arguments so that a GPU run can use N >= 5000:
-#   bash scripts/results_tables.sh [N_DDPM] [N_DIT] [K]
+# The tables of docs/RESULTS.md: Table 1 in miniature and the ablations of Tables 4-5.
+#   bash scripts/results_tables.sh table1-ddpm N K      # mnist-ddpm: learned vs baselines, N samples, K steps
+#   bash scripts/results_tables.sh table1-dit N K       # mnist-dit (guidance 1.5)
+#   bash scripts/results_tables.sh ablations N K        # mnist-ddpm: ablation masks (trained here) vs learned
+# Rows are cached by content (.cache/blockmask-eval), so re-running a table only computes new rows.
+# N >= 1000 on CPU, N >= 5000 on a GPU (add --device cuda through $EXTRA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-N_DDPM=${1:-256}; N_DIT=${2:-200}; K=${3:-50}
-A=docs/results/ablation-masks; mkdir -p "$A"
-L=${LAMBDA_DDPM:-0.5}
-# Ablation masks (mnist-ddpm, K steps): Gumbel sampling, constant λ, no bimodal term.
-blockmask train mnist-ddpm --steps "$K" --iters 20 --batch 4 --lambda "$L" --sampler gumbel -o "$A/gumbel.json" --json > /dev/null &
-blockmask train mnist-ddpm --steps "$K" --iters 20 --batch 4 --lambda "$L" --lambda-mode constant -o "$A/constant-lambda.json" --json > /dev/null &
-wait
-blockmask train mnist-ddpm --steps "$K" --iters 20 --batch 4 --lambda "$L" --beta 0 -o "$A/no-bimodal.json" --json > /dev/null
-M=assets/masks/mnist-ddpm-$(printf %03d "$K")steps.json
-T=assets/masks/mnist-dit-$(printf %03d "$K")steps.json
-blockmask eval mnist-ddpm --steps "$K" --mask "learned=$M" --ablate-rectify --deepcache 2,3 --fora 2 --uniform 2 \
-  --random-matched --fewer-steps --num-samples "$N_DDPM" --batch 64 --bench-batch 8 --bench-repeats 2 \
-  -o "docs/results/mnist-ddpm-$K" &
-blockmask eval mnist-dit --steps "$K" --guidance-scale 3 --mask "learned=$T" --ablate-rectify --fora 2,3 \
-  --random-matched --fewer-steps --num-samples "$N_DIT" --batch 50 --bench-batch 8 --bench-repeats 2 \
-  -o "docs/results/mnist-dit-$K" &
-wait
-blockmask eval mnist-ddpm --steps "$K" --mask "learned (random sampling)=$M" --mask "Gumbel sampling=$A/gumbel.json" \
-  --mask "constant λ=$A/constant-lambda.json" --mask "no bimodal loss=$A/no-bimodal.json" \
-  --num-samples "$N_DDPM" --batch 64 --bench-batch 8 --bench-repeats 2 -o "docs/results/mnist-ddpm-$K-ablations"
+WHAT=${1:?table1-ddpm | table1-dit | ablations}; N=${2:-1000}; K=${3:-50}
+KK=$(printf %03d "$K")
+EXTRA=${EXTRA:-}
+case "$WHAT" in
+table1-ddpm)
+  # shellcheck disable=SC2086
+  S=docs/results/ablation-masks/sensitivity.json  # made by the ablations table (K=50)
+  SENS=(); [ "$K" = 50 ] && [ -f "$S" ] && SENS=(--mask "learned, sensitivity norm (λ=3)=$S")
+  blockmask eval mnist-ddpm --steps "$K" --mask "learned=assets/masks/mnist-ddpm-${KK}steps.json" "${SENS[@]}" \
+    --deepcache 2,3 --fewer-steps --random-matched --num-samples "$N" --batch 50 --bench-batch 8 \
+    --bench-repeats 2 $EXTRA -o "docs/results/mnist-ddpm-$K"
+  ;;
+table1-dit)
+  # shellcheck disable=SC2086
+  blockmask eval mnist-dit --steps "$K" --guidance-scale 1.5 --mask "learned=assets/masks/mnist-dit-${KK}steps.json" \
+    --fora 2,3 --fewer-steps --random-matched --num-samples "$N" --batch 50 --bench-batch 8 --bench-repeats 2 \
+    $EXTRA -o "docs/results/mnist-dit-$K"
+  ;;
+ablations)
+  A=docs/results/ablation-masks; mkdir -p "$A"
+  L=${LAMBDA_DDPM:-2.0}
+  T="blockmask train mnist-ddpm --steps $K --iters 20 --batch 4 --lambda $L --json"
+  [ -f "$A/gumbel.json" ] || $T --sampler gumbel -o "$A/gumbel.json" > /dev/null
+  [ -f "$A/constant-lambda.json" ] || $T --lambda-mode constant -o "$A/constant-lambda.json" > /dev/null
+  [ -f "$A/no-bimodal.json" ] || $T --beta 0 -o "$A/no-bimodal.json" > /dev/null
+  [ -f "$A/count-sparsity.json" ] || $T --sparsity count -o "$A/count-sparsity.json" > /dev/null
+  [ -f "$A/sensitivity.json" ] || blockmask train mnist-ddpm --steps "$K" --iters 20 --batch 4 --lambda 3 \
+    --feature-norm sensitivity --json -o "$A/sensitivity.json" > /dev/null
+  # shellcheck disable=SC2086
+  blockmask eval mnist-ddpm --steps "$K" --mask "learned=assets/masks/mnist-ddpm-${KK}steps.json" --ablate-rectify \
+    --mask "Gumbel sampling=$A/gumbel.json" --mask "constant λ=$A/constant-lambda.json" \
+    --mask "no bimodal loss=$A/no-bimodal.json" --mask "count sparsity (Eq. 6)=$A/count-sparsity.json" \
+    --mask "sensitivity norm (λ=3)=$A/sensitivity.json" --deepcache 2,3 \
+    --num-samples "$N" --batch 64 --bench-batch 8 --bench-repeats 2 $EXTRA -o "docs/results/mnist-ddpm-$K-ablations"
+  ;;
+*) echo "unknown table $WHAT (table1-ddpm | table1-dit | ablations)" >&2; exit 2 ;;
+esac

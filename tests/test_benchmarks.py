@@ -29,3 +29,19 @@ def test_reference_macs_script():
                        timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
     assert "| dit-xl-2-256 | DiTTransformer2DModel | 56 | 118.67 |" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_app_latency_benchmark_runs(tmp_path):
+    """benchmarks/app_latency.py clicks real cells in Chromium and sees the readout and chart change."""
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
+    out = tmp_path / "lat.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/app_latency.py"), "--model",
+                        "config:" + str(ROOT / "tests/configs/tiny-unet.json"), "--clicks", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    res = json.loads(out.read_text())
+    assert len(res["readout_ms"]["all"]) == 2 and all(0 < v < 30_000 for v in res["chart_ms"]["all"])
+    assert "readout  median" in r.stdout

@@ -106,6 +106,9 @@ def test_streamlit_click_and_generate(browser):
             '[data-testid="stMetricValue"]').inner_text()
         assert re.match(r"\d+\.\d+×", speed)
         page.set_viewport_size({"width": 1400, "height": 3600})  # Streamlit scrolls inside its own container
+        page.wait_for_function(  # the three images (original, masked, difference) are drawn
+            "() => { const im = [...document.querySelectorAll('[data-testid=stImage] img')]; "
+            "return im.length >= 3 && im.every(i => i.complete && i.naturalWidth > 0); }", timeout=60_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ART / "streamlit.png"), full_page=True)
     finally:
