@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 LAMBDA_DDPM=${LAMBDA_DDPM:-2.0}
-LAMBDA_DIT=${LAMBDA_DIT:-0.5}
+LAMBDA_DIT=${LAMBDA_DIT:-2.0}
 WHICH=${1:-all}  # all | ddpm | dit
 if [ "$WHICH" != dit ]; then
 blockmask train mnist-ddpm --steps 50  --iters 20 --batch 4 --lambda "$LAMBDA_DDPM" -o assets/masks/mnist-ddpm-050steps.json --json &
