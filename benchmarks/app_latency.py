@@ -39,7 +39,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(model: str, steps: int | None, clicks: int, port: int | None = None) -> dict:
+def measure(model: str, steps: int | None, clicks: int, port: int | None = None, auto: bool = True) -> dict:
     from playwright.sync_api import sync_playwright
 
     port = port or _free_port()
@@ -65,6 +65,10 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None)
                 box.fill(str(steps))
                 box.press("Enter")
                 page.wait_for_timeout(3000)
+            if not auto:  # untick "Update on every edit": clicks then never start a generation
+                page.get_by_text("Update on every edit").first.click()
+                page.wait_for_timeout(1500)
+                page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
             page.wait_for_timeout(2000)
             readout_ms, chart_ms = [], []
             for c in range(clicks):
@@ -74,7 +78,8 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None)
                                       "path.point')].map(p => { const r = p.getBoundingClientRect(); "
                                       "return [r.x + r.width / 2, r.y + r.height / 2]; })")
                 top = min(r[1] for r in rects)
-                rects = [r for r in rects if r[1] > top + 2]
+                height = page.viewport_size["height"]
+                rects = [r for r in rects if r[1] > top + 2 and 0 < r[1] < height]  # on screen, not row 0
                 x, y = rects[(7 + 13 * c) % len(rects)]
                 page.mouse.move(x, y)
                 t0 = time.perf_counter()
@@ -90,7 +95,7 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    return {"model": model or "default", "clicks": clicks,
+    return {"model": model or "default", "clicks": clicks, "auto_generate": auto,
             "readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
             "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
 
@@ -100,9 +105,11 @@ def main() -> None:
     ap.add_argument("--model", default="", help="model spec (default: the app's default, the bundled mnist-ddpm)")
     ap.add_argument("--steps", type=int, help="set the step count K in the sidebar first")
     ap.add_argument("--clicks", type=int, default=10)
+    ap.add_argument("--no-auto", action="store_true", help='untick "Update on every edit" first (no generation '
+                    "after each click)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
-    r = measure(args.model, args.steps, args.clicks)
+    r = measure(args.model, args.steps, args.clicks, auto=not args.no_auto)
     for k in ("readout_ms", "chart_ms"):
         print(f"{k[:-3]:8s} median {r[k]['median']:.0f} ms, max {r[k]['max']:.0f} ms over {args.clicks} clicks")
     print(json.dumps(r))
