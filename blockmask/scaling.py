@@ -148,7 +148,7 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
         with MaskedExecution(model, mask) as ex:
             for kk in range(k - 1, num_steps):
                 ex.set_step(kk)
-                eps = denoise(model, adapter, scheduler, x, ts[kk], cond, condition.guidance_scale, cfg)
+                eps = denoise(model, adapter, sched, x, ts[kk], cond, condition.guidance_scale, cfg)
                 if kk == k:
                     local.append(float((eps - eps_ref[k]).float().pow(2).mean()))
                 x = sched.step(eps, ts[kk], x, generator=g).prev_sample
@@ -156,4 +156,3 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
         if callback is not None:
             callback(j + 1, len(steps))
     return Sensitivity(steps, local, final)
-

@@ -89,7 +89,7 @@ def test_training_follows_its_own_masked_trajectory(workbenches, monkeypatch, no
     assert zeros > 0 and seen["skipped"] == zeros
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpm"])
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpm", "euler"])
 def test_sensitivity_probe_equals_a_real_sampling_run(workbenches, scheduler):
     """final[k] is exactly the squared error of a full run whose row k reuses every cache (also for
     stochastic and multistep schedulers, whose RNG and history are restored at the restart)."""
