@@ -15,12 +15,9 @@ from .sample import Condition, build_conditioning, denoise, initial_noise
 from .units import discover_units
 
 
-@torch.no_grad()
-def feature_variation(model, scheduler, *, num_steps: int, seed: int = 0, batch: int = 2,
-                      condition: Condition | None = None,
-                      callback: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Δ_k = ||F*(k) − F*(k−1)|| / ||F*(k−1)|| of the unmasked model's output along one sampling run
-    (K,); Δ_0 is NaN (no previous step)."""
+def _start_run(model, scheduler, num_steps: int, seed: int, batch: int, condition: Condition | None):
+    """What a plain sampling run from Gaussian noise starts with: (adapter, condition, generator,
+    conditioning, CFG on, initial latents); the scheduler is set to ``num_steps``."""
     adapter = adapter_for(model)
     condition = condition or Condition()
     g = torch.Generator().manual_seed(seed)
@@ -28,7 +25,16 @@ def feature_variation(model, scheduler, *, num_steps: int, seed: int = 0, batch:
     cond, cfg = build_conditioning(model, batch, condition, g)
     cond = cond.to(p.device, p.dtype)
     scheduler.set_timesteps(num_steps)
-    x = initial_noise(model, batch, g, scheduler)
+    return adapter, condition, g, cond, cfg, initial_noise(model, batch, g, scheduler)
+
+
+@torch.no_grad()
+def feature_variation(model, scheduler, *, num_steps: int, seed: int = 0, batch: int = 2,
+                      condition: Condition | None = None,
+                      callback: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Δ_k = ||F*(k) − F*(k−1)|| / ||F*(k−1)|| of the unmasked model's output along one sampling run
+    (K,); Δ_0 is NaN (no previous step)."""
+    adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
     prev = None
     delta = np.full(num_steps, np.nan)
     for k, t in enumerate(scheduler.timesteps):
@@ -120,15 +126,8 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
     """
     from .execution import MaskedExecution
 
-    adapter = adapter_for(model)
-    condition = condition or Condition()
-    g = torch.Generator().manual_seed(seed)
-    p = next(model.parameters())
-    cond, cfg = build_conditioning(model, batch, condition, g)
-    cond = cond.to(p.device, p.dtype)
-    scheduler.set_timesteps(num_steps)
+    adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
     ts = list(scheduler.timesteps)
-    x = initial_noise(model, batch, g, scheduler)
     snaps, eps_ref = [], []  # state entering each step: latents, scheduler (multistep history), RNG
     for t in ts:
         snaps.append((x, copy.deepcopy(scheduler), g.get_state()))
