@@ -59,7 +59,7 @@ def run_once(wb, mask, steps, batch, mode, cond) -> float:
     return time.perf_counter() - t0
 
 
-def bench_model(name, spec, batch, steps, dtype, guidance, modes, repeats, device, sample_size=None):
+def bench_model(name, spec, batch, steps, dtype, guidance, modes, repeats, device, sample_size=None, on_row=None):
     wb = Workbench.load(spec, device=device, dtype=dtype)
     if sample_size:  # PixArt at a reduced resolution: same weights, smaller latent (before MACs are measured)
         wb.model._blockmask_sample_size = sample_size
@@ -84,6 +84,8 @@ def bench_model(name, spec, batch, steps, dtype, guidance, modes, repeats, devic
                          "compile_s": max(0.0, first - t), "plain_first_s": first_plain,
                          "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None})
             print(json.dumps(rows[-1]), flush=True)
+            if on_row is not None:
+                on_row(rows[-1])
     return rows
 
 
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="gpu_bench.json")
+    ap.add_argument("--models", help="comma-separated subset of the models (default: all of the plan)")
     args = ap.parse_args()
     from blockmask.api import resolve_device
 
@@ -103,15 +106,28 @@ def main() -> None:
     if device.type != "cuda":
         modes = [m for m in modes if m != "graph"]
     plan = DRY if args.dry_run else [(n, f"{args.configs}/{c}", b, k, d, g) for n, c, b, k, d, g in FULL]
+    if args.models:
+        keep = [m for m in args.models.split(",") if m]
+        unknown = sorted(set(keep) - {n for n, *_ in plan})
+        if unknown:
+            raise SystemExit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(n for n, *_ in plan)}")
+        plan = [row for row in plan if row[0] in keep]
+    from blockmask.api import device_name
+    from blockmask.io import atomic_write_text
+
     rows = []
+
+    def save(_row=None):  # after each row: a run stopped by a time limit keeps what it measured
+        atomic_write_text(Path(args.out), json.dumps({"device": device_name(device), "rows": rows}, indent=1))
+
     for name, cfg, batch, steps, dtype, guidance in plan:
         spec = cfg if cfg.startswith("config:") else f"config:{cfg}"
         size = REDUCED.get(name)
-        rows += bench_model(name, spec, batch, steps, dtype, guidance, modes, 1 if args.dry_run else args.repeats,
-                            device, size)
-    from blockmask.api import device_name
-
-    Path(args.out).write_text(json.dumps({"device": device_name(device), "rows": rows}, indent=1))
+        done = len(rows)
+        new = bench_model(name, spec, batch, steps, dtype, guidance, modes, 1 if args.dry_run else args.repeats,
+                          device, size, on_row=lambda r: (rows.append(r), save()))
+        assert len(rows) == done + len(new)
+    save()
     print(f"\n{device_name(device)}\n| model | mode | mask | MACs | speedup | efficiency | ms/step | compile s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
