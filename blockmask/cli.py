@@ -234,6 +234,14 @@ def cmd_eval(args) -> None:
     _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
 
 
+def cmd_report(args) -> None:
+    from .report import read_csv, to_markdown, write_report
+
+    rows = read_csv(args.csv)
+    files = write_report(rows, args.output, args.title)
+    _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -324,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-batch", type=int, default=8)
     p.add_argument("--bench-repeats", type=int, default=3)
     p.add_argument("-o", "--output", required=True, help="output folder for results.csv/.md and pareto.html/.png")
+    p = sub.add_parser("report", help="redraw the tables and Pareto plot of a results.csv (e.g. one made on "
+                                      "another machine)")
+    p.add_argument("csv", help="results.csv written by blockmask eval")
+    p.add_argument("--title", default="", help="plot title")
+    p.add_argument("-o", "--output", required=True, help="output folder for results.csv/.md and pareto.html/.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_report)
     for name, fn, help in (("sample", cmd_sample, "generate images (PNG grid + samples.npy)"),
                            ("bench", cmd_bench, "measure plain vs masked sampling speed in one process")):
         p = add(name, fn, help)

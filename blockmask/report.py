@@ -9,7 +9,9 @@ from pathlib import Path
 
 from .io import atomic_write, atomic_write_text
 
-COLUMNS = ["method", "steps", "macs_ratio", "speedup", "n", "fid", "kid", "is", "mse", "psnr", "seconds"]
+COLUMNS = ["method", "steps", "macs_ratio", "speedup", "n", "fid", "kid", "is", "mse", "psnr", "seconds", "device"]
+NUMERIC = {"steps": int, "n": int, "macs_ratio": float, "speedup": float, "fid": float, "kid": float, "is": float,
+           "mse": float, "psnr": float, "seconds": float}
 
 
 def _fmt(v, col):
@@ -39,7 +41,43 @@ def to_markdown(rows: list[dict]) -> str:
             r["method"], str(r["steps"]), f"{r['macs_ratio']:.1%}", f"{r['speedup']:.2f}x",
             f"{r['fid']:.2f} ({r['n']})", _fmt(r.get("kid"), "kid"), _fmt(r.get("is"), "is"), _fmt(r.get("psnr"), "psnr"),
         ]) + " |")
+    devices = sorted({r["device"] for r in rows if r.get("device")})
+    if devices:  # speed is a property of the machine: say which one
+        lines += ["", f"Speedups measured on: {'; '.join(devices)} (batch of the benchmark, same process, after warm-up)."]
     return "\n".join(lines) + "\n"
+
+
+def read_csv(path) -> list[dict]:
+    """Rows of a ``results.csv`` written by :func:`to_csv` (numbers parsed back; empty cells are None)."""
+    from .errors import BlockmaskError
+
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise BlockmaskError(f"cannot read {path}: {e.strerror or e}") from None
+    rows = []
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"method", "steps", "macs_ratio", "speedup", "n", "fid"} - set(reader.fieldnames or [])
+    if missing:
+        raise BlockmaskError(f"{path} is not a blockmask results.csv (missing columns: {', '.join(sorted(missing))})")
+    for i, rec in enumerate(reader, start=2):
+        row = {}
+        for k, v in rec.items():
+            if k is None:
+                continue
+            if v in ("", None):
+                row[k] = None
+            elif k in NUMERIC:
+                try:
+                    row[k] = NUMERIC[k](float(v)) if NUMERIC[k] is int else float(v)
+                except ValueError:
+                    raise BlockmaskError(f"{path} line {i}: {k}={v!r} is not a number") from None
+            else:
+                row[k] = v
+        rows.append(row)
+    if not rows:
+        raise BlockmaskError(f"{path} holds no rows")
+    return rows
 
 
 def pareto_figure(rows: list[dict], title: str = ""):

@@ -60,3 +60,26 @@ def test_eval_cli_writes_report(tmp_path, capsys):
     for f in ("results.csv", "results.md", "pareto.html"):
         assert (tmp_path / "out" / f).is_file()
     assert "png" in out["files"] or "png_error" in out["files"]
+    # every row says where its speed was measured; the markdown names the machine once
+    assert all(r["device"].startswith("CPU") for r in out["rows"])
+    assert "Speedups measured on: CPU" in (tmp_path / "out" / "results.md").read_text()
+
+    # `blockmask report` redraws the same tables from the CSV alone (e.g. a CSV made on a GPU machine)
+    rc = main(["report", str(tmp_path / "out" / "results.csv"), "-o", str(tmp_path / "again"), "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [r["method"] for r in again["rows"]] == names
+    assert (tmp_path / "again" / "results.md").read_text() == (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "again" / "results.csv").read_text() == (tmp_path / "out" / "results.csv").read_text()
+
+
+def test_report_cli_rejects_bad_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert main(["report", str(bad), "-o", str(tmp_path / "o")]) == 2
+    assert "not a blockmask results.csv" in capsys.readouterr().err
+    bad.write_text("method,steps,macs_ratio,speedup,n,fid\norig,4,1.0,fast,8,3.0\n")
+    assert main(["report", str(bad), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "speedup" in err and len(err.strip().splitlines()) == 1
+    assert main(["report", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
