@@ -3,7 +3,7 @@
 #   bash scripts/results_tables.sh table1-ddpm N K      # mnist-ddpm: learned vs baselines, N samples, K steps
 #   bash scripts/results_tables.sh table1-dit N K       # mnist-dit (guidance 1.5)
 #   bash scripts/results_tables.sh ablations N K        # mnist-ddpm: ablation masks (trained here) vs learned
-#   bash scripts/results_tables.sh ddpm100 N            # mnist-ddpm, 100 steps: shipped mask (λ=2.5), λ=2, DeepCache
+#   bash scripts/results_tables.sh ddpm100 N            # mnist-ddpm, 100 steps: shipped mask (λ=2.5), λ=2, baselines
 # Rows are cached by content (.cache/blockmask-eval), so re-running a table only computes new rows.
 # N >= 1000 on CPU, N >= 5000 on a GPU (add --device cuda through $EXTRA).
 set -euo pipefail
@@ -48,7 +48,7 @@ ddpm100)
   # shellcheck disable=SC2086
   blockmask eval mnist-ddpm --steps 100 --mask "learned (λ=2.5)=assets/masks/mnist-ddpm-100steps.json" \
     --mask "learned (λ=2)=docs/results/ablation-masks/mnist-ddpm-100steps-lambda2.json" --deepcache 3,4 --fewer-steps \
-    --num-samples "$N" --batch 64 --bench-batch 8 --bench-repeats 2 $EXTRA -o docs/results/mnist-ddpm-100
+    --fora 2,3 --uniform 2 --random-matched --ablate-rectify --num-samples "$N" --batch 64 --bench-batch 8 --bench-repeats 2 $EXTRA -o docs/results/mnist-ddpm-100
   ;;
 *) echo "unknown table $WHAT (table1-ddpm | table1-dit | ablations | ddpm100)" >&2; exit 2 ;;
 esac

@@ -81,9 +81,11 @@ def ddim_sample(model, n: int = 8, steps: int = 50, labels=None, guidance: float
     sched.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
     n = len(labels) if labels is not None else n
-    x = torch.randn(n, 1, 32, 32, generator=g)
+    dev = next(model.parameters()).device
+    x = torch.randn(n, 1, 32, 32, generator=g).to(dev)  # noise drawn on the CPU: same start on every device
+    labels = labels.to(dev) if labels is not None else None
     for t in sched.timesteps:
-        tt = t.expand(n if labels is None else 2 * n)
+        tt = t.expand(n if labels is None else 2 * n).to(dev)
         if labels is None:
             eps = predict(model, x, tt)
         else:
@@ -92,7 +94,7 @@ def ddim_sample(model, n: int = 8, steps: int = 50, labels=None, guidance: float
             ec, eu = e.chunk(2)
             eps = eu + guidance * (ec - eu)
         x = sched.step(eps, t, x).prev_sample
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1).cpu()
 
 
 def save_grid(x: torch.Tensor, path: Path, nrow: int) -> None:
@@ -153,8 +155,10 @@ def parse_args(argv=None):
     p.add_argument("--guidance", type=float, default=1.5,
                    help="CFG scale for the DiT grid (1.5: the bundled DiT over-saturates at 3)")
     p.add_argument("--grid-name", default="samples.png")
+    p.add_argument("--no-grid", action="store_true", help="skip the sample grid at the end (quick runs, tests)")
     p.add_argument("--init", default=None, help="start from the (EMA) weights saved in this folder")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward (CPU)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (training only; samples.png on CPU)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (U-Net)")
     return p.parse_args(argv)
 
@@ -178,6 +182,10 @@ def main(argv=None) -> None:
     images, labels = mnist_tensor_dataset(data_dir).tensors
     n = images.shape[0]
     sums = mnist_sha256(data_dir)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device {args.device} but torch sees no CUDA device")
     model = build_model(args.model)
     prior = None
     if args.init:  # continue from an earlier (EMA) checkpoint; optimizer state starts fresh
@@ -194,9 +202,11 @@ def main(argv=None) -> None:
     is_dit = args.model == "mnist-dit"
     if is_dit:
         disable_internal_label_dropout(model)
+    model = model.to(device)
+    images, labels = images.to(device), labels.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     scheduler = build_scheduler()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=device.type == "cuda")
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {nparams / 1e6:.2f}M params, {n} images, batch {args.batch}, lr {lr}, "
           f"budget {args.minutes} min, threads {torch.get_num_threads()}", flush=True)
@@ -204,7 +214,7 @@ def main(argv=None) -> None:
     budget = args.minutes * 60.0
     t_start = time.time()
     last_print = last_ckpt = t_start
-    step, loss_ema, seen_at_print = 0, None, 0
+    step, loss_ema, loss_ema_t, seen_at_print = 0, None, None, 0
     g = torch.Generator().manual_seed(args.seed)
 
     def meta(final: bool) -> dict:
@@ -215,7 +225,8 @@ def main(argv=None) -> None:
             "ema_decay": args.ema, "seed": args.seed, "params": nparams,
             "wall_time_s": round(time.time() - t_start, 1), "final": final,
             "final_loss_ema": round(loss_ema, 5) if loss_ema is not None else None,
-            "hardware": f"{platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+            "hardware": (f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else "")
+                        + f"{platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
                         f"torch threads={torch.get_num_threads()}, torch {torch.__version__}",
             "init_from_previous_run": prior, "bf16_autocast": args.bf16, "channels_last": args.channels_last,
             "total_steps_including_init": step + ((prior or {}).get("total_steps_including_init")
@@ -232,17 +243,17 @@ def main(argv=None) -> None:
         cur_lr = lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = cur_lr
-        idx = torch.randint(0, n, (args.batch,), generator=g)
-        x0 = images[idx]
+        idx = torch.randint(0, n, (args.batch,), generator=g)  # drawn on the CPU: same stream on every device
+        x0 = images[idx.to(device)]
         if args.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=g)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=g).to(device)
         xt = scheduler.add_noise(x0, noise, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             if is_dit:
-                y = labels[idx].clone()
-                y[torch.rand(args.batch, generator=g) < 0.1] = NULL_CLASS
+                y = labels[idx.to(device)].clone()
+                y[(torch.rand(args.batch, generator=g) < 0.1).to(device)] = NULL_CLASS
                 pred = predict(model, xt, t, y)
             else:
                 pred = predict(model, xt, t)
@@ -254,11 +265,13 @@ def main(argv=None) -> None:
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        loss_ema = loss.item() if loss_ema is None else 0.99 * loss_ema + 0.01 * loss.item()
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        # kept on the device: no host sync per step (``.item()`` only when printing or saving)
+        loss_ema_t = loss.detach() if loss_ema_t is None else loss_ema_t * 0.99 + loss.detach() * 0.01
 
         now = time.time()
+        if now - last_print >= 30 or step == 1 or now - last_ckpt >= args.ckpt_minutes * 60:
+            loss_ema = loss_ema_t.item()
         if now - last_print >= 30 or step == 1:
             rate = (step - seen_at_print) / max(now - last_print, 1e-9)
             print(f"[{args.model}] step {step} loss {loss.item():.4f} (ema {loss_ema:.4f}) lr {cur_lr:.2e} "
@@ -269,10 +282,14 @@ def main(argv=None) -> None:
             print(f"[{args.model}] checkpoint at step {step} -> {out_dir}", flush=True)
             last_ckpt = time.time()
 
+    if loss_ema_t is not None:
+        loss_ema = loss_ema_t.item()
     info = meta(True)
     atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(info, indent=2)})
     print(f"[{args.model}] done: {step} steps in {info['wall_time_s'] / 60:.1f} min, "
           f"final loss (ema) {loss_ema:.4f} -> {out_dir}", flush=True)
+    if args.no_grid:
+        return
     secs = make_samples(ema, args.model, out_dir, scheduler.config, args.guidance, args.grid_name)
     print(f"[{args.model}] samples.png ({secs:.1f}s)", flush=True)
 

@@ -24,6 +24,43 @@ def test_gpu_bench_dry_run(tmp_path):
     assert "| model | mode |" in r.stdout
 
 
+def test_gpu_bench_model_subset_and_bad_name(tmp_path):
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--modes", "eager",
+                        "--models", "tiny-dit", "--repeats", "1", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    assert {row["model"] for row in json.loads(out.read_text())["rows"]} == {"tiny-dit"}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--models", "nope"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "unknown model(s) nope" in r.stderr
+
+
+@pytest.mark.parametrize("model", ["mnist-ddpm", "mnist-dit"])
+def test_train_bundled_quick_run(tmp_path, model):
+    """scripts/train_bundled.py end to end for a few steps: a loadable diffusers folder + training.json."""
+    if not (ROOT.parent / "shared/data/mnist").is_dir() and not os.environ.get("BLOCKMASK_MNIST"):
+        pytest.skip("MNIST IDX files not found (../shared/data/mnist or $BLOCKMASK_MNIST)")
+    out = tmp_path / model
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/train_bundled.py"), "--model", model, "--max-steps", "3",
+                        "--batch", "4", "--minutes", "5", "--device", "cpu", "--no-grid", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["final"] and meta["steps"] == 3 and meta["final_loss_ema"] > 0
+    from blockmask.api import Workbench
+
+    assert len(Workbench.load(str(out)).units) > 0
+    if model == "mnist-ddpm":  # no CUDA here: a clear one-line error, not a traceback
+        r = subprocess.run([sys.executable, str(ROOT / "scripts/train_bundled.py"), "--model", model, "--device",
+                            "cuda", "--max-steps", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                           timeout=300)
+        import torch
+
+        if not torch.cuda.is_available():
+            assert r.returncode != 0 and "torch sees no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_reference_macs_script():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/reference_macs.py")], capture_output=True, text=True,
                        timeout=300)
