@@ -133,15 +133,23 @@ def _dit_accuracy(guidance: float) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bundled mnist-dit is undertrained on the CPU budget (classifier finds 84-91% "
-                   "of requested digits at guidance 1.5, not reliably >= 90%); issue 4 stays open until a better DiT")
 def test_classifier_recognizes_dit_samples():
+    """Issue 4's bar: >= 90% of 64 class-conditional samples are the requested digit (the conditional
+    model itself, guidance 1 = no CFG; 92.2% after the stage-6 GPU training)."""
+    acc = _dit_accuracy(1.0)
+    assert acc >= 0.9, f"classifier recognized only {acc:.1%} of DiT samples (guidance 1)"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="with classifier-free guidance 1.5 the bundled mnist-dit reaches 87.5% of "
+                   "requested digits (64 samples), not 90%: stronger guidance hurts this small model")
+def test_dit_samples_with_guidance_reach_90_percent():
     acc = _dit_accuracy(1.5)
-    assert acc >= 0.9, f"classifier recognized only {acc:.1%} of DiT samples"
+    assert acc >= 0.9, f"classifier recognized only {acc:.1%} of DiT samples (guidance 1.5)"
 
 
 @pytest.mark.slow
 def test_dit_samples_regression_guard():
-    """Guard the quality the bundled DiT actually has (86% recognized at guidance 1.5, 25 DDIM steps)."""
+    """Guard the quality the bundled DiT actually has with guidance (87.5% recognized at 1.5, 25 DDIM steps)."""
     acc = _dit_accuracy(1.5)
-    assert acc >= 0.75, f"classifier recognized only {acc:.1%} of DiT samples (guidance 1.5)"
+    assert acc >= 0.8, f"classifier recognized only {acc:.1%} of DiT samples (guidance 1.5)"
