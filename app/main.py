@@ -94,7 +94,6 @@ def init_state() -> None:
         except Exception:  # noqa: BLE001 — the sidebar reports load errors
             ss.steps = 20
     ss.setdefault("scheduler", "ddim")
-    ss.setdefault("chart_rev", 0)
     ss.setdefault("flash", [])
 
 

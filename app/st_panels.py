@@ -10,13 +10,15 @@ import streamlit as st
 
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
-from blockmask.viz import MaskEditor, Message, figures, presets, training
+from blockmask.viz import MaskEditor, Message, figures, presenter, presets, training
 from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
                                    upscale)
 from blockmask.viz.context import ModelContext
+from mask_grid import MODES, mask_grid, parse_edit, pending_edit
 
 CLICK_MODES = {"Toggle": None, "Set computed": True, "Set reused": False}
-SELECTION_HOOK = "mask_click"  # session key: a list of (k, i) cells applied like a chart selection (tests, automation)
+SELECTION_HOOK = "mask_click"  # session key: a list of (k, i) cells applied like a box selection (tests, automation)
+GRID_HOOK = "mask_grid_edit"  # session key: one edit in the grid's own format, applied as if the browser sent it
 
 
 def show(m: Message) -> None:
@@ -55,7 +57,6 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 flash(ed.load(mask, source=source, meta=meta))
             except BlockmaskError as e:
                 flash([Message("error", f"Preset {pick.label}: {e}")])
-            st.session_state.chart_rev += 1
             st.rerun()
     with c3:
         up = st.file_uploader("Upload mask JSON", type=["json"], key="upload",
@@ -64,7 +65,6 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         if up is not None and st.session_state.get("last_upload") != up.file_id:
             st.session_state.last_upload = up.file_id
             msgs = ed.load_upload(ctx, up.getvalue(), up.name)
-            st.session_state.chart_rev += 1
             flash(msgs)
             st.rerun()
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
@@ -72,28 +72,40 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
 
 
 # --- the editable mask -----------------------------------------------------------------------
-def _apply_selection(ed: MaskEditor) -> None:
-    """Apply a pending chart selection (click = one cell, box = a region) before drawing; its messages
-    stay next to the chart (``editor_msgs``) until the next selection."""
+def _apply_grid_edit(edit) -> None:
+    """Apply one edit of the browser grid (click = one cell, drag = a region); also the test hook.
+    Its messages stay next to the grid (``editor_msgs``) until the next edit."""
     ss = st.session_state
-    key = f"mask_chart_{ss.chart_rev}"
-    points = []
-    state = ss.get(key)
-    if state:
-        try:
-            points = list(state["selection"]["points"])
-        except (KeyError, TypeError):
-            points = []
-    cells = figures.cells_from_points(points) + [tuple(c) for c in ss.pop(SELECTION_HOOK, None) or []]
+    ed = ss.get("editor")
+    if ed is None or edit is None:
+        return
+    parsed = parse_edit(edit, ed.shape)
+    if parsed is None:
+        ss.editor_msgs = [presenter.error("The mask grid sent an edit this app cannot read; nothing changed.")]
+        return
+    k0, k1, i0, i1, value, seq = parsed
+    if k0 == k1 and i0 == i1 and value is None:
+        msgs = ed.toggle(k0, i0)
+    else:
+        msgs = ed.set_region(k0, k1, i0, i1, value)
+    ss.editor_msgs = list(msgs)
+    ss.grid_ack = max(int(ss.get("grid_ack", 0)), seq)
+
+
+def _on_grid_edit() -> None:  # the component's callback: runs before the fragment reruns
+    _apply_grid_edit(pending_edit())
+
+
+def _apply_hook(ed: MaskEditor) -> None:
+    """Edits queued under ``GRID_HOOK`` / ``SELECTION_HOOK`` (tests, automation)."""
+    if (edit := st.session_state.pop(GRID_HOOK, None)) is not None:
+        _apply_grid_edit(edit)
+    cells = [tuple(c) for c in st.session_state.pop(SELECTION_HOOK, None) or []]
     if not cells:
         return
-    mode = CLICK_MODES[ss.get("click_mode", "Toggle")]
-    if len(cells) == 1 and mode is None:
-        msgs = ed.toggle(*cells[0])
-    else:
-        msgs = ed.set_cells(cells, mode)
-    ss.editor_msgs = list(msgs)
-    ss.chart_rev += 1  # a fresh chart widget: the processed selection is not applied twice
+    mode = CLICK_MODES[st.session_state.get("click_mode", "Toggle")]
+    msgs = ed.toggle(*cells[0]) if len(cells) == 1 and mode is None else ed.set_cells(cells, mode)
+    st.session_state.editor_msgs = list(msgs)
 
 
 def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
@@ -118,21 +130,22 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
     """The editor reruns on its own when the chart is clicked (a Streamlit fragment): readouts and
     chart update without waiting for the rest of the page. Once they are drawn, a changed mask
     reruns the whole page so images and plots follow (see the end of this function)."""
-    _apply_selection(ed)
+    _apply_hook(ed)
     for m in st.session_state.get("editor_msgs", []):
         show(m)
     readouts(ctx, ed)
     st.caption("Rows are sampling steps (top = noisiest, with the scheduler timestep t); columns are units in "
-               "execution order, grouped by block. **Click** a cell to change it, or pick the **box select** tool "
-               "in the chart's toolbar and drag a box to change a region (action below). Hover for unit name, step, "
-               "timestep and unit MACs.")
-    st.radio("Click / box action", list(CLICK_MODES), horizontal=True, key="click_mode")
+               "execution order, grouped by block (dotted lines). **Click** a cell to change it, or **drag** across "
+               "cells to change a whole region (action below). Hover for unit name, step, timestep and unit MACs. "
+               "Dark blue = computed, grey = reused from the cache, orange-red = removed by rectification.")
+    mode = CLICK_MODES[st.radio("Click / drag action", list(CLICK_MODES), horizontal=True, key="click_mode")]
     show_pre = st.session_state.get("show_pre", False) and ed.pre_rectify is not None
     mask = ed.pre_rectify if show_pre else ed.mask
-    fig = figures.mask_figure(ctx, mask, removed=None if show_pre else ed.removed)
-    st.plotly_chart(fig, key=f"mask_chart_{st.session_state.chart_rev}", on_select="rerun",
-                    selection_mode=("points", "box"), width="content",
-                    config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d"]})
+    payload = figures.grid_payload(ctx, mask, removed=None if show_pre else ed.removed, mode=MODES[mode],
+                                   readonly=show_pre, ack=st.session_state.get("grid_ack", 0))
+    mask_grid(payload, on_edit=_on_grid_edit)
+    if show_pre:
+        st.caption("Showing the mask before rectification (read-only): untick the box below to edit.")
     c1, c2, c3 = st.columns([3, 3, 3])
     with c1:
         st.markdown("**Whole step**")
@@ -172,7 +185,6 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
 
 
 def _edit(msgs: list[Message]) -> None:
-    st.session_state.chart_rev += 1
     flash(msgs)
     st.rerun()
 

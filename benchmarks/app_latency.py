@@ -1,5 +1,6 @@
-"""Streamlit click latency in a real browser: click a mask cell, time until the MAC readout shows the
-new value, and until the chart shows the new cell colour. Debian's /usr/bin/chromium via Playwright.
+"""Streamlit click latency in a real browser: click a mask cell, time until the grid shows the new
+cell colour and until the MAC readout (computed on the server) shows the new value. Debian's
+/usr/bin/chromium via Playwright.
 
     python benchmarks/app_latency.py --clicks 10             # bundled default model (mnist-ddpm)
     python benchmarks/app_latency.py --model config:tests/configs/tiny-unet.json --steps 20
@@ -25,12 +26,31 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]
 
-# The readout text and a signature of the chart's marker colours, read in the page.
+# The readout text and the grid's cells (app/components/mask_grid.js keeps them in data-cells on its
+# root, inside the component's shadow root), read in the page.
 READ = """() => {
   const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Computed cells'));
-  const pts = [...document.querySelectorAll('.js-plotly-plot .scatterlayer path.point')];
-  return [m ? m.innerText : '', pts.map(p => p.style.fill).join('|')];
+  if (!window.__bmg || !window.__bmg.isConnected) {
+    window.__bmg = null;
+    for (const h of document.querySelectorAll('*')) {
+      const r = h.shadowRoot && h.shadowRoot.querySelector('.bm-grid');
+      if (r) { window.__bmg = r; break; }
+    }
+  }
+  return [m ? m.innerText : '', window.__bmg ? window.__bmg.dataset.cells : ''];
 }"""
+
+
+IDLE = """() => !document.querySelector('[data-testid=stStatusWidgetRunningIcon], [data-testid=stStatusWidgetRunningManIcon]')"""
+
+
+def _wait_idle(page, timeout_ms: int = 600_000, quiet_ms: int = 1000) -> None:
+    """Until no script run has been seen for ``quiet_ms`` (a fragment rerun is often followed by a full
+    page rerun a moment later; Streamlit shows its running icon during each)."""
+    page.evaluate("() => { window.__bmQuiet = performance.now(); }")
+    page.wait_for_function(
+        f"() => {{ const now = performance.now(); if (!({IDLE})()) window.__bmQuiet = now; "
+        f"return now - window.__bmQuiet > {quiet_ms}; }}", timeout=timeout_ms, polling=50)
 
 
 def _free_port() -> int:
@@ -59,38 +79,38 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None,
             page = b.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
             page.get_by_text("MACs % of original").first.wait_for(timeout=180_000)
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            page.locator("canvas.bm-canvas").first.wait_for(timeout=60_000)
             if steps:
-                box = page.get_by_label("Sampling steps K")
+                box = page.get_by_role("spinbutton", name="Sampling steps K")
                 box.fill(str(steps))
                 box.press("Enter")
-                page.wait_for_timeout(3000)
+                _wait_idle(page)
             if not auto:  # untick "Update on every edit": clicks then never start a generation
                 page.get_by_text("Update on every edit").first.click()
-                page.wait_for_timeout(1500)
-                page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+                _wait_idle(page)
+                page.locator("canvas.bm-canvas").first.scroll_into_view_if_needed()
             page.wait_for_timeout(2000)
             readout_ms, chart_ms = [], []
             for c in range(clicks):
                 before = page.evaluate(READ)
-                # a different cell each time, never in row 0 (which stays computed)
-                rects = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer "
-                                      "path.point')].map(p => { const r = p.getBoundingClientRect(); "
-                                      "return [r.x + r.width / 2, r.y + r.height / 2]; })")
-                top = min(r[1] for r in rects)
+                # a different cell each time, never in row 0 (which stays computed), on screen
+                geo = json.loads(page.locator(".bm-grid").first.get_attribute("data-geo"))
+                box = page.locator("canvas.bm-canvas").first.bounding_box()
                 height = page.viewport_size["height"]
-                rects = [r for r in rects if r[1] > top + 2 and 0 < r[1] < height]  # on screen, not row 0
-                x, y = rects[(7 + 13 * c) % len(rects)]
+                cells = [(box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + (k + 0.5) * geo["ch"])
+                         for k in range(1, geo["K"]) for i in range(geo["N"])]
+                cells = [xy for xy in cells if 80 < xy[1] < height - 20]  # on screen, below Streamlit's header bar
+                x, y = cells[(7 + 13 * c) % len(cells)]
                 page.mouse.move(x, y)
                 t0 = time.perf_counter()
                 page.mouse.click(x, y)
-                page.wait_for_function(f"b => ({READ})()[0] !== b", arg=before[0], timeout=30_000, polling="raf")
-                t1 = time.perf_counter()
                 page.wait_for_function(f"b => ({READ})()[1] !== b", arg=before[1], timeout=30_000, polling="raf")
+                t1 = time.perf_counter()
+                page.wait_for_function(f"b => ({READ})()[0] !== b", arg=before[0], timeout=30_000, polling="raf")
                 t2 = time.perf_counter()
-                readout_ms.append((t1 - t0) * 1000)
-                chart_ms.append((t2 - t0) * 1000)
-                page.wait_for_timeout(1500)  # let any follow-up (generation) finish before the next click
+                chart_ms.append((t1 - t0) * 1000)
+                readout_ms.append((t2 - t0) * 1000)
+                _wait_idle(page)  # let any follow-up (page rerun, generation) finish before the next click
             b.close()
     finally:
         proc.terminate()

@@ -7,6 +7,7 @@ readouts changed and saves a screenshot to artifacts/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -87,16 +88,35 @@ def test_streamlit_click_and_generate(browser):
         page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
         page.get_by_text("MACs % of original").first.wait_for(timeout=180_000)
         before = _metric(page, "Computed cells")
-        plot = page.locator(".js-plotly-plot").first
-        plot.wait_for(timeout=60_000)
-        point = plot.locator(".scatterlayer .trace").nth(3).locator("path.point").nth(2)
-        box = point.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        grid = page.locator(".bm-grid").first  # the canvas grid (app/components/mask_grid.js); locators pierce its shadow root
+        grid.wait_for(timeout=60_000)
+        geo = json.loads(grid.get_attribute("data-geo"))
+        cells0 = grid.get_attribute("data-cells")
+        box = page.locator("canvas.bm-canvas").first.bounding_box()
+
+        def centre(k, i):
+            return box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + k * geo["ch"] + geo["ch"] / 2
+
+        k, i, n = 2, 3, geo["N"]
+        page.mouse.move(*centre(k, i))
+        page.mouse.click(*centre(k, i))
+        cells1 = grid.get_attribute("data-cells")  # redrawn in the browser at once, before any server reply
+        assert cells1[k * n + i] != cells0[k * n + i] and sum(a != b for a, b in zip(cells0, cells1)) == 1
         page.wait_for_function(
             "b => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes("
             "'Computed cells') && !m.innerText.includes(b))", arg=before, timeout=60_000)
         assert _metric(page, "Computed cells") != before
+        # drag a box over steps 4..6 × units 0..2: each of the 9 cells toggles (action "Toggle")
+        page.mouse.move(*centre(4, 0))
+        page.mouse.down()
+        page.mouse.move(*centre(5, 1), steps=3)
+        page.mouse.move(*centre(6, 2), steps=3)
+        page.mouse.up()
+        cells2 = grid.get_attribute("data-cells")
+        flipped = [j for j in range(len(cells2)) if cells2[j] != cells1[j]]
+        assert sorted(flipped) == sorted(kk * n + ii for kk in (4, 5, 6) for ii in (0, 1, 2))
+        page.wait_for_timeout(4000)  # the server applied the same edit and sent the mask back: no change
+        assert grid.get_attribute("data-cells") == cells2
         page.get_by_role("button", name="Generate").click()
         page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=stMetricLabel]')].some(m => m.innerText.trim() === "

@@ -138,8 +138,16 @@ def test_figures(ctx, dit):
     fig = figures.mask_figure(ctx, ed.mask, removed=ed.mask & False)
     pts = [p for tr in fig.data if tr.customdata is not None for p in tr.customdata.tolist()]
     assert len(pts) == ed.mask.size
-    pts = [{"customdata": [2, 4, 0]}, {"x": 3, "y": 1}, {"customdata": {"0": 5, "1": 6}}, {"x": None, "y": None}]
-    assert figures.cells_from_points(pts) == [(2, 4), (1, 3), (5, 6)]
+    removed = np.zeros_like(ed.mask)
+    removed[3, 1] = True  # a reused cell that rectification removed
+    ed.set_cells([(3, 1)], False)
+    g = figures.grid_payload(ctx, ed.mask, removed=removed, mode="off", ack=7)
+    assert g["K"] == K and g["N"] == ctx.n_units and len(g["cells"]) == ed.mask.size
+    assert g["cells"][2 * g["N"]:3 * g["N"]] == "0" * g["N"] and g["cells"][:g["N"]] == "1" * g["N"]
+    assert g["cells"][3 * g["N"] + 1] == "2" and len(g["rows"]) == K and g["rows"][0].startswith("k=0 · t=")
+    assert [b[1] for b in g["blocks"]][0] == 0 and g["mode"] == "off" and g["ack"] == 7 and not g["readonly"]
+    assert len(g["tips"]) == g["N"] and "MACs" in g["tips"][0]
+    json.dumps(g)  # plain JSON for the browser
     for f in (figures.step_macs_figure(ctx, ed.mask),
               figures.unit_fraction_figure(dit, np.ones((K, dit.n_units), bool)),
               figures.delta_figure(np.arange(K, dtype=float), None, ctx.timesteps(K))):

@@ -66,19 +66,32 @@ def test_click_toggles_cell_and_updates_macs(monkeypatch):
     at = _app(monkeypatch)
     before = _metric(at, "MACs per image"), _metric(at, "MACs % of original")
     assert before[1] == "100.0 %"
-    rev = at.session_state["chart_rev"]
-    at.session_state[f"mask_chart_{rev}"] = {"selection": {"points": [{"x": 1, "y": 2, "customdata": [2, 1]}],
-                                                           "point_indices": [], "box": [], "lasso": []}}
+    # an edit exactly as the browser grid sends it (app/components/mask_grid.js), through the same handler
+    at.session_state["mask_grid_edit"] = {"seq": 1, "k0": 2, "k1": 2, "i0": 1, "i1": 1, "mode": "toggle"}
     at.run()
     assert not at.exception
     assert not at.session_state["editor"].mask[2, 1]
+    assert at.session_state["grid_ack"] == 1  # the browser may now adopt the server's cells again
     assert _metric(at, "MACs % of original") != before[1]
+    # a dragged region set to "reused": every cell of steps 3..4 × units 0..2
+    at.session_state["mask_grid_edit"] = {"seq": 2, "k0": 4, "k1": 3, "i0": 2, "i1": 0, "mode": "off"}
+    at.run()
+    assert not at.session_state["editor"].mask[3:5, 0:3].any() and at.session_state["grid_ack"] == 2
+    # a malformed edit: one clear error, the mask untouched
+    kept = at.session_state["editor"].mask.copy()
+    at.session_state["mask_grid_edit"] = {"seq": "x", "k0": 1}
+    at.run()
+    assert not at.exception and (at.session_state["editor"].mask == kept).all()
+    assert any("cannot read" in e.value for e in at.error)
+
     # row 0 is refused with the reason, mask unchanged
     at.session_state["mask_click"] = [(0, 3)]
     at.run()
     assert at.session_state["editor"].mask[0].all()
     assert any("Step 0 always computes" in w.value for w in at.warning)
-    # undo brings the cell back
+    # undo (twice: the region, then the click) brings the cell back
+    _button(at, "undo").click().run()
+    assert at.session_state["editor"].mask[3:5, 0:3].all() and not at.session_state["editor"].mask[2, 1]
     _button(at, "undo").click().run()
     assert at.session_state["editor"].mask[2, 1]
 

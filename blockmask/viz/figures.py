@@ -1,8 +1,6 @@
-"""Plotly figures for the apps, and the mask as a clickable image (Gradio).
-
-The editable mask is a scatter of square markers (not a heatmap: plotly heatmaps emit no selection
-events in Streamlit, streamlit#8760). x = unit column, y = step row; each point carries
-``customdata = [k, i]`` so a click or box selection maps straight back to cells.
+"""Figures for the apps: plotly charts, the mask as a clickable image (Gradio), the payload of the
+browser-side mask grid (Streamlit, app/components/mask_grid.js), and the mask as a plotly figure
+(notebooks, static export: a scatter of square markers with ``customdata = [k, i, t]`` per cell).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ def step_labels(ctx: ModelContext, steps: int) -> list[str]:
 
 def mask_figure(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | None = None,
                 height: int | None = None, width_px: int = 900) -> go.Figure:
-    """The editable mask: K rows (steps, top = noisiest) × N columns (units, grouped by block)."""
+    """The mask as a plotly figure: K rows (steps, top = noisiest) × N columns (units, grouped by block)."""
     mask = np.asarray(mask, bool)
     k_steps, n = mask.shape
     ts = np.asarray(ctx.timesteps(k_steps))
@@ -102,25 +100,6 @@ def mask_figure(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | No
         shapes=shapes, annotations=annotations, uirevision="mask",
     )
     return fig
-
-
-def cells_from_points(points) -> list[tuple[int, int]]:
-    """(k, i) cells from plotly selection points (Streamlit ``selection.points``): x = unit, y = step;
-    ``customdata`` [k, i, …] (a list, or a dict keyed "0", "1" once typed arrays are decoded) as fallback."""
-    out = []
-    for p in points or []:
-        try:
-            if p.get("x") is not None and p.get("y") is not None:
-                out.append((int(round(float(p["y"]))), int(round(float(p["x"])))))
-                continue
-            cd = p.get("customdata")
-            if isinstance(cd, dict):
-                cd = [cd.get("0", cd.get(0)), cd.get("1", cd.get(1))]
-            if cd is not None and len(cd) >= 2 and cd[0] is not None:
-                out.append((int(cd[0]), int(cd[1])))
-        except (TypeError, ValueError, AttributeError):
-            continue  # a legend dummy or a malformed point: ignore
-    return list(dict.fromkeys(out))
 
 
 def delta_figure(delta: np.ndarray | None, lam: np.ndarray | None, timesteps: list[int]) -> go.Figure:
@@ -224,3 +203,28 @@ def cell_at(ctx: ModelContext, steps: int, x: float, y: float) -> tuple[int, int
         if x0 <= x < x0 + c:
             return k, i
     return None
+
+
+def grid_payload(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | None = None, mode: str = "toggle",
+                 readonly: bool = False, ack: int = 0) -> dict:
+    """Everything the browser-side mask grid (app/components/mask_grid.js) draws, as plain JSON.
+
+    ``cells`` is one character per cell, row-major: '1' computed, '0' reused, '2' removed by
+    rectification (reused now, computed before). ``ack`` is the last browser edit applied on the
+    server: the browser keeps its own (optimistic) cells until the server has caught up with it."""
+    mask = np.asarray(mask, bool)
+    k_steps, n = mask.shape
+    status = np.where(mask, "1", "0").astype("<U1")
+    if removed is not None:
+        status[np.asarray(removed, bool) & ~mask] = "2"
+    names = [u.name for u in ctx.units]
+    macs = [format_macs(m) for m in ctx.macs.unit_macs]
+    blocks = ctx.blocks()
+    return {
+        "K": k_steps, "N": n, "cells": "".join(status.ravel().tolist()),
+        "rows": step_labels(ctx, k_steps), "units": [short_name(x) for x in names],
+        "tips": [f"{names[i]} · {macs[i]} MACs" for i in range(n)],
+        "blocks": [[short_name(b), a, e] for b, a, e in blocks],
+        "colors": {"computed": COMPUTED, "reused": REUSED, "removed": REMOVED, "row0": ROW0, "sep": SEPARATOR},
+        "mode": mode, "readonly": bool(readonly), "ack": int(ack),
+    }
