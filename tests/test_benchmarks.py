@@ -61,6 +61,13 @@ def test_train_bundled_quick_run(tmp_path, model):
             assert r.returncode != 0 and "torch sees no CUDA device" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_app_generate_benchmark_runs():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/app_generate.py"), "--steps", "4", "--images", "1"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    assert "mnist-ddpm K=4" in r.stdout and "original + masked, 1 images each" in r.stdout
+
+
 def test_reference_macs_script():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/reference_macs.py")], capture_output=True, text=True,
                        timeout=300)
