@@ -102,7 +102,7 @@ def build(spec: str | None = None) -> gr.Blocks:
             n_img = gr.Number(2, label="Images (max 16)", precision=0)
             label = gr.Number(0, label=f"Class label (0–{(ctx.num_classes or 1) - 1})", precision=0,
                               visible=bool(ctx.num_classes))
-            guidance = gr.Number(1.5, label="Guidance scale (1 = off)", visible=ctx.supports_guidance)
+            guidance = gr.Number(ctx.default_guidance, label="Guidance scale (1 = off)", visible=ctx.supports_guidance)
             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row():
             orig = gr.Image(label="original", format="png", interactive=False)

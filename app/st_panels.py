@@ -129,8 +129,8 @@ def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
 
 @st.fragment
 def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
-    """The editor reruns on its own when the chart is clicked (a Streamlit fragment): readouts and
-    chart update without waiting for the rest of the page. Once they are drawn, a changed mask
+    """The editor reruns on its own when the grid is edited (a Streamlit fragment): the readouts update
+    without waiting for the rest of the page (the grid itself has already redrawn in the browser). Once they are drawn, a changed mask
     reruns the whole page so images and plots follow (see the end of this function)."""
     _apply_hook(ed)
     for m in st.session_state.get("editor_msgs", []):
@@ -216,7 +216,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     if ctx.num_classes:
         label = int(c[2].number_input(f"Class label (0–{ctx.num_classes - 1})", 0, ctx.num_classes - 1, 0, key="label"))
     if ctx.supports_guidance:
-        guidance = float(c[3].number_input("Guidance scale", 1.0, 20.0, 1.5, 0.5, key="guidance",
+        guidance = float(c[3].number_input("Guidance scale", 1.0, 20.0, ctx.default_guidance, 0.5, key="guidance",
                                            help="Classifier-free guidance; 1 turns it off (half the MACs)."))
     auto = c[4].checkbox("Update on every edit", True, key="auto_generate",
                          help="Re-run the masked model after each edit (results are cached by mask hash).")

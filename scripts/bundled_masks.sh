@@ -9,6 +9,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 LAMBDA_DDPM=${LAMBDA_DDPM:-2.0}
 LAMBDA_DDPM100=${LAMBDA_DDPM100:-2.5}  # 100 steps: the λ that reaches ~60% MACs (the ≥ 1.6× target)
 LAMBDA_DIT=${LAMBDA_DIT:-2.0}
+GUIDANCE_DIT=${GUIDANCE_DIT:-1.0}  # the bundled DiT is at its best without CFG (assets/models/TRAINING.md)
 WHICH=${1:-all}  # all | ddpm | dit
 EXTRA=${EXTRA:-}  # e.g. EXTRA="--device cuda"
 if [ "$WHICH" != dit ]; then
@@ -17,6 +18,6 @@ blockmask train mnist-ddpm --steps 100 --iters 20 --batch 4 --lambda "$LAMBDA_DD
 wait
 fi
 [ "$WHICH" = ddpm ] && exit 0
-blockmask train mnist-dit --steps 50  --iters 12 --lr 0.4 --batch 4 --guidance-scale 1.5 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-050steps.json --json $EXTRA &
-blockmask train mnist-dit --steps 100 --iters 12 --lr 0.4 --batch 4 --guidance-scale 1.5 --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-100steps.json --json $EXTRA &
+blockmask train mnist-dit --steps 50  --iters 12 --lr 0.4 --batch 4 --guidance-scale "$GUIDANCE_DIT" --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-050steps.json --json $EXTRA &
+blockmask train mnist-dit --steps 100 --iters 12 --lr 0.4 --batch 4 --guidance-scale "$GUIDANCE_DIT" --lambda "$LAMBDA_DIT" -o assets/masks/mnist-dit-100steps.json --json $EXTRA &
 wait

@@ -71,7 +71,8 @@ if grep -q '"final": true' /tmp/dit-new/training.json 2>/dev/null; then  # weigh
     && cp assets/masks/mnist-dit-*steps.json "$W/masks/"
   pack
   EXTRA="--device $DEV --batch $BATCH --bench-batch $BENCH_BATCH" stage table-dit 150 bash scripts/results_tables.sh table1-dit "$N" 50 \
-    && mkdir -p "$W/results/mnist-dit-50" && cp docs/results/mnist-dit-50/results.{csv,md} "$W/results/mnist-dit-50/"
+    && for d in docs/results/mnist-dit-50-g*; do mkdir -p "$W/results/$(basename "$d")" \
+         && cp "$d"/results.{csv,md} "$W/results/$(basename "$d")/"; done
   pack
 fi
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tables of docs/RESULTS.md: Table 1 in miniature and the ablations of Tables 4-5.
 #   bash scripts/results_tables.sh table1-ddpm N K      # mnist-ddpm: learned vs baselines, N samples, K steps
-#   bash scripts/results_tables.sh table1-dit N K       # mnist-dit (guidance 1.5)
+#   bash scripts/results_tables.sh table1-dit N K       # mnist-dit (guidance $GUIDANCE_DIT, default 1 = no CFG)
 #   bash scripts/results_tables.sh ablations N K        # mnist-ddpm: ablation masks (trained here) vs learned
 #   bash scripts/results_tables.sh ddpm100 N            # mnist-ddpm, 100 steps: shipped mask (λ=2.5), λ=2, baselines
 # Rows are cached by content (.cache/blockmask-eval), so re-running a table only computes new rows.
@@ -22,10 +22,12 @@ table1-ddpm)
     --bench-repeats 2 $EXTRA -o "docs/results/mnist-ddpm-$K"
   ;;
 table1-dit)
+  G=${GUIDANCE_DIT:-1.0}  # the shipped DiT masks are trained at guidance 1 (scripts/bundled_masks.sh)
+  M=${MASK_DIT:-assets/masks/mnist-dit-${KK}steps.json}
   # shellcheck disable=SC2086
-  blockmask eval mnist-dit --steps "$K" --guidance-scale 1.5 --mask "learned=assets/masks/mnist-dit-${KK}steps.json" \
+  blockmask eval mnist-dit --steps "$K" --guidance-scale "$G" --mask "learned=$M" \
     --fora 2,3 --fewer-steps --random-matched --num-samples "$N" --batch 50 --bench-batch 8 --bench-repeats 2 \
-    $EXTRA -o "docs/results/mnist-dit-$K"
+    $EXTRA -o "docs/results/mnist-dit-$K-g$G"
   ;;
 ablations)
   A=docs/results/ablation-masks; mkdir -p "$A"

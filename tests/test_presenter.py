@@ -173,11 +173,12 @@ def test_big_mask_speed(ctx):
     assert time.perf_counter() - t0 < 0.1 * 3  # generous on a shared CPU; measured ~tens of ms
 
 
-def test_class_conditional_compare(dit):
+def test_class_conditional_compare(dit, ctx):
     m = presets.build(dit, "fora", K, interval=2)[0]
     r = compare.compare(dit, m, seed=0, num_images=2, class_label=3, guidance_scale=2.0)
     assert r.macs_original == 2 * dit.macs.baseline(K)  # CFG doubles the MACs
-    assert dit.num_classes and dit.supports_guidance
+    assert dit.num_classes and dit.supports_guidance and dit.default_guidance == 1.5  # random init: no metadata
+    assert ctx.default_guidance == 1.0  # an unconditional U-Net: guidance off
     with pytest.raises(Exception, match="out of range"):
         compare.compare(dit, m, seed=0, num_images=1, class_label=99)
 

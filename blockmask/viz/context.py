@@ -121,6 +121,18 @@ class ModelContext:
         return bool(adapter_for(self.wb.model).supports_guidance(self.wb.model))
 
     @cached_property
+    def default_guidance(self) -> float:
+        """The guidance scale the apps start with: the model's own (``default_guidance_scale`` in a
+        bundled model's blockmask.json), else 1.5 for models that support guidance, else 1 (off)."""
+        if not self.supports_guidance:
+            return 1.0
+        info = getattr(self.wb.model, "_blockmask_info", None) or {}
+        try:
+            return max(1.0, float(info.get("default_guidance_scale", 1.5)))
+        except (TypeError, ValueError):
+            return 1.5
+
+    @cached_property
     def _timesteps(self) -> dict[int, list[int]]:
         return {}
 
