@@ -24,8 +24,10 @@ table1-ddpm)
 table1-dit)
   G=${GUIDANCE_DIT:-1.0}  # the shipped DiT masks are trained at guidance 1 (scripts/bundled_masks.sh)
   M=${MASK_DIT:-assets/masks/mnist-dit-${KK}steps.json}
+  S=docs/results/ablation-masks/mnist-dit-050steps-sensitivity.json  # --feature-norm sensitivity --target-macs 0.5
+  SENS=(); [ "$K" = 50 ] && [ "$G" = 1.0 ] && [ -f "$S" ] && SENS=(--mask "learned, sensitivity norm=$S")
   # shellcheck disable=SC2086
-  blockmask eval mnist-dit --steps "$K" --guidance-scale "$G" --mask "learned=$M" \
+  blockmask eval mnist-dit --steps "$K" --guidance-scale "$G" --mask "learned=$M" "${SENS[@]}" \
     --fora 2,3 --fewer-steps --random-matched --num-samples "$N" --batch 50 --bench-batch 8 --bench-repeats 2 \
     $EXTRA -o "docs/results/mnist-dit-$K-g$G"
   ;;
