@@ -27,7 +27,7 @@ export default function (component) {
   }
   st.K = K; st.N = N; st.data = data;
 
-  // geometry: square-ish cells, block gaps, labels left (steps) and top (blocks / units)
+  // geometry: cells at most 26 px wide, gaps between blocks, step labels left, unit names on top
   const avail = Math.max(320, (parentElement.host || parentElement).clientWidth || 900);
   const left = 96, top = N <= 60 ? 74 : 30, gap = 3;
   const starts = new Set(data.blocks.map((b) => b[1]).filter((a) => a > 0));
