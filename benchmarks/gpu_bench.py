@@ -117,7 +117,7 @@ def main() -> None:
 
     rows = []
 
-    def save(_row=None):  # after each row: a run stopped by a time limit keeps what it measured
+    def save():  # after each row: a run stopped by a time limit keeps what it measured
         atomic_write_text(Path(args.out), json.dumps({"device": device_name(device), "rows": rows}, indent=1))
 
     for name, cfg, batch, steps, dtype, guidance in plan:

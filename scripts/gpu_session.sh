@@ -3,7 +3,8 @@
 # (~8 min on one H100/H200; each stage is time-boxed and its results are packed as soon as they exist):
 #   1. mnist-dit: continue training from the bundled weights (batch 256, bf16)        -> dit/
 #   2. in parallel: the mnist-ddpm tables at N=5000 (100 and 50 DDIM steps, ablations) -> results/
-#   3. classifier accuracy of the new mnist-dit; its masks (50/100 steps), DiT table N=5000
+#   3. on the new mnist-dit weights: its masks (50/100 steps) and the DiT table at N=5000
+#      (classifier accuracy afterwards, on the CPU: python scripts/dit_accuracy.py)
 #   4. benchmarks/gpu_bench.py on DiT-XL/2-256 (random init) with what time is left  -> gpu_bench.json
 # Usage, on the GPU machine from the repo root:  bash scripts/gpu_session.sh OUTDIR [DEADLINE_S] [DIT_MINUTES]
 # Needs MNIST in $BLOCKMASK_MNIST, blockmask importable and `blockmask` on PATH (see docs/GPU.md for the

@@ -159,7 +159,7 @@ def parse_args(argv=None):
     p.add_argument("--no-grid", action="store_true", help="skip the sample grid at the end (quick runs, tests)")
     p.add_argument("--init", default=None, help="start from the (EMA) weights saved in this folder")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (training only; samples.png on CPU)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (training and the sample grid)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (U-Net)")
     return p.parse_args(argv)
 
