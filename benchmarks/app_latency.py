@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from blockmask.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -134,7 +136,7 @@ def main() -> None:
         print(f"{k[:-3]:8s} median {r[k]['median']:.0f} ms, max {r[k]['max']:.0f} ms over {args.clicks} clicks")
     print(json.dumps(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+        atomic_write_text(args.json, json.dumps(r, indent=1))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def _int_list(text: str | None, flag: str) -> list[int]:
 
 def cmd_eval(args) -> None:
     from .evaluate import Method, evaluate
-    from .report import to_markdown, write_report
+    from .report import write_report
 
     wb = _workbench(args)
     k = args.steps
@@ -231,15 +231,21 @@ def cmd_eval(args) -> None:
         return  # helper process of a multi-process launch
     title = f"{wb.loaded.spec}, {k} {args.scheduler.upper()} steps, N={args.num_samples}"
     files = write_report(rows, args.output, title)
+    _report_out(args, rows, files)
+
+
+def _report_out(args, rows: list[dict], files: dict) -> None:
+    from .report import to_markdown
+
     _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
 
 
 def cmd_report(args) -> None:
-    from .report import read_csv, to_markdown, write_report
+    from .report import read_csv, write_report
 
     rows = read_csv(args.csv)
     files = write_report(rows, args.output, args.title)
-    _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
+    _report_out(args, rows, files)
 
 
 def build_parser() -> argparse.ArgumentParser:

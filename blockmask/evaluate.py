@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .api import device_name
 from .errors import BlockmaskError
 from .io import atomic_write, atomic_write_json
 from .mask import mask_hash
@@ -167,7 +168,7 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
             row = {"method": method.name, "steps": method.steps, "n": n,
                    **fidelity_metrics(images, ref_imgs, extractor=extractor, cache_dir=cache, ref_name=f"mnist{size}")}
             row.update(_speed(wb, method, k, bench_batch, bench_repeats, guidance))
-            row["device"] = _device_name(wb.device)  # where the speed (and the images) were measured
+            row["device"] = device_name(wb.device)  # where the speed (and the images) were measured
             atomic_write(npy_path, lambda tmp: _save(tmp, images))
             atomic_write_json(meta_path, row)
         if original is None:
@@ -207,9 +208,3 @@ def _speed(wb, method: Method, k: int, batch: int, repeats: int, guidance: float
     times = [(run(k), run(method.steps)) for _ in range(repeats)]
     full, mine = float(np.median([a for a, _ in times])), float(np.median([b for _, b in times]))
     return {"macs_ratio": method.steps / k, "speedup": full / mine, "seconds": mine}
-
-
-def _device_name(device) -> str:
-    from .api import device_name
-
-    return device_name(device)

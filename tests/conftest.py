@@ -22,6 +22,17 @@ TINY = ["tiny-unet", "tiny-unet-cond", "tiny-dit", "tiny-pixart"]
 GUIDED = {"tiny-unet": 1.0, "tiny-unet-cond": 2.0, "tiny-dit": 3.0, "tiny-pixart": 2.0}
 
 
+def _mnist_present() -> bool:
+    from blockmask.data.mnist import default_mnist_dir
+
+    return any(default_mnist_dir().glob("t10k-images-idx3-ubyte*"))
+
+
+# Tests that read MNIST (../shared/data/mnist or $BLOCKMASK_MNIST): skipped with the reason when absent.
+needs_mnist = pytest.mark.skipif(not _mnist_present(), reason="MNIST IDX files not found "
+                                 "(../shared/data/mnist or $BLOCKMASK_MNIST)")
+
+
 def tiny_spec(name: str) -> str:
     return f"config:{CONFIGS / (name + '.json')}"
 

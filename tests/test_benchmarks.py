@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,11 +37,10 @@ def test_gpu_bench_model_subset_and_bad_name(tmp_path):
     assert r.returncode != 0 and "unknown model(s) nope" in r.stderr
 
 
+@needs_mnist
 @pytest.mark.parametrize("model", ["mnist-ddpm", "mnist-dit"])
 def test_train_bundled_quick_run(tmp_path, model):
     """scripts/train_bundled.py end to end for a few steps: a loadable diffusers folder + training.json."""
-    if not (ROOT.parent / "shared/data/mnist").is_dir() and not os.environ.get("BLOCKMASK_MNIST"):
-        pytest.skip("MNIST IDX files not found (../shared/data/mnist or $BLOCKMASK_MNIST)")
     out = tmp_path / model
     r = subprocess.run([sys.executable, str(ROOT / "scripts/train_bundled.py"), "--model", model, "--max-steps", "3",
                         "--batch", "4", "--minutes", "5", "--device", "cpu", "--no-grid", "--out", str(out)],

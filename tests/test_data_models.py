@@ -14,6 +14,7 @@ import torch
 from blockmask.data.mnist import (
     default_mnist_dir, load_mnist, mnist_sha256, mnist_tensor_dataset, read_idx, to_model_range,
 )
+from conftest import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "assets" / "models"
@@ -21,8 +22,6 @@ CLASSIFIER = REPO / "assets" / "classifier" / "mnist-cnn.safetensors"
 DATA = default_mnist_dir()
 IMAGES = "t10k-images-idx3-ubyte.gz"
 LABELS = "t10k-labels-idx1-ubyte.gz"
-
-needs_data = pytest.mark.skipif(not (DATA / IMAGES).is_file(), reason=f"MNIST data not found in {DATA}")
 
 
 def _needs_asset(path: Path):
@@ -36,7 +35,7 @@ def _offline(monkeypatch):
     monkeypatch.setenv("DIFFUSERS_OFFLINE", "1")
 
 
-@needs_data
+@needs_mnist
 def test_loader_reads_shared_data():
     images, labels = load_mnist(DATA)
     assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
@@ -53,7 +52,7 @@ def test_loader_reads_shared_data():
     assert set(sums) >= {IMAGES, LABELS} and all(len(v) == 64 for v in sums.values())
 
 
-@needs_data
+@needs_mnist
 def test_env_var_and_plain_idx(tmp_path, monkeypatch):
     for name in (IMAGES, LABELS):  # uncompressed copies, no SHA256SUMS
         (tmp_path / name[:-3]).write_bytes(gzip.decompress((DATA / name).read_bytes()))
@@ -65,7 +64,7 @@ def test_env_var_and_plain_idx(tmp_path, monkeypatch):
     assert read_idx(tmp_path / LABELS[:-3]).shape == (10000,)
 
 
-@needs_data
+@needs_mnist
 def test_checksum_mismatch_and_missing(tmp_path):
     for name in (IMAGES, LABELS, "SHA256SUMS"):
         shutil.copy(DATA / name, tmp_path / name)
@@ -101,7 +100,7 @@ def test_bundled_model_loads_offline(name):
     assert (folder / "training.json").is_file()
 
 
-@needs_data
+@needs_mnist
 def test_classifier_holdout_and_fidelity_extractor():
     _needs_asset(CLASSIFIER)
     from blockmask.data.classifier import load_classifier, register_fidelity_extractor

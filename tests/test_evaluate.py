@@ -10,18 +10,9 @@ from blockmask.cli import main
 from blockmask.evaluate import Method, evaluate, psnr
 from blockmask.report import to_markdown
 
-from conftest import CONFIGS
+from conftest import CONFIGS, needs_mnist
 
 SPEC = f"config:{CONFIGS / 'tiny-unet-mnist.json'}"
-
-
-def _needs_mnist():
-    """FID needs the MNIST reference set (../shared/data/mnist or $BLOCKMASK_MNIST)."""
-    from blockmask.data.mnist import default_mnist_dir
-
-    d = default_mnist_dir()
-    if not any(d.glob("t10k-images-idx3-ubyte*")):
-        pytest.skip(f"MNIST reference set not found in {d} (set $BLOCKMASK_MNIST)")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +28,8 @@ def test_psnr():
     assert psnr(a, a + 0.1)[1] == pytest.approx(20.0)
 
 
+@needs_mnist
 def test_evaluate_rows_and_cache(wb, tmp_path, monkeypatch):
-    _needs_mnist()
     k = 4
     methods = [Method("original", None, k), Method("FORA N=2", wb.baseline("fora", steps=k, interval=2), k),
                Method("DDIM 2 steps", None, 2)]
@@ -57,8 +48,8 @@ def test_evaluate_rows_and_cache(wb, tmp_path, monkeypatch):
     assert "| FORA N=2 | 4 |" in to_markdown(rows)
 
 
+@needs_mnist
 def test_eval_cli_writes_report(tmp_path, capsys):
-    _needs_mnist()
     m = tmp_path / "m.json"
     assert main(["mask", "uniform", SPEC, "--steps", "4", "--every", "2", "-o", str(m)]) == 0
     capsys.readouterr()

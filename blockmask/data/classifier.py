@@ -150,21 +150,14 @@ def register_fidelity_extractor(name: str = FIDELITY_NAME) -> str:
 
 
 @torch.no_grad()
-def conditional_accuracy(folder: str | Path, guidance: float, *, n: int = 64, steps: int = 25, seed: int = 0,
-                         null_label: int = 10) -> float:
+def conditional_accuracy(folder: str | Path, guidance: float, *, n: int = 64, steps: int = 25, seed: int = 0) -> float:
     """Fraction of ``n`` class-conditional samples of a pixel-space DiT folder (labels 0..9 cycled,
-    DDIM ``steps``, classifier-free guidance with ``null_label``) that the offline classifier
-    assigns to the requested digit. Used by the tests and ``scripts/dit_accuracy.py``."""
-    from diffusers import DDIMScheduler, DiTTransformer2DModel
+    DDIM ``steps``, classifier-free guidance ``guidance``; sampled by :meth:`Workbench.generate`) that
+    the offline classifier assigns to the requested digit. Used by the tests and ``scripts/dit_accuracy.py``."""
+    from ..api import Workbench
+    from ..sample import Condition
 
-    folder = Path(folder)
-    model = DiTTransformer2DModel.from_pretrained(str(folder), local_files_only=True).float().eval()
-    sched = DDIMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
-    sched.set_timesteps(steps)
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
-    x = torch.randn(n, 1, model.config.sample_size, model.config.sample_size, generator=torch.Generator().manual_seed(seed))
-    cond = torch.cat([labels, torch.full_like(labels, null_label)])
-    for t in sched.timesteps:
-        ec, eu = model(torch.cat([x, x]), timestep=t.expand(2 * n), class_labels=cond).sample.chunk(2)
-        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
-    return (load_classifier().predict(x.clamp(-1, 1)) == labels).float().mean().item()
+    x = Workbench.load(str(folder)).generate(None, steps=steps, seed=seed, num_images=n,
+                                            condition=Condition(class_labels=labels.tolist(), guidance_scale=guidance))
+    return (load_classifier().predict(x.float().clamp(-1, 1)) == labels).float().mean().item()
