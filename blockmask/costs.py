@@ -5,6 +5,10 @@ the counter's per-module totals, the remainder (everything that always runs) is 
 Convention: MACs = FLOPs / 2, attention matmuls (QKᵀ and AV) counted — on CPU too: torch's
 counter has no formula for ``_scaled_dot_product_flash_attention_for_cpu``, so we add one.
 With CFG every number doubles (two samples per forward).
+
+Nested units (a transformer block around its attn1/ff): the enclosing unit's MACs are its own
+work only (norms, modulation, …, its total minus the units inside it), and a mask is costed by
+the cells that really execute (:func:`blockmask.units.effective_mask`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .units import Unit, discover_units, example_call
+from .units import Unit, discover_units, effective_mask, example_call, parents_of
 
 
 def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -33,18 +37,24 @@ class MacProfile:
 
     unit_macs: np.ndarray  # (N,)
     remainder: float
+    parents: tuple[int, ...] = ()  # enclosing unit of each unit (-1: none); () = no nesting
 
     @property
     def full_step(self) -> float:
         return float(self.remainder + self.unit_macs.sum())
 
+    def executed(self, mask: np.ndarray) -> np.ndarray:
+        """(K, N) bool: the cells that run (inner units only where their enclosing unit runs)."""
+        m = np.asarray(mask, bool)
+        return effective_mask(m, self.parents) if any(p >= 0 for p in self.parents) else m
+
     def per_step(self, mask: np.ndarray) -> np.ndarray:
         """(K,) MACs of each step under ``mask``."""
-        return self.remainder + np.asarray(mask, bool) @ self.unit_macs
+        return self.remainder + self.executed(mask) @ self.unit_macs
 
     def total(self, mask: np.ndarray) -> float:
-        """remainder × K + Σ live cells (METHOD.md §5)."""
-        m = np.asarray(mask, bool)
+        """remainder × K + Σ executed cells (METHOD.md §5)."""
+        m = self.executed(mask)
         return float(self.remainder * m.shape[0] + (m * self.unit_macs).sum())
 
     def baseline(self, steps: int) -> float:
@@ -55,7 +65,8 @@ class MacProfile:
         return self.total(mask) / self.baseline(np.asarray(mask).shape[0])
 
     def to_json(self) -> dict:
-        return {"unit_macs": self.unit_macs.tolist(), "remainder": self.remainder, "full_step": self.full_step}
+        return {"unit_macs": self.unit_macs.tolist(), "remainder": self.remainder, "full_step": self.full_step,
+                "parents": list(self.parents)}
 
 
 @torch.no_grad()
@@ -71,10 +82,23 @@ def measure_macs(model: torch.nn.Module, units: list[Unit] | None = None) -> Mac
     counts = fc.get_flop_counts()
     root = type(model).__name__
     total = sum(counts["Global"].values()) / 2
-    per_unit = np.array([sum(counts.get(f"{root}.{u.name}", {}).values()) / 2 for u in units], dtype=float)
-    prof = MacProfile(per_unit, float(total - per_unit.sum()))
+    inclusive = np.array([sum(counts.get(f"{root}.{u.name}", {}).values()) / 2 for u in units], dtype=float)
+    per_unit = inclusive.copy()
+    for u in units:  # an enclosing unit's own work: its total minus its direct inner units' totals
+        if u.parent >= 0:
+            per_unit[u.parent] -= inclusive[u.index]
+    prof = MacProfile(per_unit, float(total - per_unit.sum()), parents_of(units))
     model._blockmask_macs = prof
     return prof
+
+
+def count_macs(fn) -> tuple[float, object]:
+    """(MACs, result) of running ``fn()`` under ``FlopCounterMode`` with blockmask's convention
+    (FLOPs / 2, CPU attention counted): the one way every method's whole run is counted, ours
+    and the peers' (DeepCache, cache-dit) alike."""
+    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formula()) as fc:
+        out = fn()
+    return fc.get_total_flops() / 2, out
 
 
 def format_macs(x: float) -> str:

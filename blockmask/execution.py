@@ -7,6 +7,10 @@ One hook per unit replaces that module *instance's* ``forward``; all hooks share
 * ``M[k, i] = 0``: return the cached output of the last step where the unit ran;
 * soft gate ``m_i`` (training, Eq. 4): return ``m_i * fresh + (1 - m_i) * cache``.
 
+A *residual* unit (a whole transformer block, :attr:`blockmask.units.Unit.residual`) caches its
+residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x.
+Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
+
 Caches are reset on entry (``with MaskedExecution(...)``) and by :meth:`reset`, so a cancelled
 run never leaks stale features into the next one.
 """
@@ -91,6 +95,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.mode = resolve_mode(mode, next(model.parameters()).device)
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
+        self._residual = [u.residual for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         self.auto_step = auto_step
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
@@ -164,17 +169,22 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if self.mode != "eager":
             orig = compiled_body(self.modules[i], orig, self.mode)
 
+        residual = self._residual[i]
+
         def forward(*args, **kwargs):
             g = self.gate(i)
+            x = (args[0] if args else kwargs["hidden_states"]) if residual else None
             if g is True:
                 out = orig(*args, **kwargs)
                 if not self.bypass:
-                    self._store(i, out)
+                    self._store(i, out - x if residual else out)
                 self.computed += 1
                 return out
             cache = self._caches.get(self.branch, [None] * len(self.units))[i]
             if cache is None:
                 raise MaskError(f"unit {self.units[i].name} is reused at step {self.step} but never ran before")
+            if residual:
+                cache = x + cache
             if g is False:
                 self.skipped += 1
                 return cache

@@ -4,6 +4,12 @@ A consumer c of unit i is *direct* when i's output reaches c's input through non
 Measured by freezing every unit to its recorded output, perturbing one unit's output, and seeing
 whose inputs (and whether the model output) move. Nothing is hand-written, so the graph cannot
 drift from the architecture.
+
+Nested units (a transformer block around its attn1/ff; METHOD.md §1 and ours): an inner unit's
+output reaches the rest of the model only through its enclosing unit, so its direct consumers
+are the later units inside the same enclosing unit plus the enclosing unit itself. An enclosing
+unit's value is its residual (``out − x``); its consumers are measured like any unit's, with the
+other enclosing units running normally around frozen inner units.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class ConsumerGraph:
 
     consumers: tuple[tuple[int, ...], ...]
     feeds_output: tuple[bool, ...]
+    parents: tuple[int, ...] = ()  # enclosing unit of each unit (-1: none); () = no nesting
 
     @property
     def num_units(self) -> int:
@@ -41,7 +48,8 @@ class ConsumerGraph:
         return prods
 
     def to_json(self) -> dict:
-        return {"consumers": [list(c) for c in self.consumers], "feeds_output": list(self.feeds_output)}
+        return {"consumers": [list(c) for c in self.consumers], "feeds_output": list(self.feeds_output),
+                "parents": list(self.parents)}
 
 
 def _tensors(args, kwargs) -> list[torch.Tensor]:
@@ -72,6 +80,15 @@ def _moved(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return False
 
 
+def _encloses(parents, outer: int, i: int) -> bool:
+    p = parents[i]
+    while p >= 0:
+        if p == outer:
+            return True
+        p = parents[p]
+    return False
+
+
 @torch.no_grad()
 def consumer_graph(model: torch.nn.Module) -> ConsumerGraph:
     """Measure the direct-consumer graph of ``model``'s units (N + 1 cheap forwards). Cached on the model."""
@@ -81,15 +98,22 @@ def consumer_graph(model: torch.nn.Module) -> ConsumerGraph:
     units = discover_units(model)
     mods = unit_modules(model, units)
     n = len(units)
+    parents = tuple(u.parent for u in units)
+    outer = {p for p in parents if p >= 0}  # units with units inside them
+    residual = [u.residual for u in units]
     run = example_call(model)
     rec_in: list = [None] * n
-    rec_out: list = [None] * n
+    rec_out: list = [None] * n  # each unit's value: its output, or its residual for residual units
+
+    def first_input(a, k):
+        return a[0] if a else k["hidden_states"]
 
     def recorder(i, orig):
         def fwd(*a, **k):
             rec_in[i] = _tensors(a, k)
             out = orig(*a, **k)
-            rec_out[i] = map_tensors(lambda t: t.detach().clone(), out)
+            val = out - first_input(a, k) if residual[i] else out
+            rec_out[i] = map_tensors(lambda t: t.detach().clone(), val)
             return out
 
         return fwd
@@ -110,16 +134,24 @@ def consumer_graph(model: torch.nn.Module) -> ConsumerGraph:
         def frozen(i, orig, j=j, perturbed=perturbed, seen_in=seen_in):
             def fwd(*a, **k):
                 seen_in[i] = _tensors(a, k)
-                out = perturbed if i == j else rec_out[i]
-                return map_tensors(lambda t: t.clone(), out)
+                if i in outer and i != j:
+                    return orig(*a, **k)  # enclosing units run; the units inside them are frozen
+                val = map_tensors(lambda t: t.clone(), perturbed if i == j else rec_out[i])
+                return first_input(a, k) + val if residual[i] else val
 
             return fwd
 
         with wrap_forwards(mods, frozen):
             out = run()
-        consumers.append(tuple(i for i in range(n) if i != j and _moved(seen_in[i], rec_in[i])))
-        feeds.append(_moved([out], [ref_out]))
-    graph = ConsumerGraph(tuple(consumers), tuple(feeds))
+        moved = [i for i in range(n) if i != j and seen_in[i] is not None and _moved(seen_in[i], rec_in[i])]
+        if parents[j] >= 0:  # reaches the rest only through its enclosing unit
+            inside = {i for i in range(n) if _encloses(parents, parents[j], i)}
+            consumers.append(tuple(sorted({i for i in moved if i in inside} | {parents[j]})))
+            feeds.append(False)
+        else:
+            consumers.append(tuple(moved))
+            feeds.append(_moved([out], [ref_out]))
+    graph = ConsumerGraph(tuple(consumers), tuple(feeds), parents if outer else ())
     bad = [(j, c) for j, cs in enumerate(consumers) for c in cs if c < j]
     if bad:
         raise RuntimeError(f"unit {bad[0][1]} reads unit {bad[0][0]} which runs after it: execution order is wrong")

@@ -129,6 +129,22 @@ class MaskFile:
             raise MaskError(f"mask file not found: {p}")
         return cls.loads(p.read_bytes(), source=str(p))
 
+    def fit(self, units: list[str]) -> "MaskFile":
+        """This mask over ``units``: a file whose units are a subset of the model's, in the same order
+        (made before samplers and whole transformer blocks became units), gets the missing columns
+        as ones — they always ran then, so the samples are unchanged. Anything else: unchanged
+        (:meth:`check` reports it)."""
+        if list(self.units) == list(units):
+            return self
+        pos = {n: i for i, n in enumerate(units)}
+        cols = [pos.get(u) for u in self.units]
+        if None in cols or cols != sorted(cols) or len(set(cols)) != len(cols):
+            return self
+        full = np.ones((self.num_steps, len(units)), dtype=bool)
+        full[:, cols] = self.mask
+        added = [u for u in units if u not in set(self.units)]
+        return dataclasses.replace(self, mask=full, units=list(units), meta={**self.meta, "added_units": added})
+
     def mismatches(self, *, units: list[str], fingerprint: str | None = None, steps: int | None = None) -> list[str]:
         """Every way this file disagrees with a model (unit names/N, fingerprint) and step count."""
         out = []

@@ -7,6 +7,10 @@ step, from the last unit to the first:
   model output, or (through the cache) at step k+1 where i is skipped and its value is needed;
 * live(k, i) = M[k, i] and needed(k, i);  M'[k, i] = live(k, i).
 
+Nested units (a transformer block around its branches): first, the cells of an inner unit under
+a skipped enclosing unit are cleared (they never execute, :func:`blockmask.units.effective_mask`);
+then the liveness pass runs on what really executes.
+
 Pure function of (mask, graph): mask in, mask out. Samples with M' equal samples with M bit for bit.
 """
 
@@ -18,6 +22,7 @@ import numpy as np
 
 from .graph import ConsumerGraph
 from .mask import validate_mask
+from .units import effective_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,10 @@ class Rectified:
 def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
     """Remove every computed cell whose result nobody reads. Row 0 stays all ones."""
     m = validate_mask(mask, units=graph.num_units)
+    if graph.parents:
+        m_in, m = m, effective_mask(m, graph.parents)
+    else:
+        m_in = m
     k_steps, n = m.shape
     # Python ints as bitsets over units: fast enough for K=1000, N=60 in a few ms.
     cons_bits = [sum(1 << c for c in cs) for cs in graph.consumers]
@@ -55,7 +64,7 @@ def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
         live[k] = [(live_bits >> i) & 1 for i in range(n)]
         carry = needed_bits & ~row
     live[0] = True  # row 0 is enforced (and always live in any model whose units reach the output)
-    return Rectified(live, m & ~live)
+    return Rectified(live, m_in & ~live)
 
 
 def rectify_eq12(mask: np.ndarray) -> np.ndarray:

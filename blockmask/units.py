@@ -2,6 +2,11 @@
 
 Units are found by the model's adapter (module-path patterns) and ordered by *measuring* one
 forward pass, so the order is the order the model really runs them in.
+
+Units may nest (a transformer block holds its attn1/ff units). The order is the order in which
+units *finish*, so an enclosing unit comes after the units inside it, and every unit's readers
+have larger indices. A unit inside another runs only when the enclosing one runs: mask cells of
+an inner unit under a skipped outer unit never execute (:func:`effective_mask` zeroes them).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import torch
 
 from .adapters import Adapter, adapter_for
 
-_BLOCK_SUFFIX = re.compile(r"\.(resnets|attentions)\.\d+$|\.(attn1|attn2|ff)$")
+_BLOCK_SUFFIX = re.compile(r"\.(resnets|attentions|downsamplers|upsamplers)\.\d+$|\.(attn1|attn2|ff)$")
+RESIDUAL_KINDS = ("block",)  # kinds whose cached value is their residual out − in (see execution.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +30,31 @@ class Unit:
 
     index: int
     name: str  # module path, e.g. "down_blocks.1.resnets.0", "transformer_blocks.3.ff"
-    kind: str  # resnet | attn | self-attn | cross-attn | ff
+    kind: str  # resnet | attn | downsample | upsample | block | self-attn | cross-attn | ff
     block: str  # the block the unit belongs to, e.g. "down_blocks.1", "transformer_blocks.3"
+    parent: int = -1  # index of the unit this one is nested in (-1: none)
+
+    @property
+    def residual(self) -> bool:
+        """The unit's value is its residual (output − first input), not its output."""
+        return self.kind in RESIDUAL_KINDS
+
+
+def parents_of(units: list[Unit]) -> tuple[int, ...]:
+    return tuple(u.parent for u in units)
+
+
+def effective_mask(mask, parents) -> "np.ndarray":
+    """The cells that really execute: an inner unit runs only where its enclosing unit runs
+    ((K, N) bool; parents[i] = index of i's enclosing unit or -1). Identity without nesting."""
+    import numpy as np
+
+    m = np.array(mask, dtype=bool, copy=True)
+    for i, p in enumerate(parents):
+        while p >= 0:  # every enclosing unit, innermost first
+            m[:, i] &= m[:, p]
+            p = parents[p]
+    return m
 
 
 def block_of(name: str) -> str:
@@ -36,21 +65,31 @@ def block_of(name: str) -> str:
 def wrap_forwards(modules: list[torch.nn.Module], make: Callable[[int, Callable], Callable]) -> Iterator[None]:
     """Temporarily replace each module *instance's* ``forward`` with ``make(i, original)``.
 
-    Only the instances are touched (never the class), and the originals are restored on exit,
-    even after an exception.
+    Only the instances are touched (never the class), and what was there is restored on exit,
+    even after an exception: an instance ``forward`` set by another tool (e.g. left by DeepCache's
+    ``disable()``) is wrapped and put back; only a second blockmask hook on the same module is refused.
     """
     saved = []
     try:
         for i, mod in enumerate(modules):
-            if "forward" in mod.__dict__:
-                raise RuntimeError(f"module {i} already has an instance-level forward (nested blockmask hooks?)")
+            had = mod.__dict__.get("forward")
+            if had is not None and getattr(had, "_blockmask_hook", False):
+                raise RuntimeError(f"module {i} is already hooked by blockmask (nested blockmask hooks?)")
             orig = mod.forward
-            mod.forward = make(i, orig)
-            saved.append(mod)
+            hook = make(i, orig)
+            try:
+                hook._blockmask_hook = True
+            except AttributeError:  # a bound method or builtin: cannot carry the marker
+                pass
+            mod.forward = hook
+            saved.append((mod, had))
         yield
     finally:
-        for mod in saved:
-            del mod.forward
+        for mod, had in saved:
+            if had is None:
+                del mod.forward
+            else:
+                mod.forward = had
 
 
 def example_call(model, adapter: Adapter | None = None, batch: int = 1, seed: int = 0) -> Callable[[], torch.Tensor]:
@@ -77,8 +116,9 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
 
     def make(i, orig):
         def fwd(*a, **k):
-            order.append(i)
-            return orig(*a, **k)
+            out = orig(*a, **k)
+            order.append(i)  # completion order: inner units before the unit enclosing them
+            return out
 
         return fwd
 
@@ -90,7 +130,13 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
     missing = [cands[i][0] for i in range(len(cands)) if i not in seen]
     if missing:
         raise RuntimeError(f"units never ran in a forward pass: {', '.join(missing[:5])}")
-    units = [Unit(j, cands[i][0], cands[i][1], block_of(cands[i][0])) for j, i in enumerate(seen)]
+    names = [cands[i][0] for i in seen]
+
+    def parent(name: str) -> int:  # the innermost other unit whose module path encloses this one
+        outer = [j for j, o in enumerate(names) if name.startswith(o + ".")]
+        return max(outer, key=lambda j: len(names[j])) if outer else -1
+
+    units = [Unit(j, cands[i][0], cands[i][1], block_of(cands[i][0]), parent(cands[i][0])) for j, i in enumerate(seen)]
     model._blockmask_units = units  # cached: order is a property of the architecture
     return units
 

@@ -72,7 +72,7 @@ def test_reference_macs_script():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/reference_macs.py")], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
-    assert "| dit-xl-2-256 | DiTTransformer2DModel | 56 | 118.67 |" in r.stdout
+    assert "| dit-xl-2-256 | DiTTransformer2DModel | 84 | 118.67 |" in r.stdout
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def run(capsys, *argv):
 def test_info_and_macs(capsys):
     rc, out, _ = run(capsys, "info", UNET, "--json")
     info = json.loads(out)
-    assert rc == 0 and info["num_units"] == 12 and info["random_init"] and info["units"][0]["kind"] == "resnet"
+    assert rc == 0 and info["num_units"] == 14 and info["random_init"] and info["units"][0]["kind"] == "resnet"
     rc, out, _ = run(capsys, "info", DIT)
     assert rc == 0 and "transformer_blocks.0.attn1" in out and "random init" in out
     rc, out, _ = run(capsys, "macs", UNET, "--steps", 10, "--json")
@@ -92,7 +92,7 @@ def test_mask_mismatch_and_bad_files(capsys, tmp_path):
     rc, _, err = run(capsys, "macs", UNET, "--steps", 6, "--mask", m)
     assert rc == 2 and "5 steps" in err
     rc, _, err = run(capsys, "macs", DIT, "--steps", 5, "--mask", m)
-    assert rc == 2 and "the model has 6" in err
+    assert rc == 2 and "the model has 9" in err
     m.write_text(m.read_text()[:40])
     rc, _, err = run(capsys, "rectify", m, "--model", UNET, "-o", tmp_path / "o.json")
     assert rc == 2 and "not valid JSON" in err and not (tmp_path / "o.json").exists()

@@ -18,21 +18,26 @@ from conftest import TINY
 def test_unet_units_in_execution_order(workbenches):
     units = workbenches("tiny-unet").units
     names = [u.name for u in units]
-    assert names[:3] == ["down_blocks.0.resnets.0", "down_blocks.1.resnets.0", "down_blocks.1.attentions.0"]
-    assert names[3:6] == ["mid_block.resnets.0", "mid_block.attentions.0", "mid_block.resnets.1"]
-    assert names[6:8] == ["up_blocks.0.resnets.0", "up_blocks.0.attentions.0"]
-    assert {u.kind for u in units} == {"resnet", "attn"}
+    assert names[:4] == ["down_blocks.0.resnets.0", "down_blocks.0.downsamplers.0", "down_blocks.1.resnets.0",
+                         "down_blocks.1.attentions.0"]
+    assert names[4:7] == ["mid_block.resnets.0", "mid_block.attentions.0", "mid_block.resnets.1"]
+    assert names[7:9] == ["up_blocks.0.resnets.0", "up_blocks.0.attentions.0"]
+    assert names[11] == "up_blocks.0.upsamplers.0"
+    assert {u.kind for u in units} == {"resnet", "attn", "downsample", "upsample"}
     assert [u.index for u in units] == list(range(len(units)))
-    assert units[0].block == "down_blocks.0" and units[4].block == "mid_block"
+    assert units[0].block == "down_blocks.0" and units[1].block == "down_blocks.0" and units[5].block == "mid_block"
+    assert all(u.parent == -1 for u in units)
 
 
 def test_transformer_units(workbenches):
     dit = workbenches("tiny-dit").units
-    assert [u.name for u in dit[:2]] == ["transformer_blocks.0.attn1", "transformer_blocks.0.ff"]
-    assert len(dit) == 3 * 2
+    # completion order: a block's branches, then the block (a unit of its own, enclosing them)
+    assert [u.name for u in dit[:3]] == ["transformer_blocks.0.attn1", "transformer_blocks.0.ff", "transformer_blocks.0"]
+    assert len(dit) == 3 * 3
+    assert [u.parent for u in dit[:3]] == [2, 2, -1] and dit[2].kind == "block" and dit[2].residual
     pix = workbenches("tiny-pixart").units
-    assert [u.kind for u in pix[:3]] == ["self-attn", "cross-attn", "ff"]
-    assert pix[4].block == "transformer_blocks.1"
+    assert [u.kind for u in pix[:4]] == ["self-attn", "cross-attn", "ff", "block"]
+    assert pix[5].block == "transformer_blocks.1"
 
 
 def test_cond_unet_attention_is_the_transformer_module(workbenches):

@@ -1,8 +1,12 @@
 """Transformers (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``): per transformer block,
-the self-attention ``attn1``, (PixArt) the cross-attention ``attn2`` and the MLP ``ff``.
+the whole block and, inside it, the self-attention ``attn1``, (PixArt) the cross-attention
+``attn2`` and the MLP ``ff``.
 
-Their outputs are residual branches added to the token stream (METHOD.md §1); the gates and
-norms around them are not units and always run.
+The branches' outputs are residual branches added to the token stream (METHOD.md §1). The whole
+block is a unit of kind ``block`` (ours): its value is its residual ``block(x) − x``, so a skipped
+block returns ``x + cached residual`` and skips its norms and modulation too, while the blocks
+before it stay live. A branch runs only when its block runs (nested units, see
+:mod:`blockmask.units`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from ..errors import BlockmaskError
 from .base import Adapter, Conditioning, model_info, register, text_context, text_null
 
 _BLOCK_UNITS = (
+    (r"transformer_blocks\.\d+", "block"),
     (r"transformer_blocks\.\d+\.attn1", "self-attn"),
     (r"transformer_blocks\.\d+\.attn2", "cross-attn"),
     (r"transformer_blocks\.\d+\.ff", "ff"),

@@ -1,7 +1,10 @@
-"""U-Nets (DDPM ``UNet2DModel``, LDM/SD ``UNet2DConditionModel``): every ResnetBlock2D and every
-attention module (``Attention`` or ``Transformer2DModel``) in the down, mid and up blocks.
+"""U-Nets (DDPM ``UNet2DModel``, LDM/SD ``UNet2DConditionModel``): every ResnetBlock2D, every
+attention module (``Attention`` or ``Transformer2DModel``) and every down/up sampler in the down,
+mid and up blocks.
 
-Their outputs are whole block outputs (the residual is inside), METHOD.md §1.
+Their outputs are whole block outputs (the residual is inside), METHOD.md §1. The samplers are
+units too (ours): a sampler whose every reader reuses its cache is dead work that rectification
+removes, which is how DeepCache's shallow branch skips them (see :func:`blockmask.baselines.deepcache`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ _UNET_UNITS = (
     (r"(down_blocks|up_blocks)\.\d+\.attentions\.\d+", "attn"),
     (r"mid_block\.resnets\.\d+", "resnet"),
     (r"mid_block\.attentions\.\d+", "attn"),
+    (r"down_blocks\.\d+\.downsamplers\.\d+", "downsample"),
+    (r"up_blocks\.\d+\.upsamplers\.\d+", "upsample"),
 )
 
 
