@@ -63,7 +63,7 @@ def build(spec: str | None = None) -> gr.Blocks:
                     preset = gr.Dropdown(pchoices, value=pchoices[0][1], label="Preset")
                     with gr.Row():
                         interval = gr.Number(3, label="interval", precision=0, minimum=1)
-                        depth = gr.Number(1, label="depth (DeepCache)", precision=0, minimum=1)
+                        branch = gr.Number(0, label="branch (DeepCache cache_branch_id)", precision=0, minimum=0)
                         every = gr.Number(2, label="every (uniform)", precision=0, minimum=1)
                     with gr.Row():
                         ratio = gr.Number(0.7, label="MAC budget (random)", minimum=0, maximum=1)
@@ -136,7 +136,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         reset_btn.click(h.reset, [state], **ev, api_name="reset")
         rect_btn.click(h.rectify, [state], **ev, api_name="rectify")
         pre.change(h.show_pre, [state, pre], **ev, api_name=False)
-        preset_btn.click(h.load_preset, [state, preset, interval, depth, every, ratio, pseed], **ev,
+        preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
         download.click(h.download_mask, [state], download, api_name="download_mask")

@@ -198,9 +198,9 @@ def show_pre(s: Session, flag: bool):
 
 
 # --- presets and files -----------------------------------------------------------------------
-def load_preset(s: Session, key: str, interval, depth, every, macs_ratio, seed):
+def load_preset(s: Session, key: str, interval, branch, every, macs_ratio, seed):
     try:
-        mask, source, meta = presets.build(s.ctx, key, s.editor.steps, interval=interval, depth=depth, every=every,
+        mask, source, meta = presets.build(s.ctx, key, s.editor.steps, interval=interval, branch=branch, every=every,
                                            macs_ratio=macs_ratio, seed=seed)
         notify(s.editor.load(mask, source=source, meta=meta))
     except BlockmaskError as e:

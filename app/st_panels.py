@@ -50,7 +50,7 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             if name == "macs_ratio":
                 params[name] = col.number_input("MAC budget (fraction)", 0.0, 1.0, float(default), 0.05, key="p_ratio")
             else:
-                params[name] = col.number_input(name, 0 if name == "seed" else 1, 10_000, int(default), key=f"p_{name}")
+                params[name] = col.number_input(name, 0 if name in ("seed", "branch") else 1, 10_000, int(default), key=f"p_{name}")
         if not pick.params:
             st.caption("No parameters.")
         if st.button("Load preset", type="primary", key="load_preset"):

@@ -107,21 +107,25 @@ class Workbench:
         return [int(t) for t in s.timesteps.tolist()]
 
     # --- masks ------------------------------------------------------------------------------
-    def baseline(self, kind: str, *, steps: int, seed: int = 0, interval: int = 3, depth: int = 1, every: int = 2,
+    def baseline(self, kind: str, *, steps: int, seed: int = 0, interval: int = 3, branch: int = 0, every: int = 2,
                  skip: float | None = None, macs_ratio: float | None = None) -> np.ndarray:
         n = len(self.units)
         if kind == "ones":
             return baselines.ones(steps, n)
         if kind == "deepcache":
-            return baselines.deepcache(self.units, steps, interval=interval, depth=depth)
+            return baselines.deepcache(self.units, steps, interval=interval, branch=branch)
         if kind == "fora":
-            return baselines.fora(steps, n, interval=interval)
+            return baselines.fora(steps, n, interval=interval, keep=np.array([u.residual for u in self.units]))
+        if kind == "blocks":
+            return baselines.block_cache(steps, n, interval=interval)
         if kind == "uniform":
             return baselines.uniform(steps, n, every=every)
         if kind == "random":
             p = self.macs
+            outer = {u.parent for u in self.units}
             return baselines.random_mask(steps, n, seed=seed, skip=skip, macs_ratio=macs_ratio,
-                                         unit_macs=p.unit_macs, remainder=p.remainder)
+                                         unit_macs=p.unit_macs, remainder=p.remainder,
+                                         eligible=np.array([u.index not in outer for u in self.units]))
         raise BlockmaskError(f"unknown baseline {kind!r}; choose from {', '.join(baselines.BASELINES)}")
 
     def mask_file(self, mask: np.ndarray, meta: dict | None = None) -> MaskFile:
@@ -133,8 +137,14 @@ class Workbench:
                         scheduler=scheduler_info(self.scheduler(), mask.shape[0]), meta=meta)
 
     def load_mask(self, source: str | Path | bytes, *, steps: int | None = None) -> tuple[MaskFile, list[str]]:
-        """Load and check a mask file against this model; returns (file, warnings)."""
+        """Load and check a mask file against this model; returns (file, warnings). A name of a shipped
+        mask (``mnist-ddpm-050steps-b35``, see :func:`blockmask.models.bundled_masks`) works too."""
+        if isinstance(source, str) and not Path(source).exists():
+            from .models import bundled_masks
+
+            source = bundled_masks().get(source, source)
         mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else MaskFile.load(source)
+        mf = mf.fit(self.unit_names)
         warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
         ts = mf.scheduler.get("timesteps")
         if ts and ts != self.timesteps(mf.num_steps):
@@ -237,6 +247,7 @@ def apply(pipe_or_model, mask: MaskFile | np.ndarray | str | Path, *, check_fing
         mask = MaskFile.load(mask)
     if isinstance(mask, MaskFile):
         units = [u.name for u in discover_units(model)]
+        mask = mask.fit(units)
         from .models import fingerprint
 
         for w in mask.check(units=units, fingerprint=fingerprint(model), strict_fingerprint=check_fingerprint):

@@ -37,6 +37,12 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file())
 
 
+def bundled_masks() -> dict[str, Path]:
+    """Shipped masks by name (file stem, e.g. ``mnist-ddpm-050steps-b35``) → path."""
+    d = assets_dir() / "masks"
+    return {p.stem: p for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
+
+
 DEFAULT_MODEL = "mnist-ddpm"
 
 

@@ -152,9 +152,11 @@ def test_baselines_shapes_and_row0(workbenches):
     for kind in ("ones", "deepcache", "fora", "uniform"):
         m = wb.baseline(kind, steps=9, interval=3, every=3)
         assert m.shape == (9, n) and m[0].all()
-    dc = wb.baseline("deepcache", steps=9, interval=3, depth=1)
+    dc = wb.baseline("deepcache", steps=9, interval=3, branch=1)
     assert dc[3].all() and not dc[1].all()
-    assert all(dc[1, u.index] for u in wb.units if u.name.startswith(("down_blocks.0", "up_blocks.1")))
+    assert all(dc[1, u.index] for u in wb.units if u.name.startswith(("down_blocks.0", "up_blocks.1"))
+               and "samplers" not in u.name)  # branch 1: DeepCache skips the first downsampler
+    assert not dc[1, wb.unit_names.index("down_blocks.0.downsamplers.0")]
     assert not any(dc[1, u.index] for u in wb.units if u.name.startswith("mid_block"))
     fo = baselines.fora(7, 4, interval=2)
     assert fo[::2].all() and not fo[1::2].any()
@@ -165,7 +167,8 @@ def test_baselines_shapes_and_row0(workbenches):
 def test_random_baselines(workbenches):
     wb = workbenches("tiny-dit")
     m = wb.baseline("random", steps=20, skip=0.5, seed=1)
-    assert abs((~m[1:]).mean() - 0.5) < 0.02
+    leaves = [u.index for u in wb.units if u.kind != "block"]  # whole blocks are never skipped at random
+    assert abs((~m[1:, leaves]).mean() - 0.5) < 0.02 and m[:, [u.index for u in wb.units if u.kind == "block"]].all()
     assert np.array_equal(m, wb.baseline("random", steps=20, skip=0.5, seed=1))
     r = wb.baseline("random", steps=20, macs_ratio=0.7, seed=2)
     assert abs(wb.macs.ratio(r) - 0.7) < 0.02

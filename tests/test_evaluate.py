@@ -58,7 +58,7 @@ def test_eval_cli_writes_report(tmp_path, capsys):
                "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "out"), "--json"])
     out = json.loads(capsys.readouterr().out)
     names = [r["method"] for r in out["rows"]]
-    assert rc == 0 and names[:3] == ["original", "learned", "DeepCache N=2"] and "random @ learned MACs" in names
+    assert rc == 0 and names[:3] == ["original", "learned", "DeepCache N=2 b0"] and "random @ learned MACs" in names
     for f in ("results.csv", "results.md", "pareto.html"):
         assert (tmp_path / "out" / f).is_file()
     assert "png" in out["files"] or "png_error" in out["files"]

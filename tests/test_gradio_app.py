@@ -137,7 +137,7 @@ def test_launch_and_drive_with_client():
         assert {"/generate", "/toggle", "/rectify", "/load_preset", "/upload_mask", "/download_mask"} <= names
         before = c.predict(1, 1, api_name="/toggle")[1]
         after = c.predict(1, 1, api_name="/toggle")[1]  # toggled back: the session state persists
-        assert "computed cells 239/240" in before and "computed cells 240/240" in after
+        assert "computed cells 279/280" in before and "computed cells 280/280" in after
         o, m, d, md = c.predict(0, 2, 0, 1.0, api_name="/generate")
         assert Path(o).read_bytes()[:4] == b"\x89PNG" and "speedup" in md
     finally:

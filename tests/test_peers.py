@@ -1,0 +1,98 @@
+"""The presets are the real peers: DeepCache (PyPI ``DeepCache``) on a diffusers ``DDPMPipeline``
+gives the same images, bit for bit, as blockmask's ``deepcache`` mask, for every branch id and
+interval, and blockmask's MAC count equals a FlopCounter count of DeepCache's own run."""
+
+import numpy as np
+import pytest
+import torch
+
+import blockmask
+from blockmask.costs import count_macs
+
+from conftest import tiny_spec
+
+DeepCache = pytest.importorskip("DeepCache")
+
+
+def _pipe(wb):
+    from diffusers import DDIMScheduler, DDPMPipeline
+
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler.from_config(
+        wb.loaded.scheduler.config if wb.loaded.scheduler is not None else {"num_train_timesteps": 1000}))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run(pipe, steps, batch=2):
+    return pipe(batch_size=batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+                output_type="np").images
+
+
+@pytest.fixture(scope="module")
+def ddpm():
+    from blockmask.api import Workbench
+
+    return Workbench.load("mnist-ddpm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("branch", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("interval", [2, 3, 5])
+def test_deepcache_preset_is_deepcache_bitwise(ddpm, branch, interval):
+    pipe = _pipe(ddpm)
+    steps, batch = 8, 2
+    helper = DeepCache.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    helper.enable()
+    try:
+        macs_dc, ref = count_macs(lambda: _run(pipe, steps, batch))
+    finally:
+        helper.disable()
+    mask = ddpm.baseline("deepcache", steps=steps, interval=interval, branch=branch)
+    with blockmask.apply(pipe, mask):  # also: apply() works after DeepCache's disable() on the same pipeline
+        ours = _run(pipe, steps, batch)
+    assert np.array_equal(ref, ours)
+    assert ddpm.macs.total(mask) * batch == pytest.approx(macs_dc, rel=0.01)
+    # blockmask's own sampler gives the same images too
+    lat = ddpm.generate(mask, seed=0, num_images=batch)
+    assert np.array_equal(ddpm.images(lat).permute(0, 2, 3, 1).numpy(), ref)
+
+
+def test_deepcache_branch_rule_on_a_tiny_unet(workbenches):
+    """Branch 0 runs only the last up-resnet (plus what always runs); higher branches add units
+    from the output end; the mid block never runs on a cached step; bad branch ids are refused."""
+    wb = workbenches("tiny-unet")
+    names = wb.unit_names
+    b0 = wb.baseline("deepcache", steps=4, interval=2, branch=0)
+    shallow = {names[i] for i in np.flatnonzero(b0[1])}
+    last_up = max(i for i, n in enumerate(names) if n.startswith("up_blocks") and ".resnets." in n)
+    assert names[last_up] in shallow
+    assert not any(n.startswith("mid_block") for n in shallow)
+    prev = b0[1]
+    for br in range(1, 6):
+        row = wb.baseline("deepcache", steps=4, interval=2, branch=br)[1]
+        assert (row >= prev).all()
+        prev = row
+    with pytest.raises(blockmask.errors.BlockmaskError, match="branch id"):
+        wb.baseline("deepcache", steps=4, interval=2, branch=-1)
+    with pytest.raises(blockmask.errors.BlockmaskError, match="branch id must be <"):
+        wb.baseline("deepcache", steps=4, interval=2, branch=99)
+
+
+def test_apply_after_deepcache_disable_on_tiny(workbenches):
+    """DeepCache's disable() leaves instance forwards behind; apply() wraps and restores them."""
+    from blockmask.api import Workbench
+
+    wb = Workbench.load(tiny_spec("tiny-unet"))
+    pipe = _pipe(wb)
+    plain = _run(pipe, 4)
+    helper = DeepCache.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=2, cache_branch_id=0)
+    helper.enable()
+    _run(pipe, 4)
+    helper.disable()
+    with blockmask.apply(pipe, np.ones((4, len(wb.units)), bool)):
+        again = _run(pipe, 4)
+    assert np.array_equal(plain, again)
+    after = _run(pipe, 4)  # the instance forwards DeepCache left are back in place
+    assert np.array_equal(plain, after)
