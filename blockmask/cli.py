@@ -4,6 +4,7 @@ Errors are one line on stderr with exit code 2 (1 for unexpected failures)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,8 +33,12 @@ def _out(args, obj: dict, text: str) -> None:
 def _workbench(args):
     from .api import Workbench
 
-    if getattr(args, "steps", 1) is not None and getattr(args, "steps", 1) < 1:
-        raise BlockmaskError(f"--steps must be >= 1, got {args.steps}")
+    steps = getattr(args, "steps", None)
+    if isinstance(steps, int) and steps < 1:
+        raise BlockmaskError(f"--steps must be >= 1, got {steps}")
+    ref = getattr(args, "ref_steps", None)
+    if steps == "auto" and ref is not None and ref < 2:
+        raise BlockmaskError(f"--ref-steps must be >= 2, got {ref}")
     return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
                           scheduler=args.scheduler)
 
@@ -76,9 +81,9 @@ def cmd_macs(args) -> None:
 
 def cmd_mask(args) -> None:
     wb = _workbench(args)
-    mask = wb.baseline(args.kind, steps=args.steps, seed=args.seed, interval=args.interval, depth=args.depth,
+    mask = wb.baseline(args.kind, steps=args.steps, seed=args.seed, interval=args.interval, branch=args.branch,
                        every=args.every, skip=args.skip, macs_ratio=args.macs_ratio)
-    meta = {"baseline": {"kind": args.kind, "interval": args.interval, "depth": args.depth, "every": args.every,
+    meta = {"baseline": {"kind": args.kind, "interval": args.interval, "branch": args.branch, "every": args.every,
                          "skip": args.skip, "macs_ratio": args.macs_ratio, "seed": args.seed}}
     if args.rectify:
         r = wb.rectify(mask)
@@ -155,11 +160,34 @@ def cmd_train(args) -> None:
 
     wb = _workbench(args)
     labels = None if args.class_label is None else (args.class_label,)
+    from .train_run import RefineConfig, check_budget, run_budget_auto
+
+    auto = args.steps == "auto"
+    if auto:
+        if args.target_macs is None:
+            raise BlockmaskError("--steps auto needs --target-macs (the budget it chooses the step count for)")
+        if args.sweep or args.resume:
+            raise BlockmaskError("--steps auto takes neither --sweep nor --resume")
+        args.steps = args.ref_steps
+
     base = dict(steps=args.steps, iters=args.iters, batch=args.batch, lr=args.lr, alpha=args.alpha, beta=args.beta,
                 lam=args.lam, lambda_mode=args.lambda_mode, lambda_low=args.lambda_low, lambda_high=args.lambda_high,
                 tau=args.tau, sampler=args.sampler, temperature=args.temperature, seed=args.seed,
                 guidance_scale=args.guidance_scale, class_labels=labels, feature_norm=args.feature_norm,
                 probes=args.probes or None, accumulate=not args.no_accumulate, sparsity=args.sparsity)
+    TrainConfig.for_recipe(args.recipe, **base)  # validate every option before any work
+    refine = RefineConfig(enabled=not args.no_refine, seed=args.calib_seed, batch=args.calib_batch,
+                          passes=args.refine_passes)
+    if args.target_macs is not None:
+        check_budget(wb, args.steps, args.target_macs)
+    if auto:
+        cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds) if args.prompt_embeds else None
+        mf, r = run_budget_auto(wb, TrainConfig.for_recipe(args.recipe, **base), args.output,
+                                target_macs=args.target_macs, ref_steps=args.ref_steps, refine=refine, condition=cond,
+                                progress=not args.json)
+        _out(args, r, f"wrote {r['output']}: {r['steps']} steps, MACs {r['macs_vs_ref']:.1%} of the plain model at "
+                      f"{args.ref_steps} steps ({r['macs']['ratio']:.1%} at {r['steps']}), {r['train_seconds']:.0f}s")
+        return
     cond = None
     if args.prompt_embeds:
         cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
@@ -173,14 +201,23 @@ def cmd_train(args) -> None:
         runs = [(lam, out.with_name(f"{out.stem}-lam{lam:g}{out.suffix}")) for lam in lams]
     results = []
     for lam, path in runs:
-        cfg = TrainConfig(**{**base, "lam": lam})
+        cfg = TrainConfig.for_recipe(args.recipe, **{**base, "lam": lam})
         _, summary = run_training(wb, cfg, path, rectify=not args.no_rectify, resume=args.resume,
-                                  target_macs=args.target_macs, condition=cond, progress=not args.json)
+                                  target_macs=args.target_macs, condition=cond, refine=refine, progress=not args.json)
         results.append(summary)
     text = "\n".join(f"wrote {r['output']}: MAC ratio {r['macs']['ratio']:.1%}, {r['cells_removed']} cells rectified, "
                      f"{r['train_seconds']:.0f}s ({r['per_step_seconds']:.2f}s/step), peak RSS {r['peak_rss_mb']:.0f} MB"
                      for r in results)
     _out(args, results[0] if len(results) == 1 else {"runs": results}, text)
+
+
+def _steps_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
 def _int_list(text: str | None, flag: str) -> list[int]:
@@ -210,7 +247,8 @@ def cmd_eval(args) -> None:
         if args.ablate_rectify and raw is not None and mf.meta["rectified"].get("cells_removed"):
             methods.append(Method(f"{name} (no rectify)", np.array(raw, bool), k))
     for iv in _int_list(args.deepcache, "--deepcache"):
-        methods.append(Method(f"DeepCache N={iv}", wb.baseline("deepcache", steps=k, interval=iv, depth=args.depth), k))
+        for br in _int_list(args.branch, "--branch"):
+            methods.append(Method(f"DeepCache N={iv} b{br}", wb.baseline("deepcache", steps=k, interval=iv, branch=br), k))
     for iv in _int_list(args.fora, "--fora"):
         methods.append(Method(f"FORA N={iv}", wb.baseline("fora", steps=k, interval=iv), k))
     for ev in _int_list(args.uniform, "--uniform"):
@@ -262,11 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("info", cmd_info, "list the model's units, kinds and per-unit MACs", steps=False)
     p = add("macs", cmd_macs, "total MACs of a mask (or all-ones) and the ratio to the plain model")
     p.add_argument("--mask", help="mask JSON file")
-    p = sub.add_parser("mask", help="write a baseline mask (ones, random, deepcache, fora, uniform)")
-    p.add_argument("kind", choices=["ones", "random", "deepcache", "fora", "uniform"])
+    from .baselines import BASELINES
+
+    p = sub.add_parser("mask", help="write a baseline mask (ones, random, deepcache, fora, blocks, uniform)")
+    p.add_argument("kind", choices=list(BASELINES))
     _model_args(p)
     p.add_argument("--interval", type=int, default=3, help="deepcache/fora: full step every N steps")
-    p.add_argument("--depth", type=int, default=1, help="deepcache: resolution levels kept computed")
+    p.add_argument("--branch", type=int, default=0,
+                   help="deepcache: cache_branch_id as in the DeepCache package (0 = shallowest, its default)")
     p.add_argument("--every", type=int, default=2, help="uniform: each unit runs every N steps")
     p.add_argument("--skip", type=float, help="random: fraction of cells (rows 1..K-1) to skip")
     p.add_argument("--macs-ratio", type=float, help="random: target MAC ratio")
@@ -285,34 +326,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_rectify)
-    p = add("train", cmd_train, "learn a mask step by step from Gaussian noise (METHOD.md §2-3)")
-    p.add_argument("--iters", type=int, default=20, help="optimization iterations per step")
-    p.add_argument("--batch", type=int, default=4, help="noise seeds per iteration")
-    p.add_argument("--lr", type=float, default=0.3, help="Adam learning rate on the logits")
-    p.add_argument("--alpha", type=float, default=1.0, help="sparsity weight (Eq. 6)")
-    p.add_argument("--beta", type=float, default=0.5, help="bimodal weight (Eq. 7)")
-    p.add_argument("--lambda", dest="lam", type=float, default=1.0,
+    p = add("train", cmd_train, "learn a mask step by step from Gaussian noise (docs/METHOD.md §2-3)", steps=False)
+    p.add_argument("--steps", type=_steps_arg, required=True,
+                   help="number of sampling steps K, or auto (with --target-macs: choose K and the mask together "
+                        "for a budget relative to the plain model at --ref-steps)")
+    p.add_argument("--ref-steps", type=int, default=50, help="--steps auto: the plain model the budget refers to")
+    from .train import FEATURE_NORMS, RECIPES, TrainConfig
+    from .train_run import RefineConfig
+
+    td = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # defaults: the config's own
+    rd = {f.name: f.default for f in dataclasses.fields(RefineConfig)}
+    p.add_argument("--recipe", default=td["recipe"], choices=list(RECIPES),
+                   help="blockmask (ours, default) or paper: Eq. 5 error, Eq. 6 mean sparsity, Eq. 10 λ, Eq. 12 "
+                        "rectification as the paper states them (overrides --feature-norm/--sparsity)")
+    p.add_argument("--iters", type=int, default=td["iters"], help="optimization iterations per step")
+    p.add_argument("--batch", type=int, default=td["batch"], help="noise seeds per iteration")
+    p.add_argument("--lr", type=float, default=td["lr"], help="Adam learning rate on the logits")
+    p.add_argument("--alpha", type=float, default=td["alpha"], help="sparsity weight (Eq. 6)")
+    p.add_argument("--beta", type=float, default=td["beta"], help="bimodal weight (Eq. 7)")
+    p.add_argument("--lambda", dest="lam", type=float, default=td["lam"],
                    help="λ scale (Eq. 10/11): skip a unit when its error costs less than λ × a typical step's change")
-    p.add_argument("--lambda-mode", default="piecewise", choices=["piecewise", "constant"])
-    p.add_argument("--lambda-low", type=float, default=0.1, help="λ level at sensitive steps (large Δ)")
-    p.add_argument("--lambda-high", type=float, default=1.0, help="λ level at smooth steps")
-    p.add_argument("--tau", type=float, default=0.5, help="threshold on the normalized Δ_k")
-    p.add_argument("--feature-norm", default="step", choices=["step", "mean", "sensitivity"],
+    p.add_argument("--lambda-mode", default=td["lambda_mode"], choices=["piecewise", "constant"])
+    p.add_argument("--lambda-low", type=float, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
+    p.add_argument("--lambda-high", type=float, default=td["lambda_high"], help="λ level at smooth steps")
+    p.add_argument("--tau", type=float, default=td["tau"], help="threshold on the normalized Δ_k")
+    p.add_argument("--feature-norm", default=td["feature_norm"], choices=list(FEATURE_NORMS),
                    help="feature error relative to this step's output change (step), the run's mean change (mean), "
-                        "or weighted by how much it reaches the final sample (sensitivity, measured first)")
-    p.add_argument("--probes", type=int, default=24,
+                        "weighted by how much it reaches the final sample (sensitivity, measured first), or "
+                        "plain (none, Eq. 5)")
+    p.add_argument("--probes", type=int, default=td["probes"],
                    help="sensitivity: steps probed (0 = every step), the rest interpolated")
     p.add_argument("--no-accumulate", action="store_true",
                    help="sensitivity: judge each step's error alone, not with the errors accumulated before it")
-    p.add_argument("--sparsity", default="macs", choices=["macs", "count"],
+    p.add_argument("--sparsity", default=td["sparsity"], choices=["macs", "count"],
                    help="sparsity term: MAC-weighted mean gate score (default) or the plain mean (Eq. 6)")
-    p.add_argument("--sampler", default="random", choices=["random", "gumbel"])
-    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-sigmoid temperature")
-    p.add_argument("--target-macs", type=float, help="reach this MAC ratio (e.g. 0.6) within ±2%%")
+    p.add_argument("--sampler", default=td["sampler"], choices=["random", "gumbel"])
+    p.add_argument("--temperature", type=float, default=td["temperature"], help="Gumbel-sigmoid temperature")
+    p.add_argument("--target-macs", type=float,
+                   help="MAC budget B in (0, 1]: best rule or learned mask within B on calibration seeds, then "
+                        "refined on them (recipe blockmask); λ bisection to B ±2%% (recipe paper, --no-refine)")
+    p.add_argument("--no-refine", action="store_true", help="--target-macs: λ bisection only, no calibration")
+    p.add_argument("--calib-seed", type=int, default=rd["seed"],
+                   help="first calibration seed (keep evaluation seeds apart from these)")
+    p.add_argument("--calib-batch", type=int, default=rd["batch"], help="calibration samples")
+    p.add_argument("--refine-passes", type=int, default=rd["passes"], help="local-search passes over the steps")
     p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=td["seed"])
     p.add_argument("--class-label", type=int)
-    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--guidance-scale", type=float, default=td["guidance_scale"])
     p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
     p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")
@@ -320,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("eval", cmd_eval, "compare masks and baselines: MACs, speed, FID/KID/IS, PSNR vs original")
     p.add_argument("--mask", action="append", help="NAME=PATH of a mask file (repeatable)")
     p.add_argument("--deepcache", help="comma-separated DeepCache intervals (U-Nets)")
-    p.add_argument("--depth", type=int, default=1, help="DeepCache branch depth")
+    p.add_argument("--branch", default="0", help="comma-separated DeepCache cache_branch_id values (default 0)")
     p.add_argument("--fora", help="comma-separated FORA intervals")
     p.add_argument("--uniform", help="comma-separated uniform every-n values")
     p.add_argument("--random-matched", action="store_true", help="random mask at each learned mask's MACs")

@@ -77,6 +77,22 @@ def generate_set(wb, method: Method, *, n: int, batch: int, seed: int, guidance:
     return np.concatenate([x for _, x in out])
 
 
+HELDOUT_SEED = 5000  # first seed of the held-out samples (masks are calibrated on seeds 1000..)
+
+
+def heldout_psnr(wb, mask: np.ndarray, *, num: int = 32, batch: int = 16, seed: int = HELDOUT_SEED) -> float:
+    """PSNR (dB) of ``mask``'s final images against the plain model's on ``num`` samples from seeds
+    ``seed``.. (batch b uses seed + b), class labels cycling 0..9 for class-conditional models."""
+    masked, plain = [], []
+    for b, start in enumerate(range(0, num, batch)):
+        m = min(batch, num - start)
+        labels = _labels(wb, m, None)
+        cond = Condition(class_labels=labels, guidance_scale=1.0)
+        for out, mk in ((masked, mask), (plain, None)):
+            out.append(wb.images(wb.generate(mk, steps=mask.shape[0], seed=seed + b, num_images=m, condition=cond)).numpy())
+    return psnr(np.concatenate(masked), np.concatenate(plain))[1]
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return mse, float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))

@@ -24,14 +24,37 @@ def _check_parent(path: Path) -> None:
         raise BlockmaskError(f"output path is a folder, expected a file: {path}")
 
 
+def _mode_for(path: Path) -> int:
+    """The mode the output should have: an existing file's own, else what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``."""
+    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``. The file gets the
+    mode an ordinary write would give it (an overwrite keeps the old mode; a new file follows the
+    umask), not the temp file's 0600."""
     path = Path(path)
     _check_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

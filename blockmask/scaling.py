@@ -62,11 +62,11 @@ class LambdaSchedule:
     def __post_init__(self):
         if self.mode not in ("piecewise", "constant"):
             raise BlockmaskError(f"lambda mode must be piecewise or constant, got {self.mode!r}")
-        for name in ("lam", "low", "high"):
-            if getattr(self, name) < 0:
-                raise BlockmaskError(f"lambda {name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.tau <= 1:
-            raise BlockmaskError(f"lambda threshold tau must be in [0, 1], got {self.tau}")
+        from .validate import check_float
+
+        for name, label in (("lam", "lambda"), ("low", "lambda low"), ("high", "lambda high")):
+            check_float(label, getattr(self, name), low=0)
+        check_float("lambda threshold tau", self.tau, low=0, high=1)
 
     def weights(self, delta: np.ndarray) -> np.ndarray:
         k = len(delta)

@@ -23,6 +23,14 @@ Choices marked (ours) in METHOD.md, all configurable:
   are carried along and an error pointing the same way costs more (a stale cache drifting further).
 * ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i with c_i the unit's MACs, so a
   skipped unit saves in proportion to the work it saves; ``"count"`` is Eq. 6 as written, mean(s).
+* ``feature_norm="none"``: Eq. 5 as written, the plain mean squared error.
+
+``recipe="paper"`` (:data:`RECIPES`) sets the paper's choices together: Eq. 5 error, Eq. 6 mean
+sparsity, Eq. 10 piecewise λ, the bimodal term, and (in :mod:`blockmask.train_run`) Eq. 12
+rectification as the paper states it.
+
+The model is frozen while a mask is learned: eval mode, no parameter gradients; both are
+restored afterwards. The guidance scale comes from ``TrainConfig.guidance_scale`` alone.
 """
 
 from __future__ import annotations
@@ -44,7 +52,12 @@ from .sample import Condition, build_conditioning, denoise, initial_noise
 from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
 
 
-FEATURE_NORMS = ("step", "mean", "sensitivity")
+FEATURE_NORMS = ("step", "mean", "sensitivity", "none")
+# Named sets of choices; "blockmask" is this project's default, "paper" the paper's Eq. 5/6/10/12.
+RECIPES = {
+    "blockmask": {},
+    "paper": {"feature_norm": "none", "sparsity": "count", "lambda_mode": "piecewise", "sampler": "random"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +85,30 @@ class TrainConfig:
     probes: int | None = 24  # sensitivity: steps probed (None: every step); the rest are interpolated
     accumulate: bool = True  # sensitivity: charge errors that add up with earlier steps' errors
     sparsity: str = "macs"  # macs: s weighted by each unit's MACs (ours); count: mean(s) as Eq. 6
+    recipe: str = "blockmask"  # blockmask | paper: see RECIPES (set its fields with TrainConfig.for_recipe)
+
+    @classmethod
+    def for_recipe(cls, recipe: str, **fields) -> "TrainConfig":
+        """A config with ``recipe``'s choices; explicit ``fields`` other than those choices are kept."""
+        if recipe not in RECIPES:
+            raise BlockmaskError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+        return cls(**{**fields, **RECIPES[recipe], "recipe": recipe})
 
     def __post_init__(self):
-        checks = [(self.steps >= 2, f"steps must be >= 2, got {self.steps}"),
+        from .validate import check_float, check_int
+
+        check_int("steps", self.steps, low=2)
+        check_int("iters", self.iters, low=1)
+        check_int("batch", self.batch, low=1)
+        check_int("seed", self.seed, low=0)
+        check_float("learning rate", self.lr, low=0, low_open=True)
+        for name in ("alpha", "beta", "lam", "lambda_low", "lambda_high"):
+            check_float(name.replace("lam", "lambda") if name == "lam" else name, getattr(self, name), low=0)
+        check_float("tau", self.tau, low=0, high=1)
+        check_float("temperature", self.temperature, low=0, low_open=True)
+        check_float("init_prob", self.init_prob, low=0, high=1, low_open=True, high_open=True)
+        check_float("guidance scale", self.guidance_scale, low=0)
+        checks = [(self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),(self.steps >= 2, f"steps must be >= 2, got {self.steps}"),
                   (self.iters >= 1, f"iters must be >= 1, got {self.iters}"),
                   (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
                   (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
@@ -147,11 +181,40 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     ``checkpoint(state)`` is called after every step (write it atomically); the result is the same
     as an uninterrupted run with the same seed.
     """
+    frozen = _freeze(model)
+    try:
+        return _train(model, scheduler, cfg, unit_macs=unit_macs, remainder=remainder, condition=condition,
+                      state=state, checkpoint=checkpoint, callback=callback, progress=progress)
+    finally:
+        frozen()
+
+
+def _freeze(model: torch.nn.Module) -> Callable[[], None]:
+    """Eval mode and no parameter gradients; returns the function that restores both."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+
+    def restore():
+        for p, f in flags:
+            p.requires_grad_(f)
+        model.train(was_training)
+
+    return restore
+
+
+def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, condition, state, checkpoint, callback,
+           progress) -> TrainState:
     adapter = adapter_for(model)
     k_steps = cfg.steps
     n = len(unit_macs)
-    condition = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None,
-                                       guidance_scale=cfg.guidance_scale)
+    if condition is None:
+        condition = Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
+    elif condition.guidance_scale not in (1.0, cfg.guidance_scale):
+        raise BlockmaskError(f"guidance scale given twice ({condition.guidance_scale} and {cfg.guidance_scale}); "
+                             "set TrainConfig.guidance_scale only")
+    condition = dataclasses.replace(condition, guidance_scale=cfg.guidance_scale)
     if state is None:
         delta = feature_variation(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
                                   condition=condition)
@@ -184,6 +247,8 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     def feat_scale(k: int) -> tuple[float, bool]:  # (scale, relative to ||F*||²): see module doc
         if weights is not None:
             return 1.0 / max(float(weights[k]), 1e-30), False
+        if cfg.feature_norm == "none":  # Eq. 5 as written
+            return 1.0, False
         v = d[k] ** 2 if cfg.feature_norm == "step" and np.isfinite(d[k]) else mean_scale
         return (v if v > 0 else 1.0), True
     # Eq. 6 averages s over units; sparsity="macs" averages it weighted by unit cost instead.
@@ -216,7 +281,7 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
                 state.seconds.append(time.perf_counter() - t0)
             ex.set_step(k)
             with torch.no_grad():
-                eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg_on)
+                eps = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on)
                 if target is not None and weights is not None and cfg.accumulate:
                     err = math.sqrt(float(weights[k])) * (eps.float() - target)
                     acc = err if acc is None else acc + err
@@ -280,4 +345,15 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
         losses.append(float(distributed.all_reduce_sum(loss.detach().reshape(1), dev)))
         del out, feat, loss, m, s
     scores = torch.sigmoid(theta.detach()).cpu()
-    return (scores > 0.5).numpy(), [float(v) for v in scores], losses
+    row = (scores > 0.5).numpy()
+    if not row.all():  # the binary row must beat computing everything on the objective itself
+        b = torch.tensor(row, dtype=torch.float32, device=dev)
+        with torch.no_grad(), ex.soft_gates(b):
+            err = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float() - target
+        feat = distributed.all_reduce_sum(err.pow(2).sum().reshape(1), dev) / (numel * denom)
+        if acc is not None:
+            feat = feat + 2 * distributed.all_reduce_sum((acc * err).sum().reshape(1), dev) / (numel * denom.sqrt())
+        w = unit_weight if unit_weight is not None else torch.full((n,), 1.0 / n, device=dev)
+        if float(feat) + lam_k * cfg.alpha * float((b * w).sum()) > lam_k * cfg.alpha * float(w.sum()):
+            row = np.ones(n, dtype=bool)
+    return row, [float(v) for v in scores], losses

@@ -1,5 +1,18 @@
 """A complete training run around :func:`blockmask.train.train_mask`: checkpoints and resume,
-rectification, MAC budgets (``target_macs``), sweeps, and the mask file with its metadata."""
+rectification, MAC budgets (``target_macs``), sweeps, and the mask file with its metadata.
+
+A MAC budget B (``target_macs``), recipe ``blockmask`` (the default):
+
+1. the per-step trainer learns a mask at the given λ (checkpointed, resumable), brought to B by
+   its scores;
+2. every hand-made rule blockmask can express (DeepCache at every branch and interval, FORA,
+   whole-block caching, uniform) and the learned mask are scored on the *final samples* of a few
+   calibration seeds (:mod:`blockmask.refine`); the best one within B is the start;
+3. local moves within B (:func:`blockmask.refine.refine`) improve it on the same seeds.
+
+Recipe ``paper`` (or ``refine=False``): geometric bisection on λ until the rectified MAC ratio is
+within ±2% of B, as the paper tunes its λ.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +30,7 @@ import torch
 from .errors import BlockmaskError
 from .io import atomic_write_json
 from .mask import MaskFile
+from .rectify import rectify_eq12
 from .train import StepReport, TrainConfig, TrainState, train_mask
 
 CKPT_FORMAT = "blockmask-train/1"
@@ -60,8 +74,10 @@ def _peak_memory(device: torch.device) -> dict:
 
 
 def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None, resume: bool = False,
-               callback: Callable[[StepReport], None] | None = None, progress: bool = True) -> TrainState:
-    """One training run with per-step atomic checkpoints at ``ckpt`` (deleted on success)."""
+               callback: Callable[[StepReport], None] | None = None, progress: bool = True,
+               keep_checkpoint: bool = False) -> TrainState:
+    """One training run with per-step atomic checkpoints at ``ckpt`` (deleted on success unless
+    ``keep_checkpoint``: then the caller deletes it once its output is in place)."""
     state = None
     if ckpt is not None:
         if resume:
@@ -78,9 +94,120 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
     p = wb.macs
     state = train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder,
                        condition=condition, state=state, checkpoint=save, callback=callback, progress=progress)
-    if ckpt is not None and main and ckpt.exists():
+    if ckpt is not None and main and ckpt.exists() and not keep_checkpoint:
         ckpt.unlink()
     return state
+
+
+def _candidates(wb, steps: int, target: float, learned: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Every rule, the rules filled to the budget, the cheapest mask and (if given) the learned one."""
+    from . import refine as rf
+
+    cost = rf.Budget(wb.macs, wb.graph)
+    cands = rf.rule_masks(wb, steps)
+    cheapest = np.zeros((steps, len(wb.units)), bool)
+    cheapest[0] = True
+    cands["reuse all"] = cheapest
+    if learned is not None:
+        cands["learned (per step)"] = learned
+    partial = {f"{n.split(' N=')[0]} rows": cost.rectified(m)[1] for n, m in list(cands.items()) if n.endswith(" N=2")}
+    partial["reuse all rows"] = cheapest[1]
+    cands.update(rf.schedule_masks(cost, steps, target, partial))
+    if target >= 1:
+        cands["all ones"] = np.ones((steps, len(wb.units)), bool)
+    return cands
+
+
+def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, rc: RefineConfig, condition,
+               progress, *, reference=None, refine: bool = True):
+    """Steps 2–3 of a budget run (module doc): best start among rules + learned, then refinement.
+    Returns (mask, meta); meta["error"] is the final calibration error."""
+    from . import refine as rf
+    from .sample import Condition
+
+    cost = rf.Budget(wb.macs, wb.graph)
+    cands = _candidates(wb, cfg.steps, target, learned)
+    cond = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
+    cond = dataclasses.replace(cond, guidance_scale=cfg.guidance_scale)
+    calib = rf.Calibration(wb.model, wb.scheduler(), steps=cfg.steps, seed=rc.seed, batch=rc.batch, condition=cond,
+                           reference=reference)
+    budget = target  # never above B: the mask is compared with rules at <= B
+    name, start, err, scored = rf.best_start(calib, cands, cost, budget)
+    meta = {"seed": rc.seed, "batch": rc.batch, "start": name, "start_error": err, "error": err,
+            "candidates": {k: {"macs_ratio": c, "error": e} for k, (c, e) in scored.items()}}
+    if not refine or rc.passes == 0:
+        return start, meta
+    rows = [r for m in cands.values() for r in cost.rectified(m)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=rc.passes * (cfg.steps - 1), desc=f"refining from {name}")
+    mask, rep = rf.refine(calib, start, rows=rows, cost=cost, budget=budget, normalize=cost.rectified,
+                          passes=rc.passes, time_limit=rc.time_limit,
+                          progress=(lambda p, k, e: (bar.update(1), bar.set_postfix(err=f"{e:.3g}"))) if bar else None)
+    if bar is not None:
+        bar.close()
+    return mask, {**meta, "error": rep.error, "refine": rep.to_json()}
+
+
+def step_grid(target: float, ref_steps: int) -> list[int]:
+    """Step counts worth trying for ``--steps auto``: from the fewest that the budget affords at full
+    compute (plain DDIM) up to the reference count."""
+    k_min = max(2, math.ceil(target * ref_steps - 1e-9))
+    grid = {k_min, ref_steps} | {int(round(k_min * f)) for f in (1.25, 1.5, 2.0, 2.5)}
+    return sorted(k for k in grid if k_min <= k <= ref_steps)
+
+
+def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int,
+                    refine: RefineConfig | None = None, condition=None, progress: bool = True,
+                    steps: list[int] | None = None) -> tuple[MaskFile, dict]:
+    """``--steps auto``: choose the step count K and the mask together for a budget of
+    ``target_macs`` × the plain model's MACs at ``ref_steps``; judged, like the masks, by the final
+    samples' error to the plain ``ref_steps``-step model on the calibration seeds. K = the fewest
+    steps is plain DDIM with fewer steps (all ones), so the choice can only match or beat it there."""
+    from .refine import Calibration
+    from .sample import Condition
+
+    rc = refine or RefineConfig()
+    check_budget(wb, ref_steps, target_macs)
+    output = Path(output)
+    if not output.parent.exists():
+        raise BlockmaskError(f"output folder does not exist: {output.parent}")
+    if output.is_dir():
+        raise BlockmaskError(f"output is a folder, not a file: {output}")
+    t0 = time.perf_counter()
+    cond = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
+    cond = dataclasses.replace(cond, guidance_scale=cfg.guidance_scale)
+    reference = Calibration.plain_final(wb.model, wb.scheduler(), steps=ref_steps, seed=rc.seed, batch=rc.batch,
+                                        condition=cond)
+    tried = []
+    best = None
+    for k in steps or step_grid(target_macs, ref_steps):
+        ratio = min(1.0, target_macs * ref_steps / k)
+        c = dataclasses.replace(cfg, steps=k)
+        mask, meta = _calibrate(wb, c, None, ratio, rc, condition, False, reference=reference, refine=False)
+        tried.append({"steps": k, "macs_ratio_at_k": ratio, "start": meta["start"], "error": meta["error"]})
+        if progress:
+            print(f"K={k}: MAC ratio {ratio:.3f} at K, best start {meta['start']}, error {meta['error']:.4g}",
+                  flush=True)
+        if best is None or meta["error"] < best[2]:
+            best = (k, mask, meta["error"])
+    k = best[0]
+    c = dataclasses.replace(cfg, steps=k)
+    mask, meta = _calibrate(wb, c, None, min(1.0, target_macs * ref_steps / k), rc, condition, progress,
+                            reference=reference, refine=True)
+    mask = wb.rectify(mask).mask
+    p = wb.macs
+    total = p.total(mask)
+    mf = wb.mask_file(mask, {"training": {**cfg.to_json(), "steps": k, "scheduler": wb.scheduler_name},
+                             "budget": {"target_macs": target_macs, "ref_steps": ref_steps, "steps_auto": tried,
+                                        "macs_vs_ref": total / p.baseline(ref_steps)},
+                             "calibration": meta, "train_seconds": time.perf_counter() - t0})
+    mf.save(output)
+    return mf, {"output": str(output), "steps": k, "macs_vs_ref": total / p.baseline(ref_steps), "tried": tried,
+                "train_seconds": time.perf_counter() - t0, "macs": mf.meta["macs"], "cells_removed": 0,
+                "per_step_seconds": 0.0, "lambda_scale": cfg.lam, **_peak_memory(wb.device)}
 
 
 def _adjust_to_budget(wb, mask, scores, target):
@@ -109,29 +236,82 @@ def _adjust_to_budget(wb, mask, scores, target):
     return m
 
 
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+    """Calibrated refinement for a MAC budget (recipe ``blockmask``), see :mod:`blockmask.refine`."""
+
+    enabled: bool = True
+    seed: int = 1000  # calibration seeds seed..: keep them apart from the seeds you evaluate on
+    batch: int = 16  # calibration samples
+    passes: int = 2  # local-search passes over the steps
+    time_limit: float | None = None  # seconds for the local search (None: no limit)
+
+    def __post_init__(self):
+        from .validate import check_int
+
+        check_int("calibration batch", self.batch, low=1)
+        check_int("refinement passes", self.passes, low=0)
+        if self.time_limit is not None and not (math.isfinite(self.time_limit) and self.time_limit > 0):
+            raise BlockmaskError(f"refinement time limit must be a positive number of seconds, got {self.time_limit}")
+
+
+def cheapest_ratio(wb, steps: int) -> float:
+    """The MAC ratio of the cheapest mask: row 0 computed, every later row reusing every unit."""
+    m = np.zeros((steps, len(wb.units)), bool)
+    m[0] = True
+    return wb.macs.ratio(m)
+
+
+def check_budget(wb, steps: int, target: float) -> None:
+    """One clear error for a budget outside (0, 1] or below what any mask of K steps can reach."""
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0 < target <= 1):
+        raise BlockmaskError(f"--target-macs must be in (0, 1], got {target}")
+    floor = cheapest_ratio(wb, steps)
+    if target < floor * (1 - BUDGET_TOLERANCE):
+        raise BlockmaskError(f"MAC budget {target:g} is unreachable at {steps} steps: the cheapest mask (every unit "
+                             f"reused after step 0) costs {floor:.3f}")
+
+
 def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: bool = False,
                  target_macs: float | None = None, max_trials: int = 8, condition=None,
+                 refine: RefineConfig | None = None,
                  callback: Callable[[StepReport], None] | None = None, progress: bool = True) -> tuple[MaskFile, dict]:
     """Train, rectify, write ``output`` atomically; returns (mask file, summary)."""
-    if target_macs is not None and not 0 < target_macs <= 1:
-        raise BlockmaskError(f"--target-macs must be in (0, 1], got {target_macs}")
+    refine = refine or RefineConfig()
+    if target_macs is not None:
+        check_budget(wb, cfg.steps, target_macs)
     output = Path(output)
     if not output.parent.exists():
         raise BlockmaskError(f"output folder does not exist: {output.parent}")
+    if output.is_dir():
+        raise BlockmaskError(f"output is a folder, not a file: {output}")
     t0 = time.perf_counter()
     ckpt = checkpoint_path(output)
     trials = []
-    if target_macs is None:
-        state = train_once(wb, cfg, condition=condition, ckpt=ckpt, resume=resume, callback=callback, progress=progress)
+    paper = cfg.recipe == "paper"
+    calibrated = target_macs is not None and refine.enabled and not paper
+
+    def rect(m):
+        if not rectify:
+            return m
+        return rectify_eq12(m) if paper else wb.rectify(m).mask
+
+    if target_macs is None or calibrated:
+        state = train_once(wb, cfg, condition=condition, ckpt=ckpt, resume=resume, callback=callback,
+                           progress=progress, keep_checkpoint=True)
     else:
         state, cfg, trials = _search_lambda(wb, cfg, target_macs, max_trials, condition, callback, progress)
     raw = np.array(state.rows, bool)
-    mask = wb.rectify(raw).mask if rectify else raw
+    mask = rect(raw)
     adjusted = False
     if target_macs is not None and abs(wb.macs.ratio(mask) / target_macs - 1) > BUDGET_TOLERANCE:
         raw = _adjust_to_budget(wb, raw, state.scores, target_macs)
-        mask = wb.rectify(raw).mask if rectify else raw
+        mask = rect(raw)
         adjusted = True
+    calib_meta = None
+    if calibrated:
+        raw, calib_meta = _calibrate(wb, cfg, mask, target_macs, refine, condition, progress)
+        mask = rect(raw)
     removed = raw & ~mask
     p = wb.macs
     seconds = time.perf_counter() - t0
@@ -144,11 +324,17 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
                           "macs_saved": float((removed * p.unit_macs).sum()), "raw_mask": raw.astype(int).tolist()}}
     if target_macs is not None:
         meta["budget"] = {"target_macs": target_macs, "trials": trials, "adjusted_by_scores": adjusted}
+    if calib_meta is not None:
+        meta["calibration"] = calib_meta
+    if paper and rectify:
+        meta["rectified"]["rule"] = "eq12"
     mf = wb.mask_file(mask, meta)
     from .distributed import is_main
 
     if is_main(wb.device):  # every process learned the same mask; one writes it
         mf.save(output)
+        if ckpt.exists():  # kept until the mask is in place
+            ckpt.unlink()
     summary = {"output": str(output), "train_seconds": seconds,
                "per_step_seconds": float(np.mean(state.seconds[1:])) if len(state.seconds) > 1 else 0.0,
                "macs": mf.meta["macs"], "cells_removed": int(removed.sum()), "lambda_scale": cfg.lam,

@@ -68,7 +68,7 @@ def test_delta_and_lambda():
     lam = LambdaSchedule(lam=2.0, low=0.1, high=1.0, tau=0.5).weights(d)
     assert lam[1] == pytest.approx(0.2) and lam[3] == pytest.approx(2.0) and lam[4] == pytest.approx(2.0)
     assert (LambdaSchedule(mode="constant", lam=2.0).weights(d) == 2.0).all()
-    with pytest.raises(BlockmaskError, match="lambda lam must be >= 0"):
+    with pytest.raises(BlockmaskError, match="lambda must be >= 0"):
         LambdaSchedule(lam=-1)
 
 
@@ -200,10 +200,17 @@ def test_resume_rejects_bad_checkpoints(workbenches, tmp_path):
 
 def test_target_macs_budget(workbenches, tmp_path):
     wb = workbenches("tiny-dit")
+    from blockmask.train_run import RefineConfig
+
+    # λ bisection (the paper's way, --no-refine): ±2% of the budget
     mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=0.5), tmp_path / "b.json",
-                               target_macs=0.75, max_trials=4, progress=False)
+                               target_macs=0.75, max_trials=4, progress=False, refine=RefineConfig(enabled=False))
     assert abs(wb.macs.ratio(mf.mask) / 0.75 - 1) <= 0.02
     assert mf.meta["budget"]["trials"]
+    # the calibrated default: the best mask found within the budget, never above it
+    mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=0.5), tmp_path / "c.json",
+                               target_macs=0.75, progress=False, refine=RefineConfig(batch=4, passes=1))
+    assert 0.85 * 0.75 <= wb.macs.ratio(mf.mask) <= 0.75 + 1e-9 and mf.meta["calibration"]["start"]
 
 
 def test_training_never_touches_the_network(workbenches, monkeypatch, tmp_path):
@@ -218,7 +225,7 @@ def test_training_never_touches_the_network(workbenches, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "extra, msg",
     [
-        (["--lambda", "-1"], "lambda lam must be >= 0"),
+        (["--lambda", "-1"], "lambda must be >= 0"),
         (["--iters", "0"], "iters must be >= 1"),
         (["--target-macs", "1.5"], "--target-macs must be in (0, 1]"),
         (["--sweep", "a,b"], "--sweep takes"),
