@@ -119,7 +119,7 @@ class Workbench:
         if kind == "blocks":
             return baselines.block_cache(steps, n, interval=interval)
         if kind == "uniform":
-            return baselines.uniform(steps, n, every=every)
+            return baselines.uniform(steps, n, every=every, keep=np.array([u.residual for u in self.units]))
         if kind == "random":
             p = self.macs
             outer = {u.parent for u in self.units}

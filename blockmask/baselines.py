@@ -101,12 +101,15 @@ def block_cache(steps: int, n: int, *, interval: int = 2) -> np.ndarray:
     return fora(steps, n, interval=interval)
 
 
-def uniform(steps: int, n: int, *, every: int = 2) -> np.ndarray:
-    """Each unit runs every ``every`` steps, unit i with phase i mod every."""
+def uniform(steps: int, n: int, *, every: int = 2, keep: np.ndarray | None = None) -> np.ndarray:
+    """Each unit runs every ``every`` steps, unit i with phase i mod every. ``keep`` (N,) bool: units
+    that run at every step (a transformer's whole blocks, so that their branches follow the rule)."""
     _check(steps, every=every)
     k = np.arange(steps)[:, None]
     i = np.arange(n)[None, :]
     m = (k + i) % every == 0
+    if keep is not None:
+        m[:, np.asarray(keep, bool)] = True
     m[0] = True
     return m
 

@@ -119,7 +119,7 @@ def _candidates(wb, steps: int, target: float, learned: np.ndarray | None) -> di
 
 
 def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, rc: RefineConfig, condition,
-               progress, *, reference=None, refine: bool = True):
+               progress, *, ref_steps: int | None = None, refine: bool = True):
     """Steps 2–3 of a budget run (module doc): best start among rules + learned, then refinement.
     Returns (mask, meta); meta["error"] is the final calibration error."""
     from . import refine as rf
@@ -129,8 +129,13 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
     cands = _candidates(wb, cfg.steps, target, learned)
     cond = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
     cond = dataclasses.replace(cond, guidance_scale=cfg.guidance_scale)
-    calib = rf.Calibration(wb.model, wb.scheduler(), steps=cfg.steps, seed=rc.seed, batch=rc.batch, condition=cond,
-                           reference=reference)
+    def calibration(seed):
+        ref = None if ref_steps is None else rf.Calibration.plain_final(wb.model, wb.scheduler(), steps=ref_steps,
+                                                                       seed=seed, batch=rc.batch, condition=cond)
+        return rf.Calibration(wb.model, wb.scheduler(), steps=cfg.steps, seed=seed, batch=rc.batch, condition=cond,
+                              reference=ref)
+
+    calib = calibration(rc.seed)
     budget = target  # never above B: the mask is compared with rules at <= B
     name, start, err, scored = rf.best_start(calib, cands, cost, budget)
     meta = {"seed": rc.seed, "batch": rc.batch, "start": name, "start_error": err, "error": err,
@@ -148,7 +153,16 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
                           progress=(lambda p, k, e: (bar.update(1), bar.set_postfix(err=f"{e:.3g}"))) if bar else None)
     if bar is not None:
         bar.close()
-    return mask, {**meta, "error": rep.error, "refine": rep.to_json()}
+    meta = {**meta, "error": rep.error, "refine": rep.to_json()}
+    if rep.accepted:  # refinement fits its seeds; keep it only if it also helps on seeds it never saw
+        val = calibration(rc.validate_seed)
+        e_start, e_refined = val.evaluate(start), val.evaluate(mask)
+        kept = "refined" if e_refined < e_start else "start"
+        meta["validation"] = {"seed": rc.validate_seed, "batch": rc.batch, "start_error": e_start,
+                              "refined_error": e_refined, "kept": kept}
+        if kept == "start":
+            mask = start
+    return mask, meta
 
 
 def step_grid(target: float, ref_steps: int) -> list[int]:
@@ -166,9 +180,6 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     ``target_macs`` × the plain model's MACs at ``ref_steps``; judged, like the masks, by the final
     samples' error to the plain ``ref_steps``-step model on the calibration seeds. K = the fewest
     steps is plain DDIM with fewer steps (all ones), so the choice can only match or beat it there."""
-    from .refine import Calibration
-    from .sample import Condition
-
     rc = refine or RefineConfig()
     check_budget(wb, ref_steps, target_macs)
     output = Path(output)
@@ -177,16 +188,12 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     if output.is_dir():
         raise BlockmaskError(f"output is a folder, not a file: {output}")
     t0 = time.perf_counter()
-    cond = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
-    cond = dataclasses.replace(cond, guidance_scale=cfg.guidance_scale)
-    reference = Calibration.plain_final(wb.model, wb.scheduler(), steps=ref_steps, seed=rc.seed, batch=rc.batch,
-                                        condition=cond)
     tried = []
     best = None
     for k in steps or step_grid(target_macs, ref_steps):
         ratio = min(1.0, target_macs * ref_steps / k)
         c = dataclasses.replace(cfg, steps=k)
-        mask, meta = _calibrate(wb, c, None, ratio, rc, condition, False, reference=reference, refine=False)
+        mask, meta = _calibrate(wb, c, None, ratio, rc, condition, False, ref_steps=ref_steps, refine=False)
         tried.append({"steps": k, "macs_ratio_at_k": ratio, "start": meta["start"], "error": meta["error"]})
         if progress:
             print(f"K={k}: MAC ratio {ratio:.3f} at K, best start {meta['start']}, error {meta['error']:.4g}",
@@ -196,7 +203,7 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     k = best[0]
     c = dataclasses.replace(cfg, steps=k)
     mask, meta = _calibrate(wb, c, None, min(1.0, target_macs * ref_steps / k), rc, condition, progress,
-                            reference=reference, refine=True)
+                            ref_steps=ref_steps, refine=True)
     mask = wb.rectify(mask).mask
     p = wb.macs
     total = p.total(mask)
@@ -243,6 +250,7 @@ class RefineConfig:
     enabled: bool = True
     seed: int = 1000  # calibration seeds seed..: keep them apart from the seeds you evaluate on
     batch: int = 16  # calibration samples
+    validate_seed: int = 2000  # the refined mask is kept only if it also beats its start on these seeds
     passes: int = 2  # local-search passes over the steps
     time_limit: float | None = None  # seconds for the local search (None: no limit)
 

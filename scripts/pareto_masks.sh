@@ -14,3 +14,5 @@ for model in ${models[@]}; do
     python -c "import json,sys; d=json.load(open('$out')); c=d['meta']['calibration']; print('$out', round(d['meta']['macs']['ratio'],4), c['start'], round(c['refine']['gain_db'],2), 'dB')"
   done
 done
+# held-out PSNR of every mask (meta.heldout: 32 samples from seed 5000), shown by the apps' preset lists
+for model in ${models[@]}; do python scripts/mask_heldout.py assets/masks/${model}-050steps-b*.json; done
