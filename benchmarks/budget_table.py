@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-batch", type=int, default=8)
     ap.add_argument("--intervals", default="2,3,4,5,6")
     ap.add_argument("--only", help="comma-separated substrings: measure only matching rows (plus the original)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of OUTPUT/results.csv that this run does not measure (with --only)")
     ap.add_argument("--summarize", metavar="CSV", help="only print the per-budget summary of a results.csv")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
@@ -194,6 +196,10 @@ def main(argv=None) -> int:
     if args.only:
         keys = [s.strip() for s in args.only.split(",")]
         rows = [r for r in rows if any(s in r.name for s in keys)]
+    if args.merge and (Path(args.output) / "results.csv").exists():  # rows of masks no longer shipped go
+        stale = pd.read_csv(Path(args.output) / "results.csv")
+        gone = set(stale.method[stale.family.isin(["learned (blockmask)", "random", "DDIM fewer steps"])])
+        args._drop = gone - {r.name for r in rows}
     plain_macs, _ = count_macs(lambda: plain.run(0, 2))
     reference = np.concatenate([plain.run(5000 + j, min(args.batch, args.num - j * args.batch))
                                 for j in range((args.num + args.batch - 1) // args.batch)])
@@ -206,9 +212,14 @@ def main(argv=None) -> int:
                            plain_macs=plain_macs, rounds=args.rounds, bench_batch=args.bench_batch))
         print(f"{r.name}: MACs {out[-1]['macs_ratio']:.3f} PSNR {out[-1]['psnr']:.2f} dB "
               f"speed {out[-1]['speedup']:.2f}x ({time.perf_counter() - t0:.0f}s)", flush=True)
-    df = pd.DataFrame(out).sort_values("macs_ratio").reset_index(drop=True)
+    df = pd.DataFrame(out)
     df["device"] = device_name(wb.device)
     dest = Path(args.output)
+    if args.merge and (dest / "results.csv").exists():
+        old = pd.read_csv(dest / "results.csv")
+        old = old[~old.method.isin(getattr(args, "_drop", set()))]
+        df = pd.concat([old[~old.method.isin(df.method)], df], ignore_index=True)
+    df = df.sort_values("macs_ratio").reset_index(drop=True)
     dest.mkdir(parents=True, exist_ok=True)
     df.to_csv(dest / "results.csv", index=False)
     show = df.assign(MACs=df.macs_ratio.map("{:.1%}".format), PSNR=df.psnr.map("{:.2f}".format),

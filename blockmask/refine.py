@@ -46,9 +46,12 @@ class Calibration:
     """Final-sample error of masks on fixed calibration seeds (batch ``batch`` from ``seed``)."""
 
     def __init__(self, model, scheduler, *, steps: int, seed: int = 1000, batch: int = 8,
-                 condition: Condition | None = None, reference: torch.Tensor | None = None):
+                 condition: Condition | None = None, reference: torch.Tensor | None = None,
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
         """``reference``: final latents to compare with (default: the plain model at ``steps`` on the
-        same seeds); :meth:`plain_final` gives them at another step count (``--steps auto``)."""
+        same seeds); :meth:`plain_final` gives them at another step count (``--steps auto``).
+        ``decode``: latents → the images a user sees (e.g. ``Workbench.images``: clamped to [0, 1],
+        through the VAE for latent models); errors are measured on those, as PSNR is."""
         self.model, self.steps = model, steps
         self.adapter = adapter_for(model)
         self.condition = condition or Condition()
@@ -65,8 +68,10 @@ class Calibration:
         self.rng0 = self.gen.get_state()
         self.runs = 0  # partial or full runs so far (for reports)
         self.steps_run = 0
+        self.decode = decode or (lambda x: x)
         self.reference = self._run(None, 0, None)[0] if reference is None else reference
-        self.power = float(self.reference.float().pow(2).mean())
+        self.ref_images = self.decode(self.reference).float()
+        self.power = float(self.ref_images.pow(2).mean())
 
     @torch.no_grad()
     def _run(self, mask: np.ndarray | None, start: int, states: list[_State] | None,
@@ -101,7 +106,7 @@ class Calibration:
 
     @classmethod
     def plain_final(cls, model, scheduler, *, steps: int, seed: int = 1000, batch: int = 8,
-                    condition: Condition | None = None) -> torch.Tensor:
+                    condition: Condition | None = None) -> torch.Tensor:  # latents, not decoded
         """The plain model's final latents on these calibration seeds at ``steps`` steps."""
         return cls(model, scheduler, steps=steps, seed=seed, batch=batch, condition=condition).reference
 
@@ -111,7 +116,7 @@ class Calibration:
 
     def halves(self, final: torch.Tensor) -> np.ndarray:
         """(2,) the relative error on each half of the calibration samples (a move must help both)."""
-        per = (final.float() - self.reference.float()).pow(2).flatten(1).mean(1) / max(self.power, 1e-30)
+        per = (self.decode(final).float() - self.ref_images).pow(2).flatten(1).mean(1) / max(self.power, 1e-30)
         h = max(1, per.shape[0] // 2)
         return np.array([float(per[:h].mean()), float(per[h:].mean() if per.shape[0] > 1 else per.mean())])
 
@@ -303,19 +308,19 @@ def _unique_rows(rows: list[np.ndarray]) -> list[np.ndarray]:
 def rule_masks(wb, steps: int, *, intervals=range(2, 9)) -> dict[str, np.ndarray]:
     """Every hand-made rule blockmask can express for this model at K = ``steps``: DeepCache at
     every branch id and interval (U-Nets), FORA, whole-block caching (transformers) and uniform."""
-    from .baselines import BASELINES  # noqa: F401  (the names below are the baselines')
-
     out: dict[str, np.ndarray] = {}
-    unet = wb.loaded.model.__class__.__name__.startswith("UNet")
+    unet = type(wb.model).__name__.startswith("UNet")
     for iv in intervals:
         if iv >= steps:
             continue
         if unet:
-            for br in range(3 * sum(1 for u in wb.units if u.name.startswith("up_blocks") and u.kind == "upsample") + 3):
+            br = 0
+            while True:  # every branch id the U-Net has (3 per up block in DeepCache's numbering)
                 try:
                     out[f"deepcache b{br} N={iv}"] = wb.baseline("deepcache", steps=steps, interval=iv, branch=br)
                 except BlockmaskError:
                     break
+                br += 1
         out[f"fora N={iv}"] = wb.baseline("fora", steps=steps, interval=iv)
         if any(u.residual for u in wb.units):
             out[f"blocks N={iv}"] = wb.baseline("blocks", steps=steps, interval=iv)

@@ -133,7 +133,7 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
         ref = None if ref_steps is None else rf.Calibration.plain_final(wb.model, wb.scheduler(), steps=ref_steps,
                                                                        seed=seed, batch=rc.batch, condition=cond)
         return rf.Calibration(wb.model, wb.scheduler(), steps=cfg.steps, seed=seed, batch=rc.batch, condition=cond,
-                              reference=ref)
+                              reference=ref, decode=wb.images)  # judged on the images, as PSNR is
 
     calib = calibration(rc.seed)
     budget = target  # never above B: the mask is compared with rules at <= B
