@@ -220,6 +220,7 @@ def main(argv=None) -> int:
         old = old[~old.method.isin(getattr(args, "_drop", set()))]
         df = pd.concat([old[~old.method.isin(df.method)], df], ignore_index=True)
     df = df.sort_values("macs_ratio").reset_index(drop=True)
+    df["note"] = df["note"].fillna("")
     dest.mkdir(parents=True, exist_ok=True)
     df.to_csv(dest / "results.csv", index=False)
     show = df.assign(MACs=df.macs_ratio.map("{:.1%}".format), PSNR=df.psnr.map("{:.2f}".format),
