@@ -182,11 +182,7 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     steps is plain DDIM with fewer steps (all ones), so the choice can only match or beat it there."""
     rc = refine or RefineConfig()
     check_budget(wb, ref_steps, target_macs)
-    output = Path(output)
-    if not output.parent.exists():
-        raise BlockmaskError(f"output folder does not exist: {output.parent}")
-    if output.is_dir():
-        raise BlockmaskError(f"output is a folder, not a file: {output}")
+    output = _check_output(output)
     t0 = time.perf_counter()
     tried = []
     best = None
@@ -263,6 +259,16 @@ class RefineConfig:
             raise BlockmaskError(f"refinement time limit must be a positive number of seconds, got {self.time_limit}")
 
 
+def _check_output(output) -> Path:
+    """The output path, refused before any work when its folder is missing or it is a folder."""
+    output = Path(output)
+    if not output.parent.exists():
+        raise BlockmaskError(f"output folder does not exist: {output.parent}")
+    if output.is_dir():
+        raise BlockmaskError(f"output is a folder, not a file: {output}")
+    return output
+
+
 def cheapest_ratio(wb, steps: int) -> float:
     """The MAC ratio of the cheapest mask: row 0 computed, every later row reusing every unit."""
     m = np.zeros((steps, len(wb.units)), bool)
@@ -288,11 +294,7 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     refine = refine or RefineConfig()
     if target_macs is not None:
         check_budget(wb, cfg.steps, target_macs)
-    output = Path(output)
-    if not output.parent.exists():
-        raise BlockmaskError(f"output folder does not exist: {output.parent}")
-    if output.is_dir():
-        raise BlockmaskError(f"output is a folder, not a file: {output}")
+    output = _check_output(output)
     t0 = time.perf_counter()
     ckpt = checkpoint_path(output)
     trials = []
