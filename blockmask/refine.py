@@ -7,10 +7,12 @@ samples and the plain model's, same seeds.
 
 * :func:`best_start` evaluates candidate masks (the rules DeepCache, FORA, uniform at every
   setting, and learned masks) and keeps the best one within the MAC budget;
-* :func:`refine` improves it by local moves that stay within the budget — swapping two nearby
-  rows (same MACs) and replacing a row by another known row that fits the unused budget — and
-  accepts a move only when the calibration error drops. A move at step k re-runs steps k..K−1
-  only, from the stored state of the current mask's trajectory (latents, unit caches, scheduler).
+* :func:`refine` improves it by local moves that stay within the budget — swapping neighbouring
+  rows, a row up or down one level of a row library, a row to all ones — and accepts a move only
+  when the error drops on both halves of the calibration seeds. A move at step k re-runs steps
+  k..K−1 only, from the stored state of the current mask's trajectory (latents, caches, scheduler).
+
+Errors are measured on the decoded images (``decode``), as PSNR is.
 
 Memory stays flat in K apart from the stored trajectory (one state per step); time is about
 ``passes × K × moves`` partial sampling runs.
@@ -18,6 +20,7 @@ Memory stays flat in K apart from the stored trajectory (one state per step); ti
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -66,8 +69,6 @@ class Calibration:
         self.x0 = initial_noise(model, batch, self.gen, scheduler)
         self.sched0 = copy.deepcopy(scheduler)
         self.rng0 = self.gen.get_state()
-        self.runs = 0  # partial or full runs so far (for reports)
-        self.steps_run = 0
         self.decode = decode or (lambda x: x)
         self.reference = self._run(None, 0, None)[0] if reference is None else reference
         self.ref_images = self.decode(self.reference).float()
@@ -88,7 +89,7 @@ class Calibration:
         if record and states is not None:
             out[:start] = states[:start]
         ex = MaskedExecution(self.model, mask) if mask is not None else None
-        with ex if ex is not None else _null():
+        with ex if ex is not None else contextlib.nullcontext():
             if ex is not None and caches is not None:
                 ex.load_caches_state(caches)
             for k in range(start, self.steps):
@@ -100,8 +101,6 @@ class Calibration:
                     ex.set_step(k)
                 eps = denoise(self.model, self.adapter, sched, x, t, self.cond, self.guidance, self.cfg)
                 x = sched.step(eps, t, x, generator=self.gen).prev_sample
-        self.runs += 1
-        self.steps_run += self.steps - start
         return x, out
 
     @classmethod
@@ -122,14 +121,6 @@ class Calibration:
 
     def evaluate(self, mask: np.ndarray) -> float:
         return self.error(self._run(mask, 0, None)[0])
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def psnr_gain(err_a: float, err_b: float) -> float:

@@ -54,8 +54,8 @@ def learned_label(path: Path, meta: dict) -> str:
     return f"Learned: {path.stem}" + (f" — {', '.join(parts)}" if parts else "")
 
 
-def learned_masks(ctx: ModelContext, steps: int | None = None) -> list[tuple[Path, int, list[str]]]:
-    """(path, K, warnings) of every ``assets/masks/*.json`` that fits the model (and K if given)."""
+def learned_masks(ctx: ModelContext, steps: int | None = None) -> list[tuple[Path, int, list[str], dict]]:
+    """(path, K, warnings, meta) of every ``assets/masks/*.json`` that fits the model (and K if given)."""
     out = []
     d = masks_dir()
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
@@ -63,7 +63,7 @@ def learned_masks(ctx: ModelContext, steps: int | None = None) -> list[tuple[Pat
             mf, warns = ctx.wb.load_mask(p, steps=steps)
         except (BlockmaskError, OSError, ValueError):
             continue
-        out.append((p, mf.num_steps, warns))
+        out.append((p, mf.num_steps, warns, mf.meta))
     return out
 
 
@@ -76,11 +76,7 @@ def default_steps(ctx: ModelContext, fallback: int = 20) -> int:
 def presets(ctx: ModelContext, steps: int) -> list[Preset]:
     """Learned masks that fit (model, K) first, then the baselines that apply to this model."""
     out = []
-    for p, _, _ in learned_masks(ctx, steps):
-        try:
-            meta = ctx.wb.load_mask(p, steps=steps)[0].meta
-        except BlockmaskError:
-            meta = {}
+    for p, _, _, meta in learned_masks(ctx, steps):
         out.append(Preset(f"learned:{p.name}", learned_label(p, meta), (), "Mask learned by blockmask for this "
                           "model (budget runs: best rule or per-step mask on calibration seeds, refined; then "
                           "rectification). PSNR against the plain model on held-out seeds 5000.."))
