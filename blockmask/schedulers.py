@@ -49,3 +49,16 @@ def scheduler_name(scheduler) -> str:
         if type(scheduler).__name__ == cls_name:
             return key
     return type(scheduler).__name__
+
+
+def scheduler_rows(scheduler) -> int:
+    """Mask rows of one run of ``scheduler`` (after ``set_timesteps``): its number of steps, not its
+    number of model calls (Heun and KDPM2 evaluate the model twice per step)."""
+    n = getattr(scheduler, "num_inference_steps", None)
+    return int(n) if n else len(scheduler.timesteps)
+
+
+def step_complete(scheduler) -> bool:
+    """After ``scheduler.step()``: did the scheduler finish a whole step? False between the two
+    evaluations of a two-evaluation step (diffusers' ``state_in_first_order`` is False there)."""
+    return bool(getattr(scheduler, "state_in_first_order", True))
