@@ -21,7 +21,8 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .models import LoadedModel
-from .schedulers import make_scheduler, scheduler_rows, step_complete
+from .schedulers import call_rows, make_scheduler, scheduler_rows
+from .schedulers import step as scheduler_step
 
 
 @dataclasses.dataclass
@@ -130,17 +131,15 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
         raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {rows}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode) if own else None)
-    k = 0  # the mask row: the scheduler's step (see blockmask.stepping)
+    krow = call_rows(scheduler)  # the mask row of each model call (Heun: two calls per row)
     with ctx if own else contextlib.nullcontext():
-        for t in tqdm(timesteps, disable=not progress, desc="sampling", leave=False):
+        for c, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
             if ctx is not None:
-                ctx.set_step(k)
+                ctx.set_step(krow[c])
             eps = denoise(model, adapter, scheduler, latents, t, cond, condition.guidance_scale, cfg)
-            latents = scheduler.step(eps, t, latents, generator=g).prev_sample
-            if step_complete(scheduler):
-                k += 1
-                if callback is not None:
-                    callback(k, rows)
+            latents = scheduler_step(scheduler, eps, t, latents, g)
+            if callback is not None and (c + 1 == len(krow) or krow[c + 1] != krow[c]):
+                callback(krow[c] + 1, rows)
     return latents
 
 
