@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BlockmaskError
+from .schedulers import SCHEDULER_HELP
 
 
 def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
@@ -19,7 +20,7 @@ def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random init for config: models")
-    p.add_argument("--scheduler", default="ddim", help="ddim (default), ddpm, dpm++ or euler")
+    p.add_argument("--scheduler", default="ddim", help=SCHEDULER_HELP)
     if steps:
         p.add_argument("--steps", type=int, required=True, help="number of sampling steps K")
 
