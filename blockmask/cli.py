@@ -283,7 +283,7 @@ def cmd_report(args) -> None:
     from .report import read_csv, write_report
 
     rows = read_csv(args.csv)
-    files = write_report(rows, args.output, args.title)
+    files = write_report(rows, args.output, args.title, source=args.csv)
     _report_out(args, rows, files)
 
 
