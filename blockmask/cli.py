@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--batch", type=int, default=1)
             p.add_argument("--repeats", type=int, default=3)
             p.add_argument("--warmup", type=int, default=1)
+    from .cli_tools import add_commands
+
+    add_commands(sub)  # app, data, cachedit
     return ap
 
 
