@@ -16,6 +16,4 @@ from .api import Workbench, apply  # noqa: E402
 from .mask import MaskFile  # noqa: E402
 from .stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
 
-
-
 __all__ = ["Workbench", "apply", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]
