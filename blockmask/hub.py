@@ -9,7 +9,6 @@ writes such a folder, ``MaskFile.from_pretrained`` reads it from a local folder 
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -96,7 +95,7 @@ def load_mask_source(source, *, cache_dir=None):
     if s in shipped:
         return MaskFile.load(shipped[s])
     repo, _, inner = s.partition(":")
-    if _REPO_ID.match(repo) and not os.path.exists(repo) and not s.endswith(".json") or (inner and _REPO_ID.match(repo)):
+    if _REPO_ID.match(repo) and (inner or not s.endswith(".json")):  # "a/b.json" is a missing file, not a repo
         sub, _, name = inner.rpartition("/") if inner else ("", "", MASK_FILENAME)
         return from_pretrained(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir)
     raise MaskError(f"mask file not found: {s} (not a file, a folder, a shipped mask name or a hub repo id)")

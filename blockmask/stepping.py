@@ -133,7 +133,8 @@ class SchedulerSteps:
                 setattr(s, name, had)
         self._saved = {}
         registry = getattr(self.ex.model, "_diffusers_hook", None)
-        if registry is not None and registry.get_hook(STEP_HOOK) is not None:
+        hook = None if registry is None else registry.get_hook(STEP_HOOK)
+        if hook is not None and hook.steps is self:  # never another application's hook
             registry.remove_hook(STEP_HOOK, recurse=False)
             fwd = self.ex.model.__dict__.get("forward")
             if getattr(fwd, "__self__", None) is self.ex.model and getattr(fwd, "__func__", None) is type(self.ex.model).forward:
