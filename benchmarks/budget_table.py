@@ -26,6 +26,9 @@ the original, every learned mask, the best rule at ≤ each learned mask's MACs,
 steps at those MACs and DeepCache b0 N=3 (``--fid-rows auto``; ``all`` or name substrings):
 
     python benchmarks/budget_table.py --model mnist-ddpm --steps 50 -o docs/results/budgets-mnist-ddpm-50 --fid 1000
+    python benchmarks/budget_table.py --model mnist-dit --steps 50 --batch 20 -o docs/results/budgets-mnist-dit-50 --fid 1000
+
+(class-conditional models: labels cycle 0..9 within each batch, so the batch is a multiple of 10).
 """
 
 from __future__ import annotations
@@ -292,6 +295,9 @@ def fid_pass(wb, dest: Path, plain: Row, rows: list[Row], *, n: int, which: str,
     from blockmask.evaluate import fidelity_metrics, reference_images
 
     csv = dest / "results.csv"
+    if _labels(wb, 1) is not None and batch % 10:
+        sys.exit(f"error: --batch {batch}: class labels cycle 0..9 within a batch, so the FID pass of a "
+                 "class-conditional model needs a batch that is a multiple of 10 (balanced classes)")
     if not csv.exists():
         sys.exit(f"error: {csv} not found: run the table first, then --fid")
     df = pd.read_csv(csv)
