@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blockmask.errors import BlockmaskError
 from blockmask.graph import ConsumerGraph
 from blockmask.viz import MaskEditor, compare, figures, presets
 from blockmask.viz.context import load_context
@@ -112,11 +113,17 @@ def test_upload_validation_keeps_mask(ctx, dit):
 
 def test_compare_readouts_and_cache(ctx):
     m = presets.build(ctx, "uniform", K, every=2)[0]
-    r = compare.compare(ctx, m, seed=0, num_images=2)
+    mine, theirs = {}, {}
+    r = compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine)
     assert r.original.shape == r.masked.shape == r.difference.shape and r.original.dtype == np.uint8
     assert r.mse >= 0 and r.speedup > 0 and 0 < r.macs_percent < 100 and not r.cached
-    assert compare.compare(ctx, m, seed=0, num_images=2).cached
-    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2)
+    assert r.repeats == 3 and r.speedup_lo <= r.speedup_hi and r.num_images == 2 and "CPU" in r.device
+    assert r.mac_speedup > 1 and "over 3 repeats" in r.speed_text() and "batch 2" in r.speed_text()
+    assert compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine).cached
+    assert not compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=theirs).cached  # per session
+    with pytest.raises(BlockmaskError, match="repeats"):
+        compare.compare(ctx, m, repeats=0)
+    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2, repeats=1)
     assert same.mse == 0 and same.psnr == float("inf")
     assert compare.clamp_images(0)[0] == 1 and compare.clamp_images(100)[0] == compare.MAX_IMAGES
     assert compare.clamp_images("x")[1]

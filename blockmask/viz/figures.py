@@ -206,12 +206,13 @@ def cell_at(ctx: ModelContext, steps: int, x: float, y: float) -> tuple[int, int
 
 
 def grid_payload(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | None = None, mode: str = "toggle",
-                 readonly: bool = False, ack: int = 0) -> dict:
+                 readonly: bool = False, ack: int = 0, delta: np.ndarray | None = None) -> dict:
     """Everything the browser-side mask grid (app/components/mask_grid.js) draws, as plain JSON.
 
     ``cells`` is one character per cell, row-major: '1' computed, '0' reused, '2' removed by
     rectification (reused now, computed before). ``ack`` is the last browser edit applied on the
-    server: the browser keeps its own (optimistic) cells until the server has caught up with it."""
+    server: the browser keeps its own (optimistic) cells until the server has caught up with it.
+    ``delta`` (K,) draws the Δ_k strip beside the rows (NaN → none)."""
     mask = np.asarray(mask, bool)
     k_steps, n = mask.shape
     status = np.where(mask, "1", "0").astype("<U1")
@@ -227,4 +228,5 @@ def grid_payload(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | N
         "blocks": [[short_name(b), a, e] for b, a, e in blocks],
         "colors": {"computed": COMPUTED, "reused": REUSED, "removed": REMOVED, "row0": ROW0, "sep": SEPARATOR},
         "mode": mode, "readonly": bool(readonly), "ack": int(ack),
+        "delta": None if delta is None else [None if not np.isfinite(x) else float(x) for x in np.asarray(delta, float)],
     }
