@@ -23,7 +23,7 @@ from blockmask.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, Message, figures, presets
 from blockmask.viz.access import LRU, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
-from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, spec_label, with_scheduler
+from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -226,7 +226,7 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
 def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
     """(choices as (label, value), start value, custom values allowed) — values are public names."""
     pol = policy()
-    return ([(spec_label(spec), name) for name, spec in pol.names], pol.name_of(default_model_spec()), pol.any_spec)
+    return ([(pol.label(name), name) for name, _ in pol.names], pol.name_of(default_model_spec()), pol.any_spec)
 
 
 # --- edits -------------------------------------------------------------------------------------

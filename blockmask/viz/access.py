@@ -40,7 +40,7 @@ def _name(spec: str) -> str:
     """Short public name of a spec: config stem, folder name, hub id or bundled name."""
     if spec.startswith("config:"):
         return Path(spec[7:]).stem
-    if spec.startswith(("/", ".", "~")) or os.sep in spec and Path(spec).is_absolute():
+    if spec.startswith(("/", ".", "~")):
         return Path(spec).name
     return spec
 
@@ -63,6 +63,13 @@ class ModelPolicy:
                 name += "'"
             pairs.setdefault(name, spec)
         return cls(tuple(pairs.items()), ANY in allow)
+
+    def label(self, name: str) -> str:
+        """Picker label of a public name (no machine paths: folders show their name)."""
+        from .context import spec_label
+
+        spec = dict(self.names).get(name, name)
+        return spec_label(spec) if not spec.startswith(("/", ".", "~")) else f"{name} (local folder)"
 
     def choices(self) -> list[str]:
         return [n for n, _ in self.names]

@@ -114,9 +114,13 @@ def delta_figure(delta: np.ndarray | None, lam: np.ndarray | None, timesteps: li
         fig.add_trace(go.Scatter(x=k, y=lam, name="λ_k (sparsity weight)", mode="lines", yaxis="y2",
                                  line=dict(dash="dash", shape="hv"), text=hover,
                                  hovertemplate="%{text}<br>λ=%{y:.4g}<extra></extra>"))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="sampling step k (0 = noisiest)",
-                      yaxis=dict(title="Δ_k"), yaxis2=dict(title="λ_k", overlaying="y", side="right", showgrid=False),
-                      legend=dict(orientation="h", y=1.12))
+    # Δ_k on a log axis: the last-step spike would otherwise flatten every other step; the legend sits
+    # under the plot so it never covers the λ line on a narrow page
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="sampling step k (0 = noisiest)",
+                      yaxis=dict(title="Δ_k (log)", type="log", exponentformat="power"),
+                      yaxis2=dict(title="λ_k", overlaying="y", side="right", showgrid=False, nticks=5,
+                                  tickformat=".2~g"),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     return fig
 
 
