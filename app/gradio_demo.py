@@ -187,6 +187,7 @@ def build(spec: str | None = None) -> gr.Blocks:
 def pick_port(host: str, port: int) -> int:
     """``port`` when it is free, else a free one (said on stdout) — a busy port never ends the app."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds (TIME_WAIT is free)
         try:
             s.bind((host, port))
             return port
