@@ -27,6 +27,7 @@ import gradio as gr  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
+from blockmask.viz import training  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
 
@@ -152,6 +153,22 @@ def build(spec: str | None = None) -> gr.Blocks:
         delta_note = gr.Markdown(label="Δ_k status")
         delta_plot = gr.Plot(label="Δ_k and λ_k")
         delta_btn = gr.Button("Compute Δ_k (one unmasked run)")
+        with gr.Accordion("Train a mask here", open=False):
+            gr.Markdown("Learns the mask one sampling step at a time (METHOD.md §2): scores decide which units may "
+                        "reuse their cache while the output stays close to the plain model; λ sets how hard sparsity "
+                        "is pushed. The result is rectified and loaded into the editor (Undo brings yours back). "
+                        + training.ESTIMATE_NOTE)
+            with gr.Row():
+                t_lam = gr.Number(1.0, label="λ scale", minimum=0, maximum=100)
+                t_use = gr.Checkbox(False, label="Target a MAC budget")
+                t_budget = gr.Number(0.6, label="MAC budget (fraction)", minimum=0.05, maximum=1)
+                t_iters = gr.Number(20, label="Iterations per step", step=1, minimum=1, maximum=500)
+                t_batch = gr.Number(4, label="Batch (noise seeds)", step=1, minimum=1, maximum=64)
+            with gr.Row():
+                t_start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                t_cancel = gr.Button("Cancel training", elem_id="train-cancel")
+            t_md = gr.Markdown(label="Training status", elem_id="train-status")
+            t_plot = gr.Plot(label="Training curve")
 
         views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, download]
         ev = dict(outputs=views)
@@ -181,6 +198,9 @@ def build(spec: str | None = None) -> gr.Blocks:
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
+        train_ev = t_start.click(h.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
+                                 views + [t_plot, t_md], api_name="train")
+        t_cancel.click(None, None, None, cancels=[train_ev], api_name=False)
     return demo
 
 

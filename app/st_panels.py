@@ -343,18 +343,34 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             return
         note = training.estimate_note(ctx, ed.steps, int(iters), int(batch))
         (st.warning if ctx.wb.device.type == "cpu" else st.caption)(
-            f"Expected time: {note}{' × several runs for a budget' if use_budget else ''}. "
+            f"{note}{' A budget search runs training several times.' if use_budget else ''} "
             + ("Training on CPU is slow and blocks generation on this model for everyone until it ends."
                if ctx.wb.device.type == "cpu" else ""))
+        if st.session_state.get("t_cancel"):
+            st.info("Training cancelled; the editor keeps its mask.")
+        if ctx.num_classes or ctx.supports_guidance:
+            st.caption("Training uses the class label and guidance scale set in section 3.")
         if st.button("Start training", key="t_start"):
+            st.button("Cancel training", key="t_cancel",
+                      help="Stops the run at once (this reruns the page); nothing is loaded.")
             bar = st.progress(0.0, "measuring Δ_k (one unmasked run)…")
+            chart = st.empty()
+            curve = training.Curve()
+
+            def tick(f, t):
+                bar.progress(min(1.0, f), t)
+                chart.plotly_chart(training.curve_figure(curve), key=f"t_curve_{len(curve.k)}")
+
             try:
                 label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
                 g = float(st.session_state.get("guidance", 1.0)) if ctx.supports_guidance else 1.0
                 mask, source, meta = training.train(ctx, ed.steps, lam=lam, target_macs=budget if use_budget else None,
                                                     iters=iters, batch=batch, class_label=label, guidance_scale=g,
-                                                    progress=lambda f, t: bar.progress(min(1.0, f), t))
-                _edit(ed.load(mask, source=source, meta=meta))
+                                                    progress=tick, curve=curve)
+                msgs = ed.load(mask, source=source, meta=meta)
+                if mask.all():
+                    msgs.append(Message("warning", training.ALL_ONES_NOTE))
+                _edit(msgs)
             except BlockmaskError as e:
                 st.error(f"Training failed: {e}")
             finally:

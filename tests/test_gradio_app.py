@@ -257,3 +257,14 @@ def test_launch_and_drive_with_client():
         assert Path(o).read_bytes()[:4] == b"\x89PNG" and "Speedup" in md
     finally:
         demo.close()
+
+
+def test_train_panel_progress_curve_and_load(s):
+    seen = []
+    outs = list(h.train_mask(s, 0.5, False, 0.6, 2, 1, 0, 1.0, progress=lambda f, desc="": seen.append(desc)))
+    final = outs[-1]
+    assert final[0] is s and "trained here" in s.editor.source and "delta" in s.editor.meta
+    assert final[-2] is not None and ("Loaded the trained mask" in final[-1] or "all ones" in final[-1])
+    assert any("step" in d for d in seen)
+    with pytest.raises(gr.Error, match="Iterations per step"):
+        next(h.train_mask(s, 0.5, False, 0.6, 0, 1, 0, 1.0, progress=NOOP))

@@ -193,8 +193,13 @@ def test_class_conditional_compare(dit, ctx):
 def test_training_wrapper(ctx):
     from blockmask.viz import training
 
-    seen = []
-    mask, source, meta = training.train(ctx, 3, lam=0.5, iters=2, batch=1, progress=lambda f, t: seen.append(f))
-    assert mask.shape == (3, ctx.n_units) and mask[0].all() and "trained here" in source
-    assert len(meta["delta"]) == 3 and len(meta["lambda"]) == 3 and seen[-1] == 1.0
-    assert "min" in training.estimate_note(ctx, 1000, 500, 64) or "s on this" in training.estimate_note(ctx, 3, 2, 1)
+    seen, curve = [], training.Curve()
+    mask, source, meta = training.train(ctx, 4, lam=0.5, iters=2, batch=1, curve=curve,
+                                        progress=lambda f, t: seen.append((f, t)))
+    assert mask.shape == (4, ctx.n_units) and mask[0].all() and "trained here" in source
+    assert len(meta["delta"]) == 4 and len(meta["lambda"]) == 4 and seen[-1][0] == 1.0
+    assert "left" in seen[0][1] and len(curve.k) == 3  # the estimate is measured from the first trained step
+    assert len(training.curve_figure(curve).data) == 2 and "measured" in training.estimate_note(ctx, 4, 2, 1)
+    with pytest.raises(training.Cancelled):  # cancel: stops at the next step, the lock is released
+        training.train(ctx, 4, lam=0.5, iters=2, batch=1, should_stop=lambda: True)
+    assert not ctx.lock.locked()
