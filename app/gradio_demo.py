@@ -144,6 +144,7 @@ def build(spec: str | None = None) -> gr.Blocks:
             masked = gr.Image(label="masked", format="png", interactive=False, height=320)
             diff = gr.Image(label="|difference| (amplified)", format="png", interactive=False, height=320)
         gen_md = gr.Markdown("Press **Generate**.", label="Generation readout", elem_id="gen-readout")
+        div_plot = gr.Plot(label="Where the error enters: relative latent error per step", visible=False)
         gr.Markdown("## Where does the mask save work?")
         with gr.Row():
             step_plot = gr.Plot(label="MACs per step")
@@ -195,7 +196,7 @@ def build(spec: str | None = None) -> gr.Blocks:
                          api_name="load_preset")
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
-        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale],
+        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
         train_ev = t_start.click(h.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],

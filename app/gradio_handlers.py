@@ -362,7 +362,7 @@ def download_mask(s: Session) -> str:
 # --- generation and Δ_k ------------------------------------------------------------------------
 @gpu
 def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, progress=gr.Progress()):
-    """(state, original, masked, zoomed difference, readout, stale note)."""
+    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot)."""
     ctx = s.ctx
     seed = whole(seed, "Seed", 0, 2**32 - 1)
     n = whole(num_images, "Images", 1, MAX_IMAGES)
@@ -384,7 +384,9 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
           f"**PSNR** {psnr} · **MSE** {r.mse:.3e} · {r.num_images} image(s), seed {seed}{cond}"
           + (" · from this session's results (times are from when it ran)" if r.cached else "")
           + f"\n\nDifference image amplified ×{r.diff_gain:.1f}.")
-    return s, upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md, stale_md(s)
+    div = None if r.errors is None else figures.divergence_figure(r.errors, ctx.timesteps(s.editor.steps))
+    return (s, upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md, stale_md(s),
+            gr.update(value=div, visible=div is not None))
 
 
 @gpu

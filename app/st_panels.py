@@ -282,6 +282,12 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     i[0].image(upscale(out.original, scale), caption="original (all units every step)")
     i[1].image(upscale(out.masked, scale), caption="masked (current mask)")
     i[2].image(upscale(out.difference, scale), caption=f"|difference| × {out.diff_gain:.1f}")
+    if out.errors is not None:
+        st.caption("Where the error enters: the masked run's latents against the original's after each step "
+                   "(relative). A jump marks a step whose reuse cost quality; a falling curve means later steps "
+                   "pull the trajectory back.")
+        st.plotly_chart(figures.divergence_figure(out.errors, ctx.timesteps(ed.steps)), width="stretch",
+                        key="divergence_fig")
     if out.cached:
         st.caption("Served from this session's results (same mask, seeds and settings); times are from when it ran.")
 

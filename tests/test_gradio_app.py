@@ -190,7 +190,8 @@ def test_upload_download_roundtrip_and_stale(s):
     out = h.view(s)
     path = out[-1]
     assert json.loads(Path(path).read_text())["mask"][2][2] in (0, False)  # download = the current mask
-    _, o, m, d, md, stale = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    _, o, m, d, md, stale, div = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    assert div["visible"] and len(div["value"].data[0].y) == K  # per-step divergence
     assert o.shape == m.shape == d.shape and o.dtype == np.uint8 and o.shape[0] >= 300
     assert "over 2 repeats" in md and "ideal (MACs)" in md and "batch 2" in md and "Stale" not in stale
     h.reset(s)
@@ -253,7 +254,7 @@ def test_launch_and_drive_with_client():
         c.predict(2, 3, api_name="/toggle")
         path = c.predict(api_name="/download_mask")
         assert json.loads(Path(path).read_text())["mask"][2][3] in (0, False)
-        o, m, d, md, st = c.predict("0", 2, 0, 1.0, 1, api_name="/generate")
+        o, m, d, md, st, div = c.predict("0", 2, 0, 1.0, 1, api_name="/generate")
         assert Path(o).read_bytes()[:4] == b"\x89PNG" and "Speedup" in md
     finally:
         demo.close()

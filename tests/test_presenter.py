@@ -119,12 +119,13 @@ def test_compare_readouts_and_cache(ctx):
     assert r.mse >= 0 and r.speedup > 0 and 0 < r.macs_percent < 100 and not r.cached
     assert r.repeats == 3 and r.speedup_lo <= r.speedup_hi and r.num_images == 2 and "CPU" in r.device
     assert r.mac_speedup > 1 and "over 3 repeats" in r.speed_text() and "batch 2" in r.speed_text()
+    assert r.errors.shape == (K,) and r.errors[0] == 0 and r.errors[-1] > 0  # step 0 computes everything
     assert compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine).cached
     assert not compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=theirs).cached  # per session
     with pytest.raises(BlockmaskError, match="repeats"):
         compare.compare(ctx, m, repeats=0)
     same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2, repeats=1)
-    assert same.mse == 0 and same.psnr == float("inf")
+    assert same.mse == 0 and same.psnr == float("inf") and not same.errors.any()
     assert compare.clamp_images(0)[0] == 1 and compare.clamp_images(100)[0] == compare.MAX_IMAGES
     assert compare.clamp_images("x")[1]
     assert compare.png_bytes(r.original, 2)[:4] == b"\x89PNG"

@@ -46,6 +46,7 @@ def _cached(key, make):
 class Run:
     images: torch.Tensor  # (B, C, H, W) in [0, 1]
     seconds: float
+    trajectory: torch.Tensor | None = None  # (K, B, C, H, W) latents after each step (None when too large)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,20 +95,40 @@ def clamp_images(n) -> tuple[int, str | None]:
     return n, None
 
 
+TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H × W) for the divergence plot
+
+
 def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str) -> Run:
+    from ..sample import sample
+
     use = label is not None or guidance != 1
     cond = ctx.wb.condition(class_label=label, guidance_scale=guidance) if use else None
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
+    traj: list = []
+    keep = None
     dev = ctx.wb.device
     with ctx.lock:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        lat = ctx.wb.generate(mask, steps=steps, seed=seed, num_images=n, condition=cond, callback=cb)
+        lat = sample(ctx.wb.model, num_steps=steps, mask=mask, scheduler=ctx.wb.scheduler(), seed=seed, batch=n,
+                     condition=cond, callback=cb,
+                     on_latents=lambda k, x: traj.append(x.detach().float().cpu().clone())
+                     if x.numel() * steps <= TRAJECTORY_MAX else None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-    return Run(ctx.wb.images(lat), dt)
+    if len(traj) == steps:
+        keep = torch.stack(traj)  # (K, B, C, H, W)
+    return Run(ctx.wb.images(lat), dt, keep)
+
+
+def divergence(a: torch.Tensor | None, b: torch.Tensor | None) -> np.ndarray | None:
+    """(K,) ‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ after each step: where the error enters."""
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    d = (b - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return d.numpy().astype(float)
 
 
 def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: int = 2, class_label: int | None = None,
@@ -159,7 +180,8 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     ratios = [x / max(y, 1e-9) for x, y in zip(b["plain_all_s"], b["masked_all_s"])]
     out = Comparison(to_grid(a), to_grid(bb), to_grid((diff * gain).clamp(0, 1)), gain, mse, psnr, b["plain_s"],
                      b["masked_s"], b["speedup"], min(ratios), max(ratios), repeats, b["device_name"],
-                     b["mac_speedup"], mo, mm, 100 * mm / mo, n, False, key=key)
+                     b["mac_speedup"], mo, mm, 100 * mm / mo, n, False,
+                     divergence(orig.trajectory, masked.trajectory), key=key)
     if session is not None:
         session[key] = out
         while len(session) > 8:  # a few recent results per user
