@@ -28,6 +28,7 @@ import gradio_handlers as h  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
 from blockmask.viz import training  # noqa: E402
+from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
 
@@ -70,6 +71,11 @@ def build(spec: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="blockmask demo", delete_cache=(600, 3600)) as demo:
         state = gr.State(first)
         gr.Markdown(INTRO)
+        with gr.Accordion("Guided tour (4 steps, for a class)", open=False, elem_id="tour"):
+            with gr.Tabs():
+                for title, text in TOUR:
+                    with gr.Tab(title):
+                        gr.Markdown(text)
         with gr.Row():
             model = gr.Dropdown(choices, value=h.policy().name_of(spec) if spec else start, label="Model",
                                 allow_custom_value=custom, scale=3,

@@ -30,6 +30,7 @@ from blockmask.errors import BlockmaskError  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz import MaskEditor, presets  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, ModelPolicy, load_failed  # noqa: E402
+from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
 from st_panels import analysis_panel, editor_panel, generate_panel, preset_panel, show, train_panel  # noqa: E402
@@ -148,6 +149,10 @@ def main() -> None:
                    "mask editor, MACs, rectification and timing work exactly as with a trained model.")
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(INTRO)
+    with st.expander("Guided tour (4 steps, for a class)", expanded=False):
+        step = st.segmented_control("Tour step", [t for t, _ in TOUR], default=TOUR[0][0], key="tour_step",
+                                    label_visibility="collapsed")
+        st.markdown(dict(TOUR).get(step or TOUR[0][0]))
     for m in st.session_state.flash:
         show(m)
     st.session_state.flash = []

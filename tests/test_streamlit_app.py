@@ -214,3 +214,13 @@ def test_delta_note_goes_once_computed(monkeypatch):
     _button(at, "delta_btn").click().run()
     assert not at.exception and not any("no Δ_k" in i.value for i in at.info)
     assert not any(b.key == "delta_btn" for b in at.button)
+
+
+def test_guided_tour(monkeypatch):
+    from blockmask.viz.tour import TOUR
+
+    at = _app(monkeypatch)
+    assert any(TOUR[0][1][:40] in m.value for m in at.markdown)
+    at.session_state["tour_step"] = TOUR[2][0]
+    at.run()
+    assert any("Rectify" in m.value and "dead work" in m.value for m in at.markdown)
