@@ -64,7 +64,7 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     with c3:
         gen = st.session_state.get("upload_gen", 0)
         up = st.file_uploader(f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)", type=["json"],
-                              key=f"upload{gen or ''}",
+                              key=f"upload{gen or ''}", max_upload_size=max(1, MAX_UPLOAD_BYTES // 1_000_000),
                               help="A blockmask/1 file for this model and step count; anything else is refused "
                                    "and the current mask is kept.")
         if up is not None and st.session_state.get("last_upload") != up.file_id:
@@ -152,8 +152,10 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
     mode = CLICK_MODES[st.radio("Click / drag action", list(CLICK_MODES), horizontal=True, key="click_mode")]
     show_pre = st.session_state.get("show_pre", False) and ed.pre_rectify is not None
     mask = ed.pre_rectify if show_pre else ed.mask
+    delta = delta_from_meta(ed.meta, ed.steps)[0]
+    delta = delta if delta is not None else st.session_state.get("delta", {}).get((ctx.key, ed.steps))
     payload = figures.grid_payload(ctx, mask, removed=None if show_pre else ed.removed, mode=MODES[mode],
-                                   readonly=show_pre, ack=st.session_state.get("grid_ack", 0))
+                                   readonly=show_pre, ack=st.session_state.get("grid_ack", 0), delta=delta)
     mask_grid(payload, on_edit=_on_grid_edit)
     if show_pre:
         st.caption("Showing the mask before rectification (read-only): untick the box below to edit.")

@@ -128,7 +128,9 @@ def divergence_figure(errors: np.ndarray, timesteps: list[int]) -> go.Figure:
     """‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ over the steps: where the error enters the
     trajectory (a jump marks a step whose reuse cost quality) and whether later steps damp it."""
     k = list(range(len(errors)))
-    fig = go.Figure(go.Scatter(x=k, y=np.maximum(np.asarray(errors, float), 1e-12), mode="lines+markers",
+    y = np.asarray(errors, float)
+    y = np.where(y > 0, y, np.nan)  # identical steps (step 0) have no point on the log axis
+    fig = go.Figure(go.Scatter(x=k, y=y, mode="lines+markers",
                                name="relative latent error", text=[f"k={i} · t={t}" for i, t in zip(k, timesteps)],
                                hovertemplate="%{text}<br>error %{y:.3g}<extra></extra>", marker_color=REMOVED))
     fig.update_layout(height=280, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="sampling step k (0 = noisiest)",
