@@ -185,7 +185,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
         demo.load(h.view, [state], views, api_name=False)
-        grid.input(h.grid_edit, [state, grid], **ev, api_name="grid_edit")
+        grid.input(h.grid_edit, [state, grid], views[:4], api_name="grid_edit").then(
+            h.after_edit, [state], views[4:], api_name=False)  # readout first, plots and download after
         action.change(h.set_mode, [state, action], **ev, api_name="set_mode")
         toggle_btn.click(h.toggle_cell, [state, cell_k, cell_i], **ev, api_name="toggle")
         region_btn.click(h.set_region, [state, k0, k1, i0, i1, region_act], **ev, api_name="set_region")

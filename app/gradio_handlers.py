@@ -179,14 +179,30 @@ def download_path(s: Session) -> str:
 
 def view(s: Session):
     """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, download)."""
+    st, grid, readout, stale = quick_view(s)
+    return (st, grid, readout, stale, *plots(s), download_path(s))
+
+
+def quick_view(s: Session):
+    """(state, grid, readout, stale note): what a grid click needs at once (the plots follow)."""
+    return s, grid_value(s), readout_md(s), stale_md(s)
+
+
+def plots(s: Session):
+    """(per-step MACs plot, per-unit plot, Δ/λ plot, Δ note)."""
     ctx, ed = s.ctx, s.editor
     delta, lam = _delta(s)
     has = delta is not None or lam is not None
     dfig = figures.delta_figure(delta, lam, ctx.timesteps(ed.steps)) if has else None
     dnote = ("Δ_k of this model and K (from the mask file or computed here)." if has else
              "This mask carries no Δ_k: press **Compute Δ_k** for one unmasked run.")
-    return (s, grid_value(s), readout_md(s), stale_md(s), figures.step_macs_figure(ctx, ed.mask),
-            figures.unit_fraction_figure(ctx, ed.mask), gr.update(value=dfig, visible=has), dnote, download_path(s))
+    return (figures.step_macs_figure(ctx, ed.mask), figures.unit_fraction_figure(ctx, ed.mask),
+            gr.update(value=dfig, visible=has), dnote)
+
+
+def after_edit(s: Session):
+    """The rest of the page after a grid edit: (plots…, download)."""
+    return (*plots(s), download_path(s))
 
 
 def preset_choices(s: Session) -> list[tuple[str, str]]:
@@ -236,7 +252,8 @@ def _cell(s: Session, k, i) -> tuple[int, int]:
 
 
 def grid_edit(s: Session, grid: str):
-    """An edit from the browser grid: the grid's value with ``edit = {seq, k0, k1, i0, i1, mode}``."""
+    """An edit from the browser grid: the grid's value with ``edit = {seq, k0, k1, i0, i1, mode}``.
+    Returns :func:`quick_view` (the app then runs :func:`after_edit` for the plots and download)."""
     try:
         e = json.loads(grid)["edit"]
         k0, k1, i0, i1, seq = (e[x] for x in ("k0", "k1", "i0", "i1", "seq"))
@@ -250,7 +267,7 @@ def grid_edit(s: Session, grid: str):
     msgs = ed.toggle(k0, i0) if (k0, i0) == (k1, i1) and mode is None else ed.set_region(k0, k1, i0, i1, mode)
     s.grid_ack = max(s.grid_ack, seq)
     apply(msgs)
-    return view(s)
+    return quick_view(s)
 
 
 def toggle_cell(s: Session, k, i):

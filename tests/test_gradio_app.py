@@ -69,6 +69,7 @@ def test_grid_edits_and_tools(s):
     assert not s.editor.mask[2, 3] and s.grid_ack == 1
     h.grid_edit(s, json.dumps({"edit": {"seq": 2, "k0": 1, "k1": 2, "i0": 4, "i1": 5, "mode": "off"}}))
     assert not s.editor.mask[1:3, 4:6].any() and json.loads(h.view(s)[1])["ack"] == 2
+    assert len(h.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 5
     h.toggle_cell(s, 3, 1)
     assert not s.editor.mask[3, 1]
     h.set_region(s, 4, 5, 0, 2, "Set reused")
