@@ -25,6 +25,7 @@ for p in (ROOT, Path(__file__).resolve().parent):
 import gradio as gr  # noqa: E402
 
 import gradio_handlers as h  # noqa: E402
+import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
 from blockmask.viz import training  # noqa: E402
@@ -206,7 +207,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
-        train_ev = t_start.click(h.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
+        train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
                                  views + [t_plot, t_md], api_name="train")
         t_cancel.click(None, None, None, cancels=[train_ev], api_name=False)
     return demo

@@ -20,10 +20,11 @@ import gradio as gr
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.schedulers import SCHEDULERS
-from blockmask.viz import MaskEditor, Message, figures, presets, training
+from blockmask.viz import MaskEditor, figures, presets
 from blockmask.viz.access import LRU, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
+from gradio_checks import apply, choice, number, whole
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -73,43 +74,7 @@ class Session:
         return get_context(self.spec, self.scheduler)
 
 
-# --- input checks: one gr.Error line each ------------------------------------------------------
-def whole(value, what: str, lo: int, hi: int) -> int:
-    """An integer in lo..hi from a widget or API value (1.5, 'abc', None, nan are refused)."""
-    try:
-        f = float(str(value).strip()) if isinstance(value, str) else float(value)
-        ok = math.isfinite(f) and f == int(f) and not isinstance(value, bool)
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok or not lo <= int(f) <= hi:
-        raise gr.Error(f"{what} must be a whole number in {lo}..{hi}, got {value!r}.")
-    return int(f)
-
-
-def number(value, what: str, lo: float, hi: float) -> float:
-    try:
-        f = float(value)
-        ok = math.isfinite(f) and lo <= f <= hi and not isinstance(value, bool)
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise gr.Error(f"{what} must be a number in {lo:g}..{hi:g}, got {value!r}.")
-    return f
-
-
-def choice(value, what: str, options) -> str:
-    if value not in options:
-        raise gr.Error(f"{what} must be one of {', '.join(map(str, options))}; got {value!r}.")
-    return value
-
-
-def apply(msgs: list[Message]) -> None:
-    """Editor messages: an error means nothing changed and becomes gr.Error; the rest are toasts."""
-    for m in msgs:
-        if m.level == "error":
-            raise gr.Error(m.text)
-    for m in msgs:
-        (gr.Warning if m.level == "warning" else gr.Info)(m.text)
+# input checks (one gr.Error line each) live in gradio_checks.py
 
 
 def new_session(spec: str | None = None, steps: int | None = None, scheduler: str = "ddim") -> Session:
@@ -414,53 +379,3 @@ def compute_delta_plot(s: Session, progress=gr.Progress()):
     except BlockmaskError as e:
         raise gr.Error(f"Δ_k: {e}.") from None
     return view(s)
-
-
-# --- training ----------------------------------------------------------------------------------
-def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, guidance, progress=gr.Progress()):
-    """Train a mask here (a generator: live curve while it runs; Cancel stops it at the next step).
-    Yields (state, grid, …views…, curve plot, training status); the finished mask is loaded."""
-    import threading
-
-    ctx, ed = s.ctx, s.editor
-    if ed.steps < 2:
-        raise gr.Error("Training needs at least 2 sampling steps.")
-    lam = number(lam, "λ", 0, 100)
-    target = number(budget, "MAC budget", 0.05, 1) if bool(use_budget) else None
-    iters = whole(iters, "Iterations per step", 1, 500)
-    batch = whole(batch, "Batch", 1, 64)
-    label = whole(class_label, "Class label", 0, ctx.num_classes - 1) if ctx.num_classes else None
-    g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
-    curve, stop, box = training.Curve(), threading.Event(), {}
-
-    def work():
-        try:
-            box["out"] = training.train(ctx, ed.steps, lam=lam, target_macs=target, iters=iters, batch=batch,
-                                        class_label=label, guidance_scale=g, curve=curve, should_stop=stop.is_set,
-                                        progress=lambda f, t: box.__setitem__("p", (f, t)))
-        except Exception as e:  # noqa: BLE001 — reported below as one line
-            box["err"] = e
-
-    worker = threading.Thread(target=work, daemon=True, name="blockmask-train")
-    skip = [gr.skip()] * len(view(s))
-    progress(0.0, desc="measuring Δ_k (one unmasked run)…")
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.5)
-            if "p" in box:
-                f, t = box["p"]
-                progress(min(1.0, f), desc=t)
-                yield (*skip, training.curve_figure(curve), f"Training… {t}")
-    finally:
-        stop.set()  # a Cancel (the generator is closed) stops the worker at its next step
-    if "err" in box:
-        e = box["err"]
-        why = str(e) if isinstance(e, BlockmaskError) else f"{type(e).__name__}: {str(e)[:200]}"
-        raise gr.Error(f"Training failed: {why}.")
-    mask, source, meta = box["out"]
-    apply(ed.load(mask, source=source, meta=meta))
-    note = training.ALL_ONES_NOTE if mask.all() else f"Loaded the trained mask ({source}); Undo brings yours back."
-    if mask.all():
-        gr.Warning(training.ALL_ONES_NOTE)
-    yield (*view(s), training.curve_figure(curve), note)

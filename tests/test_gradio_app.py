@@ -21,6 +21,7 @@ DIT = "config:" + str(CONFIGS / "tiny-dit.json")
 K = 6
 sys.path.insert(0, str(APP))
 import gradio_handlers as h  # noqa: E402
+import gradio_training  # noqa: E402
 
 NOOP = lambda *a, **k: None  # noqa: E731 — a gr.Progress stand-in
 
@@ -263,10 +264,10 @@ def test_launch_and_drive_with_client():
 
 def test_train_panel_progress_curve_and_load(s):
     seen = []
-    outs = list(h.train_mask(s, 0.5, False, 0.6, 2, 1, 0, 1.0, progress=lambda f, desc="": seen.append(desc)))
+    outs = list(gradio_training.train_mask(s, 0.5, False, 0.6, 2, 1, 0, 1.0, progress=lambda f, desc="": seen.append(desc)))
     final = outs[-1]
     assert final[0] is s and "trained here" in s.editor.source and "delta" in s.editor.meta
     assert final[-2] is not None and ("Loaded the trained mask" in final[-1] or "all ones" in final[-1])
     assert any("step" in d for d in seen)
     with pytest.raises(gr.Error, match="Iterations per step"):
-        next(h.train_mask(s, 0.5, False, 0.6, 0, 1, 0, 1.0, progress=NOOP))
+        next(gradio_training.train_mask(s, 0.5, False, 0.6, 0, 1, 0, 1.0, progress=NOOP))

@@ -200,6 +200,7 @@ def test_train_panel(monkeypatch):
     from blockmask.viz import training
 
     at = _app(monkeypatch, steps=3)
+    assert any(training.ESTIMATE_NOTE in w.value for w in at.warning)  # the estimate is measured, not guessed
     next(n for n in at.number_input if n.key == "t_iters").set_value(2).run()
     next(n for n in at.number_input if n.key == "t_batch").set_value(1).run()
     _button(at, "t_start").click().run()
