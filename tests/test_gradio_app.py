@@ -136,6 +136,7 @@ BAD = [
 def test_bad_inputs_one_clear_error_state_kept(s, fn, args, words):
     h.toggle_cell(s, 2, 2)
     before = (s.editor.mask.copy(), len(s.editor.undo_stack), s.spec, s.scheduler, s.grid_ack, s.mode)
+    files = sorted(Path(h._DOWNLOADS.name).rglob("*"))
     kw = {"progress": NOOP} if fn is h.generate else {}
     with pytest.raises(gr.Error) as ei:
         fn(s, *args, **kw)
@@ -143,7 +144,7 @@ def test_bad_inputs_one_clear_error_state_kept(s, fn, args, words):
     assert words in msg and "\n" not in msg and "Traceback" not in msg
     after = (s.editor.mask, len(s.editor.undo_stack), s.spec, s.scheduler, s.grid_ack, s.mode)
     np.testing.assert_array_equal(before[0], after[0])
-    assert before[1:] == after[1:]
+    assert before[1:] == after[1:] and sorted(Path(h._DOWNLOADS.name).rglob("*")) == files  # nothing left behind
 
 
 @pytest.mark.parametrize("content,words", [

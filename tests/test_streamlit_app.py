@@ -225,3 +225,18 @@ def test_guided_tour(monkeypatch):
     at.session_state["tour_step"] = TOUR[2][0]
     at.run()
     assert any("Rectify" in m.value and "dead work" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("edit", [
+    {"seq": 1}, {"seq": "x", "k0": 1, "k1": 1, "i0": 1, "i1": 1}, {"seq": 1, "k0": None, "k1": 1, "i0": 1, "i1": 1},
+    {"seq": 1, "k0": 1, "k1": 1, "i0": 1, "i1": 1, "mode": "zap"}, "not a dict", None,
+])
+def test_bad_grid_edits_one_error_mask_kept(monkeypatch, edit):
+    at = _app(monkeypatch)
+    before = at.session_state["editor"].mask.copy()
+    at.session_state["mask_grid_edit"] = edit
+    at.run()
+    assert not at.exception
+    if edit is not None:
+        assert [e.value for e in at.error] == ["The mask grid sent an edit this app cannot read; nothing changed."]
+    np.testing.assert_array_equal(at.session_state["editor"].mask, before)
