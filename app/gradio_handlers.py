@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return fn
 
 MAX_STEPS = 1000
+MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
 ALLOW_EXTRA: list[str] = []  # --allow-model SPEC of app/gradio_demo.py
 _MODELS: LRU[ModelContext] = LRU()
 _SCHEDULED: LRU[ModelContext] = LRU(8)
@@ -139,7 +141,15 @@ def download_path(s: Session) -> str:
         tmp = d / f".{out.name}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, out)
+        _prune(Path(_DOWNLOADS.name))
     return str(out)
+
+
+def _prune(root: Path) -> None:
+    """Keep the newest :data:`MAX_DOWNLOADS` mask files (every edit writes one; Gradio serves its own copy)."""
+    dirs = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in dirs[:-MAX_DOWNLOADS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def view(s: Session):

@@ -178,6 +178,13 @@ def test_missing_and_unreadable_allowed_models_read_the_same(s, tmp_path, monkey
     assert not any(v.startswith(("/", "config:")) for _, v in choices)
 
 
+def test_download_folder_is_bounded(s, monkeypatch):
+    monkeypatch.setattr(h, "MAX_DOWNLOADS", 3)
+    for i in range(1, 6):
+        h.toggle_cell(s, i, 1)
+    assert len(list(Path(h._DOWNLOADS.name).iterdir())) <= 3
+
+
 def test_model_cache_is_bounded(monkeypatch):
     from blockmask.viz.access import LRU
 
