@@ -279,3 +279,20 @@ def test_train_panel_progress_curve_and_load(s):
     assert any("step" in d for d in seen)
     with pytest.raises(gr.Error, match="Iterations per step"):
         next(gradio_training.train_mask(s, 0.5, False, 0.6, 0, 1, 0, 1.0, progress=NOOP))
+
+
+def test_train_cancel_stops_worker_and_keeps_mask(s):
+    import threading
+    import time
+
+    keep = s.editor.mask.copy()
+    gen = gradio_training.train_mask(s, 0.5, False, 0.6, 20, 1, 0, 1.0, progress=NOOP)
+    first = next(gen)  # the first live update: training is running
+    assert first[-1].startswith("Training…")
+    gen.close()  # what Gradio does on Cancel
+    t0 = time.time()
+    while any(t.name == "blockmask-train" for t in threading.enumerate()) and time.time() - t0 < 60:
+        time.sleep(0.2)
+    assert not any(t.name == "blockmask-train" for t in threading.enumerate())  # stopped at its next step
+    assert not s.ctx.lock.locked()
+    np.testing.assert_array_equal(s.editor.mask, keep)
