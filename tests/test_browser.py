@@ -209,6 +209,17 @@ def test_gradio_grid_download_train_and_dit(browser):
         page.wait_for_function("() => /Loaded the trained mask|all ones/.test("
                                "document.querySelector('#train-status').innerText)", timeout=300_000)
         assert "trained here" in page.locator("#readout").inner_text()
+        # large K: rows get short; "+" makes them taller and the grid scrolls (pan)
+        steps = page.get_by_label("Sampling steps K")
+        steps.fill("200")
+        steps.press("Enter")
+        page.wait_for_function("() => document.querySelector('#readout').innerText.includes('K=200 ')", timeout=120_000)
+        page.wait_for_function("() => JSON.parse(document.querySelector('#mask-grid .bm-grid').dataset.geo).K === 200")
+        ch = json.loads(page.locator("#mask-grid .bm-grid").get_attribute("data-geo"))["ch"]
+        page.locator("#mask-grid .bm-zoom button[data-z=in]").click()
+        assert json.loads(page.locator("#mask-grid .bm-grid").get_attribute("data-geo"))["ch"] == 2 * ch
+        scroll = page.locator("#mask-grid .bm-scroll")
+        assert scroll.evaluate("e => e.scrollHeight > e.clientHeight")
         # a class-conditional DiT: the class label field appears and reaches the model
         model = page.get_by_label("Model", exact=True)
         model.click()
