@@ -1,15 +1,19 @@
 """blockmask demo (Gradio Blocks): edit a K×N block mask, rectify it, compare original vs masked.
 
-    python app/gradio_demo.py            # http://127.0.0.1:7860, offline, bundled model
+    python app/gradio_demo.py                          # http://127.0.0.1:7860, offline, bundled models
+    python app/gradio_demo.py --allow-model ./my-unet  # also offer a local folder (or hub id, config:X.json)
     BLOCKMASK_APP_MODEL=config:tests/configs/tiny-unet.json python app/gradio_demo.py
 
-Also runs as a Hugging Face Space (the repo root is put on sys.path). Layout only: the handlers
-are in app/gradio_handlers.py, the work in blockmask.viz. Per-user state is a ``gr.State``.
+Also runs as a Hugging Face Space (the repo root is put on sys.path). Layout only: the handlers are in
+app/gradio_handlers.py, the work in blockmask.viz. Per-user state is a ``gr.State``. The mask grid is the
+same browser-side canvas as the Streamlit app's (app/components/mask_grid.js) inside a ``gr.HTML``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -21,18 +25,42 @@ for p in (ROOT, Path(__file__).resolve().parent):
 import gradio as gr  # noqa: E402
 
 import gradio_handlers as h  # noqa: E402
+import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
-from blockmask.viz.context import HUB_EXAMPLES, default_model_spec, model_choices, spec_label  # noqa: E402
+from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
+from blockmask.viz import training  # noqa: E402
+from blockmask.viz.tour import TOUR  # noqa: E402
+from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
+from blockmask.viz.context import default_model_spec  # noqa: E402
 
 INTRO = """# blockmask: which units can reuse their cache?
 Each **cell** of the mask is one network unit (ResNet block or attention layer, columns, grouped by block)
 at one sampling step (rows, top = noisiest). **Blue**: the unit runs. **Grey**: it is skipped and returns the
 output cached at the last step where it ran — neighbouring steps see nearly the same input, so this is often
 almost free in quality. **Orange-red**: removed by rectification (dead work). Step 0 always runs: there is no
-cache yet. **Click a cell** in the mask image to change it."""
+cache yet. **Click** a cell or **drag** a box in the grid to change it; hover for the unit, step and MACs."""
 RECTIFY_HELP = ("Rectification removes computed cells whose output nobody reads (no live unit uses it at that "
                 "step and its cache is overwritten before a later step reads it). It is exact: images do not change.")
-ACTIONS = ["Toggle", "Set computed", "Set reused"]
+COMPONENTS = Path(__file__).resolve().parent / "components"
+
+
+def grid_js() -> str:
+    """The Streamlit grid's module (components/mask_grid.js) wired to gr.HTML's props/trigger/watch."""
+    src = (COMPONENTS / "mask_grid.js").read_text().replace("export default function", "const bmGrid = function", 1)
+    return src + """
+const bmDraw = () => {
+  let data = null;
+  try { data = JSON.parse(props.value || "null"); } catch (e) { return; }
+  if (!data || !data.K) return;
+  const host = element.querySelector(".bm-host") || element;
+  bmGrid({ data, parentElement: host, setTriggerValue: (name, edit) => {
+    props.value = JSON.stringify(Object.assign({}, data, { edit }));
+    trigger("input");
+  } });
+};
+bmDraw();
+watch("value", bmDraw);
+"""
 
 
 def build(spec: str | None = None) -> gr.Blocks:
@@ -40,48 +68,58 @@ def build(spec: str | None = None) -> gr.Blocks:
     spec = spec or default_model_spec()
     first = h.new_session(spec)
     ctx = first.ctx
-    choices = [(spec_label(s), s) for s in model_choices()] + [(s, s) for s in HUB_EXAMPLES]
-    with gr.Blocks(title="blockmask demo") as demo:
+    choices, start, custom = h.model_dropdown()
+    with gr.Blocks(title="blockmask demo", delete_cache=(600, 3600)) as demo:
         state = gr.State(first)
         gr.Markdown(INTRO)
+        with gr.Accordion("Guided tour (4 steps, for a class)", open=False, elem_id="tour"):
+            with gr.Tabs():
+                for title, text in TOUR:
+                    with gr.Tab(title):
+                        gr.Markdown(text)
         with gr.Row():
-            model = gr.Dropdown(choices, value=spec, label="Model (or type a hub id / local folder)",
-                                allow_custom_value=True, scale=3,
-                                info="Hub ids load only when online; 'random init' models have no trained weights.")
-            steps = gr.Number(first.editor.steps, label="Sampling steps K", precision=0, scale=1)
+            model = gr.Dropdown(choices, value=h.policy().name_of(spec) if spec else start, label="Model",
+                                allow_custom_value=custom, scale=3,
+                                info=f"The models this app offers (the operator adds more with --allow-model or "
+                                     f"${ENV_ALLOW}); 'random init' models have no trained weights.")
+            steps = gr.Number(first.editor.steps, label="Sampling steps K", step=1, minimum=1, maximum=h.MAX_STEPS,
+                              scale=1)
             sched = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler", scale=1)
             load_btn = gr.Button("Load", scale=1)
-        readout = gr.Markdown(elem_id="readout")
+        readout = gr.Markdown(label="Mask readout", elem_id="readout")
         with gr.Row():
             with gr.Column(scale=3):
-                mask_img = gr.Image(label="Mask (click a cell)", format="png", interactive=False, type="numpy",
-                                    show_label=True, elem_id="mask-image", buttons=["fullscreen"])
-                action = gr.Radio(ACTIONS, value="Toggle", label="Click action")
+                grid = gr.HTML(h.grid_value(first), label="Mask grid", html_template='<div class="bm-host"></div>',
+                               css_template=(COMPONENTS / "mask_grid.css").read_text(), js_on_load=grid_js(),
+                               elem_id="mask-grid", max_height=760)
+                action = gr.Radio(list(h.ACTIONS), value="Toggle", label="Click / drag action")
             with gr.Column(scale=2):
                 with gr.Accordion("Presets, upload, download", open=True):
                     pchoices = h.preset_choices(first)
                     preset = gr.Dropdown(pchoices, value=pchoices[0][1], label="Preset")
                     with gr.Row():
-                        interval = gr.Number(3, label="interval", precision=0, minimum=1)
-                        branch = gr.Number(0, label="branch (DeepCache cache_branch_id)", precision=0, minimum=0)
-                        every = gr.Number(2, label="every (uniform)", precision=0, minimum=1)
+                        interval = gr.Number(3, label="interval", step=1, minimum=1)
+                        branch = gr.Number(0, label="branch (DeepCache cache_branch_id)", step=1, minimum=0)
+                        every = gr.Number(2, label="every (uniform)", step=1, minimum=1)
                     with gr.Row():
                         ratio = gr.Number(0.7, label="MAC budget (random)", minimum=0, maximum=1)
-                        pseed = gr.Number(0, label="seed (random)", precision=0)
+                        pseed = gr.Number(0, label="seed (random)", step=1)
                     preset_btn = gr.Button("Load preset", variant="primary")
-                    upload = gr.File(label="Upload mask JSON", file_types=[".json"], type="filepath")
-                    download = gr.DownloadButton("Download current mask")
+                    upload = gr.File(label=f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
+                                     file_types=[".json"], type="filepath")
+                    download = gr.DownloadButton("Download current mask", value=h.download_path(first),
+                                                 elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
                     with gr.Row():
-                        k0 = gr.Number(1, label="steps from", precision=0)
-                        k1 = gr.Number(1, label="to", precision=0)
-                        i0 = gr.Number(0, label="units from", precision=0)
-                        i1 = gr.Number(0, label="to", precision=0)
-                    region_act = gr.Radio(ACTIONS, value="Set reused", label="Region action")
+                        k0 = gr.Number(1, label="steps from", step=1)
+                        k1 = gr.Number(1, label="to", step=1)
+                        i0 = gr.Number(0, label="units from", step=1)
+                        i1 = gr.Number(0, label="to", step=1)
+                    region_act = gr.Radio(list(h.ACTIONS), value="Set reused", label="Region action")
                     region_btn = gr.Button("Apply to region")
                     with gr.Row():
-                        cell_k = gr.Number(1, label="step k", precision=0)
-                        cell_i = gr.Number(0, label="unit i", precision=0)
+                        cell_k = gr.Number(1, label="step k", step=1)
+                        cell_i = gr.Number(0, label="unit i", step=1)
                     with gr.Row():
                         toggle_btn = gr.Button("Toggle cell (k, i)")
                         row_on = gr.Button("Compute step k")
@@ -98,39 +136,65 @@ def build(spec: str | None = None) -> gr.Blocks:
                     pre = gr.Checkbox(False, label="Show the mask before rectification")
         gr.Markdown("## Original vs masked, same seeds")
         with gr.Row():
-            seed = gr.Number(0, label="Seed", precision=0)
-            n_img = gr.Number(2, label="Images (max 16)", precision=0)
-            label = gr.Number(0, label=f"Class label (0–{(ctx.num_classes or 1) - 1})", precision=0,
-                              visible=bool(ctx.num_classes))
-            guidance = gr.Number(ctx.default_guidance, label="Guidance scale (1 = off)", visible=ctx.supports_guidance)
+            seed = gr.Textbox("0", label="Seed", max_lines=1)
+            n_img = gr.Number(2, label=f"Images (max {MAX_IMAGES})", step=1, minimum=1, maximum=MAX_IMAGES)
+            n = ctx.num_classes
+            label = gr.Number(0, label=f"Class label (0–{(n or 1) - 1})", step=1, minimum=0, visible=bool(n),
+                              elem_id="class-label")
+            guidance = gr.Number(ctx.default_guidance, label="Guidance scale (1 = off)", minimum=1, maximum=20,
+                                 visible=ctx.supports_guidance, elem_id="guidance")
+            repeats = gr.Number(3, label="Timed repeats (interleaved)", step=1, minimum=1, maximum=10)
             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+        stale = gr.Markdown(h.stale_md(first), label="Result status", elem_id="stale")
         with gr.Row():
-            orig = gr.Image(label="original", format="png", interactive=False)
-            masked = gr.Image(label="masked", format="png", interactive=False)
-            diff = gr.Image(label="|difference| (amplified)", format="png", interactive=False)
-        gen_md = gr.Markdown("Press **Generate**.", elem_id="gen-readout")
+            orig = gr.Image(label="original", format="png", interactive=False, height=320)
+            masked = gr.Image(label="masked", format="png", interactive=False, height=320)
+            diff = gr.Image(label="|difference| (amplified)", format="png", interactive=False, height=320)
+        gen_md = gr.Markdown("Press **Generate**.", label="Generation readout", elem_id="gen-readout")
+        div_plot = gr.Plot(label="Where the error enters: relative latent error per step", visible=False)
         gr.Markdown("## Where does the mask save work?")
         with gr.Row():
             step_plot = gr.Plot(label="MACs per step")
             unit_plot = gr.Plot(label="Computed fraction per unit")
         gr.Markdown("Δ_k: relative change of the model output between steps (METHOD.md Eq. 9); λ_k: the sparsity "
                     "weight training used (Eq. 10). Small Δ_k → reuse is safe.")
+        delta_note = gr.Markdown(label="Δ_k status")
         delta_plot = gr.Plot(label="Δ_k and λ_k")
         delta_btn = gr.Button("Compute Δ_k (one unmasked run)")
+        with gr.Accordion("Train a mask here", open=False):
+            gr.Markdown("Learns the mask one sampling step at a time (METHOD.md §2): scores decide which units may "
+                        "reuse their cache while the output stays close to the plain model; λ sets how hard sparsity "
+                        "is pushed. The result is rectified and loaded into the editor (Undo brings yours back). "
+                        + training.ESTIMATE_NOTE)
+            with gr.Row():
+                t_lam = gr.Number(1.0, label="λ scale", minimum=0, maximum=100)
+                t_use = gr.Checkbox(False, label="Target a MAC budget")
+                t_budget = gr.Number(0.6, label="MAC budget (fraction)", minimum=0.05, maximum=1)
+                t_iters = gr.Number(20, label="Iterations per step", step=1, minimum=1, maximum=500)
+                t_batch = gr.Number(4, label="Batch (noise seeds)", step=1, minimum=1, maximum=64)
+            with gr.Row():
+                t_start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                t_cancel = gr.Button("Cancel training", elem_id="train-cancel")
+            t_md = gr.Markdown(label="Training status", elem_id="train-status")
+            t_plot = gr.Plot(label="Training curve")
 
-        views = [state, mask_img, readout, step_plot, unit_plot, delta_plot]
+        views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, download]
         ev = dict(outputs=views)
-        load_btn.click(h.load_model, [state, model, steps, sched], views + [preset], api_name="load_model")
+        load_in = [state, model, steps, sched]
+        load_out = views + [preset, label, guidance]
+        load_btn.click(h.load_model, load_in, load_out, api_name="load_model")
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
-            trigger(h.load_model, [state, model, steps, sched], views + [preset], api_name=False)
-        demo.load(lambda s: h.view(s), [state], views, api_name=False)
-        mask_img.select(h.click_cell, [state, action], **ev, api_name=False)
+            trigger(h.load_model, load_in, load_out, api_name=False)
+        demo.load(h.view, [state], views, api_name=False)
+        grid.input(h.grid_edit, [state, grid], views[:4], api_name="grid_edit").then(
+            h.after_edit, [state], views[4:], api_name=False)  # readout first, plots and download after
+        action.change(h.set_mode, [state, action], **ev, api_name="set_mode")
         toggle_btn.click(h.toggle_cell, [state, cell_k, cell_i], **ev, api_name="toggle")
         region_btn.click(h.set_region, [state, k0, k1, i0, i1, region_act], **ev, api_name="set_region")
-        row_on.click(lambda s, k: h.set_row(s, k, True), [state, cell_k], **ev, api_name="compute_step")
-        row_off.click(lambda s, k: h.set_row(s, k, False), [state, cell_k], **ev, api_name="reuse_step")
-        col_on.click(lambda s, i: h.set_column(s, i, True), [state, cell_i], **ev, api_name="compute_unit")
-        col_off.click(lambda s, i: h.set_column(s, i, False), [state, cell_i], **ev, api_name="reuse_unit")
+        row_on.click(h.compute_step, [state, cell_k], **ev, api_name="compute_step")
+        row_off.click(h.reuse_step, [state, cell_k], **ev, api_name="reuse_step")
+        col_on.click(h.compute_unit, [state, cell_i], **ev, api_name="compute_unit")
+        col_off.click(h.reuse_unit, [state, cell_i], **ev, api_name="reuse_unit")
         undo_btn.click(h.undo, [state], **ev, api_name="undo")
         redo_btn.click(h.redo, [state], **ev, api_name="redo")
         reset_btn.click(h.reset, [state], **ev, api_name="reset")
@@ -139,13 +203,44 @@ def build(spec: str | None = None) -> gr.Blocks:
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
-        download.click(h.download_mask, [state], download, api_name="download_mask")
-        gen_btn.click(h.generate, [state, seed, n_img, label, guidance], [orig, masked, diff, gen_md],
+        download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
+        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
+        train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
+                                 views + [t_plot, t_md], api_name="train")
+        t_cancel.click(None, None, None, cancels=[train_ev], api_name=False)
     return demo
 
 
+def pick_port(host: str, port: int) -> int:
+    """``port`` when it is free, else a free one (said on stdout) — a busy port never ends the app."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds (TIME_WAIT is free)
+        try:
+            s.bind((host, port))
+            return port
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind((host, 0))
+        free = s.getsockname()[1]
+    print(f"Port {port} is busy; serving on port {free} instead (choose one with --port or GRADIO_SERVER_PORT).")
+    return free
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="blockmask Gradio demo")
+    ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    ap.add_argument("--allow-model", action="append", default=[], metavar="SPEC",
+                    help=f"also offer this folder, config:FILE.json or hub id (repeatable; or ${ENV_ALLOW}=a,b; "
+                         "'*' lets visitors type any spec — never on a public Space)")
+    a = ap.parse_args(argv)
+    h.ALLOW_EXTRA[:] = a.allow_model
+    port = pick_port(a.host, a.port)
+    build().queue().launch(server_name=a.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES)
+
+
 if __name__ == "__main__":
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    build().queue().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port)
+    main()

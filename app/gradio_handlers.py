@@ -1,24 +1,31 @@
 """Event handlers of the Gradio demo (app/gradio_demo.py), kept free of layout so tests call them
 directly. Each handler takes the per-user :class:`Session` (``gr.State``) plus widget values and
-returns plain values; user mistakes become ``gr.Warning`` toasts and never lose state.
-Loaded models are shared across users (module cache, read-only)."""
+returns plain values. Every input is checked first: a bad one raises ``gr.Error`` with one line
+naming it, and the session is left exactly as it was (nothing half-applied, no file left behind).
+Loaded models are shared across users (a bounded LRU cache, read-only) and only models the
+operator offers can be loaded (:mod:`blockmask.viz.access`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import gradio as gr
 
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
-from blockmask.viz import MaskEditor, Message, figures, presets
-from blockmask.viz.compare import clamp_images, compare, compute_delta, default_lambda, delta_from_meta, upscale
-from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context, spec_label,
-                                   with_scheduler)
+from blockmask.schedulers import SCHEDULERS
+from blockmask.viz import MaskEditor, figures, presets
+from blockmask.viz.access import LRU, ModelPolicy, check_upload_size, load_failed
+from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
+from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
+from gradio_checks import apply, choice, number, whole
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -28,38 +35,48 @@ except ImportError:  # pragma: no cover - depends on the environment
     def gpu(fn):
         return fn
 
-_MODELS: dict[str, ModelContext] = {}
-_LOCK = threading.Lock()
 MAX_STEPS = 1000
+MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
+ALLOW_EXTRA: list[str] = []  # --allow-model SPEC of app/gradio_demo.py
+_MODELS: LRU[ModelContext] = LRU()
+_SCHEDULED: LRU[ModelContext] = LRU(8)
+_DOWNLOADS = tempfile.TemporaryDirectory(prefix="blockmask-dl-")  # removed when the app exits
+ACTIONS = {"Toggle": None, "Set computed": True, "Set reused": False}
+GRID_MODES = {None: "toggle", True: "on", False: "off"}
+
+
+def policy() -> ModelPolicy:
+    return ModelPolicy.from_env(model_choices(), ALLOW_EXTRA)
 
 
 def get_context(spec: str, scheduler: str) -> ModelContext:
-    """Shared, read-only model context (loaded once per spec, rebuilt cheaply per scheduler)."""
-    with _LOCK:
-        if spec not in _MODELS:
-            _MODELS[spec] = load_context(spec, "ddim", device="auto")
-        base = _MODELS[spec]
-    return base if scheduler == base.scheduler_name else with_scheduler(base, scheduler)
+    """Shared, read-only model context (LRU of loaded models; schedulers share the weights)."""
+    base = _MODELS.get(spec, lambda: load_context(spec, "ddim", device="auto"))
+    if scheduler == base.scheduler_name:
+        return base
+    return _SCHEDULED.get((base.key, scheduler), lambda: with_scheduler(base, scheduler))
 
 
 @dataclasses.dataclass
 class Session:
-    """Per-user state: the model choice and the mask editor."""
+    """Per-user state: the model choice, the mask editor and this user's results."""
 
     spec: str
     scheduler: str
     editor: MaskEditor
     delta: dict = dataclasses.field(default_factory=dict)  # (ctx key, K) → Δ_k
     show_pre: bool = False
+    results: dict = dataclasses.field(default_factory=dict)  # this user's comparisons (compare(session=…))
+    shown: tuple = ()  # key of the comparison on screen (mask hash first): stale when the mask differs
+    grid_ack: int = 0  # last browser grid edit applied
+    mode: str = "Toggle"  # what a click / drag on the grid does (ACTIONS)
 
     @property
     def ctx(self) -> ModelContext:
         return get_context(self.spec, self.scheduler)
 
 
-def notify(msgs: list[Message]) -> None:
-    for m in msgs:
-        (gr.Warning if m.level in ("warning", "error") else gr.Info)(m.text)
+# input checks (one gr.Error line each) live in gradio_checks.py
 
 
 def new_session(spec: str | None = None, steps: int | None = None, scheduler: str = "ddim") -> Session:
@@ -70,7 +87,7 @@ def new_session(spec: str | None = None, steps: int | None = None, scheduler: st
     return Session(spec, scheduler, MaskEditor.create(ctx, steps, mask, source=source, meta=meta))
 
 
-# --- view ------------------------------------------------------------------------------------
+# --- view --------------------------------------------------------------------------------------
 def readout_md(s: Session) -> str:
     ctx, ed = s.ctx, s.editor
     v = ed.summary(ctx)
@@ -79,9 +96,6 @@ def readout_md(s: Session) -> str:
              f"(**{100 * v['ratio']:.1f} %** of the original, ideal speedup {v['mac_speedup']:.2f}×) · "
              f"computed cells {v['computed']}/{v['cells']}",
              f"Mask: {v['source']}{' (edited)' if v['edited'] else ''} · hash `{v['hash']}`"]
-    ts = ctx.timesteps(ed.steps)
-    lines.append(f"Mask image: rows = steps k=0 (t={ts[0]}, top, noisiest) … k={ed.steps - 1} (t={ts[-1]}); "
-                 f"columns = units by block: {figures.column_legend(ctx)}")
     if ed.removed is not None:
         lines.append(f"Last rectification removed **{int(ed.removed.sum())}** cell(s) (orange-red).")
     if ctx.random_init:
@@ -89,106 +103,211 @@ def readout_md(s: Session) -> str:
     return "\n\n".join(lines)
 
 
-def view(s: Session):
-    """(state, mask image, readout, per-step MACs plot, per-unit plot, Δ/λ plot)."""
+def grid_value(s: Session) -> str:
+    """The browser grid's payload (JSON) for the mask on screen."""
     ctx, ed = s.ctx, s.editor
     pre = s.show_pre and ed.pre_rectify is not None
-    img = figures.mask_image(ctx, ed.pre_rectify if pre else ed.mask, None if pre else ed.removed)
+    p = figures.grid_payload(ctx, ed.pre_rectify if pre else ed.mask, removed=None if pre else ed.removed,
+                             mode=GRID_MODES[ACTIONS[s.mode]], readonly=pre, ack=s.grid_ack, delta=_delta(s)[0])
+    return json.dumps(p)
+
+
+def _delta(s: Session):
+    ctx, ed = s.ctx, s.editor
     delta, lam = delta_from_meta(ed.meta, ed.steps)
     delta = delta if delta is not None else s.delta.get((ctx.key, ed.steps))
     if delta is not None and lam is None:
         lam = default_lambda(delta)  # what training with default settings would use
-    dfig = figures.delta_figure(delta, lam, ctx.timesteps(ed.steps)) if (delta is not None or lam is not None) else None
-    return (s, img, readout_md(s), figures.step_macs_figure(ctx, ed.mask), figures.unit_fraction_figure(ctx, ed.mask),
-            dfig)
+    return delta, lam
+
+
+def stale_md(s: Session) -> str:
+    if not s.shown:
+        return "Press **Generate** to sample with the plain and the masked model."
+    if s.shown[0] != s.editor.hash:
+        return ("⚠️ **Stale:** the images, speed and PSNR below were computed for mask "
+                f"`{s.shown[0][:12]}`; the mask is now `{s.editor.hash[:12]}`. Press **Generate** to update.")
+    return f"Images, speed and PSNR below are for the current mask `{s.editor.hash[:12]}`."
+
+
+def download_path(s: Session) -> str:
+    """The current mask as a JSON file (content-addressed in one temp folder removed at exit)."""
+    ctx, ed = s.ctx, s.editor
+    data = ed.download_bytes(ctx)
+    d = Path(_DOWNLOADS.name) / ed.hash[:16]
+    out = d / ed.download_name(ctx)
+    if not out.exists():
+        d.mkdir(exist_ok=True)
+        tmp = d / f".{out.name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+        _prune(Path(_DOWNLOADS.name))
+    return str(out)
+
+
+def _prune(root: Path) -> None:
+    """Keep the newest :data:`MAX_DOWNLOADS` mask files (every edit writes one; Gradio serves its own copy)."""
+    dirs = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in dirs[:-MAX_DOWNLOADS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def view(s: Session):
+    """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, download)."""
+    st, grid, readout, stale = quick_view(s)
+    return (st, grid, readout, stale, *plots(s), download_path(s))
+
+
+def quick_view(s: Session):
+    """(state, grid, readout, stale note): what a grid click needs at once (the plots follow)."""
+    return s, grid_value(s), readout_md(s), stale_md(s)
+
+
+def plots(s: Session):
+    """(per-step MACs plot, per-unit plot, Δ/λ plot, Δ note)."""
+    ctx, ed = s.ctx, s.editor
+    delta, lam = _delta(s)
+    has = delta is not None or lam is not None
+    dfig = figures.delta_figure(delta, lam, ctx.timesteps(ed.steps)) if has else None
+    dnote = ("Δ_k of this model and K (from the mask file or computed here)." if has else
+             "This mask carries no Δ_k: press **Compute Δ_k** for one unmasked run.")
+    return (figures.step_macs_figure(ctx, ed.mask), figures.unit_fraction_figure(ctx, ed.mask),
+            gr.update(value=dfig, visible=has), dnote)
+
+
+def after_edit(s: Session):
+    """The rest of the page after a grid edit: (plots…, download)."""
+    return (*plots(s), download_path(s))
 
 
 def preset_choices(s: Session) -> list[tuple[str, str]]:
     return [(p.label, p.key) for p in presets.presets(s.ctx, s.editor.steps)]
 
 
-# --- model, steps, scheduler -----------------------------------------------------------------
-def load_model(s: Session | None, spec: str, steps, scheduler: str):
-    """Switch model / K / scheduler; on any problem warn and keep the current session."""
-    spec = (spec or "").strip() or default_model_spec()
+def condition_updates(ctx: ModelContext):
+    """(class label field, guidance field) shown for the models that take them."""
+    n = ctx.num_classes
+    lab = gr.update(visible=bool(n), label=f"Class label (0–{(n or 1) - 1})", maximum=(n or 1) - 1)
+    gui = gr.update(visible=ctx.supports_guidance, value=ctx.default_guidance)
+    return lab, gui
+
+
+# --- model, steps, scheduler -------------------------------------------------------------------
+def load_model(s: Session | None, model: str, steps, scheduler: str):
+    """Switch model / K / scheduler. Anything not offered or not loadable: gr.Error, session kept."""
+    k = whole(steps, "Sampling steps K", 1, MAX_STEPS)
+    scheduler = choice(scheduler, "Scheduler", list(SCHEDULERS))
+    pol = policy()
     try:
-        k = int(steps)
-        if not 1 <= k <= MAX_STEPS:
-            raise ValueError
-    except (TypeError, ValueError):
-        gr.Warning(f"Sampling steps must be a whole number in 1..{MAX_STEPS}, got {steps!r}; nothing changed.")
-        return _with_presets(s or new_session())
+        spec = pol.resolve(model)
+    except BlockmaskError as e:
+        raise gr.Error(str(e)[0].upper() + str(e)[1:] + ".") from None
+    if s is not None and (s.spec, s.scheduler, s.editor.steps) == (spec, scheduler, k):
+        ns = s  # nothing changed: keep the user's edits
+    else:
+        try:
+            ns = new_session(spec, k, scheduler)
+        except Exception as e:  # noqa: BLE001 — one message for missing, unreadable and broken
+            raise gr.Error(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
+                from None
+    choices = preset_choices(ns)
+    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), *condition_updates(ns.ctx))
+
+
+def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
+    """(choices as (label, value), start value, custom values allowed) — values are public names."""
+    pol = policy()
+    return ([(pol.label(name), name) for name, _ in pol.names], pol.name_of(default_model_spec()), pol.any_spec)
+
+
+# --- edits -------------------------------------------------------------------------------------
+def _cell(s: Session, k, i) -> tuple[int, int]:
+    kk, n = s.editor.shape
+    return whole(k, "Step k", 0, kk - 1), whole(i, "Unit i", 0, n - 1)
+
+
+def grid_edit(s: Session, grid: str):
+    """An edit from the browser grid: the grid's value with ``edit = {seq, k0, k1, i0, i1, mode}``.
+    Returns :func:`quick_view` (the app then runs :func:`after_edit` for the plots and download)."""
     try:
-        ns = new_session(spec, k, scheduler)
-        if s is not None and (s.spec, s.scheduler, s.editor.steps) == (ns.spec, ns.scheduler, k):
-            return _with_presets(s)  # nothing changed: keep the user's edits
-        return _with_presets(ns)
-    except Exception as e:  # noqa: BLE001 — an unloadable model must not break the app
-        why = str(e) if isinstance(e, BlockmaskError) else f"{type(e).__name__}: {str(e)[:200]}"
-        keep = s if s is not None else new_session(FALLBACK_SPEC, k, "ddim")
-        gr.Warning(f"Could not load {spec!r}: {why}. Still using {spec_label(keep.spec)}.")
-        return _with_presets(keep)
-
-
-def _with_presets(s: Session):
-    choices = preset_choices(s)
-    return (*view(s), gr.update(choices=choices, value=choices[0][1]))
-
-
-# --- edits -----------------------------------------------------------------------------------
-def click_cell(s: Session, mode: str, evt: gr.SelectData):
-    """The mask image was clicked at pixel evt.index = [x, y]: edit the cell under it."""
-    x, y = evt.index[:2]
-    cell = figures.cell_at(s.ctx, s.editor.steps, x, y)
-    if cell is None:
-        gr.Info("That click fell between cells (on a block separator).")
-        return view(s)
-    value = {"Toggle": None, "Set computed": True, "Set reused": False}.get(mode)
-    notify(s.editor.toggle(*cell) if value is None else s.editor.set_cells([cell], value))
-    return view(s)
+        e = json.loads(grid)["edit"]
+        k0, k1, i0, i1, seq = (e[x] for x in ("k0", "k1", "i0", "i1", "seq"))
+        mode = {"toggle": None, "on": True, "off": False}[e.get("mode", "toggle")]
+    except (TypeError, ValueError, KeyError):
+        raise gr.Error("The mask grid sent an edit this app cannot read; nothing changed.") from None
+    k0, i0 = _cell(s, k0, i0)
+    k1, i1 = _cell(s, k1, i1)
+    seq = whole(seq, "Edit number", 0, 2**31)
+    ed = s.editor
+    msgs = ed.toggle(k0, i0) if (k0, i0) == (k1, i1) and mode is None else ed.set_region(k0, k1, i0, i1, mode)
+    s.grid_ack = max(s.grid_ack, seq)
+    apply(msgs)
+    return quick_view(s)
 
 
 def toggle_cell(s: Session, k, i):
-    try:
-        notify(s.editor.toggle(int(k), int(i)))
-    except (TypeError, ValueError):
-        gr.Warning(f"Step and unit must be whole numbers, got {k!r}, {i!r}.")
+    """Flip cell (step k, unit i)."""
+    apply(s.editor.toggle(*_cell(s, k, i)))
     return view(s)
 
 
 def set_region(s: Session, k0, k1, i0, i1, action: str):
-    value = {"Toggle": None, "Set computed": True, "Set reused": False}.get(action)
-    notify(s.editor.set_region(k0, k1, i0, i1, value))
+    """Steps k0..k1 × units i0..i1 (inclusive): Toggle, Set computed or Set reused."""
+    k0, i0 = _cell(s, k0, i0)
+    k1, i1 = _cell(s, k1, i1)
+    apply(s.editor.set_region(k0, k1, i0, i1, ACTIONS[choice(action, "Action", list(ACTIONS))]))
     return view(s)
 
 
 def set_row(s: Session, k, on: bool):
-    notify(s.editor.set_row(k, on))
+    apply(s.editor.set_row(whole(k, "Step k", 0, s.editor.steps - 1), on))
     return view(s)
 
 
 def set_column(s: Session, i, on: bool):
-    notify(s.editor.set_column(i, on))
+    apply(s.editor.set_column(whole(i, "Unit i", 0, s.editor.shape[1] - 1), on))
     return view(s)
 
 
+def compute_step(s: Session, k):
+    return set_row(s, k, True)
+
+
+def reuse_step(s: Session, k):
+    return set_row(s, k, False)
+
+
+def compute_unit(s: Session, i):
+    return set_column(s, i, True)
+
+
+def reuse_unit(s: Session, i):
+    return set_column(s, i, False)
+
+
 def undo(s: Session):
-    notify(s.editor.undo())
+    apply(s.editor.undo())
     return view(s)
 
 
 def redo(s: Session):
-    notify(s.editor.redo())
+    apply(s.editor.redo())
     return view(s)
 
 
 def reset(s: Session):
-    notify(s.editor.reset())
+    apply(s.editor.reset())
     return view(s)
 
 
 def rectify(s: Session):
-    notify(s.editor.rectify(s.ctx))
+    apply(s.editor.rectify(s.ctx))
+    return view(s)
+
+
+def set_mode(s: Session, action: str):
+    """What a click / drag on the grid does: Toggle, Set computed or Set reused."""
+    s.mode = choice(action, "Action", list(ACTIONS))
     return view(s)
 
 
@@ -197,78 +316,76 @@ def show_pre(s: Session, flag: bool):
     return view(s)
 
 
-# --- presets and files -----------------------------------------------------------------------
-def load_preset(s: Session, key: str, interval, branch, every, macs_ratio, seed):
+# --- presets and files -------------------------------------------------------------------------
+def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, seed):
+    choice(preset, "Preset", [k for _, k in preset_choices(s)])
+    params = dict(interval=whole(interval, "interval", 1, 10_000), branch=whole(branch, "branch", 0, 10_000),
+                  every=whole(every, "every", 1, 10_000), macs_ratio=number(macs_ratio, "MAC budget", 0, 1),
+                  seed=whole(seed, "seed", 0, 2**32 - 1))
     try:
-        mask, source, meta = presets.build(s.ctx, key, s.editor.steps, interval=interval, branch=branch, every=every,
-                                           macs_ratio=macs_ratio, seed=seed)
-        notify(s.editor.load(mask, source=source, meta=meta))
+        mask, source, meta = presets.build(s.ctx, preset, s.editor.steps, **params)
     except BlockmaskError as e:
-        gr.Warning(f"Preset: {e}")
+        raise gr.Error(f"Preset: {e}.") from None
+    apply(s.editor.load(mask, source=source, meta=meta))
     return view(s)
 
 
-def upload_mask(s: Session, path):
-    if path is None:
-        return view(s)
-    p = Path(path if isinstance(path, (str, Path)) else getattr(path, "name", ""))
+def upload_mask(s: Session, mask_file):
+    """Load an uploaded blockmask/1 JSON (size checked before it is read)."""
+    if mask_file is None:
+        raise gr.Error("No file was uploaded.")
+    p = Path(mask_file if isinstance(mask_file, (str, Path)) else getattr(mask_file, "name", ""))
     try:
+        check_upload_size(p.stat().st_size, p.name)
         data = p.read_bytes()
-    except OSError as e:
-        gr.Warning(f"Could not read the uploaded file: {e}")
-        return view(s)
-    notify(s.editor.load_upload(s.ctx, data, p.name))
+    except BlockmaskError as e:
+        raise gr.Error(f"{e}; the current mask is kept.") from None
+    except OSError:
+        raise gr.Error(f"{p.name}: the upload could not be read; the current mask is kept.") from None
+    apply(s.editor.load_upload(s.ctx, data, p.name))
     return view(s)
 
 
 def download_mask(s: Session) -> str:
-    """Path of a temp JSON file with the current mask (for gr.DownloadButton / the API)."""
-    d = Path(tempfile.mkdtemp(prefix="blockmask-"))
-    out = d / s.editor.download_name(s.ctx)
-    out.write_bytes(s.editor.download_bytes(s.ctx))
-    return str(out)
+    """Path of a JSON file with the current mask."""
+    return download_path(s)
 
 
-# --- generation and Δ_k ----------------------------------------------------------------------
+# --- generation and Δ_k ------------------------------------------------------------------------
 @gpu
-def generate(s: Session, seed, num_images, class_label, guidance, progress=gr.Progress(track_tqdm=True)):
-    """(original, masked, difference) PNG-ready arrays and a readout; state unchanged."""
+def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, progress=gr.Progress()):
+    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot)."""
     ctx = s.ctx
+    seed = whole(seed, "Seed", 0, 2**32 - 1)
+    n = whole(num_images, "Images", 1, MAX_IMAGES)
+    reps = whole(repeats, "Timed repeats", 1, 10)
+    label = whole(class_label, "Class label", 0, ctx.num_classes - 1) if ctx.num_classes else None
+    g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
     try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise gr.Error(f"Seed must be a whole number, got {seed!r}.") from None
-    n, msg = clamp_images(num_images)
-    if msg:
-        gr.Warning(msg[0].upper() + msg[1:] + ".")
-    label = None
-    if ctx.num_classes:
-        try:
-            label = int(class_label)
-        except (TypeError, ValueError):
-            raise gr.Error(f"Class label must be a whole number 0..{ctx.num_classes - 1}.") from None
-    try:
-        g = float(guidance) if ctx.supports_guidance and guidance is not None else 1.0
-        r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t))
+        r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results)
     except BlockmaskError as e:
-        raise gr.Error(str(e)) from None
-    scale = max(1, 256 // max(r.original.shape[1], 1))
+        raise gr.Error(f"Generation failed: {e}.") from None
+    s.shown = r.key
+    scale = max(1, -(-400 // max(1, min(r.original.shape[:2]))))  # the short side ≥ 400 px (nearest neighbour)
     psnr = "identical (∞ dB)" if math.isinf(r.psnr) else f"{r.psnr:.2f} dB"
+    cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "")
     md = (f"**MACs per image** original {format_macs(r.macs_original)} · masked {format_macs(r.macs_masked)} "
-          f"(**{r.macs_percent:.1f} %**)\n\n**Wall time** original {r.original_s:.3f} s · masked {r.masked_s:.3f} s · "
-          f"**speedup {r.speedup:.2f}×**\n\n**PSNR** {psnr} · **MSE** {r.mse:.3e} · {r.num_images} image(s), "
-          f"seed {seed}" + (" · masked run from cache" if r.cached else "")
+          f"(**{r.macs_percent:.1f} %**)\n\n**Speedup** {r.speed_text()}\n\n"
+          f"Median wall time original {r.original_s:.3f} s · masked {r.masked_s:.3f} s\n\n"
+          f"**PSNR** {psnr} · **MSE** {r.mse:.3e} · {r.num_images} image(s), seed {seed}{cond}"
+          + (" · from this session's results (times are from when it ran)" if r.cached else "")
           + f"\n\nDifference image amplified ×{r.diff_gain:.1f}.")
-    return upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md
+    div = None if r.errors is None else figures.divergence_figure(r.errors, ctx.timesteps(s.editor.steps))
+    return (s, upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md, stale_md(s),
+            gr.update(value=div, visible=div is not None))
 
 
 @gpu
-def compute_delta_plot(s: Session, progress=gr.Progress(track_tqdm=True)):
+def compute_delta_plot(s: Session, progress=gr.Progress()):
     ctx, ed = s.ctx, s.editor
     try:
         s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
     except BlockmaskError as e:
-        gr.Warning(str(e))
+        raise gr.Error(f"Δ_k: {e}.") from None
     return view(s)
-

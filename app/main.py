@@ -5,7 +5,10 @@
 A thin view over :mod:`blockmask.viz`: widgets are read here, all work happens in the presenter.
 Loaded models are shared across sessions (``st.cache_resource``, never mutated per user); each
 user's mask, history and results live in ``st.session_state``. Set $BLOCKMASK_APP_MODEL to start
-on another model spec (the tests use a tiny random-init config).
+on another model spec (the tests use a tiny random-init config). Visitors choose among the models the
+operator offers (bundled ones, plus ``--allow-model SPEC`` / $BLOCKMASK_APP_ALLOW):
+
+    streamlit run app/main.py -- --allow-model ./my-unet --allow-model google/ddpm-cifar10-32
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
+import argparse  # noqa: E402
+
 import streamlit as st  # noqa: E402
 
 from blockmask.errors import BlockmaskError  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz import MaskEditor, presets  # noqa: E402
+from blockmask.viz.access import ENV_ALLOW, ModelPolicy, load_failed  # noqa: E402
+from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
 from st_panels import analysis_panel, editor_panel, generate_panel, preset_panel, show, train_panel  # noqa: E402
 
-OTHER = "Other: hub id or local path…"
+OTHER = "Other: hub id or local path…"  # offered only when the operator allows any spec ('*')
 INTRO = ("Each **cell** of the mask is one network unit (a ResNet block or attention layer) at one sampling step. "
          "**Computed** cells run the unit; **reused** cells skip it and return the output cached at the last step "
          "where it ran. Neighbouring steps see nearly the same input, so many units change little between steps "
@@ -46,14 +53,24 @@ def get_context(spec: str, scheduler: str) -> ModelContext:
     return with_scheduler(get_model(spec), scheduler)
 
 
-def sidebar() -> tuple[str, int, str]:
-    """Model, step count and scheduler from the sidebar (plain values)."""
+def policy() -> ModelPolicy:
+    """The models this app offers: bundled ones plus ``--allow-model`` (after ``--``) and $BLOCKMASK_APP_ALLOW."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--allow-model", action="append", default=[])
+    extra = ap.parse_known_args(sys.argv[1:])[0].allow_model
+    return ModelPolicy.from_env(model_choices(), extra)
+
+
+def sidebar(pol: ModelPolicy) -> tuple[str, int, str]:
+    """Model (public name), step count and scheduler from the sidebar (plain values)."""
     sb = st.sidebar
     sb.header("Model")
-    choices = model_choices() + [OTHER]
-    pick = sb.selectbox("Model", choices, format_func=lambda s: s if s == OTHER else spec_label(s), key="model_pick",
+    choices = pol.choices() + ([OTHER] if pol.any_spec else [])
+    pick = sb.selectbox("Model", choices, format_func=lambda n: n if n == OTHER else pol.label(n),
+                        key="model_pick",
                         help="Bundled models are trained on MNIST; 'random init' builds the architecture with random "
-                             "weights (images are noise, but masks, MACs and speed behave the same).")
+                             f"weights (images are noise, but masks, MACs and speed behave the same). The operator "
+                             f"offers more with --allow-model or ${ENV_ALLOW}.")
     spec = pick
     if pick == OTHER:
         spec = sb.text_input("Hub id or local folder", key="custom_spec", placeholder="google/ddpm-cifar10-32",
@@ -67,22 +84,28 @@ def sidebar() -> tuple[str, int, str]:
     return spec, int(steps), sched
 
 
-def resolve_context(spec: str, sched: str) -> ModelContext:
-    """Load the requested model; on failure report it and keep the last model that worked."""
+def resolve_context(pol: ModelPolicy, name: str, sched: str) -> ModelContext:
+    """Load the chosen model; on failure report it (one message for missing and unreadable) and keep
+    the last model that worked."""
     good = st.session_state.get("good_spec", default_model_spec())
-    if not spec:
+    if not name:
         st.sidebar.info("Type a hub id or folder to load another model.")
-        spec = good
+        return get_context(good, sched)
+    try:
+        spec = pol.resolve(name)
+    except BlockmaskError as e:
+        st.error(f"{e}. Still using {spec_label(good)}.")
+        return get_context(good, sched)
     try:
         ctx = get_context(spec, sched)
         st.session_state.good_spec = spec
         return ctx
     except Exception as e:  # noqa: BLE001 — never let a model load take the app down
-        why = str(e) if isinstance(e, BlockmaskError) else f"{type(e).__name__}: {str(e)[:200]}"
+        why = load_failed(pol.name_of(spec), e)
         if spec == good:  # nothing loaded yet (or the last good model broke): use the random-init fallback
             good = FALLBACK_SPEC
             st.session_state.good_spec = good
-        st.error(f"Could not load {spec!r}: {why}. Using {spec_label(good)} instead.")
+        st.error(f"{str(why)[0].upper()}{str(why)[1:]}. Using {spec_label(good)} instead.")
     return get_context(good, sched)
 
 
@@ -115,8 +138,9 @@ def ensure_editor(ctx: ModelContext, steps: int) -> MaskEditor:
 def main() -> None:
     st.set_page_config(page_title="blockmask explorer", layout="wide")
     init_state()
-    spec, steps, sched = sidebar()
-    ctx = resolve_context(spec, sched)
+    pol = policy()
+    name, steps, sched = sidebar(pol)
+    ctx = resolve_context(pol, name, sched)
     ed = ensure_editor(ctx, steps)
     st.title("blockmask: which units can reuse their cache?")
     st.caption(f"Model: **{ctx.label}** · device {ctx.wb.device} · K={steps} · {sched}")
@@ -125,6 +149,10 @@ def main() -> None:
                    "mask editor, MACs, rectification and timing work exactly as with a trained model.")
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(INTRO)
+    with st.expander("Guided tour (4 steps, for a class)", expanded=False):
+        step = st.segmented_control("Tour step", [t for t, _ in TOUR], default=TOUR[0][0], key="tour_step",
+                                    label_visibility="collapsed")
+        st.markdown(dict(TOUR).get(step or TOUR[0][0]))
     for m in st.session_state.flash:
         show(m)
     st.session_state.flash = []

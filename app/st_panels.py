@@ -12,6 +12,7 @@ import streamlit as st
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, presenter, presets, training
+from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
 from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
                                    upscale)
 from blockmask.viz.context import ModelContext
@@ -61,12 +62,20 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 flash([Message("error", f"Preset {pick.label}: {e}")])
             st.rerun()
     with c3:
-        up = st.file_uploader("Upload mask JSON", type=["json"], key="upload",
+        gen = st.session_state.get("upload_gen", 0)
+        up = st.file_uploader(f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)", type=["json"],
+                              key=f"upload{gen or ''}", max_upload_size=max(1, MAX_UPLOAD_BYTES // 1_000_000),
                               help="A blockmask/1 file for this model and step count; anything else is refused "
                                    "and the current mask is kept.")
         if up is not None and st.session_state.get("last_upload") != up.file_id:
             st.session_state.last_upload = up.file_id
-            msgs = ed.load_upload(ctx, up.getvalue(), up.name)
+            try:
+                check_upload_size(up.size, up.name)  # before the bytes are read
+                msgs = ed.load_upload(ctx, up.getvalue(), up.name)
+            except BlockmaskError as e:
+                msgs = [Message("error", f"{e}; the current mask is kept.")]
+            if any(m.level == "error" for m in msgs):
+                st.session_state.upload_gen = gen + 1  # a refused file does not stay listed
             flash(msgs)
             st.rerun()
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
@@ -143,8 +152,10 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
     mode = CLICK_MODES[st.radio("Click / drag action", list(CLICK_MODES), horizontal=True, key="click_mode")]
     show_pre = st.session_state.get("show_pre", False) and ed.pre_rectify is not None
     mask = ed.pre_rectify if show_pre else ed.mask
+    delta = delta_from_meta(ed.meta, ed.steps)[0]
+    delta = delta if delta is not None else st.session_state.get("delta", {}).get((ctx.key, ed.steps))
     payload = figures.grid_payload(ctx, mask, removed=None if show_pre else ed.removed, mode=MODES[mode],
-                                   readonly=show_pre, ack=st.session_state.get("grid_ack", 0))
+                                   readonly=show_pre, ack=st.session_state.get("grid_ack", 0), delta=delta)
     mask_grid(payload, on_edit=_on_grid_edit)
     if show_pre:
         st.caption("Showing the mask before rectification (read-only): untick the box below to edit.")
@@ -208,7 +219,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.subheader("3 · Original vs masked, same seeds")
     st.caption("Both runs start from the same noise; the difference image shows where the cache reuse changed "
                "the result (amplified). Wall times are measured in this process, one run after the other.")
-    c = st.columns(5)
+    c = st.columns(6)
     seed_text = c[0].text_input("Seed", "0", key="seed")
     n_req = c[1].number_input(f"Images (max {MAX_IMAGES})", 0, 10_000, 2, key="num_images")
     label = None
@@ -218,11 +229,15 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     if ctx.supports_guidance:
         guidance = float(c[3].number_input("Guidance scale", 1.0, 20.0, ctx.default_guidance, 0.5, key="guidance",
                                            help="Classifier-free guidance; 1 turns it off (half the MACs)."))
-    auto = c[4].checkbox("Update on every edit", True, key="auto_generate",
-                         help="Re-run the masked model after each edit (results are cached by mask hash).")
+    reps = int(c[4].number_input("Timed repeats", 1, 10, 3, key="repeats",
+                                 help="Plain and masked runs are timed alternately this many times after a "
+                                      "warm-up; the speedup is the ratio of the medians, with its spread."))
+    auto = c[5].checkbox("Auto-update", True, key="auto_generate",
+                         help="Re-run the masked model after each edit (results are kept per session by mask hash).")
     go = st.button("Generate", type="primary", key="generate")
     res = st.session_state.get("result")
-    stale = res is not None and res[0] != (ed.hash, seed_text, n_req, label, guidance)
+    want = (ed.hash, seed_text, n_req, label, guidance, reps)
+    stale = res is not None and res[0] != want
     if go or (auto and stale):
         seed = _parse_seed(seed_text)
         n, msg = clamp_images(n_req)
@@ -232,8 +247,9 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             bar = st.progress(0.0, "starting…")
             try:
                 out = compare(ctx, ed.mask, seed=seed, num_images=n, class_label=label, guidance_scale=guidance,
-                              progress=lambda f, t: bar.progress(min(1.0, f), t))
-                st.session_state.result = ((ed.hash, seed_text, n_req, label, guidance), out)
+                              repeats=reps, progress=lambda f, t: bar.progress(min(1.0, f), t),
+                              session=st.session_state.setdefault("results", {}))
+                st.session_state.result = (want, out)
             except BlockmaskError as e:
                 st.error(f"Generation failed: {e}")
             bar.empty()
@@ -242,30 +258,40 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         st.info("Press **Generate** to sample with the plain and the masked model.")
         return
     if res[0][0] != ed.hash:
-        st.info("The mask changed since these images were made; press Generate to update them.")
+        st.warning("**Stale:** these images, speed and PSNR were computed for an earlier mask "
+                   f"(`{res[0][0][:12]}`, now `{ed.hash[:12]}`); press Generate to update them.")
     out = res[1]
-    m = st.columns(5)
-    m[0].metric("MACs masked / original", format_macs(out.macs_masked),
+    m = st.columns(4)
+    m[0].metric("MACs (masked)", format_macs(out.macs_masked),
                 f"{out.macs_percent:.1f} % of {format_macs(out.macs_original)}", delta_color="off", delta_arrow="off",
                 help="Per image, whole sampling run (doubled with classifier-free guidance).")
-    m[1].metric("Wall time original", f"{out.original_s:.3f} s")
-    m[2].metric("Wall time masked", f"{out.masked_s:.3f} s")
-    m[3].metric("Speedup", f"{out.speedup:.2f}×", help="original / masked wall time; ideal = 1 / MAC ratio")
-    m[4].metric("PSNR / MSE", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
+    m[1].metric("Speedup (median)", f"{out.speedup:.2f}×",
+                f"{out.speedup_lo:.2f}–{out.speedup_hi:.2f}× over {out.repeats}" if out.repeats > 1 else "1 run",
+                delta_color="off", delta_arrow="off",
+                help="Median plain ÷ median masked wall time of interleaved repeats; the range is the per-repeat "
+                     "spread.")
+    m[2].metric("Ideal (MACs)", f"{out.mac_speedup:.2f}×", help="1 / MAC ratio: what a perfect implementation "
+                "would gain. Noise-free.")
+    m[3].metric("PSNR", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
                 delta_color="off", delta_arrow="off", help="Masked vs original images from the same seeds.")
-    st.caption("Speedup = original ÷ masked wall time, one run each: on a busy CPU expect ±20 % noise, so small "
-               "edits can show speedups on either side of 1×. The MAC ratio is the noise-free number.")
+    st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
+               f"masked {out.masked_s:.3f} s.")
     if out.speedup < 1:
         st.caption("The masked run was not faster: each unit's cache hook costs a little time, which only pays off "
-                   "when the mask reuses enough work (compare the ideal MAC speedup above; timings on a busy CPU "
-                   "are noisy).")
-    scale = max(1, 320 // max(out.original.shape[1], 1))
+                   "when the mask reuses enough work (compare the ideal MAC speedup).")
+    scale = max(1, -(-400 // max(1, min(out.original.shape[:2]))))
     i = st.columns(3)
     i[0].image(upscale(out.original, scale), caption="original (all units every step)")
     i[1].image(upscale(out.masked, scale), caption="masked (current mask)")
     i[2].image(upscale(out.difference, scale), caption=f"|difference| × {out.diff_gain:.1f}")
+    if out.errors is not None:
+        st.caption("Where the error enters: the masked run's latents against the original's after each step "
+                   "(relative). A jump marks a step whose reuse cost quality; a falling curve means later steps "
+                   "pull the trajectory back.")
+        st.plotly_chart(figures.divergence_figure(out.errors, ctx.timesteps(ed.steps)), width="stretch",
+                        key="divergence_fig")
     if out.cached:
-        st.caption("Masked run served from the cache (same mask, seeds and settings); times are from when it ran.")
+        st.caption("Served from this session's results (same mask, seeds and settings); times are from when it ran.")
 
 
 # --- analysis plots --------------------------------------------------------------------------
@@ -287,10 +313,11 @@ def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             if st.button("Compute Δ_k (one unmasked run)", key="delta_btn"):
                 bar = st.progress(0.0, "unmasked run…")
                 try:
-                    store[dkey] = delta = compute_delta(ctx, ed.steps,
-                                                        progress=lambda f, t: bar.progress(min(1.0, f), t))
+                    store[dkey] = compute_delta(ctx, ed.steps, progress=lambda f, t: bar.progress(min(1.0, f), t))
                 except BlockmaskError as e:
                     st.error(str(e))
+                else:
+                    st.rerun()  # redraw the tab without the "no Δ_k" note and its button
                 bar.empty()
         if delta is not None and lam is None:
             lam = default_lambda(delta)
@@ -324,18 +351,34 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             return
         note = training.estimate_note(ctx, ed.steps, int(iters), int(batch))
         (st.warning if ctx.wb.device.type == "cpu" else st.caption)(
-            f"Expected time: {note}{' × several runs for a budget' if use_budget else ''}. "
+            f"{note}{' A budget search runs training several times.' if use_budget else ''} "
             + ("Training on CPU is slow and blocks generation on this model for everyone until it ends."
                if ctx.wb.device.type == "cpu" else ""))
+        if st.session_state.get("t_cancel"):
+            st.info("Training cancelled; the editor keeps its mask.")
+        if ctx.num_classes or ctx.supports_guidance:
+            st.caption("Training uses the class label and guidance scale set in section 3.")
         if st.button("Start training", key="t_start"):
+            st.button("Cancel training", key="t_cancel",
+                      help="Stops the run at once (this reruns the page); nothing is loaded.")
             bar = st.progress(0.0, "measuring Δ_k (one unmasked run)…")
+            chart = st.empty()
+            curve = training.Curve()
+
+            def tick(f, t):
+                bar.progress(min(1.0, f), t)
+                chart.plotly_chart(training.curve_figure(curve), key=f"t_curve_{len(curve.k)}")
+
             try:
                 label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
                 g = float(st.session_state.get("guidance", 1.0)) if ctx.supports_guidance else 1.0
                 mask, source, meta = training.train(ctx, ed.steps, lam=lam, target_macs=budget if use_budget else None,
                                                     iters=iters, batch=batch, class_label=label, guidance_scale=g,
-                                                    progress=lambda f, t: bar.progress(min(1.0, f), t))
-                _edit(ed.load(mask, source=source, meta=meta))
+                                                    progress=tick, curve=curve)
+                msgs = ed.load(mask, source=source, meta=meta)
+                if mask.all():
+                    msgs.append(Message("warning", training.ALL_ONES_NOTE))
+                _edit(msgs)
             except BlockmaskError as e:
                 st.error(f"Training failed: {e}")
             finally:

@@ -1,9 +1,10 @@
-"""Streamlit click latency in a real browser: click a mask cell, time until the grid shows the new
+"""Click latency of the apps in a real browser: click a mask cell, time until the grid shows the new
 cell colour and until the MAC readout (computed on the server) shows the new value. Debian's
 /usr/bin/chromium via Playwright.
 
-    python benchmarks/app_latency.py --clicks 10             # bundled default model (mnist-ddpm)
+    python benchmarks/app_latency.py --clicks 10             # Streamlit, bundled default model (mnist-ddpm)
     python benchmarks/app_latency.py --model config:tests/configs/tiny-unet.json --steps 20
+    python benchmarks/app_latency.py --app gradio --clicks 10   # the Gradio app (same grid in a gr.HTML)
 
 Prints the median and the max of each, in milliseconds, and a JSON line (``--json FILE`` saves it).
 """
@@ -87,8 +88,8 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None,
                 box.fill(str(steps))
                 box.press("Enter")
                 _wait_idle(page)
-            if not auto:  # untick "Update on every edit": clicks then never start a generation
-                page.get_by_text("Update on every edit").first.click()
+            if not auto:  # untick "Auto-update": clicks then never start a generation
+                page.get_by_text("Auto-update").first.click()
                 _wait_idle(page)
                 page.locator("canvas.bm-canvas").first.scroll_into_view_if_needed()
             page.wait_for_timeout(2000)
@@ -122,16 +123,89 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None,
             "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
 
 
+GRADIO_READ = """() => {
+  const g = document.querySelector('#mask-grid .bm-grid');
+  const r = document.querySelector('#readout');
+  return [r ? r.innerText : '', g ? g.dataset.cells : ''];
+}"""
+
+
+def measure_gradio(model: str, steps: int | None, clicks: int, port: int | None = None) -> dict:
+    """The same clicks on the Gradio app (app/gradio_demo.py): the grid redraws in the browser, the
+    readout after the server's reply (grid_edit → MaskEditor → view)."""
+    from playwright.sync_api import sync_playwright
+
+    port = port or _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"BLOCKMASK_APP_MODEL": model} if model else {})}
+    proc = subprocess.Popen([sys.executable, "app/gradio_demo.py", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(480):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = b.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+            page.wait_for_function("() => document.querySelector('#readout')?.innerText.includes('computed cells')",
+                                   timeout=180_000)
+            if steps:
+                box = page.get_by_label("Sampling steps K")
+                box.fill(str(steps))
+                box.press("Enter")
+                page.wait_for_function(f"() => document.querySelector('#readout').innerText.includes('K={steps} ')",
+                                       timeout=180_000)
+            canvas = page.locator("#mask-grid canvas.bm-canvas").first
+            canvas.scroll_into_view_if_needed()
+            page.wait_for_timeout(2000)
+            readout_ms, chart_ms = [], []
+            for c in range(clicks):
+                before = page.evaluate(GRADIO_READ)
+                geo = json.loads(page.locator("#mask-grid .bm-grid").first.get_attribute("data-geo"))
+                box = canvas.bounding_box()
+                height = page.viewport_size["height"]
+                cells = [(box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + (k + 0.5) * geo["ch"])
+                         for k in range(1, geo["K"]) for i in range(geo["N"])]
+                cells = [xy for xy in cells if 20 < xy[1] < height - 20]
+                x, y = cells[(7 + 13 * c) % len(cells)]
+                page.mouse.move(x, y)
+                t0 = time.perf_counter()
+                page.mouse.click(x, y)
+                page.wait_for_function(f"b => ({GRADIO_READ})()[1] !== b", arg=before[1], timeout=30_000,
+                                       polling="raf")
+                t1 = time.perf_counter()
+                page.wait_for_function(f"b => ({GRADIO_READ})()[0] !== b", arg=before[0], timeout=30_000,
+                                       polling="raf")
+                t2 = time.perf_counter()
+                chart_ms.append((t1 - t0) * 1000)
+                readout_ms.append((t2 - t0) * 1000)
+                page.wait_for_timeout(int(os.environ.get("BM_PAUSE_MS", "500")))  # let the plots of this edit finish drawing before the next click
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return {"app": "gradio", "model": model or "default", "clicks": clicks,
+            "readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
+            "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--app", choices=("streamlit", "gradio"), default="streamlit")
     ap.add_argument("--model", default="", help="model spec (default: the app's default, the bundled mnist-ddpm)")
     ap.add_argument("--steps", type=int, help="set the step count K in the sidebar first")
     ap.add_argument("--clicks", type=int, default=10)
-    ap.add_argument("--no-auto", action="store_true", help='untick "Update on every edit" first (no generation '
+    ap.add_argument("--no-auto", action="store_true", help='Streamlit: untick "Auto-update" first (no generation '
                     "after each click)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
-    r = measure(args.model, args.steps, args.clicks, auto=not args.no_auto)
+    if args.app == "gradio":
+        r = measure_gradio(args.model, args.steps, args.clicks)
+    else:
+        r = measure(args.model, args.steps, args.clicks, auto=not args.no_auto)
     for k in ("readout_ms", "chart_ms"):
         print(f"{k[:-3]:8s} median {r[k]['median']:.0f} ms, max {r[k]['max']:.0f} ms over {args.clicks} clicks")
     print(json.dumps(r))

@@ -109,10 +109,11 @@ def initial_noise(model, batch: int, generator: torch.Generator, scheduler) -> t
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
            seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
            callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None,
-           mode: str = "eager") -> torch.Tensor:
+           mode: str = "eager", on_latents: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Run the full sampling loop; returns the final latents (B, C, H, W).
 
-    mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step.
+    mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step;
+    ``on_latents(k, x_k)`` with the latents after step k (B, C, H, W) (the apps' divergence plot).
     ``mode``: eager | compiled | graph (see :mod:`blockmask.execution`).
     The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
     """
@@ -138,8 +139,11 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
                 ctx.set_step(krow[c])
             eps = denoise(model, adapter, scheduler, latents, t, cond, condition.guidance_scale, cfg)
             latents = scheduler_step(scheduler, eps, t, latents, g)
-            if callback is not None and (c + 1 == len(krow) or krow[c + 1] != krow[c]):
-                callback(krow[c] + 1, rows)
+            if c + 1 == len(krow) or krow[c + 1] != krow[c]:  # the row's step is complete
+                if on_latents is not None:
+                    on_latents(krow[c], latents)
+                if callback is not None:
+                    callback(krow[c] + 1, rows)
     return latents
 
 

@@ -120,9 +120,9 @@ def test_streamlit_click_and_generate(browser):
         page.get_by_role("button", name="Generate").click()
         page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=stMetricLabel]')].some(m => m.innerText.trim() === "
-            "'Speedup')", timeout=180_000)
+            "'Speedup (median)')", timeout=180_000)
         speed = page.locator('[data-testid="stMetric"]').filter(
-            has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^Speedup$"))).first.locator(
+            has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^Speedup \(median\)$"))).first.locator(
             '[data-testid="stMetricValue"]').inner_text()
         assert re.match(r"\d+\.\d+×", speed)
         page.set_viewport_size({"width": 1400, "height": 3600})  # Streamlit scrolls inside its own container
@@ -136,44 +136,99 @@ def test_streamlit_click_and_generate(browser):
         proc.wait(timeout=20)
 
 
-def test_gradio_click_and_generate(browser):
+def _grid_geo(page, sel: str):
+    grid = page.locator(f"{sel} .bm-grid").first
+    grid.wait_for(timeout=60_000)
+    geo = json.loads(grid.get_attribute("data-geo"))
+    page.locator(f"{sel} canvas.bm-canvas").first.scroll_into_view_if_needed()
+    box = page.locator(f"{sel} canvas.bm-canvas").first.bounding_box()
+
+    def centre(k, i):
+        return box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + k * geo["ch"] + geo["ch"] / 2
+
+    return grid, geo, centre
+
+
+def _computed(page) -> int:
+    return int(re.search(r"computed cells (\d+)/", page.locator("#readout").inner_text()).group(1))
+
+
+def test_gradio_grid_download_train_and_dit(browser):
+    """Hover text, click and drag edits on the shared grid, download = the current mask, training
+    progress, and a DiT's class label reaching the model."""
     ART.mkdir(exist_ok=True)
     port = _free_port()
-    proc = _server([sys.executable, "app/gradio_demo.py"], {"BLOCKMASK_APP_MODEL": TINY,
-                                                             "GRADIO_SERVER_PORT": str(port)},
-                   f"http://127.0.0.1:{port}/")
+    dit = "config:" + str(ROOT / "tests" / "configs" / "tiny-dit.json")
+    proc = _server([sys.executable, "app/gradio_demo.py", "--port", str(port)],
+                   {"BLOCKMASK_APP_MODEL": TINY, "BLOCKMASK_APP_ALLOW": dit}, f"http://127.0.0.1:{port}/")
     try:
-        sys.path.insert(0, str(ROOT / "app"))
-        from blockmask.viz import figures
-        from blockmask.viz.context import load_context
-
-        ctx = load_context(TINY, device="cpu")
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page = browser.new_page(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
         page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
-        readout = page.locator("#readout")
         page.wait_for_function("() => document.querySelector('#readout')?.innerText.includes('computed cells')",
                                timeout=120_000)
-        img = page.locator("#mask-image img").first
-        img.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)  # let the layout settle before measuring the image
-        nat_w, nat_h = page.evaluate("e => [e.naturalWidth, e.naturalHeight]", img.element_handle())
-        steps = nat_h // figures.image_layout(ctx, 20)["cell"]
-        lay = figures.image_layout(ctx, steps)
-        box = img.bounding_box()
-        sx, sy = box["width"] / nat_w, box["height"] / nat_h
-        c = lay["cell"]
-        img.click(position={"x": (lay["x0"][3] + c / 2) * sx, "y": (2 * c + c / 2) * sy})
-        page.wait_for_function("() => { const m = document.querySelector('#readout').innerText.match("
-                               "/computed cells (\\d+)\\/(\\d+)/); return m && +m[1] === +m[2] - 1; }",
+        grid, geo, centre = _grid_geo(page, "#mask-grid")
+        n, cells0, before = geo["N"], grid.get_attribute("data-cells"), _computed(page)
+        page.mouse.move(*centre(2, 3))
+        tip = page.locator("#mask-grid .bm-tip").inner_text()
+        assert "MACs" in tip and "k=2" in tip and "computed" in tip  # unit, MACs, step, timestep, state
+        page.mouse.click(*centre(2, 3))
+        cells1 = grid.get_attribute("data-cells")  # redrawn in the browser at once
+        assert sum(a != b for a, b in zip(cells0, cells1)) == 1 and cells1[2 * n + 3] == "0"
+        page.wait_for_function(f"() => document.querySelector('#readout').innerText.includes('cells {before - 1}/')",
                                timeout=60_000)
-        m = re.search(r"computed cells (\d+)/(\d+)", readout.inner_text())
-        assert m and int(m.group(1)) == int(m.group(2)) - 1
+        page.mouse.move(*centre(4, 0))  # drag a box: steps 4..6 × units 0..2 toggle
+        page.mouse.down()
+        page.mouse.move(*centre(6, 2), steps=4)
+        page.mouse.up()
+        cells2 = grid.get_attribute("data-cells")
+        assert sorted(j for j in range(len(cells2)) if cells2[j] != cells1[j]) == \
+            sorted(k * n + i for k in (4, 5, 6) for i in (0, 1, 2))
+        page.wait_for_function(f"() => document.querySelector('#readout').innerText.includes('cells {before - 10}/')",
+                               timeout=60_000)
+        assert grid.get_attribute("data-cells") == cells2  # the server applied the same edit
+        page.wait_for_timeout(500)
+        with page.expect_download(timeout=60_000) as dl:  # one click, the current mask (not the previous one)
+            page.locator("#download").click()
+        saved = json.loads(Path(dl.value.path()).read_text())
+        assert "".join("1" if c else "0" for row in saved["mask"] for c in row) == cells2
         page.locator("#generate").click()
-        page.wait_for_function("() => document.querySelector('#gen-readout').innerText.includes('speedup')",
+        page.wait_for_function("() => document.querySelector('#gen-readout').innerText.includes('Speedup')",
                                timeout=180_000)
-        assert "PSNR" in page.locator("#gen-readout").inner_text()
+        assert "repeats" in page.locator("#gen-readout").inner_text()
+        grid, geo, centre = _grid_geo(page, "#mask-grid")  # the page scrolled to the Generate button
+        page.mouse.click(*centre(3, 5))  # an edit after Generate marks the results stale
+        page.wait_for_function("() => document.querySelector('#stale').innerText.includes('Stale')", timeout=60_000)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ART / "gradio.png"), full_page=True)
+        # training: progress shown while it runs, the trained mask loaded at the end
+        page.get_by_text("Train a mask here").click()
+        page.get_by_label("Iterations per step").fill("2")
+        page.get_by_label("Batch (noise seeds)").fill("1")
+        page.locator("#train-start").click()
+        page.wait_for_function("() => /step \\d+\\/\\d+/.test(document.body.innerText)", timeout=120_000)
+        page.wait_for_function("() => /Loaded the trained mask|all ones/.test("
+                               "document.querySelector('#train-status').innerText)", timeout=300_000)
+        assert "trained here" in page.locator("#readout").inner_text()
+        # large K: rows get short; "+" makes them taller and the grid scrolls (pan)
+        steps = page.get_by_label("Sampling steps K")
+        steps.fill("200")
+        steps.press("Enter")
+        page.wait_for_function("() => document.querySelector('#readout').innerText.includes('K=200 ')", timeout=120_000)
+        page.wait_for_function("() => JSON.parse(document.querySelector('#mask-grid .bm-grid').dataset.geo).K === 200")
+        ch = json.loads(page.locator("#mask-grid .bm-grid").get_attribute("data-geo"))["ch"]
+        page.locator("#mask-grid .bm-zoom button[data-z=in]").click()
+        assert json.loads(page.locator("#mask-grid .bm-grid").get_attribute("data-geo"))["ch"] == 2 * ch
+        scroll = page.locator("#mask-grid .bm-scroll")
+        assert scroll.evaluate("e => e.scrollHeight > e.clientHeight")
+        # a class-conditional DiT: the class label field appears and reaches the model
+        model = page.get_by_label("Model", exact=True)
+        model.click()
+        page.get_by_role("option", name=re.compile("tiny-dit")).click()
+        page.locator("#class-label").wait_for(state="visible", timeout=120_000)
+        page.locator("#class-label input").fill("3")
+        page.locator("#generate").click()
+        page.wait_for_function("() => document.querySelector('#gen-readout').innerText.includes('class 3')",
+                               timeout=180_000)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -1,9 +1,10 @@
-"""The Gradio demo: every handler called directly, then the launched app driven by gradio_client.
-Tiny random-init U-Net, K=6 (the real default model is exercised by test_streamlit_app and the
-browser tests)."""
+"""The Gradio demo: every handler called directly (good and bad inputs), then the launched app driven
+by gradio_client. Tiny random-init U-Net, K=6 (the real default model is exercised by
+test_streamlit_app and the browser tests)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import warnings
@@ -14,16 +15,22 @@ import numpy as np
 import pytest
 
 APP = Path(__file__).resolve().parents[1] / "app"
-TINY = "config:" + str(Path(__file__).resolve().parent / "configs" / "tiny-unet.json")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+TINY = "config:" + str(CONFIGS / "tiny-unet.json")
+DIT = "config:" + str(CONFIGS / "tiny-dit.json")
 K = 6
 sys.path.insert(0, str(APP))
 import gradio_handlers as h  # noqa: E402
+import gradio_training  # noqa: E402
+
+NOOP = lambda *a, **k: None  # noqa: E731 — a gr.Progress stand-in
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("BLOCKMASK_APP_MODEL", TINY)
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW", raising=False)
     warnings.simplefilter("ignore")  # gr.Warning outside a request is a Python warning
 
 
@@ -32,95 +39,205 @@ def s():
     return h.new_session(TINY, K)
 
 
-def _sel(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
+def _edit(**e) -> str:
+    return json.dumps({"edit": {"seq": 1, "mode": "toggle", **e}})
 
 
 def test_view_and_load_model(s):
     out = h.view(s)
-    assert out[0] is s and out[1].ndim == 3 and "MACs per image" in out[2]
-    res = h.load_model(s, TINY, K + 2, "ddpm")
+    assert out[0] is s and json.loads(out[1])["K"] == K and "MACs per image" in out[2]
+    res = h.load_model(s, "tiny-unet", K + 2, "ddpm")
     assert res[0].editor.steps == K + 2 and res[0].scheduler == "ddpm"
-    same = h.load_model(s, TINY, "abc", "ddim")  # non-numeric steps: warning, state kept
-    assert same[0] is s
-    bad = h.load_model(s, "nobody/no-such-model", K, "ddim")
-    assert bad[0] is s
+    assert res[-2]["visible"] is False  # unconditional model: no class label field
 
 
-def test_click_toggle_region_row_column(s):
-    from blockmask.viz import figures
+def test_dit_shows_class_label_and_guidance_and_honours_them():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BLOCKMASK_APP_ALLOW", DIT)
+        s = h.new_session(TINY, 4)
+        out = h.load_model(s, "tiny-dit", 4, "ddim")
+        s2, lab, gui = out[0], out[-2], out[-1]
+        assert lab["visible"] and "Class label (0–" in lab["label"] and gui["visible"]
+        _, a, *_ = h.generate(s2, 0, 1, 1, 1.0, 1, progress=NOOP)
+        _, b, *_ = h.generate(s2, 0, 1, 2, 1.0, 1, progress=NOOP)
+        assert not np.array_equal(a, b)  # the class label reaches the model
+        with pytest.raises(gr.Error, match="Class label must be a whole number"):
+            h.generate(s2, 0, 1, 10_000, 1.0, 1, progress=NOOP)
 
-    lay = figures.image_layout(s.ctx, K)
-    c = lay["cell"]
-    h.click_cell(s, "Toggle", _sel(lay["x0"][3] + c // 2, 2 * c + c // 2))
-    assert not s.editor.mask[2, 3]
-    h.click_cell(s, "Toggle", _sel(lay["x0"][3] + 1, 0))  # row 0: refused
-    assert s.editor.mask[0].all()
-    h.click_cell(s, "Set reused", _sel(lay["x0"][4] + 1, c + 1))
-    assert not s.editor.mask[1, 4]
+
+def test_grid_edits_and_tools(s):
+    h.grid_edit(s, _edit(k0=2, k1=2, i0=3, i1=3))
+    assert not s.editor.mask[2, 3] and s.grid_ack == 1
+    h.grid_edit(s, json.dumps({"edit": {"seq": 2, "k0": 1, "k1": 2, "i0": 4, "i1": 5, "mode": "off"}}))
+    assert not s.editor.mask[1:3, 4:6].any() and json.loads(h.view(s)[1])["ack"] == 2
+    assert len(h.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 5
     h.toggle_cell(s, 3, 1)
     assert not s.editor.mask[3, 1]
-    h.toggle_cell(s, "x", 1)  # bad input: no change, no exception
     h.set_region(s, 4, 5, 0, 2, "Set reused")
     assert not s.editor.mask[4:6, 0:3].any()
-    h.set_row(s, 2, False)
+    h.reuse_step(s, 2)
     assert not s.editor.mask[2].any()
     prev = s.editor.mask.copy()
-    h.set_column(s, 7, False)
+    h.reuse_unit(s, 7)
     assert not s.editor.mask[1:, 7].any()
     h.undo(s)
     np.testing.assert_array_equal(s.editor.mask, prev)
     h.redo(s)
-    assert not s.editor.mask[1:, 7].any()
     h.reset(s)
     assert s.editor.mask.all()
+    h.grid_edit(s, json.dumps({"edit": {"seq": 3, "k0": 0, "k1": 0, "i0": 1, "i1": 1, "mode": "toggle"}}))
+    h.toggle_cell(s, 0, 2)
+    assert s.editor.mask[0].all()  # step 0 is refused with the reason (a warning toast), never changed
+    h.set_mode(s, "Set reused")
+    assert json.loads(h.view(s)[1])["mode"] == "off"
 
 
-def test_rectify_preset_show_pre(s):
-    h.load_preset(s, "random", 3, 1, 2, 0.5, 1)
-    before = s.editor.mask.copy()
-    assert not before.all()
-    out = h.rectify(s)
-    assert not (s.editor.mask & ~before).any() and "rectification" in out[2].lower()
-    pre = h.show_pre(s, True)
-    assert pre[1].shape == out[1].shape
-    h.load_preset(s, "fora", "abc", 1, 2, 0.5, 0)  # non-numeric parameter: warning, mask kept
-    np.testing.assert_array_equal(s.editor.mask, h.show_pre(s, False)[0].editor.mask)
-    h.load_preset(s, "fora", 2, 1, 2, 0.5, 0)
-    assert not s.editor.mask[1].any() and s.editor.mask[2].all()
+# (handler, args after the session, words the one-line error must contain)
+BAD = [
+    (h.toggle_cell, (999, 3), "Step k must be a whole number in 0..5"),
+    (h.toggle_cell, (1.5, 0), "Step k must be a whole number"),
+    (h.toggle_cell, ("x", 1), "Step k"),
+    (h.toggle_cell, (1, -1), "Unit i"),
+    (h.toggle_cell, (None, 1), "Step k"),
+    (h.toggle_cell, (float("nan"), 1), "Step k"),
+    (h.toggle_cell, (True, 1), "Step k"),
+    (h.set_region, (1, 2, 0, 1, "Explode"), "Action must be one of"),
+    (h.set_region, (1, 99, 0, 1, "Toggle"), "Step k"),
+    (h.compute_step, ("1e9",), "Step k"),
+    (h.reuse_unit, (-3,), "Unit i"),
+    (h.set_mode, ("sideways",), "Action must be one of"),
+    (h.grid_edit, ("{nope",), "cannot read"),
+    (h.grid_edit, (json.dumps({"edit": {"seq": 1}}),), "cannot read"),
+    (h.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, mode="zap"),), "cannot read"),
+    (h.grid_edit, (_edit(k0=1, k1=1, i0=999, i1=999),), "Unit i"),
+    (h.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, seq=-4),), "Edit number"),
+    (h.load_preset, ("nonsense", 3, 0, 2, 0.5, 0), "Preset must be one of"),
+    (h.load_preset, ("fora", "abc", 0, 2, 0.5, 0), "interval must be a whole number"),
+    (h.load_preset, ("fora", 0, 0, 2, 0.5, 0), "interval"),
+    (h.load_preset, ("random", 3, 0, 2, float("inf"), 0), "MAC budget must be a number"),
+    (h.load_preset, ("random", 3, 0, 2, 0.5, -1), "seed"),
+    (h.load_model, ("nobody/no-such-model", K, "ddim"), "is not offered by this app"),
+    (h.load_model, ("/etc", K, "ddim"), "is not offered by this app"),
+    (h.load_model, ("config:/etc/passwd", K, "ddim"), "is not offered by this app"),
+    (h.load_model, ("tiny-unet", "abc", "ddim"), "Sampling steps K must be a whole number in 1..1000"),
+    (h.load_model, ("tiny-unet", 0, "ddim"), "Sampling steps K"),
+    (h.load_model, ("tiny-unet", 1.5, "ddim"), "Sampling steps K"),
+    (h.load_model, ("tiny-unet", K, "warp"), "Scheduler must be one of"),
+    (h.upload_mask, (None,), "No file was uploaded"),
+    (h.generate, ("abc", 2, 0, 1.0), "Seed must be a whole number"),
+    (h.generate, (-1, 2, 0, 1.0), "Seed"),
+    (h.generate, (0, 0, 0, 1.0), "Images must be a whole number in 1..16"),
+    (h.generate, (0, 17, 0, 1.0), "Images"),
+    (h.generate, (0, 2, 0, 1.0, 0), "Timed repeats"),
+]
 
 
-def test_upload_download(s, tmp_path):
+@pytest.mark.parametrize("fn,args,words", BAD, ids=[f"{f.__name__}-{i}" for i, (f, _, _) in enumerate(BAD)])
+def test_bad_inputs_one_clear_error_state_kept(s, fn, args, words):
     h.toggle_cell(s, 2, 2)
-    path = h.download_mask(s)
-    assert Path(path).name.endswith(".json")
-    h.reset(s)
-    h.upload_mask(s, path)
-    assert not s.editor.mask[2, 2]
+    before = (s.editor.mask.copy(), len(s.editor.undo_stack), s.spec, s.scheduler, s.grid_ack, s.mode)
+    files = sorted(Path(h._DOWNLOADS.name).rglob("*"))
+    kw = {"progress": NOOP} if fn is h.generate else {}
+    with pytest.raises(gr.Error) as ei:
+        fn(s, *args, **kw)
+    msg = str(ei.value.message)
+    assert words in msg and "\n" not in msg and "Traceback" not in msg
+    after = (s.editor.mask, len(s.editor.undo_stack), s.spec, s.scheduler, s.grid_ack, s.mode)
+    np.testing.assert_array_equal(before[0], after[0])
+    assert before[1:] == after[1:] and sorted(Path(h._DOWNLOADS.name).rglob("*")) == files  # nothing left behind
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"{nope", "not valid JSON"), (b"", "empty"), (b"[1, 2]", "current mask is kept"),
+    (json.dumps({"format": "blockmask/1", "mask": [[1] * 3] * 2}).encode(), "current mask is kept"),
+    (b"[" * 5000 + b"]" * 5000, "current mask is kept"),
+    (b" " * 2_000_001, "over this app's limit"),
+])
+def test_bad_uploads(s, tmp_path, content, words):
     bad = tmp_path / "bad.json"
-    bad.write_text("{nope")
+    bad.write_bytes(content)
     keep = s.editor.mask.copy()
-    h.upload_mask(s, str(bad))
+    with pytest.raises(gr.Error, match=words):
+        h.upload_mask(s, str(bad))
     np.testing.assert_array_equal(s.editor.mask, keep)
-    h.upload_mask(s, None)
 
 
-def test_generate_and_delta(s):
-    h.set_region(s, 1, K - 1, 2, 6, "Set reused")
-    o, m, d, md = h.generate(s, 0, 2, 0, 1.0, progress=lambda *a, **k: None)
-    assert o.shape == m.shape == d.shape and o.dtype == np.uint8
-    assert "speedup" in md and "PSNR" in md
-    with pytest.raises(gr.Error):
-        h.generate(s, "abc", 2, 0, 1.0, progress=lambda *a, **k: None)
-    o, *_ = h.generate(s, 1, 0, 0, 1.0, progress=lambda *a, **k: None)  # zero images → 1, with a warning
-    out = h.compute_delta_plot(s, progress=lambda *a, **k: None)
-    assert out[5] is not None
+def test_missing_and_unreadable_allowed_models_read_the_same(s, tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{nope")
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW", f"{tmp_path / 'absent'},{broken}")
+    msgs = []
+    for name in ("absent", "broken"):
+        with pytest.raises(gr.Error) as ei:
+            h.load_model(s, name, K, "ddim")
+        msgs.append(ei.value.message.replace(name, "X"))
+    assert msgs[0] == msgs[1] and "could not be loaded" in msgs[0] and str(tmp_path) not in msgs[0]
+    choices, _, custom = h.model_dropdown()
+    assert not custom and not any(str(tmp_path) in lab or str(tmp_path) in v for lab, v in choices)  # no paths
+    assert not any(v.startswith(("/", "config:")) for _, v in choices)
+
+
+def test_download_folder_is_bounded(s, monkeypatch):
+    monkeypatch.setattr(h, "MAX_DOWNLOADS", 3)
+    for i in range(1, 6):
+        h.toggle_cell(s, i, 1)
+    assert len(list(Path(h._DOWNLOADS.name).iterdir())) <= 3
+
+
+def test_model_cache_is_bounded(monkeypatch):
+    from blockmask.viz.access import LRU
+
+    lru = LRU(2)
+    made = []
+    for key in ("a", "b", "a", "c", "d"):
+        lru.get(key, lambda: made.append(key) or key)
+    assert made == ["a", "b", "c", "d"] and len(lru) == 2
+
+
+def test_upload_download_roundtrip_and_stale(s):
+    h.toggle_cell(s, 2, 2)
+    out = h.view(s)
+    path = out[-1]
+    assert json.loads(Path(path).read_text())["mask"][2][2] in (0, False)  # download = the current mask
+    _, o, m, d, md, stale, div = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    assert div["visible"] and len(div["value"].data[0].y) == K  # per-step divergence
+    assert o.shape == m.shape == d.shape and o.dtype == np.uint8 and o.shape[0] >= 300
+    assert "over 2 repeats" in md and "ideal (MACs)" in md and "batch 2" in md and "Stale" not in stale
+    h.reset(s)
+    assert "Stale" in h.view(s)[3]
+    h.upload_mask(s, path)
+    assert not s.editor.mask[2, 2] and "Stale" not in h.view(s)[3]
+    again = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)[4]
+    assert "from this session's results" in again
+    other = h.new_session(TINY, K)  # another user: never sees this session's timings
+    h.toggle_cell(other, 2, 2)
+    assert "from this session's results" not in h.generate(other, 0, 2, 0, 1.0, 2, progress=NOOP)[4]
+
+
+def test_delta_panel(s):
+    out = h.view(s)
+    assert out[6]["visible"] is False and "no Δ_k" in out[7]
+    out = h.compute_delta_plot(s, progress=NOOP)
+    assert out[6]["visible"] is True and out[6]["value"] is not None
+    assert json.loads(out[1])["delta"] is not None  # the Δ_k strip beside the grid rows
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_busy_port_takes_a_free_one(capsys):
+    import gradio_demo
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        got = gradio_demo.pick_port("127.0.0.1", busy)
+    assert got != busy and f"Port {busy} is busy" in capsys.readouterr().out
 
 
 def test_launch_and_drive_with_client():
@@ -133,12 +250,49 @@ def test_launch_and_drive_with_client():
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         c = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        names = set(c.view_api(return_format="dict")["named_endpoints"])
-        assert {"/generate", "/toggle", "/rectify", "/load_preset", "/upload_mask", "/download_mask"} <= names
+        api = c.view_api(return_format="dict")["named_endpoints"]
+        assert {"/generate", "/toggle", "/rectify", "/load_preset", "/upload_mask", "/download_mask",
+                "/grid_edit"} <= set(api)
+        labels = [r["label"] for e in api.values() for r in e["returns"]]
+        assert not any(str(x).startswith("value_") for x in labels)  # every output is named
+        assert [p["parameter_name"] for p in api["/toggle"]["parameters"]] == ["k", "i"]
         before = c.predict(1, 1, api_name="/toggle")[1]
         after = c.predict(1, 1, api_name="/toggle")[1]  # toggled back: the session state persists
         assert "computed cells 279/280" in before and "computed cells 280/280" in after
-        o, m, d, md = c.predict(0, 2, 0, 1.0, api_name="/generate")
-        assert Path(o).read_bytes()[:4] == b"\x89PNG" and "speedup" in md
+        with pytest.raises(Exception, match="Step k must be a whole number"):
+            c.predict(999, 3, api_name="/toggle")
+        c.predict(2, 3, api_name="/toggle")
+        path = c.predict(api_name="/download_mask")
+        assert json.loads(Path(path).read_text())["mask"][2][3] in (0, False)
+        o, m, d, md, st, div = c.predict("0", 2, 0, 1.0, 1, api_name="/generate")
+        assert Path(o).read_bytes()[:4] == b"\x89PNG" and "Speedup" in md
     finally:
         demo.close()
+
+
+def test_train_panel_progress_curve_and_load(s):
+    seen = []
+    outs = list(gradio_training.train_mask(s, 0.5, False, 0.6, 2, 1, 0, 1.0, progress=lambda f, desc="": seen.append(desc)))
+    final = outs[-1]
+    assert final[0] is s and "trained here" in s.editor.source and "delta" in s.editor.meta
+    assert final[-2] is not None and ("Loaded the trained mask" in final[-1] or "all ones" in final[-1])
+    assert any("step" in d for d in seen)
+    with pytest.raises(gr.Error, match="Iterations per step"):
+        next(gradio_training.train_mask(s, 0.5, False, 0.6, 0, 1, 0, 1.0, progress=NOOP))
+
+
+def test_train_cancel_stops_worker_and_keeps_mask(s):
+    import threading
+    import time
+
+    keep = s.editor.mask.copy()
+    gen = gradio_training.train_mask(s, 0.5, False, 0.6, 20, 1, 0, 1.0, progress=NOOP)
+    first = next(gen)  # the first live update: training is running
+    assert first[-1].startswith("Training…")
+    gen.close()  # what Gradio does on Cancel
+    t0 = time.time()
+    while any(t.name == "blockmask-train" for t in threading.enumerate()) and time.time() - t0 < 60:
+        time.sleep(0.2)
+    assert not any(t.name == "blockmask-train" for t in threading.enumerate())  # stopped at its next step
+    assert not s.ctx.lock.locked()
+    np.testing.assert_array_equal(s.editor.mask, keep)

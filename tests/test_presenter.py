@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blockmask.errors import BlockmaskError
 from blockmask.graph import ConsumerGraph
 from blockmask.viz import MaskEditor, compare, figures, presets
 from blockmask.viz.context import load_context
@@ -112,12 +113,19 @@ def test_upload_validation_keeps_mask(ctx, dit):
 
 def test_compare_readouts_and_cache(ctx):
     m = presets.build(ctx, "uniform", K, every=2)[0]
-    r = compare.compare(ctx, m, seed=0, num_images=2)
+    mine, theirs = {}, {}
+    r = compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine)
     assert r.original.shape == r.masked.shape == r.difference.shape and r.original.dtype == np.uint8
     assert r.mse >= 0 and r.speedup > 0 and 0 < r.macs_percent < 100 and not r.cached
-    assert compare.compare(ctx, m, seed=0, num_images=2).cached
-    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2)
-    assert same.mse == 0 and same.psnr == float("inf")
+    assert r.repeats == 3 and r.speedup_lo <= r.speedup_hi and r.num_images == 2 and "CPU" in r.device
+    assert r.mac_speedup > 1 and "over 3 repeats" in r.speed_text() and "batch 2" in r.speed_text()
+    assert r.errors.shape == (K,) and r.errors[0] == 0 and r.errors[-1] > 0  # step 0 computes everything
+    assert compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine).cached
+    assert not compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=theirs).cached  # per session
+    with pytest.raises(BlockmaskError, match="repeats"):
+        compare.compare(ctx, m, repeats=0)
+    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2, repeats=1)
+    assert same.mse == 0 and same.psnr == float("inf") and not same.errors.any()
     assert compare.clamp_images(0)[0] == 1 and compare.clamp_images(100)[0] == compare.MAX_IMAGES
     assert compare.clamp_images("x")[1]
     assert compare.png_bytes(r.original, 2)[:4] == b"\x89PNG"
@@ -186,8 +194,13 @@ def test_class_conditional_compare(dit, ctx):
 def test_training_wrapper(ctx):
     from blockmask.viz import training
 
-    seen = []
-    mask, source, meta = training.train(ctx, 3, lam=0.5, iters=2, batch=1, progress=lambda f, t: seen.append(f))
-    assert mask.shape == (3, ctx.n_units) and mask[0].all() and "trained here" in source
-    assert len(meta["delta"]) == 3 and len(meta["lambda"]) == 3 and seen[-1] == 1.0
-    assert "min" in training.estimate_note(ctx, 1000, 500, 64) or "s on this" in training.estimate_note(ctx, 3, 2, 1)
+    seen, curve = [], training.Curve()
+    mask, source, meta = training.train(ctx, 4, lam=0.5, iters=2, batch=1, curve=curve,
+                                        progress=lambda f, t: seen.append((f, t)))
+    assert mask.shape == (4, ctx.n_units) and mask[0].all() and "trained here" in source
+    assert len(meta["delta"]) == 4 and len(meta["lambda"]) == 4 and seen[-1][0] == 1.0
+    assert "left" in seen[0][1] and len(curve.k) == 3  # the estimate is measured from the first trained step
+    assert len(training.curve_figure(curve).data) == 2 and "measured" in training.estimate_note(ctx, 4, 2, 1)
+    with pytest.raises(training.Cancelled):  # cancel: stops at the next step, the lock is released
+        training.train(ctx, 4, lam=0.5, iters=2, batch=1, should_stop=lambda: True)
+    assert not ctx.lock.locked()

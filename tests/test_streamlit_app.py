@@ -116,8 +116,8 @@ def test_generate_and_rectify_keeps_pixels(monkeypatch):
     _button(at, "generate").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.image) >= 2  # original, masked (and the difference)
-    assert "×" in _metric(at, "Speedup")
-    float(_metric(at, "Speedup").rstrip("×"))
+    assert "×" in _metric(at, "Speedup (median)")
+    float(_metric(at, "Speedup (median)").rstrip("×"))
     out1 = at.session_state["result"][1]
     macs1 = out1.macs_masked
     _button(at, "rectify").click().run()
@@ -144,6 +144,11 @@ def test_invalid_upload_keeps_mask(monkeypatch):
     at.file_uploader[0].set_value(("other.json", wrong, "application/json")).run()
     assert any("other.json" in e.value for e in at.error)
     np.testing.assert_array_equal(at.session_state["editor"].mask, before)
+    assert at.file_uploader[0].key != "upload"  # the refused file was cleared from the widget
+    big = b" " * 2_000_001  # over the limit: refused by its size, before it is read
+    at.file_uploader[0].set_value(("big.json", big, "application/json")).run()
+    assert any("over this app's limit" in e.value for e in at.error)
+    np.testing.assert_array_equal(at.session_state["editor"].mask, before)
 
 
 def test_bad_inputs_keep_app_usable(monkeypatch):
@@ -158,14 +163,27 @@ def test_bad_inputs_keep_app_usable(monkeypatch):
     _button(at, "generate").click().run()
     assert any("at most 16" in w.value.lower() for w in at.warning)
     assert at.session_state["result"][1].num_images == 16
-    # an unreachable hub id: clear error, previous model and mask kept
-    mask = at.session_state["editor"].mask.copy()
+    assert "over 3" in next(m for m in at.metric if m.label == "Speedup (median)").delta
+    assert any("batch 16" in c.value and "Timed on" in c.value for c in at.caption)
+
+
+def test_models_offered_only_and_one_load_message(monkeypatch, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{nope")
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW", f"nobody/no-such-model,{broken}")
+    at = _app(monkeypatch)
     pick = next(s for s in at.selectbox if s.key == "model_pick")
-    pick.select(pick.options[-1]).run()
-    next(t for t in at.text_input if t.key == "custom_spec").input("nobody/no-such-model").run()
-    assert not at.exception
-    assert any("Could not load 'nobody/no-such-model'" in e.value for e in at.error)
-    np.testing.assert_array_equal(at.session_state["editor"].mask, mask)
+    assert "Other: hub id or local path…" not in pick.options  # visitors cannot type a spec
+    assert not any(str(tmp_path) in o or o.startswith(("/", "config:")) for o in pick.options)  # no paths
+    mask = at.session_state["editor"].mask.copy()
+    msgs = []
+    for name in ("nobody/no-such-model", "broken"):
+        pick.select(name).run()
+        assert not at.exception
+        msgs.append(next(e.value for e in at.error if "could not be loaded" in e.value).replace(name, "X"))
+        np.testing.assert_array_equal(at.session_state["editor"].mask, mask)
+    assert msgs[0] == msgs[1] and str(tmp_path) not in msgs[0]
 
 
 def test_class_conditional_model(monkeypatch):
@@ -182,9 +200,43 @@ def test_train_panel(monkeypatch):
     from blockmask.viz import training
 
     at = _app(monkeypatch, steps=3)
+    assert any(training.ESTIMATE_NOTE in w.value for w in at.warning)  # the estimate is measured, not guessed
     next(n for n in at.number_input if n.key == "t_iters").set_value(2).run()
     next(n for n in at.number_input if n.key == "t_batch").set_value(1).run()
     _button(at, "t_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     ed = at.session_state["editor"]
     assert "trained here" in ed.source and "delta" in ed.meta
+
+
+def test_delta_note_goes_once_computed(monkeypatch):
+    at = _app(monkeypatch)
+    assert any("no Δ_k" in i.value for i in at.info)
+    _button(at, "delta_btn").click().run()
+    assert not at.exception and not any("no Δ_k" in i.value for i in at.info)
+    assert not any(b.key == "delta_btn" for b in at.button)
+
+
+def test_guided_tour(monkeypatch):
+    from blockmask.viz.tour import TOUR
+
+    at = _app(monkeypatch)
+    assert any(TOUR[0][1][:40] in m.value for m in at.markdown)
+    at.session_state["tour_step"] = TOUR[2][0]
+    at.run()
+    assert any("Rectify" in m.value and "dead work" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("edit", [
+    {"seq": 1}, {"seq": "x", "k0": 1, "k1": 1, "i0": 1, "i1": 1}, {"seq": 1, "k0": None, "k1": 1, "i0": 1, "i1": 1},
+    {"seq": 1, "k0": 1, "k1": 1, "i0": 1, "i1": 1, "mode": "zap"}, "not a dict", None,
+])
+def test_bad_grid_edits_one_error_mask_kept(monkeypatch, edit):
+    at = _app(monkeypatch)
+    before = at.session_state["editor"].mask.copy()
+    at.session_state["mask_grid_edit"] = edit
+    at.run()
+    assert not at.exception
+    if edit is not None:
+        assert [e.value for e in at.error] == ["The mask grid sent an edit this app cannot read; nothing changed."]
+    np.testing.assert_array_equal(at.session_state["editor"].mask, before)

@@ -46,6 +46,7 @@ def _cached(key, make):
 class Run:
     images: torch.Tensor  # (B, C, H, W) in [0, 1]
     seconds: float
+    trajectory: torch.Tensor | None = None  # (K, B, C, H, W) latents after each step (None when too large)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +59,27 @@ class Comparison:
     diff_gain: float  # the amplification used for the difference image
     mse: float
     psnr: float  # dB, inf when identical
-    original_s: float
-    masked_s: float
-    speedup: float
+    original_s: float  # median wall time of one sampling run (all images), plain model
+    masked_s: float  # the same with the mask
+    speedup: float  # original_s / masked_s (medians of interleaved repeats)
+    speedup_lo: float  # smallest and largest per-repeat ratio plain_i / masked_i: the spread
+    speedup_hi: float
+    repeats: int  # interleaved timed repeats (plain, masked, plain, masked, …) after warm-up
+    device: str  # what the times were measured on (device name, CPU threads)
+    mac_speedup: float  # ideal speedup, 1 / MAC ratio: noise-free
     macs_original: float  # per image, whole sampling run (×2 with CFG)
     macs_masked: float
     macs_percent: float
-    num_images: int
-    cached: bool  # the masked run came from the cache (wall times are from when it ran)
+    num_images: int  # = the timed batch
+    cached: bool  # from this session's results (same mask, seeds, settings): times are from when it ran
+    errors: np.ndarray | None = None  # (K,) ‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ per step
+    key: tuple = ()  # what the result was computed for (mask hash first)
+
+    def speed_text(self) -> str:
+        """'1.42× (1.31–1.50× over 3 repeats) · ideal 1.80× · CPU … · batch 2'."""
+        spread = "" if self.repeats < 2 else f" ({self.speedup_lo:.2f}–{self.speedup_hi:.2f}× over {self.repeats} repeats)"
+        return (f"{self.speedup:.2f}×{spread} · ideal (MACs) {self.mac_speedup:.2f}× · {self.device} · "
+                f"batch {self.num_images}")
 
 
 def clamp_images(n) -> tuple[int, str | None]:
@@ -81,63 +95,98 @@ def clamp_images(n) -> tuple[int, str | None]:
     return n, None
 
 
+TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H × W) for the divergence plot
+
+
 def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str) -> Run:
+    from ..sample import sample
+
     use = label is not None or guidance != 1
     cond = ctx.wb.condition(class_label=label, guidance_scale=guidance) if use else None
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
+    traj: list = []
+    keep = None
     dev = ctx.wb.device
     with ctx.lock:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        lat = ctx.wb.generate(mask, steps=steps, seed=seed, num_images=n, condition=cond, callback=cb)
+        lat = sample(ctx.wb.model, num_steps=steps, mask=mask, scheduler=ctx.wb.scheduler(), seed=seed, batch=n,
+                     condition=cond, callback=cb,
+                     on_latents=lambda k, x: traj.append(x.detach().float().cpu().clone())
+                     if x.numel() * steps <= TRAJECTORY_MAX else None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-    return Run(ctx.wb.images(lat), dt)
+    if len(traj) == steps:
+        keep = torch.stack(traj)  # (K, B, C, H, W)
+    return Run(ctx.wb.images(lat), dt, keep)
 
 
-def _warm(ctx: ModelContext) -> None:
-    """One tiny forward so the first timed run does not pay one-off setup costs."""
-    if not getattr(ctx, "_warmed", False):
-        with torch.no_grad():
-            _run(ctx, None, 2, 0, 1, None, 1.0, None, "warm-up")
-        object.__setattr__(ctx, "_warmed", True)
+def divergence(a: torch.Tensor | None, b: torch.Tensor | None) -> np.ndarray | None:
+    """(K,) ‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ after each step: where the error enters."""
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    d = (b - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return d.numpy().astype(float)
 
 
 def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: int = 2, class_label: int | None = None,
-            guidance_scale: float = 1.0, progress: Progress | None = None) -> Comparison:
-    """Generate with the plain model and with ``mask`` from the same seeds; time both; compare.
+            guidance_scale: float = 1.0, repeats: int = 3, progress: Progress | None = None,
+            session: dict | None = None) -> Comparison:
+    """Generate with the plain model and with ``mask`` from the same seeds, then time both as
+    ``repeats`` interleaved runs after that warm-up (:meth:`Workbench.bench`): median and spread.
 
+    ``session`` is the caller's own result store (one per app user): a repeat request with the same
+    mask and settings is served from it (``cached``), and no user ever sees another's timings.
     Raises BlockmaskError for invalid inputs (class label out of range, CFG on an unguided model…).
     """
+    from ..errors import BlockmaskError
+
     mask = np.asarray(mask, bool)
     steps = mask.shape[0]
     n = int(num_images)
+    repeats = int(repeats)
+    if not 1 <= repeats <= 20:
+        raise BlockmaskError(f"timed repeats must be 1..20, got {repeats}")
     label = None if class_label is None else int(class_label)
     g = float(guidance_scale)
     base = (ctx.key, steps, int(seed), n, label, g)
-    half = (lambda f, t: progress(0.5 * f, t)) if progress else None
-    rest = (lambda f, t: progress(0.5 + 0.5 * f, t)) if progress else None
-    _warm(ctx)
-    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, half, "original"))
-    hit = ("masked", mask_hash(mask)) + base in _CACHE
-    masked = _cached(("masked", mask_hash(mask)) + base,
-                     lambda: _run(ctx, mask, steps, seed, n, label, g, rest, "masked"))
+    key = (mask_hash(mask),) + base + (repeats,)
+    if session is not None and key in session:
+        return dataclasses.replace(session[key], cached=True)
+    part = (lambda lo, hi: (lambda f, t: progress(lo + (hi - lo) * f, t))) if progress else (lambda lo, hi: None)
+    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, part(0, 0.2), "original"))
+    masked = _cached(("masked", key[0]) + base, lambda: _run(ctx, mask, steps, seed, n, label, g, part(0.2, 0.4),
+                                                             "masked"))
+    use = label is not None or g != 1
+    cond = ctx.wb.condition(class_label=label, guidance_scale=g) if use else None
+    tick = part(0.4, 1.0)
+    with ctx.lock:  # warm-up: the image runs above (and one plain + masked run here)
+        b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=int(seed), condition=cond,
+                         progress=None if tick is None else
+                         (lambda t: tick(int(t.split("/")[0].split()[-1]) / repeats, "timing: " + t)))
     if progress:
         progress(1.0, "done")
-    a, b = orig.images, masked.images
-    mse = float(((a - b) ** 2).mean())
+    a, bb = orig.images, masked.images
+    mse = float(((a - bb) ** 2).mean())
     psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-    diff = (a - b).abs()
+    diff = (a - bb).abs()
     peak = float(diff.max())
     gain = 1.0 if peak == 0 else min(1.0 / peak, 50.0)
-    cfg = g > 1.0
-    mult = 2 if cfg else 1
+    mult = 2 if g > 1.0 else 1
     p = ctx.macs
     mo, mm = p.baseline(steps) * mult, p.total(mask) * mult
-    return Comparison(to_grid(a), to_grid(b), to_grid((diff * gain).clamp(0, 1)), gain, mse, psnr, orig.seconds,
-                      masked.seconds, orig.seconds / max(masked.seconds, 1e-9), mo, mm, 100 * mm / mo, n, hit)
+    ratios = [x / max(y, 1e-9) for x, y in zip(b["plain_all_s"], b["masked_all_s"])]
+    out = Comparison(to_grid(a), to_grid(bb), to_grid((diff * gain).clamp(0, 1)), gain, mse, psnr, b["plain_s"],
+                     b["masked_s"], b["speedup"], min(ratios), max(ratios), repeats, b["device_name"],
+                     b["mac_speedup"], mo, mm, 100 * mm / mo, n, False,
+                     divergence(orig.trajectory, masked.trajectory), key=key)
+    if session is not None:
+        session[key] = out
+        while len(session) > 8:  # a few recent results per user
+            session.pop(next(iter(session)))
+    return out
 
 
 def png_bytes(grid: np.ndarray, scale: int = 1) -> bytes:

@@ -114,9 +114,27 @@ def delta_figure(delta: np.ndarray | None, lam: np.ndarray | None, timesteps: li
         fig.add_trace(go.Scatter(x=k, y=lam, name="λ_k (sparsity weight)", mode="lines", yaxis="y2",
                                  line=dict(dash="dash", shape="hv"), text=hover,
                                  hovertemplate="%{text}<br>λ=%{y:.4g}<extra></extra>"))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="sampling step k (0 = noisiest)",
-                      yaxis=dict(title="Δ_k"), yaxis2=dict(title="λ_k", overlaying="y", side="right", showgrid=False),
-                      legend=dict(orientation="h", y=1.12))
+    # Δ_k on a log axis: the last-step spike would otherwise flatten every other step; the legend sits
+    # under the plot so it never covers the λ line on a narrow page
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="sampling step k (0 = noisiest)",
+                      yaxis=dict(title="Δ_k (log)", type="log", exponentformat="power"),
+                      yaxis2=dict(title="λ_k", overlaying="y", side="right", showgrid=False, nticks=5,
+                                  tickformat=".2~g"),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
+    return fig
+
+
+def divergence_figure(errors: np.ndarray, timesteps: list[int]) -> go.Figure:
+    """‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ over the steps: where the error enters the
+    trajectory (a jump marks a step whose reuse cost quality) and whether later steps damp it."""
+    k = list(range(len(errors)))
+    y = np.asarray(errors, float)
+    y = np.where(y > 0, y, np.nan)  # identical steps (step 0) have no point on the log axis
+    fig = go.Figure(go.Scatter(x=k, y=y, mode="lines+markers",
+                               name="relative latent error", text=[f"k={i} · t={t}" for i, t in zip(k, timesteps)],
+                               hovertemplate="%{text}<br>error %{y:.3g}<extra></extra>", marker_color=REMOVED))
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="sampling step k (0 = noisiest)",
+                      yaxis=dict(title="‖x_k masked − x_k orig‖ / ‖x_k orig‖", type="log", exponentformat="power"))
     return fig
 
 
@@ -206,12 +224,13 @@ def cell_at(ctx: ModelContext, steps: int, x: float, y: float) -> tuple[int, int
 
 
 def grid_payload(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | None = None, mode: str = "toggle",
-                 readonly: bool = False, ack: int = 0) -> dict:
+                 readonly: bool = False, ack: int = 0, delta: np.ndarray | None = None) -> dict:
     """Everything the browser-side mask grid (app/components/mask_grid.js) draws, as plain JSON.
 
     ``cells`` is one character per cell, row-major: '1' computed, '0' reused, '2' removed by
     rectification (reused now, computed before). ``ack`` is the last browser edit applied on the
-    server: the browser keeps its own (optimistic) cells until the server has caught up with it."""
+    server: the browser keeps its own (optimistic) cells until the server has caught up with it.
+    ``delta`` (K,) draws the Δ_k strip beside the rows (NaN → none)."""
     mask = np.asarray(mask, bool)
     k_steps, n = mask.shape
     status = np.where(mask, "1", "0").astype("<U1")
@@ -227,4 +246,5 @@ def grid_payload(ctx: ModelContext, mask: np.ndarray, *, removed: np.ndarray | N
         "blocks": [[short_name(b), a, e] for b, a, e in blocks],
         "colors": {"computed": COMPUTED, "reused": REUSED, "removed": REMOVED, "row0": ROW0, "sep": SEPARATOR},
         "mode": mode, "readonly": bool(readonly), "ack": int(ack),
+        "delta": None if delta is None else [None if not np.isfinite(x) else float(x) for x in np.asarray(delta, float)],
     }
