@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_spec
 
 SCRIPT = r"""
-import json, sys
+import json, os, sys
 import numpy as np
 from blockmask.api import Workbench
 from blockmask.evaluate import Method, generate_set
@@ -26,7 +26,10 @@ imgs = generate_set(wb, Method("fora", wb.baseline("fora", steps=4, interval=2),
 mf, _ = run_training(wb, TrainConfig(steps=4, iters=4, batch=4, lr=0.6, lam=1.0), sys.argv[2], progress=False)
 if distributed.is_main(wb.device):
     np.save(sys.argv[3], imgs)
-print("RESULT " + json.dumps({"world": distributed.world_size(), "rows": mf.mask.astype(int).tolist()}), flush=True)
+# one result file per process (two processes printing to one pipe can interleave their lines)
+rank = int(os.environ.get("RANK", "0"))
+with open(f"{sys.argv[2]}.result{rank}.json", "w") as f:
+    json.dump({"world": distributed.world_size(), "rows": mf.mask.astype(int).tolist()}, f)
 """
 
 
@@ -44,10 +47,10 @@ def test_two_cpu_processes_match_one(tmp_path):
     two = subprocess.run(["torchrun", "--nproc_per_node", "2", str(script), spec, str(tmp_path / "m2.json"),
                           str(tmp_path / "i2.npy")], capture_output=True, text=True, timeout=600, env=env)
     assert two.returncode == 0, two.stderr[-1500:]
-    # only our own lines: torchrun and libraries may print other output, also lines starting with "{"
-    outs = [json.loads(line[7:]) for line in two.stdout.splitlines() if line.startswith("RESULT {")]
-    assert len(outs) == 2 and all(o["world"] == 2 for o in outs)
-    single = json.loads(next(line[7:] for line in one.stdout.splitlines() if line.startswith("RESULT {")))
+    outs = [json.loads((tmp_path / f"m2.json.result{r}.json").read_text()) for r in (0, 1)]
+    assert all(o["world"] == 2 for o in outs)
+    single = json.loads((tmp_path / "m1.json.result0.json").read_text())
+    assert single["world"] == 1
     assert outs[0]["rows"] == outs[1]["rows"] == single["rows"]
     assert np.allclose(np.load(tmp_path / "i1.npy"), np.load(tmp_path / "i2.npy"), atol=1e-6)
     assert (tmp_path / "m2.json").is_file()
