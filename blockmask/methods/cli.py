@@ -1,0 +1,87 @@
+"""``blockmask method KIND MODEL --steps K --target-macs B -o OUT``: the other methods' masks from
+the command line. Each kind's options are derived from its config dataclass (field defaults and
+``metadata["help"]``), so the CLI never copies a default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from ..errors import BlockmaskError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_config_args(p: argparse.ArgumentParser, config: type) -> None:
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
+        help_ = f.metadata.get("help", "") + f" (default: {f.default})"
+        hint = hints[f.name]
+        if hint is bool:
+            p.add_argument(_flag(f.name), action="store_true", default=f.default, help=f.metadata.get("help", ""))
+        elif "tuple" in str(hint):
+            p.add_argument(_flag(f.name), type=_floats, default=f.default, help=help_)
+        else:
+            base = next((t for t in (int, float, str) if t in typing.get_args(hint) or t is hint), str)
+            p.add_argument(_flag(f.name), type=base, default=f.default, choices=f.metadata.get("choices"), help=help_)
+
+
+def cmd_method(args) -> None:
+    from . import config_for, get
+    from ..cli import _out, _workbench
+
+    m = get(args.kind)
+    cfg = config_for(args.kind, **{f.name: getattr(args, f.name) for f in dataclasses.fields(m.config)})
+    if args.kind == "router":  # a missing data folder: one line before the model is even loaded
+        from .router import data_folder
+
+        data_folder(cfg)
+    from ..train_run import _check_output
+
+    _check_output(args.output)
+    wb = _workbench(args)
+    from . import produce
+
+    cond = wb.condition(class_label=args.class_label) if args.class_label is not None else None
+    mask, meta = produce(wb, args.kind, steps=args.steps, target_macs=args.target_macs, config=cfg, condition=cond,
+                         progress=not args.json)
+    mf = wb.mask_file(mask, {"producer": {k: v for k, v in meta.items() if k not in ("change", "scores", "losses")},
+                             **{k: meta[k] for k in ("change", "scores", "losses") if k in meta}})
+    mf.save(args.output)
+    summary = {"output": str(args.output), "method": args.kind, "macs_ratio": meta["macs_ratio"],
+               "target_macs": args.target_macs, "train_seconds": meta["train_seconds"],
+               **({"data": meta["data"]} if "data" in meta else {}),
+               **({"memory": meta["memory"]} if "memory" in meta else {})}
+    _out(args, summary, f"wrote {args.output}: {m.label}, MAC ratio {meta['macs_ratio']:.1%} (target "
+                        f"{args.target_macs:.0%}), {meta['train_seconds']:.1f}s")
+
+
+def add_method_parser(sub, model_args) -> None:
+    """Register ``blockmask method KIND ...`` on the main parser's subcommands."""
+    from . import METHODS
+
+    p = sub.add_parser("method", help="mask from another method at a MAC budget: " + ", ".join(METHODS),
+                       description="Masks from the methods the paper compares against (docs/METHODS_COMPARED.md).")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    for m in METHODS.values():
+        q = kinds.add_parser(m.name, help=m.label, description=m.help)
+        model_args(q)
+        q.add_argument("--target-macs", type=float, required=True, help="MAC budget B in (0, 1] (rectified, ±2%%)")
+        q.add_argument("--class-label", type=int, help="one class for the noise-only runs (default: random classes)")
+        _add_config_args(q, m.config)
+        q.add_argument("-o", "--output", required=True, help="mask JSON file to write")
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        q.set_defaults(fn=cmd_method)
+
+
+__all__ = ["add_method_parser", "cmd_method", "BlockmaskError"]
