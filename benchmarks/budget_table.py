@@ -3,6 +3,9 @@
     python benchmarks/budget_table.py --model mnist-ddpm --steps 50 -o docs/results/budgets-mnist-ddpm-50
     python benchmarks/budget_table.py --model mnist-dit --steps 50 -o docs/results/budgets-mnist-dit-50
 
+Other mask files (e.g. the other methods of docs/METHODS_COMPARED.md) join as rows with
+``--extra FAMILY=GLOB``; ``--only`` keeps only the rows whose names contain one of its substrings.
+
 Rows: the original; every shipped learned mask ``assets/masks/MODEL-NNNsteps-b*.json``; DeepCache
 (PyPI ``DeepCache`` on a diffusers ``DDPMPipeline``, branches 0 and 1) for U-Nets; cache-dit's
 DBCache (F1B0 on a ``DiTPipeline``) for the DiT; FORA, whole-block caching and uniform (blockmask
@@ -119,6 +122,23 @@ def measure(wb, row: Row, plain: Row, *, steps: int, num: int, batch: int, refer
             "n": num, "note": row.note}
 
 
+def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
+    """Rows for ``--extra FAMILY=GLOB``: every mask file matching GLOB, named by its stem."""
+    import glob
+
+    rows = []
+    for spec in specs:
+        family, sep, pattern = spec.partition("=")
+        if not sep or not family or not pattern:
+            raise SystemExit(f"error: --extra takes FAMILY=GLOB, got {spec!r}")
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise SystemExit(f"error: --extra {spec!r}: no file matches {pattern}")
+        masks = {Path(f).stem: wb.load_mask(f, steps=steps)[0].mask for f in files}
+        rows += our_rows(wb, steps, masks, family)
+    return rows
+
+
 RULES = ("DeepCache", "FORA", "block caching", "uniform", "cache-dit")
 
 
@@ -157,6 +177,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds")
     ap.add_argument("--bench-batch", type=int, default=8)
     ap.add_argument("--intervals", default="2,3,4,5,6")
+    ap.add_argument("--extra", action="append", default=[], metavar="FAMILY=GLOB",
+                    help="also measure the mask files matching GLOB (rows named by file stem) under FAMILY, e.g. "
+                         "router=docs/results/methods-mnist-ddpm-50/masks/router-*.json (repeatable)")
     ap.add_argument("--only", help="comma-separated substrings: measure only matching rows (plus the original)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of OUTPUT/results.csv that this run does not measure (with --only)")
@@ -193,6 +216,7 @@ def main(argv=None) -> int:
         rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
         rows += our_rows(wb, k, {f"random @ {name.split()[-1]}": wb.baseline("random", steps=k, macs_ratio=ratio)},
                          "random")
+    rows += extra_rows(wb, k, args.extra)
     if args.only:
         keys = [s.strip() for s in args.only.split(",")]
         rows = [r for r in rows if any(s in r.name for s in keys)]
