@@ -126,6 +126,12 @@ def test_cli(capsys, tmp_path, mnist_dir):
                  "--iters-per-step", "1", "-o", str(tmp_path / "r.json"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["data"]["unique_images"] > 0 and rep["data"]["images_drawn"] == (K - 1) * 8
+    assert main(["method", "router", spec, "--steps", str(K), "--target-macs", "0.45", "--from-scores",
+                 str(tmp_path / "r.json"), "-o", str(tmp_path / "r45.json"), "--json"]) == 0  # one router, new threshold
+    rep = json.loads(capsys.readouterr().out)
+    assert abs(rep["macs_ratio"] / 0.45 - 1) <= 0.02 and rep["train_seconds"] == 0
+    assert main(["method", "global", spec, "--steps", str(K), "--target-macs", "0.45", "--from-scores", str(out),
+                 "-o", str(tmp_path / "g.json")]) == 2 and "was not made by global" in capsys.readouterr().err
     for argv, msg in ((["router", "--data", str(tmp_path / "none")], "router needs training images"),
                       (["global", "--memory-limit-gb", "1e-9"], "lower K or the batch")):
         assert main(["method", argv[0], spec, "--steps", str(K), "--target-macs", "0.6", *argv[1:],

@@ -86,4 +86,24 @@ def produce(wb, name: str, *, steps: int, target_macs: float, config=None, condi
     return mask, meta
 
 
-__all__ = ["METHODS", "Method", "config_for", "get", "produce", "register"]
+def refit(wb, source_meta: dict, *, target_macs: float) -> tuple[np.ndarray, dict]:
+    """Bring the cell scores a router / global run stored (its mask file's meta) to another budget,
+    without training again: L2C's own way to trade compute (one router, one threshold per budget)."""
+    from .budget import fit_scores
+
+    prod = source_meta.get("producer") or {}
+    name, scores = prod.get("method"), source_meta.get("scores")
+    if name not in ("router", "global") or scores is None:
+        raise BlockmaskError("--from-scores needs a mask file written by 'blockmask method router' or 'global' "
+                             f"(this one is {name or 'not a method mask'})")
+    s = np.asarray(scores, float)
+    if s.ndim != 2 or s.shape[1] != len(wb.units):
+        raise BlockmaskError(f"stored scores have shape {s.shape}, the model has {len(wb.units)} units")
+    s[0] = np.inf
+    mask = fit_scores(wb, s, target_macs)
+    meta = {**prod, "refit_from": {"target_macs": prod.get("target_macs"), "train_seconds": prod.get("train_seconds")},
+            "train_seconds": 0.0, "target_macs": target_macs, "macs_ratio": wb.macs.ratio(mask), "scores": scores}
+    return mask, meta
+
+
+__all__ = ["refit", "METHODS", "Method", "config_for", "get", "produce", "register"]

@@ -42,7 +42,7 @@ def cmd_method(args) -> None:
 
     m = get(args.kind)
     cfg = config_for(args.kind, **{f.name: getattr(args, f.name) for f in dataclasses.fields(m.config)})
-    if args.kind == "router":  # a missing data folder: one line before the model is even loaded
+    if args.kind == "router" and not getattr(args, "from_scores", None):  # a missing data folder: one line before the model is even loaded
         from .router import data_folder
 
         data_folder(cfg)
@@ -50,11 +50,17 @@ def cmd_method(args) -> None:
 
     _check_output(args.output)
     wb = _workbench(args)
-    from . import produce
+    from . import produce, refit
 
     cond = wb.condition(class_label=args.class_label) if args.class_label is not None else None
-    mask, meta = produce(wb, args.kind, steps=args.steps, target_macs=args.target_macs, config=cfg, condition=cond,
-                         progress=not args.json)
+    if getattr(args, "from_scores", None):
+        src = wb.load_mask(args.from_scores, steps=args.steps)[0]
+        if (src.meta.get("producer") or {}).get("method") != args.kind:
+            raise BlockmaskError(f"--from-scores: {args.from_scores} was not made by {args.kind}")
+        mask, meta = refit(wb, src.meta, target_macs=args.target_macs)
+    else:
+        mask, meta = produce(wb, args.kind, steps=args.steps, target_macs=args.target_macs, config=cfg,
+                             condition=cond, progress=not args.json)
     mf = wb.mask_file(mask, {"producer": {k: v for k, v in meta.items() if k not in ("change", "scores", "losses")},
                              **{k: meta[k] for k in ("change", "scores", "losses") if k in meta}})
     mf.save(args.output)
@@ -79,6 +85,10 @@ def add_method_parser(sub, model_args) -> None:
         q.add_argument("--target-macs", type=float, required=True, help="MAC budget B in (0, 1] (rectified, ±2%%)")
         q.add_argument("--class-label", type=int, help="one class for the noise-only runs (default: random classes)")
         _add_config_args(q, m.config)
+        if m.name in ("router", "global"):
+            q.add_argument("--from-scores", metavar="MASK",
+                           help="reuse the scores a previous run of this method stored in MASK: no training, only "
+                                "the threshold for --target-macs")
         q.add_argument("-o", "--output", required=True, help="mask JSON file to write")
         q.add_argument("--json", action="store_true", help="machine-readable output")
         q.set_defaults(fn=cmd_method)
