@@ -51,30 +51,36 @@ def fit_scores(wb, scores: np.ndarray, target: float, *, tol: float = BUDGET_TOL
     return _walk(wb, best, scores, target, tol)
 
 
+def _moves(wb, m: np.ndarray, scores: np.ndarray, add: bool, limit: int = 48) -> list[tuple[np.ndarray, float]]:
+    """Single-cell moves (add the best reused cells, or drop the worst computed ones) with their ratios."""
+    cand = np.argwhere(~m[1:] if add else m[1:])
+    cand = cand[np.argsort(scores[1:][tuple(cand.T)] * (-1 if add else 1), kind="stable")][:limit]
+    out = []
+    for k, i in cand:
+        c = m.copy()
+        c[1 + k, i] = add
+        out.append((c, _ratio(wb, c)))
+    return out
+
+
 def _walk(wb, mask: np.ndarray, scores: np.ndarray, target: float, tol: float) -> np.ndarray:
-    """Single-cell moves towards the budget: drop the lowest-scoring computed cell (when over) or
-    add the best reused one (when under) whose move lands closest to ``target``."""
+    """Moves towards the budget: the single-cell move (add when under, drop when over) that lands
+    closest to ``target``; when none gets closer (one cell can free or need more work through
+    rectification), a move past the target followed by one back."""
     m = mask.copy()
     ratio = _ratio(wb, m)
     for _ in range(4 * m.size):
         if within(ratio, target, tol):
             return wb.rectify(m).mask
-        over = ratio > target
-        cand = np.argwhere(m[1:] if over else ~m[1:])
-        if len(cand) == 0:
-            break
-        cand = cand[np.argsort(scores[1:][tuple(cand.T)] * (1 if over else -1), kind="stable")][:64]
-        best = None
-        for k, i in cand:
-            c = m.copy()
-            c[1 + k, i] = not over
-            r = _ratio(wb, c)
-            if r != ratio and (best is None or abs(r - target) < abs(best[1] - target)):
-                best = (c, r)
-            if best is not None and within(best[1], target, tol):
-                break
+        first = _moves(wb, m, scores, add=ratio < target)
+        best = min(first, key=lambda c: abs(c[1] - target), default=None)
         if best is None or abs(best[1] - target) >= abs(ratio - target):
-            break
+            pairs = []
+            for c, r in sorted(first, key=lambda c: abs(c[1] - target))[:8]:
+                pairs += _moves(wb, c, scores, add=r < target, limit=16)
+            best = min(pairs, key=lambda c: abs(c[1] - target), default=None)
+            if best is None or abs(best[1] - target) >= abs(ratio - target):
+                break
         m, ratio = best
     if not within(ratio, target, tol):
         raise BlockmaskError(f"could not reach the MAC budget {target:g} within ±{tol:.0%} (closest {ratio:.3f}); "

@@ -46,7 +46,7 @@ class RouterConfig:
                                                              "choices": ("test", "train")})
     iters_per_step: int = dataclasses.field(default=4, metadata={"help": "router updates per sampling step"})
     batch: int = dataclasses.field(default=8, metadata={"help": "images per update"})
-    lr: float = dataclasses.field(default=0.1, metadata={"help": "Adam learning rate on the router logits"})
+    lr: float = dataclasses.field(default=0.3, metadata={"help": "step on the router logits, in units of the mean gradient"})
     lam: float = dataclasses.field(default=0.5, metadata={"help": "weight of the router's MAC-weighted mass"})
     init_prob: float = dataclasses.field(default=0.9, metadata={"help": "initial router value"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the image draws and the noise"})
@@ -98,6 +98,21 @@ def to_latents(wb, images: torch.Tensor) -> torch.Tensor:
     return x.repeat(1, reps, 1, 1)[:, :c].to(p.device, p.dtype)
 
 
+@torch.no_grad()
+def _update(theta: torch.Tensor, k: int, lr: float, scale: float | None) -> float:
+    """θ_k ← θ_k − lr · g / ḡ, ḡ a running mean of |g| over every update so far. Unlike Adam (whose
+    first steps move every logit by ±lr whatever its gradient, leaving ties after a few updates per
+    row), this keeps the gradients' relative sizes, within a row and across rows, and stays free of
+    the loss's scale."""
+    g = theta.grad[k]
+    mag = float(g.abs().mean())
+    scale = mag if scale is None else 0.9 * scale + 0.1 * mag
+    if scale > 0:
+        theta[k] -= lr * g / scale
+    theta.grad = None
+    return scale
+
+
 def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
               condition: Condition | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """Train the router on noised MNIST images and keep its best cells within ``target``."""
@@ -123,7 +138,7 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     rng = np.random.default_rng(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     theta = torch.full((steps, n), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
-    opt = torch.optim.Adam([theta], lr=cfg.lr)
+    scale = None  # running mean |gradient| over all updates: one step size for every cell (see _update)
     order = [k for _ in range(cfg.iters_per_step) for k in rng.permutation(np.arange(1, steps))]
     used: set[int] = set()
     losses = []
@@ -153,9 +168,8 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
                 with ex.soft_gates(beta):
                     pred = denoise(model, adapter, sched, x_k, ts[k], cond, 1.0, cfg_on).float()
                 loss = (pred - eps).pow(2).mean() / base.clamp_min(1e-12) + cfg.lam * (beta * w).sum()
-                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                scale = _update(theta, k, cfg.lr, scale)
                 losses.append(float(loss.detach()))
         scores = torch.sigmoid(theta.detach()).cpu().numpy().astype(float)
     finally:
