@@ -151,3 +151,22 @@ def test_presets_list_and_build():
     mask, source, meta = presets.build(ctx, "method:feature-change", K, macs_ratio=0.6, seed=0)
     assert abs(ctx.wb.macs.ratio(mask) / 0.6 - 1) <= 0.02 and "Feature-change" in source
     assert meta["producer"]["method"] == "feature-change"
+
+
+def test_budget_table_extra_rows(workbenches, tmp_path):
+    """benchmarks/budget_table.py --extra FAMILY=GLOB: mask files join the table as rows of that family."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import budget_table
+
+    wb = workbenches("tiny-unet")
+    mask, _ = wb.method("feature-change", steps=4, target_macs=0.8)
+    wb.mask_file(mask).save(tmp_path / "feature-change-b80.json")
+    rows = budget_table.extra_rows(wb, 4, [f"feature-change={tmp_path}/feature-change-*.json"])
+    assert [(r.name, r.family) for r in rows] == [("feature-change-b80", "feature-change")]
+    assert rows[0].run(0, 1).shape[0] == 1
+    with pytest.raises(SystemExit, match="no file matches"):
+        budget_table.extra_rows(wb, 4, [f"x={tmp_path}/none-*.json"])
