@@ -170,3 +170,21 @@ def test_budget_table_extra_rows(workbenches, tmp_path):
     assert rows[0].run(0, 1).shape[0] == 1
     with pytest.raises(SystemExit, match="no file matches"):
         budget_table.extra_rows(wb, 4, [f"x={tmp_path}/none-*.json"])
+
+
+def test_gradio_handler_loads_method_preset(monkeypatch):
+    """The Gradio app's preset handler (the Streamlit panel calls the same presets.build) loads a method."""
+    import sys
+    import warnings
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "app"))
+    import gradio_handlers as h
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    warnings.simplefilter("ignore")
+    s = h.new_session(tiny_spec("tiny-unet"), 8)
+    assert ("Feature-change caching (Wimbauer et al.)", "method:feature-change") in h.preset_choices(s)
+    h.load_preset(s, "method:feature-change", 3, 0, 2, 0.6, 0)
+    assert abs(s.ctx.wb.macs.ratio(s.editor.mask) / 0.6 - 1) <= 0.02
