@@ -51,8 +51,11 @@ def fit_scores(wb, scores: np.ndarray, target: float, *, tol: float = BUDGET_TOL
     return _walk(wb, best, scores, target, tol)
 
 
-def _moves(wb, m: np.ndarray, scores: np.ndarray, add: bool, limit: int = 48) -> list[tuple[np.ndarray, float]]:
-    """Single-cell moves (add the best reused cells, or drop the worst computed ones) with their ratios."""
+def _moves(wb, m: np.ndarray, scores: np.ndarray, add: bool, limit: int | None = 48) -> list[tuple[np.ndarray, float]]:
+    """Single-cell moves (add the best reused cells, or drop the worst computed ones) with their ratios;
+    ``limit``: only that many cells, in score order (None: every cell)."""
+    if add:  # a cell nobody reads after it is added costs nothing and changes nothing: skip those
+        m = wb.rectify(m).mask
     cand = np.argwhere(~m[1:] if add else m[1:])
     cand = cand[np.argsort(scores[1:][tuple(cand.T)] * (-1 if add else 1), kind="stable")][:limit]
     out = []
@@ -74,6 +77,9 @@ def _walk(wb, mask: np.ndarray, scores: np.ndarray, target: float, tol: float) -
             return wb.rectify(m).mask
         first = _moves(wb, m, scores, add=ratio < target)
         best = min(first, key=lambda c: abs(c[1] - target), default=None)
+        if best is None or abs(best[1] - target) >= abs(ratio - target):  # the best-scored cells do not help:
+            first = _moves(wb, m, scores, add=ratio < target, limit=None)  # any cell, still best-scored first
+            best = min(first, key=lambda c: abs(c[1] - target), default=None)
         if best is None or abs(best[1] - target) >= abs(ratio - target):
             pairs = []
             for c, r in sorted(first, key=lambda c: abs(c[1] - target))[:8]:
