@@ -10,8 +10,10 @@ models=("$@")
 run() {  # KIND MODEL BUDGET OUT [extra args]
   local kind=$1 model=$2 b=$3 out=$4; shift 4
   [ -f "$out/$kind-b$b.json" ] && return 0
-  blockmask method "$kind" "$model" --steps 50 --target-macs "0.$b" -o "$out/$kind-b$b.json" --json "$@" \
-    > "$out/$kind-b$b.log"
+  if ! blockmask method "$kind" "$model" --steps 50 --target-macs "0.$b" -o "$out/$kind-b$b.json" --json "$@" \
+    > "$out/$kind-b$b.log"; then
+    echo "FAILED: $kind $model 0.$b"; return 0
+  fi
   python -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], round(d['macs_ratio'],4), round(d['train_seconds'],1))" "$out/$kind-b$b.log"
 }
 for model in "${models[@]}"; do
