@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "METHOD", "K"), help=argparse.SUPPRESS)
+    ap.add_argument("--redraw", action="store_true", help="only rewrite the table and plot from OUTPUT/results.csv")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
     if args.child:
@@ -73,8 +74,10 @@ def main(argv=None) -> int:
         return 0
     if not args.output:
         ap.error("-o/--output is required")
+    if args.redraw:
+        write(Path(args.output))
+        return 0
     import pandas as pd
-    import plotly.express as px
 
     rows = []
     for model in args.model or ["mnist-ddpm"]:
@@ -91,14 +94,23 @@ def main(argv=None) -> int:
                 r = rows[-1]
                 print(f"{model} {method} K={k}: peak {r['peak_rss_mb']:.0f} MB, growth {r['growth_mb']:.0f} MB, "
                       f"{r['seconds']:.1f}s", flush=True)
-    df = pd.DataFrame(rows)
     dest = Path(args.output)
     dest.mkdir(parents=True, exist_ok=True)
-    df.to_csv(dest / "results.csv", index=False)
-    table = df.pivot_table(index=["model", "K"], columns="method", values="growth_mb").round(0)
+    pd.DataFrame(rows).to_csv(dest / "results.csv", index=False)
+    write(dest)
+    return 0
+
+
+def write(dest: Path) -> None:
+    """results.md and memory.html / memory.png from DEST/results.csv."""
+    import pandas as pd
+    import plotly.express as px
+
+    df = pd.read_csv(dest / "results.csv")
+    table = df.pivot_table(index=["model", "K"], columns="method", values="growth_mb").round(0).reset_index()
     (dest / "results.md").write_text(
         "Memory the learning needs (MB): peak RSS minus RSS after loading the model, fresh process per cell, "
-        f"batch {args.batch}, {args.iters} iteration(s).\n\n" + table.to_markdown() + "\n")
+        f"batch {df.batch.iloc[0]}, {df.iters.iloc[0]} iteration(s).\n\n" + table.to_markdown(index=False) + "\n")
     fig = px.line(df, x="K", y="growth_mb", color="method", facet_col="model", markers=True,
                   labels={"growth_mb": "peak memory of learning (MB above the loaded model)", "K": "sampling steps K"},
                   title="Peak memory against K: per-step learning (ours) vs whole-chain optimisation (DiP-GO-style)")
@@ -109,7 +121,6 @@ def main(argv=None) -> int:
     except Exception as e:  # kaleido needs a Chromium
         print(f"no PNG: {str(e).splitlines()[0][:120]}", file=sys.stderr)
     print((dest / "results.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":
