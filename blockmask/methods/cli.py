@@ -61,15 +61,21 @@ def cmd_method(args) -> None:
     else:
         mask, meta = produce(wb, args.kind, steps=args.steps, target_macs=args.target_macs, config=cfg,
                              condition=cond, progress=not args.json)
-    mf = wb.mask_file(mask, {"producer": {k: v for k, v in meta.items() if k not in ("change", "scores", "losses")},
-                             **{k: meta[k] for k in ("change", "scores", "losses") if k in meta}})
-    mf.save(args.output)
-    summary = {"output": str(args.output), "method": args.kind, "macs_ratio": meta["macs_ratio"],
-               "target_macs": args.target_macs, "train_seconds": meta["train_seconds"],
-               **({"data": meta["data"]} if "data" in meta else {}),
-               **({"memory": meta["memory"]} if "memory" in meta else {})}
+    summary = save(wb, mask, meta, args.output)
     _out(args, summary, f"wrote {args.output}: {m.label}, MAC ratio {meta['macs_ratio']:.1%} (target "
                         f"{args.target_macs:.0%}), {meta['train_seconds']:.1f}s")
+
+
+def save(wb, mask, meta: dict, output) -> dict:
+    """Write the mask file (the producer's meta; its per-cell arrays at the top level) atomically;
+    returns the summary the CLI prints."""
+    arrays = ("change", "scores", "losses")
+    mf = wb.mask_file(mask, {"producer": {k: v for k, v in meta.items() if k not in arrays},
+                             **{k: meta[k] for k in arrays if k in meta}})
+    mf.save(output)
+    return {"output": str(output), "method": meta["method"], "macs_ratio": meta["macs_ratio"],
+            "target_macs": meta["target_macs"], "train_seconds": meta["train_seconds"],
+            **{k: meta[k] for k in ("data", "memory") if k in meta}}
 
 
 def add_method_parser(sub, model_args) -> None:
