@@ -4,11 +4,16 @@
     wb = blockmask.Workbench.load("mnist-ddpm")
     with blockmask.apply(pipe, "mask.json"):
         pipe(num_inference_steps=50)
+
+    # or, like diffusers' enable_cache: hooks on the units' diffusers HookRegistry until removed
+    blockmask.apply_block_mask(pipe, blockmask.BlockMaskConfig(mask="mask.json"))
+    blockmask.remove_block_mask(pipe)
 """
 
 __version__ = "0.1.0"
 
 from .api import Workbench, apply  # noqa: E402
 from .mask import MaskFile  # noqa: E402
+from .stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
 
-__all__ = ["Workbench", "apply", "MaskFile", "__version__"]
+__all__ = ["Workbench", "apply", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]

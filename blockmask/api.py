@@ -150,13 +150,12 @@ class Workbench:
                         scheduler=scheduler_info(self.scheduler(), mask.shape[0]), meta=meta)
 
     def load_mask(self, source: str | Path | bytes, *, steps: int | None = None) -> tuple[MaskFile, list[str]]:
-        """Load and check a mask file against this model; returns (file, warnings). A name of a shipped
-        mask (``mnist-ddpm-050steps-b35``, see :func:`blockmask.models.bundled_masks`) works too."""
-        if isinstance(source, str) and not Path(source).exists():
-            from .models import bundled_masks
+        """Load and check a mask against this model; returns (file, warnings). ``source``: a mask file,
+        bytes, the name of a shipped mask (``mnist-ddpm-050steps-b35``), a folder written by
+        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.hub.load_mask_source`)."""
+        from .hub import load_mask_source
 
-            source = bundled_masks().get(source, source)
-        mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else MaskFile.load(source)
+        mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else load_mask_source(source)
         mf = mf.fit(self.unit_names)
         warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
         ts = mf.scheduler.get("timesteps")
@@ -237,40 +236,21 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} × {torch.get_num_threads()} threads"
 
 
-def _denoiser(obj) -> torch.nn.Module:
-    for attr in ("transformer", "unet"):
-        m = getattr(obj, attr, None)
-        if isinstance(m, torch.nn.Module):
-            return m
-    if isinstance(obj, torch.nn.Module):
-        return obj
-    raise BlockmaskError(f"{type(obj).__name__} has no .unet or .transformer to mask")
-
-
 @contextlib.contextmanager
-def apply(pipe_or_model, mask: MaskFile | np.ndarray | str | Path, *, check_fingerprint: bool = False):
+def apply(pipe_or_model, mask, *, check_fingerprint: bool = False, scheduler=None, mode: str = "eager"):
     """Mask a diffusers pipeline (or bare denoiser) for the duration of the ``with`` block.
 
-    Steps are counted from the timesteps the pipeline passes in (each new run resets the caches);
-    ``num_inference_steps`` must equal the mask's K. CFG pipelines that batch cond/uncond share
-    one mask; pipelines calling the model twice per step get one cache per call.
+    ``mask``: a MaskFile, a (K, N) array, a mask file, a shipped mask name or a hub repo id / folder.
+    Rows are counted from the pipeline's scheduler (``scheduler=`` for a bare denoiser), one row per
+    scheduler step (:mod:`blockmask.stepping`); every run starts from fresh caches and
+    ``num_inference_steps`` must equal the mask's K. The same as
+    ``apply_block_mask(pipe, BlockMaskConfig(mask))`` … ``remove_block_mask(pipe)``.
     """
-    model = _denoiser(pipe_or_model)
-    if isinstance(mask, (str, Path)):
-        mask = MaskFile.load(mask)
-    if isinstance(mask, MaskFile):
-        units = [u.name for u in discover_units(model)]
-        mask = mask.fit(units)
-        from .models import fingerprint
+    from .stepping import BlockMaskConfig, apply_block_mask
 
-        for w in mask.check(units=units, fingerprint=fingerprint(model), strict_fingerprint=check_fingerprint):
-            import warnings
-
-            warnings.warn(w, stacklevel=3)
-        mask = mask.mask
-    ex = MaskedExecution(model, np.asarray(mask), auto_step=True)
-    with ex:
-        yield ex
-        ran = ex.step + 1 if ex.computed + ex.skipped else 0
-    if ran and ran != ex.mask.shape[0]:
-        raise MaskError(f"the pipeline ran {ran} steps but the mask has {ex.mask.shape[0]} rows")
+    handle = apply_block_mask(pipe_or_model, BlockMaskConfig(mask, scheduler=scheduler,
+                                                             check_fingerprint=check_fingerprint, mode=mode))
+    try:
+        yield handle.execution
+    finally:
+        handle.remove()

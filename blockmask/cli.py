@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BlockmaskError
+from .schedulers import SCHEDULER_HELP
 
 
 def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
@@ -19,7 +20,7 @@ def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random init for config: models")
-    p.add_argument("--scheduler", default="ddim", help="ddim (default), ddpm, dpm++ or euler")
+    p.add_argument("--scheduler", default="ddim", help=SCHEDULER_HELP)
     if steps:
         p.add_argument("--steps", type=int, required=True, help="number of sampling steps K")
 
@@ -282,7 +283,7 @@ def cmd_report(args) -> None:
     from .report import read_csv, write_report
 
     rows = read_csv(args.csv)
-    files = write_report(rows, args.output, args.title)
+    files = write_report(rows, args.output, args.title, source=args.csv)
     _report_out(args, rows, files)
 
 
@@ -426,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--batch", type=int, default=1)
             p.add_argument("--repeats", type=int, default=3)
             p.add_argument("--warmup", type=int, default=1)
+    from .cli_tools import add_commands
+
+    add_commands(sub)  # app, data, cachedit
     return ap
 
 

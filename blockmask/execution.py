@@ -1,7 +1,10 @@
-"""Cached masked execution (METHOD.md Eq. 3 and, for training, Eq. 4).
+"""Cached masked execution (METHOD.md Eq. 3 and, for training, Eq. 4) as diffusers hooks.
 
-One hook per unit replaces that module *instance's* ``forward``; all hooks share one
-:class:`MaskedExecution`, which owns the step index, the CFG branch and the caches:
+One :class:`UnitHook` (a diffusers ``ModelHook``) per unit, registered on that module's diffusers
+``HookRegistry`` under the name ``"blockmask"``, so it composes with every other diffusers hook
+(``enable_cache``, group offloading, layer-wise casting, ...) on the same or other modules. Each hook
+keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all hooks share one
+:class:`MaskedExecution`, which owns the step index and the branch of the current call:
 
 * ``M[k, i] = 1``: run the unit, store its output in the cache, return it;
 * ``M[k, i] = 0``: return the cached output of the last step where the unit ran;
@@ -11,14 +14,16 @@ A *residual* unit (a whole transformer block, :attr:`blockmask.units.Unit.residu
 residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x.
 Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
 
-Caches are reset on entry (``with MaskedExecution(...)``) and by :meth:`reset`, so a cancelled
-run never leaks stale features into the next one.
+CFG branch: the name a pipeline gives with ``model.cache_context(name)`` (diffusers' CacheMixin
+models), else the position of the call within its step (pipelines that batch cond/uncond: 0).
+Caches are reset on entry (``with MaskedExecution(...)``), at the start of every run and by
+:meth:`reset` (also diffusers' ``reset_stateful_hooks``), so a cancelled run never leaks stale
+features into the next one. Where the step index comes from: :mod:`blockmask.stepping`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +31,12 @@ import torch
 
 from .errors import MaskError
 from .mask import validate_mask
-from .units import Unit, discover_units, unit_modules, wrap_forwards
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from .units import Unit, discover_units, unit_modules
+
+HOOK_NAME = "blockmask"
 
 
 def map_tensors(fn: Callable[..., torch.Tensor], *outs: Any) -> Any:
@@ -81,78 +91,177 @@ def compiled_body(module: torch.nn.Module, orig: Callable, mode: str) -> Callabl
     return store[mode]
 
 
+class UnitState(BaseState):
+    """One unit's cache in one CFG branch: its last computed output (or residual, for blocks)."""
+
+    def __init__(self):
+        self.cache: Any = None
+
+    def reset(self, *args, **kwargs) -> None:
+        self.cache = None
+
+
+class BranchStates(StateManager):
+    """diffusers' StateManager keyed by CFG branch: the pipeline's ``cache_context`` name when one is
+    set (diffusers sets it on every stateful hook's StateManager), else the execution's own branch."""
+
+    def __init__(self, execution: "MaskedExecution"):
+        super().__init__(UnitState)
+        self._execution = execution
+
+    def key(self):
+        return self._context.name if self._context is not None else self._execution.branch
+
+    def get_state(self, key=None) -> UnitState:
+        key = self.key() if key is None else key
+        if key not in self._state_cache:
+            self._state_cache[key] = UnitState()
+        return self._state_cache[key]
+
+    def peek(self, key):
+        st = self._state_cache.get(key)
+        return None if st is None else st.cache
+
+
+class UnitHook(ModelHook):
+    """The masked forward of one unit (Eq. 3; Eq. 4 under soft gates). Run, store and return; or
+    return the branch's cache (``x + cache`` for a residual unit)."""
+
+    _is_stateful = True
+
+    def __init__(self, execution: "MaskedExecution", index: int):
+        super().__init__()
+        self.execution = execution
+        self.index = index
+        self.residual = execution._residual[index]
+        self.states = BranchStates(execution)
+        self._body: Callable | None = None
+
+    def body(self, module) -> Callable:
+        if self._body is None:
+            orig = self.fn_ref.original_forward
+            mode = self.execution.mode
+            self._body = orig if mode == "eager" else compiled_body(module, orig, mode)
+        return self._body
+
+    def new_forward(self, module, *args, **kwargs):
+        ex, i = self.execution, self.index
+        g = ex.gate(i)
+        x = (args[0] if args else kwargs["hidden_states"]) if self.residual else None
+        if g is True:
+            out = self.body(module)(*args, **kwargs)
+            if not ex.bypass:
+                self.states.get_state().cache = ex._keep(out - x if self.residual else out)
+            ex.computed += 1
+            return out
+        cache = self.states.get_state().cache
+        if cache is None:
+            raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
+        if self.residual:
+            cache = x + cache
+        if g is False:
+            ex.skipped += 1
+            return cache
+        fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
+        ex.computed += 1
+        return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
+
+    def reset_state(self, module):
+        self.states.reset()
+        return module
+
+
+def register_hooks(modules: list[torch.nn.Module], hooks: list[ModelHook], name: str = HOOK_NAME) -> None:
+    """Register ``hooks[i]`` on ``modules[i]``'s diffusers HookRegistry; all or none."""
+    done = []
+    try:
+        for mod, hook in zip(modules, hooks):
+            registry = HookRegistry.check_if_exists_or_initialize(mod)
+            if registry.get_hook(name) is not None:
+                raise MaskError(f"{type(mod).__name__} is already hooked by blockmask (nested blockmask executions?)")
+            registry.register_hook(hook, name)
+            done.append(mod)
+    except BaseException:
+        remove_hooks(done, name)
+        raise
+
+
+def remove_hooks(modules: list[torch.nn.Module], name: str = HOOK_NAME) -> None:
+    """Remove the named hook from each module's registry; a forward that was the class's own goes
+    back to being the class's (no instance attribute left behind)."""
+    for mod in modules:
+        registry = getattr(mod, "_diffusers_hook", None)
+        if registry is None or registry.get_hook(name) is None:
+            continue
+        registry.remove_hook(name, recurse=False)
+        fwd = mod.__dict__.get("forward")
+        if getattr(fwd, "__self__", None) is mod and getattr(fwd, "__func__", None) is type(mod).forward:
+            del mod.forward
+
+
+def _invalidate(model: torch.nn.Module) -> None:
+    """diffusers caches each registry's list of child registries (for ``cache_context``): rebuild it."""
+    registry = getattr(model, "_diffusers_hook", None)
+    if registry is not None:
+        registry.invalidate_child_registries_cache()
+
+
 class MaskedExecution(contextlib.AbstractContextManager):
     """Drive ``model`` with a K×N mask during a sampling loop.
 
     Step control: explicit (``set_step(k)`` before each denoiser call: blockmask's own sampler and
-    trainer) or ``auto_step=True`` (for diffusers pipelines: a new timestep value starts the next
-    step; further calls at the same timestep are further CFG branches, each with its own cache).
+    trainer), or from the scheduler of a diffusers pipeline (:class:`blockmask.stepping.SchedulerSteps`,
+    used by :func:`blockmask.apply`).
     """
 
-    def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, auto_step: bool = False,
-                 clone_cache: bool = False, mode: str = "eager"):
+    def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, clone_cache: bool = False,
+                 mode: str = "eager"):
         self.model = model
         self.mode = resolve_mode(mode, next(model.parameters()).device)
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self._residual = [u.residual for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
-        self.auto_step = auto_step
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
         self.clone_cache = clone_cache or self.mode == "graph"
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
         self.computed = 0  # unit calls that ran, since reset (for tests and readouts)
         self.skipped = 0
-        self._stack: contextlib.ExitStack | None = None
+        self.hooks = [UnitHook(self, i) for i in range(len(self.units))]
+        self._entered = False
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
     def reset(self) -> None:
+        """Fresh caches (every branch), step 0, branch 0, counters 0."""
         self.step = 0
-        self.branch = 0
-        self._last_t: float | None = None
-        self._caches: dict[int, list[Any]] = {}
+        self.branch: Any = 0
+        for h in self.hooks:
+            h.states.reset()
         self.computed = self.skipped = 0
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
-        stack = contextlib.ExitStack()
-        stack.enter_context(wrap_forwards(self.modules, self._make_hook))
-        if self.auto_step:
-            handle = self.model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
-            stack.callback(handle.remove)
-            self._sig = inspect.signature(self.model.forward)
-        self._stack = stack
+        register_hooks(self.modules, self.hooks)
+        self._entered = True
+        _invalidate(self.model)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
-        self.reset()
+        try:
+            if self._entered:
+                remove_hooks(self.modules)
+                self._entered = False
+                _invalidate(self.model)
+        finally:
+            self.reset()
 
     # --- step control -------------------------------------------------------------------
-    def set_step(self, k: int, branch: int = 0) -> None:
+    def set_step(self, k: int, branch: Any = 0) -> None:
         if self.mask is not None and not 0 <= k < self.mask.shape[0]:
             raise MaskError(f"step {k} is outside the mask's {self.mask.shape[0]} steps")
         self.step, self.branch = k, branch
-
-    def _pre_forward(self, module, args, kwargs):
-        bound = self._sig.bind_partial(*args, **kwargs)
-        t = bound.arguments.get("timestep")
-        tv = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t) if t is not None else None
-        if self._last_t is None or (tv is not None and tv > self._last_t):
-            # first call, or the timestep went back up: a new sampling run starts — fresh caches
-            self._caches = {}
-            self.step, self.branch = 0, 0
-        elif tv != self._last_t:
-            self.step, self.branch = self.step + 1, 0
-        else:
-            self.branch += 1
-        self._last_t = tv
-        if self.mask is not None and self.step >= self.mask.shape[0]:
-            raise MaskError(f"sampling ran more steps than the mask's {self.mask.shape[0]} rows")
 
     def gate(self, i: int):
         """True (run), False (reuse) or a 0-d tensor (soft gate) for unit i at the current step."""
@@ -164,41 +273,10 @@ class MaskedExecution(contextlib.AbstractContextManager):
             return True
         return bool(self.mask[self.step, i])
 
-    # --- the hook -----------------------------------------------------------------------
-    def _make_hook(self, i: int, orig: Callable) -> Callable:
-        if self.mode != "eager":
-            orig = compiled_body(self.modules[i], orig, self.mode)
-
-        residual = self._residual[i]
-
-        def forward(*args, **kwargs):
-            g = self.gate(i)
-            x = (args[0] if args else kwargs["hidden_states"]) if residual else None
-            if g is True:
-                out = orig(*args, **kwargs)
-                if not self.bypass:
-                    self._store(i, out - x if residual else out)
-                self.computed += 1
-                return out
-            cache = self._caches.get(self.branch, [None] * len(self.units))[i]
-            if cache is None:
-                raise MaskError(f"unit {self.units[i].name} is reused at step {self.step} but never ran before")
-            if residual:
-                cache = x + cache
-            if g is False:
-                self.skipped += 1
-                return cache
-            fresh = orig(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
-            self.computed += 1
-            return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
-
-        return forward
-
-    def _store(self, i: int, out: Any) -> None:
-        caches = self._caches.setdefault(self.branch, [None] * len(self.units))
+    def _keep(self, out: Any) -> Any:
         if self.clone_cache or torch.is_grad_enabled():
             out = map_tensors(lambda t: t.detach().clone() if self.clone_cache else t.detach(), out)
-        caches[i] = out
+        return out
 
     # --- helpers for the trainer ----------------------------------------------------------
     @contextlib.contextmanager
@@ -222,8 +300,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
         finally:
             self.soft = None
 
-    def caches_state(self, branch: int = 0) -> list[Any]:
-        return list(self._caches.get(branch, [None] * len(self.units)))
+    def caches_state(self, branch: Any = 0) -> list[Any]:
+        return [h.states.peek(branch) for h in self.hooks]
 
-    def load_caches_state(self, caches: list[Any], branch: int = 0) -> None:
-        self._caches[branch] = list(caches)
+    def load_caches_state(self, caches: list[Any], branch: Any = 0) -> None:
+        for h, c in zip(self.hooks, caches):
+            h.states.get_state(branch).cache = c

@@ -129,6 +129,27 @@ class MaskFile:
             raise MaskError(f"mask file not found: {p}")
         return cls.loads(p.read_bytes(), source=str(p))
 
+    # --- the hub (blockmask.hub): a folder with blockmask_mask.json + README.md ---------------
+    def save_pretrained(self, save_directory) -> Path:
+        """Write a hub-style folder: ``blockmask_mask.json`` and a model card."""
+        from . import hub
+
+        return hub.save_pretrained(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs) -> "MaskFile":
+        """Load from a folder written by :meth:`save_pretrained` or a hub repo id (``owner/name``;
+        ``subfolder=``, ``revision=``, ``cache_dir=`` as in ``huggingface_hub.hf_hub_download``)."""
+        from . import hub
+
+        return hub.from_pretrained(source, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload this mask to a hub repo (``subfolder=`` puts it next to a model's own files)."""
+        from . import hub
+
+        return hub.push_to_hub(self, repo_id, **kwargs)
+
     def fit(self, units: list[str]) -> "MaskFile":
         """This mask over ``units``: a file whose units are a subset of the model's, in the same order
         (made before samplers and whole transformer blocks became units), gets the missing columns
@@ -192,3 +213,4 @@ def jsonable(obj):
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
     return obj
+

@@ -1,6 +1,6 @@
 """Model specs accepted everywhere (CLI, API, apps).
 
-* a bundled model name (``mnist-ddpm``, ``mnist-dit``: folders in ``assets/models/``);
+* a bundled model name (``mnist-ddpm``, ``mnist-dit``: folders in the bundled assets' ``models/``);
 * ``config:PATH.json`` — random init from a diffusers-style config with ``_class_name``
   (legacy ``Transformer2DModel`` resolves to DiT / PixArt as diffusers does), seeded;
 * a local diffusers folder (a model folder with ``config.json`` or a pipeline folder with
@@ -24,17 +24,19 @@ DENOISER_COMPONENTS = ("transformer", "unet")
 SUPPORTED_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
 
 
-def assets_dir() -> Path:
-    """``assets/`` of the repository (override with $BLOCKMASK_ASSETS)."""
-    env = os.environ.get("BLOCKMASK_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+from .resources import assets_dir  # noqa: E402  (re-exported: the bundled assets folder)
 
 
 def bundled_models() -> list[str]:
     d = assets_dir() / "models"
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file())
+    return sorted(p.name for p in d.iterdir() if _is_diffusers_folder(p))
+
+
+def _is_diffusers_folder(p: Path) -> bool:
+    """A model folder (config.json) or a pipeline folder (model_index.json)."""
+    return (p / "config.json").is_file() or (p / "model_index.json").is_file()
 
 
 def bundled_masks() -> dict[str, Path]:
@@ -194,7 +196,7 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
         path = spec[len("config:"):]
         return LoadedModel(spec, from_config(path, init_seed=init_seed, device=device, dtype=dtype), source="config")
     bundled = assets_dir() / "models" / spec
-    if "/" not in spec and (bundled / "config.json").is_file():
+    if "/" not in spec and _is_diffusers_folder(bundled):
         lm = _load_folder_or_hub(str(bundled), device=device, dtype=dtype, local=True)
         return dataclasses.replace(lm, spec=spec, source="bundled")
     if os.path.exists(spec):

@@ -33,6 +33,8 @@ from .adapters import adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .sample import Condition, build_conditioning, denoise, initial_noise
+from .schedulers import call_rows, row_starts
+from .schedulers import step as scheduler_step
 
 
 @dataclasses.dataclass
@@ -65,7 +67,10 @@ class Calibration:
         self.cond = cond.to(p.device, p.dtype)
         self.scheduler = scheduler
         scheduler.set_timesteps(steps)
-        self.timesteps = list(scheduler.timesteps)
+        self.timesteps = list(scheduler.timesteps)  # model calls (Heun: two per row)
+        self.rows = call_rows(scheduler)
+        self.starts = row_starts(self.rows)
+        self.first_call = [c for c in range(len(self.rows)) if self.starts[c]]
         self.x0 = initial_noise(model, batch, self.gen, scheduler)
         self.sched0 = copy.deepcopy(scheduler)
         self.rng0 = self.gen.get_state()
@@ -92,15 +97,15 @@ class Calibration:
         with ex if ex is not None else contextlib.nullcontext():
             if ex is not None and caches is not None:
                 ex.load_caches_state(caches)
-            for k in range(start, self.steps):
-                t = self.timesteps[k]
-                if record:
+            for c in range(self.first_call[start], len(self.timesteps)):
+                t, k = self.timesteps[c], self.rows[c]
+                if record and self.starts[c]:
                     out[k] = _State(x, ex.caches_state() if ex is not None else [], copy.deepcopy(sched),
                                     self.gen.get_state())
                 if ex is not None:
                     ex.set_step(k)
                 eps = denoise(self.model, self.adapter, sched, x, t, self.cond, self.guidance, self.cfg)
-                x = sched.step(eps, t, x, generator=self.gen).prev_sample
+                x = scheduler_step(sched, eps, t, x, self.gen)
         return x, out
 
     @classmethod

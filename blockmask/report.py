@@ -1,17 +1,34 @@
-"""Tables and Pareto plots of evaluation rows: CSV, markdown, plotly HTML and PNG (kaleido)."""
+"""Tables and Pareto plots of evaluation rows, as pandas DataFrames: CSV in and out, markdown,
+plotly HTML and PNG (kaleido).
+
+Rows are plain dicts (one per method, :data:`COLUMNS`); :func:`frame` turns them into the DataFrame
+every output is made from. :func:`read_csv` checks a whole file before anything is written, and
+:func:`write_report` renders every file first and refuses to write over its own input.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
+import pandas as pd
+
+from .errors import BlockmaskError
 from .io import atomic_write, atomic_write_text
 
 COLUMNS = ["method", "steps", "macs_ratio", "speedup", "n", "fid", "kid", "is", "mse", "psnr", "seconds", "device"]
+REQUIRED = ["method", "steps", "macs_ratio", "speedup", "n", "fid"]
 NUMERIC = {"steps": int, "n": int, "macs_ratio": float, "speedup": float, "fid": float, "kid": float, "is": float,
            "mse": float, "psnr": float, "seconds": float}
+FILES = {"csv": "results.csv", "markdown": "results.md", "html": "pareto.html", "png": "pareto.png"}
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a DataFrame with :data:`COLUMNS` (values kept as they are: ints stay ints, None is empty)."""
+    def cell(v):  # NaN (e.g. an IS that could not be computed) stays "nan", not an empty cell
+        return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+    return pd.DataFrame([{c: cell(r.get(c)) for c in COLUMNS} for r in rows], columns=COLUMNS, dtype=object)
 
 
 def _fmt(v, col):
@@ -25,58 +42,75 @@ def _fmt(v, col):
 
 
 def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: r.get(c) for c in COLUMNS})
-    return buf.getvalue()
+    return frame(rows).to_csv(index=False, na_rep="", lineterminator="\n")
+
+
+def display_frame(rows: list[dict]) -> pd.DataFrame:
+    """The table as people read it (formatted strings): results.md, the apps' tables."""
+    return pd.DataFrame({
+        "method": [r["method"] for r in rows],
+        "steps": [str(r["steps"]) for r in rows],
+        "MACs": [f"{r['macs_ratio']:.1%}" for r in rows],
+        "speedup": [f"{r['speedup']:.2f}x" for r in rows],
+        "FID (N)": [f"{r['fid']:.2f} ({r['n']})" for r in rows],
+        "KID": [_fmt(r.get("kid"), "kid") for r in rows],
+        "IS": [_fmt(r.get("is"), "is") for r in rows],
+        "PSNR vs orig (dB)": [_fmt(r.get("psnr"), "psnr") for r in rows],
+    })
 
 
 def to_markdown(rows: list[dict]) -> str:
-    head = ["method", "steps", "MACs", "speedup", "FID (N)", "KID", "IS", "PSNR vs orig (dB)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["method"], str(r["steps"]), f"{r['macs_ratio']:.1%}", f"{r['speedup']:.2f}x",
-            f"{r['fid']:.2f} ({r['n']})", _fmt(r.get("kid"), "kid"), _fmt(r.get("is"), "is"), _fmt(r.get("psnr"), "psnr"),
-        ]) + " |")
+    text = display_frame(rows).to_markdown(index=False, tablefmt="github", disable_numparse=True)
     devices = sorted({r["device"] for r in rows if r.get("device")})
     if devices:  # speed is a property of the machine: say which one
-        lines += ["", f"Speedups measured on: {'; '.join(devices)} (batch of the benchmark, same process, after warm-up)."]
-    return "\n".join(lines) + "\n"
+        text += f"\n\nSpeedups measured on: {'; '.join(devices)} (batch of the benchmark, same process, after warm-up)."
+    return text + "\n"
 
 
 def read_csv(path) -> list[dict]:
-    """Rows of a ``results.csv`` written by :func:`to_csv` (numbers parsed back; empty cells are None)."""
-    from .errors import BlockmaskError
-
+    """Rows of a ``results.csv`` written by :func:`to_csv` (numbers parsed back; empty cells are None).
+    Any problem (missing, unnamed or empty required columns, a non-number) is one BlockmaskError."""
+    p = Path(path)
+    if not p.is_file():
+        raise BlockmaskError(f"cannot read {path}: no such file")
     try:
-        text = Path(path).read_text()
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BlockmaskError(f"{path} is not a readable CSV ({first[:120]})") from None
     except OSError as e:
         raise BlockmaskError(f"cannot read {path}: {e.strerror or e}") from None
-    rows = []
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"method", "steps", "macs_ratio", "speedup", "n", "fid"} - set(reader.fieldnames or [])
+    cols = [str(c) for c in df.columns]
+    unnamed = [i + 1 for i, c in enumerate(cols) if not c.strip() or c.startswith("Unnamed:")]
+    if unnamed:
+        raise BlockmaskError(f"{path} has a column without a name (column {unnamed[0]}); not a blockmask results.csv")
+    missing = [c for c in REQUIRED if c not in cols]
     if missing:
         raise BlockmaskError(f"{path} is not a blockmask results.csv (missing columns: {', '.join(sorted(missing))})")
-    for i, rec in enumerate(reader, start=2):
+    if df.empty:
+        raise BlockmaskError(f"{path} holds no rows")
+    empty = [c for c in REQUIRED if (df[c].str.strip() == "").all()]
+    if empty:
+        raise BlockmaskError(f"{path}: column {empty[0]!r} is empty")
+    df = df[[c for c in cols if c in COLUMNS]]
+    rows = []
+    for i, rec in enumerate(df.to_dict("records"), start=2):
         row = {}
         for k, v in rec.items():
-            if k is None:
-                continue
-            if v in ("", None):
+            v = v.strip()
+            if v == "":
+                if k in REQUIRED:
+                    raise BlockmaskError(f"{path} line {i}: {k} is empty")
                 row[k] = None
             elif k in NUMERIC:
                 try:
-                    row[k] = NUMERIC[k](float(v)) if NUMERIC[k] is int else float(v)
-                except ValueError:
+                    num = float(v)
+                    row[k] = int(num) if NUMERIC[k] is int else num
+                except (ValueError, OverflowError):
                     raise BlockmaskError(f"{path} line {i}: {k}={v!r} is not a number") from None
             else:
                 row[k] = v
         rows.append(row)
-    if not rows:
-        raise BlockmaskError(f"{path} holds no rows")
     return rows
 
 
@@ -114,19 +148,33 @@ def pareto_figure(rows: list[dict], title: str = ""):
     return fig
 
 
-def write_report(rows: list[dict], out_dir, title: str = "") -> dict:
-    """Write results.csv, results.md, pareto.html and (when kaleido works) pareto.png."""
+def write_report(rows: list[dict], out_dir, title: str = "", *, source=None) -> dict:
+    """Write results.csv, results.md, pareto.html and (when kaleido works) pareto.png. Everything is
+    rendered before the first file is written; ``source`` (the CSV the rows came from) is never
+    overwritten."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.csv", to_csv(rows))
-    atomic_write_text(out / "results.md", to_markdown(rows))
+    paths = {k: out / name for k, name in FILES.items()}
+    if source is not None:
+        src = Path(source).resolve()
+        clash = [p for p in paths.values() if p.resolve() == src]
+        if clash:
+            raise BlockmaskError(f"output folder {out} would overwrite the input {source}; choose another -o")
+    if not rows:
+        raise BlockmaskError("no result rows to report")
+    csv_text, md_text = to_csv(rows), to_markdown(rows)
     fig = pareto_figure(rows, title)
-    # self-contained (plotly.js inlined): opens offline
-    atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs=True))
-    written = {"csv": str(out / "results.csv"), "markdown": str(out / "results.md"), "html": str(out / "pareto.html")}
+    html = fig.to_html(include_plotlyjs=True)  # self-contained (plotly.js inlined): opens offline
     try:
-        atomic_write(out / "pareto.png", lambda tmp: fig.write_image(tmp, format="png"))
-        written["png"] = str(out / "pareto.png")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BlockmaskError(f"cannot create output folder {out}: {e.strerror or e}") from None
+    atomic_write_text(paths["csv"], csv_text)
+    atomic_write_text(paths["markdown"], md_text)
+    atomic_write_text(paths["html"], html)
+    written = {k: str(paths[k]) for k in ("csv", "markdown", "html")}
+    try:
+        atomic_write(paths["png"], lambda tmp: fig.write_image(tmp, format="png"))
+        written["png"] = str(paths["png"])
     except Exception as e:  # kaleido needs a Chromium; without one the HTML is the plot
         written["png_error"] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
     return written

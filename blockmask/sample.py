@@ -21,7 +21,8 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .models import LoadedModel
-from .schedulers import make_scheduler
+from .schedulers import call_rows, make_scheduler, scheduler_rows
+from .schedulers import step as scheduler_step
 
 
 @dataclasses.dataclass
@@ -124,19 +125,21 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     cond = cond.to(p.device, p.dtype)
     scheduler.set_timesteps(num_steps)
     latents = initial_noise(model, batch, g, scheduler)
-    timesteps = scheduler.timesteps
-    if mask is not None and mask.shape[0] != len(timesteps):
-        raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {len(timesteps)}")
+    timesteps = scheduler.timesteps  # the model-call schedule (two calls per step for Heun)
+    rows = scheduler_rows(scheduler)
+    if mask is not None and mask.shape[0] != rows:
+        raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {rows}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode) if own else None)
+    krow = call_rows(scheduler)  # the mask row of each model call (Heun: two calls per row)
     with ctx if own else contextlib.nullcontext():
-        for k, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
+        for c, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
             if ctx is not None:
-                ctx.set_step(k)
+                ctx.set_step(krow[c])
             eps = denoise(model, adapter, scheduler, latents, t, cond, condition.guidance_scale, cfg)
-            latents = scheduler.step(eps, t, latents, generator=g).prev_sample
-            if callback is not None:
-                callback(k + 1, len(timesteps))
+            latents = scheduler_step(scheduler, eps, t, latents, g)
+            if callback is not None and (c + 1 == len(krow) or krow[c + 1] != krow[c]):
+                callback(krow[c] + 1, rows)
     return latents
 
 

@@ -12,6 +12,8 @@ import torch
 from .adapters import adapter_for
 from .errors import BlockmaskError
 from .sample import Condition, build_conditioning, denoise, initial_noise
+from .schedulers import call_rows, row_starts
+from .schedulers import step as scheduler_step
 from .units import discover_units
 
 
@@ -37,13 +39,15 @@ def feature_variation(model, scheduler, *, num_steps: int, seed: int = 0, batch:
     adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
     prev = None
     delta = np.full(num_steps, np.nan)
-    for k, t in enumerate(scheduler.timesteps):
+    rows = call_rows(scheduler)  # a row's output is its first evaluation's (Heun: at σ_k)
+    for t, k, first in zip(scheduler.timesteps, rows, row_starts(rows)):
         eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
-        if prev is not None:
-            delta[k] = float((eps - prev).float().norm() / prev.float().norm().clamp_min(1e-12))
-        prev = eps
-        x = scheduler.step(eps, t, x, generator=g).prev_sample
-        if callback is not None:
+        if first:
+            if prev is not None:
+                delta[k] = float((eps - prev).float().norm() / prev.float().norm().clamp_min(1e-12))
+            prev = eps
+        x = scheduler_step(scheduler, eps, t, x, g)
+        if callback is not None and first:
             callback(k + 1, num_steps)
     return delta
 
@@ -128,12 +132,17 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
 
     adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
     ts = list(scheduler.timesteps)
-    snaps, eps_ref = [], []  # state entering each step: latents, scheduler (multistep history), RNG
-    for t in ts:
-        snaps.append((x, copy.deepcopy(scheduler), g.get_state()))
+    rows = call_rows(scheduler)  # the row of each model call; a row starts at its first call
+    starts = row_starts(rows)
+    first_call = [c for c in range(len(ts)) if starts[c]]
+    snaps, eps_ref = [], []  # state entering each row: latents, scheduler (multistep history), RNG
+    for c, t in enumerate(ts):
+        if starts[c]:
+            snaps.append((x, copy.deepcopy(scheduler), g.get_state()))
         eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
-        eps_ref.append(eps)
-        x = scheduler.step(eps, t, x, generator=g).prev_sample
+        if starts[c]:
+            eps_ref.append(eps)
+        x = scheduler_step(scheduler, eps, t, x, g)
     final_ref = x.float()
     steps = probe_steps(num_steps, probes)
     n = len(discover_units(model))
@@ -145,12 +154,12 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
         sched = copy.deepcopy(sched)
         g.set_state(state)
         with MaskedExecution(model, mask) as ex:
-            for kk in range(k - 1, num_steps):
-                ex.set_step(kk)
-                eps = denoise(model, adapter, sched, x, ts[kk], cond, condition.guidance_scale, cfg)
-                if kk == k:
+            for c in range(first_call[k - 1], len(ts)):
+                ex.set_step(rows[c])
+                eps = denoise(model, adapter, sched, x, ts[c], cond, condition.guidance_scale, cfg)
+                if c == first_call[k]:
                     local.append(float((eps - eps_ref[k]).float().pow(2).mean()))
-                x = sched.step(eps, ts[kk], x, generator=g).prev_sample
+                x = scheduler_step(sched, eps, ts[c], x, g)
         final.append(float((x.float() - final_ref).pow(2).mean()))
         if callback is not None:
             callback(j + 1, len(steps))

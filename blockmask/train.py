@@ -49,6 +49,8 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .sample import Condition, build_conditioning, denoise, initial_noise
+from .schedulers import call_rows, row_starts
+from .schedulers import step as scheduler_step
 from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
 
 
@@ -262,13 +264,16 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
     # that points the same way as the ones before it (a stale cache drifting further).
     acc = None
     bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
+    rows = call_rows(scheduler)  # the mask row of each model call: a row is learned at its first call
+    starts = row_starts(rows)
     with ex:
-        for k, t in enumerate(scheduler.timesteps):
+        for c, t in enumerate(scheduler.timesteps):
+            k, first = rows[c], starts[c]
             target = None
-            if k >= 1 and (k >= done or (weights is not None and cfg.accumulate)):
+            if first and k >= 1 and (k >= done or (weights is not None and cfg.accumulate)):
                 with torch.no_grad(), ex.reference():
                     target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
-            if k >= done:
+            if first and k >= done:
                 t0 = time.perf_counter()
                 coh = None if weights is None or not cfg.accumulate else acc
                 row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
@@ -285,8 +290,9 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
                 if target is not None and weights is not None and cfg.accumulate:
                     err = math.sqrt(float(weights[k])) * (eps.float() - target)
                     acc = err if acc is None else acc + err
-                x = scheduler.step(eps, t, x, generator=g).prev_sample
-            if k >= done:
+                x = scheduler_step(scheduler, eps, t, x, g)
+            last = c + 1 == len(rows) or rows[c + 1] != k  # the row's last evaluation
+            if last and k >= done:
                 if checkpoint is not None:
                     checkpoint(state)
                 ratio = (remainder * (k + 1) + (mask[: k + 1] * unit_macs).sum()) / (full * (k + 1))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import diffusers  # noqa: E402
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
 
 from blockmask.data.mnist import default_mnist_dir, mnist_sha256, mnist_tensor_dataset  # noqa: E402
@@ -123,7 +124,13 @@ def atomic_save(model, scheduler, out_dir: Path, extra_files: dict[str, str] | N
     tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
     old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    if type(model).__name__ == "UNet2DModel":  # a DDPMPipeline folder: DiffusionPipeline.from_pretrained(out_dir)
+        model.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        (tmp / "model_index.json").write_text(json.dumps({
+            "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, indent=2) + "\n")
+    else:  # the DiT: a model folder (blockmask.pipelines.dit_pipeline turns it into a DiTPipeline)
+        model.save_pretrained(str(tmp), safe_serialization=True)
     scheduler.save_pretrained(str(tmp / "scheduler"))
     if out_dir.exists():  # keep files that are not part of the checkpoint (e.g. samples.png)
         for p in out_dir.iterdir():

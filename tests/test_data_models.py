@@ -82,9 +82,10 @@ def test_bundled_model_loads_offline(name):
     from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 
     folder = MODELS / name
-    _needs_asset(folder / "diffusion_pytorch_model.safetensors")
+    sub = "unet" if name == "mnist-ddpm" else ""  # mnist-ddpm is a DDPMPipeline folder
+    _needs_asset(folder / sub / "diffusion_pytorch_model.safetensors")
     cls = DiTTransformer2DModel if name == "mnist-dit" else UNet2DModel
-    model = cls.from_pretrained(str(folder), local_files_only=True).float().eval()
+    model = cls.from_pretrained(str(folder), subfolder=sub or None, local_files_only=True).float().eval()
     sched = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
     assert sched.config.num_train_timesteps == 1000 and sched.config.prediction_type == "epsilon"
     assert model.config.sample_size == 32 and model.config.in_channels == 1

@@ -136,10 +136,10 @@ def test_apply_on_diffusers_pipeline_is_bitwise(workbenches):
     # The same mask through blockmask's own sampler gives the same images as through the pipeline.
     ours = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=0, batch=2, mask=m)
     assert np.array_equal((ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), masked1)
-    with pytest.raises(MaskError, match="more steps than the mask's 4 rows"):
+    with pytest.raises(MaskError, match="scheduler runs 6 steps but the mask has 4 rows"):
         with api.apply(pipe, np.ones((4, len(wb.units)), bool)):
             pipe(batch_size=1, num_inference_steps=K, output_type="np")
-    with pytest.raises(MaskError, match="ran 3 steps but the mask has 4"):
+    with pytest.raises(MaskError, match="scheduler runs 3 steps but the mask has 4"):
         with api.apply(pipe, np.ones((4, len(wb.units)), bool)):
             pipe(batch_size=1, num_inference_steps=3, output_type="np")
 

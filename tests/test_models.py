@@ -82,10 +82,10 @@ def test_bundled_dit_through_blockmask_makes_requested_digits():
     gives ~10-20%.)"""
     from blockmask.api import Workbench
     from blockmask.data.classifier import load_classifier
-    from blockmask.models import assets_dir
+    from blockmask.models import bundled_models
     from blockmask.sample import Condition
 
-    if not (assets_dir() / "models" / "mnist-dit" / "config.json").is_file():
+    if "mnist-dit" not in bundled_models():
         pytest.skip("bundled mnist-dit not present")
     wb = Workbench.load("mnist-dit")
     labels = list(range(10)) * 4

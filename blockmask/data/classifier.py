@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO_ROOT / "assets" / "classifier" / "mnist-cnn.safetensors"
+from ..resources import assets_dir  # noqa: E402
+
+DEFAULT_WEIGHTS = assets_dir() / "classifier" / "mnist-cnn.safetensors"
 FIDELITY_NAME = "mnist-cnn"
 FEATURE_DIM = 128
 

@@ -29,16 +29,17 @@ __all__ = [
     "to_model_range",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _SPLITS = {"test": "t10k", "t10k": "t10k", "train": "train"}
 
 
 def default_mnist_dir() -> Path:
-    """``$BLOCKMASK_MNIST`` if set, else ``<repo>/../shared/data/mnist``."""
+    """``$BLOCKMASK_MNIST`` if set, else ``~/.cache/blockmask/mnist`` (``$XDG_CACHE_HOME`` respected),
+    where ``blockmask data mnist`` puts the files."""
     env = os.environ.get("BLOCKMASK_MNIST")
     if env:
         return Path(env).expanduser()
-    return (REPO_ROOT / ".." / "shared" / "data" / "mnist").resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "blockmask" / "mnist"
 
 
 def _sha256_file(path: Path) -> str:
@@ -107,7 +108,7 @@ def _find(folder: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"MNIST file {stem}[.gz] not found in {folder}")
+    raise FileNotFoundError(f"MNIST file {stem}[.gz] not found in {folder} (get it with: blockmask data mnist)")
 
 
 def _download(folder: Path, split: str) -> None:

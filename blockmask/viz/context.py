@@ -19,9 +19,10 @@ from ..adapters import adapter_for
 from ..api import Workbench
 from ..costs import MacProfile, format_macs
 from ..models import DEFAULT_MODEL, bundled_models
+from ..resources import app_dir
 from ..units import Unit
 
-APP_DIR = Path(__file__).resolve().parents[2] / "app"
+APP_DIR = app_dir()  # the installed app files (blockmask_app; the repository's app/ in a checkout)
 FALLBACK_CONFIG = APP_DIR / "fallback-unet.json"
 FALLBACK_SPEC = f"config:{FALLBACK_CONFIG}"
 FALLBACK_LABEL = "random init U-Net (no trained model installed)"

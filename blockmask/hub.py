@@ -1,0 +1,101 @@
+"""Masks on the Hugging Face hub (through ``huggingface_hub``), and every way a mask can be named.
+
+A hub mask is a folder (a model repo, or a subfolder of the model's own repo) holding
+``blockmask_mask.json`` (format ``blockmask/1``) and a short model card. ``MaskFile.save_pretrained``
+writes such a folder, ``MaskFile.from_pretrained`` reads it from a local folder or a hub repo id
+(through the hub cache, so it works offline once downloaded, or with ``HF_HUB_OFFLINE=1``), and
+``MaskFile.push_to_hub`` uploads it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from .errors import MaskError
+
+MASK_FILENAME = "blockmask_mask.json"
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def model_card(mf) -> str:
+    macs = (mf.meta.get("macs") or {}).get("ratio")
+    lines = ["---", "library_name: blockmask", "tags:", "- blockmask", "- diffusers", "- block-caching", "---", "",
+             f"# blockmask mask for `{mf.model or 'a diffusers model'}`", "",
+             f"A {mf.num_steps}×{len(mf.units)} block mask (steps × units) for {mf.scheduler.get('class', 'its scheduler')}"
+             + (f", {macs:.1%} of the plain model's MACs" if isinstance(macs, float) else "") + ".", "",
+             "```python", "import blockmask", f"mask = blockmask.MaskFile.from_pretrained(REPO_ID)",
+             "with blockmask.apply(pipe, mask):", f"    images = pipe(num_inference_steps={mf.num_steps}).images", "```", ""]
+    return "\n".join(lines)
+
+
+def save_pretrained(mf, save_directory) -> Path:
+    """Write ``blockmask_mask.json`` and ``README.md`` into ``save_directory`` (atomic files)."""
+    from .io import atomic_write_text
+
+    d = Path(save_directory)
+    d.mkdir(parents=True, exist_ok=True)
+    mf.save(d / MASK_FILENAME)
+    if not (d / "README.md").exists():  # never overwrite a model's own card
+        atomic_write_text(d / "README.md", model_card(mf))
+    return d
+
+
+def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | None = None,
+                    revision: str | None = None, cache_dir=None, token=None, local_files_only: bool = False):
+    """A mask from a local folder saved with ``save_pretrained`` or a hub repo id."""
+    from .mask import MaskFile
+
+    local = Path(source) / (subfolder or "") / filename
+    if Path(source).is_dir():
+        if not local.is_file():
+            raise MaskError(f"{source} holds no {filename} (save one with MaskFile.save_pretrained)")
+        return MaskFile.load(local)
+    if not _REPO_ID.match(str(source)):
+        raise MaskError(f"mask {source!r} is not a file, a folder or a hub repo id (owner/name)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(str(source), filename, subfolder=subfolder, revision=revision, cache_dir=cache_dir,
+                               token=token, local_files_only=local_files_only)
+    except Exception as e:  # offline without a cached copy, unknown repo, no such file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MaskError(f"could not get mask {filename} from hub repo {source!r}: {first[:160]}") from None
+    return MaskFile.load(path)
+
+
+def push_to_hub(mf, repo_id: str, *, subfolder: str | None = None, commit_message: str = "Upload blockmask mask",
+                private: bool | None = None, token=None, revision: str | None = None):
+    """Create (if needed) the hub repo and upload the mask folder; returns the commit info."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(mf, tmp)
+        return api.upload_folder(repo_id=repo_id, folder_path=tmp, path_in_repo=subfolder or "",
+                                 commit_message=commit_message, revision=revision)
+
+
+def load_mask_source(source, *, cache_dir=None):
+    """A mask named any accepted way: a mask file path, a folder with ``blockmask_mask.json``, the
+    name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id (``owner/name``, optionally
+    ``owner/name:path/in/repo.json``)."""
+    from .mask import MaskFile
+    from .models import bundled_masks
+
+    s = str(source)
+    p = Path(s).expanduser()
+    if p.is_file():
+        return MaskFile.load(p)
+    if p.is_dir():
+        return from_pretrained(p)
+    shipped = bundled_masks()
+    if s in shipped:
+        return MaskFile.load(shipped[s])
+    repo, _, inner = s.partition(":")
+    if _REPO_ID.match(repo) and (inner or not s.endswith(".json")):  # "a/b.json" is a missing file, not a repo
+        sub, _, name = inner.rpartition("/") if inner else ("", "", MASK_FILENAME)
+        return from_pretrained(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir)
+    raise MaskError(f"mask file not found: {s} (not a file, a folder, a shipped mask name or a hub repo id)")
