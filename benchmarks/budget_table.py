@@ -18,6 +18,9 @@ Every number is measured the same way for every row:
 
 Writes results.csv / results.md (pandas) and pareto.png / pareto.html (PSNR vs MACs).
 
+Other mask files (e.g. the other methods of docs/METHODS_COMPARED.md) join as rows with
+``--extra FAMILY=GLOB``; ``--only`` keeps only the rows whose names contain one of its substrings.
+
 FID/KID (``--fid N``, a second pass over an existing results.csv): N samples per row from seed
 20000 (held out like the PSNR seeds; batch b uses seed 20000 + b), against the MNIST test split
 with the offline MNIST-classifier extractor (torch-fidelity, as ``blockmask eval``). Sampling N
@@ -177,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-batch", type=int, default=8)
     ap.add_argument("--intervals", default="2,3,4,5,6")
     ap.add_argument("--masks", help="folder of learned masks *-NNNsteps-bNN.json (default: the shipped MODEL-NNNsteps-b*)")
+    ap.add_argument("--extra", action="append", default=[], metavar="FAMILY=GLOB",
+                    help="also measure the mask files matching GLOB (rows named by file stem) under FAMILY, e.g. "
+                         "router=docs/results/methods-mnist-ddpm-50/masks/router-*.json (repeatable)")
     ap.add_argument("--only", help="comma-separated substrings: measure only matching rows (plus the original)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of OUTPUT/results.csv that this run does not measure (with --only)")
@@ -197,6 +203,7 @@ def main(argv=None) -> int:
     masks = Path(args.masks) if args.masks else assets_dir() / "masks"
     pattern = f"*-{k:03d}steps-b*.json" if args.masks else f"{args.model}-{k:03d}steps-b*.json"
     plain, learned, rows = build_rows(wb, sorted(masks.glob(pattern)), k, [int(v) for v in args.intervals.split(",")])
+    rows += extra_rows(wb, k, args.extra)
     every = {r.name for r in rows}
     dest = Path(args.output)
     if args.fid:
@@ -236,6 +243,22 @@ def main(argv=None) -> int:
             print("note: re-measured rows lose their FID; rerun with --fid", file=sys.stderr)
     write_outputs(df, dest, title=f"{args.model}, {k} DDIM steps: fidelity at equal compute")
     return 0
+
+
+def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
+    """Rows for ``--extra FAMILY=GLOB``: every mask file matching GLOB, named by its stem."""
+    import glob
+
+    rows = []
+    for spec in specs:
+        family, sep, pattern = spec.partition("=")
+        if not sep or not family or not pattern:
+            sys.exit(f"error: --extra takes FAMILY=GLOB, got {spec!r}")
+        files = sorted(glob.glob(pattern))
+        if not files:
+            sys.exit(f"error: --extra {spec!r}: no file matches {pattern}")
+        rows += our_rows(wb, steps, {Path(f).stem: wb.load_mask(f, steps=steps)[0].mask for f in files}, family)
+    return rows
 
 
 def build_rows(wb, mask_files: list[Path], k: int, intervals: list[int]):

@@ -128,6 +128,19 @@ class Workbench:
                                          eligible=np.array([u.index not in outer for u in self.units]))
         raise BlockmaskError(f"unknown baseline {kind!r}; choose from {', '.join(baselines.BASELINES)}")
 
+    def method(self, name: str, *, steps: int, target_macs: float, config=None, condition: Condition | None = None,
+               progress: bool = False, **options) -> tuple[np.ndarray, dict]:
+        """(mask, meta) from one of the other methods (``feature-change``, ``router``, ``global``;
+        :mod:`blockmask.methods`) at MAC budget ``target_macs``; ``options`` set its config's fields."""
+        from . import methods
+
+        if config is None:
+            config = methods.config_for(name, **options)
+        elif options:
+            raise BlockmaskError("pass either a config or options, not both")
+        return methods.produce(self, name, steps=steps, target_macs=target_macs, config=config, condition=condition,
+                               progress=progress)
+
     def mask_file(self, mask: np.ndarray, meta: dict | None = None) -> MaskFile:
         mask = validate_mask(mask, units=len(self.units))
         p = self.macs

@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_mask)
+    from .methods.cli import add_method_parser
+
+    add_method_parser(sub, _model_args)  # blockmask method feature-change|router|global (issue 17)
     p = sub.add_parser("rectify", help="remove provably dead cells from a mask (samples unchanged)")
     p.add_argument("mask")
     p.add_argument("--model", required=True)

@@ -1,6 +1,6 @@
 """Presets for the mask editor: learned masks from ``assets/masks/`` that fit the current model and
-step count, and the baselines of METHOD.md §6 (all ones, DeepCache, FORA, uniform, random at a
-MAC budget)."""
+step count, the baselines of METHOD.md §6 (all ones, DeepCache, FORA, uniform, random at a
+MAC budget), and the other methods of docs/METHODS_COMPARED.md produced at a MAC budget."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ BASELINE_PRESETS = (
     Preset("uniform", "Uniform", ("every",), "Each unit runs every `every` steps, phases staggered over units."),
     Preset("random", "Random at a MAC budget", ("macs_ratio", "seed"),
            "Random cells reused until the MACs fall to `macs_ratio` of the plain model (sanity floor)."),
+)
+# The other methods (issue 17, :mod:`blockmask.methods`): produced for the current model at a MAC budget.
+METHOD_PRESETS = (
+    Preset("method:feature-change", "Feature-change caching (Wimbauer et al.)", ("macs_ratio", "seed"),
+           "One unmasked run measures each unit's output change; a unit refreshes when its accumulated change "
+           "passes a threshold searched to meet `macs_ratio`. No data, a second or so."),
+    Preset("method:router", "Router trained on MNIST (L2C-style)", ("macs_ratio", "seed"),
+           "Per-step, per-unit router trained with the diffusion loss on noised MNIST images ($BLOCKMASK_MNIST), "
+           "thresholded to `macs_ratio`. Needs the data folder; tens of seconds on a CPU."),
+    Preset("method:global", "Global chain optimisation (DiP-GO-style)", ("macs_ratio", "seed"),
+           "All gates optimised through the whole sampling run at once, thresholded to `macs_ratio`. Memory grows "
+           "with the step count; about a minute on a CPU at 50 steps."),
 )
 PARAM_DEFAULTS = {"interval": 3, "branch": 0, "every": 2, "macs_ratio": 0.7, "seed": 0}
 
@@ -84,7 +96,7 @@ def presets(ctx: ModelContext, steps: int) -> list[Preset]:
         if (b.key == "deepcache" and not ctx.is_unet) or (b.key == "blocks" and ctx.is_unet):
             continue
         out.append(b)
-    return out
+    return out + list(METHOD_PRESETS)
 
 
 def build(ctx: ModelContext, key: str, steps: int, **params) -> tuple[np.ndarray, str, dict]:
@@ -93,6 +105,8 @@ def build(ctx: ModelContext, key: str, steps: int, **params) -> tuple[np.ndarray
         path = masks_dir() / key.split(":", 1)[1]
         mf, _ = ctx.wb.load_mask(path, steps=steps)
         return mf.mask, f"learned mask {path.stem}", mf.meta
+    if key.startswith("method:"):
+        return _method(ctx, key.split(":", 1)[1], steps, **params)
     kw = {k: params.get(k, PARAM_DEFAULTS[k]) for k in next((b.params for b in BASELINE_PRESETS if b.key == key), ())}
     for name, v in kw.items():
         try:
@@ -103,6 +117,19 @@ def build(ctx: ModelContext, key: str, steps: int, **params) -> tuple[np.ndarray
     label = next((b.label for b in BASELINE_PRESETS if b.key == key), key)
     args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in kw.items())
     return mask, f"{label}({args})" if args else label, {"baseline": key, **kw}
+
+
+def _method(ctx: ModelContext, name: str, steps: int, **params) -> tuple[np.ndarray, str, dict]:
+    """A mask from one of the other methods at the preset's MAC budget (``blockmask.methods``)."""
+    try:
+        ratio, seed = float(params.get("macs_ratio", PARAM_DEFAULTS["macs_ratio"])), int(params.get("seed", 0))
+    except (TypeError, ValueError):
+        raise BlockmaskError("macs_ratio and seed must be numbers") from None
+    with ctx.lock:  # the producers hook the shared model: one run on it at a time
+        mask, meta = ctx.wb.method(name, steps=steps, target_macs=ratio, seed=seed, progress=True)
+    label = next(p.label for p in METHOD_PRESETS if p.key == f"method:{name}")
+    small = {k: v for k, v in meta.items() if k not in ("change", "scores", "losses")}
+    return mask, f"{label}(macs_ratio={ratio:g}, seed={seed})", {"producer": small}
 
 
 def initial_mask(ctx: ModelContext, steps: int) -> tuple[np.ndarray, str, dict]:
