@@ -202,7 +202,11 @@ class Workbench:
             labels = [class_label] if not isinstance(class_label, (list, tuple)) else list(class_label)
             if not labels:
                 raise OptionError("class labels must not be empty")
-            c.class_labels = [check_int("class label", v, low=0, high=self._max_label()) for v in labels]
+            top = self._max_label()
+            c.class_labels = [check_int("class label", v, low=0) for v in labels]
+            bad = [v for v in c.class_labels if top is not None and v > top]
+            if bad:
+                raise OptionError(f"class label {bad[0]} is out of range: the model has {top + 1} classes (0..{top})")
         c.guidance_scale = check_float("guidance scale", guidance_scale, low=0, high=1e4)
         return c
 
