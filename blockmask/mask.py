@@ -113,7 +113,9 @@ class MaskFile:
             raise MaskError(f"missing field(s) {', '.join(missing)}", source)
         try:
             steps = field(data, "num_steps", "int", source, low=1)
-            units = field(data, "units", "str_list", source)
+            units = data["units"]
+            if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+                raise MaskError("must be a list of unit names (strings)", source, "units")
             if not units:
                 raise MaskError("must list at least one unit", source, "units")
             rows = field(data, "mask", "list", source)
