@@ -101,7 +101,10 @@ def _resolve_class(config: dict, source: str = "config"):
     if not isinstance(cls, type):
         raise UnsupportedModelError(f"{source}: unknown diffusers class {name[:80]!r}")
     if name == "Transformer2DModel":
-        cls = _fetch_remapped_cls_from_config(config, cls)
+        try:
+            cls = _fetch_remapped_cls_from_config(config, cls)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FileFormatError(source, f"legacy Transformer2DModel config lacks what decides its class ({e})") from None
     if cls.__name__ not in SUPPORTED_CLASSES:
         raise UnsupportedModelError(f"unsupported model class {cls.__name__}; supported: {', '.join(SUPPORTED_CLASSES)}")
     return cls
