@@ -222,9 +222,9 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
         raise BlockmaskError(f"FID extractor must be a name, got {extractor!r}")
     if not methods:
         raise BlockmaskError("nothing to evaluate")
-    cache = SignedCache(cache_dir)  # every process reads it; the main one writes
     size = wb.model.config.sample_size
     ref_imgs = reference_images(data, size)  # its hash is part of every row key
+    cache = SignedCache(cache_dir)  # every process reads it; the main one writes
     ref_id = hashlib.sha256(np.ascontiguousarray(ref_imgs).tobytes()).hexdigest()[:16]
     settings = {"n": n, "batch": batch, "seed": seed, "guidance": guidance, "class_label": class_label,
                 "extractor": extractor, "reference": ref_id, "bench_batch": bench_batch,
