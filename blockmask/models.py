@@ -110,12 +110,31 @@ def _resolve_class(config: dict, source: str = "config"):
     return cls
 
 
+# Architecture sizes a config may ask for: far above any real model (DiT-XL: 28 layers, 1152 wide;
+# SD-XL: 2816 channels), low enough that a hostile config cannot make the loader loop for hours.
+MAX_CONFIG_INT = 2**17
+MAX_DEPTH_FIELDS = {"num_layers": 512, "layers_per_block": 64, "transformer_layers_per_block": 64}
+
+
+def _check_config_sizes(config: dict, source: str) -> None:
+    """Every integer in a config (lists included) within bounds; depth fields tighter."""
+    for key, value in config.items():
+        items = value if isinstance(value, list) else [value]
+        high = MAX_DEPTH_FIELDS.get(key, MAX_CONFIG_INT)
+        for v in items:
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > high:
+                raise FileFormatError(source, f"is {v}, beyond the supported size ({high})", key)
+        if isinstance(value, list) and len(value) > 256:
+            raise FileFormatError(source, f"has {len(value)} entries (at most 256)", key)
+
+
 def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dtype=torch.float32) -> torch.nn.Module:
     """Random-init model from a config JSON, seeded (every call builds the same weights)."""
     from .validate import check_int, read_json_file
 
     p = Path(path)
     config = read_json_file(p, "config file", max_bytes=2**20)
+    _check_config_sizes(config, str(p))
     init_seed = check_int("init seed", init_seed, low=0, high=2**63 - 1)
     cls = _resolve_class(config, str(p))
     torch.manual_seed(init_seed)

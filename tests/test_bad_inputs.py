@@ -144,6 +144,8 @@ BAD_CONFIGS = {
     "cfg-mismatch-blocks": ('{"_class_name": "UNet2DModel", "block_out_channels": [8], "down_block_types": '
                             '["DownBlock2D", "DownBlock2D"]}', "cannot be built"),
     "cfg-negative-groups": ('{"_class_name": "UNet2DModel", "norm_num_groups": 0}', "cannot be built"),
+    "cfg-huge-depth": ('{"_class_name": "DiTTransformer2DModel", "num_layers": 1000000000}', "beyond the supported"),
+    "cfg-huge-width": ('{"_class_name": "UNet2DModel", "block_out_channels": [8, 10000000]}', "beyond the supported"),
     "cfg-truncated": ('{"_class_name": "UNet2D', "not valid JSON"),
     "cfg-empty": ("", "not valid JSON"),
 }
