@@ -55,14 +55,22 @@ def cache_key() -> bytes:
             return data
     except OSError:
         pass
-    try:
+    try:  # write a complete key under a temp name, then link it in: a concurrent reader never sees half
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
-        return p.read_bytes()
-    except FileExistsError:
-        return p.read_bytes()
+        try:
+            os.link(tmp, p)  # fails if another process won the race: use its key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        data = p.read_bytes()
+        if len(data) < 32:
+            raise OSError("cache key file too short")
+        return data
     except OSError:
         print(f"warning: cannot keep a cache key at {p}; cached rows will be recomputed next time", file=sys.stderr)
         return _EPHEMERAL
