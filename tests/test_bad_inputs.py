@@ -399,6 +399,10 @@ CLI_CASES = _mask_cases() + [
         ("--class-label", "-3", "--class-label must be >= 0"),
         ("--prompt-embeds", "{in}/nope.st", "not found"),
     ]],
+    ("train:class-out-of-range", ["train", DIT, "--steps", "3", "--iters", "1", "--class-label", "99",
+                                  "-o", "{out}/m.json"], "out of range"),
+    ("train:class-unconditional", ["train", UNET, "--steps", "3", "--iters", "1", "--class-label", "3",
+                                   "-o", "{out}/m.json"], "not class-conditional"),
     ("train:steps-one", ["train", UNET, "--steps", "1", "-o", "{out}/m.json"], "steps must be >= 2"),
     ("train:steps-text", ["train", UNET, "--steps", "many", "-o", "{out}/m.json"], "expected an integer or 'auto'"),
     ("train:auto-no-target", ["train", UNET, "--steps", "auto", "-o", "{out}/m.json"], "--steps auto needs"),
@@ -520,6 +524,7 @@ def test_cli_bad_input(case, inputs, fast_loading, tmp_path, monkeypatch, capsys
 # --- the Python API corpus --------------------------------------------------------------------
 def _api_cases():
     from blockmask import api
+    from blockmask.evaluate import Method, evaluate
     from blockmask.mask import MaskFile, validate_mask
     from blockmask.models import load_model
     from blockmask.train import TrainConfig
@@ -597,6 +602,13 @@ def _api_cases():
          "is a folder"),
         ("api:run-training-budget", lambda wb, d: run_training(wb, TrainConfig(steps=4, iters=1), d / "x" / "m.json",
                                                                target_macs=nan), "--target-macs must be in"),
+        ("api:evaluate-n-one", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=1), "number of samples"),
+        ("api:evaluate-batch-zero", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, batch=0), "batch"),
+        ("api:evaluate-guidance-nan", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, guidance=nan),
+         "guidance scale"),
+        ("api:evaluate-extractor", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, extractor=3),
+         "FID extractor"),
+        ("api:evaluate-nothing", lambda wb, d: evaluate(wb, [], n=4), "nothing to evaluate"),
         ("api:check-int-bool", lambda wb, d: check_int("n", True), "n must be an integer"),
         ("api:check-float-huge-int", lambda wb, d: check_float("x", 10**400), "x must be a finite"),
     ]
