@@ -17,6 +17,18 @@ Every number is measured the same way for every row:
   batch ``--bench-batch``; the median of the per-round ratios and their spread (min–max).
 
 Writes results.csv / results.md (pandas) and pareto.png / pareto.html (PSNR vs MACs).
+
+FID/KID (``--fid N``, a second pass over an existing results.csv): N samples per row from seed
+20000 (held out like the PSNR seeds; batch b uses seed 20000 + b), against the MNIST test split
+with the offline MNIST-classifier extractor (torch-fidelity, as ``blockmask eval``). Sampling N
+images per row costs minutes of CPU, so by default only the rows a reader compares are measured:
+the original, every learned mask, the best rule at ≤ each learned mask's MACs, DDIM with fewer
+steps at those MACs and DeepCache b0 N=3 (``--fid-rows auto``; ``all`` or name substrings):
+
+    python benchmarks/budget_table.py --model mnist-ddpm --steps 50 -o docs/results/budgets-mnist-ddpm-50 --fid 1000
+    python benchmarks/budget_table.py --model mnist-dit --steps 50 --batch 20 -o docs/results/budgets-mnist-dit-50 --fid 1000
+
+(class-conditional models: labels cycle 0..9 within each batch, so the batch is a multiple of 10).
 """
 
 from __future__ import annotations
@@ -35,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blockmask.api import Workbench  # noqa: E402
 from blockmask.costs import count_macs  # noqa: E402
 from blockmask.evaluate import psnr  # noqa: E402
-from blockmask.mask import MaskFile  # noqa: E402
 from blockmask.models import assets_dir  # noqa: E402
 
 
@@ -67,7 +78,7 @@ def deepcache_rows(wb, steps: int, branches, intervals) -> list[Row]:
     from DeepCache import DeepCacheSDHelper
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler.from_config(wb.loaded.scheduler.config))
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler.from_config(wb.scheduler().config))
     pipe.set_progress_bar_config(disable=True)
 
     def make(branch, interval):
@@ -128,6 +139,10 @@ def summarize(df: pd.DataFrame) -> str:
     lines = ["| learned mask | MACs | PSNR | best rule at ≤ its MACs | its MACs | its PSNR | margin | "
              "DDIM fewer steps (MACs, PSNR) | random (PSNR) | speed learned / best rule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    has_fid = "fid" in df.columns and df.fid.notna().any()
+    if has_fid:
+        lines[0] += " FID learned / best rule / DDIM fewer steps |"
+        lines[1] += "---|"
     rules = df[df.family.str.startswith(RULES)]
     for _, r in df[df.family.str.startswith("learned")].iterrows():
         cap = rules[rules.macs_ratio <= r.macs_ratio + 1e-9]
@@ -144,6 +159,10 @@ def summarize(df: pd.DataFrame) -> str:
         cells.append(f"{fewer.method.iloc[0]} ({fewer.macs_ratio.iloc[0]:.1%}, {fewer.psnr.iloc[0]:.2f})" if len(fewer) else "—")
         cells.append(f"{rnd.psnr.iloc[0]:.2f}" if len(rnd) else "—")
         cells.append(f"{r.speedup / best.speedup:.2f}" if best is not None else "—")
+        if has_fid:
+            f = lambda v: "—" if v != v else f"{v:.2f}"  # noqa: E731  (NaN: not measured)
+            cells.append(" / ".join([f(r.fid), f(best.fid) if best is not None else "—",
+                                     f(fewer.fid.iloc[0]) if len(fewer) else "—"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -157,10 +176,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds")
     ap.add_argument("--bench-batch", type=int, default=8)
     ap.add_argument("--intervals", default="2,3,4,5,6")
+    ap.add_argument("--masks", help="folder of learned masks *-NNNsteps-bNN.json (default: the shipped MODEL-NNNsteps-b*)")
     ap.add_argument("--only", help="comma-separated substrings: measure only matching rows (plus the original)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of OUTPUT/results.csv that this run does not measure (with --only)")
     ap.add_argument("--summarize", metavar="CSV", help="only print the per-budget summary of a results.csv")
+    ap.add_argument("--fid", type=int, metavar="N", help="add FID/KID at N samples per row to OUTPUT/results.csv")
+    ap.add_argument("--fid-rows", default="auto", help="auto | all | comma-separated name substrings")
+    ap.add_argument("--data", help="MNIST IDX folder for the FID reference (default: $BLOCKMASK_MNIST)")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
     if args.summarize:
@@ -171,10 +194,55 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     wb = Workbench.load(args.model)
     k = args.steps
-    intervals = [int(v) for v in args.intervals.split(",")]
+    masks = Path(args.masks) if args.masks else assets_dir() / "masks"
+    pattern = f"*-{k:03d}steps-b*.json" if args.masks else f"{args.model}-{k:03d}steps-b*.json"
+    plain, learned, rows = build_rows(wb, sorted(masks.glob(pattern)), k, [int(v) for v in args.intervals.split(",")])
+    every = {r.name for r in rows}
+    dest = Path(args.output)
+    if args.fid:
+        return fid_pass(wb, dest, plain, rows, n=args.fid, which=args.fid_rows, batch=args.batch, data=args.data,
+                        model=args.model, steps=k)
+    if args.only:
+        keys = [s.strip() for s in args.only.split(",")]
+        rows = [r for r in rows if any(s in r.name for s in keys)]
+    drop = set()
+    if args.merge and (dest / "results.csv").exists():  # rows of masks no longer shipped go
+        stale = pd.read_csv(dest / "results.csv")
+        drop = set(stale.method[stale.family.isin(["learned (blockmask)", "random", "DDIM fewer steps"])])
+        drop -= every
+    plain_macs, _ = count_macs(lambda: plain.run(0, 2))
+    reference = np.concatenate([plain.run(5000 + j, min(args.batch, args.num - j * args.batch))
+                                for j in range((args.num + args.batch - 1) // args.batch)])
+    from blockmask.api import device_name
+
+    out = []
+    for r in rows:
+        t0 = time.perf_counter()
+        out.append(measure(wb, r, plain, steps=k, num=args.num, batch=args.batch, reference=reference,
+                           plain_macs=plain_macs, rounds=args.rounds, bench_batch=args.bench_batch))
+        print(f"{r.name}: MACs {out[-1]['macs_ratio']:.3f} PSNR {out[-1]['psnr']:.2f} dB "
+              f"speed {out[-1]['speedup']:.2f}x ({time.perf_counter() - t0:.0f}s)", flush=True)
+    df = pd.DataFrame(out)
+    df["device"] = device_name(wb.device)
+    df["bench"] = f"batch {args.bench_batch}, {args.rounds} interleaved rounds"
+    df["psnr_n"] = args.num
+    if args.merge and (dest / "results.csv").exists():
+        old = pd.read_csv(dest / "results.csv")
+        old = old[~old.method.isin(drop)]
+        keep = [c for c in ("fid", "kid", "fid_n") if c in old.columns]  # FID rows of unchanged methods stay
+        kept = old[~old.method.isin(df.method)]
+        df = pd.concat([kept, df], ignore_index=True)
+        if keep:
+            print("note: re-measured rows lose their FID; rerun with --fid", file=sys.stderr)
+    write_outputs(df, dest, title=f"{args.model}, {k} DDIM steps: fidelity at equal compute")
+    return 0
+
+
+def build_rows(wb, mask_files: list[Path], k: int, intervals: list[int]):
+    """(plain row, learned masks by name, every row) for a table at K = ``k`` steps."""
     plain = our_rows(wb, k, {"original": None}, "original")[0]
     learned = {}
-    for p in sorted((assets_dir() / "masks").glob(f"{args.model}-{k:03d}steps-b*.json")):
+    for p in mask_files:
         mf, _ = wb.load_mask(p, steps=k)
         learned[f"learned {p.stem.rsplit('-', 1)[1]}"] = mf.mask
     rows = our_rows(wb, k, learned, "learned (blockmask)")
@@ -193,58 +261,125 @@ def main(argv=None) -> int:
         rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
         rows += our_rows(wb, k, {f"random @ {name.split()[-1]}": wb.baseline("random", steps=k, macs_ratio=ratio)},
                          "random")
-    if args.only:
-        keys = [s.strip() for s in args.only.split(",")]
-        rows = [r for r in rows if any(s in r.name for s in keys)]
-    if args.merge and (Path(args.output) / "results.csv").exists():  # rows of masks no longer shipped go
-        stale = pd.read_csv(Path(args.output) / "results.csv")
-        gone = set(stale.method[stale.family.isin(["learned (blockmask)", "random", "DDIM fewer steps"])])
-        args._drop = gone - {r.name for r in rows}
-    plain_macs, _ = count_macs(lambda: plain.run(0, 2))
-    reference = np.concatenate([plain.run(5000 + j, min(args.batch, args.num - j * args.batch))
-                                for j in range((args.num + args.batch - 1) // args.batch)])
-    from blockmask.api import device_name
+    return plain, learned, rows
 
-    out = []
-    for r in rows:
-        t0 = time.perf_counter()
-        out.append(measure(wb, r, plain, steps=k, num=args.num, batch=args.batch, reference=reference,
-                           plain_macs=plain_macs, rounds=args.rounds, bench_batch=args.bench_batch))
-        print(f"{r.name}: MACs {out[-1]['macs_ratio']:.3f} PSNR {out[-1]['psnr']:.2f} dB "
-              f"speed {out[-1]['speedup']:.2f}x ({time.perf_counter() - t0:.0f}s)", flush=True)
-    df = pd.DataFrame(out)
-    df["device"] = device_name(wb.device)
-    dest = Path(args.output)
-    if args.merge and (dest / "results.csv").exists():
-        old = pd.read_csv(dest / "results.csv")
-        old = old[~old.method.isin(getattr(args, "_drop", set()))]
-        df = pd.concat([old[~old.method.isin(df.method)], df], ignore_index=True)
+
+FID_SEED = 20000  # FID samples: batch b uses seed FID_SEED + b (neither calibration nor PSNR seeds)
+
+
+def fid_rows(df: pd.DataFrame, which: str) -> list[str]:
+    """Names of the rows to measure FID on: ``auto`` = the original, every learned mask, the best rule
+    at <= each learned mask's MACs, DDIM with fewer steps nearest its MACs, DeepCache b0 N=3."""
+    if which == "all":
+        return list(df.method)
+    if which != "auto":
+        keys = [s.strip() for s in which.split(",")]
+        return [m for m in df.method if any(s in m for s in keys)]
+    names = ["original", "DeepCache b0 N=3"]
+    rules = df[df.family.str.startswith(RULES)]
+    fewer = df[df.family == "DDIM fewer steps"]
+    for _, r in df[df.family.str.startswith("learned")].iterrows():
+        names.append(r.method)
+        cap = rules[rules.macs_ratio <= r.macs_ratio + 1e-9]
+        if len(cap):
+            names.append(cap.loc[cap.psnr.idxmax()].method)
+        if len(fewer):
+            names.append(fewer.iloc[(fewer.macs_ratio - r.macs_ratio).abs().argsort()[:1]].method.iloc[0])
+    return [m for m in dict.fromkeys(names) if m in set(df.method)]
+
+
+def fid_pass(wb, dest: Path, plain: Row, rows: list[Row], *, n: int, which: str, batch: int, data, model, steps) -> int:
+    """Add FID/KID at ``n`` samples to the chosen rows of DEST/results.csv (see the module doc)."""
+    import tempfile
+
+    from blockmask.evaluate import fidelity_metrics, reference_images
+
+    csv = dest / "results.csv"
+    if _labels(wb, 1) is not None and batch % 10:
+        sys.exit(f"error: --batch {batch}: class labels cycle 0..9 within a batch, so the FID pass of a "
+                 "class-conditional model needs a batch that is a multiple of 10 (balanced classes)")
+    if not csv.exists():
+        sys.exit(f"error: {csv} not found: run the table first, then --fid")
+    df = pd.read_csv(csv)
+    if "original" not in set(df.method):  # the plain run: the FID every row is read against
+        df = pd.concat([df, pd.DataFrame([{"method": "original", "family": "original", "macs_ratio": 1.0,
+                                           "psnr": np.inf, "speedup": 1.0, "speedup_min": 1.0, "speedup_max": 1.0,
+                                           "note": "", "device": df.device.iloc[0]}])], ignore_index=True)
+    for col in ("fid", "kid", "fid_n"):
+        if col not in df.columns:
+            df[col] = np.nan
+    by_name = {r.name: r for r in [plain] + rows}
+    names = [m for m in fid_rows(df, which) if m == "original" or m in by_name]
+    ref = reference_images(data, wb.model.config.sample_size)
+    with tempfile.TemporaryDirectory() as cache:
+        for name in names:
+            if df.loc[df.method == name, "fid_n"].eq(n).all():
+                continue  # already measured at this N
+            t0 = time.perf_counter()
+            row = by_name.get(name, plain)
+            images = np.concatenate([row.run(FID_SEED + b, min(batch, n - s))
+                                     for b, s in enumerate(range(0, n, batch))])
+            m = fidelity_metrics(images, ref, extractor="mnist-cnn", cache_dir=Path(cache), ref_name="mnist-ref")
+            df.loc[df.method == name, ["fid", "kid", "fid_n"]] = [m["fid"], m["kid"], n]
+            print(f"{name}: FID {m['fid']:.2f} KID {m['kid']:.4f} (N={n}, {time.perf_counter() - t0:.0f}s)", flush=True)
+            write_outputs(df, dest, title=f"{model}, {steps} DDIM steps: fidelity at equal compute")  # after each row
+    return 0
+
+
+def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
+    """results.csv / results.md / summary.md / pareto.{html,png}, each written to a temp file first."""
+    import os
+
     df = df.sort_values("macs_ratio").reset_index(drop=True)
     df["note"] = df["note"].fillna("")
     dest.mkdir(parents=True, exist_ok=True)
-    df.to_csv(dest / "results.csv", index=False)
+
+    def put(name, write):
+        tmp = dest / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, dest / name)
+
+    put("results.csv", lambda t: df.to_csv(t, index=False))
     show = df.assign(MACs=df.macs_ratio.map("{:.1%}".format), PSNR=df.psnr.map("{:.2f}".format),
                      speed=[f"{a:.2f}× ({lo:.2f}–{hi:.2f})" for a, lo, hi in
                             zip(df.speedup, df.speedup_min, df.speedup_max)])
-    (dest / "results.md").write_text(show[["method", "family", "MACs", "PSNR", "speed", "note"]].to_markdown(index=False)
-                                     + f"\n\nSpeed: {df.device[0]}, batch {args.bench_batch}, {args.rounds} interleaved "
-                                       f"rounds, median (min–max). PSNR: N={args.num} held-out samples.\n")
+    cols = ["method", "family", "MACs", "PSNR", "speed"]
+    if "fid" in df.columns and df.fid.notna().any():
+        show["FID"] = [f"{v:.2f}" if v == v else "" for v in df.fid]
+        show["KID"] = [f"{v:.4f}" if v == v else "" for v in df.kid]
+        cols += ["FID", "KID"]
+    bench = df.bench.dropna().iloc[0] if "bench" in df.columns and df.bench.notna().any() else "batch 8, 5 interleaved rounds"
+    psnr_n = int(df.psnr_n.dropna().iloc[0]) if "psnr_n" in df.columns and df.psnr_n.notna().any() else 64
+    foot = f"\n\nSpeed: {df.device[0]}, {bench}, median (min–max). PSNR: N={psnr_n} held-out samples."
+    if "FID" in cols:
+        foot += (f" FID/KID: N={int(df.fid_n.max())} samples from seed {FID_SEED} against the MNIST test split "
+                 "(offline MNIST-classifier features); blank = not measured.")
+    put("results.md", lambda t: t.write_text(show[cols + ["note"]].to_markdown(index=False) + foot + "\n"))
     import plotly.express as px
 
     fig = px.line(df.sort_values(["family", "macs_ratio"]), x="macs_ratio", y="psnr", color="family", markers=True,
                   hover_name="method", labels={"macs_ratio": "MACs (fraction of the original)",
-                                               "psnr": "PSNR vs original (dB, held-out seeds)"},
-                  title=f"{args.model}, {k} DDIM steps: fidelity at equal compute")
+                                               "psnr": "PSNR vs original (dB, held-out seeds)"}, title=title)
     fig.update_layout(template="plotly_white", width=1000, height=600)
-    fig.write_html(dest / "pareto.html", include_plotlyjs="cdn")
+    put("pareto.html", lambda t: fig.write_html(t, include_plotlyjs="cdn"))
     try:
-        fig.write_image(dest / "pareto.png")
+        put("pareto.png", lambda t: fig.write_image(t, format="png"))
     except Exception as e:  # kaleido needs a Chromium
         print(f"no PNG: {str(e).splitlines()[0][:120]}", file=sys.stderr)
-    (dest / "summary.md").write_text(summarize(df))
+    if "fid" in df.columns and df.fid.notna().any():
+        fd = df[df.fid.notna()].sort_values(["family", "macs_ratio"])
+        ff = px.line(fd, x="macs_ratio", y="fid", color="family", markers=True, hover_name="method",
+                     labels={"macs_ratio": "MACs (fraction of the original)", "fid": f"FID (N={int(fd.fid_n.max())})"},
+                     title=title.replace("fidelity", "FID"))
+        ff.update_layout(template="plotly_white", width=1000, height=600)
+        put("pareto-fid.html", lambda t: ff.write_html(t, include_plotlyjs="cdn"))
+        try:
+            put("pareto-fid.png", lambda t: ff.write_image(t, format="png"))
+        except Exception as e:
+            print(f"no PNG: {str(e).splitlines()[0][:120]}", file=sys.stderr)
+    put("summary.md", lambda t: t.write_text(summarize(df)))
     print((dest / "results.md").read_text())
     print((dest / "summary.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":

@@ -89,3 +89,39 @@ def test_app_latency_benchmark_runs(tmp_path):
     res = json.loads(out.read_text())
     assert len(res["readout_ms"]["all"]) == 2 and all(0 < v < 30_000 for v in res["chart_ms"]["all"])
     assert "readout  median" in r.stdout
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_budget_table_rows_summary_and_fid_pass(tmp_path):
+    """benchmarks/budget_table.py on a tiny U-Net: the real DeepCache, FORA, DDIM fewer steps and a random
+    mask at the learned mask's MACs are measured; the summary compares the learned mask with the best rule
+    at <= its MACs; the FID pass adds FID/KID to exactly the rows a reader compares (--fid-rows auto)."""
+    import pandas as pd
+
+    spec = "config:" + str(ROOT / "tests/configs/tiny-unet.json")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    r = subprocess.run(["blockmask", "mask", "fora", spec, "--steps", "4", "--interval", "2", "-o",
+                        str(masks / "tiny-004steps-b60.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-800:]
+    out = tmp_path / "table"
+    common = [sys.executable, str(ROOT / "benchmarks/budget_table.py"), "--model", spec, "--steps", "4", "--batch", "4",
+              "--intervals", "2", "--masks", str(masks), "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(common + ["--num", "4", "--rounds", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(out / "results.csv")
+    assert {"learned b60", "DeepCache b0 N=2", "DeepCache b1 N=2", "FORA N=2", "uniform every 2",
+            "random @ b60"} <= set(df.method)
+    assert df.method.str.startswith("DDIM").sum() == 1
+    learned, fora = (df.set_index("method").loc[n] for n in ("learned b60", "FORA N=2"))
+    assert learned.macs_ratio == pytest.approx(fora.macs_ratio) and learned.psnr == pytest.approx(fora.psnr)
+    assert "| learned b60 |" in (out / "summary.md").read_text()
+    r = subprocess.run(common + ["--fid", "8"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(out / "results.csv").set_index("method")
+    measured = set(df.index[df.fid.notna()])
+    assert {"original", "learned b60", "FORA N=2"} <= measured and "uniform every 2" not in measured
+    assert (df.loc[list(measured), "fid_n"] == 8).all() and (df.loc[list(measured), "fid"] > 0).all()
+    assert "FID learned / best rule" in (out / "summary.md").read_text() and (out / "pareto-fid.html").exists()
