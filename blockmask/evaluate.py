@@ -136,11 +136,12 @@ def _features(images: np.ndarray, extractor, kw: dict) -> dict:
     return extract_featuresdict_from_input_id(1, extractor, **{**kw, "input1": _Images(images)})
 
 
-def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: str, cache: "SignedCache | None" = None,
-                     ref_name: str = "reference") -> dict:
+def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: str, cache=None,
+                     cache_dir: str | Path | None = None, ref_name: str = "reference") -> dict:
     """FID, KID (and IS with the classifier's logits) of ``images`` against ``reference``, computed by
     torch-fidelity's own functions from features. The reference's features are kept in our signed
-    cache (safetensors) under ``ref_name``; torch-fidelity never reads or writes a cache file."""
+    cache (safetensors) under ``ref_name`` (``cache``, or one opened on ``cache_dir``); torch-fidelity never
+    reads or writes a cache file."""
     from safetensors.torch import load as st_load, save as st_save
     from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_featuresdict_to_metric
@@ -152,6 +153,10 @@ def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: st
         from .data.classifier import register_fidelity_extractor
 
         register_fidelity_extractor()
+    if cache is None and cache_dir is not None:
+        from .evalcache import SignedCache
+
+        cache = SignedCache(cache_dir)
     kw = _fidelity_kwargs(extractor, len(images))
     try:
         layers = {m: resolve_feature_layer_for_metric(m, **kw) for m in ("fid", "kid", "isc") if kw[m]}
