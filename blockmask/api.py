@@ -134,7 +134,7 @@ class Workbench:
         steps = self._check_steps(steps)
         seed = check_int("seed", seed, low=0, high=2**63 - 1)
         interval = check_int("interval", interval, low=1)
-        branch = check_int("branch", branch, low=0)
+        branch = check_int("branch id", branch, low=0)
         every = check_int("every", every, low=1)
         if skip is not None:
             skip = check_float("skip", skip, low=0, high=1)
