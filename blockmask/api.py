@@ -22,8 +22,8 @@ import torch
 
 from . import baselines
 from .costs import MacProfile, measure_macs
-from .errors import BlockmaskError, MaskError
-from .execution import MaskedExecution
+from .errors import BlockmaskError, MaskError, OptionError
+from .validate import check_float, check_int
 from .graph import ConsumerGraph, consumer_graph
 from .mask import MaskFile, validate_mask
 from .models import LoadedModel, load_model
@@ -37,11 +37,15 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 
 def resolve_device(device: str | None) -> torch.device:
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is not None and not isinstance(device, str):
+        raise OptionError(f"device must be a string (cpu, cuda, cuda:N or auto), got {device!r}")
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, ValueError, TypeError):
         raise BlockmaskError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BlockmaskError("device 'cuda' requested but no CUDA GPU is available")
@@ -55,9 +59,13 @@ def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:
         return name
     if name in (None, ""):
         return torch.float32
-    if name not in DTYPES:
+    if not isinstance(name, str) or name not in DTYPES:
         raise BlockmaskError(f"unknown dtype {name!r}; choose from fp32, fp16, bf16")
     return DTYPES[name]
+
+
+MAX_STEPS = 10_000  # sampling steps K: beyond any scheduler's training timesteps
+MAX_BATCH = 4096  # images per call
 
 
 @dataclasses.dataclass
@@ -71,6 +79,11 @@ class Workbench:
     @classmethod
     def load(cls, spec: str, *, device: str | None = "cpu", dtype: str | torch.dtype | None = None,
              init_seed: int = 0, scheduler: str = "ddim") -> "Workbench":
+        from .validate import check_int
+
+        if not isinstance(scheduler, str):
+            raise OptionError(f"scheduler must be a name (ddim, ddpm, dpm++, euler), got {scheduler!r}")
+        init_seed = check_int("init seed", init_seed, low=0, high=2**63 - 1)
         dev = resolve_device(device)
         lm = load_model(spec, device=dev, dtype=resolve_dtype(dtype), init_seed=init_seed)
         wb = cls(lm, scheduler, dev)
@@ -102,13 +115,30 @@ class Workbench:
         return make_scheduler(self.scheduler_name, self.loaded.scheduler)
 
     def timesteps(self, steps: int) -> list[int]:
+        steps = self._check_steps(steps)
         s = self.scheduler()
         s.set_timesteps(steps)
         return [int(t) for t in s.timesteps.tolist()]
 
+    def _check_steps(self, steps) -> int:
+        """A step count the scheduler can run: 1 .. its training timesteps."""
+        high = getattr(self.scheduler().config, "num_train_timesteps", None) or MAX_STEPS
+        return check_int("steps", steps, low=1, high=min(int(high), MAX_STEPS))
+
     # --- masks ------------------------------------------------------------------------------
     def baseline(self, kind: str, *, steps: int, seed: int = 0, interval: int = 3, branch: int = 0, every: int = 2,
                  skip: float | None = None, macs_ratio: float | None = None) -> np.ndarray:
+        if not isinstance(kind, str) or kind not in baselines.BASELINES:
+            raise OptionError(f"unknown baseline {kind!r}; choose from {', '.join(baselines.BASELINES)}")
+        steps = self._check_steps(steps)
+        seed = check_int("seed", seed, low=0, high=2**63 - 1)
+        interval = check_int("interval", interval, low=1)
+        branch = check_int("branch id", branch, low=0)
+        every = check_int("every", every, low=1)
+        if skip is not None:
+            skip = check_float("skip", skip, low=0, high=1)
+        if macs_ratio is not None:
+            macs_ratio = check_float("MAC ratio", macs_ratio, low=0, high=1, low_open=True)
         n = len(self.units)
         if kind == "ones":
             return baselines.ones(steps, n)
@@ -143,6 +173,8 @@ class Workbench:
 
     def mask_file(self, mask: np.ndarray, meta: dict | None = None) -> MaskFile:
         mask = validate_mask(mask, units=len(self.units))
+        if meta is not None and not isinstance(meta, dict):
+            raise OptionError(f"meta must be a dict, got {type(meta).__name__}")
         p = self.macs
         meta = {**(meta or {}), "macs": {"total": p.total(mask), "baseline": p.baseline(mask.shape[0]),
                                          "ratio": p.ratio(mask)}}
@@ -155,6 +187,10 @@ class Workbench:
         ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.hub.load_mask_source`)."""
         from .hub import load_mask_source
 
+        if not isinstance(source, (str, Path, bytes)):
+            raise OptionError(f"mask source must be a path, a shipped mask name or bytes, got {type(source).__name__}")
+        if steps is not None:
+            steps = check_int("steps", steps, low=1, high=MAX_STEPS)
         mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else load_mask_source(source)
         mf = mf.fit(self.unit_names)
         warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
@@ -165,7 +201,7 @@ class Workbench:
         return mf, warnings
 
     def rectify(self, mask: np.ndarray) -> Rectified:
-        return rectify(mask, self.graph)
+        return rectify(validate_mask(mask, units=len(self.units)), self.graph)
 
     # --- running ----------------------------------------------------------------------------
     def condition(self, *, class_label: int | list[int] | None = None, guidance_scale: float = 1.0,
@@ -174,21 +210,49 @@ class Workbench:
 
         c = load_prompt_file(prompt_file) if prompt_file else Condition()
         if class_label is not None:
-            c.class_labels = [class_label] if isinstance(class_label, int) else list(class_label)
-        c.guidance_scale = guidance_scale
+            labels = [class_label] if not isinstance(class_label, (list, tuple)) else list(class_label)
+            if not labels:
+                raise OptionError("class labels must not be empty")
+            top = self._max_label()
+            c.class_labels = [check_int("class label", v, low=0) for v in labels]
+            bad = [v for v in c.class_labels if top is not None and v > top]
+            if bad:
+                raise OptionError(f"class label {bad[0]} is out of range: the model has {top + 1} classes (0..{top})")
+        c.guidance_scale = check_float("guidance scale", guidance_scale, low=0, high=1e4)
         return c
+
+    def _max_label(self) -> int | None:
+        from .adapters import adapter_for
+
+        n = adapter_for(self.model).num_classes(self.model)
+        return None if n is None else n - 1
 
     def generate(self, mask: np.ndarray | None, *, steps: int | None = None, seed: int = 0, num_images: int = 1,
                  condition: Condition | None = None, callback: Callable[[int, int], None] | None = None,
                  progress: bool = False, mode: str = "eager") -> torch.Tensor:
         """Final latents for ``num_images`` samples (mask=None: the plain model)."""
-        if num_images < 1:
-            raise BlockmaskError(f"number of images must be >= 1, got {num_images}")
-        k = steps if steps is not None else mask.shape[0]
+        num_images = check_int("number of images", num_images, low=1, high=MAX_BATCH)
+        seed = check_int("seed", seed, low=0, high=2**63 - 1)
+        if mode not in ("eager", "compiled", "graph"):
+            raise OptionError(f"mode must be eager, compiled or graph, got {mode!r}")
+        if condition is not None and not isinstance(condition, Condition):
+            raise OptionError(f"condition must be a blockmask.sample.Condition, got {type(condition).__name__}")
+        if condition is not None:
+            check_float("guidance scale", condition.guidance_scale, low=0, high=1e4)
+        if mask is not None:
+            mask = validate_mask(mask, units=len(self.units))
+        if steps is None and mask is None:
+            raise OptionError("give a mask or a number of steps")
+        k = self._check_steps(steps if steps is not None else mask.shape[0])
+        if mask is not None and mask.shape[0] != k:
+            raise MaskError(f"mask has {mask.shape[0]} steps (rows), sampling uses {k}")
         return sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
                       condition=condition, callback=callback, progress=progress, mode=mode)
 
     def images(self, latents: torch.Tensor) -> torch.Tensor:
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or not latents.is_floating_point():
+            raise OptionError(f"latents must be a float (B, C, H, W) tensor, got {type(latents).__name__}"
+                              + (f" of shape {tuple(latents.shape)}" if isinstance(latents, torch.Tensor) else ""))
         return decode(self.loaded, latents)
 
     def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
@@ -196,8 +260,10 @@ class Workbench:
               mode: str = "eager") -> dict:
         """Unmasked vs masked wall time of a full sampling run, same batch, same process, after
         warm-up; runs alternate and the medians are compared."""
-        if repeats < 1:
-            raise BlockmaskError("repeats must be >= 1")
+        repeats = check_int("repeats", repeats, low=1, high=10_000)
+        warmup = check_int("warmup", warmup, low=0, high=10_000)
+        batch = check_int("batch", batch, low=1, high=MAX_BATCH)
+        mask = validate_mask(mask, units=len(self.units))
         steps = mask.shape[0]
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
 

@@ -1,5 +1,10 @@
 """The ``blockmask`` command line. Every command prints a readable summary, or JSON with ``--json``.
-Errors are one line on stderr with exit code 2 (1 for unexpected failures)."""
+
+Error model: bad input of any kind (options, files, outputs) is one line ``error: …`` on stderr and
+exit code 2 — argparse's own errors included (:class:`_Parser`). Options and outputs are checked
+before any work starts. A bug (any other exception) is one line too, exit code 1, never a
+traceback (set ``BLOCKMASK_DEBUG=1`` to see it). SIGTERM and Ctrl-C remove temp files and locks
+(exit 143 / 130)."""
 
 from __future__ import annotations
 
@@ -11,8 +16,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BlockmaskError
+from .errors import BlockmaskError, OptionError
 from .schedulers import SCHEDULER_HELP
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: blockmask train: …``), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _finite(text: str) -> float:
+    """A float option: finite (nan and inf are refused at parse time)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
 
 
 def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
@@ -31,15 +56,25 @@ def _out(args, obj: dict, text: str) -> None:
     print(json.dumps(jsonable(obj), indent=1) if args.json else text)  # strict JSON: inf/NaN -> null
 
 
+def _check_ints(args, **bounds) -> None:
+    """Integer options within (low, high) bounds, checked before any work (one validator:
+    :func:`blockmask.validate.check_int`, named as the flag)."""
+    from .validate import check_int
+
+    for name, (low, high) in bounds.items():
+        v = getattr(args, name, None)
+        if v is not None and v != "auto":
+            check_int("--" + name.replace("_", "-"), v, low=low, high=high)
+
+
+SEED_MAX = 2**63 - 1
+
+
 def _workbench(args):
     from .api import Workbench
 
-    steps = getattr(args, "steps", None)
-    if isinstance(steps, int) and steps < 1:
-        raise BlockmaskError(f"--steps must be >= 1, got {steps}")
-    ref = getattr(args, "ref_steps", None)
-    if steps == "auto" and ref is not None and ref < 2:
-        raise BlockmaskError(f"--ref-steps must be >= 2, got {ref}")
+    _check_ints(args, steps=(1, 10_000), ref_steps=(2, 10_000), init_seed=(0, SEED_MAX), seed=(0, SEED_MAX),
+                class_label=(0, None))
     return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
                           scheduler=args.scheduler)
 
@@ -81,6 +116,10 @@ def cmd_macs(args) -> None:
 
 
 def cmd_mask(args) -> None:
+    from .io import check_output_file
+
+    check_output_file(args.output)
+    _check_ints(args, interval=(1, None), branch=(0, None), every=(1, None))
     wb = _workbench(args)
     mask = wb.baseline(args.kind, steps=args.steps, seed=args.seed, interval=args.interval, branch=args.branch,
                        every=args.every, skip=args.skip, macs_ratio=args.macs_ratio)
@@ -99,6 +138,9 @@ def cmd_mask(args) -> None:
 
 
 def cmd_rectify(args) -> None:
+    from .io import check_output_file
+
+    check_output_file(args.output)
     wb = _workbench(args)
     mf = _load_mask(wb, args.mask)
     r = wb.rectify(mf.mask)
@@ -119,16 +161,13 @@ def cmd_sample(args) -> None:
     from .io import atomic_write
     from .sample import to_grid
 
+    from .io import check_output_folder
+
+    out = check_output_folder(args.output)
+    _check_ints(args, num_images=(1, 4096))
     wb = _workbench(args)
-    if args.num_images < 1:
-        raise BlockmaskError(f"--num-images must be >= 1, got {args.num_images}")
     mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else None
     cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise BlockmaskError(f"output {out} exists and is not a folder")
-    if not out.parent.exists():
-        raise BlockmaskError(f"output folder's parent does not exist: {out.parent}")
     lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
                       mode=args.mode)
     imgs = wb.images(lat)
@@ -145,6 +184,7 @@ def _save_npy(path, arr) -> None:
 
 
 def cmd_bench(args) -> None:
+    _check_ints(args, batch=(1, 4096), repeats=(1, 10_000), warmup=(0, 10_000))
     wb = _workbench(args)
     mf = _load_mask(wb, args.mask, args.steps)
     cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale)
@@ -156,9 +196,11 @@ def cmd_bench(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .io import check_output_file
     from .train import TrainConfig
     from .train_run import run_training
 
+    check_output_file(args.output)
     wb = _workbench(args)
     labels = None if args.class_label is None else (args.class_label,)
     from .train_run import RefineConfig, check_budget, run_budget_auto
@@ -195,14 +237,20 @@ def cmd_train(args) -> None:
     runs = [(args.lam, Path(args.output))]
     if args.sweep:
         try:
-            lams = [float(v) for v in args.sweep.split(",") if v.strip()]
-        except ValueError:
-            raise BlockmaskError(f"--sweep takes comma-separated λ values, got {args.sweep!r}") from None
+            lams = [_finite(v) for v in args.sweep.split(",") if v.strip()]
+        except (ValueError, argparse.ArgumentTypeError):
+            raise BlockmaskError(f"--sweep takes comma-separated finite λ values, got {args.sweep!r}") from None
+        if not lams:
+            raise BlockmaskError("--sweep needs at least one λ value")
         out = Path(args.output)
         runs = [(lam, out.with_name(f"{out.stem}-lam{lam:g}{out.suffix}")) for lam in lams]
+    cfgs = [TrainConfig.for_recipe(args.recipe, **{**base, "lam": lam}) for lam, _ in runs]  # all valid first
+    from .io import check_output_file
+
+    for _, path in runs:
+        check_output_file(path)
     results = []
-    for lam, path in runs:
-        cfg = TrainConfig.for_recipe(args.recipe, **{**base, "lam": lam})
+    for cfg, (lam, path) in zip(cfgs, runs):
         _, summary = run_training(wb, cfg, path, rectify=not args.no_rectify, resume=args.resume,
                                   target_macs=args.target_macs, condition=cond, refine=refine, progress=not args.json)
         results.append(summary)
@@ -225,21 +273,37 @@ def _int_list(text: str | None, flag: str) -> list[int]:
     if not text:
         return []
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise BlockmaskError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    from .validate import check_int
+
+    for v in vals:
+        check_int(flag + " value", v, low=0 if flag == "--branch" else 1, high=10_000)
+    return vals
 
 
 def cmd_eval(args) -> None:
     from .evaluate import Method, evaluate
+    from .io import check_output_folder
     from .report import write_report
 
+    check_output_folder(args.output)
+    cache = Path(args.cache_dir)
+    if cache.exists() and not cache.is_dir():
+        raise BlockmaskError(f"--cache-dir {cache} exists and is not a folder")
+    _check_ints(args, num_samples=(2, 10**7), batch=(1, 4096), bench_batch=(1, 4096), bench_repeats=(1, 1000))
+    specs = []
+    for spec in args.mask or []:
+        name, _, path = spec.rpartition("=")
+        if not path:
+            raise OptionError(f"--mask takes NAME=PATH or PATH, got {spec!r}")
+        specs.append((name, path))
     wb = _workbench(args)
     k = args.steps
     methods = [Method("original", None, k)]
     learned = []
-    for spec in args.mask or []:
-        name, _, path = spec.rpartition("=")
+    for name, path in specs:
         mf = _load_mask(wb, path, k)
         name = name or Path(path).stem
         methods.append(Method(name, mf.mask, k))
@@ -288,8 +352,8 @@ def cmd_report(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name, fn, help, steps=True):
         p = sub.add_parser(name, help=help, description=help)
@@ -310,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch", type=int, default=0,
                    help="deepcache: cache_branch_id as in the DeepCache package (0 = shallowest, its default)")
     p.add_argument("--every", type=int, default=2, help="uniform: each unit runs every N steps")
-    p.add_argument("--skip", type=float, help="random: fraction of cells (rows 1..K-1) to skip")
-    p.add_argument("--macs-ratio", type=float, help="random: target MAC ratio")
+    p.add_argument("--skip", type=_finite, help="random: fraction of cells (rows 1..K-1) to skip")
+    p.add_argument("--macs-ratio", type=_finite, help="random: target MAC ratio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rectify", action="store_true", help="rectify the baseline mask before saving")
     p.add_argument("-o", "--output", required=True)
@@ -345,15 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "rectification as the paper states them (overrides --feature-norm/--sparsity)")
     p.add_argument("--iters", type=int, default=td["iters"], help="optimization iterations per step")
     p.add_argument("--batch", type=int, default=td["batch"], help="noise seeds per iteration")
-    p.add_argument("--lr", type=float, default=td["lr"], help="Adam learning rate on the logits")
-    p.add_argument("--alpha", type=float, default=td["alpha"], help="sparsity weight (Eq. 6)")
-    p.add_argument("--beta", type=float, default=td["beta"], help="bimodal weight (Eq. 7)")
-    p.add_argument("--lambda", dest="lam", type=float, default=td["lam"],
+    p.add_argument("--lr", type=_finite, default=td["lr"], help="Adam learning rate on the logits")
+    p.add_argument("--alpha", type=_finite, default=td["alpha"], help="sparsity weight (Eq. 6)")
+    p.add_argument("--beta", type=_finite, default=td["beta"], help="bimodal weight (Eq. 7)")
+    p.add_argument("--lambda", dest="lam", type=_finite, default=td["lam"],
                    help="λ scale (Eq. 10/11): skip a unit when its error costs less than λ × a typical step's change")
     p.add_argument("--lambda-mode", default=td["lambda_mode"], choices=["piecewise", "constant"])
-    p.add_argument("--lambda-low", type=float, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
-    p.add_argument("--lambda-high", type=float, default=td["lambda_high"], help="λ level at smooth steps")
-    p.add_argument("--tau", type=float, default=td["tau"], help="threshold on the normalized Δ_k")
+    p.add_argument("--lambda-low", type=_finite, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
+    p.add_argument("--lambda-high", type=_finite, default=td["lambda_high"], help="λ level at smooth steps")
+    p.add_argument("--tau", type=_finite, default=td["tau"], help="threshold on the normalized Δ_k")
     p.add_argument("--feature-norm", default=td["feature_norm"], choices=list(FEATURE_NORMS),
                    help="feature error relative to this step's output change (step), the run's mean change (mean), "
                         "weighted by how much it reaches the final sample (sensitivity, measured first), or "
@@ -365,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", default=td["sparsity"], choices=["macs", "count"],
                    help="sparsity term: MAC-weighted mean gate score (default) or the plain mean (Eq. 6)")
     p.add_argument("--sampler", default=td["sampler"], choices=["random", "gumbel"])
-    p.add_argument("--temperature", type=float, default=td["temperature"], help="Gumbel-sigmoid temperature")
-    p.add_argument("--target-macs", type=float,
+    p.add_argument("--temperature", type=_finite, default=td["temperature"], help="Gumbel-sigmoid temperature")
+    p.add_argument("--target-macs", type=_finite,
                    help="MAC budget B in (0, 1]: best rule or learned mask within B on calibration seeds, then "
                         "refined on them (recipe blockmask); λ bisection to B ±2%% (recipe paper, --no-refine)")
     p.add_argument("--no-refine", action="store_true", help="--target-macs: λ bisection only, no calibration")
@@ -377,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
     p.add_argument("--seed", type=int, default=td["seed"])
     p.add_argument("--class-label", type=int)
-    p.add_argument("--guidance-scale", type=float, default=td["guidance_scale"])
+    p.add_argument("--guidance-scale", type=_finite, default=td["guidance_scale"])
     p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
     p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")
@@ -395,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class-label", type=int, help="one class for all samples (default: cycle through classes)")
-    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--guidance-scale", type=_finite, default=1.0)
     p.add_argument("--fid-extractor", default="mnist-cnn",
                    help="mnist-cnn (offline, bundled) or a torch-fidelity extractor such as inception-v3-compat (downloads)")
     p.add_argument("--data", help="MNIST IDX folder for the reference set (default ../shared/data/mnist or $BLOCKMASK_MNIST)")
@@ -416,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mask", required=name == "bench")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--class-label", type=int)
-        p.add_argument("--guidance-scale", type=float, default=1.0)
+        p.add_argument("--guidance-scale", type=_finite, default=1.0)
         p.add_argument("--mode", default="eager", choices=["eager", "compiled", "graph"],
                        help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA graphs)")
         if name == "sample":
@@ -434,18 +498,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code (0 ok, 2 bad input, 1 bug, 130/143 interrupted)."""
+    import os
+
+    from .io import Terminated, install_signal_cleanup
+
+    install_signal_cleanup()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a parse error (2, already printed as one line)
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         args.fn(args)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print("terminated", file=sys.stderr)
+        return int(e.code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError, RecursionError, MemoryError) as e:  # environment problems: still one line
+        msg = " ".join(str(e).split())[:300] or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: one line, never a traceback
+        if os.environ.get("BLOCKMASK_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())[:300]
+        print(f"error: internal error ({type(e).__name__}: {msg}); rerun with BLOCKMASK_DEBUG=1 for the "
+              "traceback and please report it", file=sys.stderr)
+        return 1
     return 0
 
 

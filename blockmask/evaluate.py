@@ -2,7 +2,9 @@
 unmasked model (MSE/PSNR, same seeds) for a table of masks and baselines (METHOD.md §5–7).
 
 Every row's samples and metrics are cached by content (model fingerprint + weights hash, mask hash,
-scheduler, steps, seeds, N, conditioning), so re-running a table only computes new rows. FID is
+scheduler, steps, seeds, N, conditioning, FID extractor, reference data, benchmark batch/repeats,
+device, dtype, versions: :func:`row_key`), so re-running a table only computes new rows. The cache
+is signed and pickle-free (:mod:`blockmask.evalcache`). FID is
 only comparable at equal N: N is printed next to every FID.
 """
 
@@ -20,7 +22,6 @@ from tqdm.auto import tqdm
 
 from .api import device_name
 from .errors import BlockmaskError
-from .io import atomic_write, atomic_write_json
 from .mask import mask_hash
 from .sample import Condition
 
@@ -119,34 +120,88 @@ def reference_images(data: str | None, size: int) -> np.ndarray:
     return ((to_model_range(imgs, size) + 1) / 2).numpy()
 
 
-def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: str, cache_dir: Path,
-                     ref_name: str) -> dict:
-    """FID, KID (and IS with the classifier's logits) of ``images`` against ``reference``."""
-    import torch_fidelity
+def _fidelity_kwargs(extractor: str, n: int) -> dict:
+    kw = dict(fid=True, kid=True, kid_subset_size=min(1000, n), kid_subsets=10, isc=extractor == "mnist-cnn",
+              feature_extractor=extractor, cuda=torch.cuda.is_available(), verbose=False,
+              cache=False,  # never: torch-fidelity's cache loads .pt files with pickle (module doc)
+              batch_size=100, save_cpu_ram=True)  # no DataLoader worker processes: images are already in memory
+    if extractor == "mnist-cnn":
+        kw["feature_extractor_internal_dtype"] = "float32"
+    return kw
+
+
+def _features(images: np.ndarray, extractor, kw: dict) -> dict:
+    from torch_fidelity.utils import extract_featuresdict_from_input_id
+
+    return extract_featuresdict_from_input_id(1, extractor, **{**kw, "input1": _Images(images)})
+
+
+def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: str, cache=None,
+                     cache_dir: str | Path | None = None, ref_name: str = "reference") -> dict:
+    """FID, KID (and IS with the classifier's logits) of ``images`` against ``reference``, computed by
+    torch-fidelity's own functions from features. The reference's features are kept in our signed
+    cache (safetensors) under ``ref_name`` (``cache``, or one opened on ``cache_dir``); torch-fidelity never
+    reads or writes a cache file."""
+    from safetensors.torch import load as st_load, save as st_save
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+    from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+    from torch_fidelity.utils import create_feature_extractor, resolve_feature_extractor, \
+        resolve_feature_layer_for_metric
 
     if extractor == "mnist-cnn":
         from .data.classifier import register_fidelity_extractor
 
         register_fidelity_extractor()
-    n = len(images)
-    kw = dict(fid=True, kid=True, kid_subset_size=min(1000, n), kid_subsets=10, isc=extractor == "mnist-cnn",
-              feature_extractor=extractor, cuda=torch.cuda.is_available(), verbose=False, cache=True,
-              cache_root=str(cache_dir / "fidelity"), input2_cache_name=f"{ref_name}-{extractor}", batch_size=100,
-              save_cpu_ram=True)  # no DataLoader worker processes: images are already in memory
-    if extractor == "mnist-cnn":
-        kw["feature_extractor_internal_dtype"] = "float32"
+    if cache is None and cache_dir is not None:
+        from .evalcache import SignedCache
+
+        cache = SignedCache(cache_dir)
+    kw = _fidelity_kwargs(extractor, len(images))
     try:
-        r = torch_fidelity.calculate_metrics(input1=_Images(images), input2=_Images(reference), **kw)
+        layers = {m: resolve_feature_layer_for_metric(m, **kw) for m in ("fid", "kid", "isc") if kw[m]}
+        fx = create_feature_extractor(resolve_feature_extractor(**kw), sorted(set(layers.values())), **kw)
+        f1 = _features(images, fx, kw)
+        hit = cache.get(ref_name) if cache is not None else None
+        f2 = None
+        if hit is not None:
+            try:
+                f2 = st_load(hit[1])
+            except Exception:
+                f2 = None
+        if f2 is None or set(f2) != set(f1):
+            f2 = _features(reference, fx, kw)
+            if cache is not None:
+                cache.put(ref_name, {"extractor": extractor, "n": len(reference)},
+                          st_save({k: v.contiguous() for k, v in f2.items()}))
+        out = {"fid": fid_statistics_to_metric(fid_featuresdict_to_statistics(f1, layers["fid"]),
+                                               fid_featuresdict_to_statistics(f2, layers["fid"]), False)
+               ["frechet_inception_distance"],
+               "kid": kid_featuresdict_to_metric(f1, f2, layers["kid"], **kw)["kernel_inception_distance_mean"],
+               "is": isc_featuresdict_to_metric(f1, layers["isc"], **kw)["inception_score_mean"] if "isc" in layers
+               else None}
+    except BlockmaskError:
+        raise
     except Exception as e:  # e.g. Inception weights not downloadable offline
-        raise BlockmaskError(f"torch-fidelity failed with extractor {extractor!r}: {str(e).splitlines()[0][:160]}") from None
-    return {"fid": r["frechet_inception_distance"], "kid": r["kernel_inception_distance_mean"],
-            "is": r.get("inception_score_mean")}
+        raise BlockmaskError(f"torch-fidelity failed with extractor {extractor!r}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
+    return out
+
+
+CACHE_VERSION = 2  # bump when a row's numbers would change for the same inputs
 
 
 def row_key(wb, method: Method, settings: dict) -> str:
-    ident = {"model": wb.loaded.fingerprint, "weights": weights_hash(wb.model), "scheduler": wb.scheduler_name,
-             "steps": method.steps, "mask": None if method.mask is None else mask_hash(method.mask), **settings}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    """Content key of a row: everything that changes one of its numbers (model weights and config,
+    scheduler, steps, mask, sampling settings, FID extractor, reference data, benchmark batch and
+    repeats, device, dtype, library versions)."""
+    import torch_fidelity
+
+    ident = {"version": CACHE_VERSION, "model": wb.loaded.fingerprint, "weights": weights_hash(wb.model),
+             "scheduler": wb.scheduler_name, "steps": method.steps,
+             "mask": None if method.mask is None else mask_hash(method.mask),
+             "device": device_name(wb.device), "dtype": str(next(wb.model.parameters()).dtype),
+             "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__, **settings}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 0, guidance: float = 1.0,
@@ -154,50 +209,57 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
              cache_dir: str | Path = ".cache/blockmask-eval", bench_batch: int = 8, bench_repeats: int = 3,
              progress: Callable[[str], None] | None = None) -> list[dict]:
     """Evaluate every method; the first plain method at full K is the reference for PSNR.
-    Under a multi-process launch only the main process returns rows."""
+    Under a multi-process launch only the main process returns rows. Rows are cached in
+    ``cache_dir`` (:mod:`blockmask.evalcache`: signed, pickle-free)."""
     from . import distributed
+    from .evalcache import SignedCache, npy_bytes, npy_load
+    from .validate import check_float, check_int
 
-    if n < 2:
-        raise BlockmaskError(f"need at least 2 samples for FID, got {n}")
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    settings = {"n": n, "batch": batch, "seed": seed, "guidance": guidance, "class_label": class_label}
+    n = check_int("number of samples", n, low=2, high=10**7)
+    batch = check_int("batch", batch, low=1, high=4096)
+    seed = check_int("seed", seed, low=0, high=2**63 - 1)
+    guidance = check_float("guidance scale", guidance, low=0, high=1e4)
+    bench_batch = check_int("bench batch", bench_batch, low=1, high=4096)
+    bench_repeats = check_int("bench repeats", bench_repeats, low=1, high=1000)
+    if class_label is not None:
+        class_label = check_int("class label", class_label, low=0)
+    if not isinstance(extractor, str) or not extractor:
+        raise BlockmaskError(f"FID extractor must be a name, got {extractor!r}")
+    if not methods:
+        raise BlockmaskError("nothing to evaluate")
+    size = wb.model.config.sample_size
+    ref_imgs = reference_images(data, size)  # its hash is part of every row key
+    cache = SignedCache(cache_dir)  # every process reads it; the main one writes
+    ref_id = hashlib.sha256(np.ascontiguousarray(ref_imgs).tobytes()).hexdigest()[:16]
+    settings = {"n": n, "batch": batch, "seed": seed, "guidance": guidance, "class_label": class_label,
+                "extractor": extractor, "reference": ref_id, "bench_batch": bench_batch,
+                "bench_repeats": bench_repeats}
     k = max(m.steps for m in methods)
     ref_method = next((m for m in methods if m.mask is None and m.steps == k), Method("original", None, k))
-    size = wb.model.config.sample_size
-    ref_imgs = None
     results = []
     original = None
     for method in [ref_method] + [m for m in methods if m is not ref_method]:
         key = row_key(wb, method, settings)
-        meta_path, npy_path = cache / f"{key}.json", cache / f"{key}.npy"
-        if meta_path.exists() and npy_path.exists():
-            row = json.loads(meta_path.read_text())
-            images = np.load(npy_path)
+        hit = cache.get(f"row-{key}") if cache is not None else None
+        if hit is not None:
+            row, images = dict(hit[0]), npy_load(hit[1])
         else:
             images = generate_set(wb, method, n=n, batch=batch, seed=seed, guidance=guidance,
                                   class_label=class_label, progress=progress)
             if not distributed.is_main(wb.device):
                 continue  # other processes only help generating; the main one measures and writes
-            if ref_imgs is None:
-                ref_imgs = reference_images(data, size)
             row = {"method": method.name, "steps": method.steps, "n": n,
-                   **fidelity_metrics(images, ref_imgs, extractor=extractor, cache_dir=cache, ref_name=f"mnist{size}")}
+                   **fidelity_metrics(images, ref_imgs, extractor=extractor, cache=cache,
+                                      ref_name=f"reference-{ref_id}-{hashlib.sha256(extractor.encode()).hexdigest()[:12]}")}
             row.update(_speed(wb, method, k, bench_batch, bench_repeats, guidance))
             row["device"] = device_name(wb.device)  # where the speed (and the images) were measured
-            atomic_write(npy_path, lambda tmp: _save(tmp, images))
-            atomic_write_json(meta_path, row)
+            row = dict(cache.put(f"row-{key}", row, npy_bytes(images.astype(np.float32))))
         if original is None:
             original = images
         row["mse"], row["psnr"] = psnr(images, original)
         row["method"] = method.name
         results.append(row)
     return results if distributed.is_main(wb.device) else []
-
-
-def _save(path, arr):
-    with open(path, "wb") as f:
-        np.save(f, arr)
 
 
 def _speed(wb, method: Method, k: int, batch: int, repeats: int, guidance: float) -> dict:

@@ -25,7 +25,7 @@ def model_card(mf) -> str:
              f"# blockmask mask for `{mf.model or 'a diffusers model'}`", "",
              f"A {mf.num_steps}×{len(mf.units)} block mask (steps × units) for {mf.scheduler.get('class', 'its scheduler')}"
              + (f", {macs:.1%} of the plain model's MACs" if isinstance(macs, float) else "") + ".", "",
-             "```python", "import blockmask", f"mask = blockmask.MaskFile.from_pretrained(REPO_ID)",
+             "```python", "import blockmask", "mask = blockmask.MaskFile.from_pretrained(REPO_ID)",
              "with blockmask.apply(pipe, mask):", f"    images = pipe(num_inference_steps={mf.num_steps}).images", "```", ""]
     return "\n".join(lines)
 
@@ -87,10 +87,10 @@ def load_mask_source(source, *, cache_dir=None):
 
     s = str(source)
     p = Path(s).expanduser()
-    if p.is_file():
-        return MaskFile.load(p)
     if p.is_dir():
         return from_pretrained(p)
+    if p.exists():  # a file, or a FIFO/device that the loader refuses with its own message
+        return MaskFile.load(p)
     shipped = bundled_masks()
     if s in shipped:
         return MaskFile.load(shipped[s])

@@ -1,27 +1,162 @@
-"""Atomic file output: write to a temporary file next to the target, then rename.
+"""Outputs: checked before any work, locked against a second run, written atomically.
 
-A crash or a full disk never leaves a half-written file under the final name.
+* :func:`check_output_file` / :func:`check_output_folder`: the folder exists and is writable, the
+  path is not a folder (or not a file, for folder outputs) — called before a run starts, so a long
+  run never fails at its last step.
+* :class:`OutputLock`: ``OUTPUT.lock`` held with ``flock`` for the whole run; a second run on the
+  same output is refused with one line. A killed run's lock dies with its process, and the next run
+  removes the temp files it left (``.NAME.XXXXXXXX.tmp``).
+* :func:`atomic_write`: write to a temporary file next to the target, then rename: a crash or a full
+  disk never leaves a half-written file under the final name; the temp file is removed on any
+  exception, and on SIGINT/SIGTERM once :func:`install_signal_cleanup` made SIGTERM an exception.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import BlockmaskError
+from .errors import OutputError
 
 
 def _check_parent(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
-        raise BlockmaskError(f"output folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise BlockmaskError(f"output folder is not writable: {parent}")
+        raise OutputError(f"output folder does not exist: {parent}")
+    if not parent.is_dir():
+        raise OutputError(f"output folder is not a folder: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {parent}")
     if path.is_dir():
-        raise BlockmaskError(f"output path is a folder, expected a file: {path}")
+        raise OutputError(f"output path is a folder, expected a file: {path}")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"output path exists and is not a regular file: {path}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"output file is not writable: {path}")
+
+
+def check_output_file(path) -> Path:
+    """Refuse, before any work, an output file that could not be written at the end."""
+    path = Path(path)
+    if not str(path) or path.name in ("", ".", ".."):
+        raise OutputError(f"output must be a file name, got {str(path)!r}")
+    _check_parent(path)
+    return path
+
+
+def check_output_folder(path) -> Path:
+    """Refuse, before any work, an output folder that is a file or whose parent is missing/unwritable."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"output {path} exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder is not writable: {path}")
+        return path
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder's parent does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder's parent is not writable: {parent}")
+    return path
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp$")  # what atomic_write's mkstemp makes
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Delete temp files a killed writer of ``path`` left (call only while holding its lock)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    pat = _temp_pattern(path.name)
+    gone = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return gone
+    for e in entries:
+        if pat.match(e.name):
+            try:
+                os.unlink(e.path)
+                gone.append(Path(e.path))
+            except OSError:
+                pass
+    return gone
+
+
+class OutputLock:
+    """Exclusive lock on ``PATH.lock`` for one run writing ``path`` (and its companions, e.g. the
+    checkpoint). ``flock`` is released by the kernel when the process dies, so a killed run never
+    blocks the next one; the lock file is removed on a clean exit."""
+
+    def __init__(self, path, companions: tuple = ()):
+        self.path = Path(path)
+        self.lock_path = Path(str(self.path) + ".lock")
+        self.companions = [Path(c) for c in companions]
+        self.fd = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+
+        check_output_file(self.path)
+        for _ in range(10):
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            except OSError as e:
+                raise OutputError(f"cannot create lock file {self.lock_path}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"another run is writing {self.path} (lock {self.lock_path} is held); wait for "
+                                  "it or choose another output") from None
+            try:  # the file we locked must still be the one at lock_path (not unlinked by a finishing run)
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:
+            raise OutputError(f"could not lock {self.lock_path}")
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        for p in [self.path, *self.companions]:
+            remove_stale_temps(p)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.lock_path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM, so ``finally`` blocks and temp-file cleanup run."""
+
+
+def install_signal_cleanup() -> None:
+    """Turn SIGTERM into an exception (SIGINT already is KeyboardInterrupt): temp files are removed
+    and locks released on the way out. Main thread only; a no-op elsewhere."""
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
 
 
 def _mode_for(path: Path) -> int:
@@ -50,17 +185,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     umask), not the temp file's 0600."""
     path = Path(path)
     _check_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
     return path
+
+
+def _unlink(p) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MaskError
+from .errors import FileFormatError, MaskError
 from .io import atomic_write_json
+from .validate import field, parse_json, read_bytes
 
 FORMAT = "blockmask/1"
 
@@ -24,9 +24,13 @@ FORMAT = "blockmask/1"
 def validate_mask(mask: Any, *, units: int | None = None, steps: int | None = None) -> np.ndarray:
     """Check and convert to a (K, N) bool array; raises MaskError naming the first problem."""
     try:
-        arr = np.asarray(mask, dtype=float)
-    except (TypeError, ValueError):
+        raw = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+    except (TypeError, ValueError, RecursionError):
         raise MaskError("mask must be a K×N array of 0/1 values (found ragged or non-numeric rows)") from None
+    if raw.dtype.kind not in "biuf":  # strings ("1"), objects, None: refused, not coerced
+        raise MaskError(f"mask must be a K×N array of 0/1 numbers, got {raw.dtype.kind!r}-kind values "
+                        f"({'ragged rows or ' if raw.dtype == object else ''}non-numeric)")
+    arr = raw.astype(float)
     if arr.ndim != 2:
         raise MaskError(f"mask must be 2-D (K steps × N units), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -96,38 +100,65 @@ class MaskFile:
 
     @classmethod
     def from_json(cls, data: Any, source: str = "mask file") -> "MaskFile":
+        """Check every field's type and value (:mod:`blockmask.validate`); MaskError names the file
+        and the field."""
         if not isinstance(data, dict):
-            raise MaskError(f"{source}: expected a JSON object")
+            raise MaskError("expected a JSON object", source)
         fmt = data.get("format")
         if fmt != FORMAT:
-            raise MaskError(f"{source}: format is {fmt!r}, expected {FORMAT!r}")
+            raise MaskError(f"format is {fmt!r}, expected {FORMAT!r}", source)
         missing = [k for k in ("num_steps", "units", "mask") if k not in data]
         if missing:
-            raise MaskError(f"{source}: missing field(s) {', '.join(missing)}")
-        units = data["units"]
-        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
-            raise MaskError(f"{source}: 'units' must be a list of unit names")
+            raise MaskError(f"missing field(s) {', '.join(missing)}", source)
         try:
-            mask = validate_mask(data["mask"], units=len(units), steps=data["num_steps"])
+            steps = field(data, "num_steps", "int", source, low=1)
+            units = data["units"]
+            if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+                raise MaskError("must be a list of unit names (strings)", source, "units")
+            if not units:
+                raise MaskError("must list at least one unit", source, "units")
+            rows = field(data, "mask", "list", source)
+            for k, row in enumerate(rows):
+                if not isinstance(row, list):
+                    raise MaskError(f"row {k} must be a list of 0/1, found {type(row).__name__}", source, "mask")
+                for i, v in enumerate(row):
+                    if type(v) is not int and type(v) is not bool:  # "1", 1.0, null: refused, not coerced
+                        raise MaskError(f"cell at step {k}, unit {i} must be 0 or 1, found {v!r}", source, "mask")
+            model = field(data, "model", "str", source, default="")
+            fp = field(data, "fingerprint", "str", source, default="")
+            sched = field(data, "scheduler", "dict", source, default={})
+            if "timesteps" in sched and sched["timesteps"] is not None:
+                field(sched, "timesteps", "int_list", f"{source}: 'scheduler'")
+            if "class" in sched:
+                field(sched, "class", "str", f"{source}: 'scheduler'")
+            meta = field(data, "meta", "dict", source, default={})
+            if "hash" in data:
+                field(data, "hash", "str", source)
+        except FileFormatError as e:
+            if isinstance(e, MaskError):
+                raise
+            raise MaskError(str(e)) from None
+        try:
+            mask = validate_mask(rows, units=len(units), steps=steps)
         except MaskError as e:
-            raise MaskError(f"{source}: {e}") from None
-        return cls(mask=mask, units=units, model=str(data.get("model", "")), fingerprint=str(data.get("fingerprint", "")),
-                   scheduler=data.get("scheduler") or {}, meta=data.get("meta") or {})
+            raise MaskError(str(e), source) from None
+        return cls(mask=mask, units=units, model=model, fingerprint=fp, scheduler=sched, meta=meta)
 
     @classmethod
     def loads(cls, text: str | bytes, source: str = "mask file") -> "MaskFile":
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MaskError(f"{source}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+            data = parse_json(text, source)
+        except FileFormatError as e:
+            raise MaskError(str(e)) from None
         return cls.from_json(data, source)
 
     @classmethod
     def load(cls, path) -> "MaskFile":
-        p = Path(path)
-        if not p.is_file():
-            raise MaskError(f"mask file not found: {p}")
-        return cls.loads(p.read_bytes(), source=str(p))
+        try:
+            data = read_bytes(path, "mask file")
+        except FileFormatError as e:
+            raise MaskError(str(e)) from None
+        return cls.loads(data, source=str(path))
 
     # --- the hub (blockmask.hub): a folder with blockmask_mask.json + README.md ---------------
     def save_pretrained(self, save_directory) -> Path:

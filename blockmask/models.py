@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import BlockmaskError, UnsupportedModelError
+from .errors import BlockmaskError, FileFormatError, UnsupportedModelError
 
 DENOISER_COMPONENTS = ("transformer", "unet")
 SUPPORTED_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
@@ -90,36 +90,63 @@ def _read_config(spec: str, subfolder: str | None, filename: str) -> dict:
     return dict(_Reader.load_config(spec, subfolder=subfolder))
 
 
-def _resolve_class(config: dict):
+def _resolve_class(config: dict, source: str = "config"):
     import diffusers
     from diffusers.models.model_loading_utils import _fetch_remapped_cls_from_config
 
     name = config.get("_class_name")
     if not name:
-        raise BlockmaskError("config has no '_class_name'; cannot tell which diffusers model to build")
-    cls = getattr(diffusers, name, None)
-    if cls is None:
-        raise UnsupportedModelError(f"unknown diffusers class {name!r} in config")
+        raise BlockmaskError(f"{source}: no '_class_name'; cannot tell which diffusers model to build")
+    if not isinstance(name, str):
+        raise FileFormatError(source, f"must be a string, found {type(name).__name__}", "_class_name")
+    cls = getattr(diffusers, name, None) if name.isidentifier() and not name.startswith("_") else None
+    if not isinstance(cls, type):
+        raise UnsupportedModelError(f"{source}: unknown diffusers class {name[:80]!r}")
     if name == "Transformer2DModel":
-        cls = _fetch_remapped_cls_from_config(config, cls)
+        try:
+            cls = _fetch_remapped_cls_from_config(config, cls)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FileFormatError(source, f"legacy Transformer2DModel config lacks what decides its class ({e})") from None
     if cls.__name__ not in SUPPORTED_CLASSES:
         raise UnsupportedModelError(f"unsupported model class {cls.__name__}; supported: {', '.join(SUPPORTED_CLASSES)}")
     return cls
 
 
+# Architecture sizes a config may ask for: far above any real model (DiT-XL: 28 layers, 1152 wide;
+# SD-XL: 2816 channels), low enough that a hostile config cannot make the loader loop for hours.
+MAX_CONFIG_INT = 2**17
+MAX_DEPTH_FIELDS = {"num_layers": 512, "layers_per_block": 64, "transformer_layers_per_block": 64}
+
+
+def _check_config_sizes(config: dict, source: str) -> None:
+    """Every integer in a config (lists included) within bounds; depth fields tighter."""
+    for key, value in config.items():
+        items = value if isinstance(value, list) else [value]
+        high = MAX_DEPTH_FIELDS.get(key, MAX_CONFIG_INT)
+        for v in items:
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > high:
+                raise FileFormatError(source, f"is {v}, beyond the supported size ({high})", key)
+        if isinstance(value, list) and len(value) > 256:
+            raise FileFormatError(source, f"has {len(value)} entries (at most 256)", key)
+
+
 def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dtype=torch.float32) -> torch.nn.Module:
     """Random-init model from a config JSON, seeded (every call builds the same weights)."""
+    from .validate import check_int, read_json_file
+
     p = Path(path)
-    if not p.is_file():
-        raise BlockmaskError(f"config file not found: {p}")
-    try:
-        config = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise BlockmaskError(f"config file {p} is not valid JSON ({e.msg})") from None
-    cls = _resolve_class(config)
+    config = read_json_file(p, "config file", max_bytes=2**20)
+    _check_config_sizes(config, str(p))
+    init_seed = check_int("init seed", init_seed, low=0, high=2**63 - 1)
+    cls = _resolve_class(config, str(p))
     torch.manual_seed(init_seed)
-    with torch.device(device):  # device="meta": shapes only, for counting MACs of huge configs
-        model = cls.from_config(config)
+    try:
+        with torch.device(device):  # device="meta": shapes only, for counting MACs of huge configs
+            model = cls.from_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError, RuntimeError,
+            ZeroDivisionError, OverflowError) as e:  # diffusers' own checks of the config values
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise FileFormatError(p, f"{cls.__name__} cannot be built from this config ({msg})") from None
     if dtype != torch.float32:
         model = model.to(dtype=dtype)
     return model.eval().requires_grad_(False)
@@ -136,7 +163,9 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
             has_config = (root / "config.json").is_file()
             if not (has_index or has_config):
                 raise BlockmaskError(f"{spec} is not a diffusers folder (no model_index.json or config.json)")
-            index = json.loads((root / "model_index.json").read_text()) if has_index else None
+            from .validate import read_json_file
+
+            index = read_json_file(root / "model_index.json", "pipeline index", max_bytes=2**20) if has_index else None
         else:
             try:
                 index = diffusers.DiffusionPipeline.load_config(spec)
@@ -167,10 +196,9 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
     model = model.to(device).eval().requires_grad_(False)
     info = {}
     if local and (Path(spec) / "blockmask.json").is_file():
-        try:
-            info = json.loads((Path(spec) / "blockmask.json").read_text())
-        except json.JSONDecodeError as e:
-            raise BlockmaskError(f"{spec}/blockmask.json is not valid JSON ({e.msg})") from None
+        from .validate import read_json_file
+
+        info = read_json_file(Path(spec) / "blockmask.json", "model info file", max_bytes=2**20)
     model._blockmask_info = info  # read by adapters (class count, null label)
     return LoadedModel(spec, model, scheduler, vae, "folder" if local else "hub", info)
 
@@ -189,6 +217,8 @@ def _load_scheduler(spec: str):
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                init_seed: int = 0) -> LoadedModel:
     """Resolve a model spec (see module docstring) to a frozen, eval-mode denoiser."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise BlockmaskError(f"model spec must be a string (name, config:PATH, folder or hub id), got {type(spec).__name__}")
     spec = str(spec).strip()
     if not spec:
         raise BlockmaskError("empty model spec")

@@ -39,17 +39,23 @@ class Condition:
 def load_prompt_file(path) -> Condition:
     """Prompt embeddings from a safetensors file: ``prompt_embeds`` (+ ``prompt_attention_mask``,
     ``negative_prompt_embeds``), e.g. saved from a pipeline's ``encode_prompt``."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from .validate import read_bytes
 
     p = Path(path)
-    if not p.is_file():
-        raise BlockmaskError(f"prompt embeddings file not found: {p}")
+    raw = read_bytes(p, "prompt embeddings file", max_bytes=2**30)
     try:
-        d = load_file(str(p))
+        d = load(raw)
     except Exception as e:
         raise BlockmaskError(f"cannot read prompt embeddings {p}: {str(e).splitlines()[0][:120]}") from None
     if "prompt_embeds" not in d:
         raise BlockmaskError(f"{p} has no 'prompt_embeds' tensor (found: {', '.join(d) or 'nothing'})")
+    for name in ("prompt_embeds", "negative_prompt_embeds"):
+        t = d.get(name)
+        if t is not None and (t.ndim not in (2, 3) or not t.is_floating_point() or not torch.isfinite(t).all()):
+            raise BlockmaskError(f"{p}: '{name}' must be a finite float tensor (L, D) or (B, L, D), got "
+                                 f"{t.dtype} {tuple(t.shape)}")
     emb = d["prompt_embeds"]
     emb = emb[None] if emb.ndim == 2 else emb
     neg = d.get("negative_prompt_embeds")

@@ -17,7 +17,6 @@ within ±2% of B, as the paper tunes its λ.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import resource
 import time
@@ -27,11 +26,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import BlockmaskError
-from .io import atomic_write_json
+from .errors import BlockmaskError, CheckpointError, FileFormatError
+from .io import OutputLock, atomic_write_json, check_output_file
 from .mask import MaskFile
 from .rectify import rectify_eq12
 from .train import StepReport, TrainConfig, TrainState, train_mask
+from .validate import field, read_json_file
 
 CKPT_FORMAT = "blockmask-train/1"
 BUDGET_TOLERANCE = 0.02  # relative: the final MAC ratio is within ±2% of the target
@@ -41,29 +41,74 @@ def checkpoint_path(output) -> Path:
     return Path(str(output) + ".ckpt.json")
 
 
-def _load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
+def search_path(output) -> Path:
+    """Finished λ trials of a budget run's bisection (recipe paper / no refine), for ``--resume``."""
+    return Path(str(output) + ".search.json")
+
+
+def _read_checkpoint(path: Path, what: str = "training checkpoint") -> dict:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BlockmaskError(f"--resume: no checkpoint at {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BlockmaskError(f"checkpoint {path} is corrupt (not valid JSON); delete it to start over") from None
-    if not isinstance(data, dict) or data.get("format") != CKPT_FORMAT or "state" not in data:
-        raise BlockmaskError(f"{path} is not a blockmask training checkpoint")
+        data = read_json_file(path, what)
+    except FileFormatError as e:
+        if not path.exists():
+            raise CheckpointError(path, "no checkpoint to resume (--resume)") from None
+        raise CheckpointError(path, f"is corrupt ({str(e).split(': ', 1)[-1]}); delete it to start over") from None
+    if data.get("format") != CKPT_FORMAT:
+        raise CheckpointError(path, "is not a blockmask training checkpoint")
+    return data
+
+
+def _state_from_json(d, path, steps: int, n: int) -> TrainState:
+    """A TrainState from checkpoint JSON, every field's type and shape checked."""
+    src = str(path)
+    if not isinstance(d, dict):
+        raise CheckpointError(path, "must be an object", "state")
+    try:
+        rows = field(d, "rows", "list", src)
+        scores = field(d, "scores", "list", src)
+        losses = field(d, "losses", "list", src)
+        for name, lists, kind in (("rows", rows, "int_list"), ("scores", scores, "float_list"),
+                                  ("losses", losses, "float_list")):
+            for i, r in enumerate(lists):
+                field({name: r}, name, kind, f"{src}: row {i}")
+        seconds = field(d, "seconds", "float_list", src)
+        delta = field(d, "delta", "float_list", src)
+        lam = field(d, "lam", "float_list", src)
+        sens = d.get("sensitivity")
+        if sens is not None and not isinstance(sens, dict):
+            raise CheckpointError(path, "must be an object or null", "sensitivity")
+    except CheckpointError:
+        raise
+    except FileFormatError as e:
+        raise CheckpointError(path, f"is incomplete or damaged ({str(e).split(': ', 1)[-1]}); delete it to "
+                                    "start over") from None
+    extra = set(d) - {f.name for f in dataclasses.fields(TrainState)}
+    if extra:
+        raise CheckpointError(path, f"has unknown state fields {sorted(extra)}; delete it to start over")
+    k = len(rows)
+    if not 1 <= k <= steps or any(len(r) != n or set(r) - {0, 1} for r in rows):
+        raise CheckpointError(path, "has an inconsistent mask; delete it to start over")
+    if len(scores) != k or len(losses) != k or len(seconds) != k or any(len(r) != n for r in scores):
+        raise CheckpointError(path, "has rows, scores, losses of different lengths; delete it to start over")
+    if len(delta) != steps or len(lam) != steps:
+        raise CheckpointError(path, f"has Δ/λ for another step count (expected {steps}); delete it to start over")
+    return TrainState(rows=rows, scores=scores, losses=losses, seconds=seconds, delta=delta, lam=lam,
+                      sensitivity=sens)
+
+
+def _load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
+    data = _read_checkpoint(path)
     if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:
-        raise BlockmaskError(f"checkpoint {path} was made for another model ({data.get('fingerprint')})")
-    diff = [k for k, v in cfg.to_json().items() if data.get("config", {}).get(k) != v]
+        raise CheckpointError(path, f"was made for another model ({str(data.get('fingerprint'))[:60]})")
+    cfg_json = data.get("config") if isinstance(data.get("config"), dict) else {}
+    diff = [k for k, v in cfg.to_json().items() if cfg_json.get(k) != v]
     if data.get("scheduler") != wb.scheduler_name:
         diff.append("scheduler")
     if diff:
-        raise BlockmaskError(f"checkpoint {path} used other settings ({', '.join(diff)}); rerun with the same ones")
-    try:
-        state = TrainState(**data["state"])
-    except TypeError:
-        raise BlockmaskError(f"checkpoint {path} is incomplete; delete it to start over") from None
-    if not 1 <= len(state.rows) <= cfg.steps or any(len(r) != len(wb.units) for r in state.rows):
-        raise BlockmaskError(f"checkpoint {path} has an inconsistent mask; delete it to start over")
-    return state
+        raise CheckpointError(path, f"used other settings ({', '.join(diff)}); rerun with the same ones")
+    if "state" not in data:
+        raise CheckpointError(path, "is incomplete (no state); delete it to start over")
+    return _state_from_json(data["state"], path, cfg.steps, len(wb.units))
 
 
 def _peak_memory(device: torch.device) -> dict:
@@ -183,6 +228,12 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     rc = refine or RefineConfig()
     check_budget(wb, ref_steps, target_macs)
     output = _check_output(output)
+    with _lock(wb, output):
+        return _run_budget_auto(wb, cfg, output, target_macs=target_macs, ref_steps=ref_steps, rc=rc,
+                                condition=condition, progress=progress, steps=steps)
+
+
+def _run_budget_auto(wb, cfg, output, *, target_macs, ref_steps, rc, condition, progress, steps):
     t0 = time.perf_counter()
     tried = []
     best = None
@@ -260,13 +311,20 @@ class RefineConfig:
 
 
 def _check_output(output) -> Path:
-    """The output path, refused before any work when its folder is missing or it is a folder."""
-    output = Path(output)
-    if not output.parent.exists():
-        raise BlockmaskError(f"output folder does not exist: {output.parent}")
-    if output.is_dir():
-        raise BlockmaskError(f"output is a folder, not a file: {output}")
-    return output
+    """The output path, refused before any work when its folder is missing or unwritable or it is a
+    folder (:func:`blockmask.io.check_output_file`)."""
+    return check_output_file(output)
+
+
+def _lock(wb, output):
+    """The output's lock (main process only: helpers of a multi-process launch never write)."""
+    import contextlib
+
+    from .distributed import is_main
+
+    if not is_main(wb.device):
+        return contextlib.nullcontext()
+    return OutputLock(output, companions=(checkpoint_path(output), search_path(output)))
 
 
 def cheapest_ratio(wb, steps: int) -> float:
@@ -295,8 +353,24 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     if target_macs is not None:
         check_budget(wb, cfg.steps, target_macs)
     output = _check_output(output)
+    with _lock(wb, output):
+        return _run_training(wb, cfg, output, rectify=rectify, resume=resume, target_macs=target_macs,
+                             max_trials=max_trials, condition=condition, refine=refine, callback=callback,
+                             progress=progress)
+
+
+def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, condition, refine, callback,
+                  progress):
     t0 = time.perf_counter()
     ckpt = checkpoint_path(output)
+    search = search_path(output)
+    if resume and not ckpt.exists() and not search.exists():
+        raise CheckpointError(ckpt, "no checkpoint to resume (--resume)")
+    if not resume:
+        for p in (ckpt, search):
+            if p.exists():
+                raise CheckpointError(p, "a checkpoint of an interrupted run exists: pass --resume to continue it, "
+                                         "or delete it")
     trials = []
     paper = cfg.recipe == "paper"
     calibrated = target_macs is not None and refine.enabled and not paper
@@ -310,7 +384,8 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
         state = train_once(wb, cfg, condition=condition, ckpt=ckpt, resume=resume, callback=callback,
                            progress=progress, keep_checkpoint=True)
     else:
-        state, cfg, trials = _search_lambda(wb, cfg, target_macs, max_trials, condition, callback, progress)
+        state, cfg, trials = _search_lambda(wb, cfg, target_macs, max_trials, condition, callback, progress,
+                                            ckpt=ckpt, search=search, resume=resume)
     raw = np.array(state.rows, bool)
     mask = rect(raw)
     adjusted = False
@@ -343,8 +418,9 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
 
     if is_main(wb.device):  # every process learned the same mask; one writes it
         mf.save(output)
-        if ckpt.exists():  # kept until the mask is in place
-            ckpt.unlink()
+        for p in (ckpt, search):  # kept until the mask is in place
+            if p.exists():
+                p.unlink()
     summary = {"output": str(output), "train_seconds": seconds,
                "per_step_seconds": float(np.mean(state.seconds[1:])) if len(state.seconds) > 1 else 0.0,
                "macs": mf.meta["macs"], "cells_removed": int(removed.sum()), "lambda_scale": cfg.lam,
@@ -352,17 +428,41 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     return mf, summary
 
 
-def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress):
-    """Geometric bisection on the λ scale until the rectified MAC ratio is within tolerance."""
+def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress, *, ckpt=None, search=None,
+                   resume=False):
+    """Geometric bisection on the λ scale until the rectified MAC ratio is within tolerance.
+
+    Checkpointed like a plain run: the trial in progress in ``ckpt`` (per step), every finished trial
+    (λ, ratio, state) in ``search``. The λ sequence is a function of the finished trials' ratios, so
+    ``resume`` replays them and continues the trial in progress."""
+    from .distributed import is_main
+
     p = wb.macs
+    done = _load_search(search, wb, cfg) if resume and search is not None and search.exists() else []
     trials = []
     lo, hi = None, None  # λ giving ratio above / below target
     lam = cfg.lam if cfg.lam > 0 else 0.01
     best = None
-    for _ in range(max_trials):
+    for i in range(max_trials):
         c = dataclasses.replace(cfg, lam=lam)
-        st = train_once(wb, c, condition=condition, callback=callback, progress=progress)
-        ratio = p.ratio(wb.rectify(np.array(st.rows, bool)).mask)
+        if i < len(done) and done[i]["lam"] == lam:
+            st, ratio = done[i]["state"], done[i]["ratio"]
+        else:
+            done = done[:i]
+            if ckpt is not None and resume and ckpt.exists() and _ckpt_lam(ckpt) != lam:
+                ckpt.unlink()  # a finished trial's checkpoint (killed before it was removed)
+            st = train_once(wb, c, condition=condition, callback=callback, progress=progress, ckpt=ckpt,
+                            resume=resume and ckpt is not None and ckpt.exists(), keep_checkpoint=True)
+            ratio = p.ratio(wb.rectify(np.array(st.rows, bool)).mask)
+            done.append({"lam": lam, "ratio": ratio, "state": st})
+            if search is not None and is_main(wb.device):
+                atomic_write_json(search, {"format": CKPT_FORMAT, "fingerprint": wb.loaded.fingerprint,
+                                           "units": wb.unit_names, "scheduler": wb.scheduler_name,
+                                           "config": {**cfg.to_json(), "lam": None},
+                                           "trials": [{"lam": d["lam"], "ratio": d["ratio"], "state": d["state"].to_json()}
+                                                      for d in done]})
+                if ckpt is not None and ckpt.exists():
+                    ckpt.unlink()
         trials.append({"lam": lam, "ratio": ratio})
         if best is None or abs(ratio - target) < abs(best[2] - target):
             best = (st, c, ratio)
@@ -375,3 +475,38 @@ def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress):
             hi = lam
             lam = lam / 4 if lo is None else math.sqrt(lam * lo)
     return best[0], best[1], trials
+
+
+def _ckpt_lam(ckpt: Path):
+    data = _read_checkpoint(ckpt)
+    cfg = data.get("config")
+    return cfg.get("lam") if isinstance(cfg, dict) else None
+
+
+def _load_search(path: Path, wb, cfg: TrainConfig) -> list[dict]:
+    """Finished λ trials of an interrupted budget run, checked like a checkpoint."""
+    data = _read_checkpoint(path, "λ search checkpoint")
+    if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:
+        raise CheckpointError(path, "was made for another model")
+    want = {**cfg.to_json(), "lam": None}
+    got = data.get("config") if isinstance(data.get("config"), dict) else {}
+    diff = [k for k, v in want.items() if got.get(k) != v]
+    if data.get("scheduler") != wb.scheduler_name:
+        diff.append("scheduler")
+    if diff:
+        raise CheckpointError(path, f"used other settings ({', '.join(diff)}); rerun with the same ones")
+    try:
+        trials = field(data, "trials", "list", str(path))
+        out = []
+        for t in trials:
+            if not isinstance(t, dict):
+                raise CheckpointError(path, "must hold objects", "trials")
+            lam = field(t, "lam", "float", str(path), low=0)
+            ratio = field(t, "ratio", "float", str(path), low=0)
+            out.append({"lam": lam, "ratio": ratio,
+                        "state": _state_from_json(t.get("state"), path, cfg.steps, len(wb.units))})
+    except CheckpointError:
+        raise
+    except FileFormatError as e:
+        raise CheckpointError(path, f"is damaged ({e}); delete it to start over") from None
+    return out

@@ -70,7 +70,7 @@ def test_folder_blockmask_json_sets_dit_labels(tmp_path, workbenches):
     m = load_model(str(tmp_path / "dit")).model
     assert adapter_for(m).num_classes(m) == 9 and adapter_for(m).null_label(m) == 9
     (tmp_path / "dit" / "blockmask.json").write_text("{bad")
-    with pytest.raises(BlockmaskError, match="blockmask.json is not valid JSON"):
+    with pytest.raises(BlockmaskError, match="blockmask.json: not valid JSON"):
         load_model(str(tmp_path / "dit"))
 
 

@@ -142,7 +142,9 @@ def test_save_is_atomic_and_keeps_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(bio.os, "replace", boom)
-    with pytest.raises(OSError):
+    from blockmask.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"cannot write .*m\.json: disk full"):  # names the output, not the temp
         _file(k=5).save(p)
     assert p.read_bytes() == before and sorted(f.name for f in tmp_path.iterdir()) == ["m.json"]
 
