@@ -42,7 +42,8 @@ def _is_diffusers_folder(p: Path) -> bool:
 def bundled_masks() -> dict[str, Path]:
     """Shipped masks by name (file stem, e.g. ``mnist-ddpm-050steps-b35``) → path."""
     d = assets_dir() / "masks"
-    return {p.stem: p for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
+    # a training run in progress leaves NAME.json.ckpt.json / .search.json beside the masks: not masks
+    return {p.stem: p for p in sorted(d.glob("*.json")) if "." not in p.stem} if d.is_dir() else {}
 
 
 DEFAULT_MODEL = "mnist-ddpm"
