@@ -6,7 +6,11 @@ DiP-GO-style whole-chain optimiser (with and without gradient checkpointing), is
 Each (model, method, K) runs in a fresh process (so that its peak is its own): the model is loaded
 and runs one warm-up forward, then ``ru_maxrss`` is read ("base"); then the method learns a mask
 at batch ``--batch`` — ours ``--iters`` iterations per step at every step, global ``--iters``
-optimisation iterations through all K steps — and the peak resident memory is read again. The
+optimisation iterations through all K steps — and the peak resident memory is read again. "ours
+(budget refinement)" is the other half of a ``--target-macs`` run: the calibration run that records
+the trajectory (one state per step: latents, unit caches, scheduler) on the ``RefineConfig.batch``
+calibration seeds, which the local search re-runs from (its memory grows with K; the per-step
+trainer's does not). The
 growth (peak − base) is the memory the learning itself needs. Global runs also record their
 autograd-graph estimate (saved tensors of one step × K). Writes results.csv / results.md (pandas)
 and memory.html / memory.png (plotly).
@@ -23,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("ours (per step)", "global", "global + checkpointing")
+METHODS = ("ours (per step)", "ours (budget refinement)", "global", "global + checkpointing")
 
 
 def _rss_mb() -> float:
@@ -44,7 +48,15 @@ def child(model: str, method: str, k: int, batch: int, iters: int) -> dict:
     base = _rss_mb()
     t0 = time.perf_counter()
     extra = {}
-    if method.startswith("ours"):
+    if method == "ours (budget refinement)":
+        from blockmask import refine as rf
+        from blockmask.train_run import RefineConfig
+
+        rc = RefineConfig()
+        calib = rf.Calibration(wb.model, wb.scheduler(), steps=k, seed=rc.seed, batch=rc.batch, decode=wb.images)
+        calib._run(wb.baseline("fora", steps=k, interval=2), 0, None, record=True)
+        extra = {"batch": rc.batch}
+    elif method.startswith("ours"):
         from blockmask.train import TrainConfig
         from blockmask.train_run import train_once
 
@@ -66,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "METHOD", "K"), help=argparse.SUPPRESS)
+    ap.add_argument("--methods", help=f"comma-separated subset of: {', '.join(METHODS)} (rows of the others in "
+                                      "OUTPUT/results.csv are kept)")
     ap.add_argument("--redraw", action="store_true", help="only rewrite the table and plot from OUTPUT/results.csv")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
@@ -81,7 +95,7 @@ def main(argv=None) -> int:
 
     rows = []
     for model in args.model or ["mnist-ddpm"]:
-        for method in METHODS:
+        for method in [m.strip() for m in args.methods.split(",")] if args.methods else METHODS:
             for k in (int(v) for v in args.steps.split(",")):
                 cmd = [sys.executable, __file__, "--child", model, method, str(k), "--batch", str(args.batch),
                        "--iters", str(args.iters)]
@@ -96,7 +110,11 @@ def main(argv=None) -> int:
                       f"{r['seconds']:.1f}s", flush=True)
     dest = Path(args.output)
     dest.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(dest / "results.csv", index=False)
+    df = pd.DataFrame(rows)
+    if args.methods and (dest / "results.csv").exists():
+        old = pd.read_csv(dest / "results.csv")
+        df = pd.concat([old[~old.method.isin(df.method)], df], ignore_index=True)
+    df.to_csv(dest / "results.csv", index=False)
     write(dest)
     return 0
 
@@ -108,9 +126,10 @@ def write(dest: Path) -> None:
 
     df = pd.read_csv(dest / "results.csv")
     table = df.pivot_table(index=["model", "K"], columns="method", values="growth_mb").round(0).reset_index()
+    batches = ", ".join(f"{m} {b}" for m, b in df.groupby("method").batch.first().items())
     (dest / "results.md").write_text(
-        "Memory the learning needs (MB): peak RSS minus RSS after loading the model, fresh process per cell, "
-        f"batch {df.batch.iloc[0]}, {df.iters.iloc[0]} iteration(s).\n\n" + table.to_markdown(index=False) + "\n")
+        "Memory the learning needs (MB): peak RSS minus RSS after loading the model, fresh process per cell; "
+        f"batch: {batches}; {df.iters.iloc[0]} iteration(s).\n\n" + table.to_markdown(index=False) + "\n")
     fig = px.line(df, x="K", y="growth_mb", color="method", facet_col="model", markers=True,
                   labels={"growth_mb": "peak memory of learning (MB above the loaded model)", "K": "sampling steps K"},
                   title="Peak memory against K: per-step learning (ours) vs whole-chain optimisation (DiP-GO-style)")
