@@ -173,6 +173,7 @@ def summarize(df: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mnist-ddpm")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (speed ratios are then that device's)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--num", type=int, default=64, help="held-out samples per row for PSNR")
     ap.add_argument("--batch", type=int, default=16)
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     if not args.output:
         ap.error("-o/--output is required")
     torch.manual_seed(0)
-    wb = Workbench.load(args.model)
+    wb = Workbench.load(args.model, device=args.device)
     k = args.steps
     masks = Path(args.masks) if args.masks else assets_dir() / "masks"
     pattern = f"*-{k:03d}steps-b[0-9][0-9].json" if args.masks else f"{args.model}-{k:03d}steps-b[0-9][0-9].json"

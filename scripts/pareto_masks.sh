@@ -3,7 +3,7 @@
 # MAC budget B (per-step training, best rule or learned mask within B on calibration seeds 1000..,
 # then local refinement; blockmask/train_run.py). On the 2-core CPU, one thread: about 4-8 min per
 # mask at K=50, 15-30 min at K=100.
-#   [STEPS=50] [PASSES=2] [BUDGETS="35 45 55 65 75"] bash scripts/pareto_masks.sh [MODEL ...]
+#   [STEPS=50] [PASSES=2] [BUDGETS="35 45 55 65 75"] [EXTRA="--device cuda"] bash scripts/pareto_masks.sh [MODEL ...]
 #   (default models: mnist-ddpm mnist-dit; the K=100 set was made with STEPS=100 PASSES=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 steps=${STEPS:-50}
 passes=${PASSES:-2}
 budgets=${BUDGETS:-35 45 55 65 75}
+extra=${EXTRA:-}
 models=("${@:-mnist-ddpm mnist-dit}")
 k=$(printf '%03d' "$steps")
 for model in ${models[@]}; do
@@ -18,7 +19,7 @@ for model in ${models[@]}; do
     out="assets/masks/${model}-${k}steps-b${b}.json"
     t0=$(date +%s)
     blockmask train "$model" --steps "$steps" --iters 10 --target-macs "0.$b" --calib-batch 16 \
-      --refine-passes "$passes" -o "$out" --json > /dev/null
+      --refine-passes "$passes" -o "$out" --json $extra > /dev/null
     python -c "import json,sys; d=json.load(open('$out')); c=d['meta']['calibration']; print('$out', round(d['meta']['macs']['ratio'],4), c['start'], round(c.get('refine',{}).get('gain_db',0),2), 'dB', $(date +%s)-$t0, 's')"
   done
 done
