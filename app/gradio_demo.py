@@ -2,6 +2,7 @@
 
     python app/gradio_demo.py                          # http://127.0.0.1:7860, offline, bundled models
     python app/gradio_demo.py --allow-model ./my-unet  # also offer a local folder (or hub id, config:X.json)
+    python app/gradio_demo.py --allow-mask someone/    # let visitors load masks from someone/* on the hub
     BLOCKMASK_APP_MODEL=config:tests/configs/tiny-unet.json python app/gradio_demo.py
 
 Also runs as a Hugging Face Space (the repo root is put on sys.path). Layout only: the handlers are in
@@ -27,7 +28,7 @@ import gradio as gr  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
-from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
+from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  # noqa: E402
 from blockmask.viz import training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
@@ -107,6 +108,12 @@ def build(spec: str | None = None) -> gr.Blocks:
                     preset_btn = gr.Button("Load preset", variant="primary")
                     upload = gr.File(label=f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                                      file_types=[".json"], type="filepath")
+                    with gr.Row():
+                        hub_mask = gr.Textbox(label="Load mask from the hub", placeholder="owner/name", max_lines=1,
+                                              scale=3, elem_id="hub-mask",
+                                              info=f"A hub repo id or save_pretrained folder the operator allows "
+                                                   f"(--allow-mask / ${ENV_ALLOW_MASKS}).")
+                        hub_btn = gr.Button("Load from hub", scale=1)
                     download = gr.DownloadButton("Download current mask", value=h.download_path(first),
                                                  elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
@@ -203,6 +210,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
+        hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
+        hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
                       api_name="generate")
@@ -236,8 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allow-model", action="append", default=[], metavar="SPEC",
                     help=f"also offer this folder, config:FILE.json or hub id (repeatable; or ${ENV_ALLOW}=a,b; "
                          "'*' lets visitors type any spec — never on a public Space)")
+    ap.add_argument("--allow-mask", action="append", default=[], metavar="ID",
+                    help=f"let visitors load masks from this hub repo id, folder or prefix ending in / "
+                         f"(repeatable; or ${ENV_ALLOW_MASKS}=a,b; '*' = any)")
     a = ap.parse_args(argv)
     h.ALLOW_EXTRA[:] = a.allow_model
+    h.ALLOW_MASKS[:] = a.allow_mask
     port = pick_port(a.host, a.port)
     build().queue().launch(server_name=a.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES)
 

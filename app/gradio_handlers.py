@@ -22,7 +22,7 @@ from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, figures, presets
-from blockmask.viz.access import LRU, ModelPolicy, check_upload_size, load_failed
+from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import apply, choice, number, whole
@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 MAX_STEPS = 1000
 MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
 ALLOW_EXTRA: list[str] = []  # --allow-model SPEC of app/gradio_demo.py
+ALLOW_MASKS: list[str] = []  # --allow-mask ID of app/gradio_demo.py
 _MODELS: LRU[ModelContext] = LRU()
 _SCHEDULED: LRU[ModelContext] = LRU(8)
 _DOWNLOADS = tempfile.TemporaryDirectory(prefix="blockmask-dl-")  # removed when the app exits
@@ -343,6 +344,14 @@ def upload_mask(s: Session, mask_file):
     except OSError:
         raise gr.Error(f"{p.name}: the upload could not be read; the current mask is kept.") from None
     apply(s.editor.load_upload(s.ctx, data, p.name))
+    return view(s)
+
+
+def load_hub_mask(s: Session, source: str):
+    """Load a mask from a hub repo id or a save_pretrained folder the operator allows (--allow-mask,
+    $BLOCKMASK_APP_ALLOW_MASKS); anything else or a failed load: one gr.Error, mask kept."""
+    msgs = s.editor.load_source(s.ctx, str(source or ""), MaskPolicy.from_env(ALLOW_MASKS))
+    apply(msgs)
     return view(s)
 
 

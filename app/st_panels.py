@@ -12,7 +12,7 @@ import streamlit as st
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, presenter, presets, training
-from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
+from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size
 from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
                                    upscale)
 from blockmask.viz.context import ModelContext
@@ -35,7 +35,7 @@ def flash(msgs: list[Message]) -> None:
 
 
 # --- presets, upload, download ---------------------------------------------------------------
-def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | None = None) -> None:
     st.subheader("1 · Start from a mask")
     st.caption("Learned masks fit one model and step count; baselines are hand-made schedules from the literature.")
     items = presets.presets(ctx, ed.steps)
@@ -77,6 +77,13 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             if any(m.level == "error" for m in msgs):
                 st.session_state.upload_gen = gen + 1  # a refused file does not stay listed
             flash(msgs)
+            st.rerun()
+        hub = st.text_input("Load mask from the hub", key="hub_mask", placeholder="owner/name",
+                            help="A hub repo id (owner/name, or owner/name:path/in/repo.json) or a folder written by "
+                                 "MaskFile.save_pretrained. Only what the operator allows (--allow-mask or "
+                                 f"${ENV_ALLOW_MASKS}); anything else is refused and the current mask is kept.")
+        if st.button("Load from hub", key="hub_load"):
+            flash(ed.load_source(ctx, hub, mask_policy or MaskPolicy.from_env()))
             st.rerun()
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
                            mime="application/json", key="download")

@@ -296,3 +296,27 @@ def test_train_cancel_stops_worker_and_keeps_mask(s):
     assert not any(t.name == "blockmask-train" for t in threading.enumerate())  # stopped at its next step
     assert not s.ctx.lock.locked()
     np.testing.assert_array_equal(s.editor.mask, keep)
+
+
+def test_load_mask_from_hub_only_when_allowed(s, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    m = np.ones(s.editor.shape, bool)
+    m[3:, 0] = False
+    mf = s.ctx.wb.mask_file(m)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = tmp_path / "hub" / "models--someone--tiny-mask"  # as the hub cache lays it out
+    mf.save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW_MASKS", raising=False)
+    monkeypatch.setattr(h, "ALLOW_MASKS", [])
+    with pytest.raises(gr.Error, match="BLOCKMASK_APP_ALLOW_MASKS"):
+        h.load_hub_mask(s, "someone/tiny-mask")
+    assert s.editor.mask.all()
+    monkeypatch.setattr(h, "ALLOW_MASKS", ["someone/"])
+    with pytest.raises(gr.Error, match="someone/missing.*kept"):
+        h.load_hub_mask(s, "someone/missing")
+    out = h.load_hub_mask(s, "someone/tiny-mask")
+    assert out[0] is s and np.array_equal(s.editor.mask, m) and "someone/tiny-mask" in out[2]

@@ -240,3 +240,32 @@ def test_bad_grid_edits_one_error_mask_kept(monkeypatch, edit):
     if edit is not None:
         assert [e.value for e in at.error] == ["The mask grid sent an edit this app cannot read; nothing changed."]
     np.testing.assert_array_equal(at.session_state["editor"].mask, before)
+
+
+def test_load_mask_from_hub_only_when_allowed(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    from blockmask.viz.context import load_context
+
+    wb = load_context(TINY, device="cpu").wb
+    m = np.ones((STEPS, len(wb.units)), bool)
+    m[2:, 2] = False
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = tmp_path / "hub" / "models--someone--tiny-mask"  # as the hub cache lays it out
+    wb.mask_file(m).save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW_MASKS", raising=False)
+    at = _app(monkeypatch)
+    next(t for t in at.text_input if t.key == "hub_mask").input("someone/tiny-mask").run()
+    _button(at, "hub_load").click().run()
+    assert any("BLOCKMASK_APP_ALLOW_MASKS" in e.value for e in at.error) and at.session_state["editor"].mask.all()
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW_MASKS", "someone/")
+    _button(at, "hub_load").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    np.testing.assert_array_equal(at.session_state["editor"].mask, m)
+    next(t for t in at.text_input if t.key == "hub_mask").input("someone/missing").run()
+    _button(at, "hub_load").click().run()
+    assert sum("someone/missing" in e.value for e in at.error) == 1
+    np.testing.assert_array_equal(at.session_state["editor"].mask, m)
