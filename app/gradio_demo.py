@@ -29,7 +29,7 @@ import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  # noqa: E402
-from blockmask.viz import training  # noqa: E402
+from blockmask.viz import tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
@@ -114,6 +114,8 @@ def build(spec: str | None = None) -> gr.Blocks:
                                               info=f"A hub repo id or save_pretrained folder the operator allows "
                                                    f"(--allow-mask / ${ENV_ALLOW_MASKS}).")
                         hub_btn = gr.Button("Load from hub", scale=1)
+                    ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
+                                          interactive=False, elem_id="presets-table", wrap=True)
                     download = gr.DownloadButton("Download current mask", value=h.download_path(first),
                                                  elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
@@ -158,6 +160,8 @@ def build(spec: str | None = None) -> gr.Blocks:
             masked = gr.Image(label="masked", format="png", interactive=False, height=320)
             diff = gr.Image(label="|difference| (amplified)", format="png", interactive=False, height=320)
         gen_md = gr.Markdown("Press **Generate**.", label="Generation readout", elem_id="gen-readout")
+        gen_table = gr.Dataframe(headers=tables.COMPARISON_COLUMNS, label="Original vs masked", interactive=False,
+                                 elem_id="gen-table")
         div_plot = gr.Plot(label="Where the error enters: relative latent error per step", visible=False)
         gr.Markdown("## Where does the mask save work?")
         with gr.Row():
@@ -185,7 +189,7 @@ def build(spec: str | None = None) -> gr.Blocks:
             t_md = gr.Markdown(label="Training status", elem_id="train-status")
             t_plot = gr.Plot(label="Training curve")
 
-        views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, download]
+        views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, ptable, download]
         ev = dict(outputs=views)
         load_in = [state, model, steps, sched]
         load_out = views + [preset, label, guidance]
@@ -213,7 +217,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
-        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
+        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],

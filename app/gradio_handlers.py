@@ -21,7 +21,7 @@ import gradio as gr
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.schedulers import SCHEDULERS
-from blockmask.viz import MaskEditor, figures, presets
+from blockmask.viz import MaskEditor, figures, presets, tables
 from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
@@ -154,9 +154,15 @@ def _prune(root: Path) -> None:
 
 
 def view(s: Session):
-    """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, download)."""
+    """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, presets table,
+    download)."""
     st, grid, readout, stale = quick_view(s)
-    return (st, grid, readout, stale, *plots(s), download_path(s))
+    return (st, grid, readout, stale, *plots(s), presets_table(s), download_path(s))
+
+
+def presets_table(s: Session):
+    """The current mask against the learned masks and baselines at this K (a DataFrame)."""
+    return tables.presets_frame(s.ctx, s.editor.steps, s.editor.mask)
 
 
 def quick_view(s: Session):
@@ -177,8 +183,8 @@ def plots(s: Session):
 
 
 def after_edit(s: Session):
-    """The rest of the page after a grid edit: (plots…, download)."""
-    return (*plots(s), download_path(s))
+    """The rest of the page after a grid edit: (plots…, presets table, download)."""
+    return (*plots(s), presets_table(s), download_path(s))
 
 
 def preset_choices(s: Session) -> list[tuple[str, str]]:
@@ -363,7 +369,8 @@ def download_mask(s: Session) -> str:
 # --- generation and Δ_k ------------------------------------------------------------------------
 @gpu
 def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, progress=gr.Progress()):
-    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot)."""
+    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot,
+    original-vs-masked table)."""
     ctx = s.ctx
     seed = whole(seed, "Seed", 0, 2**32 - 1)
     n = whole(num_images, "Images", 1, MAX_IMAGES)
@@ -387,7 +394,7 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
           + f"\n\nDifference image amplified ×{r.diff_gain:.1f}.")
     div = None if r.errors is None else figures.divergence_figure(r.errors, ctx.timesteps(s.editor.steps))
     return (s, upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md, stale_md(s),
-            gr.update(value=div, visible=div is not None))
+            gr.update(value=div, visible=div is not None), tables.comparison_frame(r))
 
 
 @gpu

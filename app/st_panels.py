@@ -11,7 +11,7 @@ import streamlit as st
 
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
-from blockmask.viz import MaskEditor, Message, figures, presenter, presets, training
+from blockmask.viz import MaskEditor, Message, figures, presenter, presets, tables, training
 from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size
 from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
                                    upscale)
@@ -87,6 +87,10 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | No
             st.rerun()
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
                            mime="application/json", key="download")
+    with st.expander("Compare the presets at this K (table)", expanded=False):
+        st.dataframe(tables.presets_frame(ctx, ed.steps, ed.mask), hide_index=True, width="stretch",
+                     key="presets_table")
+        st.caption("Learned masks that fit and the baselines at their default parameters, against the current mask.")
 
 
 # --- the editable mask -----------------------------------------------------------------------
@@ -281,6 +285,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 "would gain. Noise-free.")
     m[3].metric("PSNR", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
                 delta_color="off", delta_arrow="off", help="Masked vs original images from the same seeds.")
+    st.dataframe(tables.comparison_frame(out), hide_index=True, width="stretch", key="comparison_table")
     st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
                f"masked {out.masked_s:.3f} s.")
     if out.speedup < 1:

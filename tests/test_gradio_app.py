@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -200,7 +201,15 @@ def test_upload_download_roundtrip_and_stale(s):
     out = h.view(s)
     path = out[-1]
     assert json.loads(Path(path).read_text())["mask"][2][2] in (0, False)  # download = the current mask
-    _, o, m, d, md, stale, div = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    _, o, m, d, md, stale, div, table = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    from blockmask.viz.tables import COMPARISON_COLUMNS, PRESET_COLUMNS
+
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == COMPARISON_COLUMNS
+    assert list(table["run"]) == ["original", "masked"] and "over 2" in table["speedup"][1]
+    presets_df = out[-2]  # the presets table: the current mask first, then the baselines at this K
+    assert isinstance(presets_df, pd.DataFrame) and list(presets_df.columns) == PRESET_COLUMNS
+    assert presets_df["mask"][0] == "current mask" and presets_df["computed cells"][0].startswith(
+        f"{int(s.editor.mask.sum())} /") and any(presets_df["mask"].str.startswith("DeepCache"))
     assert div["visible"] and len(div["value"].data[0].y) == K  # per-step divergence
     assert o.shape == m.shape == d.shape and o.dtype == np.uint8 and o.shape[0] >= 300
     assert "over 2 repeats" in md and "ideal (MACs)" in md and "batch 2" in md and "Stale" not in stale

@@ -118,6 +118,11 @@ def test_generate_and_rectify_keeps_pixels(monkeypatch):
     assert len(at.image) >= 2  # original, masked (and the difference)
     assert "×" in _metric(at, "Speedup (median)")
     float(_metric(at, "Speedup (median)").rstrip("×"))
+    tables = {d.value.columns[0]: d.value for d in at.dataframe}  # st.dataframe → DataFrames
+    assert list(tables["run"]["run"]) == ["original", "masked"]
+    presets_df = tables["mask"]
+    assert presets_df["mask"][0] == "current mask" and "MACs % of original" in presets_df.columns
+    assert presets_df["computed cells"][0].startswith(f"{int(at.session_state['editor'].mask.sum())} /")
     out1 = at.session_state["result"][1]
     macs1 = out1.macs_masked
     _button(at, "rectify").click().run()
