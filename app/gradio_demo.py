@@ -152,8 +152,12 @@ def build(spec: str | None = None) -> gr.Blocks:
                               elem_id="class-label")
             guidance = gr.Number(ctx.default_guidance, label="Guidance scale (1 = off)", minimum=1, maximum=20,
                                  visible=ctx.supports_guidance, elem_id="guidance")
+            prompt = gr.File(label=f"Prompt embeddings (.safetensors, max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
+                             file_types=[".safetensors"], type="filepath", visible=ctx.takes_text,
+                             elem_id="prompt-file")
             repeats = gr.Number(3, label="Timed repeats (interleaved)", step=1, minimum=1, maximum=10)
             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+        prompt_note = gr.Markdown(h.prompt_md(first), label="Prompt", elem_id="prompt-note")
         stale = gr.Markdown(h.stale_md(first), label="Result status", elem_id="stale")
         with gr.Row():
             orig = gr.Image(label="original", format="png", interactive=False, height=320)
@@ -192,7 +196,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, ptable, download]
         ev = dict(outputs=views)
         load_in = [state, model, steps, sched]
-        load_out = views + [preset, label, guidance]
+        load_out = views + [preset, prompt_note, prompt, label, guidance]
         load_btn.click(h.load_model, load_in, load_out, api_name="load_model")
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
@@ -213,6 +217,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         pre.change(h.show_pre, [state, pre], **ev, api_name=False)
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
+        prompt.upload(h.upload_prompt, [state, prompt], [state, prompt_note], api_name="upload_prompt")
+        prompt.clear(h.upload_prompt, [state, prompt], [state, prompt_note], api_name=False)
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)

@@ -24,6 +24,7 @@ from blockmask.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, figures, presets, tables
 from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
+from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import apply, choice, number, whole
 
@@ -71,6 +72,7 @@ class Session:
     shown: tuple = ()  # key of the comparison on screen (mask hash first): stale when the mask differs
     grid_ack: int = 0  # last browser grid edit applied
     mode: str = "Toggle"  # what a click / drag on the grid does (ACTIONS)
+    prompt: Prompt | None = None  # uploaded prompt embeddings (text-conditioned models only)
 
     @property
     def ctx(self) -> ModelContext:
@@ -192,11 +194,36 @@ def preset_choices(s: Session) -> list[tuple[str, str]]:
 
 
 def condition_updates(ctx: ModelContext):
-    """(class label field, guidance field) shown for the models that take them."""
+    """(prompt-embeddings upload, class label field, guidance field) shown for the models that take them."""
     n = ctx.num_classes
+    prompt = gr.update(visible=ctx.takes_text, value=None)
     lab = gr.update(visible=bool(n), label=f"Class label (0–{(n or 1) - 1})", maximum=(n or 1) - 1)
     gui = gr.update(visible=ctx.supports_guidance, value=ctx.default_guidance)
-    return lab, gui
+    return prompt, lab, gui
+
+
+def prompt_md(s: Session) -> str:
+    """What the next generation is conditioned on (text-conditioned models)."""
+    if not s.ctx.takes_text:
+        return ""
+    return f"Prompt embeddings: **{s.prompt.label}**." if s.prompt else NO_PROMPT_NOTE
+
+
+def upload_prompt(s: Session, prompt_file):
+    """Prompt embeddings (.safetensors with 'prompt_embeds') for a text-conditioned model; size-limited
+    like mask uploads; a bad file: gr.Error, the previous embeddings kept. (state, prompt note)."""
+    if prompt_file is None:  # the upload was cleared: back to random embeddings per seed
+        s.prompt = None
+        return s, prompt_md(s)
+    p = Path(prompt_file if isinstance(prompt_file, (str, Path)) else getattr(prompt_file, "name", ""))
+    try:
+        check_upload_size(p.stat().st_size, p.name)
+        s.prompt = load_prompt(s.ctx, p.read_bytes(), p.name)
+    except BlockmaskError as e:
+        raise gr.Error(f"{e}; the previous prompt is kept.") from None
+    except OSError:
+        raise gr.Error(f"{p.name}: the upload could not be read; the previous prompt is kept.") from None
+    return s, prompt_md(s)
 
 
 # --- model, steps, scheduler -------------------------------------------------------------------
@@ -218,7 +245,7 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
             raise gr.Error(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
                 from None
     choices = preset_choices(ns)
-    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), *condition_updates(ns.ctx))
+    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), prompt_md(ns), *condition_updates(ns.ctx))
 
 
 def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
@@ -379,13 +406,15 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
     g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
     try:
         r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results)
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results,
+                    prompt=s.prompt if ctx.takes_text else None)
     except BlockmaskError as e:
         raise gr.Error(f"Generation failed: {e}.") from None
     s.shown = r.key
     scale = max(1, -(-400 // max(1, min(r.original.shape[:2]))))  # the short side ≥ 400 px (nearest neighbour)
     psnr = "identical (∞ dB)" if math.isinf(r.psnr) else f"{r.psnr:.2f} dB"
-    cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "")
+    cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "") + (
+        f" · prompt {s.prompt.name}" if s.prompt is not None and ctx.takes_text else "")
     md = (f"**MACs per image** original {format_macs(r.macs_original)} · masked {format_macs(r.macs_masked)} "
           f"(**{r.macs_percent:.1f} %**)\n\n**Speedup** {r.speed_text()}\n\n"
           f"Median wall time original {r.original_s:.3f} s · masked {r.masked_s:.3f} s\n\n"

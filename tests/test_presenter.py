@@ -258,3 +258,33 @@ def test_mask_policy_and_load_from_hub(ctx, tmp_path, monkeypatch):
     monkeypatch.setattr("blockmask.viz.access.MAX_UPLOAD_BYTES", 100)
     msgs = MaskEditor.create(ctx, K).load_source(ctx, "someone/tiny-mask", pol)
     assert msgs[0].level == "error" and "over this app's limit" in msgs[0].text
+
+
+def _embeds(width: int, seed: int, tokens: int = 5) -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    return save({"prompt_embeds": torch.randn(tokens, width, generator=torch.Generator().manual_seed(seed))})
+
+
+@pytest.mark.parametrize("config", ["tiny-unet-cond", "tiny-pixart"])
+def test_prompt_embeddings_reach_the_model(ctx, config):
+    from blockmask.viz.prompts import load_prompt
+
+    assert not ctx.takes_text  # an unconditional U-Net takes no prompt
+    with pytest.raises(BlockmaskError, match="takes no prompt"):
+        load_prompt(ctx, _embeds(24, 0))
+    tc = load_context(f"config:{CONFIGS / f'{config}.json'}", device="cpu")
+    assert tc.takes_text and tc.text_width
+    a, b = load_prompt(tc, _embeds(tc.text_width, 1), "a.safetensors"), load_prompt(tc, _embeds(tc.text_width, 2))
+    assert a.digest != b.digest and "5 tokens" in a.label
+    m = np.ones((4, tc.n_units), bool)
+    ra = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
+    rb = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=b)
+    ra2 = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
+    assert not np.array_equal(ra.original, rb.original)  # different embeddings, different images
+    np.testing.assert_array_equal(ra.original, ra2.original)
+    for data, words in [(_embeds(tc.text_width + 1, 0), "width"), (b"junk", "cannot read"), (b"", "empty"),
+                        (b"x" * 2_000_001, "over this app's limit")]:
+        with pytest.raises(BlockmaskError, match=words):
+            load_prompt(tc, data, "p.safetensors")
