@@ -274,3 +274,27 @@ def test_load_mask_from_hub_only_when_allowed(monkeypatch, tmp_path):
     _button(at, "hub_load").click().run()
     assert sum("someone/missing" in e.value for e in at.error) == 1
     np.testing.assert_array_equal(at.session_state["editor"].mask, m)
+
+
+def test_prompt_embeddings_for_text_models_only(monkeypatch):
+    import torch
+    from safetensors.torch import save
+
+    at = _app(monkeypatch)  # an unconditional model: no prompt input
+    assert not any(str(u.key).startswith("prompt_upload") for u in at.file_uploader)
+    at = _app(monkeypatch, model=TINY.replace("tiny-unet.json", "tiny-unet-cond.json"), steps=4)
+    up = next(u for u in at.file_uploader if str(u.key).startswith("prompt_upload"))
+    assert any("random embeddings" in c.value for c in at.caption)
+    images = []
+    for seed in (1, 2):
+        data = save({"prompt_embeds": torch.randn(6, 24, generator=torch.Generator().manual_seed(seed))})
+        up.set_value((f"p{seed}.safetensors", data, "application/octet-stream")).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any(f"p{seed}.safetensors" in c.value for c in at.caption)
+        _button(at, "generate").click().run()
+        images.append(at.session_state["result"][1].original)
+        up = next(u for u in at.file_uploader if str(u.key).startswith("prompt_upload"))
+    assert not np.array_equal(images[0], images[1])  # the embeddings reach the model
+    up.set_value(("bad.safetensors", save({"prompt_embeds": torch.randn(6, 7)}), "application/octet-stream")).run()
+    assert sum("width 7" in e.value and "previous prompt is kept" in e.value for e in at.error) == 1
+    assert at.session_state["prompt"][1].name == "p2.safetensors"
