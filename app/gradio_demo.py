@@ -223,7 +223,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
-        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
+        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats],
+                      [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],

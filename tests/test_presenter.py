@@ -249,8 +249,8 @@ def test_mask_policy_and_load_from_hub(ctx, tmp_path, monkeypatch):
     before = ed2.mask.copy()
     (tmp_path / "masks" / "empty").mkdir()
     other = ctx.wb.mask_file(np.ones((K + 1, ctx.n_units), bool)).save_pretrained(tmp_path / "masks" / "k7")
-    for src, words in [("someone/missing", "someone/missing"), (str(tmp_path / "masks" / "empty"), "blockmask_mask.json"),
-                       (str(other), "step")]:
+    for src, words in [("someone/missing", "someone/missing"),
+                       (str(tmp_path / "masks" / "empty"), "blockmask_mask.json"), (str(other), "step")]:
         msgs = ed2.load_source(ctx, src, pol)
         assert [x.level for x in msgs] == ["error"] and words in msgs[0].text and "kept" in msgs[0].text, msgs
         assert "\n" not in msgs[0].text and np.array_equal(ed2.mask, before)
