@@ -2,6 +2,7 @@
 
     python app/gradio_demo.py                          # http://127.0.0.1:7860, offline, bundled models
     python app/gradio_demo.py --allow-model ./my-unet  # also offer a local folder (or hub id, config:X.json)
+    python app/gradio_demo.py --allow-mask someone/    # let visitors load masks from someone/* on the hub
     BLOCKMASK_APP_MODEL=config:tests/configs/tiny-unet.json python app/gradio_demo.py
 
 Also runs as a Hugging Face Space (the repo root is put on sys.path). Layout only: the handlers are in
@@ -27,8 +28,8 @@ import gradio as gr  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
-from blockmask.viz.access import ENV_ALLOW, MAX_UPLOAD_BYTES  # noqa: E402
-from blockmask.viz import training  # noqa: E402
+from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  # noqa: E402
+from blockmask.viz import tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
@@ -107,6 +108,14 @@ def build(spec: str | None = None) -> gr.Blocks:
                     preset_btn = gr.Button("Load preset", variant="primary")
                     upload = gr.File(label=f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                                      file_types=[".json"], type="filepath")
+                    with gr.Row():
+                        hub_mask = gr.Textbox(label="Load mask from the hub", placeholder="owner/name", max_lines=1,
+                                              scale=3, elem_id="hub-mask",
+                                              info=f"A hub repo id or save_pretrained folder the operator allows "
+                                                   f"(--allow-mask / ${ENV_ALLOW_MASKS}).")
+                        hub_btn = gr.Button("Load from hub", scale=1)
+                    ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
+                                          interactive=False, elem_id="presets-table", wrap=True)
                     download = gr.DownloadButton("Download current mask", value=h.download_path(first),
                                                  elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
@@ -143,14 +152,20 @@ def build(spec: str | None = None) -> gr.Blocks:
                               elem_id="class-label")
             guidance = gr.Number(ctx.default_guidance, label="Guidance scale (1 = off)", minimum=1, maximum=20,
                                  visible=ctx.supports_guidance, elem_id="guidance")
+            prompt = gr.File(label=f"Prompt embeddings (.safetensors, max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
+                             file_types=[".safetensors"], type="filepath", visible=ctx.takes_text,
+                             elem_id="prompt-file")
             repeats = gr.Number(3, label="Timed repeats (interleaved)", step=1, minimum=1, maximum=10)
             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+        prompt_note = gr.Markdown(h.prompt_md(first), label="Prompt", elem_id="prompt-note")
         stale = gr.Markdown(h.stale_md(first), label="Result status", elem_id="stale")
         with gr.Row():
             orig = gr.Image(label="original", format="png", interactive=False, height=320)
             masked = gr.Image(label="masked", format="png", interactive=False, height=320)
             diff = gr.Image(label="|difference| (amplified)", format="png", interactive=False, height=320)
         gen_md = gr.Markdown("Press **Generate**.", label="Generation readout", elem_id="gen-readout")
+        gen_table = gr.Dataframe(headers=tables.COMPARISON_COLUMNS, label="Original vs masked", interactive=False,
+                                 elem_id="gen-table")
         div_plot = gr.Plot(label="Where the error enters: relative latent error per step", visible=False)
         gr.Markdown("## Where does the mask save work?")
         with gr.Row():
@@ -178,10 +193,10 @@ def build(spec: str | None = None) -> gr.Blocks:
             t_md = gr.Markdown(label="Training status", elem_id="train-status")
             t_plot = gr.Plot(label="Training curve")
 
-        views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, download]
+        views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, ptable, download]
         ev = dict(outputs=views)
         load_in = [state, model, steps, sched]
-        load_out = views + [preset, label, guidance]
+        load_out = views + [preset, prompt_note, prompt, label, guidance]
         load_btn.click(h.load_model, load_in, load_out, api_name="load_model")
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
@@ -202,9 +217,14 @@ def build(spec: str | None = None) -> gr.Blocks:
         pre.change(h.show_pre, [state, pre], **ev, api_name=False)
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
+        prompt.upload(h.upload_prompt, [state, prompt], [state, prompt_note], api_name="upload_prompt")
+        prompt.clear(h.upload_prompt, [state, prompt], [state, prompt_note], api_name=False)
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
+        hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
+        hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
-        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats], [state, orig, masked, diff, gen_md, stale, div_plot],
+        gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats],
+                      [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
                       api_name="generate")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
@@ -236,8 +256,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allow-model", action="append", default=[], metavar="SPEC",
                     help=f"also offer this folder, config:FILE.json or hub id (repeatable; or ${ENV_ALLOW}=a,b; "
                          "'*' lets visitors type any spec — never on a public Space)")
+    ap.add_argument("--allow-mask", action="append", default=[], metavar="ID",
+                    help=f"let visitors load masks from this hub repo id, folder or prefix ending in / "
+                         f"(repeatable; or ${ENV_ALLOW_MASKS}=a,b; '*' = any)")
     a = ap.parse_args(argv)
     h.ALLOW_EXTRA[:] = a.allow_model
+    h.ALLOW_MASKS[:] = a.allow_mask
     port = pick_port(a.host, a.port)
     build().queue().launch(server_name=a.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES)
 

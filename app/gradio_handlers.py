@@ -21,9 +21,10 @@ import gradio as gr
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.schedulers import SCHEDULERS
-from blockmask.viz import MaskEditor, figures, presets
-from blockmask.viz.access import LRU, ModelPolicy, check_upload_size, load_failed
+from blockmask.viz import MaskEditor, figures, presets, tables
+from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, check_upload_size, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
+from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import apply, choice, number, whole
 
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 MAX_STEPS = 1000
 MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
 ALLOW_EXTRA: list[str] = []  # --allow-model SPEC of app/gradio_demo.py
+ALLOW_MASKS: list[str] = []  # --allow-mask ID of app/gradio_demo.py
 _MODELS: LRU[ModelContext] = LRU()
 _SCHEDULED: LRU[ModelContext] = LRU(8)
 _DOWNLOADS = tempfile.TemporaryDirectory(prefix="blockmask-dl-")  # removed when the app exits
@@ -70,6 +72,7 @@ class Session:
     shown: tuple = ()  # key of the comparison on screen (mask hash first): stale when the mask differs
     grid_ack: int = 0  # last browser grid edit applied
     mode: str = "Toggle"  # what a click / drag on the grid does (ACTIONS)
+    prompt: Prompt | None = None  # uploaded prompt embeddings (text-conditioned models only)
 
     @property
     def ctx(self) -> ModelContext:
@@ -153,9 +156,15 @@ def _prune(root: Path) -> None:
 
 
 def view(s: Session):
-    """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, download)."""
+    """(state, grid, readout, stale note, per-step MACs plot, per-unit plot, Δ/λ plot, Δ note, presets table,
+    download)."""
     st, grid, readout, stale = quick_view(s)
-    return (st, grid, readout, stale, *plots(s), download_path(s))
+    return (st, grid, readout, stale, *plots(s), presets_table(s), download_path(s))
+
+
+def presets_table(s: Session):
+    """The current mask against the learned masks and baselines at this K (a DataFrame)."""
+    return tables.presets_frame(s.ctx, s.editor.steps, s.editor.mask)
 
 
 def quick_view(s: Session):
@@ -176,8 +185,8 @@ def plots(s: Session):
 
 
 def after_edit(s: Session):
-    """The rest of the page after a grid edit: (plots…, download)."""
-    return (*plots(s), download_path(s))
+    """The rest of the page after a grid edit: (plots…, presets table, download)."""
+    return (*plots(s), presets_table(s), download_path(s))
 
 
 def preset_choices(s: Session) -> list[tuple[str, str]]:
@@ -185,11 +194,36 @@ def preset_choices(s: Session) -> list[tuple[str, str]]:
 
 
 def condition_updates(ctx: ModelContext):
-    """(class label field, guidance field) shown for the models that take them."""
+    """(prompt-embeddings upload, class label field, guidance field) shown for the models that take them."""
     n = ctx.num_classes
+    prompt = gr.update(visible=ctx.takes_text, value=None)
     lab = gr.update(visible=bool(n), label=f"Class label (0–{(n or 1) - 1})", maximum=(n or 1) - 1)
     gui = gr.update(visible=ctx.supports_guidance, value=ctx.default_guidance)
-    return lab, gui
+    return prompt, lab, gui
+
+
+def prompt_md(s: Session) -> str:
+    """What the next generation is conditioned on (text-conditioned models)."""
+    if not s.ctx.takes_text:
+        return ""
+    return f"Prompt embeddings: **{s.prompt.label}**." if s.prompt else NO_PROMPT_NOTE
+
+
+def upload_prompt(s: Session, prompt_file):
+    """Prompt embeddings (.safetensors with 'prompt_embeds') for a text-conditioned model; size-limited
+    like mask uploads; a bad file: gr.Error, the previous embeddings kept. (state, prompt note)."""
+    if prompt_file is None:  # the upload was cleared: back to random embeddings per seed
+        s.prompt = None
+        return s, prompt_md(s)
+    p = Path(prompt_file if isinstance(prompt_file, (str, Path)) else getattr(prompt_file, "name", ""))
+    try:
+        check_upload_size(p.stat().st_size, p.name)
+        s.prompt = load_prompt(s.ctx, p.read_bytes(), p.name)
+    except BlockmaskError as e:
+        raise gr.Error(f"{e}; the previous prompt is kept.") from None
+    except OSError:
+        raise gr.Error(f"{p.name}: the upload could not be read; the previous prompt is kept.") from None
+    return s, prompt_md(s)
 
 
 # --- model, steps, scheduler -------------------------------------------------------------------
@@ -211,7 +245,7 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
             raise gr.Error(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
                 from None
     choices = preset_choices(ns)
-    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), *condition_updates(ns.ctx))
+    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), prompt_md(ns), *condition_updates(ns.ctx))
 
 
 def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
@@ -346,6 +380,14 @@ def upload_mask(s: Session, mask_file):
     return view(s)
 
 
+def load_hub_mask(s: Session, source: str):
+    """Load a mask from a hub repo id or a save_pretrained folder the operator allows (--allow-mask,
+    $BLOCKMASK_APP_ALLOW_MASKS); anything else or a failed load: one gr.Error, mask kept."""
+    msgs = s.editor.load_source(s.ctx, str(source or ""), MaskPolicy.from_env(ALLOW_MASKS))
+    apply(msgs)
+    return view(s)
+
+
 def download_mask(s: Session) -> str:
     """Path of a JSON file with the current mask."""
     return download_path(s)
@@ -354,7 +396,8 @@ def download_mask(s: Session) -> str:
 # --- generation and Δ_k ------------------------------------------------------------------------
 @gpu
 def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, progress=gr.Progress()):
-    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot)."""
+    """(state, original, masked, zoomed difference, readout, stale note, per-step divergence plot,
+    original-vs-masked table)."""
     ctx = s.ctx
     seed = whole(seed, "Seed", 0, 2**32 - 1)
     n = whole(num_images, "Images", 1, MAX_IMAGES)
@@ -363,13 +406,15 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
     g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
     try:
         r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results)
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results,
+                    prompt=s.prompt if ctx.takes_text else None)
     except BlockmaskError as e:
         raise gr.Error(f"Generation failed: {e}.") from None
     s.shown = r.key
     scale = max(1, -(-400 // max(1, min(r.original.shape[:2]))))  # the short side ≥ 400 px (nearest neighbour)
     psnr = "identical (∞ dB)" if math.isinf(r.psnr) else f"{r.psnr:.2f} dB"
-    cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "")
+    cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "") + (
+        f" · prompt {s.prompt.name}" if s.prompt is not None and ctx.takes_text else "")
     md = (f"**MACs per image** original {format_macs(r.macs_original)} · masked {format_macs(r.macs_masked)} "
           f"(**{r.macs_percent:.1f} %**)\n\n**Speedup** {r.speed_text()}\n\n"
           f"Median wall time original {r.original_s:.3f} s · masked {r.masked_s:.3f} s\n\n"
@@ -378,7 +423,7 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
           + f"\n\nDifference image amplified ×{r.diff_gain:.1f}.")
     div = None if r.errors is None else figures.divergence_figure(r.errors, ctx.timesteps(s.editor.steps))
     return (s, upscale(r.original, scale), upscale(r.masked, scale), upscale(r.difference, scale), md, stale_md(s),
-            gr.update(value=div, visible=div is not None))
+            gr.update(value=div, visible=div is not None), tables.comparison_frame(r))
 
 
 @gpu

@@ -9,6 +9,9 @@ on another model spec (the tests use a tiny random-init config). Visitors choose
 operator offers (bundled ones, plus ``--allow-model SPEC`` / $BLOCKMASK_APP_ALLOW):
 
     streamlit run app/main.py -- --allow-model ./my-unet --allow-model google/ddpm-cifar10-32
+
+Masks from the hub or a folder (the "Load mask from the hub" field) only when the operator allows them:
+``--allow-mask someone/`` (a prefix), ``--allow-mask someone/my-mask`` or $BLOCKMASK_APP_ALLOW_MASKS.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import streamlit as st  # noqa: E402
 from blockmask.errors import BlockmaskError  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz import MaskEditor, presets  # noqa: E402
-from blockmask.viz.access import ENV_ALLOW, ModelPolicy, load_failed  # noqa: E402
+from blockmask.viz.access import ENV_ALLOW, MaskPolicy, ModelPolicy, load_failed  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
@@ -53,12 +56,22 @@ def get_context(spec: str, scheduler: str) -> ModelContext:
     return with_scheduler(get_model(spec), scheduler)
 
 
-def policy() -> ModelPolicy:
-    """The models this app offers: bundled ones plus ``--allow-model`` (after ``--``) and $BLOCKMASK_APP_ALLOW."""
+def _flags() -> argparse.Namespace:
+    """``--allow-model SPEC`` / ``--allow-mask ID`` given after ``--`` (repeatable)."""
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--allow-model", action="append", default=[])
-    extra = ap.parse_known_args(sys.argv[1:])[0].allow_model
-    return ModelPolicy.from_env(model_choices(), extra)
+    ap.add_argument("--allow-mask", action="append", default=[])
+    return ap.parse_known_args(sys.argv[1:])[0]
+
+
+def policy() -> ModelPolicy:
+    """The models this app offers: bundled ones plus ``--allow-model`` (after ``--``) and $BLOCKMASK_APP_ALLOW."""
+    return ModelPolicy.from_env(model_choices(), _flags().allow_model)
+
+
+def mask_policy() -> MaskPolicy:
+    """Hub ids / folders visitors may load masks from: ``--allow-mask`` and $BLOCKMASK_APP_ALLOW_MASKS."""
+    return MaskPolicy.from_env(_flags().allow_mask)
 
 
 def sidebar(pol: ModelPolicy) -> tuple[str, int, str]:
@@ -156,7 +169,7 @@ def main() -> None:
     for m in st.session_state.flash:
         show(m)
     st.session_state.flash = []
-    preset_panel(ctx, ed)
+    preset_panel(ctx, ed, mask_policy())
     editor_panel(ctx, ed)
     generate_panel(ctx, ed)
     analysis_panel(ctx, ed)

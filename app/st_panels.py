@@ -11,11 +11,12 @@ import streamlit as st
 
 from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
-from blockmask.viz import MaskEditor, Message, figures, presenter, presets, training
-from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
+from blockmask.viz import MaskEditor, Message, figures, presenter, presets, tables, training
+from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size
 from blockmask.viz.compare import (MAX_IMAGES, clamp_images, compare, compute_delta, default_lambda, delta_from_meta,
                                    upscale)
 from blockmask.viz.context import ModelContext
+from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from mask_grid import MODES, mask_grid, parse_edit, pending_edit
 
 CLICK_MODES = {"Toggle": None, "Set computed": True, "Set reused": False}
@@ -35,7 +36,7 @@ def flash(msgs: list[Message]) -> None:
 
 
 # --- presets, upload, download ---------------------------------------------------------------
-def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
+def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | None = None) -> None:
     st.subheader("1 · Start from a mask")
     st.caption("Learned masks fit one model and step count; baselines are hand-made schedules from the literature.")
     items = presets.presets(ctx, ed.steps)
@@ -78,8 +79,19 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 st.session_state.upload_gen = gen + 1  # a refused file does not stay listed
             flash(msgs)
             st.rerun()
+        hub = st.text_input("Load mask from the hub", key="hub_mask", placeholder="owner/name",
+                            help="A hub repo id (owner/name, or owner/name:path/in/repo.json) or a folder written by "
+                                 "MaskFile.save_pretrained. Only what the operator allows (--allow-mask or "
+                                 f"${ENV_ALLOW_MASKS}); anything else is refused and the current mask is kept.")
+        if st.button("Load from hub", key="hub_load"):
+            flash(ed.load_source(ctx, hub, mask_policy or MaskPolicy.from_env()))
+            st.rerun()
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
                            mime="application/json", key="download")
+    with st.expander("Compare the presets at this K (table)", expanded=False):
+        st.dataframe(tables.presets_frame(ctx, ed.steps, ed.mask), hide_index=True, width="stretch",
+                     key="presets_table")
+        st.caption("Learned masks that fit and the baselines at their default parameters, against the current mask.")
 
 
 # --- the editable mask -----------------------------------------------------------------------
@@ -215,6 +227,35 @@ def _parse_seed(text: str) -> int | None:
         return None
 
 
+def prompt_input(ctx: ModelContext) -> Prompt | None:
+    """Prompt embeddings for a text-conditioned model (hidden for others); kept per session and model."""
+    if not ctx.takes_text:
+        return None
+    ss = st.session_state
+    gen = ss.get("prompt_gen", 0)
+    up = st.file_uploader(f"Prompt embeddings (.safetensors, max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
+                          type=["safetensors"], key=f"prompt_upload{gen or ''}",
+                          max_upload_size=max(1, MAX_UPLOAD_BYTES // 1_000_000),
+                          help="A safetensors file with 'prompt_embeds' (tokens × width), e.g. saved from a "
+                               "pipeline's encode_prompt; this model ships no text encoder.")
+    if up is not None and ss.get("last_prompt_upload") != up.file_id:
+        ss.last_prompt_upload = up.file_id
+        try:
+            check_upload_size(up.size, up.name)
+            ss.prompt = (ctx.spec, load_prompt(ctx, up.getvalue(), up.name))
+        except BlockmaskError as e:
+            ss.prompt_gen = gen + 1  # a refused file does not stay listed
+            flash([Message("error", f"{e}; the previous prompt is kept.")])
+            st.rerun()
+    elif up is None and gen == ss.get("prompt_gen_seen", gen) and ss.get("prompt_seen_file"):
+        ss.pop("prompt", None)  # the visitor removed the file: back to random embeddings
+    ss.prompt_gen_seen, ss.prompt_seen_file = gen, up is not None
+    key, prompt = ss.get("prompt", (None, None))
+    prompt = prompt if key == ctx.spec else None
+    st.caption(f"Prompt embeddings: **{prompt.label}**." if prompt else NO_PROMPT_NOTE)
+    return prompt
+
+
 def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.subheader("3 · Original vs masked, same seeds")
     st.caption("Both runs start from the same noise; the difference image shows where the cache reuse changed "
@@ -234,9 +275,10 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                                       "warm-up; the speedup is the ratio of the medians, with its spread."))
     auto = c[5].checkbox("Auto-update", True, key="auto_generate",
                          help="Re-run the masked model after each edit (results are kept per session by mask hash).")
+    prompt = prompt_input(ctx)
     go = st.button("Generate", type="primary", key="generate")
     res = st.session_state.get("result")
-    want = (ed.hash, seed_text, n_req, label, guidance, reps)
+    want = (ed.hash, seed_text, n_req, label, guidance, reps, prompt and prompt.digest)
     stale = res is not None and res[0] != want
     if go or (auto and stale):
         seed = _parse_seed(seed_text)
@@ -248,7 +290,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             try:
                 out = compare(ctx, ed.mask, seed=seed, num_images=n, class_label=label, guidance_scale=guidance,
                               repeats=reps, progress=lambda f, t: bar.progress(min(1.0, f), t),
-                              session=st.session_state.setdefault("results", {}))
+                              session=st.session_state.setdefault("results", {}), prompt=prompt)
                 st.session_state.result = (want, out)
             except BlockmaskError as e:
                 st.error(f"Generation failed: {e}")
@@ -274,6 +316,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 "would gain. Noise-free.")
     m[3].metric("PSNR", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
                 delta_color="off", delta_arrow="off", help="Masked vs original images from the same seeds.")
+    st.dataframe(tables.comparison_frame(out), hide_index=True, width="stretch", key="comparison_table")
     st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
                f"masked {out.masked_s:.3f} s.")
     if out.speedup < 1:

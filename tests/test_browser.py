@@ -71,6 +71,13 @@ def browser():
         b.close()
 
 
+# labels (metric, widget) and metric deltas whose text is cut (ellipsis / hidden overflow) at the current width
+TRUNCATED_LABELS = """() => [...document.querySelectorAll(
+    '[data-testid=stMetricLabel], [data-testid=stWidgetLabel], [data-testid=stMetricDelta]')].filter(el =>
+    [el, ...el.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1 &&
+        getComputedStyle(e).overflow !== 'visible')).map(el => el.innerText.trim())"""
+
+
 def _metric(page, label: str) -> str:
     m = page.locator('[data-testid="stMetric"]', has_text=label).first
     return m.locator('[data-testid="stMetricValue"]').inner_text()
@@ -125,6 +132,10 @@ def test_streamlit_click_and_generate(browser):
             has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^Speedup \(median\)$"))).first.locator(
             '[data-testid="stMetricValue"]').inner_text()
         assert re.match(r"\d+\.\d+×", speed)
+        page.set_viewport_size({"width": 1280, "height": 1800})  # issue 15: labels were cut at 1280 px
+        page.wait_for_timeout(1500)
+        cut = page.evaluate(TRUNCATED_LABELS)
+        assert len(page.locator('[data-testid="stMetricLabel"]').all()) >= 8 and not cut, cut
         page.set_viewport_size({"width": 1400, "height": 3600})  # Streamlit scrolls inside its own container
         page.wait_for_function(  # the three images (original, masked, difference) are drawn
             "() => { const im = [...document.querySelectorAll('[data-testid=stImage] img')]; "

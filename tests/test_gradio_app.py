@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -49,6 +50,7 @@ def test_view_and_load_model(s):
     res = h.load_model(s, "tiny-unet", K + 2, "ddpm")
     assert res[0].editor.steps == K + 2 and res[0].scheduler == "ddpm"
     assert res[-2]["visible"] is False  # unconditional model: no class label field
+    assert res[-3]["visible"] is False and res[-4] == ""  # … and no prompt-embeddings upload
 
 
 def test_dit_shows_class_label_and_guidance_and_honours_them():
@@ -70,7 +72,7 @@ def test_grid_edits_and_tools(s):
     assert not s.editor.mask[2, 3] and s.grid_ack == 1
     h.grid_edit(s, json.dumps({"edit": {"seq": 2, "k0": 1, "k1": 2, "i0": 4, "i1": 5, "mode": "off"}}))
     assert not s.editor.mask[1:3, 4:6].any() and json.loads(h.view(s)[1])["ack"] == 2
-    assert len(h.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 5
+    assert len(h.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 6
     h.toggle_cell(s, 3, 1)
     assert not s.editor.mask[3, 1]
     h.set_region(s, 4, 5, 0, 2, "Set reused")
@@ -200,7 +202,15 @@ def test_upload_download_roundtrip_and_stale(s):
     out = h.view(s)
     path = out[-1]
     assert json.loads(Path(path).read_text())["mask"][2][2] in (0, False)  # download = the current mask
-    _, o, m, d, md, stale, div = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    _, o, m, d, md, stale, div, table = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)
+    from blockmask.viz.tables import COMPARISON_COLUMNS, PRESET_COLUMNS
+
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == COMPARISON_COLUMNS
+    assert list(table["run"]) == ["original", "masked"] and "over 2" in table["speedup"][1]
+    presets_df = out[-2]  # the presets table: the current mask first, then the baselines at this K
+    assert isinstance(presets_df, pd.DataFrame) and list(presets_df.columns) == PRESET_COLUMNS
+    assert presets_df["mask"][0] == "current mask" and presets_df["computed cells"][0].startswith(
+        f"{int(s.editor.mask.sum())} /") and any(presets_df["mask"].str.startswith("DeepCache"))
     assert div["visible"] and len(div["value"].data[0].y) == K  # per-step divergence
     assert o.shape == m.shape == d.shape and o.dtype == np.uint8 and o.shape[0] >= 300
     assert "over 2 repeats" in md and "ideal (MACs)" in md and "batch 2" in md and "Stale" not in stale
@@ -264,8 +274,9 @@ def test_launch_and_drive_with_client():
         c.predict(2, 3, api_name="/toggle")
         path = c.predict(api_name="/download_mask")
         assert json.loads(Path(path).read_text())["mask"][2][3] in (0, False)
-        o, m, d, md, st, div = c.predict("0", 2, 0, 1.0, 1, api_name="/generate")
+        o, m, d, md, st, div, table = c.predict("0", 2, 0, 1.0, 1, api_name="/generate")
         assert Path(o).read_bytes()[:4] == b"\x89PNG" and "Speedup" in md
+        assert table["headers"][:2] == ["run", "MACs per image"] and len(table["data"]) == 2
     finally:
         demo.close()
 
@@ -296,3 +307,56 @@ def test_train_cancel_stops_worker_and_keeps_mask(s):
     assert not any(t.name == "blockmask-train" for t in threading.enumerate())  # stopped at its next step
     assert not s.ctx.lock.locked()
     np.testing.assert_array_equal(s.editor.mask, keep)
+
+
+def test_load_mask_from_hub_only_when_allowed(s, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    m = np.ones(s.editor.shape, bool)
+    m[3:, 0] = False
+    mf = s.ctx.wb.mask_file(m)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = tmp_path / "hub" / "models--someone--tiny-mask"  # as the hub cache lays it out
+    mf.save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW_MASKS", raising=False)
+    monkeypatch.setattr(h, "ALLOW_MASKS", [])
+    with pytest.raises(gr.Error, match="BLOCKMASK_APP_ALLOW_MASKS"):
+        h.load_hub_mask(s, "someone/tiny-mask")
+    assert s.editor.mask.all()
+    monkeypatch.setattr(h, "ALLOW_MASKS", ["someone/"])
+    with pytest.raises(gr.Error, match="someone/missing.*kept"):
+        h.load_hub_mask(s, "someone/missing")
+    out = h.load_hub_mask(s, "someone/tiny-mask")
+    assert out[0] is s and np.array_equal(s.editor.mask, m) and "someone/tiny-mask" in out[2]
+
+
+def test_prompt_embeddings_for_text_models_only(s, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW", "config:" + str(CONFIGS / "tiny-unet-cond.json"))
+    out = h.load_model(s, "tiny-unet-cond", 4, "ddim")
+    s2, note, prompt = out[0], out[-4], out[-3]
+    assert prompt["visible"] is True and "random embeddings" in note
+    files = []
+    for seed in (1, 2):
+        f = tmp_path / f"p{seed}.safetensors"
+        save_file({"prompt_embeds": torch.randn(6, 24, generator=torch.Generator().manual_seed(seed))}, str(f))
+        files.append(f)
+    images = []
+    for f in files:
+        _, md = h.upload_prompt(s2, str(f))
+        assert f.name in md
+        res = h.generate(s2, 0, 1, 0, 1.0, 1, progress=NOOP)
+        assert f.name in res[4]
+        images.append(res[1])
+    assert not np.array_equal(images[0], images[1])  # the embeddings reach the model
+    bad = tmp_path / "bad.safetensors"
+    save_file({"prompt_embeds": torch.randn(6, 7)}, str(bad))
+    with pytest.raises(gr.Error, match="width 7.*expects 24.*previous prompt is kept"):
+        h.upload_prompt(s2, str(bad))
+    assert s2.prompt.name == "p2.safetensors"
+    assert h.upload_prompt(s2, None)[0].prompt is None

@@ -204,3 +204,87 @@ def test_training_wrapper(ctx):
     with pytest.raises(training.Cancelled):  # cancel: stops at the next step, the lock is released
         training.train(ctx, 4, lam=0.5, iters=2, batch=1, should_stop=lambda: True)
     assert not ctx.lock.locked()
+
+
+def _hub_cache(tmp_path, repo, mf, sha="0123456789abcdef0123456789abcdef01234567"):
+    """The layout huggingface_hub's cache has after downloading ``repo`` (as in test_hub_cachedit)."""
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    mf.save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(sha)
+    return tmp_path / "hub"
+
+
+def test_mask_policy_and_load_from_hub(ctx, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    from blockmask.viz.access import MaskPolicy
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW_MASKS", raising=False)
+    m = np.ones((K, ctx.n_units), bool)
+    m[2:, 1] = False
+    mf = ctx.wb.mask_file(m)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(_hub_cache(tmp_path, "someone/tiny-mask", mf)))
+    folder = mf.save_pretrained(tmp_path / "masks" / "mine")
+    ed = MaskEditor.create(ctx, K)
+    # nothing allowed by default: one error naming how to enable it, mask kept
+    msgs = ed.load_source(ctx, "someone/tiny-mask", MaskPolicy.from_env())
+    assert [x.level for x in msgs] == ["error"] and "BLOCKMASK_APP_ALLOW_MASKS" in msgs[0].text
+    assert "--allow-mask" in msgs[0].text and ed.mask.all()
+    pol = MaskPolicy(("someone/", str(tmp_path / "masks") + "/"))
+    assert pol.allows("someone/tiny-mask") and pol.allows(str(folder)) and not pol.allows("other/x")
+    assert not pol.allows(str(tmp_path / "masks" / ".." / "x")) and not pol.allows("someone/") \
+        and not pol.allows("/etc/passwd")
+    assert MaskPolicy(("someone/tiny-mask",)).allows("someone/tiny-mask")
+    assert not MaskPolicy(("someone/tiny-mask",)).allows("someone/tiny-mask2")
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW_MASKS", "a/b, *")
+    assert MaskPolicy.from_env().allows("anyone/anything")
+    msgs = ed.load_source(ctx, "someone/tiny-mask", pol)
+    assert msgs[0].level == "success" and np.array_equal(ed.mask, m) and ed.source == "someone/tiny-mask"
+    ed.reset()
+    ed2 = MaskEditor.create(ctx, K)
+    assert ed2.load_source(ctx, str(folder), pol)[0].level == "success" and np.array_equal(ed2.mask, m)
+    # errors: a missing repo (offline), a folder without a mask, another K — each one line, mask kept
+    before = ed2.mask.copy()
+    (tmp_path / "masks" / "empty").mkdir()
+    other = ctx.wb.mask_file(np.ones((K + 1, ctx.n_units), bool)).save_pretrained(tmp_path / "masks" / "k7")
+    for src, words in [("someone/missing", "someone/missing"),
+                       (str(tmp_path / "masks" / "empty"), "blockmask_mask.json"), (str(other), "step")]:
+        msgs = ed2.load_source(ctx, src, pol)
+        assert [x.level for x in msgs] == ["error"] and words in msgs[0].text and "kept" in msgs[0].text, msgs
+        assert "\n" not in msgs[0].text and np.array_equal(ed2.mask, before)
+    # too large for the app (the library's own limit is higher)
+    monkeypatch.setattr("blockmask.viz.access.MAX_UPLOAD_BYTES", 100)
+    msgs = MaskEditor.create(ctx, K).load_source(ctx, "someone/tiny-mask", pol)
+    assert msgs[0].level == "error" and "over this app's limit" in msgs[0].text
+
+
+def _embeds(width: int, seed: int, tokens: int = 5) -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    return save({"prompt_embeds": torch.randn(tokens, width, generator=torch.Generator().manual_seed(seed))})
+
+
+@pytest.mark.parametrize("config", ["tiny-unet-cond", "tiny-pixart"])
+def test_prompt_embeddings_reach_the_model(ctx, config):
+    from blockmask.viz.prompts import load_prompt
+
+    assert not ctx.takes_text  # an unconditional U-Net takes no prompt
+    with pytest.raises(BlockmaskError, match="takes no prompt"):
+        load_prompt(ctx, _embeds(24, 0))
+    tc = load_context(f"config:{CONFIGS / f'{config}.json'}", device="cpu")
+    assert tc.takes_text and tc.text_width
+    a, b = load_prompt(tc, _embeds(tc.text_width, 1), "a.safetensors"), load_prompt(tc, _embeds(tc.text_width, 2))
+    assert a.digest != b.digest and "5 tokens" in a.label
+    m = np.ones((4, tc.n_units), bool)
+    ra = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
+    rb = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=b)
+    ra2 = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
+    assert not np.array_equal(ra.original, rb.original)  # different embeddings, different images
+    np.testing.assert_array_equal(ra.original, ra2.original)
+    for data, words in [(_embeds(tc.text_width + 1, 0), "width"), (b"junk", "cannot read"), (b"", "empty"),
+                        (b"x" * 2_000_001, "over this app's limit")]:
+        with pytest.raises(BlockmaskError, match=words):
+            load_prompt(tc, data, "p.safetensors")

@@ -118,6 +118,11 @@ def test_generate_and_rectify_keeps_pixels(monkeypatch):
     assert len(at.image) >= 2  # original, masked (and the difference)
     assert "×" in _metric(at, "Speedup (median)")
     float(_metric(at, "Speedup (median)").rstrip("×"))
+    tables = {d.value.columns[0]: d.value for d in at.dataframe}  # st.dataframe → DataFrames
+    assert list(tables["run"]["run"]) == ["original", "masked"]
+    presets_df = tables["mask"]
+    assert presets_df["mask"][0] == "current mask" and "MACs % of original" in presets_df.columns
+    assert presets_df["computed cells"][0].startswith(f"{int(at.session_state['editor'].mask.sum())} /")
     out1 = at.session_state["result"][1]
     macs1 = out1.macs_masked
     _button(at, "rectify").click().run()
@@ -240,3 +245,56 @@ def test_bad_grid_edits_one_error_mask_kept(monkeypatch, edit):
     if edit is not None:
         assert [e.value for e in at.error] == ["The mask grid sent an edit this app cannot read; nothing changed."]
     np.testing.assert_array_equal(at.session_state["editor"].mask, before)
+
+
+def test_load_mask_from_hub_only_when_allowed(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    from blockmask.viz.context import load_context
+
+    wb = load_context(TINY, device="cpu").wb
+    m = np.ones((STEPS, len(wb.units)), bool)
+    m[2:, 2] = False
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = tmp_path / "hub" / "models--someone--tiny-mask"  # as the hub cache lays it out
+    wb.mask_file(m).save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW_MASKS", raising=False)
+    at = _app(monkeypatch)
+    next(t for t in at.text_input if t.key == "hub_mask").input("someone/tiny-mask").run()
+    _button(at, "hub_load").click().run()
+    assert any("BLOCKMASK_APP_ALLOW_MASKS" in e.value for e in at.error) and at.session_state["editor"].mask.all()
+    monkeypatch.setenv("BLOCKMASK_APP_ALLOW_MASKS", "someone/")
+    _button(at, "hub_load").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    np.testing.assert_array_equal(at.session_state["editor"].mask, m)
+    next(t for t in at.text_input if t.key == "hub_mask").input("someone/missing").run()
+    _button(at, "hub_load").click().run()
+    assert sum("someone/missing" in e.value for e in at.error) == 1
+    np.testing.assert_array_equal(at.session_state["editor"].mask, m)
+
+
+def test_prompt_embeddings_for_text_models_only(monkeypatch):
+    import torch
+    from safetensors.torch import save
+
+    at = _app(monkeypatch)  # an unconditional model: no prompt input
+    assert not any(str(u.key).startswith("prompt_upload") for u in at.file_uploader)
+    at = _app(monkeypatch, model=TINY.replace("tiny-unet.json", "tiny-unet-cond.json"), steps=4)
+    up = next(u for u in at.file_uploader if str(u.key).startswith("prompt_upload"))
+    assert any("random embeddings" in c.value for c in at.caption)
+    images = []
+    for seed in (1, 2):
+        data = save({"prompt_embeds": torch.randn(6, 24, generator=torch.Generator().manual_seed(seed))})
+        up.set_value((f"p{seed}.safetensors", data, "application/octet-stream")).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any(f"p{seed}.safetensors" in c.value for c in at.caption)
+        _button(at, "generate").click().run()
+        images.append(at.session_state["result"][1].original)
+        up = next(u for u in at.file_uploader if str(u.key).startswith("prompt_upload"))
+    assert not np.array_equal(images[0], images[1])  # the embeddings reach the model
+    up.set_value(("bad.safetensors", save({"prompt_embeds": torch.randn(6, 7)}), "application/octet-stream")).run()
+    assert sum("width 7" in e.value and "previous prompt is kept" in e.value for e in at.error) == 1
+    assert at.session_state["prompt"][1].name == "p2.safetensors"

@@ -8,6 +8,11 @@ A visitor picks a *name* from a fixed list; the name maps to a spec only the ope
   ``config:PATH.json`` files and hub ids. The single entry ``*`` lets visitors type any spec — only
   for a machine you alone use.
 
+Masks named by a hub id or a folder (``MaskEditor.load_source``) follow the same rule: none are
+accepted unless the operator lists them in ``$BLOCKMASK_APP_ALLOW_MASKS`` (comma-separated) or with the
+apps' ``--allow-mask`` flag — an exact repo id or folder, a prefix ending in ``/`` or ``*`` (``someone/``,
+``./masks/``), or ``*`` for any. The shipped mask names are always accepted.
+
 Anything else is refused with one message that does not say whether such a file or folder exists;
 an allowed model that fails to load gets one message for missing and unreadable alike. Choice values
 are short names (bundled name, config stem, folder name, hub id): no machine paths reach the page.
@@ -25,6 +30,7 @@ from typing import Callable, Generic, TypeVar
 from ..errors import BlockmaskError
 
 ENV_ALLOW = "BLOCKMASK_APP_ALLOW"
+ENV_ALLOW_MASKS = "BLOCKMASK_APP_ALLOW_MASKS"
 ANY = "*"
 MAX_UPLOAD_BYTES = 2_000_000  # a K=1000 × N=100 mask with Δ_k/λ_k meta is ~0.5 MB
 MAX_MODELS = 3  # loaded models kept per app process (LRU)
@@ -90,6 +96,70 @@ class ModelPolicy:
             return choice
         raise ModelNotOffered(f"model {choice[:80]!r} is not offered by this app; choose one of: "
                               f"{', '.join(self.choices())} (the operator can allow more with ${ENV_ALLOW})")
+
+
+class MaskNotOffered(BlockmaskError):
+    """The visitor named a mask (hub id or folder) that the operator did not allow."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskPolicy:
+    """Which hub ids / folders visitors may load a mask from (none unless the operator allows them)."""
+
+    entries: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, extra: list[str] | tuple[str, ...] = ()) -> "MaskPolicy":
+        """``$BLOCKMASK_APP_ALLOW_MASKS`` (comma-separated) plus the apps' ``--allow-mask`` values."""
+        env = [s.strip() for s in os.environ.get(ENV_ALLOW_MASKS, "").split(",")]
+        return cls(tuple(e for e in [*env, *(str(x).strip() for x in extra)] if e))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.entries)
+
+    @staticmethod
+    def _norm(s: str) -> str:
+        """A folder entry/source as an absolute path string (hub ids stay as they are; a hub-id-like name
+        that exists on disk is a folder to the loader, so it is resolved too)."""
+        if s.startswith(("/", ".", "~")) or (s.rstrip("*") and Path(s.rstrip("*")).exists()):
+            tail = "/" if s.endswith(("/", "*")) else ""
+            return str(Path(s.rstrip("*")).expanduser().resolve()) + tail
+        return s
+
+    def allows(self, source: str) -> bool:
+        from ..models import bundled_masks
+
+        source = str(source or "").strip()
+        if not source or "\0" in source or len(source) > 500:
+            return False
+        if source in bundled_masks():
+            return True
+        if any(part == ".." for part in source.replace("\\", "/").split("/")):
+            return False  # never climb out of an allowed folder or prefix
+        src = self._norm(source)
+        for e in self.entries:
+            if e == ANY:
+                return True
+            if e.endswith(("/", "*")):
+                pre = self._norm(e).rstrip("*")
+                if src.startswith(pre) and len(src) > len(pre):
+                    return True
+            elif src == self._norm(e):
+                return True
+        return False
+
+    def check(self, source: str) -> str:
+        """The source (stripped) when allowed; MaskNotOffered with how to enable it otherwise."""
+        source = str(source or "").strip()
+        if not source:
+            raise MaskNotOffered("type a hub repo id (owner/name) or a folder to load a mask from")
+        if not self.allows(source):
+            how = ("this app loads no masks from the hub or folders" if not self.enabled else
+                   f"mask {source[:80]!r} is not allowed by this app")
+            raise MaskNotOffered(f"{how}; the operator can allow repo ids, folders or prefixes with "
+                                 f"${ENV_ALLOW_MASKS}=owner/name,owner/ or --allow-mask")
+        return source
 
 
 def load_failed(name: str, err: Exception) -> BlockmaskError:

@@ -98,11 +98,12 @@ def clamp_images(n) -> tuple[int, str | None]:
 TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H × W) for the divergence plot
 
 
-def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str) -> Run:
+def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str,
+         prompt=None) -> Run:
     from ..sample import sample
+    from .prompts import condition
 
-    use = label is not None or guidance != 1
-    cond = ctx.wb.condition(class_label=label, guidance_scale=guidance) if use else None
+    cond = condition(ctx, label, guidance, prompt)
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
     traj: list = []
     keep = None
@@ -133,15 +134,18 @@ def divergence(a: torch.Tensor | None, b: torch.Tensor | None) -> np.ndarray | N
 
 def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: int = 2, class_label: int | None = None,
             guidance_scale: float = 1.0, repeats: int = 3, progress: Progress | None = None,
-            session: dict | None = None) -> Comparison:
+            session: dict | None = None, prompt=None) -> Comparison:
     """Generate with the plain model and with ``mask`` from the same seeds, then time both as
     ``repeats`` interleaved runs after that warm-up (:meth:`Workbench.bench`): median and spread.
 
     ``session`` is the caller's own result store (one per app user): a repeat request with the same
     mask and settings is served from it (``cached``), and no user ever sees another's timings.
-    Raises BlockmaskError for invalid inputs (class label out of range, CFG on an unguided model…).
+    ``prompt``: a :class:`~blockmask.viz.prompts.Prompt` for text-conditioned models (None: random
+    embeddings per seed). Raises BlockmaskError for invalid inputs (class label out of range, CFG on an
+    unguided model…).
     """
     from ..errors import BlockmaskError
+    from .prompts import condition
 
     mask = np.asarray(mask, bool)
     steps = mask.shape[0]
@@ -151,16 +155,16 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
         raise BlockmaskError(f"timed repeats must be 1..20, got {repeats}")
     label = None if class_label is None else int(class_label)
     g = float(guidance_scale)
-    base = (ctx.key, steps, int(seed), n, label, g)
+    base = (ctx.key, steps, int(seed), n, label, g, None if prompt is None else prompt.digest)
     key = (mask_hash(mask),) + base + (repeats,)
     if session is not None and key in session:
         return dataclasses.replace(session[key], cached=True)
     part = (lambda lo, hi: (lambda f, t: progress(lo + (hi - lo) * f, t))) if progress else (lambda lo, hi: None)
-    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, part(0, 0.2), "original"))
+    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, part(0, 0.2), "original",
+                                                            prompt))
     masked = _cached(("masked", key[0]) + base, lambda: _run(ctx, mask, steps, seed, n, label, g, part(0.2, 0.4),
-                                                             "masked"))
-    use = label is not None or g != 1
-    cond = ctx.wb.condition(class_label=label, guidance_scale=g) if use else None
+                                                             "masked", prompt))
+    cond = condition(ctx, label, g, prompt)
     tick = part(0.4, 1.0)
     with ctx.lock:  # warm-up: the image runs above (and one plain + masked run here)
         b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=int(seed), condition=cond,

@@ -118,6 +118,19 @@ class ModelContext:
         return adapter_for(self.wb.model).num_classes(self.wb.model)
 
     @cached_property
+    def takes_text(self) -> bool:
+        """Text-conditioned (cross-attention U-Net, PixArt): the apps show a prompt-embeddings input."""
+        return bool(adapter_for(self.wb.model).is_text_conditioned(self.wb.model))
+
+    @cached_property
+    def text_width(self) -> int | None:
+        """Width D of the prompt embeddings (L, D) the model expects, when it takes text."""
+        if not self.takes_text:
+            return None
+        cfg = self.wb.model.config
+        return getattr(cfg, "caption_channels", None) or getattr(cfg, "cross_attention_dim", None)  # PixArt: text width
+
+    @cached_property
     def supports_guidance(self) -> bool:
         return bool(adapter_for(self.wb.model).supports_guidance(self.wb.model))
 

@@ -230,6 +230,25 @@ class MaskEditor:
             return [error(f"{name}: could not read the file ({type(e).__name__}). The current mask is kept.")]
         return self.load(mf.mask, source=name, meta=mf.meta) + [warn(w) for w in warns]
 
+    def load_source(self, ctx: ModelContext, source: str, policy) -> list[Message]:
+        """A mask from a hub repo id or a ``save_pretrained`` folder, if ``policy``
+        (:class:`~blockmask.viz.access.MaskPolicy`) allows it; on any problem one error, mask kept."""
+        import json
+
+        from .access import MAX_UPLOAD_BYTES
+
+        try:
+            source = policy.check(source)
+            mf, warns = ctx.wb.load_mask(source, steps=self.steps)
+        except BlockmaskError as e:
+            return [error(f"{str(e)[0].upper()}{str(e)[1:]}. The current mask is kept.")]
+        except Exception as e:  # noqa: BLE001 — a hub/parser surprise is still a bad mask
+            return [error(f"{source[:80]}: could not load a mask ({type(e).__name__}). The current mask is kept.")]
+        if len(json.dumps(mf.to_json())) > MAX_UPLOAD_BYTES:
+            return [error(f"{source[:80]}: the mask is over this app's limit of {MAX_UPLOAD_BYTES / 1e6:.0f} MB. "
+                          "The current mask is kept.")]
+        return self.load(mf.mask, source=source[:80], meta=mf.meta) + [warn(w) for w in warns]
+
     def mask_file(self, ctx: ModelContext) -> MaskFile:
         meta = {**self.meta, "source": self.source, "edited": self.dirty}
         return ctx.wb.mask_file(self.mask, meta)
