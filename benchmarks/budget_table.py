@@ -205,6 +205,7 @@ def main(argv=None) -> int:
     pattern = f"*-{k:03d}steps-b[0-9][0-9].json" if args.masks else f"{args.model}-{k:03d}steps-b[0-9][0-9].json"
     plain, learned, rows = build_rows(wb, sorted(masks.glob(pattern)), k, [int(v) for v in args.intervals.split(",")])
     rows += extra_rows(wb, k, args.extra)
+    rows = list({r.name: r for r in rows}.values())  # one row per name (an extra mask may add a DDIM row again)
     every = {r.name for r in rows}
     dest = Path(args.output)
     if args.fid:
@@ -247,7 +248,9 @@ def main(argv=None) -> int:
 
 
 def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
-    """Rows for ``--extra FAMILY=GLOB``: every mask file matching GLOB, named by its stem."""
+    """Rows for ``--extra FAMILY=GLOB``: every mask file matching GLOB, named by its stem, run at its own
+    step count (a ``--steps auto`` mask may have fewer than ``steps``: its MACs and PSNR are still
+    against the plain ``steps``-step run, and DDIM with fewer steps at its MACs joins as a row)."""
     import glob
 
     rows = []
@@ -258,7 +261,13 @@ def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
         files = sorted(glob.glob(pattern))
         if not files:
             sys.exit(f"error: --extra {spec!r}: no file matches {pattern}")
-        rows += our_rows(wb, steps, {Path(f).stem: wb.load_mask(f, steps=steps)[0].mask for f in files}, family)
+        for f in files:
+            mask = wb.load_mask(f)[0].mask
+            rows += our_rows(wb, mask.shape[0], {Path(f).stem: mask}, family)
+            if mask.shape[0] != steps:
+                fewer = max(1, round(wb.macs.total(mask) / wb.macs.baseline(steps) * steps))
+                if f"DDIM {fewer} steps" not in {r.name for r in rows}:
+                    rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
     return rows
 
 

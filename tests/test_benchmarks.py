@@ -105,11 +105,16 @@ def test_budget_table_rows_summary_and_fid_pass(tmp_path):
     r = subprocess.run(["blockmask", "mask", "fora", spec, "--steps", "4", "--interval", "2", "-o",
                         str(masks / "tiny-004steps-b60.json")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
+    short = tmp_path / "short-002steps.json"  # all ones at 2 of the 4 steps: plain DDIM with 2 steps
+    r = subprocess.run(["blockmask", "mask", "ones", spec, "--steps", "2", "-o", str(short)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-800:]
     out = tmp_path / "table"
     common = [sys.executable, str(ROOT / "benchmarks/budget_table.py"), "--model", spec, "--steps", "4", "--batch", "4",
               "--intervals", "2", "--masks", str(masks), "-o", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(common + ["--num", "4", "--rounds", "1"], capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(common + ["--num", "4", "--rounds", "1", "--extra", f"steps auto={short}"], capture_output=True,
+                       text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-800:]
     df = pd.read_csv(out / "results.csv")
     assert {"learned b60", "DeepCache b0 N=2", "DeepCache b1 N=2", "FORA N=2", "uniform every 2",
@@ -118,6 +123,9 @@ def test_budget_table_rows_summary_and_fid_pass(tmp_path):
     learned, fora = (df.set_index("method").loc[n] for n in ("learned b60", "FORA N=2"))
     assert learned.macs_ratio == pytest.approx(fora.macs_ratio) and learned.psnr == pytest.approx(fora.psnr)
     assert "| learned b60 |" in (out / "summary.md").read_text()
+    # an --extra mask runs at its own step count, judged against the plain 4-step run like every row
+    auto, ddim2 = (df.set_index("method").loc[n] for n in ("short-002steps", "DDIM 2 steps"))
+    assert auto.macs_ratio == pytest.approx(0.5, abs=0.01) and auto.psnr == pytest.approx(ddim2.psnr)
     r = subprocess.run(common + ["--fid", "8"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-800:]
     df = pd.read_csv(out / "results.csv").set_index("method")
