@@ -390,26 +390,21 @@ def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
     put("results.md", lambda t: t.write_text(show[cols + ["note"]].to_markdown(index=False) + foot + "\n"))
     import plotly.express as px
 
-    fig = px.line(df.sort_values(["family", "macs_ratio"]), x="macs_ratio", y="psnr", color="family", markers=True,
-                  hover_name="method", labels={"macs_ratio": "MACs (fraction of the original)",
-                                               "psnr": "PSNR vs original (dB, held-out seeds)"}, title=title)
-    fig.update_layout(template="plotly_white", width=1000, height=600)
-    put("pareto.html", lambda t: fig.write_html(t, include_plotlyjs="cdn"))
-    try:
-        put("pareto.png", lambda t: fig.write_image(t, format="png"))
-    except Exception as e:  # kaleido needs a Chromium
-        print(f"no PNG: {str(e).splitlines()[0][:120]}", file=sys.stderr)
-    if "fid" in df.columns and df.fid.notna().any():
-        fd = df[df.fid.notna()].sort_values(["family", "macs_ratio"])
-        ff = px.line(fd, x="macs_ratio", y="fid", color="family", markers=True, hover_name="method",
-                     labels={"macs_ratio": "MACs (fraction of the original)", "fid": f"FID (N={int(fd.fid_n.max())})"},
-                     title=title.replace("fidelity", "FID"))
-        ff.update_layout(template="plotly_white", width=1000, height=600)
-        put("pareto-fid.html", lambda t: ff.write_html(t, include_plotlyjs="cdn"))
+    def plot(data, y, label, name, title_):  # MACs vs a metric, one line per family: NAME.html / NAME.png
+        fig = px.line(data.sort_values(["family", "macs_ratio"]), x="macs_ratio", y=y, color="family", markers=True,
+                      hover_name="method", labels={"macs_ratio": "MACs (fraction of the original)", y: label},
+                      title=title_)
+        fig.update_layout(template="plotly_white", width=1000, height=600)
+        put(f"{name}.html", lambda t: fig.write_html(t, include_plotlyjs="cdn"))
         try:
-            put("pareto-fid.png", lambda t: ff.write_image(t, format="png"))
-        except Exception as e:
+            put(f"{name}.png", lambda t: fig.write_image(t, format="png"))
+        except Exception as e:  # kaleido needs a Chromium
             print(f"no PNG: {str(e).splitlines()[0][:120]}", file=sys.stderr)
+
+    plot(df, "psnr", "PSNR vs original (dB, held-out seeds)", "pareto", title)
+    if "fid" in df.columns and df.fid.notna().any():
+        fd = df[df.fid.notna()]
+        plot(fd, "fid", f"FID (N={int(fd.fid_n.max())})", "pareto-fid", title.replace("fidelity", "FID"))
     put("summary.md", lambda t: t.write_text(summarize(df)))
     print((dest / "results.md").read_text())
     print((dest / "summary.md").read_text())
