@@ -1,6 +1,8 @@
 """Model specs accepted everywhere (CLI, API, apps).
 
-* a bundled model name (``mnist-ddpm``, ``mnist-dit``: folders in the bundled assets' ``models/``);
+* a bundled model name: every diffusers folder with weights in the bundled assets' ``models/``
+  (``mnist-ddpm``, ``mnist-dit``; ``mnist-ldm``, ``mnist-pixart`` once trained, see
+  ``assets/models/TRAINING.md``);
 * ``config:PATH.json`` — random init from a diffusers-style config with ``_class_name``
   (legacy ``Transformer2DModel`` resolves to DiT / PixArt as diffusers does), seeded;
 * a local diffusers folder (a model folder with ``config.json`` or a pipeline folder with
@@ -28,10 +30,20 @@ from .resources import assets_dir  # noqa: E402  (re-exported: the bundled asset
 
 
 def bundled_models() -> list[str]:
+    """Names of the bundled models: the folders of ``models/`` that hold a diffusers model with weights
+    (a folder still waiting for its trained weights is not listed)."""
     d = assets_dir() / "models"
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if _is_diffusers_folder(p))
+    return sorted(p.name for p in d.iterdir() if _is_diffusers_folder(p) and _has_weights(p))
+
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _has_weights(p: Path) -> bool:
+    """The denoiser's weights are there: in the folder (model folder) or in its unet/ or transformer/."""
+    return any((p / sub / w).is_file() for sub in ("", *DENOISER_COMPONENTS) for w in WEIGHT_FILES)
 
 
 def _is_diffusers_folder(p: Path) -> bool:
@@ -187,6 +199,8 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
             try:
                 vae = diffusers.AutoencoderKL.from_pretrained(spec, subfolder="vae", **kw).to(device).eval()
             except Exception:
+                if local and (Path(spec) / "blockmask.json").is_file():  # a blockmask latent model needs its VAE
+                    raise
                 vae = None
     except BlockmaskError:
         raise
@@ -201,7 +215,52 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
 
         info = read_json_file(Path(spec) / "blockmask.json", "model info file", max_bytes=2**20)
     model._blockmask_info = info  # read by adapters (class count, null label)
+    if "class_tokens" in info:  # classes as cross-attention tokens (the bundled latent models)
+        model._blockmask_class_tokens = load_class_tokens(Path(spec), info, model).to(device)
     return LoadedModel(spec, model, scheduler, vae, "folder" if local else "hub", info)
+
+
+CLASS_TOKENS_KEY = "class_tokens"
+
+
+def load_class_tokens(root: Path, info: dict, model: torch.nn.Module) -> torch.Tensor:
+    """The class-token table (num_classes + 1, L, D) named by blockmask.json's ``class_tokens`` (a
+    safetensors file in the folder with the tensor ``class_tokens``), checked against the model."""
+    from safetensors.torch import load
+
+    from .adapters import adapter_for
+    from .validate import read_bytes
+
+    src = root / "blockmask.json"
+    name = info.get("class_tokens")
+    if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
+        raise FileFormatError(src, "must name a .safetensors file inside the model folder", "class_tokens")
+    path = root / name
+    if not path.is_file():
+        raise BlockmaskError(f"{root.name}: the class token file {name} is missing (blockmask.json names it; "
+                             "the model takes its class labels through it)")
+    raw = read_bytes(path, "class token file", max_bytes=2**26)
+    try:
+        tensors = load(raw)
+    except Exception as e:
+        raise FileFormatError(path, f"not a safetensors file ({str(e).strip().splitlines()[0][:120]})") from None
+    t = tensors.get(CLASS_TOKENS_KEY)
+    if t is None:
+        raise FileFormatError(path, f"has no {CLASS_TOKENS_KEY!r} tensor (found: {', '.join(tensors) or 'nothing'})")
+    width = adapter_for(model).context_width(model)
+    if t.ndim != 3 or not t.is_floating_point() or t.shape[0] < 2 or not torch.isfinite(t).all():
+        raise FileFormatError(path, f"must be a finite float tensor (classes + 1, L, D), got {t.dtype} {tuple(t.shape)}",
+                              CLASS_TOKENS_KEY)
+    if width is None or t.shape[2] != width:
+        raise FileFormatError(path, f"token width {t.shape[2]} does not fit {type(model).__name__} (context width "
+                              f"{width})", CLASS_TOKENS_KEY)
+    rows = t.shape[0]
+    for key, low, high in (("num_classes", 1, rows - 1), ("null_class_label", 0, rows - 1)):
+        v = info.get(key, rows - 1)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise FileFormatError(src, f"must be an integer in {low}..{high} (the token table has {rows} rows), "
+                                  f"got {v!r}", key)
+    return t.float()
 
 
 def _load_scheduler(spec: str):

@@ -16,12 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
-import os
-import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +31,9 @@ import diffusers  # noqa: E402
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
 
 from blockmask.data.mnist import default_mnist_dir, mnist_sha256, mnist_tensor_dataset  # noqa: E402
+from train_common import (  # noqa: E402  (scripts/train_common.py, shared with train_latent.py)
+    TimedTrainer, add_common_args, command_line, pick_device, prior_run, swap_folder, temp_folder, total_steps,
+)
 
 NULL_CLASS = 10  # label used for the unconditional branch of classifier-free guidance
 
@@ -120,10 +118,7 @@ def make_samples(model, name: str, out_dir: Path, scheduler_config=None, guidanc
 
 def atomic_save(model, scheduler, out_dir: Path, extra_files: dict[str, str] | None = None) -> None:
     """save_pretrained into a temp folder next to ``out_dir``, then swap it in."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_folder(out_dir)
     if type(model).__name__ == "UNet2DModel":  # a DDPMPipeline folder: DiffusionPipeline.from_pretrained(out_dir)
         model.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         (tmp / "model_index.json").write_text(json.dumps({
@@ -132,41 +127,23 @@ def atomic_save(model, scheduler, out_dir: Path, extra_files: dict[str, str] | N
     else:  # the DiT: a model folder (blockmask.pipelines.dit_pipeline turns it into a DiTPipeline)
         model.save_pretrained(str(tmp), safe_serialization=True)
     scheduler.save_pretrained(str(tmp / "scheduler"))
-    if out_dir.exists():  # keep files that are not part of the checkpoint (e.g. samples.png)
-        for p in out_dir.iterdir():
-            if p.is_file() and not (tmp / p.name).exists():
-                shutil.copy2(p, tmp / p.name)
     for fname, text in (extra_files or {}).items():
         (tmp / fname).write_text(text)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_folder(tmp, out_dir)  # keeps files that are not part of the checkpoint (e.g. samples.png)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=["mnist-ddpm", "mnist-dit"])
-    p.add_argument("--minutes", type=float, default=100.0, help="wall-clock training budget")
-    p.add_argument("--batch", type=int, default=64)
+    add_common_args(p, minutes=100.0, batch=64)
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (ddpm) / 4e-4 (dit)")
-    p.add_argument("--warmup", type=int, default=300, help="linear LR warmup steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="MNIST IDX folder (default $BLOCKMASK_MNIST or ../shared/data/mnist)")
     p.add_argument("--out", default=None, help="output folder (default assets/models/<model>)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ckpt-minutes", type=float, default=10.0)
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = time only)")
-    p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--samples-only", action="store_true", help="only redraw samples.png from --out")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="CFG scale for the DiT grid (default 1 = no CFG, the bundled DiT's best; it gets "
                         "speckled at 1.5 and over-saturates at 3)")
     p.add_argument("--grid-name", default="samples.png")
     p.add_argument("--no-grid", action="store_true", help="skip the sample grid at the end (quick runs, tests)")
-    p.add_argument("--init", default=None, help="start from the (EMA) weights saved in this folder")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (training and the sample grid)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (U-Net)")
     return p.parse_args(argv)
 
@@ -190,20 +167,14 @@ def main(argv=None) -> None:
     images, labels = mnist_tensor_dataset(data_dir).tensors
     n = images.shape[0]
     sums = mnist_sha256(data_dir)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"error: --device {args.device} but torch sees no CUDA device")
+    device = pick_device(args.device)
     model = build_model(args.model)
     prior = None
     if args.init:  # continue from an earlier (EMA) checkpoint; optimizer state starts fresh
         init_dir = Path(args.init)
         cls = DiTTransformer2DModel if args.model == "mnist-dit" else UNet2DModel
         model.load_state_dict(cls.from_pretrained(str(init_dir)).float().state_dict())
-        meta_path = init_dir / "training.json"
-        prior = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        prior = {k: prior.get(k) for k in ("command", "steps", "batch", "lr", "wall_time_s", "final_loss_ema",
-                                     "bf16_autocast", "total_steps_including_init", "init_from_previous_run")}
+        prior = prior_run(init_dir)
         print(f"initialized from {init_dir} ({prior.get('steps')} earlier steps)", flush=True)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -212,45 +183,27 @@ def main(argv=None) -> None:
         disable_internal_label_dropout(model)
     model = model.to(device)
     images, labels = images.to(device), labels.to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
     scheduler = build_scheduler()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=device.type == "cuda")
+    trainer = TimedTrainer(model, lr=lr, warmup=args.warmup, minutes=args.minutes, max_steps=args.max_steps,
+                           ema_decay=args.ema, bf16=args.bf16, device=device, tag=args.model,
+                           ckpt_minutes=args.ckpt_minutes)
+    ema = trainer.ema
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {nparams / 1e6:.2f}M params, {n} images, batch {args.batch}, lr {lr}, "
           f"budget {args.minutes} min, threads {torch.get_num_threads()}", flush=True)
-
-    budget = args.minutes * 60.0
-    t_start = time.time()
-    last_print = last_ckpt = t_start
-    step, loss_ema, loss_ema_t, seen_at_print = 0, None, None, 0
     g = torch.Generator().manual_seed(args.seed)
 
     def meta(final: bool) -> dict:
         return {
-            "model": args.model, "command": " ".join([Path(sys.executable).name] + sys.argv),
-            "data_dir": str(data_dir), "data_sha256": sums, "num_images": n, "steps": step,
-            "batch": args.batch, "lr": lr, "warmup_steps": args.warmup, "lr_schedule": "linear warmup + cosine over time budget to 10%",
-            "ema_decay": args.ema, "seed": args.seed, "params": nparams,
-            "wall_time_s": round(time.time() - t_start, 1), "final": final,
-            "final_loss_ema": round(loss_ema, 5) if loss_ema is not None else None,
-            "hardware": (f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else "")
-                        + f"{platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
-                        f"torch threads={torch.get_num_threads()}, torch {torch.__version__}",
-            "init_from_previous_run": prior, "bf16_autocast": args.bf16, "channels_last": args.channels_last,
-            "total_steps_including_init": step + ((prior or {}).get("total_steps_including_init")
-                                                  or (prior or {}).get("steps") or 0),
+            "model": args.model, "command": command_line(),
+            "data_dir": str(data_dir), "data_sha256": sums, "num_images": n, **trainer.record(),
+            "batch": args.batch, "seed": args.seed, "params": nparams, "final": final,
+            "init_from_previous_run": prior, "channels_last": args.channels_last,
+            "total_steps_including_init": total_steps(trainer.step, prior),
             "cfg": {"null_class": NULL_CLASS, "label_dropout": 0.1} if is_dit else None,
         }
 
-    model.train()
-    while True:
-        elapsed = time.time() - t_start
-        if elapsed >= budget or (args.max_steps and step >= args.max_steps):
-            break
-        frac = min(elapsed / budget, 1.0)
-        cur_lr = lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for group in opt.param_groups:
-            group["lr"] = cur_lr
+    def loss_fn():
         idx = torch.randint(0, n, (args.batch,), generator=g)  # drawn on the CPU: same stream on every device
         x0 = images[idx.to(device)]
         if args.channels_last:
@@ -258,44 +211,22 @@ def main(argv=None) -> None:
         noise = torch.randn(x0.shape, generator=g).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=g).to(device)
         xt = scheduler.add_noise(x0, noise, t)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            if is_dit:
-                y = labels[idx.to(device)].clone()
-                y[(torch.rand(args.batch, generator=g) < 0.1).to(device)] = NULL_CLASS
-                pred = predict(model, xt, t, y)
-            else:
-                pred = predict(model, xt, t)
-        loss = F.mse_loss(pred.float(), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-        # kept on the device: no host sync per step (``.item()`` only when printing or saving)
-        loss_ema_t = loss.detach() if loss_ema_t is None else loss_ema_t * 0.99 + loss.detach() * 0.01
+        if is_dit:
+            y = labels[idx.to(device)].clone()
+            y[(torch.rand(args.batch, generator=g) < 0.1).to(device)] = NULL_CLASS
+            pred = predict(model, xt, t, y)
+        else:
+            pred = predict(model, xt, t)
+        return F.mse_loss(pred.float(), noise)
 
-        now = time.time()
-        if now - last_print >= 30 or step == 1 or now - last_ckpt >= args.ckpt_minutes * 60:
-            loss_ema = loss_ema_t.item()
-        if now - last_print >= 30 or step == 1:
-            rate = (step - seen_at_print) / max(now - last_print, 1e-9)
-            print(f"[{args.model}] step {step} loss {loss.item():.4f} (ema {loss_ema:.4f}) lr {cur_lr:.2e} "
-                  f"{rate:.2f} it/s elapsed {(now - t_start) / 60:.1f}/{args.minutes:.0f} min", flush=True)
-            last_print, seen_at_print = now, step
-        if now - last_ckpt >= args.ckpt_minutes * 60:
-            atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(meta(False), indent=2)})
-            print(f"[{args.model}] checkpoint at step {step} -> {out_dir}", flush=True)
-            last_ckpt = time.time()
+    def checkpoint():
+        atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(meta(False), indent=2)})
 
-    if loss_ema_t is not None:
-        loss_ema = loss_ema_t.item()
+    trainer.run(loss_fn, checkpoint)
     info = meta(True)
     atomic_save(ema, scheduler, out_dir, {"training.json": json.dumps(info, indent=2)})
-    print(f"[{args.model}] done: {step} steps in {info['wall_time_s'] / 60:.1f} min, "
-          f"final loss (ema) {loss_ema:.4f} -> {out_dir}", flush=True)
+    print(f"[{args.model}] done: {trainer.step} steps in {info['wall_time_s'] / 60:.1f} min, "
+          f"final loss (ema) {trainer.loss_ema:.4f} -> {out_dir}", flush=True)
     if args.no_grid:
         return
     secs = make_samples(ema, args.model, out_dir, scheduler.config, args.guidance, args.grid_name)

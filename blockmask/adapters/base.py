@@ -95,6 +95,10 @@ class Adapter:
     def is_text_conditioned(self, model) -> bool:
         return False
 
+    def context_width(self, model) -> int | None:
+        """Width D of the context tokens (B, L, D) the model cross-attends to, or None."""
+        return None
+
     def conditioning(
         self,
         model,
@@ -132,6 +136,41 @@ def model_info(model) -> dict:
     """Facts a model folder states in ``blockmask.json`` (e.g. ``num_classes``, ``null_class_label``
     for a DiT trained with its own null label); attached by :func:`blockmask.models.load_model`."""
     return getattr(model, "_blockmask_info", None) or {}
+
+
+def class_tokens(model) -> torch.Tensor | None:
+    """The class-token table (num_classes + 1, L, D) of a model whose classes are cross-attention tokens
+    (the bundled latent models; ``class_tokens`` in blockmask.json), attached by the loader, else None."""
+    return getattr(model, "_blockmask_class_tokens", None)
+
+
+def token_classes(model) -> tuple[int, int]:
+    """(number of classes, null label) of a class-token model: blockmask.json's ``num_classes`` and
+    ``null_class_label``, by default every row but the last and the last row."""
+    rows = class_tokens(model).shape[0]
+    info = model_info(model)
+    return int(info.get("num_classes", rows - 1)), int(info.get("null_class_label", rows - 1))
+
+
+def token_conditioning(model, batch: int, class_labels, generator, *, attention_mask: bool) -> Conditioning:
+    """Class labels (B,) -> their token sequences as ``encoder_hidden_states`` (B, L, D), with an all-ones
+    (B, L) attention mask when the model's pipeline passes one (PixArt). Random labels when none given."""
+    tokens = class_tokens(model)
+    n, _ = token_classes(model)
+    if class_labels is None:
+        class_labels = torch.randint(0, n, (batch,), generator=generator)
+    ctx = tokens[class_labels.long().cpu()]
+    mask = torch.ones(ctx.shape[:2], dtype=torch.long) if attention_mask else None
+    return Conditioning(encoder_hidden_states=ctx, encoder_attention_mask=mask)
+
+
+def token_null(model, cond: Conditioning) -> Conditioning:
+    """The null class's tokens for every sample of ``cond`` (the unconditional branch of guidance)."""
+    _, null = token_classes(model)
+    ctx = cond.encoder_hidden_states
+    null_ctx = class_tokens(model)[null].to(ctx)[None].expand(ctx.shape[0], -1, -1)
+    mask = cond.encoder_attention_mask
+    return Conditioning(encoder_hidden_states=null_ctx, encoder_attention_mask=None if mask is None else torch.ones_like(mask))
 
 
 def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len: int, generator):

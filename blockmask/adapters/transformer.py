@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import Adapter, Conditioning, model_info, register, text_context, text_null
+from .base import (Adapter, Conditioning, class_tokens, model_info, register, text_context, text_null,
+                   token_classes, token_conditioning, token_null)
 
 _BLOCK_UNITS = (
     (r"transformer_blocks\.\d+", "block"),
@@ -60,7 +61,8 @@ class DiTAdapter(Adapter):
 
 @register
 class PixArtAdapter(Adapter):
-    """Text-conditional PixArt-α/Σ; prompt embeddings come from a file or are random (random-init)."""
+    """Text-conditional PixArt-α/Σ; prompt embeddings come from a file or are random (random-init). A PixArt
+    whose classes are learned context tokens (the bundled ``mnist-pixart``) takes class labels instead."""
 
     model_classes = ("PixArtTransformer2DModel",)
     unit_patterns = _BLOCK_UNITS
@@ -68,9 +70,17 @@ class PixArtAdapter(Adapter):
     random_context_len = 16
 
     def is_text_conditioned(self, model):
-        return True
+        return class_tokens(model) is None
+
+    def context_width(self, model):
+        return model.config.caption_channels
+
+    def num_classes(self, model):
+        return token_classes(model)[0] if class_tokens(model) is not None else None
 
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
+        if class_tokens(model) is not None and prompt_embeds is None:
+            return token_conditioning(model, batch, class_labels, generator, attention_mask=True)
         if class_labels is not None:
             raise BlockmaskError("PixArtTransformer2DModel is text-conditional; pass prompt embeddings, not a class label")
         prompt_embeds, prompt_mask = text_context(prompt_embeds, prompt_mask, dim=model.config.caption_channels,
@@ -81,6 +91,8 @@ class PixArtAdapter(Adapter):
         return True
 
     def null_conditioning(self, model, cond, negative_embeds=None):
+        if class_tokens(model) is not None and negative_embeds is None:
+            return token_null(model, cond)
         return text_null(cond, negative_embeds)
 
     def forward(self, model, x, t, cond):

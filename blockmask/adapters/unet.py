@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import Adapter, Conditioning, register, text_context, text_null
+from .base import (Adapter, Conditioning, class_tokens, register, text_context, text_null, token_classes,
+                   token_conditioning, token_null)
 
 _UNET_UNITS = (
     (r"(down_blocks|up_blocks)\.\d+\.resnets\.\d+", "resnet"),
@@ -57,7 +58,8 @@ class UNet2DAdapter(Adapter):
 
 @register
 class UNet2DConditionAdapter(Adapter):
-    """Latent U-Net with cross-attention (SD-style text, or LDM class embeddings as context)."""
+    """Latent U-Net with cross-attention: SD-style text (prompt embeddings), or classes as learned context
+    tokens (the bundled ``mnist-ldm``: :func:`~blockmask.adapters.base.class_tokens`), or ``num_class_embeds``."""
 
     model_classes = ("UNet2DConditionModel",)
     unit_patterns = _UNET_UNITS
@@ -65,9 +67,15 @@ class UNet2DConditionAdapter(Adapter):
     random_context_len = 8  # tokens of random context for random-init text models
 
     def is_text_conditioned(self, model):
-        return model.config.cross_attention_dim is not None
+        return model.config.cross_attention_dim is not None and class_tokens(model) is None
+
+    def context_width(self, model):
+        dim = model.config.cross_attention_dim
+        return dim[0] if isinstance(dim, (list, tuple)) else dim
 
     def num_classes(self, model):
+        if class_tokens(model) is not None:
+            return token_classes(model)[0]
         return model.config.num_class_embeds
 
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
@@ -77,8 +85,9 @@ class UNet2DConditionAdapter(Adapter):
                 f"UNet2DConditionModel with addition_embed_type={cfg.addition_embed_type!r} (SDXL-style) is "
                 "not supported by blockmask's sampler; use blockmask.apply(pipe, mask) on its pipeline"
             )
-        dim = cfg.cross_attention_dim
-        dim = dim[0] if isinstance(dim, (list, tuple)) else dim
+        if class_tokens(model) is not None and prompt_embeds is None:
+            return token_conditioning(model, batch, class_labels, generator, attention_mask=False)
+        dim = self.context_width(model)
         prompt_embeds, prompt_mask = text_context(prompt_embeds, prompt_mask, dim=dim, batch=batch,
                                                   random_len=self.random_context_len, generator=generator)
         labels = None
@@ -90,6 +99,8 @@ class UNet2DConditionAdapter(Adapter):
         return True
 
     def null_conditioning(self, model, cond, negative_embeds=None):
+        if class_tokens(model) is not None and negative_embeds is None:
+            return token_null(model, cond)
         return text_null(cond, negative_embeds)
 
     def forward(self, model, x, t, cond):
