@@ -96,6 +96,15 @@ class Workbench:
         return self.loaded.model
 
     @property
+    def default_guidance(self) -> float:
+        """The model's own classifier-free guidance scale (``default_guidance_scale`` in a bundled model's
+        blockmask.json), else 1 (no guidance); what ``blockmask sample/bench/eval`` use by default."""
+        v = (self.loaded.info or {}).get("default_guidance_scale", 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise OptionError(f"{self.loaded.spec}: blockmask.json 'default_guidance_scale' must be a number, got {v!r}")
+        return check_float("default guidance scale", v, low=1.0, high=1e4)
+
+    @property
     def units(self) -> list[Unit]:
         return discover_units(self.model)
 

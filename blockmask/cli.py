@@ -41,7 +41,8 @@ def _finite(text: str) -> float:
 
 
 def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
-    p.add_argument("model", help="bundled name (mnist-ddpm, mnist-dit), config:PATH.json, a diffusers folder, or a hub id")
+    p.add_argument("model", help="a bundled model (a folder of the bundled assets' models/: mnist-ddpm, "
+                                  "mnist-dit, …), config:PATH.json, a diffusers folder, or a hub id")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random init for config: models")
@@ -77,6 +78,11 @@ def _workbench(args):
                 class_label=(0, None))
     return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
                           scheduler=args.scheduler)
+
+
+def _guidance(args, wb) -> float:
+    """--guidance-scale, else the model's own default (blockmask.json), else 1 (no guidance)."""
+    return wb.default_guidance if args.guidance_scale is None else args.guidance_scale
 
 
 def _load_mask(wb, path, steps=None):
@@ -167,7 +173,7 @@ def cmd_sample(args) -> None:
     _check_ints(args, num_images=(1, 4096))
     wb = _workbench(args)
     mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else None
-    cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
+    cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb), prompt_file=args.prompt_embeds)
     lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
                       mode=args.mode)
     imgs = wb.images(lat)
@@ -187,7 +193,7 @@ def cmd_bench(args) -> None:
     _check_ints(args, batch=(1, 4096), repeats=(1, 10_000), warmup=(0, 10_000))
     wb = _workbench(args)
     mf = _load_mask(wb, args.mask, args.steps)
-    cond = wb.condition(class_label=args.class_label, guidance_scale=args.guidance_scale)
+    cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
@@ -325,7 +331,7 @@ def cmd_eval(args) -> None:
                                                                          seed=args.seed), k))
         if args.fewer_steps:
             methods.append(Method(f"DDIM {max(1, round(ratio * k))} steps", None, max(1, round(ratio * k))))
-    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=args.guidance_scale,
+    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=_guidance(args, wb),
                     class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
                     cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
     from .distributed import is_main
@@ -459,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class-label", type=int, help="one class for all samples (default: cycle through classes)")
-    p.add_argument("--guidance-scale", type=_finite, default=1.0)
+    p.add_argument("--guidance-scale", type=_finite, default=None,
+                   help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
     p.add_argument("--fid-extractor", default="mnist-cnn",
                    help="mnist-cnn (offline, bundled) or a torch-fidelity extractor such as inception-v3-compat (downloads)")
     p.add_argument("--data", help="MNIST IDX folder for the reference set (default ../shared/data/mnist or $BLOCKMASK_MNIST)")
@@ -480,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mask", required=name == "bench")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--class-label", type=int)
-        p.add_argument("--guidance-scale", type=_finite, default=1.0)
+        p.add_argument("--guidance-scale", type=_finite, default=None,
+                       help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
         p.add_argument("--mode", default="eager", choices=["eager", "compiled", "graph"],
                        help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA graphs)")
         if name == "sample":

@@ -151,14 +151,19 @@ def register_fidelity_extractor(name: str = FIDELITY_NAME) -> str:
 
 
 @torch.no_grad()
-def conditional_accuracy(folder: str | Path, guidance: float, *, n: int = 64, steps: int = 25, seed: int = 0) -> float:
-    """Fraction of ``n`` class-conditional samples of a pixel-space DiT folder (labels 0..9 cycled,
-    DDIM ``steps``, classifier-free guidance ``guidance``; sampled by :meth:`Workbench.generate`) that
-    the offline classifier assigns to the requested digit. Used by the tests and ``scripts/dit_accuracy.py``."""
+def conditional_accuracy(folder: str | Path, guidance: float | None = None, *, n: int = 64, steps: int = 25,
+                         seed: int = 0) -> float:
+    """Fraction of ``n`` class-conditional samples of a model folder (labels 0..9 cycled, DDIM ``steps``,
+    classifier-free guidance ``guidance``, default the model's own; sampled by :meth:`Workbench.generate`,
+    latent models decoded through their VAE) that the offline classifier assigns to the requested digit.
+    Used by the tests and ``scripts/dit_accuracy.py``."""
     from ..api import Workbench
     from ..sample import Condition
 
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
-    x = Workbench.load(str(folder)).generate(None, steps=steps, seed=seed, num_images=n,
-                                            condition=Condition(class_labels=labels.tolist(), guidance_scale=guidance))
-    return (load_classifier().predict(x.float().clamp(-1, 1)) == labels).float().mean().item()
+    wb = Workbench.load(str(folder))
+    g = wb.default_guidance if guidance is None else guidance
+    x = wb.generate(None, steps=steps, seed=seed, num_images=n,
+                    condition=Condition(class_labels=labels.tolist(), guidance_scale=g))
+    x = x.float().clamp(-1, 1) if wb.loaded.vae is None else wb.images(x) * 2 - 1  # (n, 1, 32, 32) in [-1, 1]
+    return (load_classifier().predict(x) == labels).float().mean().item()

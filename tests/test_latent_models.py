@@ -1,0 +1,216 @@
+"""The latent models (mnist-ldm: AutoencoderKL + UNet2DConditionModel; mnist-pixart: the same VAE +
+PixArtTransformer2DModel), classes as learned cross-attention tokens: folders written by
+scripts/train_latent.py load in blockmask, sample with masks (all-ones bitwise plain, rectification
+exact), run in diffusers' StableDiffusionPipeline / PixArtAlphaPipeline with the same images, and bad
+input gets one error line. Tiny random-weight versions from the script's own builders; the trained
+models' quality test is in tests/test_data_models.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import blockmask
+from blockmask.api import Workbench
+from blockmask.cli import main as cli
+from blockmask.errors import BlockmaskError, FileFormatError, OptionError
+from conftest import ROOT, needs_mnist
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_latent as tl  # noqa: E402  (scripts/train_latent.py: the builders and the folder writer)
+
+KINDS = ["ldm", "pixart"]
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight mnist-ldm / mnist-pixart folders written by the training script's own writer."""
+    root = tmp_path_factory.mktemp("latent")
+    torch.manual_seed(0)
+    vae = tl.build_vae("tiny")
+    out = {}
+    for kind in KINDS:
+        out[kind] = root / f"mnist-{kind}"
+        tl.save_pipeline_folder(kind, tl.ClassTokenDenoiser.new(kind, "tiny"), vae, out[kind], guidance=2.0,
+                                extra_files={})
+    return out
+
+
+@pytest.fixture(scope="module")
+def wbs(folders):
+    return {kind: Workbench.load(str(folder)) for kind, folder in folders.items()}
+
+
+def _images(wb, labels, guidance, mask=None, seed=0):
+    lat = wb.generate(mask, steps=STEPS, seed=seed, num_images=len(labels),
+                      condition=wb.condition(class_label=labels, guidance_scale=guidance))
+    return wb.images(lat)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_folder_loads_as_class_conditional_latent_model(kind, wbs):
+    wb = wbs[kind]
+    kinds = {u.kind for u in wb.units}
+    want = {"resnet", "attn", "downsample", "upsample"} if kind == "ldm" else {"self-attn", "cross-attn", "ff", "block"}
+    assert kinds == want
+    assert wb.loaded.vae is not None and wb.default_guidance == 2.0
+    from blockmask.adapters import adapter_for
+
+    ad = adapter_for(wb.model)
+    assert ad.num_classes(wb.model) == 10 and not ad.is_text_conditioned(wb.model)
+    assert wb.macs.full_step > 0 and wb.macs.ratio(np.ones((STEPS, len(wb.units)), bool)) == 1.0
+    # the folder is also what diffusers' DiffusionPipeline loads (text parts passed as None)
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(wb.loaded.spec), text_encoder=None, tokenizer=None)
+    assert type(pipe).__name__ == tl.PIPELINE_CLASS[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_masked_sampling_ones_bitwise_and_rectification_exact(kind, wbs):
+    wb = wbs[kind]
+    labels = [3, 7]
+    plain = _images(wb, labels, 2.0)
+    assert plain.shape == (2, 1, 32, 32) and 0 <= plain.min() and plain.max() <= 1
+    assert torch.equal(plain, _images(wb, labels, 2.0, mask=np.ones((STEPS, len(wb.units)), bool)))
+    m = np.random.default_rng(1).random((STEPS, len(wb.units))) < 0.6
+    m[0] = True
+    r = wb.rectify(m)
+    assert (r.mask <= m).all()
+    masked = _images(wb, labels, 2.0, mask=m)
+    assert torch.equal(masked, _images(wb, labels, 2.0, mask=r.mask))
+    assert not torch.equal(masked, plain)
+    # the class is what conditions the samples: another label, other images
+    assert not torch.equal(plain, _images(wb, [4, 7], 2.0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+
+    wb = wbs[kind]
+    pipe = ldm_pipeline(wb) if kind == "ldm" else pixart_pipeline(wb)
+    assert pipe.text_encoder is None and pipe.tokenizer is None
+    extra = {"use_resolution_binning": False} if kind == "pixart" else {}
+    labels = [3, 7]
+
+    def run(g):
+        return pipe(**class_prompt_embeds(pipe, labels), guidance_scale=g, num_inference_steps=STEPS,
+                    generator=torch.Generator().manual_seed(0), output_type="np", **extra).images
+
+    for g in (1.0, 2.0):
+        assert np.array_equal(run(g), _images(wb, labels, g).permute(0, 2, 3, 1).numpy())
+    m = np.ones((STEPS, len(wb.units)), bool)
+    m[2:, :3] = False
+    with blockmask.apply(pipe, m):
+        masked = run(2.0)
+    assert np.array_equal(masked, _images(wb, labels, 2.0, mask=m).permute(0, 2, 3, 1).numpy())
+    with pytest.raises(OptionError, match="class labels must be integers in 0..9"):
+        class_prompt_embeds(pipe, [10])
+
+
+def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monkeypatch):
+    """Bundled models are the folders of assets/models with weights: a folder still waiting for its
+    weights is not listed; once there, the CLI and the apps' model list have it."""
+    from blockmask.models import bundled_models
+    from blockmask.viz.context import load_context, model_choices
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("BLOCKMASK_ASSETS", str(tmp_path))
+    waiting = tmp_path / "models" / "mnist-pixart"
+    waiting.mkdir()
+    (waiting / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline"}))
+    assert bundled_models() == []
+    shutil.copytree(folders["ldm"], tmp_path / "models" / "mnist-ldm")
+    assert bundled_models() == ["mnist-ldm"] and "mnist-ldm" in model_choices()
+    ctx = load_context("mnist-ldm", "ddim", device="cpu")
+    assert ctx.num_classes == 10 and not ctx.takes_text and ctx.default_guidance == 2.0
+    assert cli(["info", "mnist-ldm", "--json"]) == 0
+
+
+def test_cli_sample_uses_the_models_default_guidance(folders, wbs, tmp_path, capsys):
+    assert cli(["sample", str(folders["ldm"]), "--steps", str(STEPS), "--num-images", "2", "--class-label", "3",
+                "-o", str(tmp_path / "out")]) == 0
+    got = np.load(tmp_path / "out" / "samples.npy")
+    assert np.array_equal(got, _images(wbs["ldm"], [3, 3], 2.0).numpy())
+
+
+def _one_error_line(capsys, args, match):
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and match in err, err
+
+
+def test_bad_inputs_one_line(folders, tmp_path, capsys):
+    # class label out of range: API and CLI
+    wb = Workbench.load(str(folders["pixart"]))
+    with pytest.raises(OptionError, match="class label 10 is out of range"):
+        wb.condition(class_label=10)
+    _one_error_line(capsys, ["sample", str(folders["pixart"]), "--steps", "2", "--class-label", "10", "-o",
+                             str(tmp_path / "o")], "class label 10 is out of range")
+    # a missing folder
+    _one_error_line(capsys, ["info", str(tmp_path / "nope" / "mnist-ldm")], "unknown model")
+    # a folder whose blockmask.json names a token file that is not there
+    broken = tmp_path / "no-tokens"
+    shutil.copytree(folders["ldm"], broken)
+    (broken / tl.TOKEN_FILE).unlink()
+    with pytest.raises(BlockmaskError, match="class token file class_tokens.safetensors is missing"):
+        Workbench.load(str(broken))
+    _one_error_line(capsys, ["info", str(broken)], "class token file class_tokens.safetensors is missing")
+    # tokens of the wrong width, or not a tensor file
+    from safetensors.torch import save_file
+
+    save_file({"class_tokens": torch.zeros(11, 2, 5)}, str(broken / tl.TOKEN_FILE))
+    with pytest.raises(FileFormatError, match="token width 5 does not fit UNet2DConditionModel"):
+        Workbench.load(str(broken))
+    (broken / tl.TOKEN_FILE).write_bytes(b"not safetensors")
+    _one_error_line(capsys, ["info", str(broken)], "not a safetensors file")
+    # a bad default guidance in blockmask.json
+    shutil.copy(folders["ldm"] / tl.TOKEN_FILE, broken / tl.TOKEN_FILE)
+    info = json.loads((broken / "blockmask.json").read_text())
+    (broken / "blockmask.json").write_text(json.dumps({**info, "default_guidance_scale": "high"}))
+    _one_error_line(capsys, ["sample", str(broken), "--steps", "2", "-o", str(tmp_path / "o2")],
+                    "'default_guidance_scale' must be a number")
+    assert not (tmp_path / "o2" / "grid.png").exists()
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_training_script_stages_end_to_end(tmp_path):
+    """scripts/train_latent.py: vae -> ldm (then continued with --init) -> pixart, tiny sizes, a few steps
+    each on the CPU; every stage writes a folder that loads."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*args):
+        r = subprocess.run([sys.executable, str(ROOT / "scripts/train_latent.py"), "--size", "tiny", "--batch", "4",
+                            "--data-limit", "64", "--no-grid", "--device", "cpu", *args],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stderr[-1500:]
+        return r.stdout
+
+    run("--stage", "vae", "--max-steps", "3", "--out", str(tmp_path / "vae"))
+    vae_meta = json.loads((tmp_path / "vae" / "training.json").read_text())
+    assert vae_meta["final"] and vae_meta["steps"] == 3 and vae_meta["loss_terms_first_step"]["rec"] > 0
+    sf = json.loads((tmp_path / "vae" / "config.json").read_text())["scaling_factor"]
+    assert sf == pytest.approx(vae_meta["latent_stats"]["scaling_factor"], abs=1e-6) and sf != 0.18215
+    assert vae_meta["recon_mse"]["start"] > 0 and vae_meta["recon_mse"]["end_ema"] > 0
+    run("--stage", "ldm", "--max-steps", "2", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "ldm"))
+    run("--stage", "ldm", "--max-steps", "1", "--vae", str(tmp_path / "vae"), "--init", str(tmp_path / "ldm"),
+        "--out", str(tmp_path / "ldm2"))
+    assert json.loads((tmp_path / "ldm2" / "training.json").read_text())["total_steps_including_init"] == 3
+    run("--stage", "pixart", "--max-steps", "2", "--vae", str(tmp_path / "ldm"), "--out", str(tmp_path / "pixart"))
+    for kind in ("ldm2", "pixart"):
+        wb = Workbench.load(str(tmp_path / kind))
+        assert wb.loaded.vae.config.scaling_factor == sf
+        assert wb.images(wb.generate(None, steps=2, num_images=1, condition=wb.condition(class_label=5))).shape == \
+            (1, 1, 32, 32)
+    assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.old-*"))  # atomic: no leftovers
