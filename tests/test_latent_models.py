@@ -214,3 +214,33 @@ def test_training_script_stages_end_to_end(tmp_path):
         assert wb.images(wb.generate(None, steps=2, num_images=1, condition=wb.condition(class_label=5))).shape == \
             (1, 1, 32, 32)
     assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.old-*"))  # atomic: no leftovers
+
+
+def test_gradio_app_offers_and_runs_the_latent_models(folders, tmp_path, monkeypatch):
+    """With both folders in the assets, the app's model picker has them; picking one shows the class label
+    (0-9) and the model's guidance, no prompt upload, and the class reaches the images."""
+    import warnings
+
+    (tmp_path / "models").mkdir()
+    for kind in KINDS:
+        shutil.copytree(folders[kind], tmp_path / "models" / f"mnist-{kind}")
+    monkeypatch.setenv("BLOCKMASK_ASSETS", str(tmp_path))
+    monkeypatch.setenv("BLOCKMASK_APP_MODEL", "mnist-ldm")
+    monkeypatch.delenv("BLOCKMASK_APP_ALLOW", raising=False)
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, str(ROOT / "app"))
+    import gradio_handlers as h
+    from blockmask.viz.access import LRU
+
+    monkeypatch.setattr(h, "_MODELS", LRU())  # this test's tiny models stay out of the app's shared cache
+    monkeypatch.setattr(h, "_SCHEDULED", LRU(8))
+    values = [v for _, v in h.model_dropdown()[0]]
+    assert {"mnist-ldm", "mnist-pixart"} <= set(values)
+    s = h.new_session("mnist-ldm", STEPS)
+    out = h.load_model(s, "mnist-pixart", STEPS, "ddim")
+    s2, prompt, lab, gui = out[0], out[-3], out[-2], out[-1]
+    assert lab["visible"] and lab["label"] == "Class label (0–9)" and gui["value"] == 2.0 and not prompt["visible"]
+    noop = lambda *a, **k: None  # noqa: E731 — a gr.Progress stand-in
+    _, a, *_ = h.generate(s2, 0, 1, 1, 2.0, 1, progress=noop)
+    _, b, *_ = h.generate(s2, 0, 1, 2, 2.0, 1, progress=noop)
+    assert not np.array_equal(a, b)
