@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 LOSS_PRINT_S = 30.0  # seconds between progress lines
 
@@ -95,6 +96,12 @@ def temp_folder(out_dir: Path) -> Path:
     return tmp
 
 
+def _say(line: str) -> None:
+    """A log line that does not tear the progress bar."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
 class TimedTrainer:
     """The training loop of every stage, bounded by wall-clock time (and optionally a step count).
 
@@ -135,8 +142,12 @@ class TimedTrainer:
         seen_at_print = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
+        # progress over the time budget (seconds); the loss lines below are the log's record
+        bar = tqdm(total=round(self.budget), unit="s", desc=self.tag, leave=False, mininterval=1.0 if sys.stderr.isatty()
+                   else LOSS_PRINT_S, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s {postfix}")
         while True:
             elapsed = time.time() - self.t_start
+            bar.update(max(0, min(round(elapsed), bar.total) - bar.n))
             if elapsed >= self.budget or (self.max_steps and self.step >= self.max_steps):
                 break
             frac = min(elapsed / self.budget, 1.0)
@@ -165,15 +176,16 @@ class TimedTrainer:
                     self.first = dict(self.logs)
                 rate = (self.step - seen_at_print) / max(now - last_print, 1e-9)
                 terms = " ".join(f"{k} {v:.4f}" for k, v in self.logs.items() if k != "loss")
-                print(f"[{self.tag}] step {self.step} loss {loss.item():.4f} (ema {self.loss_ema:.4f}) {terms} "
-                      f"lr {cur_lr:.2e} {rate:.2f} it/s elapsed {(now - self.t_start) / 60:.1f}/{self.budget / 60:.0f} min",
-                      flush=True)
+                _say(f"[{self.tag}] step {self.step} loss {loss.item():.4f} (ema {self.loss_ema:.4f}) {terms} "
+                     f"lr {cur_lr:.2e} {rate:.2f} it/s elapsed {(now - self.t_start) / 60:.1f}/{self.budget / 60:.0f} min")
                 last_print, seen_at_print = now, self.step
+                bar.set_postfix_str(f"step {self.step}, loss {self.loss_ema:.4f}", refresh=False)
             if on_checkpoint is not None and now - last_ckpt >= self.ckpt_s:
                 self._sync_logs()
                 on_checkpoint()
-                print(f"[{self.tag}] checkpoint at step {self.step}", flush=True)
+                _say(f"[{self.tag}] checkpoint at step {self.step}")
                 last_ckpt = time.time()
+        bar.close()
         self._sync_logs()
 
     def record(self) -> dict:
