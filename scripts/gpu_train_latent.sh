@@ -32,11 +32,15 @@ mkdir -p "$W/logs"
 T0=$(date +%s)
 left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$W/log.txt"; }
-pack() {  # the whole archive each time: parts of an older pack never mix with a newer one
-  local tmp="$OUT/.pack"; rm -rf "$tmp"; mkdir -p "$tmp"
-  tar czf "$tmp/results.tgz" -C "$W" . && rm -f "$OUT"/results.tgz.part-* \
-    && split -b 15000000 "$tmp/results.tgz" "$OUT/results.tgz.part-"; rm -rf "$tmp"
-  cp "$W/log.txt" "$OUT/log.txt"
+pack() {  # the whole archive each time: parts of an older pack never mix with a newer one (one pack at a time)
+  (
+    flock 9
+    local tmp; tmp=$(mktemp -d /tmp/latent-pack.XXXX)
+    # a folder being swapped in while tar reads makes tar fail: the previous parts are then kept
+    tar czf "$tmp/results.tgz" -C "$W" . 2>/dev/null && rm -f "$OUT"/results.tgz.part-* \
+      && split -b 15000000 "$tmp/results.tgz" "$OUT/results.tgz.part-"; rm -rf "$tmp"
+    cp "$W/log.txt" "$OUT/log.txt"
+  ) 9>"$W.lock"
 }
 # scale the stage minutes down when the deadline cannot hold them: vae first, then ldm || pixart
 read -r VAE_MIN LDM_MIN PIX_MIN < <(python3 -c "
@@ -75,7 +79,11 @@ train ldm "$LDM_MIN" --batch "$BATCH" --lr 1e-3 --warmup 200 --vae "$W/mnist-vae
 P1=$!
 train pixart "$PIX_MIN" --batch "$BATCH" --lr 5e-4 --warmup 200 --vae "$W/mnist-vae" --out "$W/mnist-pixart" &
 P2=$!
+# pack the checkpoints (written every minute) while they train: a lease that ends early still returns them
+( while kill -0 "$P1" 2>/dev/null || kill -0 "$P2" 2>/dev/null; do sleep "${PACK_EVERY_S:-90}"; pack; done ) &
+PK=$!
 wait "$P1" "$P2"
+kill "$PK" 2>/dev/null; wait "$PK" 2>/dev/null
 pack
 
 # 3. accuracy with the offline classifier; the default guidance chosen on seed 1, measured on seed 0
