@@ -208,6 +208,9 @@ def cmd_train(args) -> None:
 
     check_output_file(args.output)
     wb = _workbench(args)
+    if args.guidance_scale is None:
+        args.guidance_scale = wb.default_guidance if "default_guidance_scale" in (wb.loaded.info or {}) \
+            else TrainConfig.guidance_scale
     labels = None if args.class_label is None else (args.class_label,)
     from .train_run import RefineConfig, check_budget, run_budget_auto
 
@@ -447,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
     p.add_argument("--seed", type=int, default=td["seed"])
     p.add_argument("--class-label", type=int)
-    p.add_argument("--guidance-scale", type=_finite, default=td["guidance_scale"])
+    p.add_argument("--guidance-scale", type=_finite, default=None,
+                   help="classifier-free guidance scale the mask is trained at (default: the model's own, from its "
+                        f"blockmask.json, else TrainConfig's {td['guidance_scale']:g})")
     p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
     p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")

@@ -81,14 +81,16 @@ def generate_set(wb, method: Method, *, n: int, batch: int, seed: int, guidance:
 HELDOUT_SEED = 5000  # first seed of the held-out samples (masks are calibrated on seeds 1000..)
 
 
-def heldout_psnr(wb, mask: np.ndarray, *, num: int = 32, batch: int = 16, seed: int = HELDOUT_SEED) -> float:
+def heldout_psnr(wb, mask: np.ndarray, *, num: int = 32, batch: int = 16, seed: int = HELDOUT_SEED,
+                 guidance: float = 1.0) -> float:
     """PSNR (dB) of ``mask``'s final images against the plain model's on ``num`` samples from seeds
-    ``seed``.. (batch b uses seed + b), class labels cycling 0..9 for class-conditional models."""
+    ``seed``.. (batch b uses seed + b), class labels cycling 0..9 for class-conditional models, at
+    classifier-free guidance ``guidance``."""
     masked, plain = [], []
     for b, start in enumerate(range(0, num, batch)):
         m = min(batch, num - start)
         labels = _labels(wb, m, None)
-        cond = Condition(class_labels=labels, guidance_scale=1.0)
+        cond = Condition(class_labels=labels, guidance_scale=guidance)
         for out, mk in ((masked, mask), (plain, None)):
             out.append(wb.images(wb.generate(mk, steps=mask.shape[0], seed=seed + b, num_images=m, condition=cond)).numpy())
     return psnr(np.concatenate(masked), np.concatenate(plain))[1]

@@ -3,7 +3,8 @@
     python scripts/mask_heldout.py assets/masks/mnist-ddpm-050steps-b*.json [--num 32]
 
 PSNR of the mask's final images against the plain model's on ``--num`` samples from seed 5000
-(never a calibration seed: budget runs calibrate on seeds 1000..); see blockmask.evaluate.heldout_psnr.
+(never a calibration seed: budget runs calibrate on seeds 1000..), at the guidance scale the mask was
+trained at (its meta.training, else 1); see blockmask.evaluate.heldout_psnr.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def main(argv=None) -> int:
         mf = MaskFile.load(path)
         wb = benches.setdefault(mf.model, Workbench.load(mf.model))
         mf, _ = wb.load_mask(path)
-        db = heldout_psnr(wb, mf.mask, num=args.num)
-        mf.meta["heldout"] = {"psnr": db, "num": args.num, "seed": HELDOUT_SEED}
+        g = float((mf.meta.get("training") or {}).get("guidance_scale", 1.0))
+        db = heldout_psnr(wb, mf.mask, num=args.num, guidance=g)
+        mf.meta["heldout"] = {"psnr": db, "num": args.num, "seed": HELDOUT_SEED, "guidance_scale": g}
         mf.save(path)
         print(f"{path}: MACs {wb.macs.ratio(mf.mask):.1%}, held-out PSNR {db:.2f} dB (N={args.num})")
     return 0

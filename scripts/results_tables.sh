@@ -4,12 +4,14 @@
 #   bash scripts/results_tables.sh table1-dit N K       # mnist-dit (guidance $GUIDANCE_DIT, default 1 = no CFG)
 #   bash scripts/results_tables.sh ablations N K        # mnist-ddpm: ablation masks (trained here) vs learned
 #   bash scripts/results_tables.sh ddpm100 N            # mnist-ddpm, 100 steps: shipped mask (λ=2.5), λ=2, baselines
+#   MODEL=mnist-ldm bash scripts/results_tables.sh table1-latent N K   # mnist-ldm | mnist-pixart at their own
+#       guidance: learned ($MASK, default the shipped b45 mask), FORA, DeepCache (U-Net), DDIM fewer steps, random
 # Rows are cached by content (.cache/blockmask-eval), so re-running a table only computes new rows.
 # N >= 1000 on CPU, N >= 5000 on a GPU (add --device cuda through $EXTRA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-WHAT=${1:?table1-ddpm | table1-dit | ablations | ddpm100}; N=${2:-1000}; K=${3:-50}
+WHAT=${1:?table1-ddpm | table1-dit | table1-latent | ablations | ddpm100}; N=${2:-1000}; K=${3:-50}
 KK=$(printf %03d "$K")
 EXTRA=${EXTRA:-}
 case "$WHAT" in
@@ -30,6 +32,14 @@ table1-dit)
   blockmask eval mnist-dit --steps "$K" --guidance-scale "$G" --mask "learned=$M" "${SENS[@]}" \
     --fora 2,3 --fewer-steps --random-matched --num-samples "$N" --batch 50 --bench-batch 8 --bench-repeats 2 \
     $EXTRA -o "docs/results/mnist-dit-$K-g$G"
+  ;;
+table1-latent)
+  M=${MODEL:?MODEL=mnist-ldm or mnist-pixart}
+  MK=${MASK:-assets/masks/${M}-${KK}steps-b45.json}
+  DC=(); [ "$M" = mnist-ldm ] && DC=(--deepcache 2,3)
+  # shellcheck disable=SC2086
+  blockmask eval "$M" --steps "$K" --mask "learned=$MK" "${DC[@]}" --fora 2,3 --fewer-steps --random-matched \
+    --num-samples "$N" --batch 50 --bench-batch 8 --bench-repeats 2 $EXTRA -o "${OUTDIR:-docs/results}/$M-$K"
   ;;
 ablations)
   A=docs/results/ablation-masks; mkdir -p "$A"
@@ -54,5 +64,5 @@ ddpm100)
     --mask "learned (λ=2)=docs/results/ablation-masks/mnist-ddpm-100steps-lambda2.json" --deepcache 3,4 --fewer-steps \
     --fora 2,3 --uniform 2 --random-matched --ablate-rectify --num-samples "$N" --batch 64 --bench-batch 8 --bench-repeats 2 $EXTRA -o docs/results/mnist-ddpm-100
   ;;
-*) echo "unknown table $WHAT (table1-ddpm | table1-dit | ablations | ddpm100)" >&2; exit 2 ;;
+*) echo "unknown table $WHAT (table1-ddpm | table1-dit | table1-latent | ablations | ddpm100)" >&2; exit 2 ;;
 esac

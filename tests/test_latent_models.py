@@ -137,11 +137,14 @@ def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monk
     assert cli(["info", "mnist-ldm", "--json"]) == 0
 
 
-def test_cli_sample_uses_the_models_default_guidance(folders, wbs, tmp_path, capsys):
+def test_cli_sample_and_train_use_the_models_default_guidance(folders, wbs, tmp_path, capsys):
     assert cli(["sample", str(folders["ldm"]), "--steps", str(STEPS), "--num-images", "2", "--class-label", "3",
                 "-o", str(tmp_path / "out")]) == 0
     got = np.load(tmp_path / "out" / "samples.npy")
     assert np.array_equal(got, _images(wbs["ldm"], [3, 3], 2.0).numpy())
+    # masks are trained at the model's guidance too (unless --guidance-scale says otherwise)
+    assert cli(["train", str(folders["ldm"]), "--steps", "3", "--iters", "1", "-o", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["meta"]["training"]["guidance_scale"] == 2.0
 
 
 def _one_error_line(capsys, args, match):
