@@ -247,3 +247,23 @@ def test_gradio_app_offers_and_runs_the_latent_models(folders, tmp_path, monkeyp
     _, a, *_ = h.generate(s2, 0, 1, 1, 2.0, 1, progress=noop)
     _, b, *_ = h.generate(s2, 0, 1, 2, 2.0, 1, progress=noop)
     assert not np.array_equal(a, b)
+
+
+def test_streamlit_app_runs_a_latent_model(folders, monkeypatch):
+    """The Streamlit app on a latent model: class label and guidance inputs, no prompt upload; generating
+    decodes through the VAE without an error."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("BLOCKMASK_APP_MODEL", str(folders["pixart"]))
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
+    at.session_state["steps"] = STEPS
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {"label", "guidance"} <= {n.key for n in at.number_input}
+    assert not any("prompt embeddings" in c.value.lower() for c in at.caption)  # no prompt-embeddings panel
+    guidance = next(n for n in at.number_input if n.key == "guidance")
+    assert guidance.value == 2.0
+    next(n for n in at.number_input if n.key == "label").set_value(4).run()
+    next(b for b in at.button if b.key == "generate").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["result"][1].macs_original > 0
