@@ -164,12 +164,15 @@ def save_vae_folder(vae: AutoencoderKL, out_dir: Path, extra_files: dict[str, st
 
 
 def save_pipeline_folder(kind: str, model: ClassTokenDenoiser, vae: AutoencoderKL, out_dir: Path, *,
-                         guidance: float, extra_files: dict[str, str]) -> None:
-    """The pipeline folder blockmask loads (see the module docstring); written to a temp folder, renamed."""
+                         guidance: float, extra_files: dict[str, str], vae_record: str | None = None) -> None:
+    """The pipeline folder blockmask loads (see the module docstring); written to a temp folder, renamed.
+    ``vae_record``: the VAE stage's training.json, kept as vae/training.json."""
     tmp = temp_folder(out_dir)
     sub = DENOISER_DIR[kind]
     model.denoiser.save_pretrained(str(tmp / sub), safe_serialization=True)
     vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
+    if vae_record is not None:
+        (tmp / "vae" / "training.json").write_text(vae_record)
     latent_scheduler().save_pretrained(str(tmp / "scheduler"))
     save_file({TOKEN_KEY: model.tokens.detach().float().cpu().contiguous()}, str(tmp / TOKEN_FILE))
     index = {"_class_name": PIPELINE_CLASS[kind], "_diffusers_version": diffusers.__version__,
@@ -314,6 +317,8 @@ def run_denoiser(args, images, labels, device, meta_base) -> None:
     out_dir = Path(args.out) if args.out else DEFAULT_OUT[kind]
     vae = load_vae(args.vae).to(device)
     sf = float(vae.config.scaling_factor)
+    vae_dir = Path(args.vae) / "vae" if (Path(args.vae) / "vae").is_dir() else Path(args.vae)
+    vae_record = (vae_dir / "training.json").read_text() if (vae_dir / "training.json").is_file() else None
     t0 = time.time()
     mean, std = encode_images(vae, images)
     mean, std = mean * sf, std * sf
@@ -353,7 +358,7 @@ def run_denoiser(args, images, labels, device, meta_base) -> None:
                 "cfg": {"null_class": NULL_CLASS, "label_dropout": LABEL_DROPOUT}}
 
     def save(final: bool):
-        save_pipeline_folder(kind, trainer.ema, vae, out_dir, guidance=args.guidance,
+        save_pipeline_folder(kind, trainer.ema, vae, out_dir, guidance=args.guidance, vae_record=vae_record,
                              extra_files={"training.json": json.dumps(meta(final), indent=2)})
 
     trainer.run(loss_fn, lambda: save(False))

@@ -212,6 +212,7 @@ def test_training_script_stages_end_to_end(tmp_path):
     assert json.loads((tmp_path / "ldm2" / "training.json").read_text())["total_steps_including_init"] == 3
     run("--stage", "pixart", "--max-steps", "2", "--vae", str(tmp_path / "ldm"), "--out", str(tmp_path / "pixart"))
     for kind in ("ldm2", "pixart"):
+        assert json.loads((tmp_path / kind / "vae" / "training.json").read_text())["stage"] == "vae"  # provenance
         wb = Workbench.load(str(tmp_path / kind))
         assert wb.loaded.vae.config.scaling_factor == sf
         assert wb.images(wb.generate(None, steps=2, num_images=1, condition=wb.condition(class_label=5))).shape == \
