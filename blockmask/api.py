@@ -190,17 +190,20 @@ class Workbench:
         return MaskFile(mask=mask, units=self.unit_names, model=self.loaded.spec, fingerprint=self.loaded.fingerprint,
                         scheduler=scheduler_info(self.scheduler(), mask.shape[0]), meta=meta)
 
-    def load_mask(self, source: str | Path | bytes, *, steps: int | None = None) -> tuple[MaskFile, list[str]]:
+    def load_mask(self, source: str | Path | bytes, *, steps: int | None = None,
+                  max_bytes: int | None = None) -> tuple[MaskFile, list[str]]:
         """Load and check a mask against this model; returns (file, warnings). ``source``: a mask file,
         bytes, the name of a shipped mask (``mnist-ddpm-050steps-b35``), a folder written by
-        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.hub.load_mask_source`)."""
+        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.hub.load_mask_source`; a hub
+        file over ``max_bytes`` is refused before it is downloaded)."""
         from .hub import load_mask_source
 
         if not isinstance(source, (str, Path, bytes)):
             raise OptionError(f"mask source must be a path, a shipped mask name or bytes, got {type(source).__name__}")
         if steps is not None:
             steps = check_int("steps", steps, low=1, high=MAX_STEPS)
-        mf = MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes) else load_mask_source(source)
+        mf = (MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes)
+              else load_mask_source(source, max_bytes=max_bytes))
         mf = mf.fit(self.unit_names)
         warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
         ts = mf.scheduler.get("timesteps")

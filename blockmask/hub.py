@@ -43,8 +43,11 @@ def save_pretrained(mf, save_directory) -> Path:
 
 
 def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | None = None,
-                    revision: str | None = None, cache_dir=None, token=None, local_files_only: bool = False):
-    """A mask from a local folder saved with ``save_pretrained`` or a hub repo id."""
+                    revision: str | None = None, cache_dir=None, token=None, local_files_only: bool = False,
+                    max_bytes: int | None = None):
+    """A mask from a local folder saved with ``save_pretrained`` or a hub repo id. A hub file larger
+    than ``max_bytes`` (default: the mask loader's limit) is refused from its metadata, before any of
+    it is downloaded."""
     from .mask import MaskFile
 
     local = Path(source) / (subfolder or "") / filename
@@ -56,6 +59,9 @@ def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | N
         raise MaskError(f"mask {source!r} is not a file, a folder or a hub repo id (owner/name)")
     from huggingface_hub import hf_hub_download
 
+    if not local_files_only:
+        _check_remote_size(str(source), filename, subfolder=subfolder, revision=revision, token=token,
+                           max_bytes=max_bytes)
     try:
         path = hf_hub_download(str(source), filename, subfolder=subfolder, revision=revision, cache_dir=cache_dir,
                                token=token, local_files_only=local_files_only)
@@ -63,6 +69,24 @@ def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | N
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MaskError(f"could not get mask {filename} from hub repo {source!r}: {first[:160]}") from None
     return MaskFile.load(path)
+
+
+def _check_remote_size(repo: str, filename: str, *, subfolder, revision, token, max_bytes) -> None:
+    """Refuse a hub file over ``max_bytes`` from its HEAD metadata. Offline (or when the hub does not
+    answer) there is nothing to check here: the download then fails or comes from the cache, and the
+    loader checks the size of what is on disk."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    from .validate import MAX_JSON_BYTES
+
+    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename, subfolder=subfolder, revision=revision), token=token)
+    except Exception:  # offline, unknown repo or file: hf_hub_download reports it
+        return
+    if meta.size is not None and meta.size > limit:
+        raise MaskError(f"mask {filename} in hub repo {repo!r} is too large ({meta.size} bytes, limit {limit}); "
+                        "not downloaded")
 
 
 def push_to_hub(mf, repo_id: str, *, subfolder: str | None = None, commit_message: str = "Upload blockmask mask",
@@ -78,7 +102,7 @@ def push_to_hub(mf, repo_id: str, *, subfolder: str | None = None, commit_messag
                                  commit_message=commit_message, revision=revision)
 
 
-def load_mask_source(source, *, cache_dir=None):
+def load_mask_source(source, *, cache_dir=None, max_bytes: int | None = None):
     """A mask named any accepted way: a mask file path, a folder with ``blockmask_mask.json``, the
     name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id (``owner/name``, optionally
     ``owner/name:path/in/repo.json``)."""
@@ -97,5 +121,6 @@ def load_mask_source(source, *, cache_dir=None):
     repo, _, inner = s.partition(":")
     if _REPO_ID.match(repo) and (inner or not s.endswith(".json")):  # "a/b.json" is a missing file, not a repo
         sub, _, name = inner.rpartition("/") if inner else ("", "", MASK_FILENAME)
-        return from_pretrained(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir)
+        return from_pretrained(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir,
+                               max_bytes=max_bytes)
     raise MaskError(f"mask file not found: {s} (not a file, a folder, a shipped mask name or a hub repo id)")

@@ -161,3 +161,42 @@ def test_data_mnist_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["data", "mnist", "-o", str(tmp_path / "o")]) == 2  # tests run offline
     assert "--data PATH" in capsys.readouterr().err
+
+
+def test_hub_mask_over_the_limit_is_refused_before_download(monkeypatch, workbenches):
+    """The size comes from the file's hub metadata: an oversized mask is never downloaded (the apps pass
+    their 2 MB limit), a small one is; offline, the metadata call fails and the download decides."""
+    import types
+
+    import huggingface_hub
+
+    from blockmask.viz.access import MAX_UPLOAD_BYTES
+
+    downloads = []
+    size = {"n": 100 * 2**20}
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, **kw: types.SimpleNamespace(size=size["n"]))
+
+    def download(repo, filename, **kw):
+        downloads.append(repo)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(MaskError, match=r"too large \(104857600 bytes, limit 67108864\); not downloaded"):
+        MaskFile.from_pretrained("someone/huge-mask")
+    wb = workbenches("tiny-unet")
+    size["n"] = MAX_UPLOAD_BYTES + 1
+    with pytest.raises(MaskError, match="limit 2000000"):
+        wb.load_mask("someone/big-mask", max_bytes=MAX_UPLOAD_BYTES)
+    assert downloads == []
+    size["n"] = 1000  # under the limit: the download is attempted (and fails here with one line)
+    with pytest.raises(MaskError, match="could not get mask .* no network in tests"):
+        wb.load_mask("someone/small-mask", max_bytes=MAX_UPLOAD_BYTES)
+    assert downloads == ["someone/small-mask"]
+
+    def offline(url, **kw):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", offline)
+    with pytest.raises(MaskError, match="could not get mask"):
+        MaskFile.from_pretrained("someone/any")
+    assert downloads[-1] == "someone/any"

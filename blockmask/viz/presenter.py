@@ -239,7 +239,7 @@ class MaskEditor:
 
         try:
             source = policy.check(source)
-            mf, warns = ctx.wb.load_mask(source, steps=self.steps)
+            mf, warns = ctx.wb.load_mask(source, steps=self.steps, max_bytes=MAX_UPLOAD_BYTES)
         except BlockmaskError as e:
             return [error(f"{str(e)[0].upper()}{str(e)[1:]}. The current mask is kept.")]
         except Exception as e:  # noqa: BLE001 — a hub/parser surprise is still a bad mask
