@@ -93,10 +93,10 @@ for name in ldm pixart; do
   if [ "$(left)" -le 20 ]; then log "skip accuracy of mnist-$name (no time left)"; continue; fi
   # shellcheck disable=SC2086
   timeout -k 5 "$(left)" python3 scripts/dit_accuracy.py --folder "$f" --guidance $GUIDANCES --num "$NUM" \
-    --seed 1 --set-default 2>&1 | tee -a "$W/accuracy.txt" "$W/log.txt"
+    --seed 1 --set-default 2>>"$W/logs/accuracy.log" | tee -a "$W/accuracy.txt" "$W/log.txt"
   g=$(python3 -c "import json; print(json.load(open('$f/blockmask.json'))['default_guidance_scale'])")
-  timeout -k 5 "$(left)" python3 scripts/dit_accuracy.py --folder "$f" --guidance "$g" --num "$NUM" --seed 0 2>&1 \
-    | sed "s/^/mnist-$name test setting: /" | tee -a "$W/accuracy.txt" "$W/log.txt"
+  timeout -k 5 "$(left)" python3 scripts/dit_accuracy.py --folder "$f" --guidance "$g" --num "$NUM" --seed 0 \
+    2>>"$W/logs/accuracy.log" | sed "s/^/mnist-$name test setting: /" | tee -a "$W/accuracy.txt" "$W/log.txt"
   timeout -k 5 "$(left)" python3 scripts/train_latent.py --stage "$name" --samples-only --out "$f" --guidance "$g" \
     > "$W/logs/$name-grid.log" 2>&1 || log "grid of mnist-$name failed: see logs/$name-grid.log"
   pack
