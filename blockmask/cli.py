@@ -99,10 +99,17 @@ def cmd_info(args) -> None:
     p = wb.macs
     units = [{"index": u.index, "name": u.name, "kind": u.kind, "block": u.block, "macs": float(p.unit_macs[u.index])}
              for u in wb.units]
+    from .adapters import adapter_for
+
+    n_classes = adapter_for(wb.model).num_classes(wb.model)
     obj = {"model": wb.loaded.spec, "class": type(wb.model).__name__, "fingerprint": wb.loaded.fingerprint,
            "random_init": wb.loaded.random_init, "num_units": len(units), "units": units,
-           "macs_per_forward": p.full_step, "remainder_macs": p.remainder}
-    lines = [f"{wb.loaded.label}", f"fingerprint {wb.loaded.fingerprint}",
+           "macs_per_forward": p.full_step, "remainder_macs": p.remainder, "num_classes": n_classes,
+           "vae": wb.loaded.vae is not None, "default_guidance": wb.default_guidance}
+    cond = [f"{n_classes} classes"] if n_classes else []
+    cond += ["decoded by its VAE"] if wb.loaded.vae is not None else []
+    cond += [f"default guidance {wb.default_guidance:g}"] if wb.default_guidance != 1 else []
+    lines = [f"{wb.loaded.label}" + (f" ({', '.join(cond)})" if cond else ""), f"fingerprint {wb.loaded.fingerprint}",
              f"{len(units)} units; one forward (batch 1) = {format_macs(p.full_step)} MACs, "
              f"always-run remainder {format_macs(p.remainder)} ({p.remainder / p.full_step:.1%})"]
     lines += [f"  {u['index']:3d}  {u['kind']:<10} {u['name']:<40} {format_macs(u['macs']):>8}" for u in units]

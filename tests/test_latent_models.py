@@ -118,7 +118,7 @@ def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
         class_prompt_embeds(pipe, [10])
 
 
-def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monkeypatch):
+def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monkeypatch, capsys):
     """Bundled models are the folders of assets/models with weights: a folder still waiting for its
     weights is not listed; once there, the CLI and the apps' model list have it."""
     from blockmask.models import bundled_models
@@ -134,7 +134,10 @@ def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monk
     assert bundled_models() == ["mnist-ldm"] and "mnist-ldm" in model_choices()
     ctx = load_context("mnist-ldm", "ddim", device="cpu")
     assert ctx.num_classes == 10 and not ctx.takes_text and ctx.default_guidance == 2.0
+    capsys.readouterr()
     assert cli(["info", "mnist-ldm", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 10 and info["vae"] and info["default_guidance"] == 2.0 and info["num_units"] == 22
 
 
 def test_cli_sample_and_train_use_the_models_default_guidance(folders, wbs, tmp_path, capsys):
