@@ -5,7 +5,7 @@
 #   1. vae: the AutoencoderKL (VAE_MIN minutes, batch VAE_BATCH)                       -> mnist-vae/
 #   2. ldm and pixart at the same time on the same GPU (small models leave it mostly idle; LDM_MIN and
 #      PIX_MIN minutes, batch BATCH), both on the stage-1 VAE's latents          -> mnist-ldm/, mnist-pixart/
-#   3. the offline classifier on both: accuracy at guidance 1, 1.5, 2, 3 on seed 1; the best becomes the
+#   3. the offline classifier on both: accuracy at guidance 1, 1.5, 2, 3, 4 on seed 1; the best becomes the
 #      folder's default_guidance_scale; then the quality test's own setting (64 samples, seed 0, that
 #      default) is measured and logged; samples.png is redrawn at the default                -> accuracy.txt
 # Stage minutes shrink in proportion when DEADLINE_S cannot hold them (plus OVERHEAD_S for start-ups,
@@ -25,7 +25,7 @@ OUT=${1:?OUTDIR}; DEADLINE=${2:-600}
 DEV=${DEV:-cuda}; SIZE=${SIZE:-small}; DATA_LIMIT=${DATA_LIMIT:-0}; NUM=${NUM:-64}
 VAE_MIN=${VAE_MIN:-2}; LDM_MIN=${LDM_MIN:-6}; PIX_MIN=${PIX_MIN:-6}
 VAE_BATCH=${VAE_BATCH:-256}; BATCH=${BATCH:-512}; BF16=${BF16---bf16}; OVERHEAD_S=${OVERHEAD_S:-120}
-GUIDANCES=${GUIDANCES:-1 1.5 2 3}
+GUIDANCES=${GUIDANCES:-1 1.5 2 3 4}
 mkdir -p "$OUT"
 W=$(mktemp -d /tmp/latent-results.XXXX)
 mkdir -p "$W/logs"

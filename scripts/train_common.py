@@ -142,9 +142,10 @@ class TimedTrainer:
         seen_at_print = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        # progress over the time budget (seconds); the loss lines below are the log's record
-        bar = tqdm(total=round(self.budget), unit="s", desc=self.tag, leave=False, mininterval=1.0 if sys.stderr.isatty()
-                   else LOSS_PRINT_S, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s {postfix}")
+        # progress over the time budget (seconds) on a terminal (disable=None: off when stderr is a file, where
+        # the loss lines below are the log's record)
+        bar = tqdm(total=round(self.budget), unit="s", desc=self.tag, leave=False, disable=None, mininterval=1.0,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s {postfix}")
         while True:
             elapsed = time.time() - self.t_start
             bar.update(max(0, min(round(elapsed), bar.total) - bar.n))
