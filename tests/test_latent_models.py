@@ -118,6 +118,20 @@ def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
         class_prompt_embeds(pipe, [10])
 
 
+
+def test_pipeline_helpers_refuse_other_models(wbs, workbenches):
+    from blockmask.errors import UnsupportedModelError
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+
+    with pytest.raises(UnsupportedModelError, match="takes a PixArtTransformer2DModel, not UNet2DConditionModel"):
+        pixart_pipeline(wbs["ldm"])
+    text_unet = workbenches("tiny-unet-cond")  # a text U-Net: no class tokens
+    with pytest.raises(BlockmaskError, match="no class tokens"):
+        ldm_pipeline(text_unet)
+    with pytest.raises(BlockmaskError, match="has no class tokens"):
+        class_prompt_embeds(text_unet.model, [3])
+
+
 def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monkeypatch, capsys):
     """Bundled models are the folders of assets/models with weights: a folder still waiting for its
     weights is not listed; once there, the CLI and the apps' model list have it."""
