@@ -12,6 +12,7 @@ Prints the median and the max of each, in milliseconds, and a JSON line (``--jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -62,65 +63,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(model: str, steps: int | None, clicks: int, port: int | None = None, auto: bool = True) -> dict:
+@contextlib.contextmanager
+def _app_page(cmd: list[str], ready_url: str, env: dict, tries: int):
+    """Start the app (``cmd`` in the repo root), wait until ``ready_url`` answers, yield a Chromium page
+    on it; the browser and the server are stopped afterwards."""
     from playwright.sync_api import sync_playwright
 
-    port = port or _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BLOCKMASK_APP_MODEL": model}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(240):
+        for _ in range(tries):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                urllib.request.urlopen(ready_url, timeout=2)
                 break
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = b.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
-            page.get_by_text("MACs % of original").first.wait_for(timeout=180_000)
-            page.locator("canvas.bm-canvas").first.wait_for(timeout=60_000)
-            if steps:
-                box = page.get_by_role("spinbutton", name="Sampling steps K")
-                box.fill(str(steps))
-                box.press("Enter")
-                _wait_idle(page)
-            if not auto:  # untick "Auto-update": clicks then never start a generation
-                page.get_by_text("Auto-update").first.click()
-                _wait_idle(page)
-                page.locator("canvas.bm-canvas").first.scroll_into_view_if_needed()
-            page.wait_for_timeout(2000)
-            readout_ms, chart_ms = [], []
-            for c in range(clicks):
-                before = page.evaluate(READ)
-                # a different cell each time, never in row 0 (which stays computed), on screen
-                geo = json.loads(page.locator(".bm-grid").first.get_attribute("data-geo"))
-                box = page.locator("canvas.bm-canvas").first.bounding_box()
-                height = page.viewport_size["height"]
-                cells = [(box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + (k + 0.5) * geo["ch"])
-                         for k in range(1, geo["K"]) for i in range(geo["N"])]
-                cells = [xy for xy in cells if 80 < xy[1] < height - 20]  # on screen, below Streamlit's header bar
-                x, y = cells[(7 + 13 * c) % len(cells)]
-                page.mouse.move(x, y)
-                t0 = time.perf_counter()
-                page.mouse.click(x, y)
-                page.wait_for_function(f"b => ({READ})()[1] !== b", arg=before[1], timeout=30_000, polling="raf")
-                t1 = time.perf_counter()
-                page.wait_for_function(f"b => ({READ})()[0] !== b", arg=before[0], timeout=30_000, polling="raf")
-                t2 = time.perf_counter()
-                chart_ms.append((t1 - t0) * 1000)
-                readout_ms.append((t2 - t0) * 1000)
-                _wait_idle(page)  # let any follow-up (page rerun, generation) finish before the next click
-            b.close()
+            try:
+                yield b.new_page(viewport={"width": 1400, "height": 1800})
+            finally:
+                b.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
-    return {"model": model or "default", "clicks": clicks, "auto_generate": auto,
-            "readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a busy server (a generation under way) may not stop in time
+            proc.kill()
+            proc.wait()
+
+
+def _click_cells(page, read_js: str, grid: str, clicks: int, *, top: int, settle) -> tuple[list, list]:
+    """Click ``clicks`` different mask cells (never in row 0, which stays computed; on screen, ``top``
+    pixels below the page's top bar); per click, the time until the grid shows the new cell and until
+    the readout changes. ``settle(page)`` runs after each click, before the next."""
+    readout_ms, chart_ms = [], []
+    for c in range(clicks):
+        before = page.evaluate(read_js)
+        geo = json.loads(page.locator(f"{grid} .bm-grid").first.get_attribute("data-geo"))
+        box = page.locator(f"{grid} canvas.bm-canvas").first.bounding_box()
+        height = page.viewport_size["height"]
+        cells = [(box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + (k + 0.5) * geo["ch"])
+                 for k in range(1, geo["K"]) for i in range(geo["N"])]
+        cells = [xy for xy in cells if top < xy[1] < height - 20]
+        x, y = cells[(7 + 13 * c) % len(cells)]
+        page.mouse.move(x, y)
+        t0 = time.perf_counter()
+        page.mouse.click(x, y)
+        page.wait_for_function(f"b => ({read_js})()[1] !== b", arg=before[1], timeout=30_000, polling="raf")
+        t1 = time.perf_counter()
+        page.wait_for_function(f"b => ({read_js})()[0] !== b", arg=before[0], timeout=30_000, polling="raf")
+        t2 = time.perf_counter()
+        chart_ms.append((t1 - t0) * 1000)
+        readout_ms.append((t2 - t0) * 1000)
+        settle(page)
+    return readout_ms, chart_ms
+
+
+def _summary(readout_ms: list, chart_ms: list) -> dict:
+    return {"readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
             "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
+
+
+def measure(model: str, steps: int | None, clicks: int, port: int | None = None, auto: bool = True) -> dict:
+    port = port or _free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    with _app_page(cmd, f"http://127.0.0.1:{port}/_stcore/health", {"BLOCKMASK_APP_MODEL": model}, 240) as page:
+        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        page.get_by_text("MACs % of original").first.wait_for(timeout=180_000)
+        page.locator("canvas.bm-canvas").first.wait_for(timeout=60_000)
+        if steps:
+            box = page.get_by_role("spinbutton", name="Sampling steps K")
+            box.fill(str(steps))
+            box.press("Enter")
+            _wait_idle(page)
+        if not auto:  # untick "Auto-update": clicks then never start a generation
+            page.get_by_text("Auto-update").first.click()
+            _wait_idle(page)
+            page.locator("canvas.bm-canvas").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(2000)
+        # below Streamlit's header bar; let any follow-up (page rerun, generation) finish before the next click
+        times = _click_cells(page, READ, "", clicks, top=80, settle=_wait_idle)
+    return {"model": model or "default", "clicks": clicks, "auto_generate": auto, **_summary(*times)}
 
 
 GRADIO_READ = """() => {
@@ -133,63 +158,25 @@ GRADIO_READ = """() => {
 def measure_gradio(model: str, steps: int | None, clicks: int, port: int | None = None) -> dict:
     """The same clicks on the Gradio app (app/gradio_demo.py): the grid redraws in the browser, the
     readout after the server's reply (grid_edit → MaskEditor → view)."""
-    from playwright.sync_api import sync_playwright
-
     port = port or _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"BLOCKMASK_APP_MODEL": model} if model else {})}
-    proc = subprocess.Popen([sys.executable, "app/gradio_demo.py", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(480):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = b.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
-            page.wait_for_function("() => document.querySelector('#readout')?.innerText.includes('computed cells')",
+    env = {"BLOCKMASK_APP_MODEL": model} if model else {}
+    with _app_page([sys.executable, "app/gradio_demo.py", "--port", str(port)], f"http://127.0.0.1:{port}/",
+                   env, 480) as page:
+        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#readout')?.innerText.includes('computed cells')",
+                               timeout=180_000)
+        if steps:
+            box = page.get_by_label("Sampling steps K")
+            box.fill(str(steps))
+            box.press("Enter")
+            page.wait_for_function(f"() => document.querySelector('#readout').innerText.includes('K={steps} ')",
                                    timeout=180_000)
-            if steps:
-                box = page.get_by_label("Sampling steps K")
-                box.fill(str(steps))
-                box.press("Enter")
-                page.wait_for_function(f"() => document.querySelector('#readout').innerText.includes('K={steps} ')",
-                                       timeout=180_000)
-            canvas = page.locator("#mask-grid canvas.bm-canvas").first
-            canvas.scroll_into_view_if_needed()
-            page.wait_for_timeout(2000)
-            readout_ms, chart_ms = [], []
-            for c in range(clicks):
-                before = page.evaluate(GRADIO_READ)
-                geo = json.loads(page.locator("#mask-grid .bm-grid").first.get_attribute("data-geo"))
-                box = canvas.bounding_box()
-                height = page.viewport_size["height"]
-                cells = [(box["x"] + geo["x0"][i] + geo["cw"] / 2, box["y"] + geo["top"] + (k + 0.5) * geo["ch"])
-                         for k in range(1, geo["K"]) for i in range(geo["N"])]
-                cells = [xy for xy in cells if 20 < xy[1] < height - 20]
-                x, y = cells[(7 + 13 * c) % len(cells)]
-                page.mouse.move(x, y)
-                t0 = time.perf_counter()
-                page.mouse.click(x, y)
-                page.wait_for_function(f"b => ({GRADIO_READ})()[1] !== b", arg=before[1], timeout=30_000,
-                                       polling="raf")
-                t1 = time.perf_counter()
-                page.wait_for_function(f"b => ({GRADIO_READ})()[0] !== b", arg=before[0], timeout=30_000,
-                                       polling="raf")
-                t2 = time.perf_counter()
-                chart_ms.append((t1 - t0) * 1000)
-                readout_ms.append((t2 - t0) * 1000)
-                page.wait_for_timeout(int(os.environ.get("BM_PAUSE_MS", "500")))  # let the plots of this edit finish drawing before the next click
-            b.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    return {"app": "gradio", "model": model or "default", "clicks": clicks,
-            "readout_ms": {"median": statistics.median(readout_ms), "max": max(readout_ms), "all": readout_ms},
-            "chart_ms": {"median": statistics.median(chart_ms), "max": max(chart_ms), "all": chart_ms}}
+        page.locator("#mask-grid canvas.bm-canvas").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(2000)
+        pause = int(os.environ.get("BM_PAUSE_MS", "500"))  # let the plots of this edit finish drawing
+        times = _click_cells(page, GRADIO_READ, "#mask-grid", clicks, top=20,
+                             settle=lambda pg: pg.wait_for_timeout(pause))
+    return {"app": "gradio", "model": model or "default", "clicks": clicks, **_summary(*times)}
 
 
 def main() -> None:

@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     if args.only:
         keys = [s.strip() for s in args.only.split(",")]
         rows = [r for r in rows if any(s in r.name for s in keys)]
+        if not rows:
+            sys.exit(f"error: --only {args.only!r} matches no row (rows: {', '.join(sorted(every))})")
     drop = set()
     if args.merge and (dest / "results.csv").exists():  # rows of masks no longer shipped go
         stale = pd.read_csv(dest / "results.csv")
