@@ -236,9 +236,15 @@ def cmd_train(args) -> None:
                 probes=args.probes or None, accumulate=not args.no_accumulate, sparsity=args.sparsity)
     TrainConfig.for_recipe(args.recipe, **base)  # validate every option before any work
     refine = RefineConfig(enabled=not args.no_refine, seed=args.calib_seed, batch=args.calib_batch,
-                          passes=args.refine_passes)
+                          passes=args.refine_passes, starts=tuple(args.start_from or ()))
     if args.target_macs is not None:
         check_budget(wb, args.steps, args.target_macs)
+    if refine.starts:
+        if args.target_macs is None or auto or args.no_refine:
+            raise BlockmaskError("--start-from needs --target-macs with calibration (not --steps auto or --no-refine)")
+        from .train_run import start_masks
+
+        start_masks(wb, refine.starts, args.steps)  # a bad start mask is refused before any work
     if auto:
         cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds) if args.prompt_embeds else None
         mf, r = run_budget_auto(wb, TrainConfig.for_recipe(args.recipe, **base), args.output,
@@ -454,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first calibration seed (keep evaluation seeds apart from these)")
     p.add_argument("--calib-batch", type=int, default=rd["batch"], help="calibration samples")
     p.add_argument("--refine-passes", type=int, default=rd["passes"], help="local-search passes over the steps")
+    p.add_argument("--start-from", action="append", default=list(rd["starts"]), metavar="MASK",
+                   help="--target-macs: also a start candidate (mask file or shipped name at the same K, e.g. the "
+                        "next lower budget's mask, so that a Pareto set never gets worse as B grows); repeatable")
     p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
     p.add_argument("--seed", type=int, default=td["seed"])
     p.add_argument("--class-label", type=int)

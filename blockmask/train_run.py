@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import BlockmaskError, CheckpointError, FileFormatError
+from .errors import BlockmaskError, CheckpointError, FileFormatError, MaskError
 from .io import OutputLock, atomic_write_json, check_output_file
 from .mask import MaskFile
 from .rectify import rectify_eq12
@@ -163,6 +163,18 @@ def _candidates(wb, steps: int, target: float, learned: np.ndarray | None) -> di
     return cands
 
 
+def start_masks(wb, sources, steps: int) -> dict[str, np.ndarray]:
+    """The masks named in ``RefineConfig.starts`` as start candidates ("start NAME"), checked against the
+    model and ``steps`` (a bad one is a one-line MaskError, so callers check them before any work)."""
+    out = {}
+    for src in sources:
+        mf, _ = wb.load_mask(src, steps=steps)
+        if mf.num_steps != steps:
+            raise MaskError(f"start mask {src} has {mf.num_steps} steps, the run has {steps}")
+        out[f"start {Path(str(src)).stem}"] = mf.mask
+    return out
+
+
 def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, rc: RefineConfig, condition,
                progress, *, ref_steps: int | None = None, refine: bool = True):
     """Steps 2–3 of a budget run (module doc): best start among rules + learned, then refinement.
@@ -171,7 +183,7 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
     from .sample import Condition
 
     cost = rf.Budget(wb.macs, wb.graph)
-    cands = _candidates(wb, cfg.steps, target, learned)
+    cands = {**_candidates(wb, cfg.steps, target, learned), **start_masks(wb, rc.starts, cfg.steps)}
     cond = condition or Condition(class_labels=list(cfg.class_labels) if cfg.class_labels else None)
     cond = dataclasses.replace(cond, guidance_scale=cfg.guidance_scale)
     def calibration(seed):
@@ -300,6 +312,9 @@ class RefineConfig:
     validate_seed: int = 2000  # the refined mask is kept only if it also beats its start on these seeds
     passes: int = 2  # local-search passes over the steps
     time_limit: float | None = None  # seconds for the local search (None: no limit)
+    # more start candidates: mask files or shipped mask names at the same K (e.g. the next lower budget's
+    # mask: a Pareto set made budget by budget then never gets worse as the budget grows)
+    starts: tuple[str, ...] = ()
 
     def __post_init__(self):
         from .validate import check_int

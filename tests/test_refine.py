@@ -139,3 +139,27 @@ def test_cheapest_ratio_is_reachable(workbenches):
     m[0] = True
     assert wb.macs.ratio(m) == pytest.approx(floor) and 0 < floor < 0.2
     json.dumps(floor)
+
+
+def test_start_from_a_lower_budget_mask_keeps_the_set_monotone(workbenches, tmp_path, capsys):
+    """--start-from: the lower budget's mask is a start candidate, so the higher budget's calibration
+    error is never worse than it; a start mask of another K, or without --target-macs, is one line, exit 2."""
+    spec = tiny_spec("tiny-unet")
+    common = ["--steps", "6", "--iters", "1", "--calib-batch", "2", "--refine-passes", "1", "--json"]
+    low, high = tmp_path / "b50.json", tmp_path / "b80.json"
+    assert main(["train", spec, *common, "--target-macs", "0.5", "-o", str(low)]) == 0
+    assert main(["train", spec, *common, "--target-macs", "0.8", "--start-from", str(low), "-o", str(high)]) == 0
+    capsys.readouterr()
+    lo, hi = (json.loads(p.read_text())["meta"]["calibration"] for p in (low, high))
+    assert "start b50" in hi["candidates"]
+    assert hi["error"] <= hi["candidates"]["start b50"]["error"] + 1e-12
+    assert hi["candidates"]["start b50"]["error"] == pytest.approx(lo["error"])  # same seeds, same mask
+    other = tmp_path / "k4.json"
+    assert main(["train", spec, "--steps", "4", "--iters", "1", "--json", "-o", str(other)]) == 0
+    capsys.readouterr()
+    for extra, msg in ((["--target-macs", "0.8", "--start-from", str(other)], "4 steps"),
+                       (["--start-from", str(low)], "--start-from needs --target-macs")):
+        out = tmp_path / "bad.json"
+        assert main(["train", spec, *common, *extra, "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and msg in err and not out.exists(), err
