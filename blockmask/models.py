@@ -1,8 +1,7 @@
 """Model specs accepted everywhere (CLI, API, apps).
 
 * a bundled model name: every diffusers folder with weights in the bundled assets' ``models/``
-  (``mnist-ddpm``, ``mnist-dit``; ``mnist-ldm``, ``mnist-pixart`` once trained, see
-  ``assets/models/TRAINING.md``);
+  (``mnist-ddpm``, ``mnist-dit``, ``mnist-ldm``, ``mnist-pixart``; see ``assets/models/TRAINING.md``);
 * ``config:PATH.json`` — random init from a diffusers-style config with ``_class_name``
   (legacy ``Transformer2DModel`` resolves to DiT / PixArt as diffusers does), seeded;
 * a local diffusers folder (a model folder with ``config.json`` or a pipeline folder with
