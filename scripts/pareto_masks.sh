@@ -28,4 +28,4 @@ for model in ${models[@]}; do
   done
 done
 # held-out PSNR of every mask (meta.heldout: 32 samples from seed 5000), shown by the apps' preset lists
-for model in ${models[@]}; do python scripts/mask_heldout.py assets/masks/${model}-${k}steps-b*.json; done
+for model in ${models[@]}; do python scripts/mask_heldout.py assets/masks/${model}-${k}steps-b[0-9][0-9].json; done
