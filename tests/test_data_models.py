@@ -193,5 +193,5 @@ def test_all_four_bundled_models_are_listed_and_offered():
     assert bundled_models() == four
     assert [c for c in model_choices() if c in four] == four
     masks = bundled_masks()
-    for name in ("mnist-ldm",):
+    for name in ("mnist-ldm", "mnist-pixart"):
         assert {f"{name}-050steps-b{b}" for b in (35, 45, 55, 65, 75)} <= set(masks)
