@@ -215,9 +215,7 @@ def cmd_train(args) -> None:
 
     check_output_file(args.output)
     wb = _workbench(args)
-    if args.guidance_scale is None:
-        args.guidance_scale = wb.default_guidance if "default_guidance_scale" in (wb.loaded.info or {}) \
-            else TrainConfig.guidance_scale
+    args.guidance_scale = _guidance(args, wb)  # the model's own default is 1 (TrainConfig's) without blockmask.json
     labels = None if args.class_label is None else (args.class_label,)
     from .train_run import RefineConfig, check_budget, run_budget_auto
 
