@@ -67,10 +67,17 @@ class Row:
         self.name, self.family, self.run, self.note = name, family, run, note
 
 
+GUIDANCE = {"scale": None}  # --guidance (None: the model's default_guidance, as the CLI and the apps)
+
+
+def _guidance(wb) -> float:
+    return wb.default_guidance if GUIDANCE["scale"] is None else GUIDANCE["scale"]
+
+
 def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str) -> list[Row]:
     def make(mask, k=steps):
         def run(seed, batch):
-            cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=1.0) if _labels(wb, 1) else None
+            cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=_guidance(wb)) if _labels(wb, 1) else None
             return wb.images(wb.generate(mask, steps=k, seed=seed, num_images=batch, condition=cond)).numpy()
         return run
 
@@ -78,11 +85,27 @@ def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str) -> list[
 
 
 def deepcache_rows(wb, steps: int, branches, intervals) -> list[Row]:
+    """The real DeepCache (``DeepCacheSDHelper``) on a diffusers ``DDPMPipeline`` (pixel U-Net) or, for a
+    latent U-Net with class tokens (mnist-ldm), on its ``StableDiffusionPipeline`` with the classes'
+    ``prompt_embeds`` at the table's guidance (the pipeline is bitwise blockmask's sampler unmasked)."""
     from DeepCache import DeepCacheSDHelper
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler.from_config(wb.scheduler().config))
+    latent = type(wb.model).__name__ == "UNet2DConditionModel"
+    if latent:
+        from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
+
+        pipe = ldm_pipeline(wb)
+    else:
+        pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler.from_config(wb.scheduler().config))
     pipe.set_progress_bar_config(disable=True)
+
+    def call(seed, batch):
+        gen = torch.Generator().manual_seed(seed)
+        if latent:
+            return pipe(**class_prompt_embeds(pipe, _labels(wb, batch)), guidance_scale=_guidance(wb),
+                        num_inference_steps=steps, generator=gen, output_type="np").images
+        return pipe(batch_size=batch, num_inference_steps=steps, generator=gen, output_type="np").images
 
     def make(branch, interval):
         def run(seed, batch):
@@ -90,8 +113,7 @@ def deepcache_rows(wb, steps: int, branches, intervals) -> list[Row]:
             h.set_params(cache_interval=interval, cache_branch_id=branch)
             h.enable()
             try:
-                out = pipe(batch_size=batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                           output_type="np").images
+                out = call(seed, batch)
             finally:
                 h.disable()
             return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).astype(np.float32)
@@ -175,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="mnist-ddpm")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (speed ratios are then that device's)")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float,
+                    help="classifier-free guidance scale of every row (default: the model's own, blockmask.json)")
     ap.add_argument("--num", type=int, default=64, help="held-out samples per row for PSNR")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds")
@@ -200,6 +224,7 @@ def main(argv=None) -> int:
         ap.error("-o/--output is required")
     torch.manual_seed(0)
     wb = Workbench.load(args.model, device=args.device)
+    GUIDANCE["scale"] = args.guidance
     k = args.steps
     masks = Path(args.masks) if args.masks else assets_dir() / "masks"
     pattern = f"*-{k:03d}steps-b[0-9][0-9].json" if args.masks else f"{args.model}-{k:03d}steps-b[0-9][0-9].json"
@@ -237,6 +262,7 @@ def main(argv=None) -> int:
     df["device"] = device_name(wb.device)
     df["bench"] = f"batch {args.bench_batch}, {args.rounds} interleaved rounds"
     df["psnr_n"] = args.num
+    df["guidance"] = _guidance(wb)
     if args.merge and (dest / "results.csv").exists():
         old = pd.read_csv(dest / "results.csv")
         old = old[~old.method.isin(drop)]
@@ -281,11 +307,13 @@ def build_rows(wb, mask_files: list[Path], k: int, intervals: list[int]):
         mf, _ = wb.load_mask(p, steps=k)
         learned[f"learned {p.stem.rsplit('-', 1)[1]}"] = mf.mask
     rows = our_rows(wb, k, learned, "learned (blockmask)")
-    unet = type(wb.model).__name__.startswith("UNet")
-    if unet:
+    kind = type(wb.model).__name__
+    if kind.startswith("UNet"):
         rows += deepcache_rows(wb, k, (0, 1), intervals)
     else:
-        rows += cachedit_rows(wb, k, (0.05, 0.1, 0.2, 0.3, 0.5), warmup=4)
+        if kind == "DiTTransformer2DModel" and _guidance(wb) == 1.0:  # cache-dit on a DiTPipeline (peers.py,
+            # guidance 1); PixArt: not wired here
+            rows += cachedit_rows(wb, k, (0.05, 0.1, 0.2, 0.3, 0.5), warmup=4)
         rows += our_rows(wb, k, {f"blocks N={n}": wb.baseline("blocks", steps=k, interval=n) for n in intervals},
                          "block caching")
     rows += our_rows(wb, k, {f"FORA N={n}": wb.baseline("fora", steps=k, interval=n) for n in intervals}, "FORA")

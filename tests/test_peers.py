@@ -96,3 +96,37 @@ def test_apply_after_deepcache_disable_on_tiny(workbenches):
     assert np.array_equal(plain, again)
     after = _run(pipe, 4)  # the instance forwards DeepCache left are back in place
     assert np.array_equal(plain, after)
+
+
+@pytest.mark.parametrize("branch,interval", [(0, 3), (1, 2), (2, 4)])
+def test_deepcache_preset_is_deepcache_on_the_latent_unet(branch, interval):
+    """mnist-ldm (UNet2DConditionModel, class tokens, guidance 2): the real DeepCache on its
+    StableDiffusionPipeline gives the preset's images bit for bit, and blockmask's MACs equal a
+    FlopCounter count of DeepCache's run (U-Net and VAE decode both counted, as in the run)."""
+    from blockmask.api import Workbench
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
+
+    wb = Workbench.load("mnist-ldm")
+    pipe = ldm_pipeline(wb)
+    steps, labels, g = 8, [3, 7], 2.0
+
+    def run():
+        return pipe(**class_prompt_embeds(pipe, labels), guidance_scale=g, num_inference_steps=steps,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    helper = DeepCache.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    helper.enable()
+    try:
+        macs_dc, ref = count_macs(run)
+    finally:
+        helper.disable()
+    mask = wb.baseline("deepcache", steps=steps, interval=interval, branch=branch)
+    cond = wb.condition(class_label=labels, guidance_scale=g)
+    macs_ours, img = count_macs(lambda: wb.images(wb.generate(mask, seed=0, num_images=len(labels), condition=cond)))
+    assert np.array_equal(img.permute(0, 2, 3, 1).numpy(), ref)
+    assert macs_ours == pytest.approx(macs_dc, rel=0.01)
+    # blockmask's own account (U-Net only, both CFG halves) equals DeepCache's count less the VAE decode
+    latents = wb.generate(None, steps=1, seed=0, num_images=len(labels), condition=cond)
+    macs_vae, _ = count_macs(lambda: wb.images(latents))
+    assert wb.macs.total(mask) * 2 * len(labels) == pytest.approx(macs_dc - macs_vae, rel=0.01)
