@@ -285,3 +285,46 @@ def test_streamlit_app_runs_a_latent_model(folders, monkeypatch):
     next(b for b in at.button if b.key == "generate").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.session_state["result"][1].macs_original > 0
+
+
+@pytest.mark.parametrize("name", ["mnist-ldm", "mnist-pixart"])
+def test_both_apps_run_the_shipped_latent_models_with_their_masks(name, monkeypatch):
+    """The shipped models in both apps: the guidance field starts at the model's own default (2),
+    the K=50 Pareto masks are presets, and generating with one (class label set) gives decoded
+    digits whose MACs are the mask's, not the plain run's (class fidelity: tests/test_data_models.py)."""
+    import gradio as gr  # noqa: F401  (the Gradio handlers need it)
+    from streamlit.testing.v1 import AppTest
+
+    bundled = ROOT / "assets" / "models" / name / "blockmask.json"
+    if not bundled.exists():
+        pytest.fail(f"{name} is not shipped (assets/models/{name})")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BLOCKMASK_APP_MODEL", name)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
+    at.session_state["steps"] = 50
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert next(n for n in at.number_input if n.key == "guidance").value == 2.0
+    pick = next(s for s in at.selectbox if s.key == "preset_pick")
+    b45 = next(o for o in pick.options if f"{name}-050steps-b45" in o)
+    pick.select(b45).run()
+    next(b for b in at.button if b.key == "load_preset").click().run()
+    next(n for n in at.number_input if n.key == "label").set_value(3).run()
+    next(b for b in at.button if b.key == "generate").click().run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    out = at.session_state["result"][1]
+    assert out.num_images == 2 and 32 <= out.masked.shape[0] < 64 and out.masked.max() > 200  # decoded digits
+    assert 40 < out.macs_percent < 50 and out.psnr < float("inf")
+
+    sys.path.insert(0, str(ROOT / "app"))
+    import gradio_handlers as h
+
+    monkeypatch.delenv("BLOCKMASK_APP_MODEL")
+    s = h.new_session(name, 50)
+    out = h.load_model(s, name, 50, "ddim")
+    s, presets_update, gui = out[0], out[-5], out[-1]
+    assert gui["value"] == 2.0
+    key = next(v for label, v in presets_update["choices"] if "050steps-b45" in v)
+    h.load_preset(s, key, 2, 0, 2, 0.5, 0)
+    _, orig, masked, *_ = h.generate(s, 0, 2, 7, 2.0, 1, progress=lambda *a, **k: None)
+    assert np.asarray(masked).shape[:2] == np.asarray(orig).shape[:2] and not np.array_equal(orig, masked)
