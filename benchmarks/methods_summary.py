@@ -45,34 +45,48 @@ RULES = ("DeepCache", "FORA", "block caching", "uniform", "cache-dit")
 
 def winners(df: pd.DataFrame) -> str:
     """One row per budget: each family's mask at that budget, the best rule and DDIM with fewer steps
-    at ≤ the budget (+2%), and the winner by held-out PSNR."""
+    at ≤ the budget (+2%), and the winner by held-out PSNR; with FID measured (``budget_table.py --fid``)
+    each cell also shows it and a last column names the lowest FID among that budget's rows."""
     df = df.assign(fam=df.method.map(family_of), budget=df.method.map(budget_of))
+    has_fid = "fid" in df.columns and df.fid.notna().any()
+    fid = (lambda r: f", FID {r.fid:.2f}" if r.fid == r.fid else ", FID —") if has_fid else (lambda r: "")
     rules = df[df.family.astype(str).str.startswith(RULES)]
     fewer = df[df.family == "DDIM fewer steps"]
-    head = [f"{f} (MACs, PSNR, speed)" for f in FAMILIES] + ["best rule ≤ B", "DDIM fewer steps ≤ B", "winner"]
+    what = "MACs, PSNR, FID, speed" if has_fid else "MACs, PSNR, speed"
+    head = [f"{f} ({what})" for f in FAMILIES] + ["best rule ≤ B", "DDIM fewer steps ≤ B", "winner (PSNR)"]
+    if has_fid:
+        n = int(df.fid_n.max())
+        head.append(f"lowest FID (N = {n})")
     lines = ["| budget B | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for b in sorted(df.budget.dropna().unique()):
         cap = b / 100 * 1.02
-        cells, cands = [f"{int(b)}%"], []
+        cells, cands, fids = [f"{int(b)}%"], [], []
         for f in FAMILIES:
             r = df[(df.fam == f) & (df.budget == b)]
             if not len(r):
                 cells.append("—")
                 continue
             r = r.iloc[0]
-            cells.append(f"{r.macs_ratio:.1%}, {r.psnr:.2f} dB, {r.speedup:.2f}×")
+            cells.append(f"{r.macs_ratio:.1%}, {r.psnr:.2f} dB{fid(r)}, {r.speedup:.2f}×")
             if r.macs_ratio <= cap:
                 cands.append((f, r.psnr))
+                if has_fid and r.fid == r.fid:
+                    fids.append((f, r.fid))
         for pool in (rules, fewer):
             ok = pool[pool.macs_ratio <= cap]
             if len(ok):
                 r = ok.loc[ok.psnr.idxmax()]
-                cells.append(f"{r.method} ({r.macs_ratio:.1%}, {r.psnr:.2f} dB)")
+                cells.append(f"{r.method} ({r.macs_ratio:.1%}, {r.psnr:.2f} dB{fid(r)})")
                 cands.append((r.method, r.psnr))
+                if has_fid and r.fid == r.fid:
+                    fids.append((r.method, r.fid))
             else:
                 cells.append("—")
         best = max(cands, key=lambda c: c[1]) if cands else None
         cells.append(f"**{best[0]}** ({best[1]:.2f} dB)" if best else "—")
+        if has_fid:
+            low = min(fids, key=lambda c: c[1]) if fids and len(fids) == len(cands) else None
+            cells.append(f"**{low[0]}** ({low[1]:.2f})" if low else "— (not all measured)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

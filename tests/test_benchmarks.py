@@ -133,3 +133,48 @@ def test_budget_table_rows_summary_and_fid_pass(tmp_path):
     assert {"original", "learned b60", "FORA N=2"} <= measured and "uniform every 2" not in measured
     assert (df.loc[list(measured), "fid_n"] == 8).all() and (df.loc[list(measured), "fid"] > 0).all()
     assert "FID learned / best rule" in (out / "summary.md").read_text() and (out / "pareto-fid.html").exists()
+
+
+def test_budget_table_latent_unet_rows_use_real_deepcache_at_the_models_guidance():
+    """On mnist-ldm the DeepCache rows run the real DeepCache on its StableDiffusionPipeline at the
+    model's own guidance (2): the same images as blockmask's preset mask through the table's own rows;
+    --guidance overrides it for every row."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import budget_table as bt
+    from blockmask.api import Workbench
+
+    wb = Workbench.load("mnist-ldm")
+    try:
+        bt.GUIDANCE["scale"] = None
+        assert bt._guidance(wb) == 2.0
+        real = bt.deepcache_rows(wb, 6, (0,), (3,))[0]
+        assert real.name == "DeepCache b0 N=3" and real.family == "DeepCache b0 (PyPI)"
+        preset = bt.our_rows(wb, 6, {"p": wb.baseline("deepcache", steps=6, interval=3, branch=0)}, "x")[0]
+        a = real.run(7, 4)
+        assert a.shape == (4, 1, 32, 32) and np.array_equal(a, preset.run(7, 4))
+        bt.GUIDANCE["scale"] = 1.0
+        assert not np.array_equal(a, real.run(7, 4))  # the override reaches the peer's pipeline too
+        assert np.array_equal(real.run(7, 4), preset.run(7, 4))
+    finally:
+        bt.GUIDANCE["scale"] = None
+
+
+def test_methods_summary_shows_fid_and_lowest_fid_only_when_all_measured():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import methods_summary as ms
+
+    rows = [("learned b35", "learned (blockmask)", 0.35, 30.0, 12.0), ("router-b35", "router", 0.35, 16.0, 40.0),
+            ("FORA N=3", "FORA", 0.34, 29.5, 11.5), ("DDIM 17 steps", "DDIM fewer steps", 0.34, 29.0, 10.0),
+            ("learned b55", "learned (blockmask)", 0.55, 33.0, float("nan"))]
+    df = pd.DataFrame([dict(method=m, family=f, macs_ratio=r, psnr=p, fid=d, fid_n=1000, speedup=2.0)
+                       for m, f, r, p, d in rows])
+    text = ms.winners(df)
+    head, _, b35, b55 = text.strip().splitlines()
+    assert "lowest FID (N = 1000)" in head and "MACs, PSNR, FID, speed" in head
+    assert "**learned** (30.00 dB)" in b35 and "**DDIM 17 steps** (10.00)" in b35 and "FID 40.00" in b35
+    assert "not all measured" in b55 and "FID —" in b55
+    assert "FID" not in ms.winners(df.drop(columns=["fid", "fid_n"]))
