@@ -3,7 +3,7 @@
 #   bash benchmarks/cpu_report.sh > cpu_report.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CIFAR=config:../shared/reference/configs/ddpm-cifar10-32.json
+CIFAR=config:tests/configs/reference/ddpm-cifar10-32.json
 tmp=$(mktemp -d)
 echo "== bench: DDPM CIFAR-10 config, 20 DDIM steps, batch 4, 50%-skipped random mask (rectified)"
 blockmask mask random "$CIFAR" --steps 20 --skip 0.5 --seed 0 --rectify -o "$tmp/half.json" >/dev/null

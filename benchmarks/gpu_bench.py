@@ -1,7 +1,7 @@
 """GPU benchmark of masked execution: speedup vs MAC ratio per execution mode (issue: fast masked
 execution). One command, about 10 minutes on one H100/H200:
 
-    python benchmarks/gpu_bench.py --configs ../shared/reference/configs --out bench.json
+    python benchmarks/gpu_bench.py --configs tests/configs/reference --out bench.json
     python benchmarks/gpu_bench.py --dry-run          # tiny configs on CPU (what CI runs)
 
 For each model (random init: DiT-XL/2-256 b16 bf16 100 DDIM steps, DDPM CIFAR-10 b64, PixArt-Σ at

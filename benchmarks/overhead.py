@@ -1,7 +1,7 @@
 """All-ones overhead: masked sampling with an all-ones mask vs the plain model, same process,
 same batch, after warm-up, runs interleaved; prints the median overhead in percent.
 
-    python benchmarks/overhead.py --model config:../shared/reference/configs/ddpm-cifar10-32.json --steps 20 --batch 4
+    python benchmarks/overhead.py --model config:tests/configs/reference/ddpm-cifar10-32.json --steps 20 --batch 4
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MACs of the paper's architectures (random init on the meta device: shapes only, instant).
 
-    python benchmarks/reference_macs.py [--configs ../shared/reference/configs]
+    python benchmarks/reference_macs.py [--configs tests/configs/reference]
 """
 
 from __future__ import annotations

@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
     p.add_argument("--fid-extractor", default="mnist-cnn",
                    help="mnist-cnn (offline, bundled) or a torch-fidelity extractor such as inception-v3-compat (downloads)")
-    p.add_argument("--data", help="MNIST IDX folder for the reference set (default ../shared/data/mnist or $BLOCKMASK_MNIST)")
+    p.add_argument("--data", help="MNIST IDX folder for the reference set (default $BLOCKMASK_MNIST, else where `blockmask data mnist` puts it)")
     p.add_argument("--cache-dir", default=".cache/blockmask-eval", help="content-keyed cache of rows")
     p.add_argument("--bench-batch", type=int, default=8)
     p.add_argument("--bench-repeats", type=int, default=3)

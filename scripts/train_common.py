@@ -32,7 +32,7 @@ def add_common_args(p: argparse.ArgumentParser, *, minutes: float = 100.0, batch
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--warmup", type=int, default=300, help="linear LR warmup steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="MNIST IDX folder (default $BLOCKMASK_MNIST or ../shared/data/mnist)")
+    p.add_argument("--data", default=None, help="MNIST IDX folder (default $BLOCKMASK_MNIST, else where `blockmask data mnist` puts it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ckpt-minutes", type=float, default=10.0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = time only)")

@@ -4,8 +4,8 @@ Reads the raw IDX files (``*-images-idx3-ubyte[.gz]`` / ``*-labels-idx1-ubyte[.g
 from any folder, verifies them against a ``SHA256SUMS`` file when one is present,
 and converts them to the 32x32 ``[-1, 1]`` tensors the bundled diffusion models use.
 
-The default folder is ``../shared/data/mnist`` relative to the repository root,
-overridable with the ``BLOCKMASK_MNIST`` environment variable (scripts also take
+The default folder is ``$BLOCKMASK_MNIST`` if set, else ``~/.cache/blockmask/mnist``
+(:func:`default_mnist_dir`, where ``blockmask data mnist`` puts the files; scripts also take
 ``--data``).  Nothing is ever downloaded unless ``download=True`` is passed
 explicitly, in which case torchvision's MNIST downloader is used as a fallback.
 """
