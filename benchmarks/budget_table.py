@@ -394,7 +394,7 @@ def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
     import os
 
     df = df.sort_values("macs_ratio").reset_index(drop=True)
-    df["note"] = df["note"].fillna("")
+    df["note"] = df["note"].astype(object).where(df["note"].notna(), "")
     dest.mkdir(parents=True, exist_ok=True)
 
     def put(name, write):
