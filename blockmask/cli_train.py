@@ -21,7 +21,8 @@ def cmd_train(args) -> None:
     wb = _workbench(args)
     args.guidance_scale = _guidance(args, wb)  # the model's own default is 1 (TrainConfig's) without blockmask.json
     labels = None if args.class_label is None else (args.class_label,)
-    from .train_run import RefineConfig, check_budget, run_budget_auto
+    from .train_auto import run_budget_auto
+    from .train_run import RefineConfig, check_budget
 
     auto = args.steps == "auto"
     if auto:

@@ -12,6 +12,8 @@ A MAC budget B (``target_macs``), recipe ``blockmask`` (the default):
 
 Recipe ``paper`` (or ``refine=False``): geometric bisection on λ until the rectified MAC ratio is
 within ±2% of B, as the paper tunes its λ.
+
+Checkpoint files are read by :mod:`blockmask.train_ckpt`; ``--steps auto`` is :mod:`blockmask.train_auto`.
 """
 
 from __future__ import annotations
@@ -26,89 +28,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import BlockmaskError, CheckpointError, FileFormatError, MaskError
+from .errors import BlockmaskError, CheckpointError, MaskError
 from .io import OutputLock, atomic_write_json, check_output_file
 from .mask import MaskFile
 from .rectify import rectify_eq12
 from .train import StepReport, TrainConfig, TrainState, train_mask
-from .validate import field, read_json_file
+from .train_ckpt import (CKPT_FORMAT, _ckpt_lam, _load_checkpoint, _load_search,  # noqa: F401  (re-exported)
+                         checkpoint_path, search_path)
 
-CKPT_FORMAT = "blockmask-train/1"
 BUDGET_TOLERANCE = 0.02  # relative: the final MAC ratio is within ±2% of the target
-
-
-def checkpoint_path(output) -> Path:
-    return Path(str(output) + ".ckpt.json")
-
-
-def search_path(output) -> Path:
-    """Finished λ trials of a budget run's bisection (recipe paper / no refine), for ``--resume``."""
-    return Path(str(output) + ".search.json")
-
-
-def _read_checkpoint(path: Path, what: str = "training checkpoint") -> dict:
-    try:
-        data = read_json_file(path, what)
-    except FileFormatError as e:
-        if not path.exists():
-            raise CheckpointError(path, "no checkpoint to resume (--resume)") from None
-        raise CheckpointError(path, f"is corrupt ({str(e).split(': ', 1)[-1]}); delete it to start over") from None
-    if data.get("format") != CKPT_FORMAT:
-        raise CheckpointError(path, "is not a blockmask training checkpoint")
-    return data
-
-
-def _state_from_json(d, path, steps: int, n: int) -> TrainState:
-    """A TrainState from checkpoint JSON, every field's type and shape checked."""
-    src = str(path)
-    if not isinstance(d, dict):
-        raise CheckpointError(path, "must be an object", "state")
-    try:
-        rows = field(d, "rows", "list", src)
-        scores = field(d, "scores", "list", src)
-        losses = field(d, "losses", "list", src)
-        for name, lists, kind in (("rows", rows, "int_list"), ("scores", scores, "float_list"),
-                                  ("losses", losses, "float_list")):
-            for i, r in enumerate(lists):
-                field({name: r}, name, kind, f"{src}: row {i}")
-        seconds = field(d, "seconds", "float_list", src)
-        delta = field(d, "delta", "float_list", src)
-        lam = field(d, "lam", "float_list", src)
-        sens = d.get("sensitivity")
-        if sens is not None and not isinstance(sens, dict):
-            raise CheckpointError(path, "must be an object or null", "sensitivity")
-    except CheckpointError:
-        raise
-    except FileFormatError as e:
-        raise CheckpointError(path, f"is incomplete or damaged ({str(e).split(': ', 1)[-1]}); delete it to "
-                                    "start over") from None
-    extra = set(d) - {f.name for f in dataclasses.fields(TrainState)}
-    if extra:
-        raise CheckpointError(path, f"has unknown state fields {sorted(extra)}; delete it to start over")
-    k = len(rows)
-    if not 1 <= k <= steps or any(len(r) != n or set(r) - {0, 1} for r in rows):
-        raise CheckpointError(path, "has an inconsistent mask; delete it to start over")
-    if len(scores) != k or len(losses) != k or len(seconds) != k or any(len(r) != n for r in scores):
-        raise CheckpointError(path, "has rows, scores, losses of different lengths; delete it to start over")
-    if len(delta) != steps or len(lam) != steps:
-        raise CheckpointError(path, f"has Δ/λ for another step count (expected {steps}); delete it to start over")
-    return TrainState(rows=rows, scores=scores, losses=losses, seconds=seconds, delta=delta, lam=lam,
-                      sensitivity=sens)
-
-
-def _load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
-    data = _read_checkpoint(path)
-    if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:
-        raise CheckpointError(path, f"was made for another model ({str(data.get('fingerprint'))[:60]})")
-    cfg_json = data.get("config") if isinstance(data.get("config"), dict) else {}
-    diff = [k for k, v in cfg.to_json().items() if cfg_json.get(k) != v]
-    if data.get("scheduler") != wb.scheduler_name:
-        diff.append("scheduler")
-    if diff:
-        raise CheckpointError(path, f"used other settings ({', '.join(diff)}); rerun with the same ones")
-    if "state" not in data:
-        raise CheckpointError(path, "is incomplete (no state); delete it to start over")
-    return _state_from_json(data["state"], path, cfg.steps, len(wb.units))
 
 
 def _peak_memory(device: torch.device) -> dict:
@@ -220,60 +148,6 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
         if kept == "start":
             mask = start
     return mask, meta
-
-
-def step_grid(target: float, ref_steps: int) -> list[int]:
-    """Step counts worth trying for ``--steps auto``: from the fewest that the budget affords at full
-    compute (plain DDIM) up to the reference count."""
-    k_min = max(2, math.ceil(target * ref_steps - 1e-9))
-    grid = {k_min, ref_steps} | {int(round(k_min * f)) for f in (1.25, 1.5, 2.0, 2.5)}
-    return sorted(k for k in grid if k_min <= k <= ref_steps)
-
-
-def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int,
-                    refine: RefineConfig | None = None, condition=None, progress: bool = True,
-                    steps: list[int] | None = None) -> tuple[MaskFile, dict]:
-    """``--steps auto``: choose the step count K and the mask together for a budget of
-    ``target_macs`` × the plain model's MACs at ``ref_steps``; judged, like the masks, by the final
-    samples' error to the plain ``ref_steps``-step model on the calibration seeds. K = the fewest
-    steps is plain DDIM with fewer steps (all ones), so the choice can only match or beat it there."""
-    rc = refine or RefineConfig()
-    check_budget(wb, ref_steps, target_macs)
-    output = _check_output(output)
-    with _lock(wb, output):
-        return _run_budget_auto(wb, cfg, output, target_macs=target_macs, ref_steps=ref_steps, rc=rc,
-                                condition=condition, progress=progress, steps=steps)
-
-
-def _run_budget_auto(wb, cfg, output, *, target_macs, ref_steps, rc, condition, progress, steps):
-    t0 = time.perf_counter()
-    tried = []
-    best = None
-    for k in steps or step_grid(target_macs, ref_steps):
-        ratio = min(1.0, target_macs * ref_steps / k)
-        c = dataclasses.replace(cfg, steps=k)
-        mask, meta = _calibrate(wb, c, None, ratio, rc, condition, False, ref_steps=ref_steps, refine=False)
-        tried.append({"steps": k, "macs_ratio_at_k": ratio, "start": meta["start"], "error": meta["error"]})
-        if progress:
-            print(f"K={k}: MAC ratio {ratio:.3f} at K, best start {meta['start']}, error {meta['error']:.4g}",
-                  flush=True)
-        if best is None or meta["error"] < best[2]:
-            best = (k, mask, meta["error"])
-    k = best[0]
-    c = dataclasses.replace(cfg, steps=k)
-    mask, meta = _calibrate(wb, c, None, min(1.0, target_macs * ref_steps / k), rc, condition, progress,
-                            ref_steps=ref_steps, refine=True)
-    mask = wb.rectify(mask).mask
-    p = wb.macs
-    total = p.total(mask)
-    mf = wb.mask_file(mask, {"training": {**cfg.to_json(), "steps": k, "scheduler": wb.scheduler_name},
-                             "budget": {"target_macs": target_macs, "ref_steps": ref_steps, "steps_auto": tried,
-                                        "macs_vs_ref": total / p.baseline(ref_steps)},
-                             "calibration": meta, "train_seconds": time.perf_counter() - t0})
-    mf.save(output)
-    return mf, {"output": str(output), "steps": k, "macs_vs_ref": total / p.baseline(ref_steps), "tried": tried,
-                "train_seconds": time.perf_counter() - t0, "macs": mf.meta["macs"], "cells_removed": 0,
-                "per_step_seconds": 0.0, "lambda_scale": cfg.lam, **_peak_memory(wb.device)}
 
 
 def _adjust_to_budget(wb, mask, scores, target):
@@ -490,38 +364,3 @@ def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress, *
             hi = lam
             lam = lam / 4 if lo is None else math.sqrt(lam * lo)
     return best[0], best[1], trials
-
-
-def _ckpt_lam(ckpt: Path):
-    data = _read_checkpoint(ckpt)
-    cfg = data.get("config")
-    return cfg.get("lam") if isinstance(cfg, dict) else None
-
-
-def _load_search(path: Path, wb, cfg: TrainConfig) -> list[dict]:
-    """Finished λ trials of an interrupted budget run, checked like a checkpoint."""
-    data = _read_checkpoint(path, "λ search checkpoint")
-    if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:
-        raise CheckpointError(path, "was made for another model")
-    want = {**cfg.to_json(), "lam": None}
-    got = data.get("config") if isinstance(data.get("config"), dict) else {}
-    diff = [k for k, v in want.items() if got.get(k) != v]
-    if data.get("scheduler") != wb.scheduler_name:
-        diff.append("scheduler")
-    if diff:
-        raise CheckpointError(path, f"used other settings ({', '.join(diff)}); rerun with the same ones")
-    try:
-        trials = field(data, "trials", "list", str(path))
-        out = []
-        for t in trials:
-            if not isinstance(t, dict):
-                raise CheckpointError(path, "must hold objects", "trials")
-            lam = field(t, "lam", "float", str(path), low=0)
-            ratio = field(t, "ratio", "float", str(path), low=0)
-            out.append({"lam": lam, "ratio": ratio,
-                        "state": _state_from_json(t.get("state"), path, cfg.steps, len(wb.units))})
-    except CheckpointError:
-        raise
-    except FileFormatError as e:
-        raise CheckpointError(path, f"is damaged ({e}); delete it to start over") from None
-    return out

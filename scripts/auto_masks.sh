@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `--steps auto` masks (choose the step count K and the mask together for a MAC budget B relative to the
-# plain 50-step model; blockmask/train_run.py run_budget_auto), for the comparison with DDIM with fewer
+# plain 50-step model; blockmask/train_auto.py run_budget_auto), for the comparison with DDIM with fewer
 # steps in docs/RESULTS.md. About 5-10 min per mask on the 2-core CPU, one thread.
 #   [BUDGETS="35 45 55"] [REF=50] bash scripts/auto_masks.sh [MODEL ...]   -> docs/results/steps-auto/
 # then:  python benchmarks/budget_table.py --model MODEL --steps 50 -o docs/results/budgets-MODEL-50 \
