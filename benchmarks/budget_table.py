@@ -136,11 +136,8 @@ def cachedit_rows(wb, steps: int, thresholds, warmup: int) -> list[Row]:
     return [Row(f"DBCache F1B0 thr={t:g}", "cache-dit DBCache (PyPI)", make(t), f"warm-up {warmup}") for t in thresholds]
 
 
-def measure(wb, row: Row, plain: Row, *, steps: int, num: int, batch: int, reference: np.ndarray,
-            plain_macs: float, rounds: int, bench_batch: int) -> dict:
-    macs, _ = count_macs(lambda: row.run(0, 2))
-    images = np.concatenate([row.run(5000 + j, min(batch, num - j * batch)) for j in range((num + batch - 1) // batch)])
-    mse, db = psnr(images, reference)
+def speed(row: Row, plain: Row, *, rounds: int, bench_batch: int) -> dict:
+    """Plain and ``row`` interleaved after a warm-up: the median per-round speed ratio and its spread."""
     row.run(1, bench_batch), plain.run(1, bench_batch)  # warm-up
     ratios = []
     for r in range(rounds):
@@ -150,9 +147,40 @@ def measure(wb, row: Row, plain: Row, *, steps: int, num: int, batch: int, refer
         row.run(2 + r, bench_batch)
         t2 = time.perf_counter()
         ratios.append((t1 - t0) / (t2 - t1))
+    return {"speedup": float(np.median(ratios)), "speedup_min": float(min(ratios)), "speedup_max": float(max(ratios))}
+
+
+def measure(wb, row: Row, plain: Row, *, steps: int, num: int, batch: int, reference: np.ndarray,
+            plain_macs: float, rounds: int, bench_batch: int) -> dict:
+    macs, _ = count_macs(lambda: row.run(0, 2))
+    images = np.concatenate([row.run(5000 + j, min(batch, num - j * batch)) for j in range((num + batch - 1) // batch)])
+    mse, db = psnr(images, reference)
     return {"method": row.name, "family": row.family, "macs_ratio": macs / plain_macs, "psnr": db, "mse": mse,
-            "speedup": float(np.median(ratios)), "speedup_min": float(min(ratios)), "speedup_max": float(max(ratios)),
-            "n": num, "note": row.note}
+            **speed(row, plain, rounds=rounds, bench_batch=bench_batch), "n": num, "note": row.note}
+
+
+def speed_pass(wb, dest: Path, plain: Row, rows: list[Row], *, rounds: int, bench_batch: int, model, steps) -> int:
+    """``--speed-only``: re-measure the speed of the rows of DEST/results.csv (MACs, PSNR and FID kept),
+    writing after each row; ``--only`` narrows the rows."""
+    from blockmask.api import device_name
+
+    csv = dest / "results.csv"
+    if not csv.exists():
+        sys.exit(f"error: {csv} not found: run the table first, then --speed-only")
+    df = pd.read_csv(csv)
+    for r in rows:
+        if r.name not in set(df.method):
+            continue
+        t0 = time.perf_counter()
+        df.loc[df.method == r.name, ["speedup", "speedup_min", "speedup_max"]] = list(
+            speed(r, plain, rounds=rounds, bench_batch=bench_batch).values())
+        df.loc[df.method == r.name, ["device", "bench"]] = [device_name(wb.device),
+                                                            f"batch {bench_batch}, {rounds} interleaved rounds"]
+        v = df[df.method == r.name].iloc[0]
+        print(f"{r.name}: speed {v.speedup:.2f}x ({v.speedup_min:.2f}-{v.speedup_max:.2f}, "
+              f"{time.perf_counter() - t0:.0f}s)", flush=True)
+        write_outputs(df, dest, title=f"{model}, {steps} DDIM steps: fidelity at equal compute")
+    return 0
 
 
 RULES = ("DeepCache", "FORA", "block caching", "uniform", "cache-dit")
@@ -214,6 +242,9 @@ def main(argv=None) -> int:
     ap.add_argument("--summarize", metavar="CSV", help="only print the per-budget summary of a results.csv")
     ap.add_argument("--fid", type=int, metavar="N", help="add FID/KID at N samples per row to OUTPUT/results.csv")
     ap.add_argument("--fid-rows", default="auto", help="auto | all | comma-separated name substrings")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="re-measure only the speed of OUTPUT/results.csv's rows (--rounds, --bench-batch; --only "
+                         "narrows them); MACs, PSNR and FID stay")
     ap.add_argument("--data", help="MNIST IDX folder for the FID reference (default: $BLOCKMASK_MNIST)")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
@@ -241,6 +272,9 @@ def main(argv=None) -> int:
         rows = [r for r in rows if any(s in r.name for s in keys)]
         if not rows:
             sys.exit(f"error: --only {args.only!r} matches no row (rows: {', '.join(sorted(every))})")
+    if args.speed_only:
+        return speed_pass(wb, dest, plain, rows, rounds=args.rounds, bench_batch=args.bench_batch, model=args.model,
+                          steps=k)
     drop = set()
     if args.merge and (dest / "results.csv").exists():  # rows of masks no longer shipped go
         stale = pd.read_csv(dest / "results.csv")
@@ -411,7 +445,8 @@ def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
         show["FID"] = [f"{v:.2f}" if v == v else "" for v in df.fid]
         show["KID"] = [f"{v:.4f}" if v == v else "" for v in df.kid]
         cols += ["FID", "KID"]
-    bench = df.bench.dropna().iloc[0] if "bench" in df.columns and df.bench.notna().any() else "batch 8, 5 interleaved rounds"
+    bench = (" / ".join(dict.fromkeys(df.bench[df.method != "original"].dropna()))
+             if "bench" in df.columns and df.bench.notna().any() else "batch 8, 5 interleaved rounds")
     psnr_n = int(df.psnr_n.dropna().iloc[0]) if "psnr_n" in df.columns and df.psnr_n.notna().any() else 64
     foot = f"\n\nSpeed: {df.device[0]}, {bench}, median (min–max). PSNR: N={psnr_n} held-out samples."
     if "FID" in cols:

@@ -133,6 +133,18 @@ def test_budget_table_rows_summary_and_fid_pass(tmp_path):
     assert {"original", "learned b60", "FORA N=2"} <= measured and "uniform every 2" not in measured
     assert (df.loc[list(measured), "fid_n"] == 8).all() and (df.loc[list(measured), "fid"] > 0).all()
     assert "FID learned / best rule" in (out / "summary.md").read_text() and (out / "pareto-fid.html").exists()
+    # --speed-only: new speed for the chosen rows, everything else (FID included) kept
+    before = df
+    r = subprocess.run(common + ["--speed-only", "--rounds", "2", "--only", "FORA"], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(out / "results.csv").set_index("method")
+    assert df.loc["FORA N=2", "bench"] == "batch 8, 2 interleaved rounds"
+    assert df.loc["learned b60", "bench"] == "batch 8, 1 interleaved rounds"
+    for col in ("macs_ratio", "psnr", "fid"):
+        assert df[col].equals(before[col])
+    assert "2 interleaved rounds / " in (out / "results.md").read_text() or \
+        " / batch 8, 2 interleaved rounds" in (out / "results.md").read_text()
 
 
 def test_budget_table_latent_unet_rows_use_real_deepcache_at_the_models_guidance():
