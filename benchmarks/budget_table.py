@@ -4,9 +4,11 @@
     python benchmarks/budget_table.py --model mnist-dit --steps 50 -o docs/results/budgets-mnist-dit-50
 
 Rows: the original; every shipped learned mask ``assets/masks/MODEL-NNNsteps-b*.json``; DeepCache
-(PyPI ``DeepCache`` on a diffusers ``DDPMPipeline``, branches 0 and 1) for U-Nets; cache-dit's
-DBCache (F1B0 on a ``DiTPipeline``) for the DiT; FORA, whole-block caching and uniform (blockmask
-masks); DDIM with fewer steps and a random mask at each learned mask's MACs.
+(PyPI ``DeepCache`` on a diffusers ``DDPMPipeline``, or on mnist-ldm's ``StableDiffusionPipeline``,
+branches 0 and 1) for U-Nets; cache-dit's DBCache (F1B0 on a ``DiTPipeline``) for the DiT; FORA,
+whole-block caching and uniform (blockmask masks); DDIM with fewer steps and a random mask at each
+learned mask's MACs. Class-conditional models run at their own guidance (``default_guidance_scale``
+in blockmask.json: 1 for mnist-dit, 2 for mnist-ldm / mnist-pixart; ``--guidance`` overrides it).
 
 Every number is measured the same way for every row:
 
@@ -32,6 +34,9 @@ steps at those MACs and DeepCache b0 N=3 (``--fid-rows auto``; ``all`` or name s
     python benchmarks/budget_table.py --model mnist-dit --steps 50 --batch 20 -o docs/results/budgets-mnist-dit-50 --fid 1000
 
 (class-conditional models: labels cycle 0..9 within each batch, so the batch is a multiple of 10).
+
+``--speed-only`` re-measures just the speed of an existing table's rows (e.g. with more ``--rounds``),
+keeping MACs, PSNR and FID.
 """
 
 from __future__ import annotations
