@@ -6,8 +6,9 @@
     BLOCKMASK_APP_MODEL=config:tests/configs/tiny-unet.json python app/gradio_demo.py
 
 Also runs as a Hugging Face Space (the repo root is put on sys.path). Layout only: the handlers are in
-app/gradio_handlers.py, the work in blockmask.viz. Per-user state is a ``gr.State``. The mask grid is the
-same browser-side canvas as the Streamlit app's (app/components/mask_grid.js) inside a ``gr.HTML``.
+app/gradio_handlers.py (the mask edits in app/gradio_edits.py), the work in blockmask.viz. Per-user
+state is a ``gr.State``. The mask grid is the same browser-side canvas as the Streamlit app's
+(app/components/mask_grid.js) inside a ``gr.HTML``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ for p in (ROOT, Path(__file__).resolve().parent):
 
 import gradio as gr  # noqa: E402
 
+import gradio_edits as ge  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
@@ -201,20 +203,20 @@ def build(spec: str | None = None) -> gr.Blocks:
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
         demo.load(h.view, [state], views, api_name=False)
-        grid.input(h.grid_edit, [state, grid], views[:4], api_name="grid_edit").then(
+        grid.input(ge.grid_edit, [state, grid], views[:4], api_name="grid_edit").then(
             h.after_edit, [state], views[4:], api_name=False)  # readout first, plots and download after
-        action.change(h.set_mode, [state, action], **ev, api_name="set_mode")
-        toggle_btn.click(h.toggle_cell, [state, cell_k, cell_i], **ev, api_name="toggle")
-        region_btn.click(h.set_region, [state, k0, k1, i0, i1, region_act], **ev, api_name="set_region")
-        row_on.click(h.compute_step, [state, cell_k], **ev, api_name="compute_step")
-        row_off.click(h.reuse_step, [state, cell_k], **ev, api_name="reuse_step")
-        col_on.click(h.compute_unit, [state, cell_i], **ev, api_name="compute_unit")
-        col_off.click(h.reuse_unit, [state, cell_i], **ev, api_name="reuse_unit")
-        undo_btn.click(h.undo, [state], **ev, api_name="undo")
-        redo_btn.click(h.redo, [state], **ev, api_name="redo")
-        reset_btn.click(h.reset, [state], **ev, api_name="reset")
-        rect_btn.click(h.rectify, [state], **ev, api_name="rectify")
-        pre.change(h.show_pre, [state, pre], **ev, api_name=False)
+        action.change(ge.set_mode, [state, action], **ev, api_name="set_mode")
+        toggle_btn.click(ge.toggle_cell, [state, cell_k, cell_i], **ev, api_name="toggle")
+        region_btn.click(ge.set_region, [state, k0, k1, i0, i1, region_act], **ev, api_name="set_region")
+        row_on.click(ge.compute_step, [state, cell_k], **ev, api_name="compute_step")
+        row_off.click(ge.reuse_step, [state, cell_k], **ev, api_name="reuse_step")
+        col_on.click(ge.compute_unit, [state, cell_i], **ev, api_name="compute_unit")
+        col_off.click(ge.reuse_unit, [state, cell_i], **ev, api_name="reuse_unit")
+        undo_btn.click(ge.undo, [state], **ev, api_name="undo")
+        redo_btn.click(ge.redo, [state], **ev, api_name="redo")
+        reset_btn.click(ge.reset, [state], **ev, api_name="reset")
+        rect_btn.click(ge.rectify, [state], **ev, api_name="rectify")
+        pre.change(ge.show_pre, [state, pre], **ev, api_name=False)
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
         prompt.upload(h.upload_prompt, [state, prompt], [state, prompt_note], api_name="upload_prompt")

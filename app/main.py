@@ -36,7 +36,8 @@ from blockmask.viz.access import ENV_ALLOW, MaskPolicy, ModelPolicy, load_failed
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
-from st_panels import analysis_panel, editor_panel, generate_panel, preset_panel, show, train_panel  # noqa: E402
+from st_generate import generate_panel  # noqa: E402
+from st_panels import analysis_panel, editor_panel, preset_panel, show, train_panel  # noqa: E402
 
 OTHER = "Other: hub id or local path…"  # offered only when the operator allows any spec ('*')
 INTRO = ("Each **cell** of the mask is one network unit (a ResNet block or attention layer) at one sampling step. "

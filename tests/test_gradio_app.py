@@ -21,6 +21,7 @@ TINY = "config:" + str(CONFIGS / "tiny-unet.json")
 DIT = "config:" + str(CONFIGS / "tiny-dit.json")
 K = 6
 sys.path.insert(0, str(APP))
+import gradio_edits as ge  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 
@@ -68,51 +69,51 @@ def test_dit_shows_class_label_and_guidance_and_honours_them():
 
 
 def test_grid_edits_and_tools(s):
-    h.grid_edit(s, _edit(k0=2, k1=2, i0=3, i1=3))
+    ge.grid_edit(s, _edit(k0=2, k1=2, i0=3, i1=3))
     assert not s.editor.mask[2, 3] and s.grid_ack == 1
-    h.grid_edit(s, json.dumps({"edit": {"seq": 2, "k0": 1, "k1": 2, "i0": 4, "i1": 5, "mode": "off"}}))
+    ge.grid_edit(s, json.dumps({"edit": {"seq": 2, "k0": 1, "k1": 2, "i0": 4, "i1": 5, "mode": "off"}}))
     assert not s.editor.mask[1:3, 4:6].any() and json.loads(h.view(s)[1])["ack"] == 2
-    assert len(h.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 6
-    h.toggle_cell(s, 3, 1)
+    assert len(ge.grid_edit(s, _edit(k0=3, k1=3, i0=3, i1=3, seq=3))) == 4 and len(h.after_edit(s)) == 6
+    ge.toggle_cell(s, 3, 1)
     assert not s.editor.mask[3, 1]
-    h.set_region(s, 4, 5, 0, 2, "Set reused")
+    ge.set_region(s, 4, 5, 0, 2, "Set reused")
     assert not s.editor.mask[4:6, 0:3].any()
-    h.reuse_step(s, 2)
+    ge.reuse_step(s, 2)
     assert not s.editor.mask[2].any()
     prev = s.editor.mask.copy()
-    h.reuse_unit(s, 7)
+    ge.reuse_unit(s, 7)
     assert not s.editor.mask[1:, 7].any()
-    h.undo(s)
+    ge.undo(s)
     np.testing.assert_array_equal(s.editor.mask, prev)
-    h.redo(s)
-    h.reset(s)
+    ge.redo(s)
+    ge.reset(s)
     assert s.editor.mask.all()
-    h.grid_edit(s, json.dumps({"edit": {"seq": 3, "k0": 0, "k1": 0, "i0": 1, "i1": 1, "mode": "toggle"}}))
-    h.toggle_cell(s, 0, 2)
+    ge.grid_edit(s, json.dumps({"edit": {"seq": 3, "k0": 0, "k1": 0, "i0": 1, "i1": 1, "mode": "toggle"}}))
+    ge.toggle_cell(s, 0, 2)
     assert s.editor.mask[0].all()  # step 0 is refused with the reason (a warning toast), never changed
-    h.set_mode(s, "Set reused")
+    ge.set_mode(s, "Set reused")
     assert json.loads(h.view(s)[1])["mode"] == "off"
 
 
 # (handler, args after the session, words the one-line error must contain)
 BAD = [
-    (h.toggle_cell, (999, 3), "Step k must be a whole number in 0..5"),
-    (h.toggle_cell, (1.5, 0), "Step k must be a whole number"),
-    (h.toggle_cell, ("x", 1), "Step k"),
-    (h.toggle_cell, (1, -1), "Unit i"),
-    (h.toggle_cell, (None, 1), "Step k"),
-    (h.toggle_cell, (float("nan"), 1), "Step k"),
-    (h.toggle_cell, (True, 1), "Step k"),
-    (h.set_region, (1, 2, 0, 1, "Explode"), "Action must be one of"),
-    (h.set_region, (1, 99, 0, 1, "Toggle"), "Step k"),
-    (h.compute_step, ("1e9",), "Step k"),
-    (h.reuse_unit, (-3,), "Unit i"),
-    (h.set_mode, ("sideways",), "Action must be one of"),
-    (h.grid_edit, ("{nope",), "cannot read"),
-    (h.grid_edit, (json.dumps({"edit": {"seq": 1}}),), "cannot read"),
-    (h.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, mode="zap"),), "cannot read"),
-    (h.grid_edit, (_edit(k0=1, k1=1, i0=999, i1=999),), "Unit i"),
-    (h.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, seq=-4),), "Edit number"),
+    (ge.toggle_cell, (999, 3), "Step k must be a whole number in 0..5"),
+    (ge.toggle_cell, (1.5, 0), "Step k must be a whole number"),
+    (ge.toggle_cell, ("x", 1), "Step k"),
+    (ge.toggle_cell, (1, -1), "Unit i"),
+    (ge.toggle_cell, (None, 1), "Step k"),
+    (ge.toggle_cell, (float("nan"), 1), "Step k"),
+    (ge.toggle_cell, (True, 1), "Step k"),
+    (ge.set_region, (1, 2, 0, 1, "Explode"), "Action must be one of"),
+    (ge.set_region, (1, 99, 0, 1, "Toggle"), "Step k"),
+    (ge.compute_step, ("1e9",), "Step k"),
+    (ge.reuse_unit, (-3,), "Unit i"),
+    (ge.set_mode, ("sideways",), "Action must be one of"),
+    (ge.grid_edit, ("{nope",), "cannot read"),
+    (ge.grid_edit, (json.dumps({"edit": {"seq": 1}}),), "cannot read"),
+    (ge.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, mode="zap"),), "cannot read"),
+    (ge.grid_edit, (_edit(k0=1, k1=1, i0=999, i1=999),), "Unit i"),
+    (ge.grid_edit, (_edit(k0=1, k1=1, i0=1, i1=1, seq=-4),), "Edit number"),
     (h.load_preset, ("nonsense", 3, 0, 2, 0.5, 0), "Preset must be one of"),
     (h.load_preset, ("fora", "abc", 0, 2, 0.5, 0), "interval must be a whole number"),
     (h.load_preset, ("fora", 0, 0, 2, 0.5, 0), "interval"),
@@ -136,7 +137,7 @@ BAD = [
 
 @pytest.mark.parametrize("fn,args,words", BAD, ids=[f"{f.__name__}-{i}" for i, (f, _, _) in enumerate(BAD)])
 def test_bad_inputs_one_clear_error_state_kept(s, fn, args, words):
-    h.toggle_cell(s, 2, 2)
+    ge.toggle_cell(s, 2, 2)
     before = (s.editor.mask.copy(), len(s.editor.undo_stack), s.spec, s.scheduler, s.grid_ack, s.mode)
     files = sorted(Path(h._DOWNLOADS.name).rglob("*"))
     kw = {"progress": NOOP} if fn is h.generate else {}
@@ -183,7 +184,7 @@ def test_missing_and_unreadable_allowed_models_read_the_same(s, tmp_path, monkey
 def test_download_folder_is_bounded(s, monkeypatch):
     monkeypatch.setattr(h, "MAX_DOWNLOADS", 3)
     for i in range(1, 6):
-        h.toggle_cell(s, i, 1)
+        ge.toggle_cell(s, i, 1)
     assert len(list(Path(h._DOWNLOADS.name).iterdir())) <= 3
 
 
@@ -198,7 +199,7 @@ def test_model_cache_is_bounded(monkeypatch):
 
 
 def test_upload_download_roundtrip_and_stale(s):
-    h.toggle_cell(s, 2, 2)
+    ge.toggle_cell(s, 2, 2)
     out = h.view(s)
     path = out[-1]
     assert json.loads(Path(path).read_text())["mask"][2][2] in (0, False)  # download = the current mask
@@ -214,14 +215,14 @@ def test_upload_download_roundtrip_and_stale(s):
     assert div["visible"] and len(div["value"].data[0].y) == K  # per-step divergence
     assert o.shape == m.shape == d.shape and o.dtype == np.uint8 and o.shape[0] >= 300
     assert "over 2 repeats" in md and "ideal (MACs)" in md and "batch 2" in md and "Stale" not in stale
-    h.reset(s)
+    ge.reset(s)
     assert "Stale" in h.view(s)[3]
     h.upload_mask(s, path)
     assert not s.editor.mask[2, 2] and "Stale" not in h.view(s)[3]
     again = h.generate(s, 0, 2, 0, 1.0, 2, progress=NOOP)[4]
     assert "from this session's results" in again
     other = h.new_session(TINY, K)  # another user: never sees this session's timings
-    h.toggle_cell(other, 2, 2)
+    ge.toggle_cell(other, 2, 2)
     assert "from this session's results" not in h.generate(other, 0, 2, 0, 1.0, 2, progress=NOOP)[4]
 
 
