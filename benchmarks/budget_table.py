@@ -73,24 +73,22 @@ class Row:
         self.name, self.family, self.run, self.note = name, family, run, note
 
 
-GUIDANCE = {"scale": None}  # --guidance (None: the model's default_guidance, as the CLI and the apps)
+def guidance_of(wb, override: float | None = None) -> float:
+    """The table's guidance scale: ``--guidance`` or else the model's own (as the CLI and the apps)."""
+    return wb.default_guidance if override is None else override
 
 
-def _guidance(wb) -> float:
-    return wb.default_guidance if GUIDANCE["scale"] is None else GUIDANCE["scale"]
-
-
-def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str) -> list[Row]:
+def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str, *, guidance: float) -> list[Row]:
     def make(mask, k=steps):
         def run(seed, batch):
-            cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=_guidance(wb)) if _labels(wb, 1) else None
+            cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=guidance) if _labels(wb, 1) else None
             return wb.images(wb.generate(mask, steps=k, seed=seed, num_images=batch, condition=cond)).numpy()
         return run
 
     return [Row(n, family, make(m)) for n, m in masks.items()]
 
 
-def deepcache_rows(wb, steps: int, branches, intervals) -> list[Row]:
+def deepcache_rows(wb, steps: int, branches, intervals, *, guidance: float) -> list[Row]:
     """The real DeepCache (``DeepCacheSDHelper``) on a diffusers ``DDPMPipeline`` (pixel U-Net) or, for a
     latent U-Net with class tokens (mnist-ldm), on its ``StableDiffusionPipeline`` with the classes'
     ``prompt_embeds`` at the table's guidance (the pipeline is bitwise blockmask's sampler unmasked)."""
@@ -109,7 +107,7 @@ def deepcache_rows(wb, steps: int, branches, intervals) -> list[Row]:
     def call(seed, batch):
         gen = torch.Generator().manual_seed(seed)
         if latent:
-            return pipe(**class_prompt_embeds(pipe, _labels(wb, batch)), guidance_scale=_guidance(wb),
+            return pipe(**class_prompt_embeds(pipe, _labels(wb, batch)), guidance_scale=guidance,
                         num_inference_steps=steps, generator=gen, output_type="np").images
         return pipe(batch_size=batch, num_inference_steps=steps, generator=gen, output_type="np").images
 
@@ -224,12 +222,13 @@ def main(argv=None) -> int:
         ap.error("-o/--output is required")
     torch.manual_seed(0)
     wb = Workbench.load(args.model, device=args.device)
-    GUIDANCE["scale"] = args.guidance
+    g = guidance_of(wb, args.guidance)
     k = args.steps
     masks = Path(args.masks) if args.masks else assets_dir() / "masks"
     pattern = f"*-{k:03d}steps-b[0-9][0-9].json" if args.masks else f"{args.model}-{k:03d}steps-b[0-9][0-9].json"
-    plain, learned, rows = build_rows(wb, sorted(masks.glob(pattern)), k, [int(v) for v in args.intervals.split(",")])
-    rows += extra_rows(wb, k, args.extra)
+    plain, learned, rows = build_rows(wb, sorted(masks.glob(pattern)), k, [int(v) for v in args.intervals.split(",")],
+                                      guidance=g)
+    rows += extra_rows(wb, k, args.extra, guidance=g)
     rows = list({r.name: r for r in rows}.values())  # one row per name (an extra mask may add a DDIM row again)
     every = {r.name for r in rows}
     dest = Path(args.output)
@@ -265,7 +264,7 @@ def main(argv=None) -> int:
     df["device"] = device_name(wb.device)
     df["bench"] = f"batch {args.bench_batch}, {args.rounds} interleaved rounds"
     df["psnr_n"] = args.num
-    df["guidance"] = _guidance(wb)
+    df["guidance"] = g
     if args.merge and (dest / "results.csv").exists():
         old = pd.read_csv(dest / "results.csv")
         old = old[~old.method.isin(drop)]
@@ -278,7 +277,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
+def extra_rows(wb, steps: int, specs: list[str], *, guidance: float) -> list[Row]:
     """Rows for ``--extra FAMILY=GLOB``: every mask file matching GLOB, named by its stem, run at its own
     step count (a ``--steps auto`` mask may have fewer than ``steps``: its MACs and PSNR are still
     against the plain ``steps``-step run, and DDIM with fewer steps at its MACs joins as a row)."""
@@ -294,39 +293,41 @@ def extra_rows(wb, steps: int, specs: list[str]) -> list[Row]:
             sys.exit(f"error: --extra {spec!r}: no file matches {pattern}")
         for f in files:
             mask = wb.load_mask(f)[0].mask
-            rows += our_rows(wb, mask.shape[0], {Path(f).stem: mask}, family)
+            rows += our_rows(wb, mask.shape[0], {Path(f).stem: mask}, family, guidance=guidance)
             if mask.shape[0] != steps:
                 fewer = max(1, round(wb.macs.total(mask) / wb.macs.baseline(steps) * steps))
                 if f"DDIM {fewer} steps" not in {r.name for r in rows}:
-                    rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
+                    rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps", guidance=guidance)
     return rows
 
 
-def build_rows(wb, mask_files: list[Path], k: int, intervals: list[int]):
-    """(plain row, learned masks by name, every row) for a table at K = ``k`` steps."""
-    plain = our_rows(wb, k, {"original": None}, "original")[0]
+def build_rows(wb, mask_files: list[Path], k: int, intervals: list[int], *, guidance: float):
+    """(plain row, learned masks by name, every row) for a table at K = ``k`` steps, all at ``guidance``."""
+    import functools
+
+    ours = functools.partial(our_rows, wb, guidance=guidance)
+    plain = ours(k, {"original": None}, "original")[0]
     learned = {}
     for p in mask_files:
         mf, _ = wb.load_mask(p, steps=k)
         learned[f"learned {p.stem.rsplit('-', 1)[1]}"] = mf.mask
-    rows = our_rows(wb, k, learned, "learned (blockmask)")
+    rows = ours(k, learned, "learned (blockmask)")
     kind = type(wb.model).__name__
     if kind.startswith("UNet"):
-        rows += deepcache_rows(wb, k, (0, 1), intervals)
+        rows += deepcache_rows(wb, k, (0, 1), intervals, guidance=guidance)
     else:
-        if kind == "DiTTransformer2DModel" and _guidance(wb) == 1.0:  # cache-dit on a DiTPipeline (peers.py,
+        if kind == "DiTTransformer2DModel" and guidance == 1.0:  # cache-dit on a DiTPipeline (peers.py,
             # guidance 1); PixArt: not wired here
             rows += cachedit_rows(wb, k, (0.05, 0.1, 0.2, 0.3, 0.5), warmup=4)
-        rows += our_rows(wb, k, {f"blocks N={n}": wb.baseline("blocks", steps=k, interval=n) for n in intervals},
-                         "block caching")
-    rows += our_rows(wb, k, {f"FORA N={n}": wb.baseline("fora", steps=k, interval=n) for n in intervals}, "FORA")
-    rows += our_rows(wb, k, {f"uniform every {e}": wb.baseline("uniform", steps=k, every=e) for e in (2, 3)}, "uniform")
+        rows += ours(k, {f"blocks N={n}": wb.baseline("blocks", steps=k, interval=n) for n in intervals},
+                     "block caching")
+    rows += ours(k, {f"FORA N={n}": wb.baseline("fora", steps=k, interval=n) for n in intervals}, "FORA")
+    rows += ours(k, {f"uniform every {e}": wb.baseline("uniform", steps=k, every=e) for e in (2, 3)}, "uniform")
     for name, m in learned.items():
         ratio = wb.macs.ratio(m)
         fewer = max(1, round(ratio * k))
-        rows += our_rows(wb, fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
-        rows += our_rows(wb, k, {f"random @ {name.split()[-1]}": wb.baseline("random", steps=k, macs_ratio=ratio)},
-                         "random")
+        rows += ours(fewer, {f"DDIM {fewer} steps": None}, "DDIM fewer steps")
+        rows += ours(k, {f"random @ {name.split()[-1]}": wb.baseline("random", steps=k, macs_ratio=ratio)}, "random")
     return plain, learned, rows
 
 

@@ -158,19 +158,20 @@ def test_budget_table_latent_unet_rows_use_real_deepcache_at_the_models_guidance
     from blockmask.api import Workbench
 
     wb = Workbench.load("mnist-ldm")
-    try:
-        bt.GUIDANCE["scale"] = None
-        assert bt._guidance(wb) == 2.0
-        real = bt.deepcache_rows(wb, 6, (0,), (3,))[0]
-        assert real.name == "DeepCache b0 N=3" and real.family == "DeepCache b0 (PyPI)"
-        preset = bt.our_rows(wb, 6, {"p": wb.baseline("deepcache", steps=6, interval=3, branch=0)}, "x")[0]
-        a = real.run(7, 4)
-        assert a.shape == (4, 1, 32, 32) and np.array_equal(a, preset.run(7, 4))
-        bt.GUIDANCE["scale"] = 1.0
-        assert not np.array_equal(a, real.run(7, 4))  # the override reaches the peer's pipeline too
-        assert np.array_equal(real.run(7, 4), preset.run(7, 4))
-    finally:
-        bt.GUIDANCE["scale"] = None
+    g = bt.guidance_of(wb)
+    assert g == 2.0 and bt.guidance_of(wb, 1.0) == 1.0
+    mask = wb.baseline("deepcache", steps=6, interval=3, branch=0)
+    real = bt.deepcache_rows(wb, 6, (0,), (3,), guidance=g)[0]
+    assert real.name == "DeepCache b0 N=3" and real.family == "DeepCache b0 (PyPI)"
+    preset = bt.our_rows(wb, 6, {"p": mask}, "x", guidance=g)[0]
+    a = real.run(7, 4)
+    assert a.shape == (4, 1, 32, 32) and np.array_equal(a, preset.run(7, 4))
+    real1 = bt.deepcache_rows(wb, 6, (0,), (3,), guidance=1.0)[0]
+    assert not np.array_equal(a, real1.run(7, 4))  # the override reaches the peer's pipeline too
+    assert np.array_equal(real1.run(7, 4), bt.our_rows(wb, 6, {"p": mask}, "x", guidance=1.0)[0].run(7, 4))
+    plain, _, rows = bt.build_rows(wb, [], 6, [3], guidance=1.0)  # every row of a table gets the one scale
+    assert np.array_equal(plain.run(7, 2), bt.our_rows(wb, 6, {"o": None}, "o", guidance=1.0)[0].run(7, 2))
+    assert not np.array_equal(plain.run(7, 2), bt.our_rows(wb, 6, {"o": None}, "o", guidance=g)[0].run(7, 2))
 
 
 def test_methods_summary_shows_fid_and_lowest_fid_only_when_all_measured():

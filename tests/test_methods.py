@@ -165,11 +165,11 @@ def test_budget_table_extra_rows(workbenches, tmp_path):
     wb = workbenches("tiny-unet")
     mask, _ = wb.method("feature-change", steps=4, target_macs=0.8)
     wb.mask_file(mask).save(tmp_path / "feature-change-b80.json")
-    rows = budget_table.extra_rows(wb, 4, [f"feature-change={tmp_path}/feature-change-*.json"])
+    rows = budget_table.extra_rows(wb, 4, [f"feature-change={tmp_path}/feature-change-*.json"], guidance=1.0)
     assert [(r.name, r.family) for r in rows] == [("feature-change-b80", "feature-change")]
     assert rows[0].run(0, 1).shape[0] == 1
     with pytest.raises(SystemExit, match="no file matches"):
-        budget_table.extra_rows(wb, 4, [f"x={tmp_path}/none-*.json"])
+        budget_table.extra_rows(wb, 4, [f"x={tmp_path}/none-*.json"], guidance=1.0)
 
 
 def test_gradio_handler_loads_method_preset(monkeypatch):
