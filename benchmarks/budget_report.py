@@ -81,11 +81,14 @@ def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
     put("results.md", lambda t: t.write_text(show[cols + ["note"]].to_markdown(index=False) + foot + "\n"))
     import plotly.express as px
 
-    def plot(data, y, label, name, title_):  # MACs vs a metric, one line per family: NAME.html / NAME.png
+    def plot(data, y, label, name, title_, log=False):  # MACs vs a metric, one line per family: NAME.html / .png
         fig = px.line(data.sort_values(["family", "macs_ratio"]), x="macs_ratio", y=y, color="family", markers=True,
                       hover_name="method", labels={"macs_ratio": "MACs (fraction of the original)", y: label},
                       title=title_)
         fig.update_layout(template="plotly_white", width=1000, height=600)
+        if log:  # labelled ticks 1, 2, 3, 5, 10, … (plotly's own log ticks print only the leading digit)
+            ticks = [m * 10 ** e for e in range(-1, 4) for m in (1, 2, 3, 5)]
+            fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
         put(f"{name}.html", lambda t: fig.write_html(t, include_plotlyjs="cdn"))
         try:
             put(f"{name}.png", lambda t: fig.write_image(t, format="png"))
@@ -95,7 +98,8 @@ def write_outputs(df: pd.DataFrame, dest: Path, *, title: str) -> None:
     plot(df, "psnr", "PSNR vs original (dB, held-out seeds)", "pareto", title)
     if "fid" in df.columns and df.fid.notna().any():
         fd = df[df.fid.notna()]
-        plot(fd, "fid", f"FID (N={int(fd.fid_n.max())})", "pareto-fid", title.replace("fidelity", "FID"))
+        plot(fd, "fid", f"FID (N={int(fd.fid_n.max())})", "pareto-fid", title.replace("fidelity", "FID"),
+             log=fd.fid.max() > 5 * fd.fid.min())  # a broken row (FID 60+) would flatten the rest
     put("summary.md", lambda t: t.write_text(summarize(df)))
     print((dest / "results.md").read_text())
     print((dest / "summary.md").read_text())

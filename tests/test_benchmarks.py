@@ -191,3 +191,22 @@ def test_methods_summary_shows_fid_and_lowest_fid_only_when_all_measured():
     assert "**learned** (30.00 dB)" in b35 and "**DDIM 17 steps** (10.00)" in b35 and "FID 40.00" in b35
     assert "not all measured" in b55 and "FID —" in b55
     assert "FID" not in ms.winners(df.drop(columns=["fid", "fid_n"]))
+
+
+def test_fid_plot_turns_logarithmic_when_one_row_is_broken(tmp_path):
+    """A broken row (FID 60+ beside rows near 5) would flatten the FID plot: its y axis becomes
+    logarithmic with labelled ticks; rows of similar FID keep a linear axis."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from budget_report import write_outputs
+
+    base = dict(family="FORA", psnr=30.0, speedup=2.0, speedup_min=1.9, speedup_max=2.1, note="", device="cpu",
+                fid_n=1000, kid=0.2)
+    rows = [dict(base, method="FORA N=2", macs_ratio=0.5, fid=4.9), dict(base, method="FORA N=3", macs_ratio=0.35, fid=5.2)]
+    for name, extra, log in (("flat", [], False), ("broken", [dict(base, method="x", family="cache-dit DBCache (PyPI)",
+                                                                  macs_ratio=0.37, fid=63.5)], True)):
+        write_outputs(pd.DataFrame(rows + extra), tmp_path / name, title="t: fidelity")
+        html = (tmp_path / name / "pareto-fid.html").read_text()
+        assert ('"type":"log"' in html) is log, name
+        assert ('"ticktext":["0.1"' in html) is log
