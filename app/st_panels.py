@@ -1,6 +1,7 @@
-"""Streamlit panels of the blockmask explorer (see app/main.py; the generation panel is in app/st_generate.py). Each
-calls the presenter (:mod:`blockmask.viz`) and shows plain values; per-user state is in
-``st.session_state``, the :class:`ModelContext` is shared and never mutated here."""
+"""Streamlit panels of the blockmask explorer (see app/main.py; the generation panel is in
+app/st_generate.py). Each ``*_panel`` reads its widgets, calls the presenter (:mod:`blockmask.viz`) and
+shows plain values; per-user state is in ``st.session_state``, the :class:`ModelContext` is shared and
+never mutated here."""
 
 from __future__ import annotations
 

@@ -203,9 +203,10 @@ def test_fid_plot_turns_logarithmic_when_one_row_is_broken(tmp_path):
 
     base = dict(family="FORA", psnr=30.0, speedup=2.0, speedup_min=1.9, speedup_max=2.1, note="", device="cpu",
                 fid_n=1000, kid=0.2)
-    rows = [dict(base, method="FORA N=2", macs_ratio=0.5, fid=4.9), dict(base, method="FORA N=3", macs_ratio=0.35, fid=5.2)]
-    for name, extra, log in (("flat", [], False), ("broken", [dict(base, method="x", family="cache-dit DBCache (PyPI)",
-                                                                  macs_ratio=0.37, fid=63.5)], True)):
+    rows = [dict(base, method="FORA N=2", macs_ratio=0.5, fid=4.9),
+            dict(base, method="FORA N=3", macs_ratio=0.35, fid=5.2)]
+    broken = dict(base, method="x", family="cache-dit DBCache (PyPI)", macs_ratio=0.37, fid=63.5)
+    for name, extra, log in (("flat", [], False), ("broken", [broken], True)):
         write_outputs(pd.DataFrame(rows + extra), tmp_path / name, title="t: fidelity")
         html = (tmp_path / name / "pareto-fid.html").read_text()
         assert ('"type":"log"' in html) is log, name
