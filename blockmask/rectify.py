@@ -46,10 +46,10 @@ def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
     else:
         m_in = m
     k_steps, n = m.shape
-    # Python ints as bitsets over units: fast enough for K=1000, N=60 in a few ms.
-    cons_bits = [sum(1 << c for c in cs) for cs in graph.consumers]
+    # Python ints (never NumPy's fixed-width ones) as bitsets over units: any N, K=1000 × N=60 in a few ms.
+    cons_bits = [sum(1 << int(c) for c in cs) for cs in graph.consumers]
     feeds = [bool(f) for f in graph.feeds_output]
-    rows = [sum(1 << i for i in np.flatnonzero(r)) for r in m]
+    rows = [sum(1 << int(i) for i in np.flatnonzero(r)) for r in m]
     live = np.zeros_like(m)
     carry = 0  # bit i: M[k+1, i] == 0 and needed(k+1, i)
     for k in range(k_steps - 1, -1, -1):
