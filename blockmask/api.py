@@ -23,6 +23,7 @@ import torch
 from . import baselines
 from .costs import MacProfile, measure_macs
 from .errors import BlockmaskError, MaskError, OptionError
+from .execution import MODES
 from .validate import check_float, check_int
 from .graph import ConsumerGraph, consumer_graph
 from .mask import MaskFile, validate_mask
@@ -245,8 +246,8 @@ class Workbench:
         """Final latents for ``num_images`` samples (mask=None: the plain model)."""
         num_images = check_int("number of images", num_images, low=1, high=MAX_BATCH)
         seed = check_int("seed", seed, low=0, high=2**63 - 1)
-        if mode not in ("eager", "compiled", "graph"):
-            raise OptionError(f"mode must be eager, compiled or graph, got {mode!r}")
+        if mode not in MODES:
+            raise OptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if condition is not None and not isinstance(condition, Condition):
             raise OptionError(f"condition must be a blockmask.sample.Condition, got {type(condition).__name__}")
         if condition is not None:

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from .errors import BlockmaskError
+from .execution import MODES
 from .schedulers import SCHEDULER_HELP
 
 
@@ -262,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--class-label", type=int)
         p.add_argument("--guidance-scale", type=_finite, default=None,
                        help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
-        p.add_argument("--mode", default="eager", choices=["eager", "compiled", "graph"],
-                       help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA graphs)")
+        p.add_argument("--mode", default="eager", choices=list(MODES),
+                       help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA "
+                            "graphs per unit), rowgraph (one CUDA graph of the whole forward per distinct mask row)")
         if name == "sample":
             p.add_argument("--num-images", type=int, default=4)
             p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")

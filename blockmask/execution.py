@@ -34,6 +34,7 @@ from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
+from .rowgraph import GRAPH_HOOK, RowGraphHook, graph_store
 from .units import Unit, discover_units, unit_modules
 
 HOOK_NAME = "blockmask"
@@ -62,18 +63,20 @@ def first_tensor(out: Any) -> torch.Tensor:
     raise TypeError(f"unit output of type {type(out).__name__} holds no tensor")
 
 
-MODES = ("eager", "compiled", "graph")
+MODES = ("eager", "compiled", "graph", "rowgraph")
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
+def resolve_mode(mode: str, device: torch.device, *, replay_factory=None) -> str:
     """eager (always correct), compiled (torch.compile of each unit body), graph (compiled with CUDA
-    graphs, CUDA only). Unsupported combinations fall back to eager with a warning."""
+    graphs, CUDA only), rowgraph (one CUDA graph of the whole forward per distinct mask row,
+    :mod:`blockmask.rowgraph`; CUDA only, or a replay factory in tests). Unsupported combinations
+    fall back to eager with a warning."""
     if mode not in MODES:
         raise MaskError(f"unknown execution mode {mode!r}; choose from {', '.join(MODES)}")
-    if mode == "graph" and device.type != "cuda":
+    if mode in ("graph", "rowgraph") and device.type != "cuda" and replay_factory is None:
         import warnings
 
-        warnings.warn("execution mode 'graph' needs CUDA; falling back to eager", stacklevel=3)
+        warnings.warn(f"execution mode {mode!r} needs CUDA; falling back to eager", stacklevel=3)
         return "eager"
     return mode
 
@@ -110,7 +113,9 @@ class BranchStates(StateManager):
         self._execution = execution
 
     def key(self):
-        return self._context.name if self._context is not None else self._execution.branch
+        ex = self._execution
+        base = self._context.name if self._context is not None else ex.branch
+        return (base, ex.signature) if ex.static else base
 
     def get_state(self, key=None) -> UnitState:
         key = self.key() if key is None else key
@@ -141,7 +146,7 @@ class UnitHook(ModelHook):
         if self._body is None:
             orig = self.fn_ref.original_forward
             mode = self.execution.mode
-            self._body = orig if mode == "eager" else compiled_body(module, orig, mode)
+            self._body = orig if mode in ("eager", "rowgraph") else compiled_body(module, orig, mode)
         return self._body
 
     def new_forward(self, module, *args, **kwargs):
@@ -151,7 +156,8 @@ class UnitHook(ModelHook):
         if g is True:
             out = self.body(module)(*args, **kwargs)
             if not ex.bypass:
-                self.states.get_state().cache = ex._keep(out - x if self.residual else out)
+                st = self.states.get_state()
+                st.cache = ex.store(st.cache, out - x if self.residual else out)
             ex.computed += 1
             return out
         cache = self.states.get_state().cache
@@ -167,7 +173,8 @@ class UnitHook(ModelHook):
         return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
 
     def reset_state(self, module):
-        self.states.reset()
+        if not self.execution.static:  # row graphs hold static cache buffers (see reset())
+            self.states.reset()
         return module
 
 
@@ -215,20 +222,29 @@ class MaskedExecution(contextlib.AbstractContextManager):
     """
 
     def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, clone_cache: bool = False,
-                 mode: str = "eager"):
+                 mode: str = "eager", replay_factory: Callable[[], Any] | None = None, max_graphs: int = 128):
         self.model = model
-        self.mode = resolve_mode(mode, next(model.parameters()).device)
+        self.mode = resolve_mode(mode, next(model.parameters()).device, replay_factory=replay_factory)
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self._residual = [u.residual for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
-        self.clone_cache = clone_cache or self.mode == "graph"
+        self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
+        # rowgraph: each cache is one buffer, written in place, kept across runs (blockmask.rowgraph)
+        self.static = self.mode == "rowgraph"
+        self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
+        self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
         self.computed = 0  # unit calls that ran, since reset (for tests and readouts)
         self.skipped = 0
         self.hooks = [UnitHook(self, i) for i in range(len(self.units))]
+        self.signature: Any = None  # rowgraph: the current call's shape signature (keys the static caches)
+        self.graph_cache = graph_store(model, len(self.units)) if self.static else None
+        if self.graph_cache is not None:  # caches shared by every rowgraph run on this model
+            for h, shared in zip(self.hooks, self.graph_cache.states):
+                h.states._state_cache = shared
         self._entered = False
         self.reset()
 
@@ -237,21 +253,36 @@ class MaskedExecution(contextlib.AbstractContextManager):
         """Fresh caches (every branch), step 0, branch 0, counters 0."""
         self.step = 0
         self.branch: Any = 0
-        for h in self.hooks:
-            h.states.reset()
+        if not self.static:  # row graphs keep their buffers (row 0 of any mask rewrites them all)
+            for h in self.hooks:
+                h.states.reset()
         self.computed = self.skipped = 0
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
         register_hooks(self.modules, self.hooks)
         self._entered = True
+        if self.static and self.mask is not None:
+            self._install_graphs()
         _invalidate(self.model)
         return self
+
+    def _install_graphs(self) -> None:
+        try:
+            self.graphs = RowGraphHook(self, max_graphs=self._max_graphs, factory=self._replay_factory)
+            registry = HookRegistry.check_if_exists_or_initialize(self.model)
+            registry.register_hook(self.graphs, GRAPH_HOOK)
+        except BaseException:
+            remove_hooks(self.modules)
+            self._entered = False
+            raise
 
     def __exit__(self, *exc) -> None:
         try:
             if self._entered:
                 remove_hooks(self.modules)
+                if self.graphs is not None:
+                    remove_hooks([self.model], GRAPH_HOOK)
                 self._entered = False
                 _invalidate(self.model)
         finally:
@@ -272,6 +303,19 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if self.mask is None:
             return True
         return bool(self.mask[self.step, i])
+
+    def store(self, old: Any, new: Any) -> Any:
+        """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static
+        caches (rowgraph), written into the existing buffer ``old`` in place."""
+        if self.static and old is not None:
+            map_tensors(lambda o, n: o.copy_(n), old, new)
+            return old
+        return self._keep(new)
+
+    def cache_pointers(self) -> dict:
+        """{(unit, branch): data_ptr of its first cache tensor}: the static buffers' identity (tests)."""
+        return {(i, b): first_tensor(st.cache).data_ptr() for i, h in enumerate(self.hooks)
+                for b, st in h.states._state_cache.items() if st.cache is not None}
 
     def _keep(self, out: Any) -> Any:
         if self.clone_cache or torch.is_grad_enabled():

@@ -15,20 +15,34 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_bench_dry_run(tmp_path):
     out = tmp_path / "b.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--modes", "eager",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-800:]
-    rows = json.loads(out.read_text())["rows"]
-    assert {row["mask"] for row in rows} == {"all-ones", "50%-MACs", "learned-style"}
+    rows = [row for row in json.loads(out.read_text())["rows"] if "speedup" in row]
+    assert {row["mask"] for row in rows} == {"all-ones", "learned-shape-50%", "fora-2", "deepcache-b0-n3"}
+    assert {row["mode"] for row in rows} == {"eager", "rowgraph"}
     assert all(row["speedup"] > 0 and 0 < row["macs_ratio"] <= 1 for row in rows)
+    shaped = [row["macs_ratio"] for row in rows if row["mask"] == "learned-shape-50%"]
+    assert all(0.35 < x < 0.65 for x in shaped), shaped  # the learned-shape mask is scaled to about 50%
+    assert all(row["max_abs_diff_vs_eager"] == 0 for row in rows if row["mode"] == "rowgraph")
     assert "| model | mode |" in r.stdout
+
+
+@pytest.mark.slow
+def test_gpu_train_time_dry_run(tmp_path):
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_train_time.py"), "--dry-run", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    res = json.loads(out.read_text())
+    assert res["finished"] and res["steps_done"] == res["steps"] - 1 == len(res["per_step"])  # row 0 is not learned
+    assert res["whole_mask_s"] > 0 and not res["whole_mask_is_projection"]
 
 
 def test_gpu_bench_model_subset_and_bad_name(tmp_path):
     out = tmp_path / "b.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run", "--modes", "eager",
-                        "--models", "tiny-dit", "--repeats", "1", "--out", str(out)], capture_output=True, text=True,
+                        "--models", "tiny-dit", "--rounds", "1", "--out", str(out)], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-800:]
     assert {row["model"] for row in json.loads(out.read_text())["rows"]} == {"tiny-dit"}
