@@ -34,7 +34,7 @@ from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from .rowgraph import GRAPH_HOOK, RowGraphHook, graph_store
+from .rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from .units import Unit, discover_units, unit_modules
 
 HOOK_NAME = "blockmask"
@@ -155,7 +155,7 @@ class UnitHook(ModelHook):
         x = (args[0] if args else kwargs["hidden_states"]) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
-            if not ex.bypass:
+            if not ex.bypass and (ex.store_mask is None or ex.store_mask[ex.step, i]):
                 st = self.states.get_state()
                 st.cache = ex.store(st.cache, out - x if self.residual else out)
             ex.computed += 1
@@ -234,6 +234,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # rowgraph: each cache is one buffer, written in place, kept across runs (blockmask.rowgraph)
         self.static = self.mode == "rowgraph"
         self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
+        # rowgraph: store only what a later step reads (None: store every computed value)
+        self.store_mask = (cache_reads(self.mask, [u.parent for u in self.units])
+                           if self.static and self.mask is not None else None)
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)

@@ -10,7 +10,8 @@ What makes one graph per row correct:
 * **Static caches.** Every unit's cache (per CFG branch) is one buffer, allocated at the first step
   it is stored and then only written *in place* (``copy_``), by eager calls and graph replays alike.
   Every graph reads and writes the same buffers, so a value cached by row A's graph is what row B's
-  graph reuses. Caches are therefore kept across runs (not dropped on reset): no stale value can be
+  graph reuses. Only values that a later step reads are stored (:func:`cache_reads`; the store
+  pattern is part of a graph's key), so an all-ones row is the plain forward, with no copies. Caches are therefore kept across runs (not dropped on reset): no stale value can be
   read, since row 0 of every valid mask is all ones (every unit runs, and stores, at a run's first step).
 * **Static inputs.** A captured graph owns copies of the call's tensors (on the model's device; a
   CPU timestep too); each replay copies the new call's tensors into them. Non-tensor arguments and
@@ -39,6 +40,7 @@ from diffusers.hooks import ModelHook
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .errors import MaskError
+from .units import effective_mask
 
 GRAPH_HOOK = "blockmask_rowgraph"
 
@@ -66,6 +68,24 @@ def plan_rows(mask: np.ndarray) -> RowPlan:
     for k, d in enumerate(of_step):
         rows[d] = m[k]
     return RowPlan(rows, of_step)
+
+
+def cache_reads(mask: np.ndarray, parents) -> np.ndarray:
+    """(K, N) bool: the executed cells whose output a later step reads from the cache, i.e. the unit's
+    next *call* (it is called when every enclosing unit executes) reuses instead of running. Only these
+    need storing; row graphs skip the other stores (an all-ones mask stores nothing: the plain model)."""
+    m = np.asarray(mask, dtype=bool)
+    executed = effective_mask(m, parents)
+    called = np.ones_like(m)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            called[:, i] = executed[:, p]
+    out = np.zeros_like(m)
+    next_reads = np.zeros(m.shape[1], dtype=bool)  # seen from step k: does the next call read the cache?
+    for k in range(m.shape[0] - 1, -1, -1):
+        out[k] = executed[k] & next_reads
+        next_reads = np.where(called[k], ~m[k], next_reads)
+    return out
 
 
 @dataclasses.dataclass
@@ -195,7 +215,7 @@ class RowGraphHook(ModelHook):
     def _key(self, leaves: list[Any], spec) -> tuple:
         ex = self.ex
         sig = tuple((tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else ("py", repr(t)) for t in leaves)
-        return ex.mask[ex.step].tobytes(), str(ex.branch), str(spec), sig
+        return ex.mask[ex.step].tobytes() + ex.store_mask[ex.step].tobytes(), str(ex.branch), str(spec), sig
 
     def new_forward(self, module, *args, **kwargs):
         ex = self.ex

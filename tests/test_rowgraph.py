@@ -10,7 +10,7 @@ import torch
 
 from blockmask.errors import MaskError
 from blockmask.execution import MaskedExecution
-from blockmask.rowgraph import ReplayCheck, graph_store, plan_rows, release_graphs
+from blockmask.rowgraph import ReplayCheck, cache_reads, graph_store, plan_rows, release_graphs
 from blockmask.sample import Condition, sample
 
 K = 6
@@ -22,6 +22,15 @@ def test_plan_rows_groups_steps_by_distinct_row_in_first_use_order():
     assert plan.distinct == 3
     assert plan.row_of_step.tolist() == [0, 1, 0, 2, 1]
     assert np.array_equal(plan.rows[plan.row_of_step], m)
+
+
+def test_cache_reads_marks_only_values_a_later_call_reuses():
+    m = np.array([[1, 1], [0, 1], [1, 1], [1, 0]], dtype=bool)
+    assert cache_reads(m, [-1, -1]).astype(int).tolist() == [[1, 0], [0, 0], [0, 1], [0, 0]]
+    # unit 0 nested in unit 1: at step 1 unit 0 is not called (unit 1 reuses), at step 2 it reuses
+    m = np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)
+    assert cache_reads(m, [1, -1]).astype(int).tolist() == [[1, 1], [0, 0], [0, 0]]
+    assert not cache_reads(np.ones((5, 3), dtype=bool), [-1, -1, -1]).any()  # all ones: the plain model
 
 
 def _run(wb, mask, batch=2, seed=0, **kw):

@@ -16,6 +16,14 @@ import torch
 from ..errors import UnsupportedModelError
 
 
+def timestep_on(t: torch.Tensor, device) -> torch.Tensor:
+    """The timestep on the model's device without a host sync: a one-element CPU tensor becomes a
+    fill on the device (asynchronous), so the sampling loop never waits for the GPU at each step."""
+    if t.device.type == "cpu" and torch.device(device).type != "cpu" and t.numel() == 1:
+        return torch.full(t.shape, t.item(), dtype=t.dtype, device=device)
+    return t.to(device)
+
+
 @dataclasses.dataclass
 class Conditioning:
     """What the denoiser is conditioned on, batched like the latents.

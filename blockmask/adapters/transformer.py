@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import (Adapter, Conditioning, class_tokens, model_info, register, text_context, text_null,
+from .base import (Adapter, timestep_on, Conditioning, class_tokens, model_info, register, text_context, text_null,
                    token_classes, token_conditioning, token_null)
 
 _BLOCK_UNITS = (
@@ -53,7 +53,7 @@ class DiTAdapter(Adapter):
         return Conditioning(class_labels=torch.full_like(cond.class_labels, self.null_label(model)))
 
     def forward(self, model, x, t, cond):
-        t = t.to(x.device)  # schedulers keep timesteps on the CPU; diffusers' DiT embeds them where they are
+        t = timestep_on(t, x.device)  # schedulers keep timesteps on the CPU; diffusers' DiT embeds them where they are
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         return model(x, timestep=t, class_labels=cond.class_labels, return_dict=False)[0]
@@ -96,7 +96,7 @@ class PixArtAdapter(Adapter):
         return text_null(cond, negative_embeds)
 
     def forward(self, model, x, t, cond):
-        t = t.to(x.device)  # schedulers keep timesteps on the CPU; diffusers' DiT embeds them where they are
+        t = timestep_on(t, x.device)  # schedulers keep timesteps on the CPU; diffusers' DiT embeds them where they are
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         added = {"resolution": None, "aspect_ratio": None}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BlockmaskError
-from .base import (Adapter, Conditioning, class_tokens, register, text_context, text_null, token_classes,
+from .base import (Adapter, timestep_on, Conditioning, class_tokens, register, text_context, text_null, token_classes,
                    token_conditioning, token_null)
 
 _UNET_UNITS = (
@@ -53,7 +53,7 @@ class UNet2DAdapter(Adapter):
         return Conditioning(class_labels=class_labels.long())
 
     def forward(self, model, x, t, cond):
-        return model(x, t, class_labels=cond.class_labels, return_dict=False)[0]
+        return model(x, timestep_on(t, x.device), class_labels=cond.class_labels, return_dict=False)[0]
 
 
 @register
@@ -106,7 +106,7 @@ class UNet2DConditionAdapter(Adapter):
     def forward(self, model, x, t, cond):
         return model(
             x,
-            t,
+            timestep_on(t, x.device),
             encoder_hidden_states=cond.encoder_hidden_states,
             class_labels=cond.class_labels,
             encoder_attention_mask=cond.encoder_attention_mask,
