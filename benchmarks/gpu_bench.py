@@ -8,7 +8,8 @@ One prepared command for a short GPU lease (the whole plan fits in about 7 minut
 Plan (random-init weights: speed does not depend on them): DiT-XL/2-256 (bf16, batch 16, 100 DDIM
 steps), DDPM CIFAR-10 (bf16, batch 64, 100 steps), PixArt-Σ at 256 px (bf16, batch 4, 20 steps). Masks:
 all-ones, a learned-shape mask at about 50% MACs (sparsity rising, then falling, over the steps;
-rectified), FORA 2 on the transformers and the DeepCache rule (branch 0, interval 3) on the U-Net.
+rectified), on the transformers the same shape skipping whole blocks only ("blocks-shape") and FORA 2,
+on the U-Net the DeepCache rule (branch 0, interval 3).
 Modes, cheapest to measure first: eager, rowgraph (one CUDA graph per distinct mask row), then, while
 the deadline allows, compiled and graph (torch.compile of each unit body, without and with CUDA graphs).
 
@@ -49,12 +50,15 @@ DRY = [("tiny-dit", "tiny-dit.json", 2, 6, "fp32", None),
 MODE_GROUPS = (("eager", "rowgraph"), ("compiled",), ("graph",))
 
 
-def learned_shape(wb, steps: int, target: float = 0.5, seed: int = 0) -> np.ndarray:
+def learned_shape(wb, steps: int, target: float = 0.5, seed: int = 0, whole_blocks: bool = False) -> np.ndarray:
     """A mask shaped like the learned ones (no skipping at the first steps, most in the middle, less at
-    the end), scaled so that its rectified MAC ratio is about ``target``."""
+    the end), scaled so that its rectified MAC ratio is about ``target``. ``whole_blocks``: only units
+    that no other unit encloses are skipped (a transformer block goes as a whole, norms included)."""
     rng = np.random.default_rng(seed)
     k = np.arange(steps)[:, None] / max(steps - 1, 1)
     u = rng.random((steps, len(wb.units)))
+    if whole_blocks:
+        u[:, [x.parent >= 0 for x in wb.units]] = 1.0  # inner units always "run": their block decides
     lo, hi = 0.0, 1.0
     for _ in range(20):  # bisect the peak skip probability
         peak = (lo + hi) / 2
@@ -67,7 +71,8 @@ def learned_shape(wb, steps: int, target: float = 0.5, seed: int = 0) -> np.ndar
 
 def masks_for(wb, steps: int) -> dict[str, np.ndarray]:
     masks = {"all-ones": wb.baseline("ones", steps=steps), "learned-shape-50%": learned_shape(wb, steps)}
-    if any(u.residual for u in wb.units):  # transformers: FORA
+    if any(u.residual for u in wb.units):  # transformers: whole-block skipping, and FORA
+        masks["blocks-shape-50%"] = learned_shape(wb, steps, whole_blocks=True)
         masks["fora-2"] = wb.rectify(wb.baseline("fora", steps=steps, interval=2)).mask
     else:
         masks["deepcache-b0-n3"] = wb.rectify(wb.baseline("deepcache", steps=steps, interval=3, branch=0)).mask

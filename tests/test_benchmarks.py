@@ -19,10 +19,11 @@ def test_gpu_bench_dry_run(tmp_path):
                        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-800:]
     rows = [row for row in json.loads(out.read_text())["rows"] if "speedup" in row]
-    assert {row["mask"] for row in rows} == {"all-ones", "learned-shape-50%", "fora-2", "deepcache-b0-n3"}
+    assert {row["mask"] for row in rows} == {"all-ones", "learned-shape-50%", "blocks-shape-50%", "fora-2",
+                                          "deepcache-b0-n3"}
     assert {row["mode"] for row in rows} == {"eager", "rowgraph"}
     assert all(row["speedup"] > 0 and 0 < row["macs_ratio"] <= 1 for row in rows)
-    shaped = [row["macs_ratio"] for row in rows if row["mask"] == "learned-shape-50%"]
+    shaped = [row["macs_ratio"] for row in rows if row["mask"].endswith("shape-50%")]
     assert all(0.35 < x < 0.65 for x in shaped), shaped  # the learned-shape mask is scaled to about 50%
     assert all(row["max_abs_diff_vs_eager"] == 0 for row in rows if row["mode"] == "rowgraph")
     assert "| model | mode |" in r.stdout
