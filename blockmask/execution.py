@@ -86,12 +86,17 @@ def compiled_body(module: torch.nn.Module, orig: Callable, mode: str) -> Callabl
 
     The mask decision stays outside the compiled code, so the number of compilations is bounded by
     the number of units (and input shapes), never by the mask: a learned mask with K distinct rows
-    costs no recompilation. The remainder of the model stays eager.
+    costs no recompilation. The remainder of the model stays eager. A body is reused only while the
+    forward it compiled is still the one beneath the hook (another hook added or removed under
+    blockmask's changes it, and the body is compiled anew).
     """
     store = module.__dict__.setdefault("_blockmask_compiled", {})
-    if mode not in store:
-        store[mode] = torch.compile(orig, mode="reduce-overhead" if mode == "graph" else "default", dynamic=False)
-    return store[mode]
+    target = getattr(orig, "__func__", orig)  # a bound method is made anew on each access: key its function
+    kept = store.get(mode)
+    if kept is None or kept[0] is not target:
+        kept = (target, torch.compile(orig, mode="reduce-overhead" if mode == "graph" else "default", dynamic=False))
+        store[mode] = kept
+    return kept[1]
 
 
 class UnitState(BaseState):
@@ -281,6 +286,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             raise
 
     def __exit__(self, *exc) -> None:
+        counts = self.computed, self.skipped
         try:
             if self._entered:
                 remove_hooks(self.modules)
@@ -289,7 +295,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
                 self._entered = False
                 _invalidate(self.model)
         finally:
-            self.reset()
+            self.reset()  # caches freed; the counters stay readable (what ran and what was reused)
+            self.computed, self.skipped = counts
 
     # --- step control -------------------------------------------------------------------
     def set_step(self, k: int, branch: Any = 0) -> None:

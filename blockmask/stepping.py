@@ -18,13 +18,16 @@ a model-call slot, and the row advances when the scheduler completed a whole ste
 call the model once per branch), unless the pipeline names them with ``cache_context``. Both
 scheduler methods are wrapped on the scheduler *instance* only and restored on removal.
 
-A bare denoiser without a scheduler: every call is the next row; after K calls a new run starts.
+A bare denoiser without a scheduler: every call is the next row; after K calls a new run starts,
+and so does a call whose timestep is higher than the last call's (a run that was stopped early
+never leaks its row counter or caches into the next; read from CPU timesteps only, never a sync).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +98,7 @@ class _CallHook(ModelHook):
         self.steps = steps
 
     def pre_forward(self, module, *args, **kwargs):
-        self.steps.before_call()
+        self.steps.before_call(args[1] if len(args) > 1 else kwargs.get("timestep"))
         return args, kwargs
 
 
@@ -109,6 +112,7 @@ class SchedulerSteps:
         self.started = False
         self.slot_calls = 0  # calls since the last scheduler.step(): the CFG branch
         self.calls = 0  # calls in this run (bare denoiser)
+        self.last_t: float | None = None  # the last call's timestep (bare denoiser): a rise starts a new run
         self._saved: dict[str, Any] = {}
 
     # --- install / remove ---------------------------------------------------------------------
@@ -121,8 +125,7 @@ class SchedulerSteps:
         if s is not None:
             for name, after in (("set_timesteps", self._on_set_timesteps), ("step", self._on_step)):
                 self._saved[name] = s.__dict__.get(name)
-                orig = getattr(s, name)
-                setattr(s, name, functools.update_wrapper(_after(orig, after), orig))
+                setattr(s, name, _after(s, name, self._saved[name], after))
 
     def remove(self) -> None:
         s = self.scheduler
@@ -154,12 +157,15 @@ class SchedulerSteps:
         if step_complete(self.scheduler):
             self.ex.step += 1
 
-    def before_call(self) -> None:
+    def before_call(self, timestep=None) -> None:
         ex = self.ex
         if self.scheduler is None:
-            if self.calls >= self.rows:
+            t = _host_scalar(timestep)
+            # a new run: K calls done, or the noise level went up (a run stopped early, then a new one)
+            if self.calls >= self.rows or (t is not None and self.last_t is not None and t > self.last_t):
                 ex.reset()
                 self.calls = 0
+            self.last_t = t
             ex.step, ex.branch = self.calls, 0
             self.calls += 1
             return
@@ -171,13 +177,32 @@ class SchedulerSteps:
         self.slot_calls += 1
 
 
-def _after(orig, after):
-    def wrapped(*args, **kwargs):
-        out = orig(*args, **kwargs)
-        after(*args, **kwargs)
+def _host_scalar(t) -> float | None:
+    """A timestep's value when reading it costs no device sync (a number or a CPU tensor), else None."""
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel() >= 1:
+        return float(t.reshape(-1)[0])
+    return None
+
+
+def _after(scheduler, name: str, had, after):
+    """``scheduler.<name>`` that calls ``after`` once the original returns — on this scheduler only.
+
+    A bound method of the scheduler (not a closure over it), so ``copy.deepcopy(scheduler)`` rebinds
+    it to the copy; the copy then runs its own class method (or the copied instance override ``had``)
+    and never advances this scheduler's row counter (blockmask's ``call_rows`` steps such a copy)."""
+    cls_fn = getattr(type(scheduler), name)
+
+    def wrapped(sched, *args, **kwargs):
+        inner = had if sched is scheduler and had is not None else functools.partial(cls_fn, sched)
+        out = inner(*args, **kwargs)
+        if sched is scheduler:
+            after(*args, **kwargs)
         return out
 
-    return wrapped
+    functools.update_wrapper(wrapped, cls_fn)
+    return types.MethodType(wrapped, scheduler)
 
 
 @dataclasses.dataclass

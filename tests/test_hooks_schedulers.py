@@ -9,6 +9,7 @@ from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
 import blockmask
 from blockmask.errors import MaskError
+from blockmask.execution import MaskedExecution
 from blockmask.sample import sample
 from blockmask.schedulers import SCHEDULERS, call_rows
 from blockmask.schedulers import step as scheduler_step
@@ -264,3 +265,103 @@ def test_cli_eval_with_heun(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert rc == 0 and [r["method"] for r in rows] == ["original", "uniform"]
     assert rows[1]["macs_ratio"] < 1 and rows[1]["psnr"] < float("inf")
+
+
+# --- issue 30, bugs 3, 4, 5 and 7: each failed on the code before the fix ---------------------------
+
+def test_deepcopy_of_a_hooked_scheduler_leaves_the_original_alone(workbenches):
+    """Bug 5: the copy's step() drove the original's row counter (and blockmask's own call_rows
+    deep-copies the scheduler it is given)."""
+    import copy
+
+    import numpy as np
+    from diffusers import DDIMScheduler, DDPMPipeline
+
+    from blockmask.schedulers import call_rows
+    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+
+    wb = workbenches("tiny-unet")
+    mask = wb.baseline("deepcache", steps=K, interval=2)
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler())
+
+    def run():
+        return pipe(batch_size=1, num_inference_steps=K, generator=torch.Generator().manual_seed(0),
+                    output_type="np").images
+
+    handle = apply_block_mask(pipe, BlockMaskConfig(mask))
+    try:
+        want = run()
+        pipe.scheduler.set_timesteps(K)
+        twin = copy.deepcopy(pipe.scheduler)
+        x = torch.zeros(1, 3, 4, 4)
+        for t in twin.timesteps:
+            x = twin.step(torch.zeros_like(x), t, x).prev_sample
+        assert handle.execution.step == 0  # the copy stepped itself only
+        assert call_rows(pipe.scheduler) == list(range(K))
+        assert np.array_equal(run(), want)
+    finally:
+        handle.remove()
+    assert "step" not in pipe.scheduler.__dict__ and "set_timesteps" not in pipe.scheduler.__dict__
+
+
+def test_bare_denoiser_run_stopped_early_does_not_leak_into_the_next(workbenches):
+    """Bug 4: a run interrupted after 2 calls left the row counter at 2 for the next run."""
+    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+
+    wb = workbenches("tiny-unet")
+    mask = wb.baseline("deepcache", steps=K, interval=3)
+    s = wb.scheduler()
+    s.set_timesteps(K)
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(calls):
+        outs = []
+        for t in s.timesteps[:calls]:
+            outs.append(wb.model(x, t).sample)
+        return outs
+
+    handle = apply_block_mask(wb.model, BlockMaskConfig(mask))
+    try:
+        want = run(K)
+        run(2)  # stopped early
+        assert handle.execution.step == 1
+        got = run(K)
+    finally:
+        handle.remove()
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_counters_stay_readable_after_exit(workbenches):
+    """Bug 7: leaving the context zeroed what ran and what was reused."""
+    wb = workbenches("tiny-unet")
+    mask = wb.baseline("deepcache", steps=K, interval=2)
+    with MaskedExecution(wb.model, mask) as ex:
+        sample(wb.model, num_steps=K, mask=mask, execution=ex)
+        inside = ex.computed, ex.skipped
+    assert (ex.computed, ex.skipped) == inside and inside[1] > 0
+
+
+def test_compiled_body_follows_the_forward_beneath_the_hook(workbenches):
+    """Bug 3: the compiled body was cached by mode only, so a hook added beneath blockmask's later
+    was silently bypassed by the stale body."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    from blockmask.execution import compiled_body
+
+    wb = workbenches("tiny-unet")
+    module = wb.model.down_blocks[0].resnets[0]
+    first = compiled_body(module, module.forward, "compiled")
+    assert compiled_body(module, module.forward, "compiled") is first  # same forward: reused
+
+    class Twice(ModelHook):
+        def post_forward(self, module, output):
+            return output * 2
+
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    registry.register_hook(Twice(), "twice")
+    try:
+        assert compiled_body(module, module.forward, "compiled") is not first
+    finally:
+        registry.remove_hook("twice", recurse=False)
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop("_blockmask_compiled", None)
