@@ -26,6 +26,11 @@ FAMILIES = ("fewer-steps", "rule", "refined", "learned")  # simplest first
 RULE_INTERVALS = {"deepcache": (2, 3, 5), "fora": (2, 3), "blocks": (2, 3), "uniform": (2, 3)}
 
 Cost = Callable[[int, "np.ndarray | None"], float]
+TOL = 1e-9  # relative: a cost within float noise of the cap fits it
+
+
+def fits(cost: float, cap: float) -> bool:
+    return cost <= cap * (1 + TOL)
 
 
 @dataclasses.dataclass(eq=False)
@@ -50,14 +55,14 @@ def largest_fitting(cost_at: Callable[[int], float], cap: float, k_max: int, k_m
     """The largest K in [k_min, k_max] with ``cost_at(K) <= cap`` (costs grow about linearly in K:
     start from the linear estimate, then step down or up); None when even ``k_min`` does not fit."""
     top = cost_at(k_max)
-    if top <= cap:
+    if fits(top, cap):
         return k_max
     k = min(k_max, max(k_min, int(k_max * cap / max(top, 1e-30)) + 1))
-    while k >= k_min and cost_at(k) > cap:
+    while k >= k_min and not fits(cost_at(k), cap):
         k -= 1
     if k < k_min:
         return None
-    while k + 1 <= k_max and cost_at(k + 1) <= cap:
+    while k + 1 <= k_max and fits(cost_at(k + 1), cap):
         k += 1
     return k
 
@@ -137,13 +142,13 @@ def fit_scores(wb, scores: np.ndarray, cost: Cost, cap: float) -> np.ndarray | N
 
     levels = np.unique(np.concatenate([sc[1:].ravel(), [np.inf]]))
     lo, hi = 0, len(levels) - 1  # levels[hi] = inf: only row 0
-    if cost(k, mask(levels[hi])) > cap:
+    if not fits(cost(k, mask(levels[hi])), cap):
         return None
-    if cost(k, mask(-np.inf)) <= cap:
+    if fits(cost(k, mask(-np.inf)), cap):
         return mask(-np.inf)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if cost(k, mask(levels[mid])) <= cap:
+        if fits(cost(k, mask(levels[mid])), cap):
             hi = mid
         else:
             lo = mid

@@ -186,8 +186,8 @@ class Planner:
         self.refine_top, self.refine_seconds = refine_top, refine_seconds
         self.screen_keep, self.neighbours, self.validate_top, self.resamples = screen_keep, neighbours, validate_top, resamples
         self.progress = progress
-        self.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not progress)
-        self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance, bar=self.bar)
+        self.bar = None  # the progress bar: made by the first plan()
+        self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance)
         self.profile = wb.macs
         self.latency = latency
         if unit == "seconds" and latency is None:
@@ -221,7 +221,7 @@ class Planner:
         """The cap for ``budget``, or one clear error when nothing fits it."""
         cap = self.cap(budget)
         cheapest = self.cost(1, None)
-        if cheapest > cap * (1 + 1e-12):
+        if not cd.fits(cheapest, cap):
             what = (f"MAC budget {budget:g} is unreachable at {self.ref_steps} reference steps" if self.unit == "macs"
                     else f"latency budget {budget:g}s is unreachable on {self.wb.device}")
             raise BlockmaskError(f"{what}: the cheapest schedule (the plain model, 1 step) costs "
@@ -278,7 +278,7 @@ class Planner:
         rows = [r for _, p in cd.rule_specs(self.wb) for r in cd.rule_mask(self.wb, p, max(k, 6))]
         rows += [np.ones(len(self.wb.units), bool), np.zeros(len(self.wb.units), bool), *start.mask]
         cost = _StepCost(self, k)
-        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap, normalize=cost.rectified, passes=1,
+        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL), normalize=cost.rectified, passes=1,
                               time_limit=self.refine_seconds)
         if not rep.accepted:
             return None
@@ -322,6 +322,8 @@ class Planner:
 
     def plan(self, budget) -> Schedule:
         t0 = time.perf_counter()
+        if self.bar is None:
+            self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
         pool, fewer = self.candidates(budget)
         chosen, val = self.select(pool, fewer)
         mask = np.ones((chosen.steps, len(self.wb.units)), bool) if chosen.mask is None else chosen.mask
@@ -346,7 +348,8 @@ class Planner:
         return [self.plan(b) for b in budgets]
 
     def close(self):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _StepCost:
