@@ -164,9 +164,9 @@ class Planner:
 
     def __init__(self, wb, *, ref_steps: int = 50, unit: str = "macs", calib: int = 64, valid: int = 128,
                  chunk: int = 16, calib_seed: int = 0, valid_seed: int = 10_000, learn: bool = True,
-                 recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 10, train_batch: int = 4,
-                 refine_top: int = 2, refine_seconds: float = 60.0, screen_keep: int = 6, neighbours: int = 1,
-                 validate_top: int = 4, resamples: int = 1000, latency_batch: int = 1, latency=None,
+                 recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 6, train_batch: int = 2,
+                 refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 6, neighbours: int = 1,
+                 validate_top: int = 3, resamples: int = 1000, latency_batch: int = 1, latency=None,
                  progress: bool = True):
         if not isinstance(unit, str) or unit not in UNITS:
             raise OptionError(f"unknown budget unit {unit!r}; choose from {', '.join(UNITS)}")
@@ -230,12 +230,17 @@ class Planner:
         return cap
 
     # --- planning ---------------------------------------------------------------------------
+    def _stage(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"planning {text}")
+
     def calib_psnr(self, c: Candidate, chunks: int | None = None) -> float:
         return _psnr(self.scorer.errors(self.calib, c, chunks=chunks))
 
     def candidates(self, budget) -> tuple[list[Candidate], Candidate]:
         """Every candidate scored on all calibration seeds, and the fewer-steps one."""
         cap = self.check(budget)
+        self._stage(f"B={budget:g}: rules")
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
@@ -248,6 +253,7 @@ class Planner:
         pool = _unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         if self.learn:
+            self._stage(f"B={budget:g}: learning")
             best_rule = next((c for c in pool if c.family == "rule"), None)
             k = best_rule.steps if best_rule is not None else max(2, min(self.ref_steps, fewer.steps + 2))
             for recipe in self.recipes:
@@ -258,6 +264,7 @@ class Planner:
         pool = _unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         starts = [c for c in pool if c.family != "fewer-steps"][: self.refine_top]
+        self._stage(f"B={budget:g}: refining")
         for c in starts:
             r = self.refined(c, cap)
             if r is not None:
@@ -293,6 +300,7 @@ class Planner:
             best = next((c for c in pool if c.family == fam), None)
             if best is not None and all(best is not s for s in short):
                 short.append(best)
+        self._stage("validation")
         errs = {id(c): self.scorer.errors(self.valid, c) for c in short}
         vpsnr = {id(c): _psnr(errs[id(c)]) for c in short}
         order = sorted(short, key=lambda c: -vpsnr[id(c)])

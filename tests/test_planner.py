@@ -196,3 +196,25 @@ def test_cli_plan_and_steps_auto_write_a_schedule(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["macs_vs_ref"] <= 0.5 + 1e-9 and r["family"] in ("fewer-steps", "rule", "refined", "learned")
     assert json.loads((tmp_path / "auto.json").read_text())["meta"]["family"] == r["family"]
+
+
+def test_frontier_benchmark_dry_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
+                        "--budgets", "0.5,0.8", "-o", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(tmp_path / "results.csv")
+    plans = df[df.kind == "plan"]
+    assert sorted(plans.name) == ["tiny-unet-006ref-b50-plan.json", "tiny-unet-006ref-b80-plan.json"]
+    assert (plans.macs_ratio <= plans.budget + 1e-6).all()
+    assert {"peer fewer-steps", "peer rule"} <= set(df.kind)
+    assert set(df[df.kind == "peer rule"].name) == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
+    meta = json.loads((tmp_path / "tiny-unet-006ref-b50-plan.json").read_text())["meta"]
+    assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
