@@ -28,7 +28,7 @@ from blockmask.api import Workbench
 from blockmask.candidates import Candidate, rule_mask
 from blockmask.errors import BlockmaskError
 from blockmask.io import atomic_write_text
-from blockmask.planner import Planner, _psnr  # noqa: F401  (one PSNR definition)
+from blockmask.planner import Planner, psnr_db
 
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
 RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     plans = list(rows)
     for c in peer_points(wb, ref):
         r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
-             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": _psnr(pl.scorer.errors(pl.valid, c))}
+             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c))}
         if c.family == "fewer-steps":
             win = [p for p in plans if p["macs_ratio"] <= 1.02 * r["macs_ratio"] + 1e-12 and p["valid_psnr"] >= r["valid_psnr"]]
         else:

@@ -20,104 +20,19 @@ images), so :meth:`Planner.frontier` shares them across budgets.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Callable
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from . import candidates as cd
 from .candidates import Candidate
 from .errors import BlockmaskError, OptionError
+from .planscore import Group, Scorer, bootstrap_gain, psnr_db  # noqa: F401  (re-exported)
 from .validate import check_int
 
 UNITS = ("macs", "seconds")
 MAX_SECONDS = 86_400.0  # a latency budget above a day is refused as absurd
-EPS = 1e-30
-
-
-def _psnr(mse: np.ndarray) -> float:
-    m = float(np.mean(mse))
-    return math.inf if m <= 0 else float(10 * np.log10(1.0 / m))
-
-
-def bootstrap_gain(mse_base: np.ndarray, mse_new: np.ndarray, *, resamples: int = 1000,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """(gain, low, high) in dB of ``mse_new`` over ``mse_base`` (paired per sample; PSNR of the
-    pooled MSE, as blockmask reports it), with a 95% bootstrap interval over the samples."""
-    a, b = np.asarray(mse_base, float), np.asarray(mse_new, float)
-    gain = float(10 * np.log10(max(a.mean(), EPS) / max(b.mean(), EPS)))
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    g = 10 * np.log10(np.maximum(a[idx].mean(1), EPS) / np.maximum(b[idx].mean(1), EPS))
-    return gain, float(np.percentile(g, 2.5)), float(np.percentile(g, 97.5))
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-    """Samples from generator seeds ``seed``, ``seed + 1``, … one per chunk of ``chunk`` samples."""
-
-    name: str
-    seed: int
-    samples: int
-    chunk: int
-
-    @property
-    def chunks(self) -> list[tuple[int, int]]:
-        """(seed, batch) of each chunk."""
-        return [(self.seed + j, min(self.chunk, self.samples - s)) for j, s in enumerate(range(0, self.samples, self.chunk))]
-
-    @property
-    def seeds(self) -> list[int]:
-        return [s for s, _ in self.chunks]
-
-
-class Scorer:
-    """Per-sample squared errors of a (steps, mask) against the plain ``ref_steps`` run, cached per
-    chunk; the reference runs are made once."""
-
-    def __init__(self, wb, ref_steps: int, *, guidance: float, bar=None):
-        self.wb, self.ref_steps, self.guidance, self.bar = wb, ref_steps, guidance, bar
-        self.runs = 0
-        self._ref: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
-        self._err: dict[tuple, np.ndarray] = {}
-
-    def condition(self, batch: int):
-        from .adapters import adapter_for
-        from .sample import Condition
-
-        n = adapter_for(self.wb.model).num_classes(self.wb.model)
-        labels = None if n is None else [i % min(n, 10) for i in range(batch)]
-        return Condition(class_labels=labels, guidance_scale=self.guidance)
-
-    def _images(self, steps, mask, seed, batch) -> tuple[torch.Tensor, np.ndarray]:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"K={steps} seed {seed}", refresh=False)
-        lat = self.wb.generate(mask, steps=steps, seed=seed, num_images=batch, condition=self.condition(batch))
-        self.runs += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        return lat, self.wb.images(lat).numpy().astype(np.float64)
-
-    def reference(self, seed: int, batch: int) -> tuple[torch.Tensor, np.ndarray]:
-        if (seed, batch) not in self._ref:
-            self._ref[(seed, batch)] = self._images(self.ref_steps, None, seed, batch)
-        return self._ref[(seed, batch)]
-
-    def errors(self, group: Group, cand: Candidate, *, chunks: int | None = None) -> np.ndarray:
-        out = []
-        for seed, batch in group.chunks[:chunks]:
-            key = (seed, batch, *cand.key)
-            if key not in self._err:
-                ref = self.reference(seed, batch)[1]
-                if cand.mask is None and cand.steps == self.ref_steps:
-                    self._err[key] = np.zeros(batch)
-                else:
-                    img = self._images(cand.steps, cand.mask, seed, batch)[1]
-                    self._err[key] = ((img - ref) ** 2).reshape(batch, -1).mean(1)
-            out.append(self._err[key])
-        return np.concatenate(out)
 
 
 @dataclasses.dataclass
@@ -136,6 +51,7 @@ class Schedule:
     validation: dict
     candidates: list[dict]
     plan_seconds: float
+    work: dict = dataclasses.field(default_factory=dict)  # sampling runs and samples × steps this plan made
     workbench: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -146,7 +62,7 @@ class Schedule:
         return {"steps": self.steps, "scheduler": self.scheduler, "provenance": self.provenance,
                 "budget": self.budget, "cost": self.cost, "macs_ratio_vs_ref": self.macs_ratio,
                 "calibration": self.calibration, "validation": self.validation, "candidates": self.candidates,
-                "plan_seconds": self.plan_seconds}
+                "plan_seconds": self.plan_seconds, "work": self.work}
 
     def to_mask_file(self, path=None):
         """The schedule as a :class:`blockmask.mask.MaskFile` (metadata ``plan``: family, provenance,
@@ -235,7 +151,7 @@ class Planner:
             self.bar.set_description(f"planning {text}")
 
     def calib_psnr(self, c: Candidate, chunks: int | None = None) -> float:
-        return _psnr(self.scorer.errors(self.calib, c, chunks=chunks))
+        return psnr_db(self.scorer.errors(self.calib, c, chunks=chunks))
 
     def candidates(self, budget) -> tuple[list[Candidate], Candidate]:
         """Every candidate scored on all calibration seeds, and the fewer-steps one."""
@@ -302,7 +218,7 @@ class Planner:
                 short.append(best)
         self._stage("validation")
         errs = {id(c): self.scorer.errors(self.valid, c) for c in short}
-        vpsnr = {id(c): _psnr(errs[id(c)]) for c in short}
+        vpsnr = {id(c): psnr_db(errs[id(c)]) for c in short}
         order = sorted(short, key=lambda c: -vpsnr[id(c)])
         chosen = fewer
         for c in order:
@@ -330,6 +246,7 @@ class Planner:
 
     def plan(self, budget) -> Schedule:
         t0 = time.perf_counter()
+        runs0, work0 = self.scorer.runs, self.scorer.sample_steps
         if self.bar is None:
             self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
         pool, fewer = self.candidates(budget)
@@ -346,9 +263,11 @@ class Planner:
                         budget={"unit": self.unit, "value": budget, "ref_steps": self.ref_steps,
                                 **({"latency_model": self.latency.to_json()} if self.unit == "seconds" else {})},
                         cost=chosen.cost, macs_ratio=self.macs_ratio(chosen.steps, chosen.mask),
-                        calibration={"seeds": self.calib.seeds, "samples": self.calib.samples, "psnr": _psnr(cal_err),
+                        calibration={"seeds": self.calib.seeds, "samples": self.calib.samples, "psnr": psnr_db(cal_err),
                                      "mse": float(cal_err.mean())},
-                        validation=val, candidates=table, plan_seconds=time.perf_counter() - t0, workbench=self.wb)
+                        validation=val, candidates=table, plan_seconds=time.perf_counter() - t0, workbench=self.wb,
+                        work={"sampling_runs": self.scorer.runs - runs0,
+                              "sample_steps": self.scorer.sample_steps - work0})
 
     def frontier(self, budgets) -> list[Schedule]:
         for b in budgets:  # every budget is checked before any work
