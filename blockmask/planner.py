@@ -81,8 +81,8 @@ class Planner:
     def __init__(self, wb, *, ref_steps: int = 50, unit: str = "macs", calib: int = 64, valid: int = 128,
                  chunk: int = 16, calib_seed: int = 0, valid_seed: int = 10_000, learn: bool = True,
                  recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 6, train_batch: int = 2,
-                 refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 6, neighbours: int = 1,
-                 validate_top: int = 3, resamples: int = 1000, latency_batch: int = 1, latency=None,
+                 refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 4, neighbours: int = 1,
+                 validate_top: int = 2, resamples: int = 1000, latency_batch: int = 1, latency=None,
                  progress: bool = True):
         if not isinstance(unit, str) or unit not in UNITS:
             raise OptionError(f"unknown budget unit {unit!r}; choose from {', '.join(UNITS)}")
@@ -161,7 +161,7 @@ class Planner:
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
         pool = [fewer, *screened]
-        for c in screened[:3]:  # neighbours: the same rule at fewer steps
+        for c in screened[:2]:  # neighbours: the same rule at fewer steps
             for k in range(c.steps - 1, max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours), -1):
                 m = cd.rule_mask(self.wb, c.params, k)
                 pool.append(Candidate(f"{c.name.rsplit(' K=', 1)[0]} K={k}", "rule", k, m, self.cost(k, m),
