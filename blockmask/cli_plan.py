@@ -30,7 +30,8 @@ def cmd_plan(args) -> None:
     if args.output:
         check_output_file(args.output)
     wb = _workbench(args)
-    planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid, learn=not args.no_learn,
+    planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid,
+                      learn=not args.no_learn,
                       latency_batch=args.batch, progress=not args.json)
     try:
         planner.check(budget)  # unreachable budgets: one line, before any sampling
@@ -45,7 +46,8 @@ def cmd_plan(args) -> None:
     text = (f"budget {what}: run {s.steps} {s.scheduler} steps, {s.provenance['name']} ({s.family}); "
             f"MACs {s.macs_ratio:.1%} of the plain {args.ref_steps}-step run\n"
             f"validation ({v['samples']} samples, seeds {v['seeds'][0]}..{v['seeds'][-1]}): {v['psnr']:.2f} dB, "
-            f"{v['gain_over_fewer_steps_db']:+.2f} dB [{lo:+.2f}, {hi:+.2f}] over DDIM {v['fewer_steps']['steps']} steps; "
+            f"{v['gain_over_fewer_steps_db']:+.2f} dB [{lo:+.2f}, {hi:+.2f}] over DDIM {v['fewer_steps']['steps']} "
+            f"steps; "
             f"calibration {s.calibration['psnr']:.2f} dB; planned in {s.plan_seconds:.0f}s"
             + (f"\nwrote {args.output}" if args.output else ""))
     _out(args, {**s.to_json(), "output": args.output}, text)

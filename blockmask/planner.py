@@ -100,7 +100,8 @@ class Planner:
         self.wb, self.unit, self.learn, self.recipes = wb, unit, learn, tuple(recipes)
         self.train_iters, self.train_batch = train_iters, train_batch
         self.refine_top, self.refine_seconds = refine_top, refine_seconds
-        self.screen_keep, self.neighbours, self.validate_top, self.resamples = screen_keep, neighbours, validate_top, resamples
+        self.screen_keep, self.neighbours = screen_keep, neighbours
+        self.validate_top, self.resamples = validate_top, resamples
         self.progress = progress
         self.bar = None  # the progress bar: made by the first plan()
         self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance)
@@ -162,7 +163,8 @@ class Planner:
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
         pool = [fewer, *screened]
         for c in screened[:2]:  # neighbours: the same rule at fewer steps
-            for k in range(c.steps - 1, max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours), -1):
+            low = max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours)
+            for k in range(c.steps - 1, low, -1):
                 m = cd.rule_mask(self.wb, c.params, k)
                 pool.append(Candidate(f"{c.name.rsplit(' K=', 1)[0]} K={k}", "rule", k, m, self.cost(k, m),
                                       {**c.params, "steps": k}))
@@ -201,7 +203,8 @@ class Planner:
         rows = [r for _, p in cd.rule_specs(self.wb) for r in cd.rule_mask(self.wb, p, max(k, 6))]
         rows += [np.ones(len(self.wb.units), bool), np.zeros(len(self.wb.units), bool), *start.mask]
         cost = _StepCost(self, k)
-        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL), normalize=cost.rectified, passes=1,
+        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL),
+                              normalize=cost.rectified, passes=1,
                               time_limit=self.refine_seconds)
         if not rep.accepted:
             return None

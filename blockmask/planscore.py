@@ -42,7 +42,8 @@ class Group:
     @property
     def chunks(self) -> list[tuple[int, int]]:
         """(seed, batch) of each chunk."""
-        return [(self.seed + j, min(self.chunk, self.samples - s)) for j, s in enumerate(range(0, self.samples, self.chunk))]
+        starts = range(0, self.samples, self.chunk)
+        return [(self.seed + j, min(self.chunk, self.samples - s)) for j, s in enumerate(starts)]
 
     @property
     def seeds(self) -> list[int]:

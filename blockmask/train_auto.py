@@ -13,8 +13,9 @@ from .io import OutputLock, check_output_file
 def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int, refine=None,
                     condition=None, progress: bool = True, **planner) -> tuple[MaskFile, dict]:
     """Plan ``target_macs`` × the plain ``ref_steps``-step MACs and write the schedule as a mask file.
-    ``cfg``'s iterations and batch are the learned candidates'; ``refine.batch`` (when given) is
-    the calibration sample count (at least 2); ``planner``: more :class:`~blockmask.planner.Planner` options."""
+    ``cfg``'s iterations and batch are the learned candidates'; ``refine.batch``, when not its
+    default, is the calibration sample count (at least 2; else the planner's 64); ``planner``: more
+    :class:`~blockmask.planner.Planner` options."""
     from .planner import Planner
 
     if condition is not None and condition.prompt_embeds is not None:
@@ -25,7 +26,10 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     opts = {"train_iters": cfg.iters, "train_batch": cfg.batch, "recipes": (cfg.recipe,) if cfg.recipe == "paper"
             else ("blockmask", "paper"), **planner}
     if refine is not None:
-        opts.setdefault("calib", max(2, refine.batch))
+        from .train_run import RefineConfig
+
+        if refine.batch != RefineConfig().batch:  # --calib-batch given: the calibration samples
+            opts.setdefault("calib", max(2, refine.batch))
         opts.setdefault("calib_seed", refine.seed)
         opts.setdefault("valid_seed", max(refine.validate_seed, refine.seed + opts.get("calib", 64)) + 10_000)
     p = Planner(wb, ref_steps=ref_steps, unit="macs", progress=progress, **opts)
