@@ -216,6 +216,15 @@ class Workbench:
     def rectify(self, mask: np.ndarray) -> Rectified:
         return rectify(validate_mask(mask, units=len(self.units)), self.graph)
 
+    def plan(self, budget: float, *, unit: str = "macs", ref_steps: int = 50, **options):
+        """The best schedule (step count, scheduler, mask) for ``budget``: a fraction of the plain
+        model's MACs at ``ref_steps`` steps (``unit="macs"``) or seconds per run on this device
+        (``unit="seconds"``); chosen on calibration seeds, checked on disjoint validation seeds, never
+        below plain fewer steps there (:mod:`blockmask.planner`; ``options``: :class:`~blockmask.planner.Planner`'s)."""
+        from .planner import plan
+
+        return plan(self, budget, unit=unit, ref_steps=ref_steps, **options)
+
     # --- running ----------------------------------------------------------------------------
     def condition(self, *, class_label: int | list[int] | None = None, guidance_scale: float = 1.0,
                   prompt_file: str | None = None) -> Condition:

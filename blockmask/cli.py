@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_tools import add_commands
 
     add_commands(sub)  # app, data, cachedit
+    from .cli_plan import add_plan
+
+    add_plan(add)  # blockmask plan (issue 26)
     return ap
 
 

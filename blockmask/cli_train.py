@@ -40,7 +40,7 @@ def cmd_train(args) -> None:
     TrainConfig.for_recipe(args.recipe, **base)  # validate every option before any work
     refine = RefineConfig(enabled=not args.no_refine, seed=args.calib_seed, batch=args.calib_batch,
                           passes=args.refine_passes, starts=tuple(args.start_from or ()))
-    if args.target_macs is not None:
+    if args.target_macs is not None and not auto:  # --steps auto: the planner checks its budget
         check_budget(wb, args.steps, args.target_macs)
     if refine.starts:
         if args.target_macs is None or auto or args.no_refine:
@@ -53,8 +53,9 @@ def cmd_train(args) -> None:
         mf, r = run_budget_auto(wb, TrainConfig.for_recipe(args.recipe, **base), args.output,
                                 target_macs=args.target_macs, ref_steps=args.ref_steps, refine=refine, condition=cond,
                                 progress=not args.json)
-        _out(args, r, f"wrote {r['output']}: {r['steps']} steps, MACs {r['macs_vs_ref']:.1%} of the plain model at "
-                      f"{args.ref_steps} steps ({r['macs']['ratio']:.1%} at {r['steps']}), {r['train_seconds']:.0f}s")
+        _out(args, r, f"wrote {r['output']}: {r['steps']} steps, {r['provenance']['name']} ({r['family']}), MACs "
+                      f"{r['macs_vs_ref']:.1%} of the plain model at {args.ref_steps} steps, validation "
+                      f"{r['validation']['psnr']:.2f} dB, {r['train_seconds']:.0f}s (the planner: blockmask plan)")
         return
     cond = None
     if args.prompt_embeds:

@@ -1,68 +1,45 @@
-"""``--steps auto``: the step count K and the mask chosen together for a MAC budget relative to the
-plain model at a reference step count (beyond the paper; docs/METHOD.md). Every K of a small grid
-gets the best rule-or-learned start within its share of the budget on the calibration seeds; the
-best K is then refined like a fixed-K budget run (blockmask/train_run.py)."""
+"""``blockmask train --steps auto``: the budget planner (:mod:`blockmask.planner`, ``blockmask plan``)
+under the train command's name. The step count K and the mask are chosen together for a MAC budget
+relative to the plain model at a reference step count; plain DDIM with fewer steps is always a
+candidate, and the choice is checked on validation seeds it never saw."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
-
 from .mask import MaskFile
 from .train import TrainConfig
-from .train_run import RefineConfig, _calibrate, _check_output, _lock, _peak_memory, check_budget
+from .io import OutputLock, check_output_file
 
 
-def step_grid(target: float, ref_steps: int) -> list[int]:
-    """Step counts worth trying for ``--steps auto``: from the fewest that the budget affords at full
-    compute (plain DDIM) up to the reference count."""
-    k_min = max(2, math.ceil(target * ref_steps - 1e-9))
-    grid = {k_min, ref_steps} | {int(round(k_min * f)) for f in (1.25, 1.5, 2.0, 2.5)}
-    return sorted(k for k in grid if k_min <= k <= ref_steps)
+def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int, refine=None,
+                    condition=None, progress: bool = True, **planner) -> tuple[MaskFile, dict]:
+    """Plan ``target_macs`` × the plain ``ref_steps``-step MACs and write the schedule as a mask file.
+    ``cfg``'s iterations and batch are the learned candidates'; ``refine.batch``, when not its
+    default, is the calibration sample count (at least 2; else the planner's 64); ``planner``: more
+    :class:`~blockmask.planner.Planner` options."""
+    from .planner import Planner
 
+    if condition is not None and condition.prompt_embeds is not None:
+        from .errors import BlockmaskError
 
-def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int,
-                    refine: RefineConfig | None = None, condition=None, progress: bool = True,
-                    steps: list[int] | None = None) -> tuple[MaskFile, dict]:
-    """``--steps auto``: choose the step count K and the mask together for a budget of
-    ``target_macs`` × the plain model's MACs at ``ref_steps``; judged, like the masks, by the final
-    samples' error to the plain ``ref_steps``-step model on the calibration seeds. K = the fewest
-    steps is plain DDIM with fewer steps (all ones), so the choice can only match or beat it there."""
-    rc = refine or RefineConfig()
-    check_budget(wb, ref_steps, target_macs)
-    output = _check_output(output)
-    with _lock(wb, output):
-        return _run_budget_auto(wb, cfg, output, target_macs=target_macs, ref_steps=ref_steps, rc=rc,
-                                condition=condition, progress=progress, steps=steps)
+        raise BlockmaskError("--steps auto plans class-conditional and unconditional models; drop --prompt-embeds")
+    output = check_output_file(output)
+    opts = {"train_iters": cfg.iters, "train_batch": cfg.batch, "recipes": (cfg.recipe,) if cfg.recipe == "paper"
+            else ("blockmask", "paper"), **planner}
+    if refine is not None:
+        from .train_run import RefineConfig
 
-
-def _run_budget_auto(wb, cfg, output, *, target_macs, ref_steps, rc, condition, progress, steps):
-    t0 = time.perf_counter()
-    tried = []
-    best = None
-    for k in steps or step_grid(target_macs, ref_steps):
-        ratio = min(1.0, target_macs * ref_steps / k)
-        c = dataclasses.replace(cfg, steps=k)
-        mask, meta = _calibrate(wb, c, None, ratio, rc, condition, False, ref_steps=ref_steps, refine=False)
-        tried.append({"steps": k, "macs_ratio_at_k": ratio, "start": meta["start"], "error": meta["error"]})
-        if progress:
-            print(f"K={k}: MAC ratio {ratio:.3f} at K, best start {meta['start']}, error {meta['error']:.4g}",
-                  flush=True)
-        if best is None or meta["error"] < best[2]:
-            best = (k, mask, meta["error"])
-    k = best[0]
-    c = dataclasses.replace(cfg, steps=k)
-    mask, meta = _calibrate(wb, c, None, min(1.0, target_macs * ref_steps / k), rc, condition, progress,
-                            ref_steps=ref_steps, refine=True)
-    mask = wb.rectify(mask).mask
-    p = wb.macs
-    total = p.total(mask)
-    mf = wb.mask_file(mask, {"training": {**cfg.to_json(), "steps": k, "scheduler": wb.scheduler_name},
-                             "budget": {"target_macs": target_macs, "ref_steps": ref_steps, "steps_auto": tried,
-                                        "macs_vs_ref": total / p.baseline(ref_steps)},
-                             "calibration": meta, "train_seconds": time.perf_counter() - t0})
-    mf.save(output)
-    return mf, {"output": str(output), "steps": k, "macs_vs_ref": total / p.baseline(ref_steps), "tried": tried,
-                "train_seconds": time.perf_counter() - t0, "macs": mf.meta["macs"], "cells_removed": 0,
-                "per_step_seconds": 0.0, "lambda_scale": cfg.lam, **_peak_memory(wb.device)}
+        if refine.batch != RefineConfig().batch:  # --calib-batch given: the calibration samples
+            opts.setdefault("calib", max(2, refine.batch))
+        opts.setdefault("calib_seed", refine.seed)
+        opts.setdefault("valid_seed", max(refine.validate_seed, refine.seed + opts.get("calib", 64)) + 10_000)
+    p = Planner(wb, ref_steps=ref_steps, unit="macs", progress=progress, **opts)
+    try:
+        p.check(target_macs)
+        with OutputLock(output):
+            s = p.plan(target_macs)
+            mf = s.to_mask_file(output)
+    finally:
+        p.close()
+    return mf, {"output": str(output), "steps": s.steps, "macs_vs_ref": s.macs_ratio, "family": s.family,
+                "provenance": s.provenance, "validation": s.validation, "calibration": s.calibration,
+                "train_seconds": s.plan_seconds, "macs": mf.meta["macs"]}

@@ -1,0 +1,128 @@
+"""A planned frontier for one model, scored against the peers of issue 26's "Done when" on the
+planner's validation seeds only (no choice was made on them).
+
+    python benchmarks/frontier.py mnist-ddpm --ref-steps 50 --budgets 0.25,0.35,0.45,0.55,0.65,0.75,0.85 -o DIR
+    python benchmarks/frontier.py mnist-dit --ref-steps 50 -o DIR --device cuda
+    python benchmarks/frontier.py config:tests/configs/tiny-unet.json -o DIR --dry-run   # CI, seconds
+
+Writes ``DIR/MODEL-NNNref-bBB-plan.json`` (mask files; metadata ``family`` and ``plan``: provenance,
+calibration and validation figures) and ``DIR/results.csv``: one row per planned schedule and per
+peer point — plain DDIM at every K' from 13 to 45 (scaled to --ref-steps), DeepCache branches 0
+and 1 at intervals 2, 3, 5 (U-Nets; blockmask's DeepCache mask gives the real package's images bit
+for bit, tests/test_peers.py) and FORA 2, 3 and block caching 2, 3 (transformers), all at K_ref.
+Columns: MACs against the plain K_ref-step run (MacProfile on the rectified mask) and validation
+PSNR; a peer row says which schedule matches it (fewer steps: PSNR ≥ at ≤ 1.02× its MACs) or
+beats it (rules: +0.5 dB at ≤ its MACs). Prints the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from blockmask.api import Workbench
+from blockmask.candidates import Candidate, rule_mask
+from blockmask.errors import BlockmaskError
+from blockmask.io import atomic_write_text
+from blockmask.planner import Planner, psnr_db
+
+RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
+RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
+
+
+def peer_points(wb, ref: int) -> list[Candidate]:
+    lo, hi = max(1, round(13 * ref / 50)), max(1, round(45 * ref / 50))
+    out = [Candidate(f"DDIM {k} steps", "fewer-steps", k, None, 0.0, {"steps": k}) for k in range(lo, hi + 1)]
+    unet = type(wb.model).__name__.startswith("UNet")
+    for kind, params in RULE_PEERS_UNET if unet else RULE_PEERS_DIT:
+        if kind == "blocks" and not any(u.residual for u in wb.units):
+            continue
+        label = {"deepcache": f"DeepCache b{params.get('branch')}", "fora": "FORA", "blocks": "blocks"}[kind]
+        name = f"{label} N={params['interval']}"
+        mask = rule_mask(wb, {"kind": kind, **params}, ref)
+        out.append(Candidate(name, "rule", ref, mask, 0.0, {"kind": kind, **params}))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--ref-steps", type=int, default=50)
+    ap.add_argument("--budgets", default="0.25,0.35,0.45,0.55,0.65,0.75,0.85")
+    ap.add_argument("-o", "--output", required=True, help="output folder")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--valid", type=int, default=128)
+    ap.add_argument("--chunk", type=int, default=16, help="samples per sampling run (one generator seed each)")
+    ap.add_argument("--no-learn", action="store_true")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds: plan no further budget after this (the peers are still scored)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
+    args = ap.parse_args(argv)
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        print(f"error: --budgets takes comma-separated fractions, got {args.budgets!r}", file=sys.stderr)
+        return 2
+    ref = min(args.ref_steps, 6) if args.dry_run else args.ref_steps
+    opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
+                validate_top=1) if args.dry_run else \
+        dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        wb = Workbench.load(args.model, device=args.device)
+        pl = Planner(wb, ref_steps=ref, **opts)
+        for b in budgets:  # every budget checked before any work
+            pl.check(b)
+    except BlockmaskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stem = Path(args.model[len("config:"):]).stem if args.model.startswith("config:") else args.model
+    rows = []
+    t0 = time.perf_counter()
+    for b in budgets:
+        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
+            print(f"time limit: budget {b:g} and later not planned", flush=True)
+            break
+        s = pl.plan(b)
+        path = out / f"{stem}-{ref:03d}ref-b{round(b * 100):02d}-plan.json"
+        s.to_mask_file(path)  # as soon as it is planned: a stopped run keeps the budgets it finished
+        print(f"{path.name}: {s.provenance['name']} ({s.family}), MACs {s.macs_ratio:.3f}, validation "
+              f"{s.validation['psnr']:.2f} dB, {s.plan_seconds:.0f}s", flush=True)
+        rows.append({"kind": "plan", "name": path.name, "family": s.family, "provenance": s.provenance["name"],
+                     "budget": b, "steps": s.steps, "macs_ratio": s.macs_ratio, "valid_psnr": s.validation["psnr"],
+                     "calib_psnr": s.calibration["psnr"],
+                     "gain_over_fewer_steps_db": s.validation["gain_over_fewer_steps_db"],
+                     "gain_low_db": s.validation["interval_db"][0], "gain_high_db": s.validation["interval_db"][1],
+                     "learning_gain_db": s.validation.get("learning_gain_db", {}).get("gain_db"),
+                     "plan_seconds": s.plan_seconds})
+    plan_s = time.perf_counter() - t0
+    plans = list(rows)
+    for c in peer_points(wb, ref):
+        r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
+             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c))}
+        # fewer steps: matched (PSNR >=) at <= 1.02x its MACs; rules: beaten by >= 0.5 dB at <= its MACs
+        slack, margin = (1.02, 0.0) if c.family == "fewer-steps" else (1.0, 0.5)
+        win = [p for p in plans
+               if p["macs_ratio"] <= slack * r["macs_ratio"] + 1e-12 and p["valid_psnr"] >= r["valid_psnr"] + margin]
+        r["met_by"] = win[0]["name"] if win else ""
+        rows.append(r)
+    pl.close()
+    df = pd.DataFrame(rows)
+    atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))
+    fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{stem}, K_ref={ref}, {wb.device}: planned {len(budgets)} budgets in {plan_s:.0f}s; "
+          f"fewer-steps points matched {int((fs.met_by != '').sum())}/{len(fs)}; "
+          f"rule points beaten by >= 0.5 dB {int((ru.met_by != '').sum())}/{len(ru)}; wrote {out}/results.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``blockmask plan MODEL --budget B``: the best schedule (step count + mask) for a compute budget
+(:mod:`blockmask.planner`). Registered on the main parser by :func:`add_plan` (blockmask/cli.py),
+whose helpers and error model it shares: bad input is one line and exit 2, before any work, and
+no file is written unless the plan completes."""
+
+from __future__ import annotations
+
+from .cli import _finite, _out, _workbench
+from .errors import BlockmaskError
+
+
+def cmd_plan(args) -> None:
+    from .io import check_output_file
+    from .planner import MAX_SECONDS, Planner
+    from .validate import check_float, check_int
+
+    if (args.budget is None) == (args.seconds is None):
+        raise BlockmaskError("give exactly one of --budget B (a fraction of the plain model's MACs, or seconds with "
+                             "--unit seconds) or --seconds S")
+    unit, budget = (args.unit, args.budget) if args.seconds is None else ("seconds", args.seconds)
+    if args.seconds is not None and args.unit == "macs" and args.unit_given:
+        raise BlockmaskError("--seconds is a latency budget: drop --unit macs")
+    if unit == "macs":
+        check_float("--budget", budget, low=0, high=1, low_open=True)
+    else:
+        check_float("latency budget (seconds)", budget, low=0, high=MAX_SECONDS, low_open=True)
+    for name in ("calib", "valid"):
+        check_int(f"--{name}", getattr(args, name), low=2, high=100_000)
+    check_int("--ref-steps", args.ref_steps, low=2, high=10_000)
+    if args.output:
+        check_output_file(args.output)
+    wb = _workbench(args)
+    planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid,
+                      learn=not args.no_learn,
+                      latency_batch=args.batch, progress=not args.json)
+    try:
+        planner.check(budget)  # unreachable budgets: one line, before any sampling
+        s = planner.plan(budget)
+    finally:
+        planner.close()
+    if args.output:
+        s.to_mask_file(args.output)
+    v = s.validation
+    what = f"{budget:g} of the plain {args.ref_steps}-step MACs" if unit == "macs" else f"{budget:g}s per run"
+    lo, hi = v["interval_db"]
+    text = (f"budget {what}: run {s.steps} {s.scheduler} steps, {s.provenance['name']} ({s.family}); "
+            f"MACs {s.macs_ratio:.1%} of the plain {args.ref_steps}-step run\n"
+            f"validation ({v['samples']} samples, seeds {v['seeds'][0]}..{v['seeds'][-1]}): {v['psnr']:.2f} dB, "
+            f"{v['gain_over_fewer_steps_db']:+.2f} dB [{lo:+.2f}, {hi:+.2f}] over DDIM {v['fewer_steps']['steps']} "
+            f"steps; "
+            f"calibration {s.calibration['psnr']:.2f} dB; planned in {s.plan_seconds:.0f}s"
+            + (f"\nwrote {args.output}" if args.output else ""))
+    _out(args, {**s.to_json(), "output": args.output}, text)
+
+
+def add_plan(add) -> None:
+    """Register ``plan`` through cli.build_parser's ``add`` (model arguments, --json)."""
+    p = add("plan", cmd_plan, "choose the step count and mask for a compute budget (MACs or seconds), validated on "
+                              "seeds the choice never saw", steps=False)
+    p.add_argument("--budget", type=_finite, help="fraction in (0, 1] of the plain model's MACs at --ref-steps "
+                                                  "(seconds with --unit seconds)")
+    p.add_argument("--seconds", type=_finite, help="latency budget: seconds per sampling run on --device")
+    p.add_argument("--unit", choices=["macs", "seconds"], default=None, help="what --budget counts (default macs)")
+    p.add_argument("--ref-steps", type=int, default=50, help="the plain model the budget refers to (default 50)")
+    p.add_argument("--calib", type=int, default=64, help="calibration samples (the choice is made on these)")
+    p.add_argument("--valid", type=int, default=128, help="validation samples (disjoint seeds; the figures reported)")
+    p.add_argument("--batch", type=int, default=1, help="--seconds: images per run the latency is for")
+    p.add_argument("--no-learn", action="store_true", help="skip the learned candidates (faster)")
+    p.add_argument("-o", "--output", help="write the schedule as a mask file (metadata: family, provenance, figures)")
+    p.set_defaults(fn=_with_unit_flag(cmd_plan))
+
+
+def _with_unit_flag(fn):
+    def run(args):
+        args.unit_given = args.unit is not None
+        args.unit = args.unit or "macs"
+        return fn(args)
+
+    return run

@@ -1,0 +1,221 @@
+"""The budget planner (issue 26): plain fewer steps is always a candidate, also at a non-integer
+B·K_ref; the learned candidates are trained and scored; calibration and validation seeds are
+disjoint and the chosen schedule carries validation figures; the choice is never below plain
+fewer steps, on validation and on held-out seeds; the seconds cost model predicts a measured run;
+bad input is one line, exit 2, no file."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blockmask.candidates import Candidate, fewer_steps
+from blockmask.cli import main
+from blockmask.errors import BlockmaskError, OptionError
+from blockmask.latency import LatencyModel, measure_latency
+from blockmask.planner import Group, Planner, Scorer, bootstrap_gain
+
+from conftest import tiny_spec
+
+FAST = dict(calib=4, valid=8, chunk=4, train_iters=1, train_batch=1, refine_seconds=2.0, progress=False)
+
+
+def planner(wb, **kw):
+    return Planner(wb, **{"ref_steps": 10, **FAST, **kw})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(b=st.floats(0.1, 1.0), ref=st.integers(2, 60))
+def test_fewer_steps_is_the_largest_k_that_fits_also_at_non_integer_budgets(workbenches, b, ref):
+    p = workbenches("tiny-unet").macs
+    cap = b * p.baseline(ref)
+    c = fewer_steps(lambda k, m: p.baseline(k), cap, ref)
+    expected = math.floor(b * ref + 1e-9)
+    if expected < 1:
+        assert c is None
+    else:
+        assert c.family == "fewer-steps" and c.mask is None and c.steps == expected
+
+
+def test_fewer_steps_is_a_candidate_of_every_plan(workbenches):
+    wb = workbenches("tiny-unet")
+    pl = planner(wb, learn=False, refine_top=0)
+    pool, fewer = pl.candidates(0.35)  # 0.35 × 10 = 3.5 steps: K' = 3
+    assert fewer.steps == 3 and any(c is fewer for c in pool)
+    assert pl.macs_ratio(fewer.steps, None) == pytest.approx(0.3)
+    assert all(pl.macs_ratio(c.steps, c.mask) <= 0.35 + 1e-9 for c in pool)
+    assert {c.family for c in pool} >= {"fewer-steps", "rule"}
+    # seconds: a hand-made cost model; 4.5 s at 1 s a step affords 4 plain steps
+    lat = LatencyModel(fixed=0.0, plain_step=1.0, masked_step=0.2, unit=np.full(len(wb.units), 0.05), profile=wb.macs)
+    ps = planner(wb, unit="seconds", latency=lat, learn=False, refine_top=0)
+    pool, fewer = ps.candidates(4.5)
+    assert fewer.steps == 4 and all(c.cost <= 4.5 + 1e-9 for c in pool)
+    assert any(c.family == "rule" and c.steps > 4 for c in pool)  # masked steps are cheaper: more of them fit
+
+
+def test_learned_candidates_are_trained_scored_and_validated(workbenches):
+    wb = workbenches("tiny-dit")
+    pl = planner(wb, learn=True, refine_top=1)
+    s = pl.plan(0.5)
+    learned = [c for c in s.candidates if c["family"] == "learned"]
+    assert {c["name"].split(" K=")[0] for c in learned} == {"learned (blockmask)", "learned (paper)"}
+    assert all(math.isfinite(c["calibration_psnr"]) and c["macs_ratio"] <= 0.5 + 1e-9 for c in learned)
+    best = max(learned, key=lambda c: c["calibration_psnr"])
+    assert best["validation_psnr"] is not None  # the best of each family is validated
+    assert any(c["family"] == "refined" for c in s.candidates)
+    assert "learning_gain_db" in s.validation
+
+
+def test_calibration_and_validation_seeds_are_disjoint_and_figures_reported(workbenches, tmp_path):
+    wb = workbenches("tiny-unet")
+    pl = planner(wb, learn=False, refine_top=0, calib=8, valid=8)
+    s = pl.plan(0.45)
+    assert not set(s.calibration["seeds"]) & set(s.validation["seeds"])
+    assert s.validation["samples"] == 8 and len(s.validation["interval_db"]) == 2
+    lo, hi = s.validation["interval_db"]
+    assert lo <= s.validation["gain_over_fewer_steps_db"] <= hi
+    assert s.macs_ratio <= 0.45 + 1e-9 and s.mask.shape == (s.steps, len(wb.units))
+    # the noise of a validation chunk is not a calibration chunk's
+    sc = Scorer(wb, 10, guidance=1.0)
+    a = sc.reference(s.calibration["seeds"][0], 4)[1]
+    b = sc.reference(s.validation["seeds"][0], 4)[1]
+    assert not np.isclose(a[:, None], b[None]).all(axis=(2, 3, 4)).any()
+    mf = s.to_mask_file(tmp_path / "plan.json")
+    loaded, _ = wb.load_mask(tmp_path / "plan.json")
+    assert loaded.meta["family"] == s.family and loaded.meta["plan"]["validation"]["psnr"] == pytest.approx(
+        s.validation["psnr"]) and loaded.mask.shape == mf.mask.shape
+    with pytest.raises(OptionError, match="overlap"):
+        Planner(wb, ref_steps=10, calib=8, valid=8, chunk=4, calib_seed=0, valid_seed=1, progress=False)
+
+
+@pytest.mark.parametrize("name,budget", [("tiny-unet", 0.3), ("tiny-dit", 0.45), ("tiny-unet-cond", 0.6)])
+def test_never_below_fewer_steps_on_validation_or_held_out_seeds(workbenches, name, budget):
+    wb = workbenches(name)
+    pl = planner(wb, learn=False, refine_top=1)
+    s = pl.plan(budget)
+    v = s.validation
+    assert v["psnr"] >= v["fewer_steps"]["psnr"]
+    if s.family != "fewer-steps":
+        assert v["interval_db"][0] > 0  # a richer schedule only when it wins by more than its interval
+    held = Group("held-out", 50_000, 8, 4)
+    chosen = Candidate("chosen", s.family, s.steps, None if s.family == "fewer-steps" else s.mask, 0.0)
+    fewer = Candidate("fewer", "fewer-steps", v["fewer_steps"]["steps"], None, 0.0)
+    e_c, e_f = pl.scorer.errors(held, chosen), pl.scorer.errors(held, fewer)
+    assert e_c.mean() <= e_f.mean(), (s.provenance["name"], e_c.mean(), e_f.mean())
+
+
+def test_selection_prefers_the_simpler_candidate_unless_the_richer_wins_beyond_its_interval(workbenches):
+    wb = workbenches("tiny-unet")
+    pl = planner(wb, learn=False, refine_top=0)
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 1.5, 64)
+    fewer = Candidate("fewer", "fewer-steps", 3, None, 1.0)
+    rule = Candidate("rule", "rule", 5, np.ones((5, len(wb.units)), bool), 1.0)
+    learned = Candidate("learned", "learned", 5, np.ones((5, len(wb.units)), bool), 1.0)
+
+    def run(table):
+        pl.scorer.errors = lambda group, c, chunks=None: table[c.name]
+        return pl.select([learned, rule, fewer], fewer)[0].name
+
+    noisy = base * rng.uniform(0.7, 1.31, 64)  # about as good as fewer steps, by noise only
+    assert run({"fewer": base, "rule": noisy, "learned": noisy * 0.999}) == "fewer"
+    close = base * 0.5 * rng.uniform(0.7, 1.3, 64)  # 2% better than the rule on average, noisy
+    close *= 0.98 * (base * 0.5).mean() / close.mean()
+    assert run({"fewer": base, "rule": base * 0.5, "learned": close}) == "rule"  # learned: not beyond its interval
+    assert run({"fewer": base, "rule": base * 0.5, "learned": base * 0.1}) == "learned"
+    assert run({"fewer": base, "rule": base * 2.0, "learned": base * 3.0}) == "fewer"  # never below fewer steps
+    g, lo, hi = bootstrap_gain(base, base)
+    assert g == 0 and lo <= 0 <= hi
+
+
+def test_frontier_shares_runs_between_budgets(workbenches):
+    wb = workbenches("tiny-unet")
+    pl = planner(wb, learn=False, refine_top=0)
+    first = pl.plan(0.45)
+    runs = pl.scorer.runs
+    again = pl.frontier([0.45])
+    assert pl.scorer.runs == runs and again[0].steps == first.steps  # all from the cache
+    more = pl.frontier([0.25, 0.65])
+    assert [s.macs_ratio <= b + 1e-9 for s, b in zip(more, (0.25, 0.65))] == [True, True]
+    with pytest.raises(BlockmaskError, match="unreachable"):
+        pl.frontier([0.5, 0.05])  # checked before any work
+
+
+def test_latency_model_predicts_a_measured_run(workbenches):
+    """Predicted vs measured (median of 5, interleaved) within 50% on a tiny U-Net, batch 1."""
+    import time
+
+    wb = workbenches("tiny-unet")
+    lat = measure_latency(wb, batch=1, steps=4, repeats=3)
+    assert lat.plain_step > 0 and (lat.unit >= 0).all() and lat.unit.sum() > 0
+    m = wb.rectify(wb.baseline("deepcache", steps=12, interval=3)).mask
+    runs = {"plain": (12, None), "deepcache": (12, m)}
+    times = {k: [] for k in runs}
+    for _ in range(5):
+        for k, (steps, mask) in runs.items():
+            t0 = time.perf_counter()
+            wb.generate(mask, steps=steps, seed=0, num_images=1)
+            times[k].append(time.perf_counter() - t0)
+    for k, (steps, mask) in runs.items():
+        measured, predicted = float(np.median(times[k])), lat.seconds(steps, mask)
+        assert abs(predicted / measured - 1) < 0.5, (k, predicted, measured)
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--budget", "0"], "must be > 0"),
+    (["--budget", "1.5"], "must be <= 1"),
+    (["--budget", "0.05", "--ref-steps", "10"], "unreachable"),
+    (["--seconds", "-2"], "must be > 0"),
+    (["--seconds", "0"], "must be > 0"),
+    (["--seconds", "1e9"], "must be <= 86400"),
+    (["--budget", "0.5", "--unit", "furlongs"], "invalid choice"),
+    (["--budget", "0.5", "--seconds", "3"], "exactly one of"),
+    (["--budget", "nan"], "finite"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, extra, msg):
+    out = tmp_path / "plan.json"
+    assert main(["plan", tiny_spec("tiny-unet"), *extra, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and msg in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_plan_and_steps_auto_write_a_schedule(tmp_path, capsys):
+    spec = tiny_spec("tiny-unet")
+    assert main(["plan", spec, "--budget", "0.45", "--ref-steps", "8", "--calib", "4", "--valid", "4", "--no-learn",
+                 "--json", "-o", str(tmp_path / "p.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    v = out["validation"]
+    assert out["macs_ratio_vs_ref"] <= 0.45 + 1e-9 and v["psnr"] >= v["fewer_steps"]["psnr"]
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["meta"]["family"] == out["provenance"]["family"] and len(saved["mask"]) == out["steps"]
+    assert main(["train", spec, "--steps", "auto", "--ref-steps", "6", "--target-macs", "0.5", "--iters", "1",
+                 "--batch", "1", "--calib-batch", "4", "--json", "-o", str(tmp_path / "auto.json")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["macs_vs_ref"] <= 0.5 + 1e-9 and r["family"] in ("fewer-steps", "rule", "refined", "learned")
+    assert json.loads((tmp_path / "auto.json").read_text())["meta"]["family"] == r["family"]
+
+
+def test_frontier_benchmark_dry_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
+                        "--budgets", "0.5,0.8", "-o", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(tmp_path / "results.csv")
+    plans = df[df.kind == "plan"]
+    assert sorted(plans.name) == ["tiny-unet-006ref-b50-plan.json", "tiny-unet-006ref-b80-plan.json"]
+    assert (plans.macs_ratio <= plans.budget + 1e-6).all()
+    assert {"peer fewer-steps", "peer rule"} <= set(df.kind)
+    assert set(df[df.kind == "peer rule"].name) == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
+    meta = json.loads((tmp_path / "tiny-unet-006ref-b50-plan.json").read_text())["meta"]
+    assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
