@@ -1,5 +1,6 @@
-"""A planned frontier for one model, scored against the peers of issue 26's "Done when" on the
-planner's validation seeds only (no choice was made on them).
+"""A planned frontier for one model, scored against the peers of issue 26's "Done when" on held-out
+*test* seeds: disjoint from the planner's calibration seeds (its screening) and validation seeds (its
+final choice), so no choice was made on them.
 
     python benchmarks/frontier.py mnist-ddpm --ref-steps 50 --budgets 0.25,0.35,0.45,0.55,0.65,0.75,0.85 -o DIR
     python benchmarks/frontier.py mnist-dit --ref-steps 50 -o DIR --device cuda
@@ -10,9 +11,10 @@ calibration and validation figures) and ``DIR/results.csv``: one row per planned
 peer point — plain DDIM at every K' from 13 to 45 (scaled to --ref-steps), DeepCache branches 0
 and 1 at intervals 2, 3, 5 (U-Nets; blockmask's DeepCache mask gives the real package's images bit
 for bit, tests/test_peers.py) and FORA 2, 3 and block caching 2, 3 (transformers), all at K_ref.
-Columns: MACs against the plain K_ref-step run (MacProfile on the rectified mask) and validation
-PSNR; a peer row says which schedule matches it (fewer steps: PSNR ≥ at ≤ 1.02× its MACs) or
-beats it (rules: +0.5 dB at ≤ its MACs). Prints the counts.
+Columns: MACs against the plain K_ref-step run (MacProfile on the rectified mask), validation PSNR
+(what the planner saw) and test PSNR (``--test`` samples from ``--test-seed`` on); a peer row says
+which schedule matches it on the test seeds (fewer steps: PSNR ≥ at ≤ 1.02× its MACs) or beats it
+(rules: +0.5 dB at ≤ its MACs). Prints the counts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from blockmask.candidates import Candidate, rule_mask
 from blockmask.errors import BlockmaskError
 from blockmask.io import atomic_write_text
 from blockmask.planner import Planner, psnr_db
+from blockmask.planscore import Group
 
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
 RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--valid", type=int, default=128)
+    ap.add_argument("--test", type=int, default=128, help="held-out samples that judge the frontier")
+    ap.add_argument("--test-seed", type=int, default=20_000)
     ap.add_argument("--chunk", type=int, default=16, help="samples per sampling run (one generator seed each)")
     ap.add_argument("--no-learn", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None,
@@ -80,6 +85,9 @@ def main(argv=None) -> int:
         pl = Planner(wb, ref_steps=ref, **opts)
         for b in budgets:  # every budget checked before any work
             pl.check(b)
+        test = Group("test", args.test_seed, 4 if args.dry_run else args.test, pl.valid.chunk)
+        if set(test.seeds) & (set(pl.calib.seeds) | set(pl.valid.seeds)):
+            raise BlockmaskError(f"test seeds {test.seeds[0]}..{test.seeds[-1]} overlap the planner's seeds")
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -95,8 +103,10 @@ def main(argv=None) -> int:
         s.to_mask_file(path)  # as soon as it is planned: a stopped run keeps the budgets it finished
         print(f"{path.name}: {s.provenance['name']} ({s.family}), MACs {s.macs_ratio:.3f}, validation "
               f"{s.validation['psnr']:.2f} dB, {s.plan_seconds:.0f}s", flush=True)
+        held_out = Candidate(path.name, s.family, s.steps, s.mask, s.cost)
         rows.append({"kind": "plan", "name": path.name, "family": s.family, "provenance": s.provenance["name"],
                      "budget": b, "steps": s.steps, "macs_ratio": s.macs_ratio, "valid_psnr": s.validation["psnr"],
+                     "test_psnr": psnr_db(pl.scorer.errors(test, held_out)),
                      "calib_psnr": s.calibration["psnr"],
                      "gain_over_fewer_steps_db": s.validation["gain_over_fewer_steps_db"],
                      "gain_low_db": s.validation["interval_db"][0], "gain_high_db": s.validation["interval_db"][1],
@@ -106,11 +116,12 @@ def main(argv=None) -> int:
     plans = list(rows)
     for c in peer_points(wb, ref):
         r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
-             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c))}
+             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c)),
+             "test_psnr": psnr_db(pl.scorer.errors(test, c))}
         # fewer steps: matched (PSNR >=) at <= 1.02x its MACs; rules: beaten by >= 0.5 dB at <= its MACs
         slack, margin = (1.02, 0.0) if c.family == "fewer-steps" else (1.0, 0.5)
         win = [p for p in plans
-               if p["macs_ratio"] <= slack * r["macs_ratio"] + 1e-12 and p["valid_psnr"] >= r["valid_psnr"] + margin]
+               if p["macs_ratio"] <= slack * r["macs_ratio"] + 1e-12 and p["test_psnr"] >= r["test_psnr"] + margin]
         r["met_by"] = win[0]["name"] if win else ""
         rows.append(r)
     pl.close()
@@ -119,7 +130,7 @@ def main(argv=None) -> int:
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{stem}, K_ref={ref}, {wb.device}: planned {len(budgets)} budgets in {plan_s:.0f}s; "
-          f"fewer-steps points matched {int((fs.met_by != '').sum())}/{len(fs)}; "
+          f"on {len(test.seeds)} test chunk(s): fewer-steps points matched {int((fs.met_by != '').sum())}/{len(fs)}; "
           f"rule points beaten by >= 0.5 dB {int((ru.met_by != '').sum())}/{len(ru)}; wrote {out}/results.csv")
     return 0
 

@@ -217,5 +217,6 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert (plans.macs_ratio <= plans.budget + 1e-6).all()
     assert {"peer fewer-steps", "peer rule"} <= set(df.kind)
     assert set(df[df.kind == "peer rule"].name) == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
+    assert df.test_psnr.notna().all()  # every row judged on the held-out test seeds too
     meta = json.loads((tmp_path / "tiny-unet-006ref-b50-plan.json").read_text())["meta"]
     assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
