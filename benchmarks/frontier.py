@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test-seed", type=int, default=20_000)
     ap.add_argument("--chunk", type=int, default=16, help="samples per sampling run (one generator seed each)")
     ap.add_argument("--no-learn", action="store_true")
+    ap.add_argument("--refine-seconds", type=float, default=40.0, help="wall-clock cap of each refinement")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds: plan no further budget after this (the peers are still scored)")
     ap.add_argument("--dry-run", action="store_true",
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     ref = min(args.ref_steps, 6) if args.dry_run else args.ref_steps
     opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
                 validate_top=1) if args.dry_run else \
-        dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn)
+        dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn,
+             refine_seconds=args.refine_seconds)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
