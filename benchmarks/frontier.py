@@ -30,6 +30,7 @@ from blockmask.api import Workbench
 from blockmask.candidates import Candidate, rule_mask
 from blockmask.errors import BlockmaskError
 from blockmask.io import atomic_write_text
+from blockmask.mask import MaskFile
 from blockmask.planner import Planner, psnr_db
 from blockmask.planscore import Group
 
@@ -51,6 +52,19 @@ def peer_points(wb, ref: int) -> list[Candidate]:
     return out
 
 
+def planned_row(path: Path, pl: Planner, test: Group) -> dict:
+    """A results row for a schedule planned earlier (its mask file), judged on the test seeds."""
+    mf = MaskFile.load(path)
+    meta, v = mf.meta["plan"], mf.meta["plan"]["validation"]
+    c = Candidate(path.name, mf.meta["family"], mf.mask.shape[0], None if mf.mask.all() else mf.mask, 0.0)
+    return {"kind": "plan", "name": path.name, "family": c.family, "provenance": meta["provenance"]["name"],
+            "budget": meta["budget"]["value"], "steps": c.steps, "macs_ratio": pl.macs_ratio(c.steps, c.mask),
+            "valid_psnr": v["psnr"], "test_psnr": psnr_db(pl.scorer.errors(test, c)),
+            "calib_psnr": meta["calibration"]["psnr"], "gain_over_fewer_steps_db": v["gain_over_fewer_steps_db"],
+            "gain_low_db": v["interval_db"][0], "gain_high_db": v["interval_db"][1],
+            "learning_gain_db": (v.get("learning_gain_db") or {}).get("gain_db"), "plan_seconds": meta["plan_seconds"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -67,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-seconds", type=float, default=40.0, help="wall-clock cap of each refinement")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds: plan no further budget after this (the peers are still scored)")
+    ap.add_argument("--plans", metavar="DIR",
+                    help="plan nothing: judge the schedules planned earlier (DIR/MODEL-*-plan.json) and the peers on "
+                         "the test seeds (peers' validation PSNR left out)")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
     args = ap.parse_args(argv)
@@ -96,7 +113,9 @@ def main(argv=None) -> int:
     stem = Path(args.model[len("config:"):]).stem if args.model.startswith("config:") else args.model
     rows = []
     t0 = time.perf_counter()
-    for b in budgets:
+    if args.plans:
+        rows.extend(planned_row(p, pl, test) for p in sorted(Path(args.plans).glob(f"{stem}-*-plan.json")))
+    for b in [] if args.plans else budgets:
         if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
             print(f"time limit: budget {b:g} and later not planned", flush=True)
             break
@@ -118,7 +137,8 @@ def main(argv=None) -> int:
     plans = list(rows)
     for c in peer_points(wb, ref):
         r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
-             "macs_ratio": pl.macs_ratio(c.steps, c.mask), "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c)),
+             "macs_ratio": pl.macs_ratio(c.steps, c.mask),
+             "valid_psnr": float("nan") if args.plans else psnr_db(pl.scorer.errors(pl.valid, c)),
              "test_psnr": psnr_db(pl.scorer.errors(test, c))}
         # fewer steps: matched (PSNR >=) at <= 1.02x its MACs; rules: beaten by >= 0.5 dB at <= its MACs
         slack, margin = (1.02, 0.0) if c.family == "fewer-steps" else (1.0, 0.5)
@@ -131,7 +151,7 @@ def main(argv=None) -> int:
     atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{stem}, K_ref={ref}, {wb.device}: planned {len(budgets)} budgets in {plan_s:.0f}s; "
+    print(f"\n{stem}, K_ref={ref}, {wb.device}: {len(plans)} schedule(s) planned in {plan_s:.0f}s; "
           f"on {len(test.seeds)} test chunk(s): fewer-steps points matched {int((fs.met_by != '').sum())}/{len(fs)}; "
           f"rule points beaten by >= 0.5 dB {int((ru.met_by != '').sum())}/{len(ru)}; wrote {out}/results.csv")
     return 0
