@@ -11,7 +11,9 @@ keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all 
 * soft gate ``m_i`` (training, Eq. 4): return ``m_i * fresh + (1 - m_i) * cache``.
 
 A *residual* unit (a whole transformer block, :attr:`blockmask.units.Unit.residual`) caches its
-residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x.
+residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per
+token stream for blocks that return ``(encoder_hidden_states, hidden_states)`` tuples
+(:mod:`blockmask.adapters.contracts`).
 Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
 
 CFG branch: the name a pipeline gives with ``model.cache_context(name)`` (diffusers' CacheMixin
@@ -34,6 +36,7 @@ from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
+from .adapters.contracts import BoundContract
 from .units import Unit, discover_units, unit_modules
 
 HOOK_NAME = "blockmask"
@@ -134,6 +137,8 @@ class UnitHook(ModelHook):
         self.execution = execution
         self.index = index
         self.residual = execution._residual[index]
+        # which input/output is which token stream (tuple-output blocks: Flux, SD3, ...)
+        self.streams = BoundContract.of(execution.modules[index]) if self.residual else None
         self.states = BranchStates(execution)
         self._body: Callable | None = None
 
@@ -147,18 +152,18 @@ class UnitHook(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         ex, i = self.execution, self.index
         g = ex.gate(i)
-        x = (args[0] if args else kwargs["hidden_states"]) if self.residual else None
+        x = self.streams.inputs(args, kwargs) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
             if not ex.bypass:
-                self.states.get_state().cache = ex._keep(out - x if self.residual else out)
+                self.states.get_state().cache = ex._keep(self.streams.residual(out, x) if self.residual else out)
             ex.computed += 1
             return out
         cache = self.states.get_state().cache
         if cache is None:
             raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
         if self.residual:
-            cache = x + cache
+            cache = self.streams.reuse(cache, x)
         if g is False:
             ex.skipped += 1
             return cache
