@@ -235,5 +235,6 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
         if klass.__name__ in _REGISTRY:
             return _REGISTRY[klass.__name__]
     raise UnsupportedModelError(
-        f"unsupported model class {type(model).__name__}; supported: {', '.join(registered())}"
+        f"unsupported model class {type(model).__name__}: no blockmask adapter declares its blocks (their module "
+        f"paths and input/output streams, one file in blockmask/adapters/); supported: {', '.join(registered())}"
     )

@@ -1,0 +1,213 @@
+"""``blockmask.enable(pipe, spec)`` on a tiny random-init pipeline of every supported family (tests/tiny_pipes.py):
+"ones" is the plain pipeline bit for bit; a preset changes the output, lowers the MACs counted over the
+whole run and leaves no hook behind; a K = 8 mask runs at K = 6 when resampling is allowed; bad input
+gets one line and leaves the pipeline unhooked. Plus the pure resampling rules."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import blockmask
+from blockmask.costs import count_macs
+from blockmask.enable import denoisers
+from blockmask.errors import BlockmaskError, MaskError, UnsupportedModelError
+from blockmask.resample import align_rows, resample_mask
+from blockmask.units import discover_units
+
+from tiny_pipes import FAMILIES
+
+PRESET = {"sdxl": "deepcache:2", "pixart-sigma": "blocks:2"}  # else fora:2 (every block reused between full steps)
+K = 6
+
+
+def hooks_left(pipe) -> list[str]:
+    """Every trace blockmask could leave: hooks in the denoisers' registries, scheduler wrappers, state."""
+    left = []
+    for attr, model in denoisers(pipe):
+        for name, mod in model.named_modules():
+            reg = getattr(mod, "_diffusers_hook", None)
+            if reg is not None and reg.hooks:
+                left.append(f"{attr}.{name}: {list(reg.hooks)}")
+            if "forward" in mod.__dict__:
+                left.append(f"{attr}.{name}: instance forward")
+        if "_blockmask_applied" in model.__dict__:
+            left.append(f"{attr}: applied handle")
+    left += [f"scheduler.{n}" for n in ("set_timesteps", "step") if n in pipe.scheduler.__dict__]
+    if "_blockmask_enabled" in pipe.__dict__:
+        left.append("pipe state")
+    return left
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request):
+    pipe, run = FAMILIES[request.param]()
+    return request.param, pipe, run, run(K)
+
+
+def test_ones_is_the_plain_pipeline_bitwise(family):
+    _, pipe, run, plain = family
+    assert blockmask.enable(pipe, "ones") is pipe
+    try:
+        out = run(K)
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert torch.equal(out, plain)
+    assert s.steps == K and sum(s.skipped) == 0 and all(c > 0 for c in s.computed)
+    assert hooks_left(pipe) == []
+
+
+def test_preset_changes_output_lowers_macs_and_unhooks(family):
+    name, pipe, run, plain = family
+    macs_plain, _ = count_macs(lambda: run(K))
+    blockmask.enable(pipe, PRESET.get(name, "fora:2"))
+    try:
+        macs, out = count_macs(lambda: run(K))
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert not torch.equal(out, plain) and torch.isfinite(out).all()
+    assert macs < macs_plain
+    assert s.computed[0] > 0 and s.skipped[0] == 0 and sum(s.skipped) > 0  # counters readable after the run
+    assert hooks_left(pipe) == []
+    assert torch.equal(run(K), plain)  # the pipeline is plain again
+
+
+def test_mask_made_at_8_steps_runs_at_6_when_resampled(family):
+    _, pipe, run, plain = family
+    n = len(discover_units(denoisers(pipe)[0][1]))
+    mask = np.random.default_rng(0).random((8, n)) < 0.5
+    mask[0] = True
+    with pytest.raises(MaskError, match="runs 6 steps but the mask has 8 rows"):
+        blockmask.enable(pipe, mask)
+        run(K)
+    assert hooks_left(pipe) == []  # the mismatch disabled blockmask
+    blockmask.enable(pipe, mask, resample=True)
+    try:
+        out = run(K)
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert out.shape == plain.shape and torch.isfinite(out).all() and s.steps == K
+    assert hooks_left(pipe) == []
+
+
+def test_wan22_masks_both_denoisers_and_the_second_starts_computing():
+    pipe, run = FAMILIES["wan"]()
+    assert [a for a, _ in denoisers(pipe)] == ["transformer", "transformer_2"]
+    blockmask.enable(pipe, "blocks:100")  # only each denoiser's first step computes
+    try:
+        run(K)
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    computing = [k for k in range(K) if s.computed[k]]
+    assert computing[0] == 0 and len(computing) == 2  # step 0 (transformer) and the boundary step (transformer_2)
+    assert s.units == {"transformer": 2, "transformer_2": 2}
+
+
+# --- bad input: one line, nothing hooked -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sd3():
+    return FAMILIES["sd3"]()
+
+
+@pytest.mark.parametrize("spec,match", [("fora:x", "integer"), ("nosuch", "unknown preset"), ("fora:2:3", "at most"),
+                                        ("deepcache:3", "U-Nets"), ("fora:0", "interval")])
+def test_bad_spec_is_one_line_and_unhooked(sd3, spec, match):
+    pipe, _ = sd3
+    with pytest.raises(BlockmaskError, match=match) as e:
+        blockmask.enable(pipe, spec)
+    assert "\n" not in str(e.value) and hooks_left(pipe) == []
+
+
+def test_mask_for_another_model_twice_and_disable_never_enabled(sd3):
+    pipe, run = sd3
+    with pytest.raises(MaskError, match="units"):
+        blockmask.enable(pipe, np.ones((6, 7), bool))
+    mf = blockmask.MaskFile(mask=np.ones((6, 2), bool), units=["a", "b"], model="other")
+    with pytest.raises(MaskError, match="does not fit"):
+        blockmask.enable(pipe, mf)
+    assert hooks_left(pipe) == []
+    with pytest.raises(BlockmaskError, match="not enabled"):
+        blockmask.disable(pipe)
+    with pytest.raises(BlockmaskError, match="not enabled"):
+        blockmask.summary(pipe)
+    blockmask.enable(pipe, "fora:2")
+    before = hooks_left(pipe)
+    with pytest.raises(BlockmaskError, match="already enabled"):
+        blockmask.enable(pipe, "ones")
+    assert hooks_left(pipe) == before  # the second call added nothing
+    blockmask.disable(pipe)
+    assert hooks_left(pipe) == []
+
+
+def test_unsupported_class_names_what_is_missing():
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    pipe = SimpleNamespace(transformer=torch.nn.Linear(2, 2), scheduler=DDIMScheduler())
+    with pytest.raises(UnsupportedModelError, match="Linear.*declares its blocks") as e:
+        blockmask.enable(pipe, "fora:2")
+    assert "\n" not in str(e.value) and "_blockmask_enabled" not in pipe.__dict__
+
+
+def test_config_preset_equals_string_preset(sd3):
+    pipe, run = sd3
+    outs = []
+    for spec in ("fora:3", blockmask.BlockMaskConfig(preset="fora", interval=3)):
+        blockmask.enable(pipe, spec)
+        try:
+            outs.append(run(K))
+        finally:
+            blockmask.disable(pipe)
+    assert torch.equal(*outs)
+
+
+# --- resampling (pure) and a run that starts late --------------------------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(k=st.integers(1, 30), n=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_resample_k_to_k_is_identity(k, n, seed):
+    rng = np.random.default_rng(seed)
+    m = rng.random((k, n)) < 0.5
+    m[0] = True
+    levels = np.sort(rng.choice(1000, size=k, replace=False))[::-1]
+    assert np.array_equal(resample_mask(m, levels, levels), m)
+
+
+@settings(max_examples=50, deadline=None)
+@given(k=st.integers(2, 30), k2=st.integers(1, 30))
+def test_resampled_rows_are_the_rows_in_force(k, k2):
+    src, dst = np.linspace(999, 0, k), np.linspace(999, 0, k2)
+    idx = align_rows(src, dst)
+    assert (src[idx] >= dst).all() and (np.diff(idx) >= 0).all()  # at or above the level, in order
+    nxt = np.minimum(idx + 1, k - 1)
+    assert ((idx == k - 1) | (src[nxt] < dst)).all()  # and the nearest such row
+
+
+def test_img2img_start_follows_noise_levels():
+    """A run that starts at step 4 of 8 (img2img, strength 0.5) uses rows 4..7, not 0..3; its first step
+    computes every unit (nothing is cached yet)."""
+    from diffusers import DDIMScheduler, DDPMPipeline
+
+    from blockmask.api import Workbench
+    from conftest import tiny_spec
+
+    wb = Workbench.load(tiny_spec("tiny-unet"))
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler())
+    mask = wb.baseline("uniform", steps=8, every=3)
+    blockmask.enable(pipe, mask)
+    try:
+        s = pipe.scheduler
+        s.set_timesteps(8)
+        x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        for t in s.timesteps[4:]:
+            x = s.step(pipe.unet(x, t).sample, t, x).prev_sample
+        summ = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    n = len(wb.units)
+    assert summ.computed[:4] == [0, 0, 0, 0]
+    assert summ.computed[4:] == [n] + [int(mask[r].sum()) for r in (5, 6, 7)]
