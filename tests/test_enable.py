@@ -211,3 +211,67 @@ def test_img2img_start_follows_noise_levels():
     n = len(wb.units)
     assert summ.computed[:4] == [0, 0, 0, 0]
     assert summ.computed[4:] == [n] + [int(mask[r].sum()) for r in (5, 6, 7)]
+
+
+# --- block contracts and mask sources ---------------------------------------------------------------------------
+class TupleBlock(torch.nn.Module):
+    """Returns (encoder, hidden) like Flux, each doubled: residuals are exact (2x − x = x)."""
+
+    def forward(self, hidden_states, encoder_hidden_states=None, temb=None):
+        return 2 * encoder_hidden_states, 2 * hidden_states
+
+
+def test_tuple_block_contract_takes_and_applies_residuals_per_stream():
+    from blockmask.adapters.contracts import TUPLE_ENCODER_HIDDEN, BoundContract, register_contract
+
+    register_contract("TupleBlock", TUPLE_ENCODER_HIDDEN)
+    bc = BoundContract.of(TupleBlock())
+    h, e = torch.randn(1, 4, 2), torch.randn(1, 3, 2)
+    for args, kwargs in (((h, e), {}), ((h,), {"encoder_hidden_states": e}), ((), {"hidden_states": h, "encoder_hidden_states": e})):
+        ins = bc.inputs(args, kwargs)
+        assert ins[0] is h and ins[1] is e
+    cache = bc.residual(TupleBlock()(h, e), (h, e))
+    assert torch.equal(cache[0], e) and torch.equal(cache[1], h)  # (encoder residual, hidden residual)
+    h2, e2 = torch.randn(1, 4, 2), torch.randn(1, 3, 2)
+    enc, hid = bc.reuse(cache, (h2, e2))
+    assert torch.equal(enc, e2 + e) and torch.equal(hid, h2 + h)
+    none_enc = bc.residual((None, 2 * h), (h, e))  # SD3's last block returns no text stream
+    assert none_enc[0] is None and bc.reuse(none_enc, (h2, e2))[0] is None
+
+
+def test_mask_file_folder_and_recorded_levels(tmp_path, workbenches):
+    """A mask file and a hub-style folder give the same images as apply(); a file records its timesteps, so
+    resampling aligns on them (K → K is the file's mask, row for row)."""
+    from diffusers import DDIMScheduler, DDPMPipeline
+
+    wb = workbenches("tiny-unet")
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    mask = wb.baseline("uniform", steps=6, every=2)
+    mf = wb.mask_file(mask)
+    mf.save(tmp_path / "m.json")
+    mf.save_pretrained(tmp_path / "folder")
+
+    def run(k=6):
+        return pipe(batch_size=1, num_inference_steps=k, generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    with blockmask.apply(pipe, mask):
+        ref = run()
+    for spec in (str(tmp_path / "m.json"), tmp_path / "folder"):
+        blockmask.enable(pipe, spec, resample=True)
+        try:
+            assert np.array_equal(run(), ref)
+            run(4)
+            s = blockmask.summary(pipe)
+        finally:
+            blockmask.disable(pipe)
+        assert s.steps == 4 and sum(s.skipped) > 0
+
+
+def test_sdxl_unet_is_measured_like_any_unet():
+    """An SDXL-style U-Net (text_time conditioning) has units, an order and MACs (it used to fail)."""
+    from blockmask.api import Workbench
+    from conftest import tiny_spec
+
+    wb = Workbench.load(tiny_spec("tiny-sdxl-unet"))
+    assert len(wb.units) > 0 and wb.macs.full_step > 0
