@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
