@@ -129,6 +129,11 @@ def test_mask_for_another_model_twice_and_disable_never_enabled(sd3):
     mf = blockmask.MaskFile(mask=np.ones((6, 2), bool), units=["a", "b"], model="other")
     with pytest.raises(MaskError, match="does not fit"):
         blockmask.enable(pipe, mf)
+    from blockmask.models import bundled_masks
+
+    if "mnist-ddpm-050steps-b35" in bundled_masks():  # a shipped name is a mask, here for another model
+        with pytest.raises(MaskError, match="does not fit"):
+            blockmask.enable(pipe, "mnist-ddpm-050steps-b35")
     assert hooks_left(pipe) == []
     with pytest.raises(BlockmaskError, match="not enabled"):
         blockmask.disable(pipe)
