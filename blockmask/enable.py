@@ -227,6 +227,12 @@ class PipelineSteps(SchedulerSteps):
                 return self.rows_of_calls[int(hit[0, 0])]
         return self.row
 
+    def per_step(self) -> list[tuple[int, int, int]]:
+        """(row, computed, skipped) of every step of the run so far, the unfinished one included (Heun's
+        last step has one evaluation, after which the scheduler does not report a completed step)."""
+        pending = (self.ex.computed - self._seen[0], self.ex.skipped - self._seen[1])
+        return self.history + ([(self.row, *pending)] if any(pending) else [])
+
     def before_call(self) -> None:
         if not self.started:
             raise MaskError("the denoiser was called before the scheduler's set_timesteps(): no step to mask")
@@ -370,7 +376,7 @@ def summary(pipe) -> Summary:
     k = max((h.steps.rows for _, h in state.handles), default=0)
     computed, skipped = [0] * k, [0] * k
     for _, h in state.handles:
-        for row, c, s in h.steps.history:
+        for row, c, s in h.steps.per_step():
             if 0 <= row < k:
                 computed[row] += c
                 skipped[row] += s

@@ -280,3 +280,41 @@ def test_sdxl_unet_is_measured_like_any_unet():
 
     wb = Workbench.load(tiny_spec("tiny-sdxl-unet"))
     assert len(wb.units) > 0 and wb.macs.full_step > 0
+
+
+@pytest.mark.parametrize("scheduler", ["HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                                       "DPMSolverSinglestepScheduler"])
+def test_enable_equals_apply_on_multi_evaluation_schedulers(scheduler, workbenches):
+    """Two evaluations per step (Heun) and single-step solvers: a preset through enable() gives apply()'s
+    samples bit for bit, and the summary counts every evaluation, Heun's one-evaluation last step too."""
+    from types import SimpleNamespace
+
+    import diffusers
+
+    from blockmask.schedulers import step
+
+    wb = workbenches("tiny-unet")
+    pipe = SimpleNamespace(unet=wb.model, scheduler=getattr(diffusers, scheduler)())
+
+    def run():
+        s = pipe.scheduler
+        s.set_timesteps(5)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, 16, 16, generator=g) * s.init_noise_sigma
+        for t in s.timesteps:
+            x = step(s, pipe.unet(s.scale_model_input(x, t), t).sample, t, x, g)
+        return x
+
+    mask = wb.baseline("deepcache", steps=5, interval=2)
+    with blockmask.apply(pipe, mask):
+        ref = run()
+    blockmask.enable(pipe, "deepcache:2")
+    try:
+        out = run()
+        summ = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert torch.equal(out, ref)
+    calls = [2, 2, 2, 2, 1] if scheduler.startswith("Heun") else [1] * 5
+    assert summ.computed == [c * int(mask[r].sum()) for r, c in enumerate(calls)]
+    assert summ.skipped == [c * int((~mask[r]).sum()) for r, c in enumerate(calls)]
