@@ -261,7 +261,7 @@ def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
-def enable(pipe, spec="ones", *, resample: bool | None = None, mode: str | None = None,
+def enable(pipe, spec, *, resample: bool | None = None, mode: str | None = None,
            check_fingerprint: bool | None = None, scheduler=None, **params):
     """Mask every denoiser of ``pipe`` with ``spec`` until :func:`disable`; returns ``pipe``.
 
