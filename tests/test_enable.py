@@ -318,3 +318,28 @@ def test_enable_equals_apply_on_multi_evaluation_schedulers(scheduler, workbench
     calls = [2, 2, 2, 2, 1] if scheduler.startswith("Heun") else [1] * 5
     assert summ.computed == [c * int(mask[r].sum()) for r, c in enumerate(calls)]
     assert summ.skipped == [c * int((~mask[r]).sum()) for r, c in enumerate(calls)]
+
+
+def test_img2img_pipeline_uses_the_rows_of_the_levels_it_visits():
+    """diffusers' StableDiffusionImg2ImgPipeline at strength 0.5 of 8 steps runs rows 4..7 of a K = 8 mask:
+    the first of them computes every unit, the others follow the mask's rows."""
+    from diffusers import DDIMScheduler
+
+    from tiny_pipes import _emb, _model, _pipe
+
+    pipe = _pipe("StableDiffusionImg2ImgPipeline", vae=_model("tiny-vae"), text_encoder=None, tokenizer=None,
+                 unet=_model("tiny-unet-cond"), scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+                 safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    n = len(discover_units(pipe.unet))
+    mask = np.random.default_rng(0).random((8, n)) < 0.5
+    mask[0] = True
+    blockmask.enable(pipe, mask)
+    try:
+        pipe(image=torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)), strength=0.5,
+             num_inference_steps=8, prompt_embeds=_emb(1, 4, 24), negative_prompt_embeds=_emb(1, 4, 24, seed=2),
+             guidance_scale=2.0, output_type="latent", generator=torch.Generator().manual_seed(0))
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert s.computed == [0, 0, 0, 0, n] + [int(mask[r].sum()) for r in (5, 6, 7)]
+    assert hooks_left(pipe) == []
