@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 import torch
 
+from blockmask.adapters import adapter_for
 from blockmask.api import Workbench
 from blockmask.evaluate import HELDOUT_SEED, psnr
 from blockmask.resample import resample_mask
@@ -23,7 +24,7 @@ def images(wb, mask, k, num, batch=16):
     out = []
     for b, start in enumerate(range(0, num, batch)):
         m = min(batch, num - start)
-        cond = Condition(class_labels=[i % 10 for i in range(m)]) if wb._max_label() is not None else None
+        cond = Condition(class_labels=[i % 10 for i in range(m)]) if adapter_for(wb.model).num_classes(wb.model) else None
         out.append(wb.images(wb.generate(mask, steps=k, seed=HELDOUT_SEED + b, num_images=m, condition=cond)).numpy())
     return np.concatenate(out)
 

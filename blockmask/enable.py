@@ -103,20 +103,26 @@ def _levels_at(scheduler, k: int, dst_levels: np.ndarray) -> np.ndarray:
     try:
         fresh = type(scheduler).from_config(scheduler.config)
         fresh.set_timesteps(k)
-        return row_levels(fresh)
+        return row_levels(fresh, rows_of_calls(fresh))
     except Exception:  # noqa: BLE001  (any scheduler refusal: fall back to even spacing)
         return even_levels(k, dst_levels[0], dst_levels[-1])
 
 
-def row_levels(scheduler) -> np.ndarray:
-    """(K,) noise level (timestep) of the first model call of each row of the scheduler's current run."""
+def row_levels(scheduler, rows: list[int] | None = None) -> np.ndarray:
+    """(K,) noise level (timestep) of the first model call of each row of the scheduler's current run;
+    ``rows``: the row of each call (:func:`blockmask.schedulers.call_rows`), None when unknown."""
     ts = scheduler.timesteps.detach().cpu().double().numpy()
+    if rows:
+        return ts[[rows.index(r) for r in range(max(rows) + 1)]]
+    return ts[:: max(1, int(getattr(scheduler, "order", 1)))][: scheduler_rows(scheduler)]
+
+
+def rows_of_calls(scheduler) -> list[int] | None:
+    """The row of each model call of the current run, or None for a scheduler that cannot be stepped on zeros."""
     try:
-        rows = call_rows(plain_copy(scheduler))
-        first = [rows.index(r) for r in range(max(rows) + 1)]
-        return ts[first]
-    except Exception:  # noqa: BLE001  (a scheduler that cannot be stepped on zeros: one call per order)
-        return ts[:: max(1, int(getattr(scheduler, "order", 1)))][: scheduler_rows(scheduler)]
+        return call_rows(plain_copy(scheduler))
+    except Exception:  # noqa: BLE001  (no alignment then: rows follow completed steps)
+        return None
 
 
 def plain_copy(scheduler):
@@ -190,8 +196,9 @@ class PipelineSteps(SchedulerSteps):
 
     def _on_set_timesteps(self, *_a, **_k) -> None:
         s, k = self.scheduler, scheduler_rows(self.scheduler)
+        self.rows_of_calls = rows_of_calls(s)
         try:
-            levels = row_levels(s)
+            levels = row_levels(s, self.rows_of_calls)
             mask = self.source.mask(self.units, k) if isinstance(self.source, Preset) else self.source.at(k, levels, s)
             mask = validate_mask(mask, units=len(self.units), steps=k)
         except BlockmaskError:
@@ -199,10 +206,6 @@ class PipelineSteps(SchedulerSteps):
             raise
         self.ex.mask = np.vstack([np.ones((1, len(self.units)), bool), mask])
         self.rows = k
-        try:
-            self.rows_of_calls = call_rows(plain_copy(s))
-        except Exception:  # noqa: BLE001  (no alignment: rows follow completed steps)
-            self.rows_of_calls = None
         self.ex.reset()
         self.started, self.slot_calls, self.row, self.first_row = True, 0, 0, None
         self.history, self._seen = [], (0, 0)
