@@ -5,6 +5,9 @@
     with blockmask.apply(pipe, "mask.json"):
         pipe(num_inference_steps=50)
 
+    # any diffusers pipeline, any step count: a preset or a mask, until disable()
+    blockmask.enable(pipe, "fora:2"); pipe(...); print(blockmask.summary(pipe)); blockmask.disable(pipe)
+
     # or, like diffusers' enable_cache: hooks on the units' diffusers HookRegistry until removed
     blockmask.apply_block_mask(pipe, blockmask.BlockMaskConfig(mask="mask.json"))
     blockmask.remove_block_mask(pipe)
@@ -15,5 +18,6 @@ __version__ = "0.1.0"
 from .api import Workbench, apply  # noqa: E402
 from .mask import MaskFile  # noqa: E402
 from .stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
+from .enable import disable, enable, summary  # noqa: E402
 
-__all__ = ["Workbench", "apply", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]
+__all__ = ["Workbench", "apply", "enable", "disable", "summary", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]

@@ -11,7 +11,9 @@ keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all 
 * soft gate ``m_i`` (training, Eq. 4): return ``m_i * fresh + (1 - m_i) * cache``.
 
 A *residual* unit (a whole transformer block, :attr:`blockmask.units.Unit.residual`) caches its
-residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x.
+residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per
+token stream for blocks that return ``(encoder_hidden_states, hidden_states)`` tuples
+(:mod:`blockmask.adapters.contracts`).
 Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
 
 CFG branch: the name a pipeline gives with ``model.cache_context(name)`` (diffusers' CacheMixin
@@ -34,6 +36,7 @@ from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
+from .adapters.contracts import BoundContract
 from .rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from .units import Unit, discover_units, unit_modules
 
@@ -144,6 +147,8 @@ class UnitHook(ModelHook):
         self.execution = execution
         self.index = index
         self.residual = execution._residual[index]
+        # which input/output is which token stream (tuple-output blocks: Flux, SD3, ...)
+        self.streams = BoundContract.of(execution.modules[index]) if self.residual else None
         self.states = BranchStates(execution)
         self._body: Callable | None = None
 
@@ -157,19 +162,19 @@ class UnitHook(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         ex, i = self.execution, self.index
         g = ex.gate(i)
-        x = (args[0] if args else kwargs["hidden_states"]) if self.residual else None
+        x = self.streams.inputs(args, kwargs) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
             if not ex.bypass and (ex.store_mask is None or ex.store_mask[ex.step, i]):
                 st = self.states.get_state()
-                st.cache = ex.store(st.cache, out - x if self.residual else out)
+                st.cache = ex.store(st.cache, self.streams.residual(out, x) if self.residual else out)
             ex.computed += 1
             return out
         cache = self.states.get_state().cache
         if cache is None:
             raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
         if self.residual:
-            cache = x + cache
+            cache = self.streams.reuse(cache, x)
         if g is False:
             ex.skipped += 1
             return cache
@@ -239,9 +244,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # rowgraph: each cache is one buffer, written in place, kept across runs (blockmask.rowgraph)
         self.static = self.mode == "rowgraph"
         self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
-        # rowgraph: store only what a later step reads (None: store every computed value)
-        self.store_mask = (cache_reads(self.mask, [u.parent for u in self.units])
-                           if self.static and self.mask is not None else None)
+        self._stores: tuple[Any, Any] = (None, None)  # (mask, its store_mask), see store_mask
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
@@ -297,6 +300,16 @@ class MaskedExecution(contextlib.AbstractContextManager):
         finally:
             self.reset()  # caches freed; the counters stay readable (what ran and what was reused)
             self.computed, self.skipped = counts
+
+    @property
+    def store_mask(self) -> np.ndarray | None:
+        """rowgraph: the (K, N) cells whose value a later step reads (only those are stored); None
+        otherwise (every computed value is stored). Follows a mask replaced during the run."""
+        if not self.static or self.mask is None:
+            return None
+        if self._stores[0] is not self.mask:
+            self._stores = (self.mask, cache_reads(self.mask, [u.parent for u in self.units]))
+        return self._stores[1]
 
     # --- step control -------------------------------------------------------------------
     def set_step(self, k: int, branch: Any = 0) -> None:

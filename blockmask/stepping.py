@@ -51,12 +51,22 @@ class BlockMaskConfig:
     scheduler: the scheduler whose steps number the rows; default: the pipeline's ``scheduler``.
     check_fingerprint: refuse (instead of warning about) a mask made for another model config.
     mode: eager | compiled | graph (see :mod:`blockmask.execution`).
+    preset, interval, branch, every: instead of a mask, a preset rule built at whatever step count
+        the pipeline runs (:func:`blockmask.enable`): ``ones``, ``deepcache`` (interval, branch),
+        ``fora`` / ``blocks`` (interval), ``uniform`` (every); ``None``: the preset's default.
+    resample: a fixed-K mask may run at another K, its rows aligned on noise levels
+        (:mod:`blockmask.resample`; :func:`blockmask.enable` only).
     """
 
-    mask: Any
+    mask: Any = None
     scheduler: Any = None
     check_fingerprint: bool = False
     mode: str = "eager"
+    preset: str | None = None
+    interval: int | None = None
+    branch: int | None = None
+    every: int | None = None
+    resample: bool = False
 
 
 def denoiser_of(obj) -> torch.nn.Module:
@@ -108,7 +118,7 @@ class SchedulerSteps:
     def __init__(self, execution: MaskedExecution, scheduler=None):
         self.ex = execution
         self.scheduler = scheduler
-        self.rows = execution.mask.shape[0]
+        self.rows = 0 if execution.mask is None else execution.mask.shape[0]
         self.started = False
         self.slot_calls = 0  # calls since the last scheduler.step(): the CFG branch
         self.calls = 0  # calls in this run (bare denoiser)
@@ -224,6 +234,8 @@ class BlockMask:
 def apply_block_mask(pipe_or_model, config: BlockMaskConfig) -> BlockMask:
     """Install a mask on a diffusers pipeline (or bare denoiser) until :func:`remove_block_mask`
     (or ``handle.remove()``); the hooks live on the units' diffusers HookRegistry."""
+    if config.mask is None:
+        raise BlockmaskError("this BlockMaskConfig names no mask; a preset goes through blockmask.enable(pipe, config)")
     model = denoiser_of(pipe_or_model)
     mask = resolve_mask(model, config.mask, check_fingerprint=config.check_fingerprint)
     scheduler = config.scheduler if config.scheduler is not None else getattr(pipe_or_model, "scheduler", None)

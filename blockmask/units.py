@@ -1,7 +1,9 @@
 """Maskable units of a model: names, kinds, blocks, execution order (METHOD.md §1).
 
 Units are found by the model's adapter (module-path patterns) and ordered by *measuring* one
-forward pass, so the order is the order the model really runs them in.
+forward pass, so the order is the order the model really runs them in. Families whose units are
+whole blocks only (SD3, Flux, Sana, HunyuanDiT, Wan) declare ``measured_order = False``: their
+blocks run in definition order, so no forward and no example inputs are needed.
 
 Units may nest (a transformer block holds its attn1/ff units). The order is the order in which
 units *finish*, so an enclosing unit comes after the units inside it, and every unit's readers
@@ -122,8 +124,11 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
 
         return fwd
 
-    with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
-        example_call(model, adapter)()
+    if adapter.measured_order:
+        with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
+            example_call(model, adapter)()
+    else:  # whole blocks, run in definition order (Flux: double-stream, then single-stream blocks)
+        order = list(range(len(cands)))
     seen = list(dict.fromkeys(order))
     if len(order) != len(seen):
         raise RuntimeError(f"a unit of {type(model).__name__} ran twice in one forward; cannot mask it per step")

@@ -130,3 +130,63 @@ def test_deepcache_preset_is_deepcache_on_the_latent_unet(branch, interval):
     latents = wb.generate(None, steps=1, seed=0, num_images=len(labels), condition=cond)
     macs_vae, _ = count_macs(lambda: wb.images(latents))
     assert wb.macs.total(mask) * 2 * len(labels) == pytest.approx(macs_dc - macs_vae, rel=0.01)
+
+
+@pytest.mark.parametrize("spec,branch,interval", [("tiny-unet", 0, 3), ("tiny-unet", 1, 2), ("mnist-ddpm", 0, 3),
+                                                  ("mnist-ddpm", 2, 4)])
+def test_deepcache_through_enable_is_deepcache_bitwise(spec, branch, interval):
+    """``blockmask.enable(pipe, "deepcache:INTERVAL:BRANCH")`` on a DDPMPipeline gives the real DeepCache's
+    images bit for bit, at the step count the pipeline runs (the preset is built at call time), and
+    leaves the pipeline plain after ``disable``."""
+    from blockmask.api import Workbench
+    from blockmask.models import bundled_models
+
+    if not spec.startswith("tiny") and spec not in bundled_models():
+        pytest.skip(f"bundled {spec} not installed")
+    wb = Workbench.load(tiny_spec(spec) if spec.startswith("tiny") else spec)
+    pipe = _pipe(wb)
+    plain = _run(pipe, 8)
+    helper = DeepCache.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    helper.enable()
+    try:
+        ref = {k: _run(pipe, k) for k in (8, 7)}
+    finally:
+        helper.disable()
+    blockmask.enable(pipe, f"deepcache:{interval}:{branch}")
+    try:
+        ours = {k: _run(pipe, k) for k in (8, 7)}  # one enable, two step counts
+    finally:
+        blockmask.disable(pipe)
+    assert all(np.array_equal(ref[k], ours[k]) for k in ref)
+    assert not np.array_equal(ours[8], plain)
+    assert np.array_equal(_run(pipe, 8), plain)
+
+
+def test_deepcache_through_enable_on_the_bundled_stable_diffusion_pipeline():
+    """The same on mnist-ldm's StableDiffusionPipeline (class tokens as prompt embeddings, guidance 2)."""
+    from blockmask.api import Workbench
+    from blockmask.models import bundled_models
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
+
+    if "mnist-ldm" not in bundled_models():
+        pytest.skip("bundled mnist-ldm not installed")
+    pipe = ldm_pipeline(Workbench.load("mnist-ldm"))
+
+    def run():
+        return pipe(**class_prompt_embeds(pipe, [3, 7]), guidance_scale=2.0, num_inference_steps=6,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    helper = DeepCache.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=3, cache_branch_id=0)
+    helper.enable()
+    try:
+        ref = run()
+    finally:
+        helper.disable()
+    blockmask.enable(pipe, "deepcache", interval=3, branch=0)
+    try:
+        ours = run()
+    finally:
+        blockmask.disable(pipe)
+    assert np.array_equal(ref, ours)

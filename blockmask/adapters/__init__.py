@@ -7,5 +7,6 @@ Adding an architecture is one small file: subclass :class:`Adapter`, decorate wi
 from .base import Adapter, Conditioning, adapter_for, register, registered
 from . import unet as _unet  # noqa: F401  (registers UNet2DModel, UNet2DConditionModel)
 from . import transformer as _transformer  # noqa: F401  (registers DiT, PixArt)
+from . import sd3, flux, sana, hunyuandit, wan  # noqa: F401,E402  (one family each)
 
 __all__ = ["Adapter", "Conditioning", "adapter_for", "register", "registered"]

@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import UnsupportedModelError
+from .contracts import BlockContract, register_contract
 
 
 def timestep_on(t: torch.Tensor, device) -> torch.Tensor:
@@ -72,6 +73,11 @@ class Adapter:
     model_classes: ClassVar[tuple[str, ...]] = ()
     unit_patterns: ClassVar[tuple[tuple[str, str], ...]] = ()
     family: ClassVar[str] = ""  # "unet" or "transformer"
+    # block class name -> its input/output contract (tuple-output blocks; see adapters/contracts.py)
+    blocks: ClassVar[dict[str, BlockContract]] = {}
+    # True: unit order is measured by one forward on example inputs; False: the units are whole
+    # blocks run in the order the model defines them (no forward, no example inputs needed)
+    measured_order: ClassVar[bool] = True
 
     def unit_candidates(self, model: torch.nn.Module) -> list[tuple[str, str, torch.nn.Module]]:
         """(name, kind, module) for every module matching a unit pattern, in definition order."""
@@ -130,7 +136,8 @@ class Adapter:
     # --- calling the model ----------------------------------------------------------------
     def forward(self, model, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """One denoiser call; returns the raw output tensor (B, C_out, H, W)."""
-        raise NotImplementedError  # every registered adapter overrides this
+        raise UnsupportedModelError(f"blockmask's own sampler and measurements do not drive {type(model).__name__}; "
+                                    "use blockmask.enable(pipe, ...) on its diffusers pipeline")
 
     def split_output(self, model, out: torch.Tensor) -> torch.Tensor:
         """The part of the output the scheduler consumes (drops a learned-sigma half)."""
@@ -217,6 +224,8 @@ def register(cls: type[Adapter]) -> type[Adapter]:
     if not cls.model_classes or not cls.unit_patterns:
         raise TypeError(f"{cls.__name__} must set model_classes and unit_patterns")
     inst = cls()
+    for block, contract in cls.blocks.items():
+        register_contract(block, contract)
     for name in cls.model_classes:
         if name in _REGISTRY:
             raise ValueError(f"an adapter for {name} is already registered")
@@ -234,5 +243,6 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
         if klass.__name__ in _REGISTRY:
             return _REGISTRY[klass.__name__]
     raise UnsupportedModelError(
-        f"unsupported model class {type(model).__name__}; supported: {', '.join(registered())}"
+        f"unsupported model class {type(model).__name__}: no blockmask adapter declares its blocks (their module "
+        f"paths and input/output streams, one file in blockmask/adapters/); supported: {', '.join(registered())}"
     )

@@ -80,10 +80,10 @@ class UNet2DConditionAdapter(Adapter):
 
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
         cfg = model.config
-        if cfg.addition_embed_type is not None:
+        if cfg.addition_embed_type not in (None, "text_time"):
             raise BlockmaskError(
-                f"UNet2DConditionModel with addition_embed_type={cfg.addition_embed_type!r} (SDXL-style) is "
-                "not supported by blockmask's sampler; use blockmask.apply(pipe, mask) on its pipeline"
+                f"UNet2DConditionModel with addition_embed_type={cfg.addition_embed_type!r} is "
+                "not supported by blockmask's sampler; use blockmask.enable(pipe, ...) on its pipeline"
             )
         if class_tokens(model) is not None and prompt_embeds is None:
             return token_conditioning(model, batch, class_labels, generator, attention_mask=False)
@@ -103,6 +103,18 @@ class UNet2DConditionAdapter(Adapter):
             return token_null(model, cond)
         return text_null(cond, negative_embeds)
 
+    def added_conditions(self, model, x) -> dict | None:
+        """SDXL's ``text_time`` extra conditioning for a call on ``x`` (B, C, h, w): zero pooled text embeddings
+        and the size/crop ids of an uncropped (8h, 8w) image. Used to measure the unit order and by
+        blockmask's own sampler; a diffusers SDXL pipeline passes its real ones."""
+        cfg = model.config
+        if cfg.addition_embed_type != "text_time":
+            return None
+        b, (h, w) = x.shape[0], x.shape[-2:]
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        ids = torch.tensor([[8 * h, 8 * w, 0, 0, 8 * h, 8 * w]], dtype=x.dtype, device=x.device).repeat(b, 1)
+        return {"text_embeds": torch.zeros(b, pooled, dtype=x.dtype, device=x.device), "time_ids": ids}
+
     def forward(self, model, x, t, cond):
         return model(
             x,
@@ -110,5 +122,6 @@ class UNet2DConditionAdapter(Adapter):
             encoder_hidden_states=cond.encoder_hidden_states,
             class_labels=cond.class_labels,
             encoder_attention_mask=cond.encoder_attention_mask,
+            added_cond_kwargs=self.added_conditions(model, x),
             return_dict=False,
         )[0]

@@ -1,0 +1,386 @@
+"""Any diffusers pipeline in one call: ``blockmask.enable(pipe, spec)``, ``blockmask.summary(pipe)``,
+``blockmask.disable(pipe)`` (cache-dit's ``enable_cache`` / diffusers' ``enable_cache`` shape), on top of
+:func:`blockmask.stepping.apply_block_mask`'s layer (the same hooks and step counting).
+
+    pipe = blockmask.enable(pipe, "fora:2")      # a preset, built for whatever K the pipeline runs
+    pipe(prompt, num_inference_steps=28)
+    print(blockmask.summary(pipe))               # cells computed / skipped per step of the last run
+    blockmask.disable(pipe)
+
+``spec`` is a preset by name with its parameters (``"ones"``, ``"deepcache:INTERVAL[:BRANCH]"``,
+``"fora:INTERVAL"``, ``"blocks:INTERVAL"``, ``"uniform:EVERY"``), a :class:`BlockMaskConfig`, or a
+mask: a (K, N) array, a :class:`~blockmask.mask.MaskFile`, a mask file, a shipped mask name or a hub
+repo id / folder. The step count K is the pipeline's own: the mask is built when the scheduler's
+``set_timesteps`` runs. A fixed-K mask runs at another K only with ``resample=True`` (rows aligned on
+noise levels, :mod:`blockmask.resample`).
+
+Every denoiser of the pipeline is masked: ``transformer`` or ``unet``, and ``transformer_2`` (Wan 2.2),
+each with its own caches. Each denoiser's first step in a run computes every unit (nothing is cached
+yet): for a normal run that is row 0 (all ones anyway); for a run that starts late (img2img) or a
+second denoiser that takes over mid-run, it is the first step that denoiser sees. After that, rows
+follow the noise level the scheduler just stepped from, not the number of calls.
+
+Bad input raises one :class:`~blockmask.errors.BlockmaskError` line and leaves the pipeline unhooked;
+a step-count mismatch found when the pipeline starts a run also disables blockmask on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import baselines
+from .errors import BlockmaskError, MaskError, OptionError
+from .execution import MaskedExecution
+from .mask import MaskFile, validate_mask
+from .resample import even_levels, resample_mask
+from .schedulers import call_rows, scheduler_rows, step_complete
+from .stepping import BlockMask, BlockMaskConfig, SchedulerSteps, resolve_mask
+from .units import Unit, discover_units
+from .validate import check_int
+
+STATE = "_blockmask_enabled"
+PRESETS = {"ones": (), "deepcache": ("interval", "branch"), "fora": ("interval",), "blocks": ("interval",),
+           "uniform": ("every",)}
+DEFAULTS = {"deepcache": {"interval": 3, "branch": 0}, "fora": {"interval": 2}, "blocks": {"interval": 2},
+            "uniform": {"every": 2}}
+PRESET_HELP = "ones, deepcache:INTERVAL[:BRANCH], fora:INTERVAL, blocks:INTERVAL, uniform:EVERY"
+
+
+# --- what to run: a preset rule or a fixed mask ----------------------------------------------------------
+@dataclasses.dataclass
+class Preset:
+    name: str
+    params: dict
+
+    def __str__(self):
+        return ":".join([self.name, *(str(self.params[p]) for p in PRESETS[self.name])])
+
+    def mask(self, units: list[Unit], k: int) -> np.ndarray:
+        """(K, N) bool for these units at K steps (baselines.py's rules)."""
+        n, p = len(units), self.params
+        outer = np.zeros(n, bool)  # units that hold other units run at every step under fora / uniform
+        outer[[u.parent for u in units if u.parent >= 0]] = True
+        if self.name == "ones":
+            return baselines.ones(k, n)
+        if self.name == "deepcache":
+            return baselines.deepcache(units, k, interval=p["interval"], branch=p["branch"])
+        if self.name == "fora":
+            return baselines.fora(k, n, interval=p["interval"], keep=outer)
+        if self.name == "blocks":
+            return baselines.block_cache(k, n, interval=p["interval"])
+        return baselines.uniform(k, n, every=p["every"], keep=outer)
+
+
+@dataclasses.dataclass
+class FixedMask:
+    mask: np.ndarray  # (K0, N)
+    levels: np.ndarray | None  # (K0,) noise levels it was made at, when the file records them
+    resample: bool
+    label: str
+
+    def __str__(self):
+        return self.label
+
+    def at(self, k: int, dst_levels: np.ndarray, scheduler) -> np.ndarray:
+        k0 = self.mask.shape[0]
+        if k == k0:
+            return self.mask
+        if not self.resample:
+            raise MaskError(f"the pipeline runs {k} steps but the mask has {k0} rows; pass resample=True to align "
+                            f"its rows on noise levels, or run num_inference_steps={k0}")
+        src = self.levels if self.levels is not None and len(self.levels) == k0 else _levels_at(scheduler, k0, dst_levels)
+        return resample_mask(self.mask, src, dst_levels)
+
+
+def _levels_at(scheduler, k: int, dst_levels: np.ndarray) -> np.ndarray:
+    """The row levels a fresh copy of the scheduler visits at K steps; evenly spaced over the current
+    run's range when the scheduler cannot set K steps on its own (Flux's dynamic shifting needs ``mu``)."""
+    try:
+        fresh = type(scheduler).from_config(scheduler.config)
+        fresh.set_timesteps(k)
+        return row_levels(fresh, rows_of_calls(fresh))
+    except Exception:  # noqa: BLE001  (any scheduler refusal: fall back to even spacing)
+        return even_levels(k, dst_levels[0], dst_levels[-1])
+
+
+def row_levels(scheduler, rows: list[int] | None = None) -> np.ndarray:
+    """(K,) noise level (timestep) of the first model call of each row of the scheduler's current run;
+    ``rows``: the row of each call (:func:`blockmask.schedulers.call_rows`), None when unknown."""
+    ts = scheduler.timesteps.detach().cpu().double().numpy()
+    if rows:
+        return ts[[rows.index(r) for r in range(max(rows) + 1)]]
+    return ts[:: max(1, int(getattr(scheduler, "order", 1)))][: scheduler_rows(scheduler)]
+
+
+def rows_of_calls(scheduler) -> list[int] | None:
+    """The row of each model call of the current run, or None for a scheduler that cannot be stepped on zeros."""
+    try:
+        return call_rows(plain_copy(scheduler))
+    except Exception:  # noqa: BLE001  (no alignment then: rows follow completed steps)
+        return None
+
+
+def plain_copy(scheduler):
+    """A deep copy without blockmask's instance wrappers (they would step the original)."""
+    c = copy.deepcopy(scheduler)
+    for name in ("set_timesteps", "step"):
+        c.__dict__.pop(name, None)
+    return c
+
+
+def parse_spec(spec, params: dict):
+    """(Preset or mask source, config or None) from what the user passed to :func:`enable`."""
+    config = None
+    if isinstance(spec, BlockMaskConfig):
+        config = spec
+        if config.preset is None and config.mask is None:
+            raise OptionError("BlockMaskConfig needs a preset or a mask")
+        if config.preset is not None:
+            params = {**{k: getattr(config, k) for k in ("interval", "branch", "every") if getattr(config, k) is not None},
+                      **params}
+            return _preset(config.preset, [], params), config
+        spec = config.mask
+    if isinstance(spec, str) and not Path(spec).expanduser().exists():
+        head, *args = spec.split(":")
+        if head.lower() in PRESETS:
+            return _preset(head.lower(), args, params), None
+        from .models import bundled_masks
+
+        if "/" not in spec and not spec.endswith(".json") and spec not in bundled_masks():
+            raise OptionError(f"unknown preset or mask {spec!r}; presets: {PRESET_HELP}; or a mask file, a shipped "
+                              "mask name or a hub repo id")
+    if params:
+        raise OptionError(f"{', '.join(sorted(params))} apply to presets only, not to a mask")
+    return spec, config
+
+
+def _preset(name: str, args: list[str], params: dict) -> Preset:
+    if name not in PRESETS:
+        raise OptionError(f"unknown preset {name!r}; choose from {PRESET_HELP}")
+    names = PRESETS[name]
+    if len(args) > len(names):
+        raise OptionError(f"preset {name} takes at most {len(names)} parameter(s) ({PRESET_HELP}), got {len(args)}")
+    bad = sorted(set(params) - set(names))
+    if bad:
+        raise OptionError(f"preset {name} has no parameter {bad[0]!r} ({PRESET_HELP})")
+    out = dict(DEFAULTS.get(name, {}))
+    for key, raw in zip(names, args):
+        try:
+            out[key] = int(raw)
+        except ValueError:
+            raise OptionError(f"preset {name}: {key} must be an integer, got {raw!r}") from None
+    out.update(params)
+    for key, v in out.items():
+        out[key] = check_int(f"{name} {key}", v, low=0 if key == "branch" else 1)
+    return Preset(name, out)
+
+
+# --- the step source ---------------------------------------------------------------------------------------
+class PipelineSteps(SchedulerSteps):
+    """:class:`SchedulerSteps` whose mask is made when ``set_timesteps`` runs (any K), whose rows follow
+    the noise level the scheduler steps from, and whose first step per denoiser computes every unit:
+    the execution's mask is ``[ones; mask]`` and its row 0 is that warm-up row."""
+
+    def __init__(self, execution: MaskedExecution, scheduler, source, on_error):
+        super().__init__(execution, scheduler)
+        self.source, self.on_error = source, on_error
+        self.units = execution.units
+        self.row, self.first_row, self.rows_of_calls = 0, None, None
+        self.history: list[tuple[int, int, int]] = []  # (row, computed, skipped) per completed step
+        self._seen = (0, 0)
+
+    def _on_set_timesteps(self, *_a, **_k) -> None:
+        s, k = self.scheduler, scheduler_rows(self.scheduler)
+        self.rows_of_calls = rows_of_calls(s)
+        try:
+            levels = row_levels(s, self.rows_of_calls)
+            mask = self.source.mask(self.units, k) if isinstance(self.source, Preset) else self.source.at(k, levels, s)
+            mask = validate_mask(mask, units=len(self.units), steps=k)
+        except BlockmaskError:
+            self.on_error()
+            raise
+        self.ex.mask = np.vstack([np.ones((1, len(self.units)), bool), mask])
+        self.rows = k
+        self.ex.reset()
+        self.started, self.slot_calls, self.row, self.first_row = True, 0, 0, None
+        self.history, self._seen = [], (0, 0)
+
+    def _on_step(self, *args, **kwargs) -> None:
+        self.slot_calls = 0
+        if not step_complete(self.scheduler):
+            return
+        t = args[1] if len(args) > 1 else kwargs.get("timestep")
+        row = self._row_of(t)
+        c, sk = self.ex.computed, self.ex.skipped
+        self.history.append((row, c - self._seen[0], sk - self._seen[1]))
+        self._seen = (c, sk)
+        self.row = row + 1
+
+    def _row_of(self, t) -> int:
+        """The row of the step the scheduler just took, from its timestep; else the next in order."""
+        if self.rows_of_calls is not None and t is not None:
+            ts = self.scheduler.timesteps
+            hit = (ts == torch.as_tensor(t, dtype=ts.dtype).to(ts.device)).nonzero()
+            if len(hit):
+                return self.rows_of_calls[int(hit[0, 0])]
+        return self.row
+
+    def per_step(self) -> list[tuple[int, int, int]]:
+        """(row, computed, skipped) of every step of the run so far, the unfinished one included (Heun's
+        last step has one evaluation, after which the scheduler does not report a completed step)."""
+        pending = (self.ex.computed - self._seen[0], self.ex.skipped - self._seen[1])
+        return self.history + ([(self.row, *pending)] if any(pending) else [])
+
+    def before_call(self, timestep=None) -> None:  # (rows follow the scheduler, not the timestep)
+        if not self.started:
+            raise MaskError("the denoiser was called before the scheduler's set_timesteps(): no step to mask")
+        if self.row >= self.rows:
+            raise MaskError(f"sampling ran more steps than the mask's {self.rows} rows")
+        if self.first_row is None:
+            self.first_row = self.row
+        self.ex.step = 0 if self.row == self.first_row else self.row + 1
+        self.ex.branch = self.slot_calls
+        self.slot_calls += 1
+
+
+# --- enable / disable / summary ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class Enabled:
+    spec: str
+    handles: list[tuple[str, BlockMask]]  # (attribute, handle) per denoiser
+
+
+def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
+    """(attribute, module) of every denoiser: ``transformer`` or ``unet``, then ``transformer_2``."""
+    out = [(a, getattr(pipe, a, None)) for a in ("transformer", "unet", "transformer_2")]
+    out = [(a, m) for a, m in out if isinstance(m, torch.nn.Module)]
+    if not out:
+        raise BlockmaskError(f"{type(pipe).__name__} has no .transformer or .unet to mask; pass a diffusers pipeline")
+    return out
+
+
+def enable(pipe, spec, *, resample: bool | None = None, mode: str | None = None,
+           check_fingerprint: bool | None = None, scheduler=None, **params):
+    """Mask every denoiser of ``pipe`` with ``spec`` until :func:`disable`; returns ``pipe``.
+
+    params: a preset's parameters by name (``interval=``, ``branch=``, ``every=``).
+    resample / mode / check_fingerprint / scheduler: as in :class:`BlockMaskConfig` (given here, they
+    override a config's).
+    """
+    if getattr(pipe, STATE, None) is not None:
+        raise BlockmaskError("blockmask is already enabled on this pipeline; call blockmask.disable(pipe) first")
+    source, config = parse_spec(spec, params)
+    config = config or BlockMaskConfig()
+    resample = config.resample if resample is None else bool(resample)
+    mode = config.mode if mode is None else mode
+    strict = config.check_fingerprint if check_fingerprint is None else bool(check_fingerprint)
+    sched = scheduler if scheduler is not None else (config.scheduler if config.scheduler is not None
+                                                     else getattr(pipe, "scheduler", None))
+    if sched is None or not hasattr(sched, "set_timesteps"):
+        raise BlockmaskError(f"{type(pipe).__name__} has no scheduler to count steps from; pass scheduler=")
+    models = denoisers(pipe)
+    for attr, model in models:
+        if model.__dict__.get("_blockmask_applied") is not None:
+            raise BlockmaskError(f"pipe.{attr} already has a blockmask mask applied (blockmask.apply / apply_block_mask)")
+    sources = [_source_for(model, source, resample, strict) for _, model in models]  # all checks before any hook
+    state = Enabled(str(sources[0]), [])
+
+    def undo():
+        disable(pipe)
+
+    setattr(pipe, STATE, state)
+    try:
+        for (attr, model), src in zip(models, sources):
+            ex = MaskedExecution(model, None, mode=mode)
+            steps = PipelineSteps(ex, sched, src, undo)
+            ex.__enter__()
+            handle = BlockMask(ex, steps)
+            state.handles.append((attr, handle))
+            steps.install()
+            model._blockmask_applied = handle
+    except BaseException:
+        disable(pipe)
+        raise
+    return pipe
+
+
+def _source_for(model, source, resample: bool, strict: bool):
+    """A Preset (checked on these units) or a FixedMask that fits ``model``'s units."""
+    units = discover_units(model)
+    if isinstance(source, Preset):
+        source.mask(units, 4)  # refuses a rule that cannot apply to this model (deepcache on a transformer)
+        return source
+    from .hub import load_mask_source
+
+    label = str(source) if isinstance(source, (str, Path)) else f"mask {type(source).__name__}"
+    if isinstance(source, (str, Path)):
+        source = load_mask_source(source)
+    levels = None
+    if isinstance(source, MaskFile):
+        ts = (source.scheduler or {}).get("timesteps")
+        levels = np.asarray(ts, float) if ts and len(ts) == source.num_steps else None
+    if isinstance(source, np.ndarray) or hasattr(source, "detach"):
+        source = validate_mask(source, units=len(units))
+    mask = validate_mask(resolve_mask(model, source, check_fingerprint=strict), units=len(units))
+    return FixedMask(mask, levels, resample, label)
+
+
+def disable(pipe) -> None:
+    """Undo :func:`enable`: every hook and scheduler wrapper goes; the pipeline runs as before."""
+    state = getattr(pipe, STATE, None)
+    if state is None:
+        raise BlockmaskError("blockmask is not enabled on this pipeline (nothing to disable)")
+    try:
+        for _, handle in reversed(state.handles):  # scheduler wrappers unwind in reverse order
+            handle.remove()
+    finally:
+        pipe.__dict__.pop(STATE, None)
+
+
+@dataclasses.dataclass
+class Summary:
+    """Unit calls computed and skipped per step of the last run, over all masked denoisers."""
+
+    spec: str
+    units: dict[str, int]  # denoiser attribute -> number of units
+    computed: list[int]  # (K,) per step
+    skipped: list[int]
+
+    @property
+    def steps(self) -> int:
+        return len(self.computed)
+
+    @property
+    def skipped_fraction(self) -> float:
+        total = sum(self.computed) + sum(self.skipped)
+        return sum(self.skipped) / total if total else 0.0
+
+    def table(self):
+        """A pandas DataFrame: one row per step (step, computed, skipped)."""
+        import pandas as pd
+
+        return pd.DataFrame({"step": range(self.steps), "computed": self.computed, "skipped": self.skipped})
+
+    def __str__(self) -> str:
+        return (f"blockmask {self.spec}: {self.steps} steps, {sum(self.computed)} unit calls computed, "
+                f"{sum(self.skipped)} skipped ({100 * self.skipped_fraction:.1f}%)")
+
+
+def summary(pipe) -> Summary:
+    """What the last run under :func:`enable` computed and skipped (readable after the run)."""
+    state = getattr(pipe, STATE, None)
+    if state is None:
+        raise BlockmaskError("blockmask is not enabled on this pipeline (nothing to summarise)")
+    k = max((h.steps.rows for _, h in state.handles), default=0)
+    computed, skipped = [0] * k, [0] * k
+    for _, h in state.handles:
+        for row, c, s in h.steps.per_step():
+            if 0 <= row < k:
+                computed[row] += c
+                skipped[row] += s
+    return Summary(state.spec, {a: len(h.execution.units) for a, h in state.handles}, computed, skipped)
