@@ -278,6 +278,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+FOLDER_OUTPUTS = ("sample", "eval", "report", "data")  # -o names a folder
+SELF_LOCKING = ("train",)  # the library's run_training / budget runs take the output lock themselves
+
+
+def _output_lock(args):
+    """The one output lock (:class:`blockmask.io.OutputLock`) for every command that writes, taken
+    before any work: a second run on the same output gets one line, and the temp files a killed run
+    left are removed. Helper processes of a multi-process launch never write, so never lock."""
+    import contextlib
+    import os
+
+    from .io import OutputLock
+
+    out = getattr(args, "output", None)
+    if args.command == "data":  # the one command that makes its output's parents
+        from pathlib import Path
+
+        from .data.mnist import default_mnist_dir
+        from .errors import OutputError
+
+        out = Path(out).expanduser() if out else default_mnist_dir()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot make the folder {out.parent}: {e.strerror or e}") from None
+    if out is None or args.command in SELF_LOCKING or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return OutputLock(out, folder=args.command in FOLDER_OUTPUTS)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 bad input, 1 bug, 130/143 interrupted)."""
     import os
@@ -290,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a parse error (2, already printed as one line)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
-        args.fn(args)
+        with _output_lock(args):  # one output lock for every command that writes
+            args.fn(args)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ def cmd_data(args) -> None:
     """Put the MNIST IDX files where evaluation finds them: copied from ``--data`` or downloaded with
     torchvision (online only)."""
     from .data.mnist import default_mnist_dir, load_mnist
+    from .io import atomic_write
 
     out = Path(args.output).expanduser() if args.output else default_mnist_dir()
     splits = ["test", "train"] if args.train else ["test"]
@@ -52,9 +53,7 @@ def cmd_data(args) -> None:
             out.mkdir(parents=True, exist_ok=True)
             for p in sorted(src.iterdir()):
                 if "-ubyte" in p.name or p.name == "SHA256SUMS":
-                    tmp = out / (p.name + ".tmp")
-                    shutil.copyfile(p, tmp)
-                    os.replace(tmp, out / p.name)
+                    atomic_write(out / p.name, lambda tmp, p=p: shutil.copyfile(p, tmp))
     else:
         if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("BLOCKMASK_OFFLINE") == "1":
             raise BlockmaskError("offline: pass --data PATH with the MNIST IDX files instead of downloading")

@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -90,26 +92,64 @@ def remove_stale_temps(path) -> list[Path]:
     return gone
 
 
-class OutputLock:
-    """Exclusive lock on ``PATH.lock`` for one run writing ``path`` (and its companions, e.g. the
-    checkpoint). ``flock`` is released by the kernel when the process dies, so a killed run never
-    blocks the next one; the lock file is removed on a clean exit."""
+def remove_stale_temps_in(folder) -> list[Path]:
+    """Delete every temp file :func:`atomic_write` left inside an output folder (call only while
+    holding the folder's lock)."""
+    pat = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+    gone = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return gone
+    for e in entries:
+        if pat.match(e.name) and e.is_file(follow_symlinks=False):
+            try:
+                os.unlink(e.path)
+                gone.append(Path(e.path))
+            except OSError:
+                pass
+    return gone
 
-    def __init__(self, path, companions: tuple = ()):
+
+class OutputLock:
+    """Exclusive lock on ``PATH.lock`` for one run writing ``path`` (a file, or with ``folder=True`` a
+    folder; plus its companions, e.g. the checkpoint). ``flock`` is released by the kernel when the
+    process dies, so a killed run never blocks the next one; the lock file is removed on a clean exit.
+
+    The lock file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and must be a regular file with one link:
+    a symlink (or hard link, FIFO, device) planted at ``PATH.lock`` is refused and its target never
+    opened, truncated or written."""
+
+    def __init__(self, path, companions: tuple = (), folder: bool = False):
         self.path = Path(path)
-        self.lock_path = Path(str(self.path) + ".lock")
+        base = Path(os.path.abspath(self.path)) if folder else self.path  # a folder "." locks ../NAME.lock
+        self.lock_path = Path(str(base) + ".lock")
         self.companions = [Path(c) for c in companions]
+        self.folder = folder
         self.fd = None
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.lock_path, flags, 0o666 & ~_umask())
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise OutputError(f"lock file {self.lock_path} is a symbolic link; remove it (a lock never "
+                                  "follows a link)") from None
+            raise OutputError(f"cannot create lock file {self.lock_path}: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            what = "is not a regular file" if not stat.S_ISREG(st.st_mode) else "has other hard links"
+            raise OutputError(f"lock file {self.lock_path} {what}; remove it")
+        return fd
 
     def __enter__(self) -> "OutputLock":
         import fcntl
 
-        check_output_file(self.path)
+        (check_output_folder if self.folder else check_output_file)(self.path)
         for _ in range(10):
-            try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-            except OSError as e:
-                raise OutputError(f"cannot create lock file {self.lock_path}: {e.strerror}") from None
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -117,7 +157,7 @@ class OutputLock:
                 raise OutputError(f"another run is writing {self.path} (lock {self.lock_path} is held); wait for "
                                   "it or choose another output") from None
             try:  # the file we locked must still be the one at lock_path (not unlinked by a finishing run)
-                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.lock_path).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -126,17 +166,23 @@ class OutputLock:
         else:
             raise OutputError(f"could not lock {self.lock_path}")
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the flock alone is the lock
+            pass
         for p in [self.path, *self.companions]:
             remove_stale_temps(p)
+        if self.folder and self.path.is_dir():
+            remove_stale_temps_in(self.path)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is None:
             return
         try:
-            os.unlink(self.lock_path)
+            if os.fstat(self.fd).st_ino == os.lstat(self.lock_path).st_ino:
+                os.unlink(self.lock_path)
         except OSError:
             pass
         os.close(self.fd)
