@@ -201,9 +201,11 @@ def cmd_bench(args) -> None:
     cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
+    flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
+        " (rerun on a quiet machine, with more --repeats)"
     _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
                   f"masked {r['masked_s']:.3f}s, speedup {r['speedup']:.2f}x, MAC ratio {r['macs_ratio']:.1%} "
-                  f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}")
+                  f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}" + flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,8 +321,22 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a parse error (2, already printed as one line)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    import warnings
+
+    from .errors import BlockmaskWarning
+
+    orig_show = warnings.showwarning
+
+    def show(message, category, *a, **k):  # a fallback that changes meaning: one line a person sees
+        if issubclass(category, BlockmaskWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            orig_show(message, category, *a, **k)
+
     try:
-        with _output_lock(args):  # one output lock for every command that writes
+        with warnings.catch_warnings(), _output_lock(args):  # one output lock for every command that writes
+            warnings.simplefilter("always", BlockmaskWarning)
+            warnings.showwarning = show
             args.fn(args)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -36,6 +36,8 @@ def _check_parent(path: Path) -> None:
         raise OutputError(f"output folder is not writable: {parent}")
     if path.is_dir():
         raise OutputError(f"output path is a folder, expected a file: {path}")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"output {path} is a dangling symbolic link (or a link loop); remove it or choose another")
     if path.exists() and not path.is_file():
         raise OutputError(f"output path exists and is not a regular file: {path}")
     if path.exists() and not os.access(path, os.W_OK):
@@ -54,6 +56,8 @@ def check_output_file(path) -> Path:
 def check_output_folder(path) -> Path:
     """Refuse, before any work, an output folder that is a file or whose parent is missing/unwritable."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():  # mkdir would fail on it once the work is done
+        raise OutputError(f"output {path} is a dangling symbolic link (or a link loop); remove it or choose another")
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"output {path} exists and is not a folder")
@@ -247,6 +251,54 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         _unlink(tmp)
         raise
     return path
+
+
+def atomic_write_all(writers: list[tuple[Path, Callable[[str], None], bool]]) -> dict[Path, str | None]:
+    """Several files as one: every ``write(tmp)`` runs first (each to a temp file next to its target),
+    then all are renamed. A required writer that fails (a full disk) removes every temp file and
+    raises, so no partial set is left; an optional one that fails is skipped and its error returned."""
+    staged, errors = [], {}
+    try:
+        for path, write, required in writers:
+            path = Path(path)
+            _check_parent(path)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+            os.close(fd)
+            staged.append((tmp, path))
+            try:
+                write(tmp)
+                os.chmod(tmp, _mode_for(path))
+            except OSError as e:
+                if required:
+                    raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+                errors[path] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            except Exception as e:
+                if required:
+                    raise
+                errors[path] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if path in errors:
+                _unlink(tmp)
+                staged.pop()
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    return {Path(p): errors.get(Path(p)) for p, _, _ in writers}
+
+
+def text_writer(text: str) -> Callable[[str], None]:
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return w
 
 
 def _unlink(p) -> None:
