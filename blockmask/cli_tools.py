@@ -19,8 +19,12 @@ def cmd_app(args) -> None:
 
     d = app_dir()
     if args.which == "streamlit":
+        from .viz.access import MAX_UPLOAD_BYTES
+
+        # the server enforces the upload limit too (Streamlit's own default is 200 MB)
         cmd = [sys.executable, "-m", "streamlit", "run", str(d / "main.py"), "--server.headless",
-               "true" if args.headless else "false", *(["--server.port", str(args.port)] if args.port else [])]
+               "true" if args.headless else "false", "--server.maxUploadSize", str(max(1, MAX_UPLOAD_BYTES // 1_000_000)),
+               *(["--server.port", str(args.port)] if args.port else [])]
     else:
         cmd = [sys.executable, str(d / "gradio_demo.py")]
     env = dict(os.environ)
@@ -87,12 +91,10 @@ def cmd_cachedit(args) -> None:
         return
     if not args.output:
         raise BlockmaskError("cachedit import needs -o OUTPUT.json")
-    try:
-        cfg = json.loads(Path(args.source).read_text())
-    except FileNotFoundError:
-        raise BlockmaskError(f"cache-dit config not found: {args.source}") from None
-    except json.JSONDecodeError as e:
-        raise BlockmaskError(f"{args.source} is not valid JSON ({e.msg})") from None
+    from .validate import read_json_file
+
+    # a regular file under 1 MB, strict finite JSON object: a FIFO, /dev/zero or [1, 2] is one line
+    cfg = read_json_file(args.source, "cache-dit config", max_bytes=2**20)
     mask = from_cachedit(cfg, wb.units)
     wb.mask_file(mask, meta={"cachedit": cfg}).save(args.output)
     print(f"wrote {args.output}: {mask.shape[0]}×{mask.shape[1]} mask, MACs {wb.macs.ratio(mask):.1%}")
