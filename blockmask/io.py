@@ -3,9 +3,10 @@
 * :func:`check_output_file` / :func:`check_output_folder`: the folder exists and is writable, the
   path is not a folder (or not a file, for folder outputs) — called before a run starts, so a long
   run never fails at its last step.
-* :class:`OutputLock`: ``OUTPUT.lock`` held with ``flock`` for the whole run; a second run on the
-  same output is refused with one line. A killed run's lock dies with its process, and the next run
-  removes the temp files it left (``.NAME.XXXXXXXX.tmp``).
+* :class:`OutputLock`: ``OUTPUT.lock`` held with ``flock`` for the whole run (the CLI takes it for
+  every command that writes); a second run on the same output is refused with one line. Opened with
+  ``O_NOFOLLOW``: a planted link is refused, its target never touched. A killed run's lock dies with
+  its process, and the next run removes the temp files it left (``.NAME.XXXXXXXX.tmp``).
 * :func:`atomic_write`: write to a temporary file next to the target, then rename: a crash or a full
   disk never leaves a half-written file under the final name; the temp file is removed on any
   exception, and on SIGINT/SIGTERM once :func:`install_signal_cleanup` made SIGTERM an exception.
