@@ -243,6 +243,8 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
         except Exception as e:  # noqa: BLE001 — one message for missing, unreadable and broken
             raise Refused(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
                 from None
+    for w in ns.ctx.warnings:  # a fallback that changes meaning (default scheduler, cast weights)
+        gr.Warning(w)
     choices = preset_choices(ns)
     return (*view(ns), gr.update(choices=choices, value=choices[0][1]), prompt_md(ns), *condition_updates(ns.ctx))
 

@@ -91,3 +91,17 @@ def test_folders_with_safetensors_load_with_use_safetensors(tmp_path, monkeypatc
     monkeypatch.setattr(diffusers.UNet2DModel, "from_pretrained", classmethod(spy))
     Workbench.load(str(root))
     assert seen.get("use_safetensors") is True
+
+
+def test_apps_get_the_load_warnings(tmp_path):
+    """A folder without a scheduler config: the apps' model context carries the warning (shown with
+    st.warning / gr.Warning), and a scheduler switch keeps it."""
+    from blockmask.api import Workbench
+    from blockmask.viz.context import load_context, with_scheduler
+
+    root = tmp_path / "m"
+    Workbench.load(TINY).model.save_pretrained(root, safe_serialization=True)
+    ctx = load_context(str(root), device="cpu")
+    assert len(ctx.warnings) == 1 and "no scheduler/scheduler_config.json" in ctx.warnings[0]
+    assert with_scheduler(ctx, "euler").warnings == ctx.warnings
+    assert load_context(TINY, device="cpu").warnings == ()
