@@ -48,11 +48,15 @@ def test_lock_refuses_a_hard_link_and_a_fifo(tmp_path):
         OutputLock(tmp_path / "f.json").__enter__()
 
 
-def test_cli_refuses_a_symlinked_lock_and_leaves_its_target(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["mask", "train"])
+def test_cli_refuses_a_symlinked_lock_and_leaves_its_target(command, tmp_path, capsys):
+    """The issue's attack: OUT.lock linked to a victim file; train used to truncate it and write its PID."""
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     (tmp_path / "m.json.lock").symlink_to(victim)
-    rc, out, err = _run(["mask", "ones", MODEL, "--steps", "3", "-o", tmp_path / "m.json"], capsys)
+    argv = (["mask", "ones", MODEL, "--steps", "3"] if command == "mask" else
+            ["train", MODEL, "--steps", "3", "--iters", "1"])
+    rc, out, err = _run(argv + ["-o", tmp_path / "m.json"], capsys)
     assert rc == 2 and err.count("\n") == 1 and "symbolic link" in err, err
     assert victim.read_text() == "precious\n" and not (tmp_path / "m.json").exists()
 
