@@ -180,3 +180,14 @@ def test_bench_flags_an_impossible_speedup_in_text_and_json(tmp_path, capsys, mo
     rc, out, err = _run(base + ["--json"], capsys)
     r = json.loads(out)
     assert rc == 0 and r["reliable"] is False and "above the ideal" in r["unreliable_reasons"][0]
+
+
+def test_apps_speed_text_flags_unreliable_timing():
+    from blockmask.viz.compare import Comparison
+
+    img = np.zeros((2, 2, 3), np.uint8)
+    c = Comparison(img, img, img, 1.0, 0.0, float("inf"), 2.0, 0.3, 6.6, 6.0, 7.0, 3, "CPU", 2.0, 10.0, 5.0, 50.0, 1,
+                   False, unreliable=("speedup 6.60x is above the ideal 2.00x (1 / MAC ratio)",))
+    assert "UNRELIABLE timing: speedup 6.60x is above the ideal" in c.speed_text()
+    assert "UNRELIABLE" not in Comparison(img, img, img, 1.0, 0.0, 1.0, 2.0, 1.0, 2.0, 2.0, 2.0, 1, "CPU", 2.0, 10.0, 5.0,
+                                          50.0, 1, False).speed_text()
