@@ -169,7 +169,7 @@ def cmd_rectify(args) -> None:
 def cmd_sample(args) -> None:
     from PIL import Image
 
-    from .io import atomic_write
+    from .io import atomic_write_all
     from .sample import to_grid
 
     from .io import check_output_folder
@@ -183,8 +183,8 @@ def cmd_sample(args) -> None:
                       mode=args.mode)
     imgs = wb.images(lat)
     out.mkdir(exist_ok=True)
-    atomic_write(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)))
-    atomic_write(out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"))
+    atomic_write_all([(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)), True),
+                      (out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"), True)])
     _out(args, {"output": str(out), "num_images": args.num_images, "shape": list(imgs.shape)},
          f"wrote {out}/grid.png and {out}/samples.npy ({args.num_images} images)")
 

@@ -175,3 +175,16 @@ def test_trainconfig_bounds_and_class_labels(tmp_path):
     with pytest.raises(OptionError, match="out of range"):
         run_training(cond, TrainConfig(steps=3, iters=1, class_labels=(top,)), tmp_path / "m.json", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_sample_on_a_full_disk_leaves_no_partial_set(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "s"
+    rc, _, err = _run(["sample", tiny_spec("tiny-unet"), "--steps", "2", "--num-images", "1", "-o", out], capsys)
+    _one_line_error(rc, err.split("\r")[-1], "No space left on device")  # after the progress bar's \r
+    assert list(out.iterdir()) == []  # samples.npy was not left without its grid
