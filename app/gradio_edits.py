@@ -10,7 +10,7 @@ import json
 
 import gradio as gr
 
-from gradio_checks import apply, choice, whole
+from gradio_checks import Refused, apply, choice, whole
 from gradio_handlers import ACTIONS, Session, quick_view, view
 
 
@@ -27,7 +27,7 @@ def grid_edit(s: Session, grid: str):
         k0, k1, i0, i1, seq = (e[x] for x in ("k0", "k1", "i0", "i1", "seq"))
         mode = {"toggle": None, "on": True, "off": False}[e.get("mode", "toggle")]
     except (TypeError, ValueError, KeyError):
-        raise gr.Error("The mask grid sent an edit this app cannot read; nothing changed.") from None
+        raise Refused("The mask grid sent an edit this app cannot read; nothing changed.") from None
     k0, i0 = _cell(s, k0, i0)
     k1, i1 = _cell(s, k1, i1)
     seq = whole(seq, "Edit number", 0, 2**31)

@@ -22,11 +22,11 @@ from blockmask.costs import format_macs
 from blockmask.errors import BlockmaskError
 from blockmask.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, figures, presets, tables
-from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, check_upload_size, load_failed
+from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
 from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
-from gradio_checks import apply, choice, number, whole
+from gradio_checks import Refused, apply, choice, number, read_upload, whole
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -217,12 +217,11 @@ def upload_prompt(s: Session, prompt_file):
         return s, prompt_md(s)
     p = Path(prompt_file if isinstance(prompt_file, (str, Path)) else getattr(prompt_file, "name", ""))
     try:
-        check_upload_size(p.stat().st_size, p.name)
-        s.prompt = load_prompt(s.ctx, p.read_bytes(), p.name)
+        s.prompt = load_prompt(s.ctx, read_upload(p), p.name)
     except BlockmaskError as e:
-        raise gr.Error(f"{e}; the previous prompt is kept.") from None
+        raise Refused(f"{e}; the previous prompt is kept.") from None
     except OSError:
-        raise gr.Error(f"{p.name}: the upload could not be read; the previous prompt is kept.") from None
+        raise Refused(f"{p.name}: the upload could not be read; the previous prompt is kept.") from None
     return s, prompt_md(s)
 
 
@@ -235,15 +234,17 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
     try:
         spec = pol.resolve(model)
     except BlockmaskError as e:
-        raise gr.Error(str(e)[0].upper() + str(e)[1:] + ".") from None
+        raise Refused(str(e)[0].upper() + str(e)[1:] + ".") from None
     if s is not None and (s.spec, s.scheduler, s.editor.steps) == (spec, scheduler, k):
         ns = s  # nothing changed: keep the user's edits
     else:
         try:
             ns = new_session(spec, k, scheduler)
         except Exception as e:  # noqa: BLE001 — one message for missing, unreadable and broken
-            raise gr.Error(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
+            raise Refused(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
                 from None
+    for w in ns.ctx.warnings:  # a fallback that changes meaning (default scheduler, cast weights)
+        gr.Warning(w)
     choices = preset_choices(ns)
     return (*view(ns), gr.update(choices=choices, value=choices[0][1]), prompt_md(ns), *condition_updates(ns.ctx))
 
@@ -263,7 +264,7 @@ def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, se
     try:
         mask, source, meta = presets.build(s.ctx, preset, s.editor.steps, **params)
     except BlockmaskError as e:
-        raise gr.Error(f"Preset: {e}.") from None
+        raise Refused(f"Preset: {e}.") from None
     apply(s.editor.load(mask, source=source, meta=meta))
     return view(s)
 
@@ -271,15 +272,14 @@ def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, se
 def upload_mask(s: Session, mask_file):
     """Load an uploaded blockmask/1 JSON (size checked before it is read)."""
     if mask_file is None:
-        raise gr.Error("No file was uploaded.")
+        raise Refused("No file was uploaded.")
     p = Path(mask_file if isinstance(mask_file, (str, Path)) else getattr(mask_file, "name", ""))
     try:
-        check_upload_size(p.stat().st_size, p.name)
-        data = p.read_bytes()
+        data = read_upload(p)
     except BlockmaskError as e:
-        raise gr.Error(f"{e}; the current mask is kept.") from None
+        raise Refused(f"{e}; the current mask is kept.") from None
     except OSError:
-        raise gr.Error(f"{p.name}: the upload could not be read; the current mask is kept.") from None
+        raise Refused(f"{p.name}: the upload could not be read; the current mask is kept.") from None
     apply(s.editor.load_upload(s.ctx, data, p.name))
     return view(s)
 
@@ -313,7 +313,7 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
                     progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results,
                     prompt=s.prompt if ctx.takes_text else None)
     except BlockmaskError as e:
-        raise gr.Error(f"Generation failed: {e}.") from None
+        raise Refused(f"Generation failed: {e}.") from None
     s.shown = r.key
     scale = max(1, -(-400 // max(1, min(r.original.shape[:2]))))  # the short side ≥ 400 px (nearest neighbour)
     psnr = "identical (∞ dB)" if math.isinf(r.psnr) else f"{r.psnr:.2f} dB"
@@ -336,5 +336,5 @@ def compute_delta_plot(s: Session, progress=gr.Progress()):
     try:
         s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
     except BlockmaskError as e:
-        raise gr.Error(f"Δ_k: {e}.") from None
+        raise Refused(f"Δ_k: {e}.") from None
     return view(s)

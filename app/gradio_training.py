@@ -10,7 +10,7 @@ import gradio as gr
 
 from blockmask.errors import BlockmaskError
 from blockmask.viz import training
-from gradio_checks import apply, number, whole
+from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session, view
 
 
@@ -19,7 +19,7 @@ def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, g
     Yields (state, grid, …views…, curve plot, training status); the finished mask is loaded."""
     ctx, ed = s.ctx, s.editor
     if ed.steps < 2:
-        raise gr.Error("Training needs at least 2 sampling steps.")
+        raise Refused("Training needs at least 2 sampling steps.")
     lam = number(lam, "λ", 0, 100)
     target = number(budget, "MAC budget", 0.05, 1) if bool(use_budget) else None
     iters = whole(iters, "Iterations per step", 1, 500)
@@ -52,7 +52,7 @@ def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, g
     if "err" in box:
         e = box["err"]
         why = str(e) if isinstance(e, BlockmaskError) else f"{type(e).__name__}: {str(e)[:200]}"
-        raise gr.Error(f"Training failed: {why}.")
+        raise Refused(f"Training failed: {why}.")
     mask, source, meta = box["out"]
     apply(ed.load(mask, source=source, meta=meta))
     note = training.ALL_ONES_NOTE if mask.all() else f"Loaded the trained mask ({source}); Undo brings yours back."

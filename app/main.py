@@ -113,6 +113,8 @@ def resolve_context(pol: ModelPolicy, name: str, sched: str) -> ModelContext:
     try:
         ctx = get_context(spec, sched)
         st.session_state.good_spec = spec
+        for w in ctx.warnings:  # a fallback that changes meaning (default scheduler, cast weights)
+            st.warning(w)
         return ctx
     except Exception as e:  # noqa: BLE001 — never let a model load take the app down
         why = load_failed(pol.name_of(spec), e)

@@ -118,6 +118,8 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.dataframe(tables.comparison_frame(out), hide_index=True, width="stretch", key="comparison_table")
     st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
                f"masked {out.masked_s:.3f} s.")
+    if out.unreliable:  # speedup above the ideal, or repeats spread wider than their median
+        st.warning("**Unreliable timing:** " + "; ".join(out.unreliable) + " (a busy machine? try more repeats).")
     if out.speedup < 1:
         st.caption("The masked run was not faster: each unit's cache hook costs a little time, which only pays off "
                    "when the mask reuses enough work (compare the ideal MAC speedup).")

@@ -24,7 +24,7 @@ from . import baselines
 from .costs import MacProfile, measure_macs
 from .errors import BlockmaskError, MaskError, OptionError
 from .execution import MODES
-from .validate import check_float, check_int
+from .validate import check_finite_tensors, check_float, check_int
 from .graph import ConsumerGraph, consumer_graph
 from .mask import MaskFile, validate_mask
 from .models import LoadedModel, load_model
@@ -57,6 +57,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:
     if isinstance(name, torch.dtype):
+        if name not in DTYPES.values():
+            raise OptionError(f"dtype {name} is not supported; choose from fp32, fp16, bf16")
         return name
     if name in (None, ""):
         return torch.float32
@@ -205,8 +207,12 @@ class Workbench:
             steps = check_int("steps", steps, low=1, high=MAX_STEPS)
         mf = (MaskFile.loads(source, "uploaded mask") if isinstance(source, bytes)
               else load_mask_source(source, max_bytes=max_bytes))
-        mf = mf.fit(self.unit_names)
-        warnings = mf.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
+        fitted = mf.fit(self.unit_names)
+        warnings = fitted.check(units=self.unit_names, fingerprint=self.loaded.fingerprint, steps=steps)
+        if fitted is not mf:  # padded with always-run columns: say so, with the count
+            warnings.append(f"mask names {len(mf.units)} of the model's {len(self.unit_names)} units; the other "
+                            f"{len(self.unit_names) - len(mf.units)} always run (MAC ratio {self.macs.ratio(fitted.mask):.1%})")
+        mf = fitted
         ts = mf.scheduler.get("timesteps")
         if ts and ts != self.timesteps(mf.num_steps):
             warnings.append(f"mask was made for other timesteps ({mf.scheduler.get('class', '?')}); "
@@ -268,14 +274,18 @@ class Workbench:
         k = self._check_steps(steps if steps is not None else mask.shape[0])
         if mask is not None and mask.shape[0] != k:
             raise MaskError(f"mask has {mask.shape[0]} steps (rows), sampling uses {k}")
-        return sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
-                      condition=condition, callback=callback, progress=progress, mode=mode)
+        lat = sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
+                     condition=condition, callback=callback, progress=progress, mode=mode)
+        check_finite_tensors([("final latents", lat)], "sampling")  # finite in, finite out
+        return lat
 
     def images(self, latents: torch.Tensor) -> torch.Tensor:
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or not latents.is_floating_point():
             raise OptionError(f"latents must be a float (B, C, H, W) tensor, got {type(latents).__name__}"
                               + (f" of shape {tuple(latents.shape)}" if isinstance(latents, torch.Tensor) else ""))
-        return decode(self.loaded, latents)
+        imgs = decode(self.loaded, latents)
+        check_finite_tensors([("decoded samples", imgs)], "decoding")
+        return imgs
 
     def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
               condition: Condition | None = None, progress: Callable[[str], None] | None = None,
@@ -313,7 +323,21 @@ class Workbench:
                 "mode": mode,
                 "repeats": repeats, "plain_s": tp, "masked_s": tm, "speedup": speedup, "macs_ratio": ratio,
                 "mac_speedup": mac_speedup, "efficiency": speedup / mac_speedup,
-                "plain_all_s": plain, "masked_all_s": masked}
+                "plain_all_s": plain, "masked_all_s": masked, **bench_reliability(plain, masked, mac_speedup)}
+
+
+def bench_reliability(plain: list[float], masked: list[float], mac_speedup: float) -> dict:
+    """``reliable`` False, with the reasons, when the timing cannot be trusted: a speedup above the
+    ideal (1 / MAC ratio), or runs spread (max - min) wider than their median (a busy machine)."""
+    reasons = []
+    speedup = float(np.median(plain)) / float(np.median(masked))
+    if speedup > mac_speedup:
+        reasons.append(f"speedup {speedup:.2f}x is above the ideal {mac_speedup:.2f}x (1 / MAC ratio)")
+    for name, runs in (("plain", plain), ("masked", masked)):
+        if len(runs) > 1 and max(runs) - min(runs) > float(np.median(runs)):
+            reasons.append(f"{name} runs spread {min(runs):.3f}-{max(runs):.3f}s, wider than their median "
+                           f"{float(np.median(runs)):.3f}s")
+    return {"reliable": not reasons, "unreliable_reasons": reasons}
 
 
 def device_name(device: torch.device) -> str:

@@ -67,12 +67,18 @@ def to_cachedit(mask: np.ndarray, units: list[Unit]) -> dict:
 def from_cachedit(config: dict, units: list[Unit]) -> np.ndarray:
     """The (K, N) blockmask mask of a cache-dit config with ``steps_computation_mask`` (static policy):
     1-steps run everything, 0-steps run the first Fn and last Bn blocks (with their inner units)."""
+    if not isinstance(config, dict):
+        raise MaskError(f"a cache-dit config is a JSON object, got {type(config).__name__}")
     steps = config.get("steps_computation_mask")
-    if not isinstance(steps, (list, tuple)) or not steps or any(v not in (0, 1) for v in steps):
-        raise MaskError("cache-dit config needs steps_computation_mask: a non-empty list of 0/1")
+    if (not isinstance(steps, (list, tuple)) or not steps or len(steps) > 10_000
+            or any(type(v) is not int or v not in (0, 1) for v in steps)):
+        raise MaskError("cache-dit config needs steps_computation_mask: a non-empty list of 0/1 (at most 10000)")
     blocks = _blocks(units)
     nb = len(blocks)
-    f, b = int(config.get("Fn_compute_blocks", 8)), int(config.get("Bn_compute_blocks", 0))
+    f, b = config.get("Fn_compute_blocks", 8), config.get("Bn_compute_blocks", 0)
+    for name, v in (("Fn_compute_blocks", f), ("Bn_compute_blocks", b)):
+        if type(v) is not int:
+            raise MaskError(f"cache-dit config: {name} must be an integer, got {v!r}"[:200])
     if f < 0 or b < 0 or f + b > nb:
         raise MaskError(f"Fn_compute_blocks={f} + Bn_compute_blocks={b} does not fit the model's {nb} blocks")
     cached = np.ones(len(units), bool)

@@ -170,7 +170,7 @@ def cmd_rectify(args) -> None:
 def cmd_sample(args) -> None:
     from PIL import Image
 
-    from .io import atomic_write
+    from .io import atomic_write_all
     from .sample import to_grid
 
     from .io import check_output_folder
@@ -184,8 +184,8 @@ def cmd_sample(args) -> None:
                       mode=args.mode)
     imgs = wb.images(lat)
     out.mkdir(exist_ok=True)
-    atomic_write(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)))
-    atomic_write(out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"))
+    atomic_write_all([(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)), True),
+                      (out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"), True)])
     _out(args, {"output": str(out), "num_images": args.num_images, "shape": list(imgs.shape)},
          f"wrote {out}/grid.png and {out}/samples.npy ({args.num_images} images)")
 
@@ -202,9 +202,11 @@ def cmd_bench(args) -> None:
     cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
+    flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
+        " (rerun on a quiet machine, with more --repeats)"
     _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
                   f"masked {r['masked_s']:.3f}s, speedup {r['speedup']:.2f}x, MAC ratio {r['macs_ratio']:.1%} "
-                  f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}")
+                  f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}" + flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +285,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+FOLDER_OUTPUTS = ("sample", "eval", "report", "data")  # -o names a folder
+SELF_LOCKING = ("train",)  # the library's run_training / budget runs take the output lock themselves
+
+
+def _output_lock(args):
+    """The one output lock (:class:`blockmask.io.OutputLock`) for every command that writes, taken
+    before any work: a second run on the same output gets one line, and the temp files a killed run
+    left are removed. Helper processes of a multi-process launch never write, so never lock."""
+    import contextlib
+    import os
+
+    from .io import OutputLock
+
+    out = getattr(args, "output", None)
+    if args.command == "data":  # the one command that makes its output's parents
+        from pathlib import Path
+
+        from .data.mnist import default_mnist_dir
+        from .errors import OutputError
+
+        out = Path(out).expanduser() if out else default_mnist_dir()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot make the folder {out.parent}: {e.strerror or e}") from None
+    if out is None or args.command in SELF_LOCKING or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return OutputLock(out, folder=args.command in FOLDER_OUTPUTS)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 bad input, 1 bug, 130/143 interrupted)."""
     import os
@@ -294,8 +326,23 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a parse error (2, already printed as one line)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    import warnings
+
+    from .errors import BlockmaskWarning
+
+    orig_show = warnings.showwarning
+
+    def show(message, category, *a, **k):  # a fallback that changes meaning: one line a person sees
+        if issubclass(category, BlockmaskWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            orig_show(message, category, *a, **k)
+
     try:
-        args.fn(args)
+        with warnings.catch_warnings(), _output_lock(args):  # one output lock for every command that writes
+            warnings.simplefilter("always", BlockmaskWarning)
+            warnings.showwarning = show
+            args.fn(args)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,8 +19,12 @@ def cmd_app(args) -> None:
 
     d = app_dir()
     if args.which == "streamlit":
+        from .viz.access import MAX_UPLOAD_BYTES
+
+        # the server enforces the upload limit too (Streamlit's own default is 200 MB)
         cmd = [sys.executable, "-m", "streamlit", "run", str(d / "main.py"), "--server.headless",
-               "true" if args.headless else "false", *(["--server.port", str(args.port)] if args.port else [])]
+               "true" if args.headless else "false", "--server.maxUploadSize", str(max(1, MAX_UPLOAD_BYTES // 1_000_000)),
+               *(["--server.port", str(args.port)] if args.port else [])]
     else:
         cmd = [sys.executable, str(d / "gradio_demo.py")]
     env = dict(os.environ)
@@ -36,6 +40,7 @@ def cmd_data(args) -> None:
     """Put the MNIST IDX files where evaluation finds them: copied from ``--data`` or downloaded with
     torchvision (online only)."""
     from .data.mnist import default_mnist_dir, load_mnist
+    from .io import atomic_write
 
     out = Path(args.output).expanduser() if args.output else default_mnist_dir()
     splits = ["test", "train"] if args.train else ["test"]
@@ -52,9 +57,7 @@ def cmd_data(args) -> None:
             out.mkdir(parents=True, exist_ok=True)
             for p in sorted(src.iterdir()):
                 if "-ubyte" in p.name or p.name == "SHA256SUMS":
-                    tmp = out / (p.name + ".tmp")
-                    shutil.copyfile(p, tmp)
-                    os.replace(tmp, out / p.name)
+                    atomic_write(out / p.name, lambda tmp, p=p: shutil.copyfile(p, tmp))
     else:
         if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("BLOCKMASK_OFFLINE") == "1":
             raise BlockmaskError("offline: pass --data PATH with the MNIST IDX files instead of downloading")
@@ -88,12 +91,10 @@ def cmd_cachedit(args) -> None:
         return
     if not args.output:
         raise BlockmaskError("cachedit import needs -o OUTPUT.json")
-    try:
-        cfg = json.loads(Path(args.source).read_text())
-    except FileNotFoundError:
-        raise BlockmaskError(f"cache-dit config not found: {args.source}") from None
-    except json.JSONDecodeError as e:
-        raise BlockmaskError(f"{args.source} is not valid JSON ({e.msg})") from None
+    from .validate import read_json_file
+
+    # a regular file under 1 MB, strict finite JSON object: a FIFO, /dev/zero or [1, 2] is one line
+    cfg = read_json_file(args.source, "cache-dit config", max_bytes=2**20)
     mask = from_cachedit(cfg, wb.units)
     wb.mask_file(mask, meta={"cachedit": cfg}).save(args.output)
     print(f"wrote {args.output}: {mask.shape[0]}×{mask.shape[1]} mask, MACs {wb.macs.ratio(mask):.1%}")

@@ -46,6 +46,10 @@ class MacProfile:
     def executed(self, mask: np.ndarray) -> np.ndarray:
         """(K, N) bool: the cells that run (inner units only where their enclosing unit runs)."""
         m = np.asarray(mask, bool)
+        if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] != len(self.unit_macs):
+            from .errors import MaskError  # wrong N, no rows, not 2-D: one line, not a NumPy error
+
+            raise MaskError(f"mask of shape {m.shape} does not fit: expected (K >= 1 steps, {len(self.unit_macs)} units)")
         return effective_mask(m, self.parents) if any(p >= 0 for p in self.parents) else m
 
     def per_step(self, mask: np.ndarray) -> np.ndarray:

@@ -55,3 +55,15 @@ class CacheError(BlockmaskError):
 
 class UnsupportedModelError(BlockmaskError):
     """A model class no adapter knows."""
+
+
+class BlockmaskWarning(UserWarning):
+    """A fallback that changes what the run means (a default scheduler, padded mask columns, cast
+    weights): shown as one line ``warning: …`` by the CLI and as a warning box by the apps."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`BlockmaskWarning` (one line)."""
+    import warnings
+
+    warnings.warn(" ".join(str(message).split()), BlockmaskWarning, stacklevel=3)

@@ -10,9 +10,11 @@ only comparable at equal N: N is printed next to every FID.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -118,8 +120,38 @@ class _Images(torch.utils.data.Dataset):
 def reference_images(data: str | None, size: int) -> np.ndarray:
     from .data.mnist import load_mnist, to_model_range
 
-    imgs, _ = load_mnist(data)
+    try:
+        imgs, _ = load_mnist(data)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or file, a corrupt one
+        raise BlockmaskError(" ".join(str(e).split())[:300] or f"cannot read MNIST from {data}") from None
     return ((to_model_range(imgs, size) + 1) / 2).numpy()
+
+
+FID_EXTRACTORS = ("mnist-cnn", "inception-v3-compat")  # ours (bundled, safetensors) and torch-fidelity's Inception
+
+
+@contextlib.contextmanager
+def safe_fidelity_weights():
+    """torch-fidelity's Inception weights (downloaded to, then read from, ``$TORCH_HOME/hub/checkpoints``)
+    loaded with ``weights_only=True`` and, on download, checked against the SHA-256 prefix in their file
+    name: a pickle planted in that cache is refused, never run. torch-fidelity 0.4 calls torch.hub's
+    ``load_state_dict_from_url`` with neither; its module-level name is swapped for this call only."""
+    import functools
+
+    import torch.hub
+    import torch_fidelity.feature_extractor_inceptionv3 as fx
+
+    orig = fx.load_state_dict_from_url
+    fx.load_state_dict_from_url = functools.partial(torch.hub.load_state_dict_from_url, check_hash=True,
+                                                    weights_only=True, map_location="cpu")
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        raise BlockmaskError("torch-fidelity's Inception weights in the torch hub cache "
+                             f"({torch.hub.get_dir()}/checkpoints) are not plain tensors; refused unloaded "
+                             f"(delete the file to download it again): {str(e).splitlines()[0][:100]}") from None
+    finally:
+        fx.load_state_dict_from_url = orig
 
 
 def _fidelity_kwargs(extractor: str, n: int) -> dict:
@@ -162,7 +194,8 @@ def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: st
     kw = _fidelity_kwargs(extractor, len(images))
     try:
         layers = {m: resolve_feature_layer_for_metric(m, **kw) for m in ("fid", "kid", "isc") if kw[m]}
-        fx = create_feature_extractor(resolve_feature_extractor(**kw), sorted(set(layers.values())), **kw)
+        with safe_fidelity_weights():
+            fx = create_feature_extractor(resolve_feature_extractor(**kw), sorted(set(layers.values())), **kw)
         f1 = _features(images, fx, kw)
         hit = cache.get(ref_name) if cache is not None else None
         f2 = None
@@ -227,6 +260,9 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
         class_label = check_int("class label", class_label, low=0)
     if not isinstance(extractor, str) or not extractor:
         raise BlockmaskError(f"FID extractor must be a name, got {extractor!r}")
+    if extractor not in FID_EXTRACTORS:
+        raise BlockmaskError(f"FID extractor {extractor[:60]!r} is not supported: use {' or '.join(FID_EXTRACTORS)} "
+                             "(the others load pickled or TorchScript weights, or code from the hub)")
     if not methods:
         raise BlockmaskError("nothing to evaluate")
     size = wb.model.config.sample_size

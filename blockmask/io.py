@@ -3,9 +3,10 @@
 * :func:`check_output_file` / :func:`check_output_folder`: the folder exists and is writable, the
   path is not a folder (or not a file, for folder outputs) — called before a run starts, so a long
   run never fails at its last step.
-* :class:`OutputLock`: ``OUTPUT.lock`` held with ``flock`` for the whole run; a second run on the
-  same output is refused with one line. A killed run's lock dies with its process, and the next run
-  removes the temp files it left (``.NAME.XXXXXXXX.tmp``).
+* :class:`OutputLock`: ``OUTPUT.lock`` held with ``flock`` for the whole run (the CLI takes it for
+  every command that writes); a second run on the same output is refused with one line. Opened with
+  ``O_NOFOLLOW``: a planted link is refused, its target never touched. A killed run's lock dies with
+  its process, and the next run removes the temp files it left (``.NAME.XXXXXXXX.tmp``).
 * :func:`atomic_write`: write to a temporary file next to the target, then rename: a crash or a full
   disk never leaves a half-written file under the final name; the temp file is removed on any
   exception, and on SIGINT/SIGTERM once :func:`install_signal_cleanup` made SIGTERM an exception.
@@ -13,10 +14,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -34,6 +37,8 @@ def _check_parent(path: Path) -> None:
         raise OutputError(f"output folder is not writable: {parent}")
     if path.is_dir():
         raise OutputError(f"output path is a folder, expected a file: {path}")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"output {path} is a dangling symbolic link (or a link loop); remove it or choose another")
     if path.exists() and not path.is_file():
         raise OutputError(f"output path exists and is not a regular file: {path}")
     if path.exists() and not os.access(path, os.W_OK):
@@ -52,6 +57,8 @@ def check_output_file(path) -> Path:
 def check_output_folder(path) -> Path:
     """Refuse, before any work, an output folder that is a file or whose parent is missing/unwritable."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():  # mkdir would fail on it once the work is done
+        raise OutputError(f"output {path} is a dangling symbolic link (or a link loop); remove it or choose another")
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"output {path} exists and is not a folder")
@@ -90,26 +97,64 @@ def remove_stale_temps(path) -> list[Path]:
     return gone
 
 
-class OutputLock:
-    """Exclusive lock on ``PATH.lock`` for one run writing ``path`` (and its companions, e.g. the
-    checkpoint). ``flock`` is released by the kernel when the process dies, so a killed run never
-    blocks the next one; the lock file is removed on a clean exit."""
+def remove_stale_temps_in(folder) -> list[Path]:
+    """Delete every temp file :func:`atomic_write` left inside an output folder (call only while
+    holding the folder's lock)."""
+    pat = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+    gone = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return gone
+    for e in entries:
+        if pat.match(e.name) and e.is_file(follow_symlinks=False):
+            try:
+                os.unlink(e.path)
+                gone.append(Path(e.path))
+            except OSError:
+                pass
+    return gone
 
-    def __init__(self, path, companions: tuple = ()):
+
+class OutputLock:
+    """Exclusive lock on ``PATH.lock`` for one run writing ``path`` (a file, or with ``folder=True`` a
+    folder; plus its companions, e.g. the checkpoint). ``flock`` is released by the kernel when the
+    process dies, so a killed run never blocks the next one; the lock file is removed on a clean exit.
+
+    The lock file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and must be a regular file with one link:
+    a symlink (or hard link, FIFO, device) planted at ``PATH.lock`` is refused and its target never
+    opened, truncated or written."""
+
+    def __init__(self, path, companions: tuple = (), folder: bool = False):
         self.path = Path(path)
-        self.lock_path = Path(str(self.path) + ".lock")
+        base = Path(os.path.abspath(self.path)) if folder else self.path  # a folder "." locks ../NAME.lock
+        self.lock_path = Path(str(base) + ".lock")
         self.companions = [Path(c) for c in companions]
+        self.folder = folder
         self.fd = None
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.lock_path, flags, 0o666 & ~_umask())
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise OutputError(f"lock file {self.lock_path} is a symbolic link; remove it (a lock never "
+                                  "follows a link)") from None
+            raise OutputError(f"cannot create lock file {self.lock_path}: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            what = "is not a regular file" if not stat.S_ISREG(st.st_mode) else "has other hard links"
+            raise OutputError(f"lock file {self.lock_path} {what}; remove it")
+        return fd
 
     def __enter__(self) -> "OutputLock":
         import fcntl
 
-        check_output_file(self.path)
+        (check_output_folder if self.folder else check_output_file)(self.path)
         for _ in range(10):
-            try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-            except OSError as e:
-                raise OutputError(f"cannot create lock file {self.lock_path}: {e.strerror}") from None
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -117,7 +162,7 @@ class OutputLock:
                 raise OutputError(f"another run is writing {self.path} (lock {self.lock_path} is held); wait for "
                                   "it or choose another output") from None
             try:  # the file we locked must still be the one at lock_path (not unlinked by a finishing run)
-                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.lock_path).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -126,17 +171,23 @@ class OutputLock:
         else:
             raise OutputError(f"could not lock {self.lock_path}")
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the flock alone is the lock
+            pass
         for p in [self.path, *self.companions]:
             remove_stale_temps(p)
+        if self.folder and self.path.is_dir():
+            remove_stale_temps_in(self.path)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is None:
             return
         try:
-            os.unlink(self.lock_path)
+            if os.fstat(self.fd).st_ino == os.lstat(self.lock_path).st_ino:
+                os.unlink(self.lock_path)
         except OSError:
             pass
         os.close(self.fd)
@@ -201,6 +252,54 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         _unlink(tmp)
         raise
     return path
+
+
+def atomic_write_all(writers: list[tuple[Path, Callable[[str], None], bool]]) -> dict[Path, str | None]:
+    """Several files as one: every ``write(tmp)`` runs first (each to a temp file next to its target),
+    then all are renamed. A required writer that fails (a full disk) removes every temp file and
+    raises, so no partial set is left; an optional one that fails is skipped and its error returned."""
+    staged, errors = [], {}
+    try:
+        for path, write, required in writers:
+            path = Path(path)
+            _check_parent(path)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+            os.close(fd)
+            staged.append((tmp, path))
+            try:
+                write(tmp)
+                os.chmod(tmp, _mode_for(path))
+            except OSError as e:
+                if required:
+                    raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+                errors[path] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            except Exception as e:
+                if required:
+                    raise
+                errors[path] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if path in errors:
+                _unlink(tmp)
+                staged.pop()
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    return {Path(p): errors.get(Path(p)) for p, _, _ in writers}
+
+
+def text_writer(text: str) -> Callable[[str], None]:
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return w
 
 
 def _unlink(p) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,12 @@ class MaskFile:
     meta: dict = dataclasses.field(default_factory=dict)  # free: training config, delta, lambda, MACs…
 
     def __post_init__(self):
+        if not isinstance(self.units, (list, tuple)) or not all(isinstance(u, str) for u in self.units):
+            raise MaskError(f"units must be a list of unit names (strings), got {type(self.units).__name__}")
+        dup = next((u for i, u in enumerate(self.units) if u in self.units[:i]), None)
+        if dup is not None:
+            raise MaskError(f"unit name {dup[:80]!r} appears twice in units")
+        self.units = list(self.units)
         self.mask = validate_mask(self.mask, units=len(self.units))
 
     @property
@@ -96,7 +103,13 @@ class MaskFile:
 
     def save(self, path) -> Path:
         """Atomic write (temp file + rename)."""
-        return atomic_write_json(path, self.to_json())
+        data = self.to_json()
+        try:
+            json.dumps(jsonable(data), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise MaskError(f"mask metadata is not JSON ({str(e)[:120]}); keep meta to numbers, strings, lists "
+                            "and dicts") from None
+        return atomic_write_json(path, data)
 
     @classmethod
     def from_json(cls, data: Any, source: str = "mask file") -> "MaskFile":

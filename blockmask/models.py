@@ -136,7 +136,7 @@ def _check_config_sizes(config: dict, source: str) -> None:
         items = value if isinstance(value, list) else [value]
         high = MAX_DEPTH_FIELDS.get(key, MAX_CONFIG_INT)
         for v in items:
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > high:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= high:  # NaN too
                 raise FileFormatError(source, f"is {v}, beyond the supported size ({high})", key)
         if isinstance(value, list) and len(value) > 256:
             raise FileFormatError(source, f"has {len(value)} entries (at most 256)", key)
@@ -167,6 +167,8 @@ def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dt
 def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel:
     import diffusers
 
+    from .validate import read_json_file
+
     where = "folder" if local else "hub id"
     try:
         if local:
@@ -175,8 +177,6 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
             has_config = (root / "config.json").is_file()
             if not (has_index or has_config):
                 raise BlockmaskError(f"{spec} is not a diffusers folder (no model_index.json or config.json)")
-            from .validate import read_json_file
-
             index = read_json_file(root / "model_index.json", "pipeline index", max_bytes=2**20) if has_index else None
         else:
             try:
@@ -189,14 +189,27 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
             sub = next((c for c in DENOISER_COMPONENTS if c in index), None)
             if sub is None:
                 raise BlockmaskError(f"{spec}: pipeline has no 'unet' or 'transformer' component")
+        if local:  # the checks config: specs get: regular file, size, strict finite JSON, sizes in bounds
+            cfg_path = Path(spec) / (sub or "") / "config.json"
+            _check_config_sizes(read_json_file(cfg_path, "model config", max_bytes=2**20), str(cfg_path))
         cfg = _read_config(spec, sub, "config.json")
         cls = _resolve_class(cfg)
-        model = cls.from_pretrained(spec, subfolder=sub, **kw)
-        scheduler = _load_scheduler(spec)
+        if local:  # never diffusers' "unsafe serialization" pickle path when safetensors are there
+            kw_model = {**kw, **_safetensors_kw(Path(spec) / (sub or ""))}
+        model = cls.from_pretrained(spec, subfolder=sub, **(kw_model if local else kw))
+        if local:
+            _warn_cast(Path(spec), sub, dtype)
+        missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if missing:  # diffusers leaves tensors the weights file lacks on the meta device
+            raise FileFormatError(Path(spec) / (sub or ""), f"the weights lack {len(missing)} tensor(s) of "
+                                  f"{type(model).__name__}, first {missing[0]!r}")
+        check_finite_weights(model, spec)
+        scheduler = _load_scheduler(spec, local)
         vae = None
         if index is not None and "vae" in index:
             try:
-                vae = diffusers.AutoencoderKL.from_pretrained(spec, subfolder="vae", **kw).to(device).eval()
+                vae_kw = {**kw, **_safetensors_kw(Path(spec) / "vae")} if local else kw
+                vae = diffusers.AutoencoderKL.from_pretrained(spec, subfolder="vae", **vae_kw).to(device).eval()
             except Exception:
                 if local and (Path(spec) / "blockmask.json").is_file():  # a blockmask latent model needs its VAE
                     raise
@@ -262,15 +275,81 @@ def load_class_tokens(root: Path, info: dict, model: torch.nn.Module) -> torch.T
     return t.float()
 
 
-def _load_scheduler(spec: str):
+def _load_scheduler(spec: str, local: bool = True):
+    """The folder's own scheduler. Missing: None (the caller's default DDIM training schedule), with
+    a warning; present but broken (truncated, nested too deep, unknown class, bad values): an error."""
     import diffusers
 
+    from .errors import warn
+    from .schedulers import DEFAULT_TRAIN_CONFIG
+
+    default = ", ".join(f"{k}={v}" for k, v in DEFAULT_TRAIN_CONFIG.items())
+    where = Path(spec) / "scheduler" / "scheduler_config.json"
+    if local:
+        if not (where.exists() or where.is_symlink()):
+            warn(f"{spec} has no scheduler/scheduler_config.json: sampling uses the default training schedule "
+                 f"({default}); samples may be wrong if the model was trained with another")
+            return None
+        from .validate import read_json_file
+
+        cfg = read_json_file(where, "scheduler config", max_bytes=2**20)
+    else:
+        try:
+            cfg = _read_config(spec, "scheduler", "scheduler_config.json")
+        except Exception:
+            warn(f"{spec} has no readable scheduler/scheduler_config.json: sampling uses the default training "
+                 f"schedule ({default})")
+            return None
+    name = cfg.get("_class_name")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not (isinstance(cls, type) and name.endswith("Scheduler") and hasattr(cls, "from_config")):
+        raise FileFormatError(where, f"names no diffusers scheduler ({str(name)[:60]!r})", "_class_name")
     try:
-        cfg = _read_config(spec, "scheduler", "scheduler_config.json")
+        return cls.from_config(cfg)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise FileFormatError(where, f"{name} cannot be built from it ({msg})") from None
+
+
+def _safetensors_kw(folder: Path) -> dict:
+    """``use_safetensors=True`` where the folder has safetensors weights."""
+    return {"use_safetensors": True} if any(folder.glob("*.safetensors")) else {}
+
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _warn_cast(root: Path, sub: str | None, dtype: torch.dtype) -> None:
+    """Warn when the stored weights are cast to another dtype on load (read from the safetensors
+    header only; int8 weights cast to float are quantized numbers read as plain ones)."""
+    import collections
+
+    from safetensors import safe_open
+
+    from .errors import warn
+
+    f = root / (sub or "") / WEIGHT_FILES[0]
+    if not f.is_file():
+        return
+    try:
+        with safe_open(str(f), framework="pt") as st:
+            kinds = collections.Counter(st.get_slice(k).get_dtype() for k in st.keys())
     except Exception:
-        return None
-    cls = getattr(diffusers, cfg.get("_class_name", ""), None)
-    return None if cls is None else cls.from_config(cfg)
+        return  # diffusers' own loader reports an unreadable file
+    want = SAFETENSORS_DTYPES.get(dtype)
+    other = {k: v for k, v in kinds.items() if k != want}
+    if other:
+        stored = ", ".join(f"{k} ({v} tensors)" for k, v in sorted(other.items()))
+        ints = any(k[0] in "IU" for k in other)
+        warn(f"{f}: weights stored as {stored} are cast to {str(dtype).replace('torch.', '')}"
+             + ("; integer (quantized?) weights read as plain numbers will likely give wrong samples" if ints else ""))
+
+
+def check_finite_weights(model: torch.nn.Module, source: str) -> None:
+    """Loaded weights must be finite: one line naming the first parameter or buffer that is not."""
+    from .validate import check_finite_tensors
+
+    check_finite_tensors([*model.named_parameters(), *model.named_buffers()], f"{source}: weights")
 
 
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -281,6 +360,8 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
     spec = str(spec).strip()
     if not spec:
         raise BlockmaskError("empty model spec")
+    if len(spec) > 4096 or any(len(part) > 255 for part in spec.replace("config:", "", 1).split("/")):
+        raise BlockmaskError(f"model spec is too long ({len(spec)} characters; a file name has at most 255)")
     if spec.startswith("config:"):
         path = spec[len("config:"):]
         return LoadedModel(spec, from_config(path, init_seed=init_seed, device=device, dtype=dtype), source="config")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BlockmaskError
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_all, text_writer
 
 COLUMNS = ["method", "steps", "macs_ratio", "speedup", "n", "fid", "kid", "is", "mse", "psnr", "seconds", "device"]
 REQUIRED = ["method", "steps", "macs_ratio", "speedup", "n", "fid"]
@@ -108,6 +108,8 @@ def read_csv(path) -> list[dict]:
                     row[k] = int(num) if NUMERIC[k] is int else num
                 except (ValueError, OverflowError):
                     raise BlockmaskError(f"{path} line {i}: {k}={v!r} is not a number") from None
+                if NUMERIC[k] is int and not num.is_integer():  # never truncate 5.7 steps to 5
+                    raise BlockmaskError(f"{path} line {i}: {k}={v!r} is not an integer")
             else:
                 row[k] = v
         rows.append(row)
@@ -164,17 +166,30 @@ def write_report(rows: list[dict], out_dir, title: str = "", *, source=None) -> 
     csv_text, md_text = to_csv(rows), to_markdown(rows)
     fig = pareto_figure(rows, title)
     html = fig.to_html(include_plotlyjs=True)  # self-contained (plotly.js inlined): opens offline
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BlockmaskError(f"cannot create output folder {out}: {e.strerror or e}") from None
-    atomic_write_text(paths["csv"], csv_text)
-    atomic_write_text(paths["markdown"], md_text)
-    atomic_write_text(paths["html"], html)
-    written = {k: str(paths[k]) for k in ("csv", "markdown", "html")}
+    # all or nothing: a full disk leaves no partial set (the PNG alone may fail: kaleido needs a Chromium)
     try:
-        atomic_write(paths["png"], lambda tmp: fig.write_image(tmp, format="png"))
+        result = _write_all(paths, csv_text, md_text, html, fig)
+    except BaseException:
+        if created:
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+    written = {k: str(paths[k]) for k in ("csv", "markdown", "html")}
+    if result[paths["png"]] is None:
         written["png"] = str(paths["png"])
-    except Exception as e:  # kaleido needs a Chromium; without one the HTML is the plot
-        written["png_error"] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    else:
+        written["png_error"] = result[paths["png"]]
     return written
+
+
+def _write_all(paths, csv_text, md_text, html, fig) -> dict:
+    return atomic_write_all([(paths["csv"], text_writer(csv_text), True), (paths["markdown"], text_writer(md_text), True),
+                             (paths["html"], text_writer(html), True),
+                             (paths["png"], lambda tmp: fig.write_image(tmp, format="png"), False)])

@@ -56,6 +56,17 @@ def load_prompt_file(path) -> Condition:
         if t is not None and (t.ndim not in (2, 3) or not t.is_floating_point() or not torch.isfinite(t).all()):
             raise BlockmaskError(f"{p}: '{name}' must be a finite float tensor (L, D) or (B, L, D), got "
                                  f"{t.dtype} {tuple(t.shape)}")
+    m = d.get("prompt_attention_mask")
+    if m is not None and (m.ndim not in (1, 2) or (m.is_floating_point() and not torch.isfinite(m).all())
+                          or not bool(((m == 0) | (m == 1)).all())):
+        raise BlockmaskError(f"{p}: 'prompt_attention_mask' must be 0/1 values (L) or (B, L), got {m.dtype} "
+                             f"{tuple(m.shape)}" + ("" if torch.isfinite(m.float()).all() else " with NaN/inf"))
+    emb, neg = d["prompt_embeds"], d.get("negative_prompt_embeds")
+    if m is not None and m.shape[-1] != emb.shape[-2]:
+        raise BlockmaskError(f"{p}: 'prompt_attention_mask' has {m.shape[-1]} tokens, 'prompt_embeds' {emb.shape[-2]}")
+    if neg is not None and neg.shape[-2:] != emb.shape[-2:]:
+        raise BlockmaskError(f"{p}: 'negative_prompt_embeds' {tuple(neg.shape)} must have the shape of "
+                             f"'prompt_embeds' {tuple(emb.shape)} (L, D)")
     emb = d["prompt_embeds"]
     emb = emb[None] if emb.ndim == 2 else emb
     neg = d.get("negative_prompt_embeds")

@@ -99,9 +99,14 @@ class TrainConfig:
     def __post_init__(self):
         from .validate import check_float, check_int
 
-        check_int("steps", self.steps, low=2)
-        check_int("iters", self.iters, low=1)
-        check_int("batch", self.batch, low=1)
+        check_int("steps", self.steps, low=2, high=10_000)
+        check_int("iters", self.iters, low=1, high=1_000_000)
+        check_int("batch", self.batch, low=1, high=4096)
+        if self.class_labels is not None:
+            if isinstance(self.class_labels, (str, bytes)) or not hasattr(self.class_labels, "__iter__"):
+                raise BlockmaskError(f"class_labels must be a list of integers, got {type(self.class_labels).__name__}")
+            for v in self.class_labels:
+                check_int("class label", v, low=0)
         check_int("seed", self.seed, low=0)
         check_float("learning rate", self.lr, low=0, low_open=True)
         for name in ("alpha", "beta", "lam", "lambda_low", "lambda_high"):

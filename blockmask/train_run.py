@@ -241,6 +241,8 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     refine = refine or RefineConfig()
     if target_macs is not None:
         check_budget(wb, cfg.steps, target_macs)
+    if cfg.class_labels:  # labels the model has (Workbench.condition checks them against its class count)
+        wb.condition(class_label=list(cfg.class_labels))
     output = _check_output(output)
     with _lock(wb, output):
         return _run_training(wb, cfg, output, rectify=rectify, resume=resume, target_macs=target_macs,

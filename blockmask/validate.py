@@ -119,6 +119,13 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
 
 
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range (numbers must be finite)")
+    return v
+
+
 def parse_json(data: str | bytes, source: str, *, expect: type | None = dict, max_bytes: int = MAX_JSON_BYTES):
     """Strict JSON from ``data``: size and nesting limits, no NaN/Infinity, of type ``expect``."""
     if isinstance(data, (bytes, bytearray)):
@@ -137,7 +144,7 @@ def parse_json(data: str | bytes, source: str, *, expect: type | None = dict, ma
     if _nesting(text) > MAX_DEPTH:
         raise FileFormatError(source, f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise FileFormatError(source, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except (ValueError, RecursionError) as e:
@@ -195,3 +202,15 @@ def field(data: dict, name: str, kind: str, source: str, *, default: Any = _MISS
                 raise FileFormatError(source, f"item {i} must be {kind.split('_')[0]}, found {_json_kind(x)}", name)
         return v
     raise ValueError(f"unknown field kind {kind}")
+
+
+def check_finite_tensors(tensors, what: str) -> None:
+    """Refuse NaN/inf: ``tensors`` is (name, tensor) pairs; the first bad one is named in one line."""
+    import torch
+
+    from .errors import BlockmaskError
+
+    for name, t in tensors:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise BlockmaskError(f"{what}: {name!r} has {bad} non-finite value(s) (NaN/inf) of {t.numel()}")

@@ -183,3 +183,54 @@ def test_baseline_errors(workbenches):
         baselines.fora(5, 3, interval=0)
     with pytest.raises(BlockmaskError, match="MAC ratio must be in"):
         workbenches("tiny-dit").baseline("random", steps=5, macs_ratio=0.01)
+
+
+# --- rectification beyond 63 units (issue 31, item 1) -----------------------------------------
+
+
+def _liveness_by_hand(m: np.ndarray, g: ConsumerGraph) -> np.ndarray:
+    """The definition (METHOD.md §4), cell by cell with plain booleans: no bitsets, any N."""
+    k_steps, n = m.shape
+    live = np.zeros_like(m)
+    needed_next = np.zeros(n, bool)  # needed(k+1, i) where M[k+1, i] == 0 (read through the cache)
+    for k in range(k_steps - 1, -1, -1):
+        needed = np.zeros(n, bool)
+        for i in range(n - 1, -1, -1):
+            needed[i] = g.feeds_output[i] or needed_next[i] or any(live[k, c] for c in g.consumers[i])
+            live[k, i] = m[k, i] and needed[i]
+        needed_next = needed & ~m[k]
+    live[0] = True
+    return live
+
+
+def _random_dag(rng, n: int) -> ConsumerGraph:
+    consumers = tuple(tuple(sorted(set(rng.integers(i + 1, n, size=rng.integers(0, 4)).tolist()))) if i + 1 < n else ()
+                      for i in range(n))
+    feeds = tuple(bool(i == n - 1 or rng.random() < 0.05) for i in range(n))
+    return ConsumerGraph(consumers, feeds)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(65, 130), st.integers(2, 6), st.floats(0.1, 0.9))
+def test_rectify_beyond_64_units_matches_liveness_by_hand(seed, n, k, keep):
+    """N > 64 (DiT-XL/2 has 84 units, PixArt-XL 112): the bitset pass equals the definition on random
+    DAGs, M' <= M, idempotent; on a chain it contains Eq. 12. The old int64 bitsets overflowed here."""
+    rng = np.random.default_rng(seed)
+    g = _random_dag(rng, n)
+    m = rng.random((k, n)) < keep
+    m[0] = True
+    r = rectify(m, g)
+    assert np.array_equal(r.mask, _liveness_by_hand(m, g))
+    assert not (r.mask & ~m).any() and np.array_equal(r.removed, m & ~r.mask)
+    assert np.array_equal(rectify(r.mask, g).mask, r.mask)
+    chain = rectify(m, ConsumerGraph.chain(n)).mask
+    assert np.array_equal(chain, _liveness_by_hand(m, ConsumerGraph.chain(n)))
+    assert not (chain & ~rectify_eq12(m)).any()
+
+
+def test_rectify_beyond_64_units_removes_high_units():
+    """Not vacuous: dead cells above bit 63 are found (a chain of 100, consumer 99 skipped at the last step)."""
+    m = np.ones((3, 100), bool)
+    m[2, 99] = False
+    r = rectify(m, ConsumerGraph.chain(100))
+    assert r.mask[2, :99].sum() == 0 and r.removed[2, 70:99].all()

@@ -74,12 +74,14 @@ class Comparison:
     cached: bool  # from this session's results (same mask, seeds, settings): times are from when it ran
     errors: np.ndarray | None = None  # (K,) ‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ per step
     key: tuple = ()  # what the result was computed for (mask hash first)
+    unreliable: tuple[str, ...] = ()  # why the timing cannot be trusted (Workbench.bench): shown next to it
 
     def speed_text(self) -> str:
         """'1.42× (1.31–1.50× over 3 repeats) · ideal 1.80× · CPU … · batch 2'."""
         spread = "" if self.repeats < 2 else f" ({self.speedup_lo:.2f}–{self.speedup_hi:.2f}× over {self.repeats} repeats)"
+        flag = "" if not self.unreliable else " · UNRELIABLE timing: " + "; ".join(self.unreliable)
         return (f"{self.speedup:.2f}×{spread} · ideal (MACs) {self.mac_speedup:.2f}× · {self.device} · "
-                f"batch {self.num_images}")
+                f"batch {self.num_images}{flag}")
 
 
 def clamp_images(n) -> tuple[int, str | None]:
@@ -185,7 +187,8 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     out = Comparison(to_grid(a), to_grid(bb), to_grid((diff * gain).clamp(0, 1)), gain, mse, psnr, b["plain_s"],
                      b["masked_s"], b["speedup"], min(ratios), max(ratios), repeats, b["device_name"],
                      b["mac_speedup"], mo, mm, 100 * mm / mo, n, False,
-                     divergence(orig.trajectory, masked.trajectory), key=key)
+                     divergence(orig.trajectory, masked.trajectory), key=key,
+                     unreliable=tuple(b.get("unreliable_reasons", ())))
     if session is not None:
         session[key] = out
         while len(session) > 8:  # a few recent results per user

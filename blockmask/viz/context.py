@@ -69,6 +69,7 @@ class ModelContext:
 
     wb: Workbench
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    warnings: tuple[str, ...] = ()  # BlockmaskWarnings of the load (default scheduler, cast weights): shown by the apps
 
     @property
     def spec(self) -> str:
@@ -175,8 +176,15 @@ class ModelContext:
 
 def load_context(spec: str, scheduler: str = "ddim", *, device: str | None = "auto") -> ModelContext:
     """Load a model (raises BlockmaskError with a one-line message) and warm its cached facts."""
-    wb = Workbench.load(spec, device=device, scheduler=scheduler)
-    ctx = ModelContext(wb, _model_lock(wb.model))
+    import warnings
+
+    from ..errors import BlockmaskWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", BlockmaskWarning)
+        wb = Workbench.load(spec, device=device, scheduler=scheduler)
+    notes = tuple(str(w.message) for w in seen if issubclass(w.category, BlockmaskWarning))
+    ctx = ModelContext(wb, _model_lock(wb.model), notes)
     ctx.units, ctx.macs, ctx.graph  # measure once, up front (the graph takes a few forwards)
     return ctx
 
@@ -185,4 +193,4 @@ def with_scheduler(ctx: ModelContext, scheduler: str) -> ModelContext:
     """The same loaded model under another scheduler (shares weights, caches and lock)."""
     wb = dataclasses.replace(ctx.wb, scheduler_name=scheduler)
     wb.scheduler()  # validates the name
-    return ModelContext(wb, ctx.lock)
+    return ModelContext(wb, ctx.lock, ctx.warnings)
