@@ -5,7 +5,11 @@ Only diffusers' schedulers are used; blockmask never re-implements one.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import diffusers
+import numpy as np
 
 from .errors import BlockmaskError
 
@@ -60,7 +64,7 @@ def scheduler_name(scheduler) -> str:
 
 def scheduler_rows(scheduler) -> int:
     """Mask rows of one run of ``scheduler`` (after ``set_timesteps``): its number of steps, not its
-    number of model calls (Heun and KDPM2 evaluate the model twice per step)."""
+    number of model calls (Heun and KDPM2 evaluate the model twice per step: :func:`calls_per_row`)."""
     n = getattr(scheduler, "num_inference_steps", None)
     return int(n) if n else len(scheduler.timesteps)
 
@@ -107,3 +111,26 @@ def step(scheduler, model_output, t, sample, generator=None):
         scheduler.__dict__["_blockmask_takes_generator"] = takes
     kw = {"generator": generator} if takes else {}
     return scheduler.step(model_output, t, sample, **kw).prev_sample
+
+
+_CALLS: dict[tuple, np.ndarray] = {}  # (class, config, K) → calls per row; schedulers are deterministic
+
+
+def calls_per_row(scheduler, steps: int) -> np.ndarray:
+    """(K,) model calls of each mask row of a ``steps``-step run of ``scheduler`` (a copy is stepped;
+    the scheduler itself is untouched): all ones for DDIM, Euler, DPM-Solver; ``[2, …, 2, 1]`` for
+    Heun / EDM (the last step, to σ = 0, has one evaluation). What MACs are counted with."""
+    import copy
+    import json
+
+    key = (type(scheduler).__name__, json.dumps(dict(scheduler.config), sort_keys=True, default=str), int(steps))
+    if key not in _CALLS:
+        s = copy.deepcopy(scheduler)
+        s.set_timesteps(int(steps))
+        _CALLS[key] = np.bincount(call_rows(s), minlength=scheduler_rows(s)).astype(float)
+    return _CALLS[key].copy()
+
+
+def calls_counter(scheduler) -> Callable[[int], np.ndarray]:
+    """K ↦ :func:`calls_per_row` (scheduler, K): what :meth:`blockmask.costs.MacProfile.with_calls` takes."""
+    return functools.partial(calls_per_row, scheduler)
