@@ -24,14 +24,14 @@ Choices marked (ours) in METHOD.md, all configurable:
 * ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i with c_i the unit's MACs, so a
   skipped unit saves in proportion to the work it saves; ``"count"`` is Eq. 6 as written, mean(s).
 * ``feature_norm="none"``: Eq. 5 as written, the plain mean squared error.
-
-* ``lambda_norm="rank"`` (default): Eq. 10's threshold τ applies to Δ_k's rank among the steps, not
-  to min–max normalised Δ (see :meth:`TrainConfig.lambda_weights`: the Δ_k² of ``feature_norm="step"``
-  and one outlier step otherwise leave λ_k constant).
+* ``lambda_mode="piecewise"`` applies Eq. 10 to Δ_k's rank among the steps (``lambda_norm="rank"``),
+  not to min–max normalised Δ (:meth:`TrainConfig.lambda_weights`: with the Δ_k² of
+  ``feature_norm="step"``, one outlier step left λ_k constant). Measured on mnist-ddpm, a λ_k that acts
+  costs PSNR at equal MACs, so the default is ``lambda_mode="constant"`` (docs/RESULTS.md).
 
 ``recipe="paper"`` (:data:`RECIPES`) sets the paper's choices together: Eq. 5 error, Eq. 6 mean
-sparsity, Eq. 10 piecewise λ on min–max normalised Δ, the bimodal term, and (in :mod:`blockmask.train_run`) Eq. 12
-rectification as the paper states it.
+sparsity, Eq. 10 piecewise λ on min–max normalised Δ, the bimodal term, and (in
+:mod:`blockmask.train_run`) Eq. 12 rectification as the paper states it.
 
 The model is frozen while a mask is learned: eval mode, no parameter gradients; both are
 restored afterwards. The guidance scale comes from ``TrainConfig.guidance_scale`` alone.
@@ -79,7 +79,7 @@ class TrainConfig:
     alpha: float = 1.0  # weight of the sparsity term (Eq. 6)
     beta: float = 0.5  # weight of the bimodal term (Eq. 7)
     lam: float = 1.0  # λ scale (Eq. 10/11); relative to a typical step's output change (see module doc)
-    lambda_mode: str = "piecewise"  # piecewise | constant
+    lambda_mode: str = "constant"  # constant (measured best, docs/RESULTS.md) | piecewise (Eq. 10: timestep-aware)
     lambda_low: float = 0.1  # level at sensitive steps
     lambda_high: float = 1.0  # level at smooth steps
     tau: float = 0.5  # threshold on normalized Δ
