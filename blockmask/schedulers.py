@@ -5,7 +5,9 @@ Only diffusers' schedulers are used; blockmask never re-implements one.
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 from typing import Callable
 
 import diffusers
@@ -79,8 +81,6 @@ def call_rows(scheduler) -> list[int]:
     """The mask row of each model call of one run (``scheduler.set_timesteps`` already called): one
     entry per element of ``scheduler.timesteps``, e.g. Heun with 3 steps: ``[0, 0, 1, 1, 2]``.
     Found by stepping a copy of the scheduler on zeros, so it is what the scheduler itself does."""
-    import copy
-
     import torch
 
     s = copy.deepcopy(scheduler)
@@ -120,9 +120,6 @@ def calls_per_row(scheduler, steps: int) -> np.ndarray:
     """(K,) model calls of each mask row of a ``steps``-step run of ``scheduler`` (a copy is stepped;
     the scheduler itself is untouched): all ones for DDIM, Euler, DPM-Solver; ``[2, …, 2, 1]`` for
     Heun / EDM (the last step, to σ = 0, has one evaluation). What MACs are counted with."""
-    import copy
-    import json
-
     key = (type(scheduler).__name__, json.dumps(dict(scheduler.config), sort_keys=True, default=str), int(steps))
     if key not in _CALLS:
         s = copy.deepcopy(scheduler)
