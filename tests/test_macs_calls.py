@@ -73,3 +73,11 @@ def test_cli_macs_counts_model_calls(capsys):
     assert rc == rc2 == 0
     assert heun["model_calls"] == 7 and heun["calls_per_step"] == [2, 2, 2, 1] and ddim["model_calls"] == 4
     assert heun["baseline_macs"] == pytest.approx(ddim["baseline_macs"] * 7 / 4)
+
+
+def test_fewer_steps_ratio_counts_model_calls(workbenches):
+    """eval's fewer-steps row: Heun with 2 steps of 4 is 3 model calls of 7, not 2/4."""
+    from blockmask.evaluate import Method, _speed
+
+    r = _speed(workbenches("tiny-unet", "heun"), Method("Heun 2 steps", None, 2), 4, 1, 1, 1.0)
+    assert r["macs_ratio"] == pytest.approx(3 / 7)
