@@ -30,7 +30,7 @@ from .mask import MaskFile, validate_mask
 from .models import LoadedModel, load_model
 from .rectify import Rectified, rectify
 from .sample import Condition, decode, sample
-from .schedulers import make_scheduler, scheduler_info
+from .schedulers import calls_counter, make_scheduler, scheduler_info
 from .units import Unit, discover_units
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -117,7 +117,13 @@ class Workbench:
 
     @property
     def macs(self) -> MacProfile:
-        return measure_macs(self.model)
+        """MACs per model call, counted with this workbench's scheduler's calls per row (Heun: two)."""
+        key, prof = self.__dict__.get("_macs_bound", (None, None))
+        base = measure_macs(self.model)
+        if key != (self.scheduler_name, id(base)):
+            prof = base.with_calls(calls_counter(self.scheduler()))
+            self.__dict__["_macs_bound"] = ((self.scheduler_name, id(base)), prof)
+        return prof
 
     @property
     def graph(self) -> ConsumerGraph:
@@ -189,7 +195,7 @@ class Workbench:
             raise OptionError(f"meta must be a dict, got {type(meta).__name__}")
         p = self.macs
         meta = {**(meta or {}), "macs": {"total": p.total(mask), "baseline": p.baseline(mask.shape[0]),
-                                         "ratio": p.ratio(mask)}}
+                                         "ratio": p.ratio(mask), "model_calls": p.model_calls(mask.shape[0])}}
         return MaskFile(mask=mask, units=self.unit_names, model=self.loaded.spec, fingerprint=self.loaded.fingerprint,
                         scheduler=scheduler_info(self.scheduler(), mask.shape[0]), meta=meta)
 

@@ -122,9 +122,11 @@ def cmd_macs(args) -> None:
     p = wb.macs
     mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else np.ones((args.steps, len(wb.units)), bool)
     obj = {"steps": args.steps, "baseline_macs": p.baseline(args.steps), "masked_macs": p.total(mask),
-           "ratio": p.ratio(mask), "speedup_bound": 1 / p.ratio(mask), "per_step_macs": p.per_step(mask).tolist()}
-    _out(args, obj, f"{args.steps} steps: {format_macs(obj['masked_macs'])} MACs of {format_macs(obj['baseline_macs'])} "
-                    f"({obj['ratio']:.1%}, MAC speedup {obj['speedup_bound']:.2f}x), batch 1, no CFG")
+           "ratio": p.ratio(mask), "speedup_bound": 1 / p.ratio(mask), "per_step_macs": p.per_step(mask).tolist(),
+           "model_calls": p.model_calls(args.steps), "calls_per_step": p.calls(args.steps).astype(int).tolist()}
+    _out(args, obj, f"{args.steps} steps ({obj['model_calls']} model calls): {format_macs(obj['masked_macs'])} MACs of "
+                    f"{format_macs(obj['baseline_macs'])} ({obj['ratio']:.1%}, MAC speedup {obj['speedup_bound']:.2f}x), "
+                    "batch 1, no CFG")
 
 
 def cmd_mask(args) -> None:
@@ -139,7 +141,7 @@ def cmd_mask(args) -> None:
                          "skip": args.skip, "macs_ratio": args.macs_ratio, "seed": args.seed}}
     if args.rectify:
         r = wb.rectify(mask)
-        meta["rectified"] = {"cells_removed": r.cells_removed, "macs_saved": r.macs_saved(wb.macs.unit_macs),
+        meta["rectified"] = {"cells_removed": r.cells_removed, "macs_saved": wb.macs.total(mask) - wb.macs.total(r.mask),
                              "raw_mask": mask.astype(int).tolist()}
         mask = r.mask
     mf = wb.mask_file(mask, meta)
@@ -156,7 +158,7 @@ def cmd_rectify(args) -> None:
     wb = _workbench(args)
     mf = _load_mask(wb, args.mask)
     r = wb.rectify(mf.mask)
-    saved = r.macs_saved(wb.macs.unit_macs)
+    saved = wb.macs.total(mf.mask) - wb.macs.total(r.mask)  # per model call (Heun: two per step)
     out = mf.with_mask(r.mask, rectified={"cells_removed": r.cells_removed, "macs_saved": saved,
                                            "raw_mask": mf.mask.astype(int).tolist()})
     out = wb.mask_file(out.mask, out.meta)

@@ -36,7 +36,8 @@ def cmd_train(args) -> None:
                 lam=args.lam, lambda_mode=args.lambda_mode, lambda_low=args.lambda_low, lambda_high=args.lambda_high,
                 tau=args.tau, sampler=args.sampler, temperature=args.temperature, seed=args.seed,
                 guidance_scale=args.guidance_scale, class_labels=labels, feature_norm=args.feature_norm,
-                probes=args.probes or None, accumulate=not args.no_accumulate, sparsity=args.sparsity)
+                probes=args.probes or None, accumulate=not args.no_accumulate, sparsity=args.sparsity,
+                lambda_norm=args.lambda_norm)
     TrainConfig.for_recipe(args.recipe, **base)  # validate every option before any work
     refine = RefineConfig(enabled=not args.no_refine, seed=args.calib_seed, batch=args.calib_batch,
                           passes=args.refine_passes, starts=tuple(args.start_from or ()))
@@ -103,7 +104,7 @@ def add_train(add) -> None:
                    help="number of sampling steps K, or auto (with --target-macs: choose K and the mask together "
                         "for a budget relative to the plain model at --ref-steps)")
     p.add_argument("--ref-steps", type=int, default=50, help="--steps auto: the plain model the budget refers to")
-    from .train import FEATURE_NORMS, RECIPES, TrainConfig
+    from .train import FEATURE_NORMS, LAMBDA_NORMS, RECIPES, TrainConfig
     from .train_run import RefineConfig
 
     td = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # defaults: the config's own
@@ -122,6 +123,8 @@ def add_train(add) -> None:
     p.add_argument("--lambda-low", type=_finite, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
     p.add_argument("--lambda-high", type=_finite, default=td["lambda_high"], help="λ level at smooth steps")
     p.add_argument("--tau", type=_finite, default=td["tau"], help="threshold on the normalized Δ_k")
+    p.add_argument("--lambda-norm", default=td["lambda_norm"], choices=list(LAMBDA_NORMS),
+                   help="how Δ_k is normalized for λ_k: rank among the steps (ours) or min-max (the paper's)")
     p.add_argument("--feature-norm", default=td["feature_norm"], choices=list(FEATURE_NORMS),
                    help="feature error relative to this step's output change (step), the run's mean change (mean), "
                         "weighted by how much it reaches the final sample (sensitivity, measured first), or "

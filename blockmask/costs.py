@@ -6,6 +6,8 @@ Convention: MACs = FLOPs / 2, attention matmuls (QKᵀ and AV) counted — on CP
 counter has no formula for ``_scaled_dot_product_flash_attention_for_cpu``, so we add one.
 With CFG every number doubles (two samples per forward).
 
+Counts are per model call (:class:`MacProfile`): a Heun step is two calls.
+
 Nested units (a transformer block around its attn1/ff): the enclosing unit's MACs are its own
 work only (norms, modulation, …, its total minus the units inside it), and a mask is costed by
 the cells that really execute (:func:`blockmask.units.effective_mask`).
@@ -14,11 +16,13 @@ the cells that really execute (:func:`blockmask.units.effective_mask`).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .errors import BlockmaskError
 from .units import Unit, discover_units, effective_mask, example_call, parents_of
 
 
@@ -31,17 +35,46 @@ def _cpu_sdpa_formula():
     return {} if op is None else {op: _sdpa_cpu}
 
 
+CallsPerRow = Callable[[int], np.ndarray]  # K ↦ (K,) model calls of each mask row
+
+
 @dataclasses.dataclass(frozen=True)
 class MacProfile:
-    """MACs of one forward pass for one sample: per unit (N,), and the always-run remainder."""
+    """MACs of one forward pass for one sample: per unit (N,), and the always-run remainder.
+
+    Every figure is per **model call**: a mask row runs ``calls[k]`` denoiser evaluations, each
+    paying the remainder plus the row's executed units (METHOD.md §1: Heun, KDPM2 and EDM call the
+    model twice per step, the last step once). ``calls`` is an explicit (K,) array, or the profile's
+    ``calls_per_row`` (bound to a scheduler by :meth:`with_calls`), or one call per row.
+    """
 
     unit_macs: np.ndarray  # (N,)
     remainder: float
     parents: tuple[int, ...] = ()  # enclosing unit of each unit (-1: none); () = no nesting
+    calls_per_row: CallsPerRow | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def full_step(self) -> float:
+        """MACs of one model call of the plain model."""
         return float(self.remainder + self.unit_macs.sum())
+
+    def with_calls(self, calls_per_row: CallsPerRow | None) -> "MacProfile":
+        """This profile counting ``calls_per_row(K)`` model calls per row (e.g.
+        :func:`blockmask.schedulers.calls_counter` of a scheduler)."""
+        return dataclasses.replace(self, calls_per_row=calls_per_row)
+
+    def calls(self, steps: int, calls=None) -> np.ndarray:
+        """(K,) model calls of each row: ``calls`` if given, else the bound ``calls_per_row``, else ones."""
+        if calls is None:
+            calls = self.calls_per_row(int(steps)) if self.calls_per_row is not None else np.ones(int(steps))
+        c = np.asarray(calls, float).reshape(-1)
+        if c.shape[0] != steps or (c < 0).any():
+            raise BlockmaskError(f"calls must be {steps} non-negative counts, one per mask row, got {c.tolist()}")
+        return c
+
+    def model_calls(self, steps: int, calls=None) -> int:
+        """Denoiser evaluations of a ``steps``-row run."""
+        return int(round(self.calls(steps, calls).sum()))
 
     def executed(self, mask: np.ndarray) -> np.ndarray:
         """(K, N) bool: the cells that run (inner units only where their enclosing unit runs)."""
@@ -52,21 +85,27 @@ class MacProfile:
             raise MaskError(f"mask of shape {m.shape} does not fit: expected (K >= 1 steps, {len(self.unit_macs)} units)")
         return effective_mask(m, self.parents) if any(p >= 0 for p in self.parents) else m
 
-    def per_step(self, mask: np.ndarray) -> np.ndarray:
-        """(K,) MACs of each step under ``mask``."""
+    def per_call(self, mask: np.ndarray) -> np.ndarray:
+        """(K,) MACs of one model call of each row under ``mask``."""
         return self.remainder + self.executed(mask) @ self.unit_macs
 
-    def total(self, mask: np.ndarray) -> float:
-        """remainder × K + Σ executed cells (METHOD.md §5)."""
-        m = self.executed(mask)
-        return float(self.remainder * m.shape[0] + (m * self.unit_macs).sum())
+    def per_step(self, mask: np.ndarray, calls=None) -> np.ndarray:
+        """(K,) MACs of each step (row) under ``mask``: its calls × one call's MACs."""
+        m = np.asarray(mask)
+        return self.calls(m.shape[0], calls) * self.per_call(m)
 
-    def baseline(self, steps: int) -> float:
-        return self.full_step * steps
+    def total(self, mask: np.ndarray, calls=None) -> float:
+        """Σ_k calls_k · (remainder + Σ_i executed[k, i] · macs_i) (METHOD.md §5)."""
+        return float(self.per_step(mask, calls).sum())
 
-    def ratio(self, mask: np.ndarray) -> float:
-        """Masked MACs / all-ones MACs (< 1 is cheaper)."""
-        return self.total(mask) / self.baseline(np.asarray(mask).shape[0])
+    def baseline(self, steps: int, calls=None) -> float:
+        """MACs of the plain model's ``steps``-row run."""
+        return self.full_step * float(self.calls(steps, calls).sum())
+
+    def ratio(self, mask: np.ndarray, calls=None) -> float:
+        """Masked MACs / all-ones MACs (< 1 is cheaper), both counted per model call."""
+        k = np.asarray(mask).shape[0]
+        return self.total(mask, calls) / self.baseline(k, calls)
 
     def to_json(self) -> dict:
         return {"unit_macs": self.unit_macs.tolist(), "remainder": self.remainder, "full_step": self.full_step,

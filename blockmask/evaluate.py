@@ -323,4 +323,5 @@ def _speed(wb, method: Method, k: int, batch: int, repeats: int, guidance: float
     run(method.steps), run(k)
     times = [(run(k), run(method.steps)) for _ in range(repeats)]
     full, mine = float(np.median([a for a, _ in times])), float(np.median([b for _, b in times]))
-    return {"macs_ratio": method.steps / k, "speedup": full / mine, "seconds": mine}
+    # per model call: Heun's K' steps are 2K' − 1 calls, so not K'/K
+    return {"macs_ratio": p.baseline(method.steps) / p.baseline(k), "speedup": full / mine, "seconds": mine}

@@ -5,7 +5,13 @@ Only diffusers' schedulers are used; blockmask never re-implements one.
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+from typing import Callable
+
 import diffusers
+import numpy as np
 
 from .errors import BlockmaskError
 
@@ -60,7 +66,7 @@ def scheduler_name(scheduler) -> str:
 
 def scheduler_rows(scheduler) -> int:
     """Mask rows of one run of ``scheduler`` (after ``set_timesteps``): its number of steps, not its
-    number of model calls (Heun and KDPM2 evaluate the model twice per step)."""
+    number of model calls (Heun and KDPM2 evaluate the model twice per step: :func:`calls_per_row`)."""
     n = getattr(scheduler, "num_inference_steps", None)
     return int(n) if n else len(scheduler.timesteps)
 
@@ -75,8 +81,6 @@ def call_rows(scheduler) -> list[int]:
     """The mask row of each model call of one run (``scheduler.set_timesteps`` already called): one
     entry per element of ``scheduler.timesteps``, e.g. Heun with 3 steps: ``[0, 0, 1, 1, 2]``.
     Found by stepping a copy of the scheduler on zeros, so it is what the scheduler itself does."""
-    import copy
-
     import torch
 
     s = copy.deepcopy(scheduler)
@@ -107,3 +111,23 @@ def step(scheduler, model_output, t, sample, generator=None):
         scheduler.__dict__["_blockmask_takes_generator"] = takes
     kw = {"generator": generator} if takes else {}
     return scheduler.step(model_output, t, sample, **kw).prev_sample
+
+
+_CALLS: dict[tuple, np.ndarray] = {}  # (class, config, K) → calls per row; schedulers are deterministic
+
+
+def calls_per_row(scheduler, steps: int) -> np.ndarray:
+    """(K,) model calls of each mask row of a ``steps``-step run of ``scheduler`` (a copy is stepped;
+    the scheduler itself is untouched): all ones for DDIM, Euler, DPM-Solver; ``[2, …, 2, 1]`` for
+    Heun / EDM (the last step, to σ = 0, has one evaluation). What MACs are counted with."""
+    key = (type(scheduler).__name__, json.dumps(dict(scheduler.config), sort_keys=True, default=str), int(steps))
+    if key not in _CALLS:
+        s = copy.deepcopy(scheduler)
+        s.set_timesteps(int(steps))
+        _CALLS[key] = np.bincount(call_rows(s), minlength=scheduler_rows(s)).astype(float)
+    return _CALLS[key].copy()
+
+
+def calls_counter(scheduler) -> Callable[[int], np.ndarray]:
+    """K ↦ :func:`calls_per_row` (scheduler, K): what :meth:`blockmask.costs.MacProfile.with_calls` takes."""
+    return functools.partial(calls_per_row, scheduler)

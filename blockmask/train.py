@@ -24,10 +24,14 @@ Choices marked (ours) in METHOD.md, all configurable:
 * ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i with c_i the unit's MACs, so a
   skipped unit saves in proportion to the work it saves; ``"count"`` is Eq. 6 as written, mean(s).
 * ``feature_norm="none"``: Eq. 5 as written, the plain mean squared error.
+* ``lambda_mode="piecewise"`` applies Eq. 10 to Δ_k's rank among the steps (``lambda_norm="rank"``),
+  not to min–max normalised Δ (:meth:`TrainConfig.lambda_weights`: with the Δ_k² of
+  ``feature_norm="step"``, one outlier step left λ_k constant). Measured on mnist-ddpm, a λ_k that acts
+  costs PSNR at equal MACs, so the default is ``lambda_mode="constant"`` (docs/RESULTS.md).
 
 ``recipe="paper"`` (:data:`RECIPES`) sets the paper's choices together: Eq. 5 error, Eq. 6 mean
-sparsity, Eq. 10 piecewise λ, the bimodal term, and (in :mod:`blockmask.train_run`) Eq. 12
-rectification as the paper states it.
+sparsity, Eq. 10 piecewise λ on min–max normalised Δ, the bimodal term, and (in
+:mod:`blockmask.train_run`) Eq. 12 rectification as the paper states it.
 
 The model is frozen while a mask is learned: eval mode, no parameter gradients; both are
 restored afterwards. The guidance scale comes from ``TrainConfig.guidance_scale`` alone.
@@ -49,16 +53,18 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .sample import Condition, build_conditioning, denoise, initial_noise
-from .schedulers import call_rows, row_starts
+from .schedulers import call_rows, calls_per_row, row_starts
 from .schedulers import step as scheduler_step
 from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
 
 
 FEATURE_NORMS = ("step", "mean", "sensitivity", "none")
+LAMBDA_NORMS = ("rank", "minmax")
 # Named sets of choices; "blockmask" is this project's default, "paper" the paper's Eq. 5/6/10/12.
 RECIPES = {
     "blockmask": {},
-    "paper": {"feature_norm": "none", "sparsity": "count", "lambda_mode": "piecewise", "sampler": "random"},
+    "paper": {"feature_norm": "none", "sparsity": "count", "lambda_mode": "piecewise", "sampler": "random",
+              "lambda_norm": "minmax"},
 }
 
 
@@ -73,7 +79,7 @@ class TrainConfig:
     alpha: float = 1.0  # weight of the sparsity term (Eq. 6)
     beta: float = 0.5  # weight of the bimodal term (Eq. 7)
     lam: float = 1.0  # λ scale (Eq. 10/11); relative to a typical step's output change (see module doc)
-    lambda_mode: str = "piecewise"  # piecewise | constant
+    lambda_mode: str = "constant"  # constant (measured best, docs/RESULTS.md) | piecewise (Eq. 10: timestep-aware)
     lambda_low: float = 0.1  # level at sensitive steps
     lambda_high: float = 1.0  # level at smooth steps
     tau: float = 0.5  # threshold on normalized Δ
@@ -88,6 +94,7 @@ class TrainConfig:
     accumulate: bool = True  # sensitivity: charge errors that add up with earlier steps' errors
     sparsity: str = "macs"  # macs: s weighted by each unit's MACs (ours); count: mean(s) as Eq. 6
     recipe: str = "blockmask"  # blockmask | paper: see RECIPES (set its fields with TrainConfig.for_recipe)
+    lambda_norm: str = "rank"  # how Δ is normalised for Eq. 10: rank (ours) | minmax (the paper's); see lambda_weights
 
     @classmethod
     def for_recipe(cls, recipe: str, **fields) -> "TrainConfig":
@@ -126,7 +133,9 @@ class TrainConfig:
                   (self.feature_norm in FEATURE_NORMS,
                    f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}"),
                   (self.probes is None or self.probes >= 2, f"probes must be >= 2, got {self.probes}"),
-                  (self.sparsity in ("count", "macs"), f"sparsity must be count or macs, got {self.sparsity!r}")]
+                  (self.sparsity in ("count", "macs"), f"sparsity must be count or macs, got {self.sparsity!r}"),
+                  (self.lambda_norm in LAMBDA_NORMS,
+                   f"lambda_norm must be one of {', '.join(LAMBDA_NORMS)}, got {self.lambda_norm!r}")]
         for ok, msg in checks:
             if not ok:
                 raise BlockmaskError(msg)
@@ -134,6 +143,29 @@ class TrainConfig:
 
     def lambda_schedule(self) -> LambdaSchedule:
         return LambdaSchedule(self.lambda_mode, self.lam, self.lambda_low, self.lambda_high, self.tau)
+
+    def lambda_weights(self, delta: np.ndarray) -> np.ndarray:
+        """λ_k (K,) of Eq. 10 from Δ (K,; Δ_0 NaN).
+
+        ``lambda_norm="minmax"`` (the paper's): Δ min–max normalised over k ≥ 1, λ_low where it is ≥ τ.
+        ``"rank"`` (ours, the default): Δ_k replaced by its rank among the steps, (rank) / (K − 2) ∈ [0, 1],
+        so τ = 0.5 marks the half of the steps whose output changes most as sensitive. Why: with
+        ``feature_norm="step"`` the feature error is divided by Δ_k², so the loss no longer sees how
+        large Δ_k is and λ_k is the only timestep signal left; under min–max one outlier (an
+        ε-model's last step: Δ = 0.40 against a median 0.015 on mnist-ddpm, K = 50) puts every other
+        step below τ, and λ_k was constant on 48 of the 49 learned rows. A rank is unchanged by any
+        increasing rescaling of Δ (Δ² included), so no per-step normalisation can cancel it.
+        """
+        d = np.array(delta, dtype=float)
+        if self.lambda_norm == "rank" and len(d) > 2:
+            v = d[1:]
+            ok = np.isfinite(v)
+            if ok.sum() > 1:
+                order = np.argsort(np.argsort(v[ok], kind="stable"), kind="stable")
+                v = np.full_like(v, np.nan)
+                v[ok] = order / (ok.sum() - 1)
+                d[1:] = v
+        return self.lambda_schedule().weights(d)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -225,7 +257,7 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
     if state is None:
         delta = feature_variation(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
                                   condition=condition)
-        lam = cfg.lambda_schedule().weights(delta)
+        lam = cfg.lambda_weights(delta)
         sens = None
         if cfg.feature_norm == "sensitivity":
             sens = output_sensitivity(model, scheduler, num_steps=k_steps, seed=cfg.seed, batch=cfg.batch,
@@ -246,6 +278,7 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
     for k, row in enumerate(state.rows):
         mask[k] = np.asarray(row, bool)
     full = remainder + float(np.sum(unit_macs))
+    calls = calls_per_row(scheduler, k_steps)  # MACs per model call (Heun: two per row, the last one)
     d = np.array([np.nan if v is None else v for v in state.delta], float)
     mean_scale = float(np.nanmean(d[1:] ** 2)) if np.isfinite(d[1:]).any() else 1.0
 
@@ -300,7 +333,8 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
             if last and k >= done:
                 if checkpoint is not None:
                     checkpoint(state)
-                ratio = (remainder * (k + 1) + (mask[: k + 1] * unit_macs).sum()) / (full * (k + 1))
+                c_k = calls[: k + 1]
+                ratio = (c_k @ (remainder + mask[: k + 1] @ unit_macs)) / (full * c_k.sum())
                 rep = StepReport(k, k_steps, state.losses[k][0], state.losses[k][-1], float(mask[k].mean()),
                                  float(ratio), state.seconds[k])
                 bar.set_postfix(loss=f"{rep.loss_last:.4f}", kept=f"{rep.kept:.2f}", macs=f"{rep.macs_ratio:.2f}")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BlockmaskError
 from ..execution import first_tensor
-from ..sample import Condition, build_conditioning, denoise, initial_noise
+from ..sample import Condition, sample
 from ..units import discover_units, unit_modules, wrap_forwards
 from .budget import _ratio, fit_scores, within
 
@@ -67,42 +67,38 @@ class FeatureChangeConfig:
 def unit_changes(model, scheduler, *, steps: int, seed: int = 0, batch: int = 4,
                  condition: Condition | None = None, progress: bool = False) -> np.ndarray:
     """(K, N) relative L1 change of every unit's output (residual for whole blocks) from step k−1
-    to k on one unmasked run; row 0 is 0 (no previous step)."""
-    from ..adapters import adapter_for
-
-    adapter = adapter_for(model)
+    to k on one unmasked run; row 0 is 0 (no previous step). The run is :func:`blockmask.sample.sample`
+    itself (any scheduler); a row's output is its first evaluation's (Heun: at σ_k, as Δ_k)."""
     units = discover_units(model)
-    condition = condition or Condition()
-    g = torch.Generator().manual_seed(seed)
-    p = next(model.parameters())
-    cond, cfg = build_conditioning(model, batch, condition, g)
-    cond = cond.to(p.device, p.dtype)
-    scheduler.set_timesteps(steps)
-    x = initial_noise(model, batch, g, scheduler)
     prev: list[torch.Tensor | None] = [None] * len(units)
+    seen = [-1] * len(units)  # the last row each unit was recorded at
     change = np.zeros((steps, len(units)))
-    step = [0]
+    row = [0]
 
     def make(i, orig):
         residual = units[i].residual
 
         def fwd(*a, **kw):
             out = orig(*a, **kw)
+            if seen[i] == row[0]:  # a row's second evaluation (Heun): not a new step
+                return out
+            seen[i] = row[0]
             v = first_tensor(out).float()
             if residual:
                 v = v - first_tensor(a[0] if a else kw["hidden_states"]).float()
             if prev[i] is not None:
-                change[step[0], i] = float((v - prev[i]).abs().sum() / prev[i].abs().sum().clamp_min(1e-12))
+                change[row[0], i] = float((v - prev[i]).abs().sum() / prev[i].abs().sum().clamp_min(1e-12))
             prev[i] = v
             return out
 
         return fwd
 
+    def advance(done: int, _total: int) -> None:  # after each completed row
+        row[0] = done
+
     with wrap_forwards(unit_modules(model, units), make):
-        for k, t in enumerate(tqdm(scheduler.timesteps, desc="measuring feature change", disable=not progress)):
-            step[0] = k
-            eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
-            x = scheduler.step(eps, t, x, generator=g).prev_sample
+        sample(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition,
+               progress=progress, callback=advance)
     return change
 
 

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from ..adapters import adapter_for
 from ..errors import BlockmaskError
 from ..sample import Condition, build_conditioning, denoise, initial_noise
+from ..schedulers import call_rows
+from ..schedulers import step as scheduler_step
 from .budget import fit_scores
 from .chain import SoftChain
 
@@ -92,18 +94,26 @@ class _Run:
         self.cond = cond.to(p.device, p.dtype)
         self.sched0 = wb.scheduler()
         self.sched0.set_timesteps(steps)
+        self.rows = call_rows(self.sched0)  # the mask row of each model call
+        self.calls = np.bincount(self.rows, minlength=steps).astype(float)  # model calls per row
         self.x0 = initial_noise(wb.model, cfg.batch, self.gen, self.sched0)
         self.rng0 = self.gen.get_state()
 
     def run(self, chain: SoftChain | None, gates: torch.Tensor | None, checkpoint: bool = False,
             last: int | None = None) -> torch.Tensor:
         """Final latents of a run with per-step gates (K, N) (None: the plain model); ``last``:
-        stop after that many steps (the memory probe)."""
+        stop after that many steps (the memory probe). The scheduler is stepped once per model call,
+        as in :func:`blockmask.sample.sample`: a row's gates hold for all its calls (Heun: two)."""
         sched = copy.deepcopy(self.sched0)
         self.gen.set_state(self.rng0)
         x = self.x0
         g = self.condition.guidance_scale
-        for k, t in enumerate(sched.timesteps[:last]):
+        rows = self.rows
+        for c, t in enumerate(sched.timesteps):
+            k = rows[c]
+            if last is not None and k >= last:
+                break
+
             def step(x_in, m, k=k, t=t, caches=None if chain is None else list(chain.cache)):
                 if chain is not None:
                     chain.cache, chain.gates = list(caches), (None if k == 0 or m is None else m)
@@ -116,7 +126,7 @@ class _Run:
                 eps = ckpt(step, x, m, use_reentrant=False)
             else:
                 eps = step(x, m)
-            x = sched.step(eps, t, x, generator=self.gen).prev_sample
+            x = scheduler_step(sched, eps, t, x, self.gen)
         return x
 
 
@@ -166,6 +176,7 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
     t0 = time.perf_counter()
     try:
         run = _Run(wb, steps, cfg, condition)
+        calls = torch.tensor(run.calls, dtype=torch.float32, device=dev)  # MACs are per model call
         theta = torch.full((steps, n), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=dev, requires_grad=True)
         with SoftChain(wb.model) as chain:
             mem = check_memory(wb, steps, cfg, run, chain, torch.sigmoid(theta))  # before any optimisation
@@ -186,7 +197,7 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
                 m = b + s - s.detach()  # straight-through Bernoulli (as blockmask's own trainer)
                 final = run.run(chain, m, cfg.checkpoint).float()
                 err = (final - ref).pow(2).mean() / power
-                expected = (full * steps - (costs * (1 - s[1:])).sum()) / (full * steps)
+                expected = (full * calls.sum() - (calls[1:, None] * costs * (1 - s[1:])).sum()) / (full * calls.sum())
                 loss = err + cfg.lam * torch.relu(expected - target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -21,6 +21,7 @@ A missing data folder is one clear error before any work.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from ..adapters import adapter_for
 from ..errors import BlockmaskError
 from ..sample import Condition, build_conditioning, denoise
+from ..schedulers import call_rows, row_starts
 from .budget import fit_scores
 
 
@@ -130,9 +132,10 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     p = next(model.parameters())
     costs = np.asarray(wb.macs.unit_macs, float)
     w = torch.tensor(costs / max(costs.sum(), 1e-30), dtype=torch.float32, device=p.device)
-    sched = wb.scheduler()
-    sched.set_timesteps(steps)
-    ts = list(sched.timesteps)
+    sched0 = wb.scheduler()
+    sched0.set_timesteps(steps)
+    calls = call_rows(sched0)  # row k is trained at its first model call's timestep (Heun: σ_k)
+    ts = [sched0.timesteps[c] for c, first in enumerate(row_starts(calls)) if first]
     classes = adapter.num_classes(model)
     condition = condition or Condition()
     rng = np.random.default_rng(cfg.seed)
@@ -156,17 +159,20 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
                                                   prompt_embeds=condition.prompt_embeds,
                                                   prompt_mask=condition.prompt_mask), g)
                 cond = cond.to(p.device, p.dtype)
-                x_prev = sched.add_noise(x0, eps, ts[k - 1].reshape(1))
-                x_k = sched.add_noise(x0, eps, ts[k].reshape(1))
+                # A fresh copy per timestep: Euler / Heun derive σ from the step index, which this loop
+                # (jumping between steps, never calling step()) must not leave behind.
+                s_prev, s_k = copy.deepcopy(sched0), copy.deepcopy(sched0)
+                x_prev = s_prev.add_noise(x0, eps, ts[k - 1].reshape(1))
+                x_k = s_k.add_noise(x0, eps, ts[k].reshape(1))
                 with torch.no_grad():
                     ex.set_step(k - 1)
-                    denoise(model, adapter, sched, x_prev, ts[k - 1], cond, 1.0, cfg_on)  # fills the caches
+                    denoise(model, adapter, s_prev, x_prev, ts[k - 1], cond, 1.0, cfg_on)  # fills the caches
                     ex.set_step(k)
                     with ex.reference():
-                        base = (denoise(model, adapter, sched, x_k, ts[k], cond, 1.0, cfg_on).float() - eps).pow(2).mean()
+                        base = (denoise(model, adapter, s_k, x_k, ts[k], cond, 1.0, cfg_on).float() - eps).pow(2).mean()
                 beta = torch.sigmoid(theta[k])
                 with ex.soft_gates(beta):
-                    pred = denoise(model, adapter, sched, x_k, ts[k], cond, 1.0, cfg_on).float()
+                    pred = denoise(model, adapter, s_k, x_k, ts[k], cond, 1.0, cfg_on).float()
                 loss = (pred - eps).pow(2).mean() / base.clamp_min(1e-12) + cfg.lam * (beta * w).sum()
                 loss.backward()
                 scale = _update(theta, k, cfg.lr, scale)

@@ -195,7 +195,7 @@ class MaskEditor:
         """Remove dead work (METHOD.md §4) and remember which cells went (for highlighting)."""
         before = self.mask.copy()
         r = ctx.wb.rectify(before)
-        saved = r.macs_saved(ctx.macs.unit_macs)
+        saved = ctx.macs.total(before) - ctx.macs.total(r.mask)  # per model call (Heun: two per step)
         if r.cells_removed == 0:
             self.removed = np.zeros_like(before)
             self.pre_rectify = before
