@@ -17,13 +17,11 @@ Choices marked (ours) in METHOD.md, all configurable:
   the same on every model, step and step count. Without it, steps whose output barely changes (the
   noisiest ones, for ε-prediction) look free to skip even though their errors shape everything
   after them. ``"mean"`` uses the run's mean Δ² instead.
-* ``feature_norm="sensitivity"``: before training, probe how much an output error at step k reaches
-  the final sample (:func:`blockmask.scaling.output_sensitivity`, forward passes only) and weight
-  the feature error by that; with ``accumulate`` the earlier steps' errors (in final-sample units)
-  are carried along and an error pointing the same way costs more (a stale cache drifting further).
-* ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i with c_i the unit's MACs, so a
-  skipped unit saves in proportion to the work it saves; ``"count"`` is Eq. 6 as written, mean(s).
-* ``feature_norm="none"``: Eq. 5 as written, the plain mean squared error.
+* ``feature_norm="sensitivity"``: weight the feature error by how much an output error at step k
+  reaches the final sample (:func:`blockmask.scaling.output_sensitivity`, forward passes only); with
+  ``accumulate`` earlier steps' errors are carried along, so a stale cache drifting further costs more.
+* ``sparsity="macs"`` (default): L_sparse = Σ_i s_i c_i / Σ_i c_i (c_i: the unit's MACs); ``"count"``
+  is Eq. 6 as written, mean(s). ``feature_norm="none"``: Eq. 5 as written, the plain squared error.
 * ``lambda_mode="piecewise"`` applies Eq. 10 to Δ_k's rank among the steps (``lambda_norm="rank"``),
   not to min–max normalised Δ (:meth:`TrainConfig.lambda_weights`: with the Δ_k² of
   ``feature_norm="step"``, one outlier step left λ_k constant). Measured on mnist-ddpm, a λ_k that acts
@@ -33,8 +31,7 @@ Choices marked (ours) in METHOD.md, all configurable:
 sparsity, Eq. 10 piecewise λ on min–max normalised Δ, the bimodal term, and (in
 :mod:`blockmask.train_run`) Eq. 12 rectification as the paper states it.
 
-The model is frozen while a mask is learned: eval mode, no parameter gradients; both are
-restored afterwards. The guidance scale comes from ``TrainConfig.guidance_scale`` alone.
+The model is frozen while a mask is learned (eval mode, no parameter gradients; both restored after).
 """
 
 from __future__ import annotations
@@ -56,7 +53,6 @@ from .sample import Condition, build_conditioning, denoise, initial_noise
 from .schedulers import call_rows, calls_per_row, row_starts
 from .schedulers import step as scheduler_step
 from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
-
 
 FEATURE_NORMS = ("step", "mean", "sensitivity", "none")
 LAMBDA_NORMS = ("rank", "minmax")
