@@ -27,9 +27,8 @@ Choices marked (ours) in METHOD.md, all configurable:
   ``feature_norm="step"``, one outlier step left λ_k constant). Measured on mnist-ddpm, a λ_k that acts
   costs PSNR at equal MACs, so the default is ``lambda_mode="constant"`` (docs/RESULTS.md).
 
-``recipe="paper"`` (:data:`RECIPES`) sets the paper's choices together: Eq. 5 error, Eq. 6 mean
-sparsity, Eq. 10 piecewise λ on min–max normalised Δ, the bimodal term, and (in
-:mod:`blockmask.train_run`) Eq. 12 rectification as the paper states it.
+``recipe="paper"`` (:data:`RECIPES`): the paper's Eq. 5 error, Eq. 6 mean sparsity, Eq. 10 piecewise
+λ on min–max normalised Δ, the bimodal term, and Eq. 12 rectification (:mod:`blockmask.train_run`).
 
 The model is frozen while a mask is learned (eval mode, no parameter gradients; both restored after).
 """
