@@ -91,8 +91,8 @@ class MacProfile:
 
     def per_step(self, mask: np.ndarray, calls=None) -> np.ndarray:
         """(K,) MACs of each step (row) under ``mask``: its calls × one call's MACs."""
-        m = np.asarray(mask)
-        return self.calls(m.shape[0], calls) * self.per_call(m)
+        per_call = self.per_call(mask)  # checks the mask's shape first (no scheduler asked about 0 rows)
+        return self.calls(per_call.shape[0], calls) * per_call
 
     def total(self, mask: np.ndarray, calls=None) -> float:
         """Σ_k calls_k · (remainder + Σ_i executed[k, i] · macs_i) (METHOD.md §5)."""
