@@ -14,7 +14,8 @@ what should I run?" → a :class:`Schedule` (step count, scheduler, mask, proven
    on validation.
 
 Every sampling run is cached for the planner's life (same seeds, same step count and mask → same
-images), so :meth:`Planner.frontier` shares them across budgets.
+images), so :meth:`Planner.frontier` shares them across budgets; what a smaller budget chose is a
+candidate at the larger ones.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Planner:
             from .latency import measure_latency
 
             self.latency = measure_latency(wb, batch=latency_batch)
-        self._rules: dict[float, list[Candidate]] = {}
+        self._chosen: list[Candidate] = []  # what earlier plan() calls chose (candidates for larger budgets)
 
     # --- costs ------------------------------------------------------------------------------
     def cost(self, steps: int, mask: np.ndarray | None) -> float:
@@ -161,7 +162,8 @@ class Planner:
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
-        pool = [fewer, *screened]
+        # the schedules chosen for smaller budgets fit this one too: a frontier never gets worse as B grows
+        pool = [fewer, *screened, *(c for c in self._chosen if cd.fits(c.cost, cap))]
         for c in screened[:2]:  # neighbours: the same rule at fewer steps
             low = max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours)
             for k in range(c.steps - 1, low, -1):
@@ -254,6 +256,8 @@ class Planner:
             self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
         pool, fewer = self.candidates(budget)
         chosen, val = self.select(pool, fewer)
+        if chosen.family != "fewer-steps":
+            self._chosen.append(chosen)
         mask = np.ones((chosen.steps, len(self.wb.units)), bool) if chosen.mask is None else chosen.mask
         cal_err = self.scorer.errors(self.calib, chosen)
         prov = {"family": chosen.family, "name": chosen.name, "params": chosen.params,
