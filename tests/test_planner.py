@@ -203,6 +203,7 @@ def test_cli_plan_and_steps_auto_write_a_schedule(tmp_path, capsys):
     assert json.loads((tmp_path / "auto.json").read_text())["meta"]["family"] == r["family"]
 
 
+@pytest.mark.slow  # a subprocess: imports and model building take ~25 s on the shared CPU
 def test_frontier_benchmark_dry_run(tmp_path):
     import subprocess
     import sys
