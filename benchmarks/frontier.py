@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--valid", type=int, default=128)
-    ap.add_argument("--chunk", type=int, default=16, help="samples per sampling run (one generator seed each)")
+    ap.add_argument("--chunk", type=int, default=64, help="samples per sampling run (one generator seed each)")
     ap.add_argument("--no-learn", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds: plan no further budget after this (the peers are still scored)")

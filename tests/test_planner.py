@@ -88,7 +88,7 @@ def test_calibration_and_validation_seeds_are_disjoint_and_figures_reported(work
     assert loaded.meta["family"] == s.family and loaded.meta["plan"]["validation"]["psnr"] == pytest.approx(
         s.validation["psnr"]) and loaded.mask.shape == mf.mask.shape
     with pytest.raises(OptionError, match="overlap"):
-        Planner(wb, ref_steps=10, calib=8, valid=8, chunk=4, calib_seed=0, valid_seed=1, progress=False)
+        Planner(wb, ref_steps=10, calib=8, valid=8, chunk=4, screen=4, calib_seed=0, valid_seed=1, progress=False)
 
 
 @pytest.mark.parametrize("name,budget", [("tiny-unet", 0.3), ("tiny-dit", 0.45), ("tiny-unet-cond", 0.6)])
