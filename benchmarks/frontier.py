@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--valid", type=int, default=128)
     ap.add_argument("--test", type=int, default=128, help="held-out samples that judge the frontier")
     ap.add_argument("--test-seed", type=int, default=20_000)
-    ap.add_argument("--chunk", type=int, default=16, help="samples per sampling run (one generator seed each)")
+    ap.add_argument("--chunk", type=int, default=64, help="samples per sampling run (one generator seed each)")
     ap.add_argument("--no-learn", action="store_true")
     ap.add_argument("--refine-seconds", type=float, default=40.0, help="wall-clock cap of each refinement")
     ap.add_argument("--time-limit", type=float, default=None,

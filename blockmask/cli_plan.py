@@ -27,6 +27,7 @@ def cmd_plan(args) -> None:
     for name in ("calib", "valid"):
         check_int(f"--{name}", getattr(args, name), low=2, high=100_000)
     check_int("--ref-steps", args.ref_steps, low=2, high=10_000)
+    check_int("--batch", args.batch, low=1, high=4096)
     if args.output:
         check_output_file(args.output)
     wb = _workbench(args)

@@ -6,15 +6,16 @@ what should I run?" → a :class:`Schedule` (step count, scheduler, mask, proven
    paper's recipe) and refinement of the best few.
 2. Score: PSNR of the final images against the plain K_ref-step run from the same seeds. The
    rules are screened on the first calibration chunk; the best go on to every calibration seed.
-3. Calibration seeds (generator seeds ``calib_seed``.., one per chunk of ``chunk`` samples) and
-   validation seeds (``valid_seed``..) are disjoint. The best few on calibration, and the best
+3. Calibration seeds (generator seeds ``calib_seed``.., one per chunk: ``screen`` samples, then
+   chunks of ``chunk``) and validation seeds (``valid_seed``..) are disjoint. The best few on calibration, and the best
    fewer-steps candidate always, are scored on validation. A richer candidate (fewer-steps <
    rule < refined < learned) is chosen over a simpler one only when the bootstrap interval of its
    validation gain over it lies above 0, so the chosen schedule is never below plain fewer steps
    on validation.
 
 Every sampling run is cached for the planner's life (same seeds, same step count and mask → same
-images), so :meth:`Planner.frontier` shares them across budgets.
+images), so :meth:`Planner.frontier` shares them across budgets; what a smaller budget chose is a
+candidate at the larger ones.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Planner:
     """Plans budgets for one model at one reference step count, sharing every sampling run."""
 
     def __init__(self, wb, *, ref_steps: int = 50, unit: str = "macs", calib: int = 64, valid: int = 128,
-                 chunk: int = 16, calib_seed: int = 0, valid_seed: int = 10_000, learn: bool = True,
+                 chunk: int = 64, screen: int = 16, calib_seed: int = 0, valid_seed: int = 10_000, learn: bool = True,
                  recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 6, train_batch: int = 2,
                  refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 4, neighbours: int = 1,
                  validate_top: int = 2, resamples: int = 1000, latency_batch: int = 1, latency=None,
@@ -90,9 +91,10 @@ class Planner:
         wb.timesteps(self.ref_steps)  # the scheduler can run it
         calib, valid = check_int("calibration samples", calib, low=2), check_int("validation samples", valid, low=2)
         chunk = check_int("chunk", chunk, low=1, high=4096)
+        screen = check_int("screening samples", screen, low=1, high=4096)
         calib_seed = check_int("calibration seed", calib_seed, low=0, high=2**62)
         valid_seed = check_int("validation seed", valid_seed, low=0, high=2**62)
-        self.calib = Group("calibration", calib_seed, calib, chunk)
+        self.calib = Group("calibration", calib_seed, calib, chunk, first=screen)
         self.valid = Group("validation", valid_seed, valid, chunk)
         if set(self.calib.seeds) & set(self.valid.seeds):
             raise OptionError(f"calibration seeds {self.calib.seeds[0]}..{self.calib.seeds[-1]} and validation seeds "
@@ -111,7 +113,7 @@ class Planner:
             from .latency import measure_latency
 
             self.latency = measure_latency(wb, batch=latency_batch)
-        self._rules: dict[float, list[Candidate]] = {}
+        self._chosen: list[Candidate] = []  # what earlier plan() calls chose (candidates for larger budgets)
 
     # --- costs ------------------------------------------------------------------------------
     def cost(self, steps: int, mask: np.ndarray | None) -> float:
@@ -161,7 +163,8 @@ class Planner:
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
-        pool = [fewer, *screened]
+        # the schedules chosen for smaller budgets fit this one too: a frontier never gets worse as B grows
+        pool = [fewer, *screened, *(c for c in self._chosen if cd.fits(c.cost, cap))]
         for c in screened[:2]:  # neighbours: the same rule at fewer steps
             low = max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours)
             for k in range(c.steps - 1, low, -1):
@@ -254,6 +257,8 @@ class Planner:
             self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
         pool, fewer = self.candidates(budget)
         chosen, val = self.select(pool, fewer)
+        if chosen.family != "fewer-steps":
+            self._chosen.append(chosen)
         mask = np.ones((chosen.steps, len(self.wb.units)), bool) if chosen.mask is None else chosen.mask
         cal_err = self.scorer.errors(self.calib, chosen)
         prov = {"family": chosen.family, "name": chosen.name, "params": chosen.params,

@@ -32,18 +32,21 @@ def bootstrap_gain(mse_base: np.ndarray, mse_new: np.ndarray, *, resamples: int 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-    """Samples from generator seeds ``seed``, ``seed + 1``, … one per chunk of ``chunk`` samples."""
+    """Samples from generator seeds ``seed``, ``seed + 1``, … one per chunk: the first chunk has
+    ``first`` samples (None: ``chunk``; the planner screens on it), the others ``chunk``."""
 
     name: str
     seed: int
     samples: int
     chunk: int
+    first: int | None = None
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
         """(seed, batch) of each chunk."""
-        starts = range(0, self.samples, self.chunk)
-        return [(self.seed + j, min(self.chunk, self.samples - s)) for j, s in enumerate(starts)]
+        first = min(self.first or self.chunk, self.samples)
+        sizes = [first] + [min(self.chunk, self.samples - s) for s in range(first, self.samples, self.chunk)]
+        return [(self.seed + j, b) for j, b in enumerate(sizes)]
 
     @property
     def seeds(self) -> list[int]:

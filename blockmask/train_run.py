@@ -13,7 +13,7 @@ A MAC budget B (``target_macs``), recipe ``blockmask`` (the default):
 Recipe ``paper`` (or ``refine=False``): geometric bisection on λ until the rectified MAC ratio is
 within ±2% of B, as the paper tunes its λ.
 
-Checkpoint files are read by :mod:`blockmask.train_ckpt`; ``--steps auto`` is :mod:`blockmask.train_auto`.
+Checkpoint files are read by :mod:`blockmask.train_ckpt`; ``--steps auto`` is the planner (:mod:`blockmask.train_auto`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `--steps auto` masks (choose the step count K and the mask together for a MAC budget B relative to the
-# plain 50-step model; blockmask/train_auto.py run_budget_auto), for the comparison with DDIM with fewer
-# steps in docs/RESULTS.md. About 5-10 min per mask on the 2-core CPU, one thread.
+# `--steps auto` masks (the budget planner, blockmask/planner.py: the step count K and the mask for a MAC
+# budget B relative to the plain 50-step model), for the comparison with DDIM with fewer steps in
+# docs/RESULTS.md. For a whole frontier with the peers scored: benchmarks/frontier.py.
 #   [BUDGETS="35 45 55"] [REF=50] bash scripts/auto_masks.sh [MODEL ...]   -> docs/results/steps-auto/
 # then:  python benchmarks/budget_table.py --model MODEL --steps 50 -o docs/results/budgets-MODEL-50 \
 #          --only auto- --merge --extra "learned, K auto (blockmask)=docs/results/steps-auto/MODEL-auto-b*.json"
@@ -16,8 +16,7 @@ for model in ${models[@]}; do
   for b in $budgets; do
     out="docs/results/steps-auto/${model}-auto-b${b}.json"
     t0=$(date +%s)
-    blockmask train "$model" --steps auto --ref-steps "$ref" --target-macs "0.$b" --calib-batch 16 --refine-passes 2 \
-      -o "$out" --json > /dev/null
-    python -c "import json; d=json.load(open('$out')); b=d['meta']['budget']; print('$out', 'K =', d['num_steps'], round(b['macs_vs_ref'], 4), [(t['steps'], round(t['error'], 6)) for t in b['steps_auto']], $(date +%s)-$t0, 's')"
+    blockmask train "$model" --steps auto --ref-steps "$ref" --target-macs "0.$b" -o "$out" --json > /dev/null
+    python -c "import json; d=json.load(open('$out')); p=d['meta']['plan']; print('$out', 'K =', d['num_steps'], p['provenance']['name'], round(p['macs_ratio_vs_ref'], 4), 'validation', round(p['validation']['psnr'], 2), 'dB', $(date +%s)-$t0, 's')"
   done
 done
