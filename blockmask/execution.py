@@ -37,33 +37,13 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters.contracts import BoundContract
+from .outputs import first_tensor, map_tensors
+from .registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
 from .rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from .units import Unit, discover_units, unit_modules
 
-HOOK_NAME = "blockmask"
-
-
-def map_tensors(fn: Callable[..., torch.Tensor], *outs: Any) -> Any:
-    """Apply ``fn`` to corresponding tensors of same-structured unit outputs (tensor, tuple, BaseOutput)."""
-    first = outs[0]
-    if isinstance(first, torch.Tensor):
-        return fn(*outs)
-    if isinstance(first, tuple):
-        parts = [map_tensors(fn, *p) for p in zip(*outs)]
-        return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
-    if isinstance(first, dict):  # diffusers BaseOutput is an OrderedDict
-        return type(first)(**{k: map_tensors(fn, *(o[k] for o in outs)) for k in first})
-    return first
-
-
-def first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return first_tensor(out[0])
-    if isinstance(out, dict):
-        return first_tensor(next(iter(out.values())))
-    raise TypeError(f"unit output of type {type(out).__name__} holds no tensor")
+__all__ = ["HOOK_NAME", "MODES", "MaskedExecution", "UnitHook", "compiled_body", "first_tensor", "map_tensors",
+           "register_hooks", "remove_hooks", "resolve_mode"]  # helpers re-exported from .outputs / .registry
 
 
 MODES = ("eager", "compiled", "graph", "rowgraph")
@@ -165,10 +145,10 @@ class UnitHook(ModelHook):
         x = self.streams.inputs(args, kwargs) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
-            if not ex.bypass and (ex.store_mask is None or ex.store_mask[ex.step, i]):
+            if not ex.bypass and (not ex.static or ex.store_mask[ex.step, i]):
                 st = self.states.get_state()
                 st.cache = ex.store(st.cache, self.streams.residual(out, x) if self.residual else out)
-            ex.computed += 1
+            ex.count(ran=True)
             return out
         cache = self.states.get_state().cache
         if cache is None:
@@ -176,51 +156,16 @@ class UnitHook(ModelHook):
         if self.residual:
             cache = self.streams.reuse(cache, x)
         if g is False:
-            ex.skipped += 1
+            ex.count(ran=False)
             return cache
         fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
-        ex.computed += 1
+        ex.count(ran=True)
         return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
 
     def reset_state(self, module):
         if not self.execution.static:  # row graphs hold static cache buffers (see reset())
             self.states.reset()
         return module
-
-
-def register_hooks(modules: list[torch.nn.Module], hooks: list[ModelHook], name: str = HOOK_NAME) -> None:
-    """Register ``hooks[i]`` on ``modules[i]``'s diffusers HookRegistry; all or none."""
-    done = []
-    try:
-        for mod, hook in zip(modules, hooks):
-            registry = HookRegistry.check_if_exists_or_initialize(mod)
-            if registry.get_hook(name) is not None:
-                raise MaskError(f"{type(mod).__name__} is already hooked by blockmask (nested blockmask executions?)")
-            registry.register_hook(hook, name)
-            done.append(mod)
-    except BaseException:
-        remove_hooks(done, name)
-        raise
-
-
-def remove_hooks(modules: list[torch.nn.Module], name: str = HOOK_NAME) -> None:
-    """Remove the named hook from each module's registry; a forward that was the class's own goes
-    back to being the class's (no instance attribute left behind)."""
-    for mod in modules:
-        registry = getattr(mod, "_diffusers_hook", None)
-        if registry is None or registry.get_hook(name) is None:
-            continue
-        registry.remove_hook(name, recurse=False)
-        fwd = mod.__dict__.get("forward")
-        if getattr(fwd, "__self__", None) is mod and getattr(fwd, "__func__", None) is type(mod).forward:
-            del mod.forward
-
-
-def _invalidate(model: torch.nn.Module) -> None:
-    """diffusers caches each registry's list of child registries (for ``cache_context``): rebuild it."""
-    registry = getattr(model, "_diffusers_hook", None)
-    if registry is not None:
-        registry.invalidate_child_registries_cache()
 
 
 class MaskedExecution(contextlib.AbstractContextManager):
@@ -275,7 +220,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._entered = True
         if self.static and self.mask is not None:
             self._install_graphs()
-        _invalidate(self.model)
+        invalidate_children(self.model)
         return self
 
     def _install_graphs(self) -> None:
@@ -296,7 +241,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
                 if self.graphs is not None:
                     remove_hooks([self.model], GRAPH_HOOK)
                 self._entered = False
-                _invalidate(self.model)
+                invalidate_children(self.model)
         finally:
             self.reset()  # caches freed; the counters stay readable (what ran and what was reused)
             self.computed, self.skipped = counts
@@ -317,15 +262,55 @@ class MaskedExecution(contextlib.AbstractContextManager):
             raise MaskError(f"step {k} is outside the mask's {self.mask.shape[0]} steps")
         self.step, self.branch = k, branch
 
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @step.setter
+    def step(self, k: int) -> None:
+        self._step = k
+        self._row = self._row_at(k)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, m: np.ndarray | None) -> None:
+        self._mask = m
+        self._row = self._row_at(getattr(self, "_step", 0))
+
+    def _row_at(self, k: int) -> tuple[bool, ...] | None:
+        """Row k of the mask as Python bools (None without a mask; () past its end, so gate() raises).
+
+        The gates are read from this tuple, never by indexing the NumPy mask inside a unit's forward:
+        under a whole-model ``torch.compile`` the tuple's values are constants guarded per row (one
+        graph per distinct row), where NumPy indexing would be traced as a tensor and break the graph
+        at every unit. A mask changed in place takes effect at the next ``set_step``."""
+        m = self._mask
+        if m is None:
+            return None
+        return tuple(bool(v) for v in m[k].tolist()) if 0 <= k < m.shape[0] else ()
+
     def gate(self, i: int):
         """True (run), False (reuse) or a 0-d tensor (soft gate) for unit i at the current step."""
         if self.bypass:
             return True
         if self.soft is not None:
             return self.soft[i]
-        if self.mask is None:
-            return True
-        return bool(self.mask[self.step, i])
+        row = self._row
+        return True if row is None else row[i]
+
+    def count(self, *, ran: bool) -> None:
+        """Tally one unit call (``computed`` / ``skipped``). Not while dynamo traces a whole-model
+        ``torch.compile``: a Python counter read there would be guarded on its value and recompile
+        the graph at every call (the counters then stay where eager calls left them)."""
+        if torch.compiler.is_compiling():
+            return
+        if ran:
+            self.computed += 1
+        else:
+            self.skipped += 1
 
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static

@@ -18,7 +18,7 @@ import dataclasses
 
 import torch
 
-from .execution import first_tensor, map_tensors
+from .outputs import first_tensor, map_tensors
 from .units import discover_units, example_call, unit_modules, wrap_forwards
 
 

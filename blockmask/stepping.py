@@ -36,7 +36,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from .errors import BlockmaskError, MaskError
-from .execution import MaskedExecution, _invalidate
+from .execution import MaskedExecution
+from .registry import invalidate_children
 from .schedulers import scheduler_rows, step_complete
 
 STEP_HOOK = "blockmask_steps"
@@ -227,7 +228,7 @@ class BlockMask:
             self.steps.remove()
         finally:
             self.execution.__exit__(None, None, None)
-            _invalidate(self.execution.model)
+            invalidate_children(self.execution.model)
             self.execution.model.__dict__.pop("_blockmask_applied", None)
 
 

@@ -168,3 +168,30 @@ def test_compiled_mode_matches_eager_and_never_recompiles_per_mask(workbenches):
     second = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[1], mode="compiled")
     assert sum(dynamo.utils.counters["stats"].values()) == 0 or dynamo.utils.counters["stats"]["unique_graphs"] == 0
     assert torch.allclose(first, eager[0], atol=1e-4) and torch.allclose(second, eager[1], atol=1e-4)
+
+
+def test_whole_model_compile_with_a_mask_matches_eager_in_few_graphs():
+    """Bug 6: under a whole-model ``torch.compile`` the unit hooks indexed the NumPy mask, which
+    dynamo traced as a tensor: a graph break (and a recompilation) at every unit. The gates are now
+    Python constants guarded per row: one graph for the first call and one per distinct row."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from blockmask.api import Workbench
+    from conftest import tiny_spec
+
+    wb = Workbench.load(tiny_spec("tiny-dit"))  # its own model: compile() changes the module
+    mask = np.ones((K, len(wb.units)), bool)
+    mask[1::2, [1, 2, 4, 5]] = False  # reuse two blocks' inner units every other step
+    cond = Condition(class_labels=[1, 2], guidance_scale=3.0)
+    eager = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond)
+    dynamo.reset()
+    counter = CompileCounterWithBackend("eager")
+    wb.model.compile(backend=counter)
+    try:
+        runs = [sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond)
+                for _ in range(2)]
+    finally:
+        dynamo.reset()
+    assert all(torch.allclose(r, eager, rtol=1e-5, atol=1e-6) for r in runs)
+    assert 1 <= counter.frame_count <= 3

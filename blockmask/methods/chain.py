@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..execution import map_tensors
+from ..outputs import map_tensors
 from ..units import discover_units, unit_modules, wrap_forwards
 
 

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BlockmaskError
-from ..execution import first_tensor
+from ..outputs import first_tensor
 from ..sample import Condition, sample
 from ..units import discover_units, unit_modules, wrap_forwards
 from .budget import _ratio, fit_scores, within
