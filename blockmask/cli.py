@@ -1,100 +1,33 @@
 """The ``blockmask`` command line. Every command prints a readable summary, or JSON with ``--json``.
 
 Error model: bad input of any kind (options, files, outputs) is one line ``error: …`` on stderr and
-exit code 2 — argparse's own errors included (:class:`_Parser`). Options and outputs are checked
-before any work starts. A bug (any other exception) is one line too, exit code 1, never a
+exit code 2 — argparse's own errors included (:class:`blockmask.cli_common.Parser`). Options and
+outputs are checked before any work starts. A bug (any other exception) is one line too, exit code 1, never a
 traceback (set ``BLOCKMASK_DEBUG=1`` to see it). SIGTERM and Ctrl-C remove temp files and locks
 (exit 143 / 130)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
+from .baselines import BASELINES
+from .cli_common import Parser, check_ints, emit, finite, guidance_of, load_mask, model_args, workbench
+from .cli_eval import add_eval
+from .cli_plan import add_plan
+from .cli_tools import add_commands
+from .cli_train import add_train
 from .errors import BlockmaskError
 from .execution import MODES
-from .schedulers import SCHEDULER_HELP
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: blockmask train: …``), exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
-def _finite(text: str) -> float:
-    """A float option: finite (nan and inf are refused at parse time)."""
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _model_args(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
-    p.add_argument("model", help="a bundled model (a folder of the bundled assets' models/: mnist-ddpm, "
-                                  "mnist-dit, …), config:PATH.json, a diffusers folder, or a hub id")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--init-seed", type=int, default=0, help="seed of the random init for config: models")
-    p.add_argument("--scheduler", default="ddim", help=SCHEDULER_HELP)
-    if steps:
-        p.add_argument("--steps", type=int, required=True, help="number of sampling steps K")
-
-
-def _out(args, obj: dict, text: str) -> None:
-    from .mask import jsonable
-
-    print(json.dumps(jsonable(obj), indent=1) if args.json else text)  # strict JSON: inf/NaN -> null
-
-
-def _check_ints(args, **bounds) -> None:
-    """Integer options within (low, high) bounds, checked before any work (one validator:
-    :func:`blockmask.validate.check_int`, named as the flag)."""
-    from .validate import check_int
-
-    for name, (low, high) in bounds.items():
-        v = getattr(args, name, None)
-        if v is not None and v != "auto":
-            check_int("--" + name.replace("_", "-"), v, low=low, high=high)
-
-
-SEED_MAX = 2**63 - 1
-
-
-def _workbench(args):
-    from .api import Workbench
-
-    _check_ints(args, steps=(1, 10_000), ref_steps=(2, 10_000), init_seed=(0, SEED_MAX), seed=(0, SEED_MAX),
-                class_label=(0, None))
-    return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
-                          scheduler=args.scheduler)
-
-
-def _guidance(args, wb) -> float:
-    """--guidance-scale, else the model's own default (blockmask.json), else 1 (no guidance)."""
-    return wb.default_guidance if args.guidance_scale is None else args.guidance_scale
-
-
-def _load_mask(wb, path, steps=None):
-    mf, warnings = wb.load_mask(path, steps=steps)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    return mf
+from .methods.cli import add_method_parser
 
 
 def cmd_info(args) -> None:
     from .costs import format_macs
 
-    wb = _workbench(args)
+    wb = workbench(args)
     p = wb.macs
     units = [{"index": u.index, "name": u.name, "kind": u.kind, "block": u.block, "macs": float(p.unit_macs[u.index])}
              for u in wb.units]
@@ -112,19 +45,19 @@ def cmd_info(args) -> None:
              f"{len(units)} units; one forward (batch 1) = {format_macs(p.full_step)} MACs, "
              f"always-run remainder {format_macs(p.remainder)} ({p.remainder / p.full_step:.1%})"]
     lines += [f"  {u['index']:3d}  {u['kind']:<10} {u['name']:<40} {format_macs(u['macs']):>8}" for u in units]
-    _out(args, obj, "\n".join(lines))
+    emit(args, obj, "\n".join(lines))
 
 
 def cmd_macs(args) -> None:
     from .costs import format_macs
 
-    wb = _workbench(args)
+    wb = workbench(args)
     p = wb.macs
-    mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else np.ones((args.steps, len(wb.units)), bool)
+    mask = load_mask(wb, args.mask, args.steps).mask if args.mask else np.ones((args.steps, len(wb.units)), bool)
     obj = {"steps": args.steps, "baseline_macs": p.baseline(args.steps), "masked_macs": p.total(mask),
            "ratio": p.ratio(mask), "speedup_bound": 1 / p.ratio(mask), "per_step_macs": p.per_step(mask).tolist(),
            "model_calls": p.model_calls(args.steps), "calls_per_step": p.calls(args.steps).astype(int).tolist()}
-    _out(args, obj, f"{args.steps} steps ({obj['model_calls']} model calls): {format_macs(obj['masked_macs'])} MACs of "
+    emit(args, obj, f"{args.steps} steps ({obj['model_calls']} model calls): {format_macs(obj['masked_macs'])} MACs of "
                     f"{format_macs(obj['baseline_macs'])} ({obj['ratio']:.1%}, MAC speedup {obj['speedup_bound']:.2f}x), "
                     "batch 1, no CFG")
 
@@ -133,8 +66,8 @@ def cmd_mask(args) -> None:
     from .io import check_output_file
 
     check_output_file(args.output)
-    _check_ints(args, interval=(1, None), branch=(0, None), every=(1, None))
-    wb = _workbench(args)
+    check_ints(args, interval=(1, None), branch=(0, None), every=(1, None))
+    wb = workbench(args)
     mask = wb.baseline(args.kind, steps=args.steps, seed=args.seed, interval=args.interval, branch=args.branch,
                        every=args.every, skip=args.skip, macs_ratio=args.macs_ratio)
     meta = {"baseline": {"kind": args.kind, "interval": args.interval, "branch": args.branch, "every": args.every,
@@ -147,7 +80,7 @@ def cmd_mask(args) -> None:
     mf = wb.mask_file(mask, meta)
     mf.save(args.output)
     m = mf.meta["macs"]
-    _out(args, {"output": str(args.output), "hash": mf.to_json()["hash"], **m},
+    emit(args, {"output": str(args.output), "hash": mf.to_json()["hash"], **m},
          f"wrote {args.output}: {args.kind} mask, {mask.shape[0]}×{mask.shape[1]}, MAC ratio {m['ratio']:.1%}")
 
 
@@ -155,8 +88,8 @@ def cmd_rectify(args) -> None:
     from .io import check_output_file
 
     check_output_file(args.output)
-    wb = _workbench(args)
-    mf = _load_mask(wb, args.mask)
+    wb = workbench(args)
+    mf = load_mask(wb, args.mask)
     r = wb.rectify(mf.mask)
     saved = wb.macs.total(mf.mask) - wb.macs.total(r.mask)  # per model call (Heun: two per step)
     out = mf.with_mask(r.mask, rectified={"cells_removed": r.cells_removed, "macs_saved": saved,
@@ -165,7 +98,7 @@ def cmd_rectify(args) -> None:
     out.save(args.output)
     obj = {"output": str(args.output), "cells_removed": r.cells_removed, "macs_saved": saved,
            "ratio_before": wb.macs.ratio(mf.mask), "ratio_after": wb.macs.ratio(r.mask)}
-    _out(args, obj, f"removed {r.cells_removed} dead cells; MAC ratio {obj['ratio_before']:.2%} -> "
+    emit(args, obj, f"removed {r.cells_removed} dead cells; MAC ratio {obj['ratio_before']:.2%} -> "
                     f"{obj['ratio_after']:.2%}; wrote {args.output}")
 
 
@@ -178,17 +111,17 @@ def cmd_sample(args) -> None:
     from .io import check_output_folder
 
     out = check_output_folder(args.output)
-    _check_ints(args, num_images=(1, 4096))
-    wb = _workbench(args)
-    mask = _load_mask(wb, args.mask, args.steps).mask if args.mask else None
-    cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb), prompt_file=args.prompt_embeds)
+    check_ints(args, num_images=(1, 4096))
+    wb = workbench(args)
+    mask = load_mask(wb, args.mask, args.steps).mask if args.mask else None
+    cond = wb.condition(class_label=args.class_label, guidance_scale=guidance_of(args, wb), prompt_file=args.prompt_embeds)
     lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
                       mode=args.mode)
     imgs = wb.images(lat)
     out.mkdir(exist_ok=True)
     atomic_write_all([(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)), True),
                       (out / "grid.png", lambda tmp: Image.fromarray(to_grid(imgs)).save(tmp, format="PNG"), True)])
-    _out(args, {"output": str(out), "num_images": args.num_images, "shape": list(imgs.shape)},
+    emit(args, {"output": str(out), "num_images": args.num_images, "shape": list(imgs.shape)},
          f"wrote {out}/grid.png and {out}/samples.npy ({args.num_images} images)")
 
 
@@ -198,26 +131,26 @@ def _save_npy(path, arr) -> None:
 
 
 def cmd_bench(args) -> None:
-    _check_ints(args, batch=(1, 4096), repeats=(1, 10_000), warmup=(0, 10_000))
-    wb = _workbench(args)
-    mf = _load_mask(wb, args.mask, args.steps)
-    cond = wb.condition(class_label=args.class_label, guidance_scale=_guidance(args, wb))
+    check_ints(args, batch=(1, 4096), repeats=(1, 10_000), warmup=(0, 10_000))
+    wb = workbench(args)
+    mf = load_mask(wb, args.mask, args.steps)
+    cond = wb.condition(class_label=args.class_label, guidance_scale=guidance_of(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
         " (rerun on a quiet machine, with more --repeats)"
-    _out(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
+    emit(args, r, f"{r['device_name']}, batch {r['batch']}, {r['steps']} steps: plain {r['plain_s']:.3f}s, "
                   f"masked {r['masked_s']:.3f}s, speedup {r['speedup']:.2f}x, MAC ratio {r['macs_ratio']:.1%} "
                   f"(ideal {r['mac_speedup']:.2f}x), efficiency {r['efficiency']:.2f}" + flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ap = Parser(prog="blockmask", description="Learned per-step block masks for diffusion models.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def add(name, fn, help, steps=True):
         p = sub.add_parser(name, help=help, description=help)
-        _model_args(p, steps=steps)
+        model_args(p, steps=steps)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(fn=fn)
         return p
@@ -225,25 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("info", cmd_info, "list the model's units, kinds and per-unit MACs", steps=False)
     p = add("macs", cmd_macs, "total MACs of a mask (or all-ones) and the ratio to the plain model")
     p.add_argument("--mask", help="mask JSON file")
-    from .baselines import BASELINES
-
     p = sub.add_parser("mask", help="write a baseline mask (ones, random, deepcache, fora, blocks, uniform)")
     p.add_argument("kind", choices=list(BASELINES))
-    _model_args(p)
+    model_args(p)
     p.add_argument("--interval", type=int, default=3, help="deepcache/fora: full step every N steps")
     p.add_argument("--branch", type=int, default=0,
                    help="deepcache: cache_branch_id as in the DeepCache package (0 = shallowest, its default)")
     p.add_argument("--every", type=int, default=2, help="uniform: each unit runs every N steps")
-    p.add_argument("--skip", type=_finite, help="random: fraction of cells (rows 1..K-1) to skip")
-    p.add_argument("--macs-ratio", type=_finite, help="random: target MAC ratio")
+    p.add_argument("--skip", type=finite, help="random: fraction of cells (rows 1..K-1) to skip")
+    p.add_argument("--macs-ratio", type=finite, help="random: target MAC ratio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rectify", action="store_true", help="rectify the baseline mask before saving")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_mask)
-    from .methods.cli import add_method_parser
-
-    add_method_parser(sub, _model_args)  # blockmask method feature-change|router|global (issue 17)
+    add_method_parser(sub, model_args)  # blockmask method feature-change|router|global (issue 17)
     p = sub.add_parser("rectify", help="remove provably dead cells from a mask (samples unchanged)")
     p.add_argument("mask")
     p.add_argument("--model", required=True)
@@ -254,9 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_rectify)
-    from .cli_eval import add_eval
-    from .cli_train import add_train
-
     add_train(add)  # blockmask train
     add_eval(sub, add)  # blockmask eval, report
     for name, fn, help in (("sample", cmd_sample, "generate images (PNG grid + samples.npy)"),
@@ -265,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mask", required=name == "bench")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--class-label", type=int)
-        p.add_argument("--guidance-scale", type=_finite, default=None,
+        p.add_argument("--guidance-scale", type=finite, default=None,
                        help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
         p.add_argument("--mode", default="eager", choices=list(MODES),
                        help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA "
@@ -278,11 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--batch", type=int, default=1)
             p.add_argument("--repeats", type=int, default=3)
             p.add_argument("--warmup", type=int, default=1)
-    from .cli_tools import add_commands
-
     add_commands(sub)  # app, data, cachedit
-    from .cli_plan import add_plan
-
     add_plan(add)  # blockmask plan (issue 26)
     return ap
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import _check_ints, _finite, _guidance, _load_mask, _out, _workbench
+from .cli_common import check_ints, emit, finite, guidance_of, load_mask, workbench
 from .errors import BlockmaskError, OptionError
 
 
@@ -35,19 +35,19 @@ def cmd_eval(args) -> None:
     cache = Path(args.cache_dir)
     if cache.exists() and not cache.is_dir():
         raise BlockmaskError(f"--cache-dir {cache} exists and is not a folder")
-    _check_ints(args, num_samples=(2, 10**7), batch=(1, 4096), bench_batch=(1, 4096), bench_repeats=(1, 1000))
+    check_ints(args, num_samples=(2, 10**7), batch=(1, 4096), bench_batch=(1, 4096), bench_repeats=(1, 1000))
     specs = []
     for spec in args.mask or []:
         name, _, path = spec.rpartition("=")
         if not path:
             raise OptionError(f"--mask takes NAME=PATH or PATH, got {spec!r}")
         specs.append((name, path))
-    wb = _workbench(args)
+    wb = workbench(args)
     k = args.steps
     methods = [Method("original", None, k)]
     learned = []
     for name, path in specs:
-        mf = _load_mask(wb, path, k)
+        mf = load_mask(wb, path, k)
         name = name or Path(path).stem
         methods.append(Method(name, mf.mask, k))
         learned.append((name, mf))
@@ -68,7 +68,7 @@ def cmd_eval(args) -> None:
                                                                          seed=args.seed), k))
         if args.fewer_steps:
             methods.append(Method(f"DDIM {max(1, round(ratio * k))} steps", None, max(1, round(ratio * k))))
-    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=_guidance(args, wb),
+    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=guidance_of(args, wb),
                     class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
                     cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
     from .distributed import is_main
@@ -83,7 +83,7 @@ def cmd_eval(args) -> None:
 def _report_out(args, rows: list[dict], files: dict) -> None:
     from .report import to_markdown
 
-    _out(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
+    emit(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
 
 
 def cmd_report(args) -> None:
@@ -110,7 +110,7 @@ def add_eval(sub, add) -> None:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class-label", type=int, help="one class for all samples (default: cycle through classes)")
-    p.add_argument("--guidance-scale", type=_finite, default=None,
+    p.add_argument("--guidance-scale", type=finite, default=None,
                    help="classifier-free guidance scale (default: the model's own, from its blockmask.json, else 1)")
     p.add_argument("--fid-extractor", default="mnist-cnn",
                    help="mnist-cnn (offline, bundled) or a torch-fidelity extractor such as inception-v3-compat (downloads)")

@@ -5,7 +5,7 @@ no file is written unless the plan completes."""
 
 from __future__ import annotations
 
-from .cli import _finite, _out, _workbench
+from .cli_common import emit, finite, workbench
 from .errors import BlockmaskError
 
 
@@ -30,7 +30,7 @@ def cmd_plan(args) -> None:
     check_int("--batch", args.batch, low=1, high=4096)
     if args.output:
         check_output_file(args.output)
-    wb = _workbench(args)
+    wb = workbench(args)
     planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid,
                       learn=not args.no_learn,
                       latency_batch=args.batch, progress=not args.json)
@@ -51,16 +51,16 @@ def cmd_plan(args) -> None:
             f"steps; "
             f"calibration {s.calibration['psnr']:.2f} dB; planned in {s.plan_seconds:.0f}s"
             + (f"\nwrote {args.output}" if args.output else ""))
-    _out(args, {**s.to_json(), "output": args.output}, text)
+    emit(args, {**s.to_json(), "output": args.output}, text)
 
 
 def add_plan(add) -> None:
     """Register ``plan`` through cli.build_parser's ``add`` (model arguments, --json)."""
     p = add("plan", cmd_plan, "choose the step count and mask for a compute budget (MACs or seconds), validated on "
                               "seeds the choice never saw", steps=False)
-    p.add_argument("--budget", type=_finite, help="fraction in (0, 1] of the plain model's MACs at --ref-steps "
+    p.add_argument("--budget", type=finite, help="fraction in (0, 1] of the plain model's MACs at --ref-steps "
                                                   "(seconds with --unit seconds)")
-    p.add_argument("--seconds", type=_finite, help="latency budget: seconds per sampling run on --device")
+    p.add_argument("--seconds", type=finite, help="latency budget: seconds per sampling run on --device")
     p.add_argument("--unit", choices=["macs", "seconds"], default=None, help="what --budget counts (default macs)")
     p.add_argument("--ref-steps", type=int, default=50, help="the plain model the budget refers to (default 50)")
     p.add_argument("--calib", type=int, default=64, help="calibration samples (the choice is made on these)")

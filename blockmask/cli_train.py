@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .cli import _finite, _guidance, _out, _workbench
+from .cli_common import emit, finite, guidance_of, workbench
 from .errors import BlockmaskError
 
 
@@ -18,8 +18,8 @@ def cmd_train(args) -> None:
     from .train_run import run_training
 
     check_output_file(args.output)
-    wb = _workbench(args)
-    args.guidance_scale = _guidance(args, wb)  # the model's own default is 1 (TrainConfig's) without blockmask.json
+    wb = workbench(args)
+    args.guidance_scale = guidance_of(args, wb)  # the model's own default is 1 (TrainConfig's) without blockmask.json
     labels = None if args.class_label is None else (args.class_label,)
     from .train_auto import run_budget_auto
     from .train_run import RefineConfig, check_budget
@@ -54,7 +54,7 @@ def cmd_train(args) -> None:
         mf, r = run_budget_auto(wb, TrainConfig.for_recipe(args.recipe, **base), args.output,
                                 target_macs=args.target_macs, ref_steps=args.ref_steps, refine=refine, condition=cond,
                                 progress=not args.json)
-        _out(args, r, f"wrote {r['output']}: {r['steps']} steps, {r['provenance']['name']} ({r['family']}), MACs "
+        emit(args, r, f"wrote {r['output']}: {r['steps']} steps, {r['provenance']['name']} ({r['family']}), MACs "
                       f"{r['macs_vs_ref']:.1%} of the plain model at {args.ref_steps} steps, validation "
                       f"{r['validation']['psnr']:.2f} dB, {r['train_seconds']:.0f}s (the planner: blockmask plan)")
         return
@@ -64,7 +64,7 @@ def cmd_train(args) -> None:
     runs = [(args.lam, Path(args.output))]
     if args.sweep:
         try:
-            lams = [_finite(v) for v in args.sweep.split(",") if v.strip()]
+            lams = [finite(v) for v in args.sweep.split(",") if v.strip()]
         except (ValueError, argparse.ArgumentTypeError):
             raise BlockmaskError(f"--sweep takes comma-separated finite λ values, got {args.sweep!r}") from None
         if not lams:
@@ -84,7 +84,7 @@ def cmd_train(args) -> None:
     text = "\n".join(f"wrote {r['output']}: MAC ratio {r['macs']['ratio']:.1%}, {r['cells_removed']} cells rectified, "
                      f"{r['train_seconds']:.0f}s ({r['per_step_seconds']:.2f}s/step), peak RSS {r['peak_rss_mb']:.0f} MB"
                      for r in results)
-    _out(args, results[0] if len(results) == 1 else {"runs": results}, text)
+    emit(args, results[0] if len(results) == 1 else {"runs": results}, text)
 
 
 def _steps_arg(text: str):
@@ -114,15 +114,15 @@ def add_train(add) -> None:
                         "rectification as the paper states them (overrides --feature-norm/--sparsity)")
     p.add_argument("--iters", type=int, default=td["iters"], help="optimization iterations per step")
     p.add_argument("--batch", type=int, default=td["batch"], help="noise seeds per iteration")
-    p.add_argument("--lr", type=_finite, default=td["lr"], help="Adam learning rate on the logits")
-    p.add_argument("--alpha", type=_finite, default=td["alpha"], help="sparsity weight (Eq. 6)")
-    p.add_argument("--beta", type=_finite, default=td["beta"], help="bimodal weight (Eq. 7)")
-    p.add_argument("--lambda", dest="lam", type=_finite, default=td["lam"],
+    p.add_argument("--lr", type=finite, default=td["lr"], help="Adam learning rate on the logits")
+    p.add_argument("--alpha", type=finite, default=td["alpha"], help="sparsity weight (Eq. 6)")
+    p.add_argument("--beta", type=finite, default=td["beta"], help="bimodal weight (Eq. 7)")
+    p.add_argument("--lambda", dest="lam", type=finite, default=td["lam"],
                    help="λ scale (Eq. 10/11): skip a unit when its error costs less than λ × a typical step's change")
     p.add_argument("--lambda-mode", default=td["lambda_mode"], choices=["piecewise", "constant"])
-    p.add_argument("--lambda-low", type=_finite, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
-    p.add_argument("--lambda-high", type=_finite, default=td["lambda_high"], help="λ level at smooth steps")
-    p.add_argument("--tau", type=_finite, default=td["tau"], help="threshold on the normalized Δ_k")
+    p.add_argument("--lambda-low", type=finite, default=td["lambda_low"], help="λ level at sensitive steps (large Δ)")
+    p.add_argument("--lambda-high", type=finite, default=td["lambda_high"], help="λ level at smooth steps")
+    p.add_argument("--tau", type=finite, default=td["tau"], help="threshold on the normalized Δ_k")
     p.add_argument("--lambda-norm", default=td["lambda_norm"], choices=list(LAMBDA_NORMS),
                    help="how Δ_k is normalized for λ_k: rank among the steps (ours) or min-max (the paper's)")
     p.add_argument("--feature-norm", default=td["feature_norm"], choices=list(FEATURE_NORMS),
@@ -136,8 +136,8 @@ def add_train(add) -> None:
     p.add_argument("--sparsity", default=td["sparsity"], choices=["macs", "count"],
                    help="sparsity term: MAC-weighted mean gate score (default) or the plain mean (Eq. 6)")
     p.add_argument("--sampler", default=td["sampler"], choices=["random", "gumbel"])
-    p.add_argument("--temperature", type=_finite, default=td["temperature"], help="Gumbel-sigmoid temperature")
-    p.add_argument("--target-macs", type=_finite,
+    p.add_argument("--temperature", type=finite, default=td["temperature"], help="Gumbel-sigmoid temperature")
+    p.add_argument("--target-macs", type=finite,
                    help="MAC budget B in (0, 1]: best rule or learned mask within B on calibration seeds, then "
                         "refined on them (recipe blockmask); λ bisection to B ±2%% (recipe paper, --no-refine)")
     p.add_argument("--no-refine", action="store_true", help="--target-macs: λ bisection only, no calibration")
@@ -151,7 +151,7 @@ def add_train(add) -> None:
     p.add_argument("--sweep", help="comma-separated λ values: one mask per value (-o is the name stem)")
     p.add_argument("--seed", type=int, default=td["seed"])
     p.add_argument("--class-label", type=int)
-    p.add_argument("--guidance-scale", type=_finite, default=None,
+    p.add_argument("--guidance-scale", type=finite, default=None,
                    help="classifier-free guidance scale the mask is trained at (default: the model's own, from its "
                         f"blockmask.json, else TrainConfig's {td['guidance_scale']:g})")
     p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")

@@ -215,7 +215,7 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
     ``checkpoint(state)`` is called after every step (write it atomically); the result is the same
     as an uninterrupted run with the same seed.
     """
-    frozen = _freeze(model)
+    frozen = freeze(model)
     try:
         return _train(model, scheduler, cfg, unit_macs=unit_macs, remainder=remainder, condition=condition,
                       state=state, checkpoint=checkpoint, callback=callback, progress=progress)
@@ -223,7 +223,7 @@ def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs
         frozen()
 
 
-def _freeze(model: torch.nn.Module) -> Callable[[], None]:
+def freeze(model: torch.nn.Module) -> Callable[[], None]:
     """Eval mode and no parameter gradients; returns the function that restores both."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]

@@ -73,7 +73,7 @@ def _state_from_json(d, path, steps: int, n: int) -> TrainState:
                       sensitivity=sens)
 
 
-def _load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
+def load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
     data = _read_checkpoint(path)
     if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:
         raise CheckpointError(path, f"was made for another model ({str(data.get('fingerprint'))[:60]})")
@@ -88,13 +88,13 @@ def _load_checkpoint(path: Path, wb, cfg: TrainConfig) -> TrainState:
     return _state_from_json(data["state"], path, cfg.steps, len(wb.units))
 
 
-def _ckpt_lam(ckpt: Path):
+def checkpoint_lam(ckpt: Path):
     data = _read_checkpoint(ckpt)
     cfg = data.get("config")
     return cfg.get("lam") if isinstance(cfg, dict) else None
 
 
-def _load_search(path: Path, wb, cfg: TrainConfig) -> list[dict]:
+def load_search(path: Path, wb, cfg: TrainConfig) -> list[dict]:
     """Finished λ trials of an interrupted budget run, checked like a checkpoint."""
     data = _read_checkpoint(path, "λ search checkpoint")
     if data.get("fingerprint") != wb.loaded.fingerprint or data.get("units") != wb.unit_names:

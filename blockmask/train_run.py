@@ -33,13 +33,12 @@ from .io import OutputLock, atomic_write_json, check_output_file
 from .mask import MaskFile
 from .rectify import rectify_eq12
 from .train import StepReport, TrainConfig, TrainState, train_mask
-from .train_ckpt import (CKPT_FORMAT, _ckpt_lam, _load_checkpoint, _load_search,  # noqa: F401  (re-exported)
-                         checkpoint_path, search_path)
+from .train_ckpt import CKPT_FORMAT, checkpoint_lam, checkpoint_path, load_checkpoint, load_search, search_path
 
 BUDGET_TOLERANCE = 0.02  # relative: the final MAC ratio is within ±2% of the target
 
 
-def _peak_memory(device: torch.device) -> dict:
+def peak_memory(device: torch.device) -> dict:
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -54,7 +53,7 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
     state = None
     if ckpt is not None:
         if resume:
-            state = _load_checkpoint(ckpt, wb, cfg)
+            state = load_checkpoint(ckpt, wb, cfg)
         elif ckpt.exists():
             raise BlockmaskError(f"a checkpoint of an interrupted run exists at {ckpt}: pass --resume to continue "
                                  "it, or delete it")
@@ -199,7 +198,7 @@ class RefineConfig:
             raise BlockmaskError(f"refinement time limit must be a positive number of seconds, got {self.time_limit}")
 
 
-def _check_output(output) -> Path:
+def check_output(output) -> Path:
     """The output path, refused before any work when its folder is missing or unwritable or it is a
     folder (:func:`blockmask.io.check_output_file`)."""
     return check_output_file(output)
@@ -243,7 +242,7 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
         check_budget(wb, cfg.steps, target_macs)
     if cfg.class_labels:  # labels the model has (Workbench.condition checks them against its class count)
         wb.condition(class_label=list(cfg.class_labels))
-    output = _check_output(output)
+    output = check_output(output)
     with _lock(wb, output):
         return _run_training(wb, cfg, output, rectify=rectify, resume=resume, target_macs=target_macs,
                              max_trials=max_trials, condition=condition, refine=refine, callback=callback,
@@ -315,7 +314,7 @@ def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, 
     summary = {"output": str(output), "train_seconds": seconds,
                "per_step_seconds": float(np.mean(state.seconds[1:])) if len(state.seconds) > 1 else 0.0,
                "macs": mf.meta["macs"], "cells_removed": int(removed.sum()), "lambda_scale": cfg.lam,
-               **_peak_memory(wb.device)}
+               **peak_memory(wb.device)}
     return mf, summary
 
 
@@ -329,7 +328,7 @@ def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress, *
     from .distributed import is_main
 
     p = wb.macs
-    done = _load_search(search, wb, cfg) if resume and search is not None and search.exists() else []
+    done = load_search(search, wb, cfg) if resume and search is not None and search.exists() else []
     trials = []
     lo, hi = None, None  # λ giving ratio above / below target
     lam = cfg.lam if cfg.lam > 0 else 0.01
@@ -340,7 +339,7 @@ def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress, *
             st, ratio = done[i]["state"], done[i]["ratio"]
         else:
             done = done[:i]
-            if ckpt is not None and resume and ckpt.exists() and _ckpt_lam(ckpt) != lam:
+            if ckpt is not None and resume and ckpt.exists() and checkpoint_lam(ckpt) != lam:
                 ckpt.unlink()  # a finished trial's checkpoint (killed before it was removed)
             st = train_once(wb, c, condition=condition, callback=callback, progress=progress, ckpt=ckpt,
                             resume=resume and ckpt is not None and ckpt.exists(), keep_checkpoint=True)

@@ -140,7 +140,7 @@ def ckpt_setup(tmp_path_factory):
 @SETTINGS
 @given(st.sampled_from(["rows", "scores", "losses", "seconds", "delta", "lam", "sensitivity"]), json_values)
 def test_checkpoint_any_state_field(ckpt_setup, key, value):
-    from blockmask.train_run import _load_checkpoint, checkpoint_path
+    from blockmask.train_ckpt import checkpoint_path, load_checkpoint
 
     wb, cfg, out, good = ckpt_setup
     d = copy.deepcopy(good)
@@ -148,7 +148,7 @@ def test_checkpoint_any_state_field(ckpt_setup, key, value):
     p = checkpoint_path(out)
     p.write_text(json.dumps(d))
     try:
-        state = _load_checkpoint(p, wb, cfg)
+        state = load_checkpoint(p, wb, cfg)
     except CheckpointError as e:
         _one_line(e)
         return

@@ -19,7 +19,7 @@ def within(ratio: float, target: float, tol: float = BUDGET_TOLERANCE) -> bool:
     return abs(ratio / target - 1) <= tol
 
 
-def _ratio(wb, mask: np.ndarray) -> float:
+def mask_ratio(wb, mask: np.ndarray) -> float:
     return wb.macs.ratio(wb.rectify(mask).mask)
 
 
@@ -39,15 +39,15 @@ def fit_scores(wb, scores: np.ndarray, target: float, *, tol: float = BUDGET_TOL
         return m
 
     lo, hi = 0, len(order)  # ratio(mask_of(lo)) < target <= ratio(mask_of(hi)) (as far as monotone)
-    if _ratio(wb, mask_of(hi)) <= target:
+    if mask_ratio(wb, mask_of(hi)) <= target:
         return wb.rectify(mask_of(hi)).mask
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _ratio(wb, mask_of(mid)) >= target:
+        if mask_ratio(wb, mask_of(mid)) >= target:
             hi = mid
         else:
             lo = mid
-    best = min((mask_of(c) for c in (lo, hi)), key=lambda m: abs(_ratio(wb, m) - target))
+    best = min((mask_of(c) for c in (lo, hi)), key=lambda m: abs(mask_ratio(wb, m) - target))
     return _walk(wb, best, scores, target, tol)
 
 
@@ -62,7 +62,7 @@ def _moves(wb, m: np.ndarray, scores: np.ndarray, add: bool, limit: int | None =
     for k, i in cand:
         c = m.copy()
         c[1 + k, i] = add
-        out.append((c, _ratio(wb, c)))
+        out.append((c, mask_ratio(wb, c)))
     return out
 
 
@@ -71,7 +71,7 @@ def _walk(wb, mask: np.ndarray, scores: np.ndarray, target: float, tol: float) -
     closest to ``target``; when none gets closer (one cell can free or need more work through
     rectification), a move past the target followed by one back."""
     m = mask.copy()
-    ratio = _ratio(wb, m)
+    ratio = mask_ratio(wb, m)
     for _ in range(4 * m.size):
         if within(ratio, target, tol):
             return wb.rectify(m).mask

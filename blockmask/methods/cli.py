@@ -38,7 +38,7 @@ def _add_config_args(p: argparse.ArgumentParser, config: type) -> None:
 
 def cmd_method(args) -> None:
     from . import config_for, get
-    from ..cli import _out, _workbench
+    from ..cli_common import emit, workbench
 
     m = get(args.kind)
     cfg = config_for(args.kind, **{f.name: getattr(args, f.name) for f in dataclasses.fields(m.config)})
@@ -46,10 +46,10 @@ def cmd_method(args) -> None:
         from .router import data_folder
 
         data_folder(cfg)
-    from ..train_run import _check_output
+    from ..train_run import check_output
 
-    _check_output(args.output)
-    wb = _workbench(args)
+    check_output(args.output)
+    wb = workbench(args)
     from . import produce, refit
 
     cond = wb.condition(class_label=args.class_label) if args.class_label is not None else None
@@ -62,7 +62,7 @@ def cmd_method(args) -> None:
         mask, meta = produce(wb, args.kind, steps=args.steps, target_macs=args.target_macs, config=cfg,
                              condition=cond, progress=not args.json)
     summary = save(wb, mask, meta, args.output)
-    _out(args, summary, f"wrote {args.output}: {m.label}, MAC ratio {meta['macs_ratio']:.1%} (target "
+    emit(args, summary, f"wrote {args.output}: {m.label}, MAC ratio {meta['macs_ratio']:.1%} (target "
                         f"{args.target_macs:.0%}), {meta['train_seconds']:.1f}s")
 
 

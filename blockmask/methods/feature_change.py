@@ -28,7 +28,7 @@ from ..errors import BlockmaskError
 from ..outputs import first_tensor
 from ..sample import Condition, sample
 from ..units import discover_units, unit_modules, wrap_forwards
-from .budget import _ratio, fit_scores, within
+from .budget import fit_scores, mask_ratio, within
 
 PER_UNIT = ("shared", "macs")
 
@@ -159,7 +159,7 @@ def make_mask(wb, steps: int, target: float, cfg: FeatureChangeConfig | None = N
     for _ in range(60):  # bisection in log δ: larger δ, fewer refreshes
         mid = math.sqrt(lo * hi)
         m = schedule(change, mid * scales, cfg.min_interval)
-        r = _ratio(wb, m)
+        r = mask_ratio(wb, m)
         if best is None or abs(r - target) < abs(best[2] - target):
             best = (mid, m, r)
         if within(r, target) or hi / lo < 1 + 1e-6:

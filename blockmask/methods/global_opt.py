@@ -163,8 +163,8 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
               condition: Condition | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """The globally optimised mask at MAC budget ``target``; returns (rectified mask, meta)."""
     cfg = cfg or GlobalConfig()
-    from ..train import _freeze
-    from ..train_run import _peak_memory, check_budget
+    from ..train import freeze
+    from ..train_run import check_budget, peak_memory
 
     check_budget(wb, steps, target)
     n = len(wb.units)
@@ -172,7 +172,7 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
     dev = next(wb.model.parameters()).device
     costs = torch.tensor(np.asarray(p.unit_macs, float), dtype=torch.float32, device=dev)
     full = p.full_step
-    restore = _freeze(wb.model)
+    restore = freeze(wb.model)
     t0 = time.perf_counter()
     try:
         run = _Run(wb, steps, cfg, condition)
@@ -212,7 +212,7 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
     scores[0] = np.inf
     mask = fit_scores(wb, scores, target)
     meta = {"method": "global", "config": cfg.to_json(), "scores": np.where(np.isfinite(scores), scores, 1.0).tolist(),
-            "losses": losses, "train_seconds": seconds, "memory": {**mem, **_peak_memory(wb.device)},
+            "losses": losses, "train_seconds": seconds, "memory": {**mem, **peak_memory(wb.device)},
             "needs": {"data": "none (Gaussian noise)",
                       "training": f"{cfg.iters} backward passes through all {steps} steps"}}
     return mask, meta

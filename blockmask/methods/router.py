@@ -121,8 +121,8 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     cfg = cfg or RouterConfig()
     from ..data.mnist import load_mnist, to_model_range
     from ..execution import MaskedExecution
-    from ..train import _freeze
-    from ..train_run import _peak_memory, check_budget
+    from ..train import freeze
+    from ..train_run import check_budget, peak_memory
 
     check_budget(wb, steps, target)
     folder = data_folder(cfg)  # before any work
@@ -145,7 +145,7 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     order = [k for _ in range(cfg.iters_per_step) for k in rng.permutation(np.arange(1, steps))]
     used: set[int] = set()
     losses = []
-    restore = _freeze(model)
+    restore = freeze(model)
     t0 = time.perf_counter()
     try:
         with MaskedExecution(model, np.ones((steps, n), bool)) as ex:
@@ -186,7 +186,7 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     data = {"folder": str(folder), "split": cfg.split, "images_drawn": len(order) * cfg.batch,
             "unique_images": len(used), "updates": len(order)}
     meta = {"method": "router", "config": cfg.to_json(), "scores": np.where(np.isfinite(scores), scores, 1.0).tolist(),
-            "losses": losses, "train_seconds": seconds, "data": data, "memory": _peak_memory(wb.device),
+            "losses": losses, "train_seconds": seconds, "data": data, "memory": peak_memory(wb.device),
             "needs": {"data": f"{len(used)} MNIST images ({cfg.split} split), {data['images_drawn']} draws",
                       "training": f"{len(order)} router updates"}}
     return mask, meta
