@@ -26,7 +26,7 @@ from .errors import BlockmaskError, MaskError, OptionError
 from .execution import MODES
 from .validate import check_finite_tensors, check_float, check_int
 from .graph import ConsumerGraph, consumer_graph
-from .mask import MaskFile, validate_mask
+from .mask import MaskFile, load_mask_source, validate_mask
 from .models import LoadedModel, load_model
 from .rectify import Rectified, rectify
 from .sample import Condition, decode, sample
@@ -203,10 +203,8 @@ class Workbench:
                   max_bytes: int | None = None) -> tuple[MaskFile, list[str]]:
         """Load and check a mask against this model; returns (file, warnings). ``source``: a mask file,
         bytes, the name of a shipped mask (``mnist-ddpm-050steps-b35``), a folder written by
-        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.hub.load_mask_source`; a hub
+        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.mask.load_mask_source`; a hub
         file over ``max_bytes`` is refused before it is downloaded)."""
-        from .hub import load_mask_source
-
         if not isinstance(source, (str, Path, bytes)):
             raise OptionError(f"mask source must be a path, a shipped mask name or bytes, got {type(source).__name__}")
         if steps is not None:

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .mask import jsonable
+from .io import jsonable
 from .schedulers import SCHEDULER_HELP
 from .validate import check_int
 

@@ -36,7 +36,7 @@ import torch
 from . import baselines
 from .errors import BlockmaskError, MaskError, OptionError
 from .execution import MaskedExecution
-from .mask import MaskFile, validate_mask
+from .mask import MaskFile, load_mask_source, validate_mask
 from .resample import even_levels, resample_mask
 from .schedulers import call_rows, scheduler_rows, step_complete
 from .stepping import BlockMask, BlockMaskConfig, SchedulerSteps, resolve_mask
@@ -315,8 +315,6 @@ def _source_for(model, source, resample: bool, strict: bool):
     if isinstance(source, Preset):
         source.mask(units, 4)  # refuses a rule that cannot apply to this model (deepcache on a transformer)
         return source
-    from .hub import load_mask_source
-
     label = str(source) if isinstance(source, (str, Path)) else f"mask {type(source).__name__}"
     if isinstance(source, (str, Path)):
         source = load_mask_source(source)

@@ -4,7 +4,8 @@ A hub mask is a folder (a model repo, or a subfolder of the model's own repo) ho
 ``blockmask_mask.json`` (format ``blockmask/1``) and a short model card. ``MaskFile.save_pretrained``
 writes such a folder, ``MaskFile.from_pretrained`` reads it from a local folder or a hub repo id
 (through the hub cache, so it works offline once downloaded, or with ``HF_HUB_OFFLINE=1``), and
-``MaskFile.push_to_hub`` uploads it.
+``MaskFile.push_to_hub`` uploads it. This module finds and writes the files; :mod:`blockmask.mask`
+reads them (it never imports ``MaskFile``: the mask module sits above it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import MaskError
+from .io import atomic_write_text
 
 MASK_FILENAME = "blockmask_mask.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -32,8 +34,6 @@ def model_card(mf) -> str:
 
 def save_pretrained(mf, save_directory) -> Path:
     """Write ``blockmask_mask.json`` and ``README.md`` into ``save_directory`` (atomic files)."""
-    from .io import atomic_write_text
-
     d = Path(save_directory)
     d.mkdir(parents=True, exist_ok=True)
     mf.save(d / MASK_FILENAME)
@@ -42,19 +42,16 @@ def save_pretrained(mf, save_directory) -> Path:
     return d
 
 
-def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | None = None,
-                    revision: str | None = None, cache_dir=None, token=None, local_files_only: bool = False,
-                    max_bytes: int | None = None):
-    """A mask from a local folder saved with ``save_pretrained`` or a hub repo id. A hub file larger
-    than ``max_bytes`` (default: the mask loader's limit) is refused from its metadata, before any of
-    it is downloaded."""
-    from .mask import MaskFile
-
+def fetch(source, *, filename: str = MASK_FILENAME, subfolder: str | None = None, revision: str | None = None,
+          cache_dir=None, token=None, local_files_only: bool = False, max_bytes: int | None = None) -> Path:
+    """The mask file of a local folder saved with ``save_pretrained``, or of a hub repo id (downloaded
+    into the hub cache); ``MaskFile.from_pretrained`` loads it. A hub file larger than ``max_bytes``
+    (default: the mask loader's limit) is refused from its metadata, before any of it is downloaded."""
     local = Path(source) / (subfolder or "") / filename
     if Path(source).is_dir():
         if not local.is_file():
             raise MaskError(f"{source} holds no {filename} (save one with MaskFile.save_pretrained)")
-        return MaskFile.load(local)
+        return local
     if not _REPO_ID.match(str(source)):
         raise MaskError(f"mask {source!r} is not a file, a folder or a hub repo id (owner/name)")
     from huggingface_hub import hf_hub_download
@@ -68,7 +65,7 @@ def from_pretrained(source, *, filename: str = MASK_FILENAME, subfolder: str | N
     except Exception as e:  # offline without a cached copy, unknown repo, no such file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MaskError(f"could not get mask {filename} from hub repo {source!r}: {first[:160]}") from None
-    return MaskFile.load(path)
+    return Path(path)
 
 
 def _check_remote_size(repo: str, filename: str, *, subfolder, revision, token, max_bytes) -> None:
@@ -102,25 +99,25 @@ def push_to_hub(mf, repo_id: str, *, subfolder: str | None = None, commit_messag
                                  commit_message=commit_message, revision=revision)
 
 
-def load_mask_source(source, *, cache_dir=None, max_bytes: int | None = None):
-    """A mask named any accepted way: a mask file path, a folder with ``blockmask_mask.json``, the
-    name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id (``owner/name``, optionally
-    ``owner/name:path/in/repo.json``)."""
-    from .mask import MaskFile
-    from .models import bundled_masks
+def mask_source_path(source, *, cache_dir=None, max_bytes: int | None = None) -> Path:
+    """The mask file that a mask named any accepted way stands for: a mask file path, a folder with
+    ``blockmask_mask.json``, the name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id
+    (``owner/name``, optionally ``owner/name:path/in/repo.json``), downloaded then.
+    :func:`blockmask.mask.load_mask_source` loads it."""
+    from .resources import bundled_masks
 
     s = str(source)
     p = Path(s).expanduser()
     if p.is_dir():
-        return from_pretrained(p)
+        return fetch(p)
     if p.exists():  # a file, or a FIFO/device that the loader refuses with its own message
-        return MaskFile.load(p)
+        return p
     shipped = bundled_masks()
     if s in shipped:
-        return MaskFile.load(shipped[s])
+        return shipped[s]
     repo, _, inner = s.partition(":")
     if _REPO_ID.match(repo) and (inner or not s.endswith(".json")):  # "a/b.json" is a missing file, not a repo
         sub, _, name = inner.rpartition("/") if inner else ("", "", MASK_FILENAME)
-        return from_pretrained(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir,
-                               max_bytes=max_bytes)
+        return fetch(repo, filename=name or MASK_FILENAME, subfolder=sub or None, cache_dir=cache_dir,
+                     max_bytes=max_bytes)
     raise MaskError(f"mask file not found: {s} (not a file, a folder, a shipped mask name or a hub repo id)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import signal
@@ -23,6 +24,8 @@ import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from .errors import OutputError
 
@@ -321,8 +324,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     """Strict JSON (no NaN/Infinity tokens: non-finite floats are written as null)."""
-    from .mask import jsonable
-
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
@@ -332,3 +333,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write(path, w)
+
+
+def jsonable(obj):
+    """Make meta JSON-safe: numpy → lists/floats, non-finite floats → None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj

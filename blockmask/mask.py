@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import FileFormatError, MaskError
-from .io import atomic_write_json
+from . import hub
+from .io import atomic_write_json, jsonable  # noqa: F401  (jsonable: re-exported)
 from .validate import field, parse_json, read_bytes
 
 FORMAT = "blockmask/1"
@@ -176,22 +176,16 @@ class MaskFile:
     # --- the hub (blockmask.hub): a folder with blockmask_mask.json + README.md ---------------
     def save_pretrained(self, save_directory) -> Path:
         """Write a hub-style folder: ``blockmask_mask.json`` and a model card."""
-        from . import hub
-
         return hub.save_pretrained(self, save_directory)
 
     @classmethod
     def from_pretrained(cls, source, **kwargs) -> "MaskFile":
         """Load from a folder written by :meth:`save_pretrained` or a hub repo id (``owner/name``;
         ``subfolder=``, ``revision=``, ``cache_dir=`` as in ``huggingface_hub.hf_hub_download``)."""
-        from . import hub
-
-        return hub.from_pretrained(source, **kwargs)
+        return cls.load(hub.fetch(source, **kwargs))
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this mask to a hub repo (``subfolder=`` puts it next to a model's own files)."""
-        from . import hub
-
         return hub.push_to_hub(self, repo_id, **kwargs)
 
     def fit(self, units: list[str]) -> "MaskFile":
@@ -241,20 +235,8 @@ class MaskFile:
         return soft
 
 
-def jsonable(obj):
-    """Make meta JSON-safe: numpy → lists/floats, non-finite floats → None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
-
+def load_mask_source(source, *, cache_dir=None, max_bytes: int | None = None) -> MaskFile:
+    """A mask named any accepted way: a mask file path, a folder with ``blockmask_mask.json``, the
+    name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id (``owner/name``, optionally
+    ``owner/name:path/in/repo.json``); where each is looked for: :func:`blockmask.hub.mask_source_path`."""
+    return MaskFile.load(hub.mask_source_path(source, cache_dir=cache_dir, max_bytes=max_bytes))

@@ -25,7 +25,7 @@ DENOISER_COMPONENTS = ("transformer", "unet")
 SUPPORTED_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
 
 
-from .resources import assets_dir  # noqa: E402  (re-exported: the bundled assets folder)
+from .resources import assets_dir, bundled_masks  # noqa: E402,F401  (re-exported)
 
 
 def bundled_models() -> list[str]:
@@ -48,13 +48,6 @@ def _has_weights(p: Path) -> bool:
 def _is_diffusers_folder(p: Path) -> bool:
     """A model folder (config.json) or a pipeline folder (model_index.json)."""
     return (p / "config.json").is_file() or (p / "model_index.json").is_file()
-
-
-def bundled_masks() -> dict[str, Path]:
-    """Shipped masks by name (file stem, e.g. ``mnist-ddpm-050steps-b35``) → path."""
-    d = assets_dir() / "masks"
-    # a training run in progress leaves NAME.json.ckpt.json / .search.json beside the masks: not masks
-    return {p.stem: p for p in sorted(d.glob("*.json")) if "." not in p.stem} if d.is_dir() else {}
 
 
 DEFAULT_MODEL = "mnist-ddpm"

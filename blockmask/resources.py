@@ -41,3 +41,10 @@ def app_dir() -> Path:
     if d is None or not (d / "main.py").is_file():
         raise BlockmaskError(f"the app files ({APP_PACKAGE}) are not installed; reinstall blockmask")
     return d
+
+
+def bundled_masks() -> dict[str, Path]:
+    """Shipped masks by name (file stem, e.g. ``mnist-ddpm-050steps-b35``) → path."""
+    d = assets_dir() / "masks"
+    # a training run in progress leaves NAME.json.ckpt.json / .search.json beside the masks: not masks
+    return {p.stem: p for p in sorted(d.glob("*.json")) if "." not in p.stem} if d.is_dir() else {}

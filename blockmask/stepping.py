@@ -37,8 +37,10 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from .errors import BlockmaskError, MaskError
 from .execution import MaskedExecution
+from .mask import MaskFile, load_mask_source
 from .registry import invalidate_children
 from .schedulers import scheduler_rows, step_complete
+from .units import discover_units
 
 STEP_HOOK = "blockmask_steps"
 
@@ -83,10 +85,7 @@ def denoiser_of(obj) -> torch.nn.Module:
 
 def resolve_mask(model: torch.nn.Module, mask, *, check_fingerprint: bool = False) -> np.ndarray:
     """A (K, N) bool array for ``model`` from any accepted mask source; warnings for a foreign fingerprint."""
-    from .hub import load_mask_source
-    from .mask import MaskFile
     from .models import fingerprint
-    from .units import discover_units
 
     if isinstance(mask, (str, Path)):
         mask = load_mask_source(mask)

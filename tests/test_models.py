@@ -100,11 +100,11 @@ def test_bundled_dit_through_blockmask_makes_requested_digits():
 def test_bundled_masks_leave_out_training_leftovers(tmp_path, monkeypatch):
     """A training run in progress leaves NAME.json.ckpt.json (and .search.json, .lock) beside the shipped
     masks: they are not masks, and the presets and tables must not list them."""
-    from blockmask import models
+    from blockmask import models, resources
 
     (tmp_path / "masks").mkdir()
     for name in ("m-050steps-b35.json", "m-100steps-b45.json.ckpt.json", "m-100steps-b45.json.search.json",
                  "m-100steps-b45.json.lock"):
         (tmp_path / "masks" / name).write_text("{}")
-    monkeypatch.setattr(models, "assets_dir", lambda: tmp_path)
+    monkeypatch.setattr(resources, "assets_dir", lambda: tmp_path)
     assert list(models.bundled_masks()) == ["m-050steps-b35"]
