@@ -19,14 +19,15 @@ from .cli_eval import add_eval
 from .cli_plan import add_plan
 from .cli_tools import add_commands
 from .cli_train import add_train
-from .errors import BlockmaskError
+from .costs import format_macs
+from .errors import BlockmaskError, BlockmaskWarning, OutputError
 from .execution import MODES
+from .io import (OutputLock, Terminated, atomic_write_all, check_output_file, check_output_folder,
+                 install_signal_cleanup)
 from .methods.cli import add_method_parser
 
 
 def cmd_info(args) -> None:
-    from .costs import format_macs
-
     wb = workbench(args)
     p = wb.macs
     units = [{"index": u.index, "name": u.name, "kind": u.kind, "block": u.block, "macs": float(p.unit_macs[u.index])}
@@ -49,8 +50,6 @@ def cmd_info(args) -> None:
 
 
 def cmd_macs(args) -> None:
-    from .costs import format_macs
-
     wb = workbench(args)
     p = wb.macs
     mask = load_mask(wb, args.mask, args.steps).mask if args.mask else np.ones((args.steps, len(wb.units)), bool)
@@ -63,8 +62,6 @@ def cmd_macs(args) -> None:
 
 
 def cmd_mask(args) -> None:
-    from .io import check_output_file
-
     check_output_file(args.output)
     check_ints(args, interval=(1, None), branch=(0, None), every=(1, None))
     wb = workbench(args)
@@ -85,8 +82,6 @@ def cmd_mask(args) -> None:
 
 
 def cmd_rectify(args) -> None:
-    from .io import check_output_file
-
     check_output_file(args.output)
     wb = workbench(args)
     mf = load_mask(wb, args.mask)
@@ -105,10 +100,7 @@ def cmd_rectify(args) -> None:
 def cmd_sample(args) -> None:
     from PIL import Image
 
-    from .io import atomic_write_all
     from .sample import to_grid
-
-    from .io import check_output_folder
 
     out = check_output_folder(args.output)
     check_ints(args, num_images=(1, 4096))
@@ -220,14 +212,11 @@ def _output_lock(args):
     import contextlib
     import os
 
-    from .io import OutputLock
-
     out = getattr(args, "output", None)
     if args.command == "data":  # the one command that makes its output's parents
         from pathlib import Path
 
         from .data.mnist import default_mnist_dir
-        from .errors import OutputError
 
         out = Path(out).expanduser() if out else default_mnist_dir()
         try:
@@ -243,16 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 bad input, 1 bug, 130/143 interrupted)."""
     import os
 
-    from .io import Terminated, install_signal_cleanup
-
     install_signal_cleanup()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a parse error (2, already printed as one line)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     import warnings
-
-    from .errors import BlockmaskWarning
 
     orig_show = warnings.showwarning
 

@@ -10,6 +10,8 @@ import numpy as np
 
 from .cli_common import check_ints, emit, finite, guidance_of, load_mask, workbench
 from .errors import BlockmaskError, OptionError
+from .io import check_output_folder
+from .validate import check_int
 
 
 def _int_list(text: str | None, flag: str) -> list[int]:
@@ -19,8 +21,6 @@ def _int_list(text: str | None, flag: str) -> list[int]:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise BlockmaskError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    from .validate import check_int
-
     for v in vals:
         check_int(flag + " value", v, low=0 if flag == "--branch" else 1, high=10_000)
     return vals
@@ -28,7 +28,6 @@ def _int_list(text: str | None, flag: str) -> list[int]:
 
 def cmd_eval(args) -> None:
     from .evaluate import Method, evaluate
-    from .io import check_output_folder
     from .report import write_report
 
     check_output_folder(args.output)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from .cli_common import emit, finite, workbench
 from .errors import BlockmaskError
+from .io import check_output_file
+from .validate import check_float, check_int
 
 
 def cmd_plan(args) -> None:
-    from .io import check_output_file
     from .planner import MAX_SECONDS, Planner
-    from .validate import check_float, check_int
 
     if (args.budget is None) == (args.seconds is None):
         raise BlockmaskError("give exactly one of --budget B (a fraction of the plain model's MACs, or seconds with "

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from .cli_common import emit, finite, guidance_of, workbench
 from .errors import BlockmaskError
+from .io import check_output_file
 
 
 def cmd_train(args) -> None:
-    from .io import check_output_file
     from .train import TrainConfig
     from .train_run import run_training
 
@@ -72,8 +72,6 @@ def cmd_train(args) -> None:
         out = Path(args.output)
         runs = [(lam, out.with_name(f"{out.stem}-lam{lam:g}{out.suffix}")) for lam in lams]
     cfgs = [TrainConfig.for_recipe(args.recipe, **{**base, "lam": lam}) for lam, _ in runs]  # all valid first
-    from .io import check_output_file
-
     for _, path in runs:
         check_output_file(path)
     results = []

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import MaskError
 from .io import atomic_write_text
+from .resources import bundled_masks
+from .validate import MAX_JSON_BYTES
 
 MASK_FILENAME = "blockmask_mask.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -74,8 +76,6 @@ def _check_remote_size(repo: str, filename: str, *, subfolder, revision, token, 
     loader checks the size of what is on disk."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    from .validate import MAX_JSON_BYTES
-
     limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, filename, subfolder=subfolder, revision=revision), token=token)
@@ -104,8 +104,6 @@ def mask_source_path(source, *, cache_dir=None, max_bytes: int | None = None) ->
     ``blockmask_mask.json``, the name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id
     (``owner/name``, optionally ``owner/name:path/in/repo.json``), downloaded then.
     :func:`blockmask.mask.load_mask_source` loads it."""
-    from .resources import bundled_masks
-
     s = str(source)
     p = Path(s).expanduser()
     if p.is_dir():
