@@ -21,6 +21,9 @@ models), else the position of the call within its step (pipelines that batch con
 Caches are reset on entry (``with MaskedExecution(...)``), at the start of every run and by
 :meth:`reset` (also diffusers' ``reset_stateful_hooks``), so a cancelled run never leaks stale
 features into the next one. Where the step index comes from: :mod:`blockmask.stepping`.
+
+A whole-model ``torch.compile`` traces through the hooks: the gates are Python constants of the
+step's row (one graph per distinct row), and the model-level :class:`CallTally` keeps the counters.
 """
 
 from __future__ import annotations
@@ -37,49 +40,14 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters.contracts import BoundContract
+from .modes import MODES, compiled_body, resolve_mode
 from .outputs import first_tensor, map_tensors
 from .registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
 from .rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from .units import Unit, discover_units, unit_modules
 
-__all__ = ["HOOK_NAME", "MODES", "MaskedExecution", "UnitHook", "compiled_body", "first_tensor", "map_tensors",
-           "register_hooks", "remove_hooks", "resolve_mode"]  # helpers re-exported from .outputs / .registry
-
-
-MODES = ("eager", "compiled", "graph", "rowgraph")
-
-
-def resolve_mode(mode: str, device: torch.device, *, replay_factory=None) -> str:
-    """eager (always correct), compiled (torch.compile of each unit body), graph (compiled with CUDA
-    graphs, CUDA only), rowgraph (one CUDA graph of the whole forward per distinct mask row,
-    :mod:`blockmask.rowgraph`; CUDA only, or a replay factory in tests). Unsupported combinations
-    fall back to eager with a warning."""
-    if mode not in MODES:
-        raise MaskError(f"unknown execution mode {mode!r}; choose from {', '.join(MODES)}")
-    if mode in ("graph", "rowgraph") and device.type != "cuda" and replay_factory is None:
-        import warnings
-
-        warnings.warn(f"execution mode {mode!r} needs CUDA; falling back to eager", stacklevel=3)
-        return "eager"
-    return mode
-
-
-def compiled_body(module: torch.nn.Module, orig: Callable, mode: str) -> Callable:
-    """torch.compile of a unit's own forward, kept on the module and reused across runs.
-
-    The mask decision stays outside the compiled code, so the number of compilations is bounded by
-    the number of units (and input shapes), never by the mask: a learned mask with K distinct rows
-    costs no recompilation. The remainder of the model stays eager. A body is reused only while the
-    forward it compiled is still the one beneath the hook (another hook added or removed under
-    blockmask's changes it, and the body is compiled anew).
-    """
-    store = module.__dict__.setdefault("_blockmask_compiled", {})
-    target = getattr(orig, "__func__", orig)  # a bound method is made anew on each access: key its function
-    kept = store.get(mode)
-    if kept is None or kept[0] is not target:
-        kept = (target, torch.compile(orig, mode="reduce-overhead" if mode == "graph" else "default", dynamic=False))
-        store[mode] = kept
-    return kept[1]
+__all__ = ["HOOK_NAME", "MODES", "TALLY_HOOK", "CallTally", "MaskedExecution", "UnitHook", "compiled_body",
+           "first_tensor", "map_tensors", "register_hooks", "remove_hooks", "resolve_mode"]  # re-exports too
 
 
 class UnitState(BaseState):
@@ -168,6 +136,24 @@ class UnitHook(ModelHook):
         return module
 
 
+TALLY_HOOK = "blockmask_tally"
+
+
+class CallTally(ModelHook):
+    """On the denoiser itself. Under a whole-model ``torch.compile`` the unit hooks do not count
+    (:meth:`MaskedExecution.count`); this hook counts such a call's units from its row instead, in a
+    function dynamo leaves out of the graph (a break before the first operation: no extra graph)."""
+
+    def __init__(self, execution: "MaskedExecution"):
+        super().__init__()
+        self.execution = execution
+
+    def pre_forward(self, module, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            self.execution.count_call()
+        return args, kwargs
+
+
 class MaskedExecution(contextlib.AbstractContextManager):
     """Drive ``model`` with a K×N mask during a sampling loop.
 
@@ -183,6 +169,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self._residual = [u.residual for u in self.units]
+        self._parents = [u.parent for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
         self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
@@ -217,6 +204,11 @@ class MaskedExecution(contextlib.AbstractContextManager):
     def __enter__(self) -> "MaskedExecution":
         self.reset()
         register_hooks(self.modules, self.hooks)
+        try:
+            register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
+        except BaseException:
+            remove_hooks(self.modules)
+            raise
         self._entered = True
         if self.static and self.mask is not None:
             self._install_graphs()
@@ -230,6 +222,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             registry.register_hook(self.graphs, GRAPH_HOOK)
         except BaseException:
             remove_hooks(self.modules)
+            remove_hooks([self.model], TALLY_HOOK)
             self._entered = False
             raise
 
@@ -238,6 +231,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         try:
             if self._entered:
                 remove_hooks(self.modules)
+                remove_hooks([self.model], TALLY_HOOK)
                 if self.graphs is not None:
                     remove_hooks([self.model], GRAPH_HOOK)
                 self._entered = False
@@ -311,6 +305,25 @@ class MaskedExecution(contextlib.AbstractContextManager):
             self.computed += 1
         else:
             self.skipped += 1
+
+    @torch.compiler.disable
+    def count_call(self) -> None:
+        """Count one compiled model call as its unit hooks would have (:class:`CallTally`): a unit is
+        called when every unit enclosing it runs, and then runs or reuses as its gate says."""
+        n, row, parents = len(self.units), self._row, self._parents
+        if self.bypass or self.soft is not None or row is None:
+            self.computed += n
+            return
+        if self.static or len(row) != n:  # row graphs count their replays; past the mask's end: an error follows
+            return
+
+        def runs(i: int) -> bool:
+            return row[i] and (parents[i] < 0 or runs(parents[i]))
+
+        called = [i for i in range(n) if parents[i] < 0 or runs(parents[i])]
+        ran = sum(1 for i in called if row[i])
+        self.computed += ran
+        self.skipped += len(called) - ran
 
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static

@@ -173,7 +173,8 @@ def test_compiled_mode_matches_eager_and_never_recompiles_per_mask(workbenches):
 def test_whole_model_compile_with_a_mask_matches_eager_in_few_graphs():
     """Bug 6: under a whole-model ``torch.compile`` the unit hooks indexed the NumPy mask, which
     dynamo traced as a tensor: a graph break (and a recompilation) at every unit. The gates are now
-    Python constants guarded per row: one graph for the first call and one per distinct row."""
+    Python constants guarded per row: one graph for the first call and one per distinct row. What
+    ran and what was reused is counted as in eager mode."""
     import torch._dynamo as dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
 
@@ -184,14 +185,63 @@ def test_whole_model_compile_with_a_mask_matches_eager_in_few_graphs():
     mask = np.ones((K, len(wb.units)), bool)
     mask[1::2, [1, 2, 4, 5]] = False  # reuse two blocks' inner units every other step
     cond = Condition(class_labels=[1, 2], guidance_scale=3.0)
-    eager = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond)
+
+    def run():
+        with MaskedExecution(wb.model, mask) as ex:
+            out = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond,
+                         execution=ex)
+        return out, (ex.computed, ex.skipped)
+
+    eager, counts = run()
     dynamo.reset()
     counter = CompileCounterWithBackend("eager")
     wb.model.compile(backend=counter)
     try:
-        runs = [sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond)
-                for _ in range(2)]
+        runs = [run() for _ in range(2)]
     finally:
         dynamo.reset()
-    assert all(torch.allclose(r, eager, rtol=1e-5, atol=1e-6) for r in runs)
+    assert counts[1] > 0
+    for out, got in runs:
+        assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6) and got == counts
+    assert 1 <= counter.frame_count <= 3
+
+
+def test_whole_model_compile_under_apply_block_mask_follows_the_scheduler():
+    """The same with the rows counted from the scheduler (``apply_block_mask`` on a bare denoiser,
+    the standard diffusers loop): same samples and counters as eager, at most 3 graphs."""
+    import torch._dynamo as dynamo
+    from diffusers import DDIMScheduler
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from blockmask.api import Workbench
+    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+    from conftest import tiny_spec
+
+    wb = Workbench.load(tiny_spec("tiny-dit"))
+    mask = np.ones((K, len(wb.units)), bool)
+    mask[1::2, [1, 2, 4, 5]] = False
+    s = DDIMScheduler()
+    handle = apply_block_mask(wb.model, BlockMaskConfig(mask=mask, scheduler=s))
+
+    def run():
+        g = torch.Generator().manual_seed(0)
+        s.set_timesteps(K)
+        x = torch.randn(2, 4, 8, 8, generator=g)
+        for t in s.timesteps:
+            eps = wb.model(x, timestep=t.expand(2), class_labels=torch.tensor([1, 2])).sample[:, :4]
+            x = s.step(eps, t, x).prev_sample
+        return x, (handle.execution.computed, handle.execution.skipped)
+
+    try:
+        eager, counts = run()
+        dynamo.reset()
+        counter = CompileCounterWithBackend("eager")
+        wb.model.compile(backend=counter)
+        runs = [run() for _ in range(2)]
+    finally:
+        handle.remove()
+        dynamo.reset()
+    assert counts[1] > 0
+    for out, got in runs:
+        assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6) and got == counts
     assert 1 <= counter.frame_count <= 3
