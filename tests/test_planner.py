@@ -260,3 +260,43 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert df.test_psnr.notna().all()  # every row judged on the held-out test seeds too
     meta = json.loads((tmp_path / "tiny-unet-006ref-b50p00-plan.json").read_text())["meta"]
     assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
+
+
+@pytest.mark.slow  # two subprocesses on a tiny U-Net: ~40 s on the shared CPU
+def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
+    """benchmarks/frontier.py --dense plans budgets at the rule peers' own MAC points too, and
+    benchmarks/frontier_speed.py times its schedules against the real DeepCache package and the
+    plain run, interleaved."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
+                        "--dense", "--budgets", "0.5", "-o", str(tmp_path)], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(tmp_path / "results.csv")
+    plans, rules = df[df.kind == "plan"], df[df.kind == "peer rule"]
+    assert len(plans) >= 3 and (plans.macs_ratio <= plans.budget + 1e-6).all()
+    assert (plans.valid_psnr.notna() & plans.test_psnr.notna()).all()
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"),
+                        "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "s.csv")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    s = pd.read_csv(tmp_path / "s.csv")
+    vs_dc = s[s.comparison.str.endswith("vs frontier")]
+    assert set(vs_dc.peer) <= set(rules.name) and len(vs_dc) >= 1
+    assert (vs_dc.valid_psnr >= vs_dc.peer_valid_psnr - 1e-9).all()  # the schedule at the peer's fidelity
+    assert (vs_dc.deepcache_over_schedule > 0).all()
+    mine = s[s.comparison == "plain vs schedule"]
+    assert 1 <= len(mine) <= len(plans) and set(mine.schedule) <= set(plans.name)  # one row per distinct schedule
+    assert np.allclose(mine.efficiency, mine.speedup * mine.macs_ratio, atol=1e-3)
+    bad = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"),
+                          "--frontier", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.csv")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 2 and "results.csv not found" in bad.stderr and not (tmp_path / "x.csv").exists()
