@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dense", action="store_true",
                     help="the dense frontier (blockmask.sweep): every K'/K_ref from 13 to 45 (scaled), every rule "
                          "peer's own MAC point and --budgets, from one shared pool; refinement at the rule points")
+    ap.add_argument("--mask-every", type=int, default=1,
+                    help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
     ap.add_argument("--refine-top", type=int, default=2, help="starts refined per refined budget")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
         if args.dry_run:
             budgets = budgets[:: max(1, len(budgets) // 3)]
         print(f"dense frontier: {len(budgets)} budgets, refined at the {len(points)} rule points", flush=True)
-        for b, s in zip(budgets, sweep(pl, budgets, refine_at=points)):
+        for b, s in zip(budgets, sweep(pl, budgets, refine_at=points, mask_every=args.mask_every)):
             rows.append(schedule_row(s, b, out, stem, ref, pl, test))
     for b in [] if args.plans or args.dense else budgets:
         if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:

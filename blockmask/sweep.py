@@ -27,6 +27,7 @@ import time
 
 from . import candidates as cd
 from .candidates import Candidate
+from .errors import OptionError
 
 
 def _tag(c: Candidate, what: str) -> Candidate:
@@ -34,37 +35,45 @@ def _tag(c: Candidate, what: str) -> Candidate:
     return c
 
 
-def pool(pl, caps: list[tuple[float, float]], *, learn: bool) -> list[Candidate]:
-    """Every candidate of the sweep (module doc, 1), unique by (steps, mask)."""
+def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None = None) -> list[Candidate]:
+    """Every candidate of the sweep (module doc, 1), unique by (steps, mask). ``masked``: the budgets
+    at which rules and learned masks are fitted (None: every budget); fewer steps is at every one."""
     out: list[Candidate] = []
     specs = cd.rule_specs(pl.wb)
+    fitted = [(b, cap) for b, cap in caps if masked is None or b in masked]
     for _, cap in caps:
         f = cd.fewer_steps(pl.cost, cap, pl.ref_steps)
         if f is not None:
             out.append(f)
+    for _, cap in fitted:
         out.extend(cd.rule_candidates(pl.wb, pl.cost, cap, pl.ref_steps, specs=specs))
     if learn:
         for recipe in pl.recipes:
             pl.stage(f"learning ({recipe}) at K={pl.ref_steps}")
             scores, params = cd.learn_scores(pl.wb, pl.ref_steps, recipe=recipe, iters=pl.train_iters,
                                              batch=pl.train_batch, guidance=pl.scorer.guidance)
-            for _, cap in caps:
+            for _, cap in fitted:
                 c = cd.learned_from_scores(pl.wb, scores, params, pl.cost, cap)
                 if c is not None:
                     out.append(_tag(c, f"{pl.macs_ratio(c.steps, c.mask):.1%} MACs"))
     return cd.unique(out)
 
 
-def sweep(pl, budgets, *, refine_at=(), learn: bool | None = None):
+def sweep(pl, budgets, *, refine_at=(), learn: bool | None = None, mask_every: int = 1):
     """Yield one :class:`blockmask.planner.Schedule` per budget, in order, each as soon as it is
     chosen (module doc). ``refine_at``: the budgets
     (of ``budgets``) at which the best candidates are also refined; ``learn``: the planner's
-    ``learn`` when None."""
+    ``learn`` when None; ``mask_every``: fit rules and learned masks at every ``mask_every``-th
+    budget (and at the ``refine_at`` ones and the largest), to bound the pool — a budget between
+    them still sees every candidate that fits it."""
     caps = [(b, pl.check(b)) for b in budgets]  # every budget checked before any work
     refine_at = {float(b) for b in refine_at}
+    if mask_every < 1:
+        raise OptionError(f"mask_every must be at least 1, got {mask_every}")
     pl.start_bar()
     t_pool = time.perf_counter()
-    cands = pool(pl, caps, learn=pl.learn if learn is None else learn)
+    masked = {b for b, _ in caps[::mask_every]} | refine_at | {caps[-1][0]}
+    cands = pool(pl, caps, learn=pl.learn if learn is None else learn, masked=masked)
     pl.stage(f"screening {len(cands)} candidates")
     screen = {c.key: pl.calib_psnr(c, chunks=1) for c in cands if c.family != "fewer-steps"}
     shared = time.perf_counter() - t_pool
