@@ -144,6 +144,10 @@ def plain_copy(scheduler):
 def parse_spec(spec, params: dict):
     """(Preset or mask source, config or None) from what the user passed to :func:`enable`."""
     config = None
+    if callable(getattr(spec, "build", None)) and not isinstance(spec, (str, Path, MaskFile, np.ndarray)):
+        if params:  # a mask source object: build(units, K, levels, scheduler, profile, calls, first) -> (K, N)
+            raise OptionError(f"{', '.join(sorted(params))} apply to presets only")
+        return spec, None
     if isinstance(spec, BlockMaskConfig):
         config = spec
         if config.preset is None and config.mask is None:
@@ -276,6 +280,8 @@ def _source_for(model, source, resample: bool, strict: bool):
         from .budget import shipped_masks
 
         return Budget(source.fraction, shipped_masks(model))  # one per denoiser: each chooses its own
+    if callable(getattr(source, "build", None)) and not isinstance(source, MaskFile):
+        return source  # a mask source object (blockmask.learn's trials)
     from .hub import load_mask_source
 
     label = str(source) if isinstance(source, (str, Path)) else f"mask {type(source).__name__}"
