@@ -106,3 +106,17 @@ def test_learn_refuses_an_enabled_pipeline(ddpm):
             blockmask.learn(ddpm, steps=K, budget=0.5)
     finally:
         blockmask.disable(ddpm)
+
+
+def test_learn_with_class_labels_on_a_dit_pipeline(no_loading):
+    from diffusers import DDIMScheduler
+
+    from tiny_pipes import _model, _pipe
+
+    pipe = _pipe("DiTPipeline", transformer=_model("tiny-dit"), vae=_model("tiny-vae"), scheduler=DDIMScheduler())
+    mf = blockmask.learn(pipe, class_labels=[1, 3], steps=6, budget=0.6, seeds=[0], guidance_scale=1.0)
+    info = mf.meta["learn"]
+    assert info["conditioning"] == ["class_labels"] and info["macs_ratio"] <= 0.6 and mf.mask.shape[0] == 6
+    assert hooks_left(pipe) == []
+    with pytest.raises(OptionError, match="non-negative integers"):
+        blockmask.learn(pipe, class_labels=[-1], steps=6, budget=0.6)
