@@ -33,6 +33,7 @@ from blockmask.io import atomic_write_text
 from blockmask.mask import MaskFile
 from blockmask.planner import Planner, psnr_db
 from blockmask.planscore import Group
+from blockmask.sweep import frontier_budgets, sweep
 
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
 RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
@@ -65,6 +66,23 @@ def planned_row(path: Path, pl: Planner, test: Group) -> dict:
             "learning_gain_db": (v.get("learning_gain_db") or {}).get("gain_db"), "plan_seconds": meta["plan_seconds"]}
 
 
+def schedule_row(s, b: float, out: Path, stem: str, ref: int, pl: Planner, test: Group) -> dict:
+    """Write the schedule's mask file (as soon as it is planned: a stopped run keeps what it
+    finished) and judge it on the test seeds."""
+    path = out / f"{stem}-{ref:03d}ref-b{b * 100:05.2f}-plan.json".replace(".", "p", 1)
+    s.to_mask_file(path)
+    print(f"{path.name}: {s.provenance['name']} ({s.family}), MACs {s.macs_ratio:.3f}, validation "
+          f"{s.validation['psnr']:.2f} dB, {s.plan_seconds:.0f}s", flush=True)
+    held_out = Candidate(path.name, s.family, s.steps, None if s.mask.all() else s.mask, s.cost)
+    return {"kind": "plan", "name": path.name, "family": s.family, "provenance": s.provenance["name"],
+            "budget": b, "steps": s.steps, "macs_ratio": s.macs_ratio, "valid_psnr": s.validation["psnr"],
+            "test_psnr": psnr_db(pl.scorer.errors(test, held_out)), "calib_psnr": s.calibration["psnr"],
+            "gain_over_fewer_steps_db": s.validation["gain_over_fewer_steps_db"],
+            "gain_low_db": s.validation["interval_db"][0], "gain_high_db": s.validation["interval_db"][1],
+            "learning_gain_db": s.validation.get("learning_gain_db", {}).get("gain_db"),
+            "plan_seconds": s.plan_seconds}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -84,6 +102,12 @@ def main(argv=None) -> int:
     ap.add_argument("--plans", metavar="DIR",
                     help="plan nothing: judge the schedules planned earlier (DIR/MODEL-*-plan.json) and the peers on "
                          "the test seeds (peers' validation PSNR left out)")
+    ap.add_argument("--dense", action="store_true",
+                    help="the dense frontier (blockmask.sweep): every K'/K_ref from 13 to 45 (scaled), every rule "
+                         "peer's own MAC point and --budgets, from one shared pool; refinement at the rule points")
+    ap.add_argument("--mask-every", type=int, default=1,
+                    help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
+    ap.add_argument("--refine-top", type=int, default=2, help="starts refined per refined budget")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
     args = ap.parse_args(argv)
@@ -96,7 +120,7 @@ def main(argv=None) -> int:
     opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
                 validate_top=1) if args.dry_run else \
         dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn,
-             refine_seconds=args.refine_seconds)
+             refine_seconds=args.refine_seconds, refine_top=args.refine_top)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -115,27 +139,23 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.plans:
         rows.extend(planned_row(p, pl, test) for p in sorted(Path(args.plans).glob(f"{stem}-*-plan.json")))
-    for b in [] if args.plans else budgets:
+    peers = peer_points(wb, ref)
+    if args.dense and not args.plans:
+        points = sorted({round(pl.macs_ratio(c.steps, c.mask), 12) for c in peers if c.family == "rule"})
+        budgets = frontier_budgets(ref, extra=[*points, *budgets])
+        if args.dry_run:
+            budgets = budgets[:: max(1, len(budgets) // 3)]
+        print(f"dense frontier: {len(budgets)} budgets, refined at the {len(points)} rule points", flush=True)
+        for b, s in zip(budgets, sweep(pl, budgets, refine_at=points, mask_every=args.mask_every)):
+            rows.append(schedule_row(s, b, out, stem, ref, pl, test))
+    for b in [] if args.plans or args.dense else budgets:
         if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
             print(f"time limit: budget {b:g} and later not planned", flush=True)
             break
-        s = pl.plan(b)
-        path = out / f"{stem}-{ref:03d}ref-b{round(b * 100):02d}-plan.json"
-        s.to_mask_file(path)  # as soon as it is planned: a stopped run keeps the budgets it finished
-        print(f"{path.name}: {s.provenance['name']} ({s.family}), MACs {s.macs_ratio:.3f}, validation "
-              f"{s.validation['psnr']:.2f} dB, {s.plan_seconds:.0f}s", flush=True)
-        held_out = Candidate(path.name, s.family, s.steps, s.mask, s.cost)
-        rows.append({"kind": "plan", "name": path.name, "family": s.family, "provenance": s.provenance["name"],
-                     "budget": b, "steps": s.steps, "macs_ratio": s.macs_ratio, "valid_psnr": s.validation["psnr"],
-                     "test_psnr": psnr_db(pl.scorer.errors(test, held_out)),
-                     "calib_psnr": s.calibration["psnr"],
-                     "gain_over_fewer_steps_db": s.validation["gain_over_fewer_steps_db"],
-                     "gain_low_db": s.validation["interval_db"][0], "gain_high_db": s.validation["interval_db"][1],
-                     "learning_gain_db": s.validation.get("learning_gain_db", {}).get("gain_db"),
-                     "plan_seconds": s.plan_seconds})
+        rows.append(schedule_row(pl.plan(b), b, out, stem, ref, pl, test))
     plan_s = time.perf_counter() - t0
     plans = list(rows)
-    for c in peer_points(wb, ref):
+    for c in peers:
         r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
              "macs_ratio": pl.macs_ratio(c.steps, c.mask),
              "valid_psnr": float("nan") if args.plans else psnr_db(pl.scorer.errors(pl.valid, c)),

@@ -7,6 +7,8 @@
 
     # any diffusers pipeline, any step count: a preset or a mask, until disable()
     blockmask.enable(pipe, "fora:2"); pipe(...); print(blockmask.summary(pipe)); blockmask.disable(pipe)
+    blockmask.enable(pipe, budget=0.5)               # the rule mask with the most compute within half the MACs
+    mf = blockmask.learn(pipe, prompts=["a cat"], steps=28, budget=0.5)  # scored on the pipe's own images
 
     # or, like diffusers' enable_cache: hooks on the units' diffusers HookRegistry until removed
     blockmask.apply_block_mask(pipe, blockmask.BlockMaskConfig(mask="mask.json"))
@@ -19,5 +21,6 @@ from .api import Workbench, apply  # noqa: E402
 from .mask import MaskFile  # noqa: E402
 from .stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
 from .enable import disable, enable, summary  # noqa: E402
+from .learn import learn  # noqa: E402
 
-__all__ = ["Workbench", "apply", "enable", "disable", "summary", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]
+__all__ = ["Workbench", "apply", "enable", "disable", "summary", "learn", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]

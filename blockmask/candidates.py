@@ -51,6 +51,15 @@ class Candidate:
         return (self.steps, None if self.mask is None else np.asarray(self.mask, bool).tobytes())
 
 
+def unique(pool: list[Candidate]) -> list[Candidate]:
+    seen, out = set(), []
+    for c in pool:
+        if c.key not in seen:
+            seen.add(c.key)
+            out.append(c)
+    return out
+
+
 def largest_fitting(cost_at: Callable[[int], float], cap: float, k_max: int, k_min: int = 1) -> int | None:
     """The largest K in [k_min, k_max] with ``cost_at(K) <= cap`` (costs grow about linearly in K:
     start from the linear estimate, then step down or up); None when even ``k_min`` does not fit."""
@@ -155,10 +164,11 @@ def fit_scores(wb, scores: np.ndarray, cost: Cost, cap: float) -> np.ndarray | N
     return mask(levels[hi])
 
 
-def learned_candidate(wb, steps: int, cost: Cost, cap: float, *, recipe: str = "blockmask", iters: int = 10,
-                      batch: int = 4, guidance: float = 1.0, progress: bool = False) -> Candidate | None:
-    """The per-step learned mask (:func:`blockmask.train_run.train_once`, recipe ``recipe``) at
-    ``steps``, brought to ``cap`` by its scores and rectified exactly."""
+def learn_scores(wb, steps: int, *, recipe: str = "blockmask", iters: int = 10, batch: int = 4,
+                 guidance: float = 1.0, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """The per-step trainer's (K, N) scores (:func:`blockmask.train_run.train_once`, recipe
+    ``recipe``) and what made them; :func:`learned_from_scores` brings them to any budget, so one
+    training serves every budget at this K."""
     import time
 
     from .train import TrainConfig
@@ -167,9 +177,22 @@ def learned_candidate(wb, steps: int, cost: Cost, cap: float, *, recipe: str = "
     t0 = time.perf_counter()
     cfg = TrainConfig.for_recipe(recipe, steps=steps, iters=iters, batch=batch, guidance_scale=guidance)
     state = train_once(wb, cfg, progress=progress)
-    m = fit_scores(wb, np.array(state.scores, float), cost, cap)
+    return np.array(state.scores, float), {"recipe": recipe, "steps": steps, "iters": iters, "batch": batch,
+                                           "train_seconds": time.perf_counter() - t0}
+
+
+def learned_from_scores(wb, scores: np.ndarray, params: dict, cost: Cost, cap: float) -> Candidate | None:
+    """The learned mask ``scores > t`` fitted to ``cap`` (:func:`fit_scores`) as a candidate."""
+    steps = scores.shape[0]
+    m = fit_scores(wb, scores, cost, cap)
     if m is None:
         return None
-    return Candidate(f"learned ({recipe}) K={steps}", "learned", steps, m, cost(steps, m),
-                     {"recipe": recipe, "steps": steps, "iters": iters, "batch": batch,
-                      "train_seconds": time.perf_counter() - t0})
+    return Candidate(f"learned ({params['recipe']}) K={steps}", "learned", steps, m, cost(steps, m), dict(params))
+
+
+def learned_candidate(wb, steps: int, cost: Cost, cap: float, *, recipe: str = "blockmask", iters: int = 10,
+                      batch: int = 4, guidance: float = 1.0, progress: bool = False) -> Candidate | None:
+    """The per-step learned mask at ``steps``, brought to ``cap`` by its scores and rectified exactly."""
+    scores, params = learn_scores(wb, steps, recipe=recipe, iters=iters, batch=batch, guidance=guidance,
+                                  progress=progress)
+    return learned_from_scores(wb, scores, params, cost, cap)

@@ -37,9 +37,11 @@ from . import baselines
 from .errors import BlockmaskError, MaskError, OptionError
 from .execution import MaskedExecution
 from .mask import MaskFile, load_mask_source, validate_mask
+from .budget import Budget, check_budget
+from .pipesteps import PipelineSteps
 from .resample import even_levels, resample_mask
-from .schedulers import call_rows, scheduler_rows, step_complete
-from .stepping import BlockMask, BlockMaskConfig, SchedulerSteps, resolve_mask
+from .schedulers import call_rows, scheduler_rows
+from .stepping import BlockMask, BlockMaskConfig, resolve_mask
 from .units import Unit, discover_units
 from .validate import check_int
 
@@ -59,6 +61,9 @@ class Preset:
 
     def __str__(self):
         return ":".join([self.name, *(str(self.params[p]) for p in PRESETS[self.name])])
+
+    def build(self, units: list[Unit], k: int, *_context) -> np.ndarray:
+        return self.mask(units, k)
 
     def mask(self, units: list[Unit], k: int) -> np.ndarray:
         """(K, N) bool for these units at K steps (baselines.py's rules)."""
@@ -85,6 +90,9 @@ class FixedMask:
 
     def __str__(self):
         return self.label
+
+    def build(self, units, k: int, levels, scheduler, *_costs) -> np.ndarray:
+        return self.at(k, levels, scheduler)
 
     def at(self, k: int, dst_levels: np.ndarray, scheduler) -> np.ndarray:
         k0 = self.mask.shape[0]
@@ -136,6 +144,10 @@ def plain_copy(scheduler):
 def parse_spec(spec, params: dict):
     """(Preset or mask source, config or None) from what the user passed to :func:`enable`."""
     config = None
+    if callable(getattr(spec, "build", None)) and not isinstance(spec, (str, Path, MaskFile, np.ndarray)):
+        if params:  # a mask source object: build(units, K, levels, scheduler, profile, calls, first) -> (K, N)
+            raise OptionError(f"{', '.join(sorted(params))} apply to presets only")
+        return spec, None
     if isinstance(spec, BlockMaskConfig):
         config = spec
         if config.preset is None and config.mask is None:
@@ -147,6 +159,10 @@ def parse_spec(spec, params: dict):
         spec = config.mask
     if isinstance(spec, str) and not Path(spec).expanduser().exists():
         head, *args = spec.split(":")
+        if head.lower() == "budget":
+            if len(args) != 1 or params:
+                raise OptionError(f"a budget spec is budget:FRACTION (e.g. 'budget:0.5'), got {spec!r}")
+            return Budget(check_budget(args[0])), None
         if head.lower() in PRESETS:
             return _preset(head.lower(), args, params), None
         from .models import bundled_masks
@@ -180,74 +196,6 @@ def _preset(name: str, args: list[str], params: dict) -> Preset:
     return Preset(name, out)
 
 
-# --- the step source ---------------------------------------------------------------------------------------
-class PipelineSteps(SchedulerSteps):
-    """:class:`SchedulerSteps` whose mask is made when ``set_timesteps`` runs (any K), whose rows follow
-    the noise level the scheduler steps from, and whose first step per denoiser computes every unit:
-    the execution's mask is ``[ones; mask]`` and its row 0 is that warm-up row."""
-
-    def __init__(self, execution: MaskedExecution, scheduler, source, on_error):
-        super().__init__(execution, scheduler)
-        self.source, self.on_error = source, on_error
-        self.units = execution.units
-        self.row, self.first_row, self.rows_of_calls = 0, None, None
-        self.history: list[tuple[int, int, int]] = []  # (row, computed, skipped) per completed step
-        self._seen = (0, 0)
-
-    def _on_set_timesteps(self, *_a, **_k) -> None:
-        s, k = self.scheduler, scheduler_rows(self.scheduler)
-        self.rows_of_calls = rows_of_calls(s)
-        try:
-            levels = row_levels(s, self.rows_of_calls)
-            mask = self.source.mask(self.units, k) if isinstance(self.source, Preset) else self.source.at(k, levels, s)
-            mask = validate_mask(mask, units=len(self.units), steps=k)
-        except BlockmaskError:
-            self.on_error()
-            raise
-        self.ex.mask = np.vstack([np.ones((1, len(self.units)), bool), mask])
-        self.rows = k
-        self.ex.reset()
-        self.started, self.slot_calls, self.row, self.first_row = True, 0, 0, None
-        self.history, self._seen = [], (0, 0)
-
-    def _on_step(self, *args, **kwargs) -> None:
-        self.slot_calls = 0
-        if not step_complete(self.scheduler):
-            return
-        t = args[1] if len(args) > 1 else kwargs.get("timestep")
-        row = self._row_of(t)
-        c, sk = self.ex.computed, self.ex.skipped
-        self.history.append((row, c - self._seen[0], sk - self._seen[1]))
-        self._seen = (c, sk)
-        self.row = row + 1
-
-    def _row_of(self, t) -> int:
-        """The row of the step the scheduler just took, from its timestep; else the next in order."""
-        if self.rows_of_calls is not None and t is not None:
-            ts = self.scheduler.timesteps
-            hit = (ts == torch.as_tensor(t, dtype=ts.dtype).to(ts.device)).nonzero()
-            if len(hit):
-                return self.rows_of_calls[int(hit[0, 0])]
-        return self.row
-
-    def per_step(self) -> list[tuple[int, int, int]]:
-        """(row, computed, skipped) of every step of the run so far, the unfinished one included (Heun's
-        last step has one evaluation, after which the scheduler does not report a completed step)."""
-        pending = (self.ex.computed - self._seen[0], self.ex.skipped - self._seen[1])
-        return self.history + ([(self.row, *pending)] if any(pending) else [])
-
-    def before_call(self, timestep=None) -> None:  # (rows follow the scheduler, not the timestep)
-        if not self.started:
-            raise MaskError("the denoiser was called before the scheduler's set_timesteps(): no step to mask")
-        if self.row >= self.rows:
-            raise MaskError(f"sampling ran more steps than the mask's {self.rows} rows")
-        if self.first_row is None:
-            self.first_row = self.row
-        self.ex.step = 0 if self.row == self.first_row else self.row + 1
-        self.ex.branch = self.slot_calls
-        self.slot_calls += 1
-
-
 # --- enable / disable / summary ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class Enabled:
@@ -264,17 +212,30 @@ def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
-def enable(pipe, spec, *, resample: bool | None = None, mode: str | None = None,
+def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | None = None, mode: str | None = None,
            check_fingerprint: bool | None = None, scheduler=None, **params):
     """Mask every denoiser of ``pipe`` with ``spec`` until :func:`disable`; returns ``pipe``.
 
+    budget: instead of ``spec``, a fraction B in (0, 1] of the plain denoiser's MACs (also the spec
+    ``"budget:B"``): a shipped mask made for this model, else the rule mask at the pipeline's own step
+    count that keeps the most compute within B (:mod:`blockmask.budget` states the rule), chosen from
+    the MACs counted at the pipeline's first call.
     params: a preset's parameters by name (``interval=``, ``branch=``, ``every=``).
     resample / mode / check_fingerprint / scheduler: as in :class:`BlockMaskConfig` (given here, they
     override a config's).
     """
     if getattr(pipe, STATE, None) is not None:
         raise BlockmaskError("blockmask is already enabled on this pipeline; call blockmask.disable(pipe) first")
-    source, config = parse_spec(spec, params)
+    if budget is not None:
+        if spec is not None:
+            raise OptionError("give either a spec or budget=, not both")
+        if params:
+            raise OptionError(f"{', '.join(sorted(params))} apply to presets only, not to a budget")
+        source, config = Budget(check_budget(budget)), None
+    elif spec is None:
+        raise OptionError(f"enable() needs a spec ({PRESET_HELP}, a mask) or budget=")
+    else:
+        source, config = parse_spec(spec, params)
     config = config or BlockMaskConfig()
     resample = config.resample if resample is None else bool(resample)
     mode = config.mode if mode is None else mode
@@ -315,6 +276,12 @@ def _source_for(model, source, resample: bool, strict: bool):
     if isinstance(source, Preset):
         source.mask(units, 4)  # refuses a rule that cannot apply to this model (deepcache on a transformer)
         return source
+    if isinstance(source, Budget):
+        from .budget import shipped_masks
+
+        return Budget(source.fraction, shipped_masks(model))  # one per denoiser: each chooses its own
+    if callable(getattr(source, "build", None)) and not isinstance(source, MaskFile):
+        return source  # a mask source object (blockmask.learn's trials)
     label = str(source) if isinstance(source, (str, Path)) else f"mask {type(source).__name__}"
     if isinstance(source, (str, Path)):
         source = load_mask_source(source)
@@ -348,6 +315,8 @@ class Summary:
     units: dict[str, int]  # denoiser attribute -> number of units
     computed: list[int]  # (K,) per step
     skipped: list[int]
+    macs_fraction: float | None = None  # MACs of the run's calls / the plain denoiser's, None before a run
+    chosen: dict[str, str] = dataclasses.field(default_factory=dict)  # denoiser -> what runs (a budget's choice)
 
     @property
     def steps(self) -> int:
@@ -365,8 +334,11 @@ class Summary:
         return pd.DataFrame({"step": range(self.steps), "computed": self.computed, "skipped": self.skipped})
 
     def __str__(self) -> str:
-        return (f"blockmask {self.spec}: {self.steps} steps, {sum(self.computed)} unit calls computed, "
-                f"{sum(self.skipped)} skipped ({100 * self.skipped_fraction:.1f}%)")
+        macs = "" if self.macs_fraction is None else f", {100 * self.macs_fraction:.1f}% of the plain MACs"
+        picks = sorted(set(self.chosen.values()) - {self.spec})
+        return (f"blockmask {self.spec}{' (' + '; '.join(picks) + ')' if picks else ''}: {self.steps} steps, "
+                f"{sum(self.computed)} unit calls computed, {sum(self.skipped)} skipped "
+                f"({100 * self.skipped_fraction:.1f}%){macs}")
 
 
 def summary(pipe) -> Summary:
@@ -381,4 +353,8 @@ def summary(pipe) -> Summary:
             if 0 <= row < k:
                 computed[row] += c
                 skipped[row] += s
-    return Summary(state.spec, {a: len(h.execution.units) for a, h in state.handles}, computed, skipped)
+    macs = [h.steps.macs() for _, h in state.handles]
+    plain = sum(m[1] for m in macs) if None not in macs else 0.0
+    fraction = sum(m[0] for m in macs) / plain if plain > 0 else None
+    return Summary(state.spec, {a: len(h.execution.units) for a, h in state.handles}, computed, skipped, fraction,
+                   {a: h.steps.label for a, h in state.handles})

@@ -149,7 +149,7 @@ class Planner:
         return cap
 
     # --- planning ---------------------------------------------------------------------------
-    def _stage(self, text: str) -> None:
+    def stage(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_description(f"planning {text}")
 
@@ -159,7 +159,7 @@ class Planner:
     def candidates(self, budget) -> tuple[list[Candidate], Candidate]:
         """Every candidate scored on all calibration seeds, and the fewer-steps one."""
         cap = self.check(budget)
-        self._stage(f"B={budget:g}: rules")
+        self.stage(f"B={budget:g}: rules")
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
@@ -171,10 +171,10 @@ class Planner:
                 m = cd.rule_mask(self.wb, c.params, k)
                 pool.append(Candidate(f"{c.name.rsplit(' K=', 1)[0]} K={k}", "rule", k, m, self.cost(k, m),
                                       {**c.params, "steps": k}))
-        pool = _unique(pool)
+        pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         if self.learn:
-            self._stage(f"B={budget:g}: learning")
+            self.stage(f"B={budget:g}: learning")
             best_rule = next((c for c in pool if c.family == "rule"), None)
             k = best_rule.steps if best_rule is not None else max(2, min(self.ref_steps, fewer.steps + 2))
             for recipe in self.recipes:
@@ -182,15 +182,15 @@ class Planner:
                                           batch=self.train_batch, guidance=self.scorer.guidance)
                 if lc is not None:
                     pool.append(lc)
-        pool = _unique(pool)
+        pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         starts = [c for c in pool if c.family != "fewer-steps"][: self.refine_top]
-        self._stage(f"B={budget:g}: refining")
+        self.stage(f"B={budget:g}: refining")
         for c in starts:
             r = self.refined(c, cap)
             if r is not None:
                 pool.append(r)
-        pool = _unique(pool)
+        pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         return pool, fewer
 
@@ -222,7 +222,7 @@ class Planner:
             best = next((c for c in pool if c.family == fam), None)
             if best is not None and all(best is not s for s in short):
                 short.append(best)
-        self._stage("validation")
+        self.stage("validation")
         errs = {id(c): self.scorer.errors(self.valid, c) for c in short}
         vpsnr = {id(c): psnr_db(errs[id(c)]) for c in short}
         order = sorted(short, key=lambda c: -vpsnr[id(c)])
@@ -250,15 +250,23 @@ class Planner:
                                        "gain_db": g[0], "interval_db": [g[1], g[2]]}
         return chosen, val
 
+    def start_bar(self) -> None:
+        if self.bar is None:
+            self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
+
     def plan(self, budget) -> Schedule:
         t0 = time.perf_counter()
         runs0, work0 = self.scorer.runs, self.scorer.sample_steps
-        if self.bar is None:
-            self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
+        self.start_bar()
         pool, fewer = self.candidates(budget)
         chosen, val = self.select(pool, fewer)
         if chosen.family != "fewer-steps":
             self._chosen.append(chosen)
+        return self.schedule(budget, chosen, val, pool, t0=t0, runs0=runs0, work0=work0)
+
+    def schedule(self, budget, chosen: Candidate, val: dict, pool: list[Candidate], *, t0: float, runs0: int,
+                 work0: int) -> Schedule:
+        """The :class:`Schedule` for ``chosen`` (validated by :meth:`select`) at ``budget``."""
         mask = np.ones((chosen.steps, len(self.wb.units)), bool) if chosen.mask is None else chosen.mask
         cal_err = self.scorer.errors(self.calib, chosen)
         prov = {"family": chosen.family, "name": chosen.name, "params": chosen.params,
@@ -303,15 +311,6 @@ class _StepCost:
         if self.planner.unit == "seconds":
             return self.planner.latency.row(row)
         return float(self.planner.profile.per_step(np.asarray(row, bool)[None])[0])
-
-
-def _unique(pool: list[Candidate]) -> list[Candidate]:
-    seen, out = set(), []
-    for c in pool:
-        if c.key not in seen:
-            seen.add(c.key)
-            out.append(c)
-    return out
 
 
 def plan(wb, budget, *, unit: str = "macs", ref_steps: int = 50, **options) -> Schedule:

@@ -115,6 +115,8 @@ class _CallHook(ModelHook):
 class SchedulerSteps:
     """Sets ``execution.step`` / ``execution.branch`` from a scheduler (see the module docstring)."""
 
+    call_hook = _CallHook  # the hook on the denoiser that numbers its calls (subclasses may extend it)
+
     def __init__(self, execution: MaskedExecution, scheduler=None):
         self.ex = execution
         self.scheduler = scheduler
@@ -130,7 +132,7 @@ class SchedulerSteps:
         registry = HookRegistry.check_if_exists_or_initialize(self.ex.model)
         if registry.get_hook(STEP_HOOK) is not None:
             raise MaskError("this denoiser already has a blockmask mask applied")
-        registry.register_hook(_CallHook(self), STEP_HOOK)
+        registry.register_hook(self.call_hook(self), STEP_HOOK)
         s = self.scheduler
         if s is not None:
             for name, after in (("set_timesteps", self._on_set_timesteps), ("step", self._on_step)):

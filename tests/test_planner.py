@@ -144,6 +144,41 @@ def test_frontier_shares_runs_between_budgets(workbenches):
         pl.frontier([0.5, 0.05])  # checked before any work
 
 
+def test_sweep_plans_every_budget_from_one_pool_never_below_fewer_steps(workbenches):
+    """The dense frontier (blockmask.sweep): one schedule per budget within it, chosen on validation
+    never below plain fewer steps at that budget; the pool is scored once (later budgets cost only
+    their validation runs); refinement happens at the budgets asked for; learned candidates (trained
+    once at K_ref, fitted to each budget) are in the pool."""
+    from blockmask.sweep import frontier_budgets, pool, sweep
+
+    budgets = frontier_budgets(10, k_min=3, k_max=8, extra=[0.55])
+    assert budgets == [0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8]
+    wb = workbenches("tiny-unet")
+    pl = planner(wb, learn=False, refine_top=1, screen_keep=2)
+    runs = []
+    out = []
+    for s in sweep(pl, budgets, refine_at=[0.55]):
+        out.append(s)
+        runs.append(pl.scorer.runs)
+    assert len(out) == len(budgets)
+    for s, b in zip(out, budgets):
+        assert s.macs_ratio <= b + 1e-9 and s.budget["value"] == b
+        v = s.validation
+        assert v["psnr"] >= v["fewer_steps"]["psnr"] - 1e-9 and v["fewer_steps"]["steps"] == math.floor(b * 10 + 1e-9)
+        assert s.work["pool_size"] > len(budgets)  # rules at every budget, not just fewer steps
+    assert max(np.diff(runs)) < runs[0]  # the shared pool is scored once, before the first budget
+    refined = [c for c in out[3].candidates if c["family"] == "refined"]
+    assert all(c["family"] != "refined" for s in out[:3] for c in s.candidates)
+    assert refined or out[3].family in ("rule", "fewer-steps")  # refinement may find nothing better
+    # learned: trained once at K_ref, fitted to each budget, screened with the rest
+    pl2 = planner(workbenches("tiny-dit"), refine_top=0, recipes=("blockmask",))
+    caps = [(b, pl2.check(b)) for b in (0.4, 0.7)]
+    learned = [c for c in pool(pl2, caps, learn=True) if c.family == "learned"]
+    assert 1 <= len(learned) <= 2 and all(c.steps == 10 and c.params["recipe"] == "blockmask" for c in learned)
+    ratios = sorted(pl2.macs_ratio(c.steps, c.mask) for c in learned)  # one mask per budget (equal ones merged)
+    assert ratios[0] <= 0.4 + 1e-9 and ratios[-1] <= 0.7 + 1e-9
+
+
 def test_latency_model_predicts_a_measured_run(workbenches):
     """Predicted vs measured (median of 5, interleaved) within 50% on a tiny U-Net, batch 1. The CPU
     is shared with other jobs, so a probe and its check are retried up to 3 times: a cost model
@@ -218,10 +253,50 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert r.returncode == 0, r.stderr[-800:]
     df = pd.read_csv(tmp_path / "results.csv")
     plans = df[df.kind == "plan"]
-    assert sorted(plans.name) == ["tiny-unet-006ref-b50-plan.json", "tiny-unet-006ref-b80-plan.json"]
+    assert sorted(plans.name) == ["tiny-unet-006ref-b50p00-plan.json", "tiny-unet-006ref-b80p00-plan.json"]
     assert (plans.macs_ratio <= plans.budget + 1e-6).all()
     assert {"peer fewer-steps", "peer rule"} <= set(df.kind)
     assert set(df[df.kind == "peer rule"].name) == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
     assert df.test_psnr.notna().all()  # every row judged on the held-out test seeds too
-    meta = json.loads((tmp_path / "tiny-unet-006ref-b50-plan.json").read_text())["meta"]
+    meta = json.loads((tmp_path / "tiny-unet-006ref-b50p00-plan.json").read_text())["meta"]
     assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
+
+
+@pytest.mark.slow  # two subprocesses on a tiny U-Net: ~40 s on the shared CPU
+def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
+    """benchmarks/frontier.py --dense plans budgets at the rule peers' own MAC points too, and
+    benchmarks/frontier_speed.py times its schedules against the real DeepCache package and the
+    plain run, interleaved."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
+                        "--dense", "--budgets", "0.5", "-o", str(tmp_path)], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    df = pd.read_csv(tmp_path / "results.csv")
+    plans, rules = df[df.kind == "plan"], df[df.kind == "peer rule"]
+    assert len(plans) >= 3 and (plans.macs_ratio <= plans.budget + 1e-6).all()
+    assert (plans.valid_psnr.notna() & plans.test_psnr.notna()).all()
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"),
+                        "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "s.csv")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    s = pd.read_csv(tmp_path / "s.csv")
+    vs_dc = s[s.comparison.str.endswith("vs frontier")]
+    assert set(vs_dc.peer) <= set(rules.name) and len(vs_dc) >= 1
+    assert (vs_dc.valid_psnr >= vs_dc.peer_valid_psnr - 1e-9).all()  # the schedule at the peer's fidelity
+    assert (vs_dc.deepcache_over_schedule > 0).all()
+    mine = s[s.comparison == "plain vs schedule"]
+    assert 1 <= len(mine) <= len(plans) and set(mine.schedule) <= set(plans.name)  # one row per distinct schedule
+    assert np.allclose(mine.efficiency, mine.speedup * mine.macs_ratio, atol=1e-3)
+    bad = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"),
+                          "--frontier", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.csv")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 2 and "results.csv not found" in bad.stderr and not (tmp_path / "x.csv").exists()

@@ -120,3 +120,28 @@ def wan():
 
 FAMILIES = {"sdxl": sdxl, "sd3": sd3, "flux": flux, "sana": sana, "pixart-sigma": pixart_sigma,
             "hunyuandit": hunyuandit, "wan": wan}
+
+
+def sd_text():
+    """A StableDiffusionPipeline with a real (tiny, random) CLIP tokenizer and text encoder, so ``prompt=``
+    goes through the pipeline's own text encoding and CFG. Its vocabulary is a few words and the letters."""
+    import tempfile
+
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    d = Path(tempfile.mkdtemp(prefix="tiny-clip-"))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for w in ("a", "cat", "dog", "photo", "of", *"bcdefghijklmnopqrstuvwxyz"):
+        vocab.setdefault(w + "</w>", len(vocab))
+        vocab.setdefault(w, len(vocab))
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=8)
+    torch.manual_seed(0)
+    enc = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=24, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, max_position_embeddings=8)).eval().requires_grad_(False)
+    pipe = _pipe("StableDiffusionPipeline", vae=_model("tiny-vae"), text_encoder=enc, tokenizer=tok,
+                 unet=_model("tiny-unet-cond"), scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
+                 feature_extractor=None, requires_safety_checker=False)
+    return pipe, _runner(pipe, height=16, width=16, guidance_scale=2.0, prompt=["a photo of a cat"])
