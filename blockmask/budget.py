@@ -42,6 +42,7 @@ import re
 import numpy as np
 
 from .errors import BlockmaskError, OptionError
+from .presets import FixedMask, Preset
 
 TOL = 1e-9
 
@@ -59,8 +60,6 @@ def check_budget(value) -> float:
 
 def rule_candidates(units, k: int) -> list[tuple[str, np.ndarray]]:
     """(name, (K, N) mask) of every rule at K steps: presets first, then filled schedules."""
-    from .enable import Preset
-
     presets: list[Preset] = []
     unet = all(u.name.startswith(("down_blocks", "up_blocks", "mid_block")) for u in units)
     for iv in range(2, max(2, k) + 1):
@@ -127,8 +126,6 @@ class Budget:
 
     def candidates(self, units, k, levels, scheduler) -> list[tuple[str, np.ndarray, int]]:
         """(name, mask, preference) — 0 shipped, 1 preset, 2 filled schedule."""
-        from .enable import FixedMask
-
         out = []
         for name, mf in self.shipped:
             if mf.mask.shape[1] != len(units):

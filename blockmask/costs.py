@@ -30,7 +30,8 @@ def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwar
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _cpu_sdpa_formula():
+def cpu_sdpa_formula():
+    """FlopCounterMode's custom mapping for the CPU flash-attention op (counted as SDPA)."""
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     return {} if op is None else {op: _sdpa_cpu}
 
@@ -120,7 +121,7 @@ def measure_macs(model: torch.nn.Module, units: list[Unit] | None = None) -> Mac
         return cached
     units = units or discover_units(model)
     run = example_call(model)
-    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formula()) as fc:
+    with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
         run()
     counts = fc.get_flop_counts()
     root = type(model).__name__
@@ -139,7 +140,7 @@ def count_macs(fn) -> tuple[float, object]:
     """(MACs, result) of running ``fn()`` under ``FlopCounterMode`` with blockmask's convention
     (FLOPs / 2, CPU attention counted): the one way every method's whole run is counted, ours
     and the peers' (DeepCache, cache-dit) alike."""
-    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formula()) as fc:
+    with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
         out = fn()
     return fc.get_total_flops() / 2, out
 

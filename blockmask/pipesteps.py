@@ -24,10 +24,11 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 from torch.utils.flop_counter import FlopCounterMode
 
-from .costs import MacProfile, _cpu_sdpa_formula
+from .costs import MacProfile, cpu_sdpa_formula
 from .errors import BlockmaskError, MaskError
 from .execution import MaskedExecution
 from .mask import validate_mask
+from .presets import row_levels, rows_of_calls
 from .schedulers import scheduler_rows, step_complete
 from .stepping import SchedulerSteps
 from .units import parents_of
@@ -56,7 +57,7 @@ class PipeCallHook(ModelHook):
         if steps.profile is not None or torch.compiler.is_compiling():
             out = self.fn_ref.original_forward(*args, **kwargs)
         else:
-            with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formula()) as fc:
+            with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
                 tracker = getattr(fc, "mod_tracker", None)
                 if tracker is not None and hasattr(tracker, "_get_mod_name"):
                     tracker._get_mod_name(module)  # name every submodule by its path under the denoiser
@@ -105,8 +106,6 @@ class PipelineSteps(SchedulerSteps):
         raise err
 
     def _on_set_timesteps(self, *_a, **_k) -> None:
-        from .enable import row_levels, rows_of_calls
-
         s, k = self.scheduler, scheduler_rows(self.scheduler)
         self.rows_of_calls = rows_of_calls(s)
         self.rows, self.levels = k, None
