@@ -22,8 +22,9 @@ Caches are reset on entry (``with MaskedExecution(...)``), at the start of every
 :meth:`reset` (also diffusers' ``reset_stateful_hooks``), so a cancelled run never leaks stale
 features into the next one. Where the step index comes from: :mod:`blockmask.stepping`.
 
-A whole-model ``torch.compile`` traces through the hooks: the gates are Python constants of the
-step's row (one graph per distinct row), and the model-level :class:`CallTally` keeps the counters.
+Compiled with the model (a whole-model ``torch.compile``, diffusers' ``compile_repeated_blocks``), the
+hooks are traced: the gates are Python constants of the step's row (one graph per distinct row), and
+the model-level :class:`CallTally` keeps the counters.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import torch
 from .errors import MaskError
 from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters.contracts import BoundContract
+from .branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-exported)
 from .modes import MODES, compiled_body, resolve_mode
 from .outputs import first_tensor, map_tensors
 from .registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
@@ -48,40 +49,6 @@ from .units import Unit, discover_units, unit_modules
 
 __all__ = ["HOOK_NAME", "MODES", "TALLY_HOOK", "CallTally", "MaskedExecution", "UnitHook", "compiled_body",
            "first_tensor", "map_tensors", "register_hooks", "remove_hooks", "resolve_mode"]  # re-exports too
-
-
-class UnitState(BaseState):
-    """One unit's cache in one CFG branch: its last computed output (or residual, for blocks)."""
-
-    def __init__(self):
-        self.cache: Any = None
-
-    def reset(self, *args, **kwargs) -> None:
-        self.cache = None
-
-
-class BranchStates(StateManager):
-    """diffusers' StateManager keyed by CFG branch: the pipeline's ``cache_context`` name when one is
-    set (diffusers sets it on every stateful hook's StateManager), else the execution's own branch."""
-
-    def __init__(self, execution: "MaskedExecution"):
-        super().__init__(UnitState)
-        self._execution = execution
-
-    def key(self):
-        ex = self._execution
-        base = self._context.name if self._context is not None else ex.branch
-        return (base, ex.signature) if ex.static else base
-
-    def get_state(self, key=None) -> UnitState:
-        key = self.key() if key is None else key
-        if key not in self._state_cache:
-            self._state_cache[key] = UnitState()
-        return self._state_cache[key]
-
-    def peek(self, key):
-        st = self._state_cache.get(key)
-        return None if st is None else st.cache
 
 
 class UnitHook(ModelHook):
@@ -99,6 +66,7 @@ class UnitHook(ModelHook):
         self.streams = BoundContract.of(execution.modules[index]) if self.residual else None
         self.states = BranchStates(execution)
         self._body: Callable | None = None
+        self.outcome: bool | None = None  # ran (True) or reused (False) in compiled code, until collected
 
     def body(self, module) -> Callable:
         if self._body is None:
@@ -116,7 +84,7 @@ class UnitHook(ModelHook):
             if not ex.bypass and (not ex.static or ex.store_mask[ex.step, i]):
                 st = self.states.get_state()
                 st.cache = ex.store(st.cache, self.streams.residual(out, x) if self.residual else out)
-            ex.count(ran=True)
+            self.tally(True)
             return out
         cache = self.states.get_state().cache
         if cache is None:
@@ -124,11 +92,24 @@ class UnitHook(ModelHook):
         if self.residual:
             cache = self.streams.reuse(cache, x)
         if g is False:
-            ex.count(ran=False)
+            self.tally(False)
             return cache
         fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
-        ex.count(ran=True)
+        self.tally(True)
         return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
+
+    def tally(self, ran: bool) -> None:
+        """Count this call (``computed`` / ``skipped``). In code dynamo traces, a counter read would be
+        guarded on its value (a recompilation at every call): the outcome, a constant, is only written
+        there, and :meth:`MaskedExecution.collect` counts it outside the graph."""
+        ex = self.execution
+        if torch.compiler.is_compiling():
+            self.outcome = ran
+            ex._traced = True
+        elif ran:
+            ex._computed += 1
+        else:
+            ex._skipped += 1
 
     def reset_state(self, module):
         if not self.execution.static:  # row graphs hold static cache buffers (see reset())
@@ -140,17 +121,18 @@ TALLY_HOOK = "blockmask_tally"
 
 
 class CallTally(ModelHook):
-    """On the denoiser itself. Under a whole-model ``torch.compile`` the unit hooks do not count
-    (:meth:`MaskedExecution.count`); this hook counts such a call's units from its row instead, in a
-    function dynamo leaves out of the graph (a break before the first operation: no extra graph)."""
+    """On the denoiser itself: before each call, :meth:`MaskedExecution.collect` counts the unit calls
+    of the previous one that ran inside compiled code (a whole-model ``torch.compile``, diffusers'
+    ``compile_repeated_blocks``), where the unit hooks could only note their outcome. Under a
+    whole-model compile this is a graph break before the first operation: no extra graph."""
 
     def __init__(self, execution: "MaskedExecution"):
         super().__init__()
         self.execution = execution
 
     def pre_forward(self, module, *args, **kwargs):
-        if torch.compiler.is_compiling():
-            self.execution.count_call()
+        if torch.compiler.is_compiling() or self.execution._traced:  # (eager: no call at all)
+            self.execution.collect()
         return args, kwargs
 
 
@@ -169,7 +151,6 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self._residual = [u.residual for u in self.units]
-        self._parents = [u.parent for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
         self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
@@ -180,8 +161,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
-        self.computed = 0  # unit calls that ran, since reset (for tests and readouts)
-        self.skipped = 0
+        self._computed = 0  # unit calls that ran (computed) and reused (skipped), since reset
+        self._skipped = 0
         self.hooks = [UnitHook(self, i) for i in range(len(self.units))]
         self.signature: Any = None  # rowgraph: the current call's shape signature (keys the static caches)
         self.graph_cache = graph_store(model, len(self.units)) if self.static else None
@@ -199,7 +180,10 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if not self.static:  # row graphs keep their buffers (row 0 of any mask rewrites them all)
             for h in self.hooks:
                 h.states.reset()
-        self.computed = self.skipped = 0
+        for h in self.hooks:
+            h.outcome = None
+        self._computed = self._skipped = 0
+        self._traced = False
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
@@ -295,35 +279,41 @@ class MaskedExecution(contextlib.AbstractContextManager):
         row = self._row
         return True if row is None else row[i]
 
-    def count(self, *, ran: bool) -> None:
-        """Tally one unit call (``computed`` / ``skipped``). Not while dynamo traces a whole-model
-        ``torch.compile``: a Python counter read there would be guarded on its value and recompile
-        the graph at every call (the counters then stay where eager calls left them)."""
-        if torch.compiler.is_compiling():
-            return
-        if ran:
-            self.computed += 1
-        else:
-            self.skipped += 1
+    @property
+    def computed(self) -> int:
+        """Unit calls that ran since reset (for tests and readouts)."""
+        if self._traced:
+            self.collect()
+        return self._computed
+
+    @computed.setter
+    def computed(self, n: int) -> None:
+        self._computed = n
+
+    @property
+    def skipped(self) -> int:
+        """Unit calls that returned their cache since reset."""
+        if self._traced:
+            self.collect()
+        return self._skipped
+
+    @skipped.setter
+    def skipped(self, n: int) -> None:
+        self._skipped = n
 
     @torch.compiler.disable
-    def count_call(self) -> None:
-        """Count one compiled model call as its unit hooks would have (:class:`CallTally`): a unit is
-        called when every unit enclosing it runs, and then runs or reuses as its gate says."""
-        n, row, parents = len(self.units), self._row, self._parents
-        if self.bypass or self.soft is not None or row is None:
-            self.computed += n
+    def collect(self) -> None:
+        """Count the unit calls that ran inside compiled code (:meth:`UnitHook.tally`): before each
+        model call (:class:`CallTally`) and when the counters are read; left out of any graph."""
+        if not self._traced:
             return
-        if self.static or len(row) != n:  # row graphs count their replays; past the mask's end: an error follows
-            return
-
-        def runs(i: int) -> bool:
-            return row[i] and (parents[i] < 0 or runs(parents[i]))
-
-        called = [i for i in range(n) if parents[i] < 0 or runs(parents[i])]
-        ran = sum(1 for i in called if row[i])
-        self.computed += ran
-        self.skipped += len(called) - ran
+        for h in self.hooks:
+            if h.outcome is True:
+                self._computed += 1
+            elif h.outcome is False:
+                self._skipped += 1
+            h.outcome = None
+        self._traced = False
 
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static
