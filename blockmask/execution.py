@@ -215,9 +215,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
         try:
             if self._entered:
                 remove_hooks(self.modules)
-                remove_hooks([self.model], TALLY_HOOK)
-                if self.graphs is not None:
+                if self.graphs is not None:  # the outer model hook first: diffusers unwinds them last-in first-out
                     remove_hooks([self.model], GRAPH_HOOK)
+                remove_hooks([self.model], TALLY_HOOK)
                 self._entered = False
                 invalidate_children(self.model)
         finally:

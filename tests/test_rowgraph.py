@@ -65,6 +65,8 @@ def test_all_ones_rowgraph_is_the_plain_model(workbenches):
     wb = workbenches("tiny-dit")
     out, _ = _run(wb, wb.baseline("ones", steps=K))
     assert torch.equal(out, wb.generate(None, steps=K, num_images=2))
+    # every model-level hook removed, in the order diffusers needs: no stale wrapper left as the forward
+    assert "forward" not in wb.model.__dict__ and not wb.model._diffusers_hook.hooks
     assert graph_store(wb.model, len(wb.units)).stats.captured == 1
     release_graphs(wb.model)
 
