@@ -107,6 +107,7 @@ def main(argv=None) -> int:
                          "peer's own MAC point and --budgets, from one shared pool; refinement at the rule points")
     ap.add_argument("--mask-every", type=int, default=1,
                     help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
+    ap.add_argument("--screen", type=int, default=16, help="samples of the first calibration chunk (screening, refinement)")
     ap.add_argument("--refine-top", type=int, default=2, help="starts refined per refined budget")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
                 validate_top=1) if args.dry_run else \
         dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn,
-             refine_seconds=args.refine_seconds, refine_top=args.refine_top)
+             refine_seconds=args.refine_seconds, refine_top=args.refine_top, screen=args.screen)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
