@@ -108,7 +108,7 @@ def learned_masks(ctx: ModelContext, steps: int | None = None) -> list[tuple[Pat
 
 
 def default_steps(ctx: ModelContext, fallback: int = 20) -> int:
-    """K of the first learned mask for this model, else ``fallback``."""
+    """K of the first shipped mask for this model, else ``fallback``."""
     found = learned_masks(ctx)
     return found[0][1] if found else fallback
 
@@ -230,7 +230,7 @@ def _method(ctx: ModelContext, name: str, steps: int, progress: Progress | None 
 
 
 def initial_mask(ctx: ModelContext, steps: int) -> tuple[np.ndarray, str, dict]:
-    """What a fresh editor shows: the first learned mask that fits, else all ones."""
+    """What a fresh editor shows: the model's first shipped mask that fits, else all ones."""
     found = learned_masks(ctx, steps)
     if found:
         return build(ctx, f"learned:{found[0][0].name}", steps)
