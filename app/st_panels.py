@@ -46,9 +46,9 @@ def show_flash(where: str) -> None:
 # --- presets, upload, download ---------------------------------------------------------------
 def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | None = None) -> None:
     st.subheader("1 · Start from a mask")
-    st.caption("Shipped masks are made for one model and step count (only this model's are listed), each with where it came "
-               "from (rule, refined rule, learned, planner) and its held-out PSNR; baselines are hand-made schedules "
-               "from the literature.")
+    st.caption("Shipped masks are made for one model and step count (only this model's are listed), each with "
+               "where it came from (rule, refined rule, learned, planner) and its held-out PSNR; baselines are "
+               "hand-made schedules from the literature.")
     items = presets.presets(ctx, ed.steps)
     c1, c2, c3 = st.columns([2, 3, 2])
     with c1:

@@ -62,9 +62,8 @@ def test_provenance_from_metadata():
         "learned"
     assert provenance({"training": {"steps": 50}, "scores": [[1]]}).kind == "learned"
     assert provenance({}).kind == "unknown" and provenance({"macs": {"ratio": 0.5}}).kind == "unknown"
-    plan = {"family": "refined", "plan": {"steps": 22, "provenance": {"family": "refined", "name": "refined from fora N=3",
-                                                                     "params": {"refined_from": "fora N=3"}},
-                                          "validation": {"psnr": 33.3}}}
+    prov = {"family": "refined", "name": "refined from fora N=3", "params": {"refined_from": "fora N=3"}}
+    plan = {"family": "refined", "plan": {"steps": 22, "provenance": prov, "validation": {"psnr": 33.3}}}
     p = provenance(plan)
     assert p.kind == "planner: refined rule" and "22 steps" in p.detail and p.psnr_text == "33.3 dB validation"
 
