@@ -105,8 +105,9 @@ def build(spec: str | None = None) -> gr.Blocks:
                         branch = gr.Number(0, label="branch (DeepCache cache_branch_id)", step=1, minimum=0)
                         every = gr.Number(2, label="every (uniform)", step=1, minimum=1)
                     with gr.Row():
-                        ratio = gr.Number(0.7, label="MAC budget (random)", minimum=0, maximum=1)
-                        pseed = gr.Number(0, label="seed (random)", step=1)
+                        ratio = gr.Number(0.7, label="MAC budget (random, methods)", minimum=0, maximum=1,
+                                          info="Fraction of the plain model's MACs")
+                        pseed = gr.Number(0, label="seed (random, methods)", step=1)
                     preset_btn = gr.Button("Load preset", variant="primary")
                     upload = gr.File(label=f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                                      file_types=[".json"], type="filepath")
@@ -116,8 +117,6 @@ def build(spec: str | None = None) -> gr.Blocks:
                                               info=f"A hub repo id or save_pretrained folder the operator allows "
                                                    f"(--allow-mask / ${ENV_ALLOW_MASKS}).")
                         hub_btn = gr.Button("Load from hub", scale=1)
-                    ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
-                                          interactive=False, elem_id="presets-table", wrap=True)
                     download = gr.DownloadButton("Download current mask", value=h.download_path(first),
                                                  elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
@@ -145,6 +144,13 @@ def build(spec: str | None = None) -> gr.Blocks:
                 with gr.Row():
                     rect_btn = gr.Button("Rectify", variant="primary")
                     pre = gr.Checkbox(False, label="Show the mask before rectification")
+        with gr.Accordion("Compare the presets at this K (table)", open=False, elem_id="presets-accordion"):
+            gr.Markdown("Shipped masks for this model and the baselines at their default parameters, one row per "
+                        "distinct mask (identical masks share a row), against the current mask. PSNR is what each "
+                        "mask file records (held-out seeds); the current mask's is from your last Generate.")
+            ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
+                                  interactive=False, elem_id="presets-table", wrap=True,
+                                  column_widths=["22%", "22%", "9%", "9%", "10%", "9%", "19%"])
         gr.Markdown("## Original vs masked, same seeds")
         with gr.Row():
             seed = gr.Textbox("0", label="Seed", max_lines=1)
@@ -231,7 +237,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
                                  views + [t_plot, t_md], api_name="train")
-        t_cancel.click(None, None, None, cancels=[train_ev], api_name=False)
+        t_cancel.click(gradio_training.cancelled, None, t_md, cancels=[train_ev], api_name=False)
     return demo
 
 

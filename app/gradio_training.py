@@ -14,6 +14,14 @@ from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session, view
 
 
+CANCELLED = "Training cancelled; the editor keeps its mask."
+
+
+def cancelled() -> str:
+    """The training status after Cancel (the cancelled generator can no longer update it)."""
+    return CANCELLED
+
+
 def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, guidance, progress=gr.Progress()):
     """Train a mask here (a generator: live curve while it runs; Cancel stops it at the next step).
     Yields (state, grid, …views…, curve plot, training status); the finished mask is loaded."""
