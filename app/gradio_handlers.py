@@ -27,14 +27,8 @@ from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_la
 from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
+from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:  # pragma: no cover - depends on the environment
-    def gpu(fn):
-        return fn
 
 MAX_STEPS = 1000
 MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
