@@ -91,9 +91,9 @@ def test_heavy_handlers_are_decorated(monkeypatch):
     ex = _fresh("gradio_examples", monkeypatch)
     ex.runner(TINY)
     names = {n for n, _ in calls}
-    assert {"generate", "compute_delta_plot", "train_mask", "run_example"} <= names
+    assert {"generate", "compute_delta_plot", "train_mask", "run_example", "_build_on_gpu"} <= names
     assert h.generate.zerogpu == {} and tr.train_mask.zerogpu == {"duration": tr.TRAIN_GPU_S}
-    cheap = {"load_model", "view", "upload_mask", "load_preset", "grid_edit", "toggle_cell"}
+    cheap = {"load_model", "view", "upload_mask", "load_preset", "grid_edit", "toggle_cell"}  # rule presets too
     assert not names & cheap  # mask edits never wait for a GPU
 
 
