@@ -132,6 +132,36 @@ def test_use_checkout_maps_the_asset_and_app_packages(monkeypatch):
             sys.modules.pop(name, None)
 
 
+BARE = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # as if never installed
+from pathlib import Path
+sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "blockmask" / "__init__.py").is_file()]  # .pth installs
+import importlib.util
+assert importlib.util.find_spec("blockmask_assets") is None and importlib.util.find_spec("blockmask") is None
+sys.argv = [{app!r}]
+sys.path.insert(0, {app_dir!r})
+import gradio_demo  # what `python app/gradio_demo.py` imports before build()
+from blockmask import resources
+from blockmask.viz.context import default_model_spec, model_choices
+print(resources.assets_dir(), resources.app_dir(), default_model_spec(), *model_choices())
+"""
+
+
+def test_the_gradio_entry_point_runs_from_a_bare_checkout(tmp_path):
+    """A Gradio Space never pip-installs the project: the entry point must find the bundled models."""
+    import subprocess
+
+    if "site-packages" in str(importlib.util.find_spec("blockmask").origin):
+        pytest.skip("blockmask is installed as a regular (non-editable) package here")
+    code = BARE.format(app=str(APP / "gradio_demo.py"), app_dir=str(APP))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assets, app, default, *choices = out.stdout.split()
+    assert (Path(assets), Path(app)) == (ROOT / "assets", APP)
+    assert default == "mnist-ddpm" and "mnist-ddpm" in choices
+
+
 def test_use_checkout_leaves_an_install_alone():
     if importlib.util.find_spec("blockmask_assets") is None:
         pytest.skip("blockmask is not installed here")
