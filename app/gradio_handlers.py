@@ -27,14 +27,8 @@ from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_la
 from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
+from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:  # pragma: no cover - depends on the environment
-    def gpu(fn):
-        return fn
 
 MAX_STEPS = 1000
 MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
@@ -268,6 +262,12 @@ def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
 
 
 # --- presets and files -------------------------------------------------------------------------
+@gpu(duration=240)
+def _build_on_gpu(*args, **kwargs):
+    """presets.build for the presets that run the model (``method:*``): on ZeroGPU they get the GPU."""
+    return presets.build(*args, **kwargs)
+
+
 def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, seed, progress=gr.Progress()):
     """Load a preset; the slow producers (``method:*``) report progress in the page."""
     choice(preset, "Preset", [k for _, k in preset_choices(s)])
@@ -275,7 +275,7 @@ def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, se
                   every=whole(every, "every", 1, 10_000), macs_ratio=number(macs_ratio, "MAC budget", 0, 1),
                   seed=whole(seed, "seed", 0, 2**32 - 1))
     try:
-        mask, source, meta = presets.build(
+        mask, source, meta = (_build_on_gpu if preset.startswith("method:") else presets.build)(
             s.ctx, preset, s.editor.steps, **params,
             progress=(lambda f, t: progress(min(1.0, max(0.0, f)), desc=t)) if preset.startswith("method:") else None)
     except BlockmaskError as e:
