@@ -24,9 +24,14 @@ for p in (ROOT, Path(__file__).resolve().parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import spaces_compat  # noqa: E402  (first: ZeroGPU's `spaces` must come before torch touches CUDA)
+
+spaces_compat.use_checkout()  # a Space runs this checkout without pip-installing it (bundled models, app files)
+
 import gradio as gr  # noqa: E402
 
 import gradio_edits as ge  # noqa: E402
+import gradio_examples  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
@@ -45,6 +50,13 @@ cache yet. **Click** a cell or **drag** a box in the grid to change it; hover fo
 RECTIFY_HELP = ("Rectification removes computed cells whose output nobody reads (no live unit uses it at that "
                 "step and its cache is overwritten before a later step reads it). It is exact: images do not change.")
 COMPONENTS = Path(__file__).resolve().parent / "components"
+# The queue: mask edits (cheap) run up to 4 at a time and at most 32 events wait; a full queue tells the
+# visitor to retry. Generation and Δ_k share one slot (two on ZeroGPU, where each call gets its own GPU),
+# training has its own, so a long training run never blocks Generate for everyone.
+QUEUE = dict(default_concurrency_limit=4, max_size=32)
+HEAVY = int(os.environ.get("BLOCKMASK_HEAVY_CONCURRENCY", 2 if spaces_compat.ZERO_GPU else 1))
+RUN = dict(concurrency_limit=HEAVY, concurrency_id="run")
+TRAIN = dict(concurrency_limit=1, concurrency_id="train")
 
 
 def grid_js() -> str:
@@ -105,8 +117,9 @@ def build(spec: str | None = None) -> gr.Blocks:
                         branch = gr.Number(0, label="branch (DeepCache cache_branch_id)", step=1, minimum=0)
                         every = gr.Number(2, label="every (uniform)", step=1, minimum=1)
                     with gr.Row():
-                        ratio = gr.Number(0.7, label="MAC budget (random)", minimum=0, maximum=1)
-                        pseed = gr.Number(0, label="seed (random)", step=1)
+                        ratio = gr.Number(0.7, label="MAC budget (random, methods)", minimum=0, maximum=1,
+                                          info="Fraction of the plain model's MACs")
+                        pseed = gr.Number(0, label="seed (random, methods)", step=1)
                     preset_btn = gr.Button("Load preset", variant="primary")
                     upload = gr.File(label=f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                                      file_types=[".json"], type="filepath")
@@ -116,8 +129,6 @@ def build(spec: str | None = None) -> gr.Blocks:
                                               info=f"A hub repo id or save_pretrained folder the operator allows "
                                                    f"(--allow-mask / ${ENV_ALLOW_MASKS}).")
                         hub_btn = gr.Button("Load from hub", scale=1)
-                    ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
-                                          interactive=False, elem_id="presets-table", wrap=True)
                     download = gr.DownloadButton("Download current mask", value=h.download_path(first),
                                                  elem_id="download")
                 with gr.Accordion("Region, step and unit tools", open=False):
@@ -145,6 +156,13 @@ def build(spec: str | None = None) -> gr.Blocks:
                 with gr.Row():
                     rect_btn = gr.Button("Rectify", variant="primary")
                     pre = gr.Checkbox(False, label="Show the mask before rectification")
+        with gr.Accordion("Compare the presets at this K (table)", open=False, elem_id="presets-accordion"):
+            gr.Markdown("Shipped masks for this model and the baselines at their default parameters, one row per "
+                        "distinct mask (identical masks share a row), against the current mask. PSNR is what each "
+                        "mask file records (held-out seeds); the current mask's is from your last Generate.")
+            ptable = gr.Dataframe(h.presets_table(first), label="Presets at this K vs the current mask",
+                                  interactive=False, elem_id="presets-table", wrap=True,
+                                  column_widths=["22%", "22%", "9%", "9%", "10%", "9%", "19%"])
         gr.Markdown("## Original vs masked, same seeds")
         with gr.Row():
             seed = gr.Textbox("0", label="Seed", max_lines=1)
@@ -169,6 +187,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         gen_table = gr.Dataframe(headers=tables.COMPARISON_COLUMNS, label="Original vs masked", interactive=False,
                                  elem_id="gen-table")
         div_plot = gr.Plot(label="Where the error enters: relative latent error per step", visible=False)
+        gradio_examples.panel(spec, seed, label)
         gr.Markdown("## Where does the mask save work?")
         with gr.Row():
             step_plot = gr.Plot(label="MACs per step")
@@ -227,12 +246,17 @@ def build(spec: str | None = None) -> gr.Blocks:
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats],
                       [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
-                      api_name="generate")
-        delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta")
+                      api_name="generate", **RUN)
+        delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta", **RUN)
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
-                                 views + [t_plot, t_md], api_name="train")
-        t_cancel.click(None, None, None, cancels=[train_ev], api_name=False)
+                                 views + [t_plot, t_md], api_name="train", **TRAIN)
+        t_cancel.click(gradio_training.cancelled, None, t_md, cancels=[train_ev], api_name=False)
     return demo
+
+
+def queued(demo: gr.Blocks) -> gr.Blocks:
+    """The app with its queue (QUEUE; the heavy events carry their own limits, RUN and TRAIN)."""
+    return demo.queue(**QUEUE)
 
 
 def pick_port(host: str, port: int) -> int:
@@ -265,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     h.ALLOW_EXTRA[:] = a.allow_model
     h.ALLOW_MASKS[:] = a.allow_mask
     port = pick_port(a.host, a.port)
-    build().queue().launch(server_name=a.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES)
+    queued(build()).launch(server_name=a.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,8 @@ from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_la
 from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
+from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:  # pragma: no cover - depends on the environment
-    def gpu(fn):
-        return fn
 
 MAX_STEPS = 1000
 MAX_DOWNLOADS = 256  # mask files kept in the download folder (all users)
@@ -82,10 +76,17 @@ class Session:
 # input checks (one gr.Error line each) live in gradio_checks.py
 
 
-def new_session(spec: str | None = None, steps: int | None = None, scheduler: str = "ddim") -> Session:
+def new_session(spec: str | None = None, steps: int | None = None, scheduler: str = "ddim",
+                previous: Session | None = None) -> Session:
+    """A session on (spec, K, scheduler): the model's own first shipped mask, or, when ``previous`` was
+    on the same model (another K or scheduler), its edited mask resampled to the new K, history kept."""
     spec = spec or default_model_spec()
     ctx = get_context(spec, scheduler)
     steps = int(steps or presets.default_steps(ctx, fallback=20))
+    if previous is not None and previous.spec == spec and previous.editor.same_model(ctx):
+        ed, msgs = previous.editor.resampled(ctx, steps)
+        apply(msgs)
+        return dataclasses.replace(previous, scheduler=scheduler, editor=ed, shown=(), show_pre=False)
     mask, source, meta = presets.initial_mask(ctx, steps)
     return Session(spec, scheduler, MaskEditor.create(ctx, steps, mask, source=source, meta=meta))
 
@@ -97,7 +98,9 @@ def readout_md(s: Session) -> str:
     lines = [f"**Model** {ctx.label} · K={ed.steps} · {s.scheduler} · device {ctx.wb.device}",
              f"**MACs per image** {format_macs(v['macs'])} of {format_macs(v['macs_base'])} "
              f"(**{100 * v['ratio']:.1f} %** of the original, ideal speedup {v['mac_speedup']:.2f}×) · "
-             f"computed cells {v['computed']}/{v['cells']}",
+             f"computed cells {v['computed']}/{v['cells']}"
+             + (" · one model pass per step (guidance > 1 runs two: the generation readout counts ×2)"
+                if ctx.supports_guidance else ""),
              f"Mask: {v['source']}{' (edited)' if v['edited'] else ''} · hash `{v['hash']}`"]
     if ed.removed is not None:
         lines.append(f"Last rectification removed **{int(ed.removed.sum())}** cell(s) (orange-red).")
@@ -163,8 +166,11 @@ def view(s: Session):
 
 
 def presets_table(s: Session):
-    """The current mask against the learned masks and baselines at this K (a DataFrame)."""
-    return tables.presets_frame(s.ctx, s.editor.steps, s.editor.mask)
+    """The current mask against the shipped masks and baselines at this K (a DataFrame), with the current
+    mask's PSNR from this session's last generation when it was for this mask."""
+    r = s.results.get(s.shown) if s.shown and s.shown[0] == s.editor.hash else None
+    measured = None if r is None else (r.psnr, f"this session: seed {s.shown[3]}, {r.num_images} image(s)")
+    return tables.presets_frame(s.ctx, s.editor.steps, s.editor.mask, measured)
 
 
 def quick_view(s: Session):
@@ -239,7 +245,7 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
         ns = s  # nothing changed: keep the user's edits
     else:
         try:
-            ns = new_session(spec, k, scheduler)
+            ns = new_session(spec, k, scheduler, previous=s)
         except Exception as e:  # noqa: BLE001 — one message for missing, unreadable and broken
             raise Refused(str(load_failed(pol.name_of(spec), e)).capitalize() + "; the current model is kept.") \
                 from None
@@ -256,13 +262,22 @@ def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
 
 
 # --- presets and files -------------------------------------------------------------------------
-def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, seed):
+@gpu(duration=240)
+def _build_on_gpu(*args, **kwargs):
+    """presets.build for the presets that run the model (``method:*``): on ZeroGPU they get the GPU."""
+    return presets.build(*args, **kwargs)
+
+
+def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, seed, progress=gr.Progress()):
+    """Load a preset; the slow producers (``method:*``) report progress in the page."""
     choice(preset, "Preset", [k for _, k in preset_choices(s)])
     params = dict(interval=whole(interval, "interval", 1, 10_000), branch=whole(branch, "branch", 0, 10_000),
                   every=whole(every, "every", 1, 10_000), macs_ratio=number(macs_ratio, "MAC budget", 0, 1),
                   seed=whole(seed, "seed", 0, 2**32 - 1))
     try:
-        mask, source, meta = presets.build(s.ctx, preset, s.editor.steps, **params)
+        mask, source, meta = (_build_on_gpu if preset.startswith("method:") else presets.build)(
+            s.ctx, preset, s.editor.steps, **params,
+            progress=(lambda f, t: progress(min(1.0, max(0.0, f)), desc=t)) if preset.startswith("method:") else None)
     except BlockmaskError as e:
         raise Refused(f"Preset: {e}.") from None
     apply(s.editor.load(mask, source=source, meta=meta))
@@ -320,7 +335,8 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
     cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "") + (
         f" · prompt {s.prompt.name}" if s.prompt is not None and ctx.takes_text else "")
     md = (f"**MACs per image** original {format_macs(r.macs_original)} · masked {format_macs(r.macs_masked)} "
-          f"(**{r.macs_percent:.1f} %**)\n\n**Speedup** {r.speed_text()}\n\n"
+          f"(**{r.macs_percent:.1f} %**; {r.macs_note})\n\n**Speedup** {'⚠️ ' if r.unreliable else ''}"
+          f"{r.speed_text()}\n\n"
           f"Median wall time original {r.original_s:.3f} s · masked {r.masked_s:.3f} s\n\n"
           f"**PSNR** {psnr} · **MSE** {r.mse:.3e} · {r.num_images} image(s), seed {seed}{cond}"
           + (" · from this session's results (times are from when it ran)" if r.cached else "")

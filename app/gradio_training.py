@@ -12,8 +12,19 @@ from blockmask.errors import BlockmaskError
 from blockmask.viz import training
 from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session, view
+from spaces_compat import gpu
 
 
+TRAIN_GPU_S = 300  # ZeroGPU: the longest a training run may hold the GPU (the default is 60 s)
+CANCELLED = "Training cancelled; the editor keeps its mask."
+
+
+def cancelled() -> str:
+    """The training status after Cancel (the cancelled generator can no longer update it)."""
+    return CANCELLED
+
+
+@gpu(duration=TRAIN_GPU_S)
 def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, guidance, progress=gr.Progress()):
     """Train a mask here (a generator: live curve while it runs; Cancel stops it at the next step).
     Yields (state, grid, …views…, curve plot, training status); the finished mask is loaded."""

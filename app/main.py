@@ -31,13 +31,13 @@ import streamlit as st  # noqa: E402
 
 from blockmask.errors import BlockmaskError  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
-from blockmask.viz import MaskEditor, presets  # noqa: E402
+from blockmask.viz import MaskEditor, Message, presets  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, MaskPolicy, ModelPolicy, load_failed  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
 from st_generate import generate_panel  # noqa: E402
-from st_panels import analysis_panel, editor_panel, preset_panel, show, train_panel  # noqa: E402
+from st_panels import analysis_panel, editor_panel, preset_panel, show_flash, train_panel  # noqa: E402
 
 OTHER = "Other: hub id or local path…"  # offered only when the operator allows any spec ('*')
 INTRO = ("Each **cell** of the mask is one network unit (a ResNet block or attention layer) at one sampling step. "
@@ -133,12 +133,25 @@ def init_state() -> None:
         except Exception:  # noqa: BLE001 — the sidebar reports load errors
             ss.steps = 20
     ss.setdefault("scheduler", "ddim")
-    ss.setdefault("flash", [])
+    ss.setdefault("flash", [])  # (panel, Message) pairs: each panel shows its own (st_panels.show_flash)
 
 
 def ensure_editor(ctx: ModelContext, steps: int) -> MaskEditor:
-    """The user's editor for (model, scheduler, K); a new one (learned mask or all ones) after a switch."""
+    """The user's editor for (model, scheduler, K): after a K or scheduler change on the same model, the
+    edited mask resampled to the new K (history kept); after a model switch, the model's own first
+    shipped mask (or all ones)."""
     ed = st.session_state.get("editor")
+    if ed is not None and not ed.fits(ctx, steps) and ed.same_model(ctx):
+        try:
+            ed, msgs = ed.resampled(ctx, steps)
+        except BlockmaskError as e:
+            msgs = [Message("warning", f"Could not resample the mask to K={steps} ({e}); starting afresh.")]
+            ed = None
+        else:
+            st.session_state.editor = ed
+            st.session_state.pop("result", None)
+        for m in msgs:  # next to the K / scheduler control just changed
+            (st.sidebar.warning if m.level == "warning" else st.sidebar.info)(m.text)
     if ed is None or not ed.fits(ctx, steps):
         try:
             mask, source, meta = presets.initial_mask(ctx, steps)
@@ -169,9 +182,7 @@ def main() -> None:
         step = st.segmented_control("Tour step", [t for t, _ in TOUR], default=TOUR[0][0], key="tour_step",
                                     label_visibility="collapsed")
         st.markdown(dict(TOUR).get(step or TOUR[0][0]))
-    for m in st.session_state.flash:
-        show(m)
-    st.session_state.flash = []
+    show_flash("top")  # model / K changes; the panels show their own messages next to their buttons
     preset_panel(ctx, ed, mask_policy())
     editor_panel(ctx, ed)
     generate_panel(ctx, ed)

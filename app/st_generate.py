@@ -15,7 +15,7 @@ from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
 from blockmask.viz.compare import MAX_IMAGES, clamp_images, compare, upscale
 from blockmask.viz.context import ModelContext
 from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
-from st_panels import flash
+from st_panels import flash, show_flash
 
 
 def _parse_seed(text: str) -> int | None:
@@ -44,7 +44,7 @@ def prompt_input(ctx: ModelContext) -> Prompt | None:
             ss.prompt = (ctx.spec, load_prompt(ctx, up.getvalue(), up.name))
         except BlockmaskError as e:
             ss.prompt_gen = gen + 1  # a refused file does not stay listed
-            flash([Message("error", f"{e}; the previous prompt is kept.")])
+            flash([Message("error", f"{e}; the previous prompt is kept.")], "generate")
             st.rerun()
     elif up is None and gen == ss.get("prompt_gen_seen", gen) and ss.get("prompt_seen_file"):
         ss.pop("prompt", None)  # the visitor removed the file: back to random embeddings
@@ -72,9 +72,11 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     reps = int(c[4].number_input("Timed repeats", 1, 10, 3, key="repeats",
                                  help="Plain and masked runs are timed alternately this many times after a "
                                       "warm-up; the speedup is the ratio of the medians, with its spread."))
-    auto = c[5].checkbox("Auto-update", True, key="auto_generate",
-                         help="Re-run the masked model after each edit (results are kept per session by mask hash).")
+    auto = c[5].checkbox("Auto-update", False, key="auto_generate",
+                         help="Re-run the comparison (images and the timed repeats) after every edit. Off by default: "
+                              "each run takes seconds, minutes on a busy CPU.")
     prompt = prompt_input(ctx)
+    show_flash("generate")
     go = st.button("Generate", type="primary", key="generate")
     res = st.session_state.get("result")
     want = (ed.hash, seed_text, n_req, label, guidance, reps, prompt and prompt.digest)
@@ -103,23 +105,30 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                    f"(`{res[0][0][:12]}`, now `{ed.hash[:12]}`); press Generate to update them.")
     out = res[1]
     m = st.columns(4)
+    cfg = " · ×2 CFG" if out.cfg else ""
     m[0].metric("MACs (masked)", format_macs(out.macs_masked),
-                f"{out.macs_percent:.1f} % of {format_macs(out.macs_original)}", delta_color="off", delta_arrow="off",
-                help="Per image, whole sampling run (doubled with classifier-free guidance).")
-    m[1].metric("Speedup (median)", f"{out.speedup:.2f}×",
-                f"{out.speedup_lo:.2f}–{out.speedup_hi:.2f}× over {out.repeats}" if out.repeats > 1 else "1 run",
-                delta_color="off", delta_arrow="off",
+                f"{out.macs_percent:.1f} % of {format_macs(out.macs_original)}{cfg}", delta_color="off",
+                delta_arrow="off", help=f"Per image, whole sampling run; {out.macs_note}. The editor's readout "
+                                        "counts one pass per step.")
+    note = f"{out.speedup_lo:.2f}–{out.speedup_hi:.2f}× over {out.repeats}" if out.repeats > 1 else "1 run"
+    if out.above_ideal:
+        note = f"above the ideal: noise · {note}"
+    elif out.unreliable:
+        note = f"unreliable · {note}"
+    m[1].metric("Speedup (median)", f"{out.speedup:.2f}×", note, delta_color="off", delta_arrow="off",
                 help="Median plain ÷ median masked wall time of interleaved repeats; the range is the per-repeat "
-                     "spread.")
+                     "spread. It can never truly exceed the ideal (MACs): a higher reading is measurement noise.")
     m[2].metric("Ideal (MACs)", f"{out.mac_speedup:.2f}×", help="1 / MAC ratio: what a perfect implementation "
                 "would gain. Noise-free.")
     m[3].metric("PSNR", "identical" if math.isinf(out.psnr) else f"{out.psnr:.1f} dB", f"MSE {out.mse:.2e}",
                 delta_color="off", delta_arrow="off", help="Masked vs original images from the same seeds.")
+    if out.unreliable:  # speedup above the ideal, spread repeats, a busy machine: said next to the number
+        why = " A speedup above the ideal is never real: it is noise." if out.above_ideal else ""
+        st.warning("**Unreliable timing:** " + "; ".join(out.unreliable) + f".{why} Try more repeats on a quieter "
+                   "machine.")
     st.dataframe(tables.comparison_frame(out), hide_index=True, width="stretch", key="comparison_table")
     st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
                f"masked {out.masked_s:.3f} s.")
-    if out.unreliable:  # speedup above the ideal, or repeats spread wider than their median
-        st.warning("**Unreliable timing:** " + "; ".join(out.unreliable) + " (a busy machine? try more repeats).")
     if out.speedup < 1:
         st.caption("The masked run was not faster: each unit's cache hook costs a little time, which only pays off "
                    "when the mask reuses enough work (compare the ideal MAC speedup).")

@@ -27,16 +27,28 @@ def show(m: Message) -> None:
     {"success": st.success, "warning": st.warning, "error": st.error}.get(m.level, st.info)(m.text)
 
 
-def flash(msgs: list[Message]) -> None:
-    """Keep messages for the next run (after st.rerun) so they are not lost."""
-    st.session_state.flash = list(st.session_state.get("flash", [])) + list(msgs)
+def flash(msgs: list[Message], where: str = "top") -> None:
+    """Keep messages for the next run (after st.rerun) so they are not lost; ``where`` names the panel
+    whose :func:`show_flash` shows them, next to the button just used (issue 28)."""
+    st.session_state.flash = list(st.session_state.get("flash", [])) + [(where, m) for m in msgs]
     st.session_state.editor_msgs = []  # an edit from elsewhere: the chart's last messages no longer apply
+
+
+def show_flash(where: str) -> None:
+    """Show (once) the kept messages for ``where``."""
+    kept = list(st.session_state.get("flash", []))
+    for w, m in kept:
+        if w == where:
+            show(m)
+    st.session_state.flash = [(w, m) for w, m in kept if w != where]
 
 
 # --- presets, upload, download ---------------------------------------------------------------
 def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | None = None) -> None:
     st.subheader("1 · Start from a mask")
-    st.caption("Learned masks fit one model and step count; baselines are hand-made schedules from the literature.")
+    st.caption("Shipped masks are made for one model and step count (only this model's are listed), each with "
+               "where it came from (rule, refined rule, learned, planner) and its held-out PSNR; baselines are "
+               "hand-made schedules from the literature.")
     items = presets.presets(ctx, ed.steps)
     c1, c2, c3 = st.columns([2, 3, 2])
     with c1:
@@ -54,12 +66,16 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | No
         if not pick.params:
             st.caption("No parameters.")
         if st.button("Load preset", type="primary", key="load_preset"):
+            bar = st.progress(0.0, f"{pick.label}: starting…") if pick.key.startswith("method:") else None
             try:
-                mask, source, meta = presets.build(ctx, pick.key, ed.steps, **params)
-                flash(ed.load(mask, source=source, meta=meta))
+                mask, source, meta = presets.build(
+                    ctx, pick.key, ed.steps, **params,
+                    progress=None if bar is None else (lambda f, t: bar.progress(min(1.0, max(0.0, f)), t)))
+                flash(ed.load(mask, source=source, meta=meta), "preset")
             except BlockmaskError as e:
-                flash([Message("error", f"Preset {pick.label}: {e}")])
+                flash([Message("error", f"Preset {pick.label}: {e}")], "preset")
             st.rerun()
+        show_flash("preset")
     with c3:
         gen = st.session_state.get("upload_gen", 0)
         up = st.file_uploader(f"Upload mask JSON (max {MAX_UPLOAD_BYTES // 1_000_000} MB)", type=["json"],
@@ -75,21 +91,33 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | No
                 msgs = [Message("error", f"{e}; the current mask is kept.")]
             if any(m.level == "error" for m in msgs):
                 st.session_state.upload_gen = gen + 1  # a refused file does not stay listed
-            flash(msgs)
+            flash(msgs, "files")
             st.rerun()
         hub = st.text_input("Load mask from the hub", key="hub_mask", placeholder="owner/name",
                             help="A hub repo id (owner/name, or owner/name:path/in/repo.json) or a folder written by "
                                  "MaskFile.save_pretrained. Only what the operator allows (--allow-mask or "
                                  f"${ENV_ALLOW_MASKS}); anything else is refused and the current mask is kept.")
         if st.button("Load from hub", key="hub_load"):
-            flash(ed.load_source(ctx, hub, mask_policy or MaskPolicy.from_env()))
+            flash(ed.load_source(ctx, hub, mask_policy or MaskPolicy.from_env()), "files")
             st.rerun()
+        show_flash("files")
         st.download_button("Download current mask", ed.download_bytes(ctx), ed.download_name(ctx),
                            mime="application/json", key="download")
     with st.expander("Compare the presets at this K (table)", expanded=False):
-        st.dataframe(tables.presets_frame(ctx, ed.steps, ed.mask), hide_index=True, width="stretch",
+        st.dataframe(tables.presets_frame(ctx, ed.steps, ed.mask, _measured(ed)), hide_index=True, width="stretch",
                      key="presets_table")
-        st.caption("Learned masks that fit and the baselines at their default parameters, against the current mask.")
+        st.caption("Shipped masks for this model and the baselines at their default parameters, one row per "
+                   "distinct mask (identical masks share a row), against the current mask. PSNR is what each mask "
+                   "file records (held-out seeds); the current mask's is from your last Generate.")
+
+
+def _measured(ed: MaskEditor):
+    """(PSNR, where) of this session's last generation when it was for the current mask."""
+    res = st.session_state.get("result")
+    if res is None or res[0][0] != ed.hash:
+        return None
+    out = res[1]
+    return out.psnr, f"this session: seed {res[0][1]}, {out.num_images} image(s)"
 
 
 # --- the editable mask -----------------------------------------------------------------------
@@ -137,7 +165,10 @@ def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
     c[1].metric("MACs % of original", f"{100 * s['ratio']:.1f} %")
     c[2].metric("Computed cells", f"{s['computed']} / {s['cells']}")
     c[3].metric("Ideal speedup (MACs)", f"{s['mac_speedup']:.2f}×")
-    st.caption(f"Mask: {s['source']}{' (edited)' if s['edited'] else ''} · hash {s['hash']}")
+    g = float(st.session_state.get("guidance", ctx.default_guidance)) if ctx.supports_guidance else 1.0
+    cfg = (f" · one model pass per step: with guidance {g:g} a generation runs two, "
+           f"{format_macs(2 * s['macs'])} per image (×2 CFG, section 3)" if g > 1 else "")
+    st.caption(f"Mask: {s['source']}{' (edited)' if s['edited'] else ''} · hash {s['hash']}{cfg}")
 
 
 def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
@@ -180,7 +211,9 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
             _edit(ed.set_row(k, False))
     with c2:
         st.markdown("**Whole unit**")
-        i = st.selectbox("unit", range(ed.shape[1]), format_func=lambda j: f"{j}: {ctx.units[j].name}", key="col_i")
+        # keyed by model: a switch never leaves another model's unit in the box (issue 28)
+        i = st.selectbox("unit", range(ed.shape[1]), format_func=lambda j: f"{j}: {ctx.units[j].name}",
+                         key=f"col_i:{ctx.spec}:{ed.shape[1]}")
         a, b = st.columns(2)
         if a.button("Compute unit", key="col_on"):
             _edit(ed.set_column(i, True))
@@ -203,6 +236,7 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
         _edit(ed.rectify(ctx))
     b.checkbox("Show the mask before rectification", key="show_pre", disabled=ed.pre_rectify is None,
                help="Removed cells are drawn in orange-red on the rectified mask.")
+    show_flash("editor")  # step / unit / history / rectify results, next to those buttons
     if st.session_state.get("app_hash") != ed.hash:  # edited here: now bring the rest of the page up to date
         # A rerun clears the messages Streamlit has not sent yet (ForwardMsgQueue.clear), so give the server
         # a moment to send this fragment's readouts first; without it about half the clicks showed the new
@@ -211,8 +245,8 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
         st.rerun()
 
 
-def _edit(msgs: list[Message]) -> None:
-    flash(msgs)
+def _edit(msgs: list[Message], where: str = "editor") -> None:
+    flash(msgs, where)
     st.rerun()
 
 
@@ -276,6 +310,7 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             f"{note}{' A budget search runs training several times.' if use_budget else ''} "
             + ("Training on CPU is slow and blocks generation on this model for everyone until it ends."
                if ctx.wb.device.type == "cpu" else ""))
+        show_flash("train")
         if st.session_state.get("t_cancel"):
             st.info("Training cancelled; the editor keeps its mask.")
         if ctx.num_classes or ctx.supports_guidance:
@@ -300,7 +335,7 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 msgs = ed.load(mask, source=source, meta=meta)
                 if mask.all():
                     msgs.append(Message("warning", training.ALL_ONES_NOTE))
-                _edit(msgs)
+                _edit(msgs, "train")
             except BlockmaskError as e:
                 st.error(f"Training failed: {e}")
             finally:

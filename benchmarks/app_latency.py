@@ -138,7 +138,7 @@ def measure(model: str, steps: int | None, clicks: int, port: int | None = None,
             box.fill(str(steps))
             box.press("Enter")
             _wait_idle(page)
-        if not auto:  # untick "Auto-update": clicks then never start a generation
+        if auto:  # tick "Auto-update" (off by default since issue 28): clicks after a Generate re-run it
             page.get_by_text("Auto-update").first.click()
             _wait_idle(page)
             page.locator("canvas.bm-canvas").first.scroll_into_view_if_needed()
@@ -185,8 +185,8 @@ def main() -> None:
     ap.add_argument("--model", default="", help="model spec (default: the app's default, the bundled mnist-ddpm)")
     ap.add_argument("--steps", type=int, help="set the step count K in the sidebar first")
     ap.add_argument("--clicks", type=int, default=10)
-    ap.add_argument("--no-auto", action="store_true", help='Streamlit: untick "Auto-update" first (no generation '
-                    "after each click)")
+    ap.add_argument("--no-auto", action="store_true", help='Streamlit: leave "Auto-update" off (its default; '
+                    "otherwise it is ticked first)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     if args.app == "gradio":

@@ -6,7 +6,8 @@ final choice), so no choice was made on them.
     python benchmarks/frontier.py mnist-dit --ref-steps 50 -o DIR --device cuda
     python benchmarks/frontier.py config:tests/configs/tiny-unet.json -o DIR --dry-run   # CI, seconds
 
-Writes ``DIR/MODEL-NNNref-bBB-plan.json`` (mask files; metadata ``family`` and ``plan``: provenance,
+Writes ``DIR/MODEL-NNNref-frontier.json`` (:class:`blockmask.frontierfile.Frontier`: every point
+below with its mask, the file the apps read), ``DIR/MODEL-NNNref-bBB-plan.json`` (mask files; metadata ``family`` and ``plan``: provenance,
 calibration and validation figures) and ``DIR/results.csv``: one row per planned schedule and per
 peer point — plain DDIM at every K' from 13 to 45 (scaled to --ref-steps), DeepCache branches 0
 and 1 at intervals 2, 3, 5 (U-Nets; blockmask's DeepCache mask gives the real package's images bit
@@ -27,31 +28,14 @@ from pathlib import Path
 import pandas as pd
 
 from blockmask.api import Workbench
-from blockmask.candidates import Candidate, rule_mask
+from blockmask.candidates import Candidate
 from blockmask.errors import BlockmaskError
+from blockmask.frontierfile import build, peer_points
 from blockmask.io import atomic_write_text
 from blockmask.mask import MaskFile
 from blockmask.planner import Planner, psnr_db
 from blockmask.planscore import Group
 from blockmask.sweep import frontier_budgets, sweep
-
-RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
-RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
-
-
-def peer_points(wb, ref: int) -> list[Candidate]:
-    lo, hi = max(1, round(13 * ref / 50)), max(1, round(45 * ref / 50))
-    out = [Candidate(f"DDIM {k} steps", "fewer-steps", k, None, 0.0, {"steps": k}) for k in range(lo, hi + 1)]
-    unet = type(wb.model).__name__.startswith("UNet")
-    for kind, params in RULE_PEERS_UNET if unet else RULE_PEERS_DIT:
-        if kind == "blocks" and not any(u.residual for u in wb.units):
-            continue
-        label = {"deepcache": f"DeepCache b{params.get('branch')}", "fora": "FORA", "blocks": "blocks"}[kind]
-        name = f"{label} N={params['interval']}"
-        mask = rule_mask(wb, {"kind": kind, **params}, ref)
-        out.append(Candidate(name, "rule", ref, mask, 0.0, {"kind": kind, **params}))
-    return out
-
 
 def planned_row(path: Path, pl: Planner, test: Group) -> dict:
     """A results row for a schedule planned earlier (its mask file), judged on the test seeds."""
@@ -107,6 +91,7 @@ def main(argv=None) -> int:
                          "peer's own MAC point and --budgets, from one shared pool; refinement at the rule points")
     ap.add_argument("--mask-every", type=int, default=1,
                     help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
+    ap.add_argument("--screen", type=int, default=16, help="samples of the first calibration chunk (screening, refinement)")
     ap.add_argument("--refine-top", type=int, default=2, help="starts refined per refined budget")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
@@ -120,7 +105,7 @@ def main(argv=None) -> int:
     opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
                 validate_top=1) if args.dry_run else \
         dict(calib=args.calib, valid=args.valid, chunk=args.chunk, learn=not args.no_learn,
-             refine_seconds=args.refine_seconds, refine_top=args.refine_top)
+             refine_seconds=args.refine_seconds, refine_top=args.refine_top, screen=args.screen)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +154,11 @@ def main(argv=None) -> int:
     pl.close()
     df = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))
+    if any(r["kind"] == "plan" for r in plans):  # the one file the apps read (blockmask.frontierfile)
+        build(out, wb, stem, meta={"command": "python benchmarks/frontier.py " + " ".join(argv or sys.argv[1:]),
+                                   "device": str(wb.device), "test_seed": args.test_seed, "test_samples": test.samples,
+                                   "calibration_seeds": pl.calib.seeds, "validation_seeds": pl.valid.seeds}
+              ).save(out / f"{stem}-{ref:03d}ref-frontier.json")
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{stem}, K_ref={ref}, {wb.device}: {len(plans)} schedule(s) planned in {plan_s:.0f}s; "

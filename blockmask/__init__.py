@@ -21,6 +21,6 @@ from .api import Workbench, apply  # noqa: E402
 from .mask import MaskFile  # noqa: E402
 from .stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
 from .enable import disable, enable, summary  # noqa: E402
-from .learn import learn  # noqa: E402
+from .pipelearn import learn  # noqa: E402
 
 __all__ = ["Workbench", "apply", "enable", "disable", "summary", "learn", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]

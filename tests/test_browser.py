@@ -243,3 +243,28 @@ def test_gradio_grid_download_train_and_dit(browser):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_gradio_presets_table_shows_every_column(browser):
+    """Issue 28: the presets table (now with provenance and PSNR) showed only its first column."""
+    port = _free_port()
+    proc = _server([sys.executable, "app/gradio_demo.py", "--port", str(port)], {"BLOCKMASK_APP_MODEL": TINY},
+                   f"http://127.0.0.1:{port}/")
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        opener = page.get_by_text("Compare the presets at this K (table)").first
+        opener.wait_for(timeout=120_000)
+        opener.click()
+        heads = page.locator("#presets-table th")
+        heads.first.wait_for(timeout=60_000)
+        page.locator("#presets-table").scroll_into_view_if_needed()
+        box = page.locator("#presets-table").bounding_box()
+        cols = [(h.inner_text().strip(), h.bounding_box()) for h in heads.all()]
+        assert [c for c, _ in cols][:7] == ["mask", "provenance", "MACs % of original", "ideal speedup (MACs)",
+                                            "computed cells", "PSNR vs plain (dB)", "PSNR measured on"], cols
+        for name, b in cols:  # every column drawn, inside the table, wide enough to read
+            assert b is not None and b["width"] >= 60 and b["x"] + b["width"] <= box["x"] + box["width"] + 2, name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

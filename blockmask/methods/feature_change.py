@@ -29,6 +29,7 @@ from ..outputs import first_tensor
 from ..sample import Condition, sample
 from ..units import discover_units, unit_modules, wrap_forwards
 from .budget import fit_scores, mask_ratio, within
+from .progress import step_callback
 
 PER_UNIT = ("shared", "macs")
 
@@ -98,7 +99,7 @@ def unit_changes(model, scheduler, *, steps: int, seed: int = 0, batch: int = 4,
 
     with wrap_forwards(unit_modules(model, units), make):
         sample(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition,
-               progress=progress, callback=advance)
+               progress=progress is True, callback=step_callback(progress, "measuring feature change", advance))
     return change
 
 

@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..adapters import adapter_for
 from ..errors import BlockmaskError
@@ -34,6 +33,7 @@ from ..schedulers import call_rows
 from ..schedulers import step as scheduler_step
 from .budget import fit_scores
 from .chain import SoftChain
+from .progress import bar as progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +190,7 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
             opt = torch.optim.Adam([theta], lr=cfg.lr)
             g = torch.Generator().manual_seed(cfg.seed + 1)
             losses = []
-            bar = tqdm(range(cfg.iters), desc=f"global optimisation (K={steps})", disable=not progress)
+            bar = progress_bar(range(cfg.iters), desc=f"global optimisation (K={steps})", progress=progress)
             for _ in bar:
                 s = torch.sigmoid(theta)
                 b = (torch.rand(s.shape, generator=g) < s.detach().cpu()).to(s)

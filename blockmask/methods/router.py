@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..adapters import adapter_for
 from ..errors import BlockmaskError
 from ..sample import Condition, build_conditioning, denoise
 from ..schedulers import call_rows, row_starts
 from .budget import fit_scores
+from .progress import bar as progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,7 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
     t0 = time.perf_counter()
     try:
         with MaskedExecution(model, np.ones((steps, n), bool)) as ex:
-            for k in tqdm(order, desc=f"training router (K={steps})", disable=not progress):
+            for k in progress_bar(order, desc=f"training router (K={steps})", progress=progress):
                 idx = rng.choice(len(images), cfg.batch, replace=False)
                 used.update(int(i) for i in idx)
                 x0 = to_latents(wb, to_model_range(images[idx]))

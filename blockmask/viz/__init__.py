@@ -2,7 +2,7 @@
 
 * :mod:`.context` — one loaded model, read-only and shareable across users (:class:`ModelContext`);
 * :mod:`.presenter` — per-user mask editing state (:class:`MaskEditor`): edits, undo/redo, rectify;
-* :mod:`.presets` — learned masks from ``assets/masks/`` and baselines as presets;
+* :mod:`.presets` — the model's own shipped masks (``assets/masks/``, with provenance) and baselines;
 * :mod:`.compare` — original vs masked generation, Δ_k (METHOD.md Eq. 9), image helpers;
 * :mod:`.figures` — plotly figures and the clickable mask image.
 """

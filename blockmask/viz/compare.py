@@ -74,14 +74,51 @@ class Comparison:
     cached: bool  # from this session's results (same mask, seeds, settings): times are from when it ran
     errors: np.ndarray | None = None  # (K,) ‖x_k(masked) − x_k(original)‖ / ‖x_k(original)‖ per step
     key: tuple = ()  # what the result was computed for (mask hash first)
-    unreliable: tuple[str, ...] = ()  # why the timing cannot be trusted (Workbench.bench): shown next to it
+    unreliable: tuple[str, ...] = ()  # why the timing cannot be trusted (timing_flags): shown next to it
+    cfg: bool = False  # classifier-free guidance: two model passes per step, MACs above are doubled
+
+    @property
+    def above_ideal(self) -> bool:
+        """Measured speedup above the ideal 1 / MAC ratio: timing noise, never a real gain."""
+        return self.speedup > self.mac_speedup
+
+    @property
+    def macs_note(self) -> str:
+        return "×2: guidance runs the model twice per step" if self.cfg else "one model pass per step"
 
     def speed_text(self) -> str:
         """'1.42× (1.31–1.50× over 3 repeats) · ideal 1.80× · CPU … · batch 2'."""
         spread = "" if self.repeats < 2 else f" ({self.speedup_lo:.2f}–{self.speedup_hi:.2f}× over {self.repeats} repeats)"
         flag = "" if not self.unreliable else " · UNRELIABLE timing: " + "; ".join(self.unreliable)
+        if self.above_ideal:
+            flag += " (a speedup above the ideal is measurement noise, not a real gain)"
         return (f"{self.speedup:.2f}×{spread} · ideal (MACs) {self.mac_speedup:.2f}× · {self.device} · "
                 f"batch {self.num_images}{flag}")
+
+
+SPREAD_MAX = 2.0  # per-repeat speedups further apart than this factor: the timing is noise
+LOAD_MAX = 1.0  # 1-minute load average per core above which timings are flagged
+
+
+def timing_flags(bench: dict, ratios: list[float], load: float | None = None, cores: int | None = None
+                 ) -> tuple[str, ...]:
+    """Why a measured speedup cannot be trusted: :func:`blockmask.api.bench_reliability`'s reasons (above
+    the ideal, runs spread wider than their median), per-repeat speedups spread over a factor
+    :data:`SPREAD_MAX`, and a busy machine (load average per core over :data:`LOAD_MAX`)."""
+    import os
+
+    out = list(bench.get("unreliable_reasons", ()))
+    if len(ratios) > 1 and min(ratios) > 0 and max(ratios) / min(ratios) > SPREAD_MAX:
+        out.append(f"per-repeat speedups spread {min(ratios):.2f}-{max(ratios):.2f}x (more than {SPREAD_MAX:g}x apart)")
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on this platform
+            load = None
+    cores = cores or os.cpu_count() or 1
+    if load is not None and load / cores > LOAD_MAX:
+        out.append(f"the machine is busy (load average {load:.1f} on {cores} cores)")
+    return tuple(out)
 
 
 def clamp_images(n) -> tuple[int, str | None]:
@@ -184,11 +221,12 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     p = ctx.macs
     mo, mm = p.baseline(steps) * mult, p.total(mask) * mult
     ratios = [x / max(y, 1e-9) for x, y in zip(b["plain_all_s"], b["masked_all_s"])]
+    flags = timing_flags(b, ratios)
     out = Comparison(to_grid(a), to_grid(bb), to_grid((diff * gain).clamp(0, 1)), gain, mse, psnr, b["plain_s"],
                      b["masked_s"], b["speedup"], min(ratios), max(ratios), repeats, b["device_name"],
                      b["mac_speedup"], mo, mm, 100 * mm / mo, n, False,
                      divergence(orig.trajectory, masked.trajectory), key=key,
-                     unreliable=tuple(b.get("unreliable_reasons", ())))
+                     unreliable=flags, cfg=mult == 2)
     if session is not None:
         session[key] = out
         while len(session) > 8:  # a few recent results per user

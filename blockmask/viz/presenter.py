@@ -40,6 +40,23 @@ def error(t: str) -> Message:
     return Message("error", t)
 
 
+def row_levels(ctx: ModelContext, steps: int) -> np.ndarray | None:
+    """(K,) noise level (timestep) of each mask row: the first model call of the row (Heun: two calls);
+    None when the scheduler's timesteps do not give one non-increasing level per row."""
+    from ..schedulers import call_rows, row_starts
+
+    s = ctx.wb.scheduler()
+    s.set_timesteps(int(steps))
+    ts = [float(t) for t in s.timesteps.tolist()]
+    if len(ts) != steps:
+        try:
+            ts = [t for t, first in zip(ts, row_starts(call_rows(s))) if first]
+        except Exception:  # noqa: BLE001 — a scheduler we cannot step on zeros: rows in call order
+            ts = []
+    lv = np.asarray(ts, float)
+    return None if len(lv) != steps or (np.diff(lv) > 0).any() else lv
+
+
 @dataclasses.dataclass
 class MaskEditor:
     """The mask a user is editing, for one (model, scheduler, K)."""
@@ -63,6 +80,44 @@ class MaskEditor:
 
     def fits(self, ctx: ModelContext, steps: int) -> bool:
         return self.context_key == ctx.key and self.shape == (steps, ctx.n_units)
+
+    def same_model(self, ctx: ModelContext) -> bool:
+        """Made for this model (spec and weights), under any scheduler and K: it can be resampled."""
+        return self.context_key.rsplit("|", 1)[0] == ctx.key.rsplit("|", 1)[0] and self.shape[1] == ctx.n_units
+
+    def resampled(self, ctx: ModelContext, steps: int) -> tuple["MaskEditor", list[Message]]:
+        """This editor at ``steps`` rows for ``ctx`` (same model, another K or scheduler): the mask, its
+        reset target and the undo/redo history resampled by noise level (:mod:`blockmask.resample`:
+        each new row takes the row in force at its timestep), so changing K keeps the user's work."""
+        from ..resample import resample_mask
+
+        old_sched = self.context_key.rsplit("|", 1)[-1]
+        if old_sched == ctx.scheduler_name:
+            src_ctx = ctx
+        else:
+            from .context import with_scheduler
+
+            src_ctx = with_scheduler(ctx, old_sched)
+        src, dst = row_levels(src_ctx, self.steps), row_levels(ctx, steps)
+        if src is None or dst is None:  # a schedule without readable levels: rows in call order
+            from ..resample import even_levels
+
+            src, dst = even_levels(self.steps, 1.0, 0.0), even_levels(steps, 1.0, 0.0)
+
+        def f(m):
+            return resample_mask(m, src, dst)
+
+        def fp(packed):
+            return np.packbits(f(self._unpack(packed)))
+
+        out = MaskEditor(f(self.mask), f(self.loaded), ctx.key, self.source, dict(self.meta),
+                         undo_stack=[fp(p) for p in self.undo_stack], redo_stack=[fp(p) for p in self.redo_stack])
+        out.meta["resampled_from"] = {"steps": self.steps, "scheduler": old_sched}
+        if not self.source.endswith(" resampled"):
+            out.source = f"{self.source}, K={self.steps} resampled"
+        what = f"K={self.steps} {old_sched}"
+        return out, [info(f"Your mask was resampled from {what} to K={steps} {ctx.scheduler_name}: each new step "
+                          "takes the row in force at its noise level (undo history kept, resampled too).")]
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -1,0 +1,66 @@
+"""The frontier file (blockmask.frontierfile): what benchmarks/frontier.py gathers and the apps read."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blockmask.errors import BlockmaskError
+from blockmask.frontierfile import Frontier, peer_points
+
+
+def frontier(units=3):
+    m = np.array([[1, 1, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]], bool)[:, :units]
+    pts = pd.DataFrame([
+        {"kind": "plan", "name": "p30", "family": "fewer-steps", "provenance": "DDIM 3 steps", "budget": 0.3,
+         "steps": 3, "macs_ratio": 0.3, "valid_psnr": 20.0, "test_psnr": 20.1, "met_by": None},
+        {"kind": "plan", "name": "p50", "family": "refined", "provenance": "refined from fora N=2", "budget": 0.5,
+         "steps": 4, "macs_ratio": 0.48, "valid_psnr": 25.0, "test_psnr": 24.8, "met_by": None},
+        {"kind": "peer fewer-steps", "name": "DDIM 3 steps", "family": "fewer-steps", "provenance": None,
+         "budget": None, "steps": 3, "macs_ratio": 0.3, "valid_psnr": 20.0, "test_psnr": 20.1, "met_by": "p30"},
+        {"kind": "peer rule", "name": "FORA N=2", "family": "rule", "provenance": None, "budget": None, "steps": 4,
+         "macs_ratio": 0.5, "valid_psnr": 24.0, "test_psnr": 24.1, "met_by": ""},
+    ])
+    return Frontier("tiny", 10, ["a", "b", "c"][:units], pts, {"p30": None, "p50": m, "FORA N=2": m}, {"x": 1})
+
+
+def test_round_trip_schedules_and_budgets(tmp_path):
+    f = frontier()
+    path = f.save(tmp_path / "f.json")
+    g = Frontier.load(path)
+    assert (g.model, g.ref_steps, g.units, g.meta) == ("tiny", 10, ["a", "b", "c"], {"x": 1})
+    k, m = g.schedule("p50")
+    assert k == 4 and (m == f.masks["p50"]).all()
+    k, m = g.schedule("p30")
+    assert k == 3 and m.shape == (3, 3) and m.all()  # fewer steps: the plain model at K'
+    assert g.at_budget(0.49)["name"] == "p30" and g.at_budget(0.5)["name"] == "p50" and g.at_budget(1)["name"] == "p50"
+    assert g.counts() == {"fewer_steps_matched": 1, "fewer_steps": 1, "rules_beaten": 0, "rules": 1}
+    assert list(g.plans.name) == ["p30", "p50"] and len(g.peers) == 2
+
+
+@pytest.mark.parametrize("budget,match", [(0.2, "below"), (0, r"\(0, 1\]"), (1.5, r"\(0, 1\]"), (float("nan"), r"\(0, 1\]")])
+def test_bad_budgets_and_names_are_one_line(budget, match):
+    with pytest.raises(BlockmaskError, match=match):
+        frontier().at_budget(budget)
+    with pytest.raises(BlockmaskError, match="no point 'nope'"):
+        frontier().schedule("nope")
+
+
+def test_malformed_files_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    for text, match in [("{", "malformed"), (json.dumps({"format": "x"}), "not a blockmask frontier"),
+                        (json.dumps({**frontier().to_json(), "units": ["a"]}), "wrong shape")]:
+        bad.write_text(text)
+        with pytest.raises(BlockmaskError, match=match):
+            Frontier.load(bad)
+    with pytest.raises(BlockmaskError, match="cannot read"):
+        Frontier.load(tmp_path / "missing.json")
+
+
+def test_peer_points_are_the_issues_peers(workbenches):
+    unet = peer_points(workbenches("tiny-unet"), 50)
+    assert [c.steps for c in unet if c.family == "fewer-steps"] == list(range(13, 46))
+    assert {c.name for c in unet if c.family == "rule"} == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
+    dit = {c.name for c in peer_points(workbenches("tiny-dit"), 10) if c.family == "rule"}
+    assert {"FORA N=2", "FORA N=3"} <= dit and dit <= {"FORA N=2", "FORA N=3", "blocks N=2", "blocks N=3"}
