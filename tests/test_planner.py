@@ -296,6 +296,12 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
     mine = s[s.comparison == "plain vs schedule"]
     assert 1 <= len(mine) <= len(plans) and set(mine.schedule) <= set(plans.name)  # one row per distinct schedule
     assert np.allclose(mine.efficiency, mine.speedup * mine.macs_ratio, atol=1e-3)
+    rep = subprocess.run([sys.executable, str(root / "benchmarks/frontier_report.py"), str(tmp_path), "--speed",
+                          str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600, env=env)
+    assert rep.returncode == 0, rep.stderr[-800:]
+    fs = df[df.kind == "peer fewer-steps"]
+    assert f"matched (PSNR >= at <= 1.02x MACs, test seeds): **{(fs.met_by.fillna('') != '').sum()} of {len(fs)}**" \
+        in rep.stdout and "time saved / MACs saved" in rep.stdout
     bad = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"),
                           "--frontier", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.csv")],
                          capture_output=True, text=True, timeout=600, env=env)

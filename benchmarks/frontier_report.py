@@ -1,0 +1,91 @@
+"""Markdown summary of a frontier folder written by ``benchmarks/frontier.py`` (docs/RESULTS.md's
+frontier tables come from this):
+
+    python benchmarks/frontier_report.py DIR [--speed SPEED.csv]
+
+Prints: the issue-26 counts on the test seeds (fewer-steps points matched at <= 1.02x MACs, rule
+points beaten by >= 0.5 dB at <= their MACs), which family was chosen how often, the largest
+validation gain of a learned or refined candidate over the best non-learned one, the peers nobody
+met, one row per distinct planned schedule, and (``--speed``) the wall-time rows of
+``benchmarks/frontier_speed.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
+    plans = df[df.kind == "plan"].sort_values("budget")
+    fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
+    met = lambda t: t.met_by.fillna("").astype(str) != ""  # noqa: E731
+    out = [f"- fewer-steps points matched (PSNR >= at <= 1.02x MACs, test seeds): **{int(met(fs).sum())} of {len(fs)}**",
+           f"- rule points beaten by >= 0.5 dB at <= their MACs (test seeds): **{int(met(ru).sum())} of {len(ru)}**"]
+    missed = pd.concat([fs[~met(fs)], ru[~met(ru)]])
+    if len(missed):
+        out.append("- not met: " + "; ".join(f"{r['name']} ({r.macs_ratio:.1%}, {r.test_psnr:.2f} dB)"
+                                               for _, r in missed.iterrows()))
+    fam = plans.family.value_counts()
+    out.append(f"- chosen family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items()))
+    lg = plans.learning_gain_db.dropna()
+    if len(lg):
+        best = plans.loc[lg.idxmax()]
+        out.append(f"- learned or refined over the best non-learned candidate, validation: median {lg.median():+.2f} dB, "
+                   f"largest {lg.max():+.2f} dB (budget {best.budget:.1%}); validated at {len(lg)} budgets")
+    d = (plans.test_psnr - plans.valid_psnr).abs()
+    out.append(f"- test vs validation PSNR of the schedules: mean |difference| {d.mean():.2f} dB, largest {d.max():.2f}")
+    out += ["", "| budget | chosen (family) | K | MACs | validation PSNR | test PSNR | gain over fewer steps, "
+            "validation [95% CI] |", "|---|---|---|---|---|---|---|"]
+    for _, r in plans.iterrows():
+        out.append(f"| {r.budget:.1%} | {r.provenance} ({r.family}) | {int(r.steps)} | {r.macs_ratio:.1%} | "
+                   f"{r.valid_psnr:.2f} | {r.test_psnr:.2f} | {r.gain_over_fewer_steps_db:+.2f} "
+                   f"[{r.gain_low_db:+.2f}, {r.gain_high_db:+.2f}] |")
+    out += ["", "| peer | MACs | test PSNR | met by |", "|---|---|---|---|"]
+    for _, r in pd.concat([ru, fs]).iterrows():
+        out.append(f"| {r['name']} | {r.macs_ratio:.1%} | {r.test_psnr:.2f} | {r.met_by if met(r.to_frame().T).iloc[0] else '—'} |")
+    if speed is not None and len(speed):
+        vs = speed[speed.comparison.str.endswith("vs frontier")]
+        if len(vs):
+            out += ["", "| peer (real package) | its MACs, validation PSNR | frontier schedule at that PSNR | its MACs, "
+                    "validation PSNR | peer time / schedule time, median (min–max) |", "|---|---|---|---|---|"]
+            for _, r in vs.iterrows():
+                out.append(f"| {r.peer} | {r.peer_macs_ratio:.1%}, {r.peer_valid_psnr:.2f} dB | {r.schedule_provenance} | "
+                           f"{r.macs_ratio:.1%}, {r.valid_psnr:.2f} dB | {r.deepcache_over_schedule:.2f}× "
+                           f"({r.ratio_min:.2f}–{r.ratio_max:.2f}) |")
+        pv = speed[speed.comparison == "plain vs schedule"]
+        if len(pv):
+            masked = pv[pv.schedule_family != "fewer-steps"]
+            out += ["", f"Per MAC saved (time saved / MACs saved), masked schedules: median "
+                        f"{masked.saved_per_mac_saved.median():.2f}, min {masked.saved_per_mac_saved.min():.2f} "
+                        f"({len(masked)} schedules); fewer steps: median {pv[pv.schedule_family == 'fewer-steps'].saved_per_mac_saved.median():.2f}",
+                    "", "| schedule (family) | MACs | speedup, median (min–max) | efficiency | time saved / MACs saved |",
+                    "|---|---|---|---|---|"]
+            for _, r in pv.iterrows():
+                out.append(f"| {r.schedule_provenance} ({r.schedule_family}) | {r.macs_ratio:.1%} | {r.speedup:.2f}× "
+                           f"({r.speedup_min:.2f}–{r.speedup_max:.2f}) | {r.efficiency:.2f} | {r.saved_per_mac_saved:.2f} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--speed", help="benchmarks/frontier_speed.py's CSV")
+    args = ap.parse_args(argv)
+    path = Path(args.folder) / "results.csv"
+    if not path.is_file():
+        print(f"error: {path} not found", file=sys.stderr)
+        return 2
+    if args.speed and not Path(args.speed).is_file():
+        print(f"error: {args.speed} not found", file=sys.stderr)
+        return 2
+    speed = pd.read_csv(args.speed) if args.speed else None
+    print(report(pd.read_csv(path), speed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
