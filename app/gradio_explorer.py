@@ -61,7 +61,7 @@ def live(s: Session, fr) -> frontier.Live:
 
 
 def _live_md(lv: frontier.Live, fr) -> str:
-    psnr = ("identical" if lv.psnr is not None and math.isinf(lv.psnr) else
+    psnr = (f"identical ({lv.note})" if lv.psnr is not None and math.isinf(lv.psnr) else
             f"{lv.psnr:.2f} dB ({lv.note})" if lv.psnr is not None else "not generated yet")
     return f"**Current mask:** MACs {100 * lv.macs_ratio:.1f} % of the plain {fr.ref_steps}-step run · PSNR {psnr}."
 

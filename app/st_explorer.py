@@ -128,7 +128,7 @@ def frontier_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             ss.fr_gen = gen + 1  # a fresh chart: the click is not replayed on the next run
             request_load(ctx, fr, name)
     live_txt = (f"MACs {100 * live.macs_ratio:.1f} % of the plain {fr.ref_steps}-step run · PSNR "
-                + ("identical" if live.psnr is not None and math.isinf(live.psnr) else
+                + (f"identical ({live.note})" if live.psnr is not None and math.isinf(live.psnr) else
                    f"{live.psnr:.2f} dB ({live.note})" if live.psnr is not None else "not generated yet"))
     st.caption(f"**Current mask:** {live_txt}.")
     c1, c2, c3 = st.columns([4, 1, 1])
@@ -171,6 +171,8 @@ def race_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                                              progress=lambda f, t: bar.progress(min(1.0, f), t))
         except BlockmaskError as e:
             st.error(f"Race: {e}. Nothing changed.")
+        else:
+            st.rerun()  # section 6 above was drawn before the race: its live point gets the race's PSNR
         bar.empty()
     rc = st.session_state.get("race")
     if rc is None or rc.key[-1] != ctx.key:
