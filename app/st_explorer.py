@@ -237,9 +237,9 @@ def export_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     stem = ed.download_name(ctx).removesuffix(".json")
     c = st.columns(4)
     c[0].download_button("Grid (PNG)", export.grid_png(ctx, ed.mask, ed.removed), f"{stem}-grid.png",
-                         mime="image/png", key="exp_grid_png")
+                         mime="image/png", key="exp_grid_png", on_click="ignore")
     c[1].download_button("Grid (SVG)", export.grid_svg(ctx, ed.mask, ed.removed, f"{ctx.label} · K={ed.steps}"),
-                         f"{stem}-grid.svg", mime="image/svg+xml", key="exp_grid_svg")
+                         f"{stem}-grid.svg", mime="image/svg+xml", key="exp_grid_svg", on_click="ignore")
     snap = MaskEditor(ed.mask.copy(), ed.loaded.copy(), ed.context_key, ed.source, dict(ed.meta),
                       None if ed.removed is None else ed.removed.copy())
     fr, _ = current_frontier(ctx)
