@@ -156,13 +156,13 @@ def test_gradio_explorer_select_race_export(browser, fdir):  # noqa: F811
         page.screenshot(path=str(ART / "gradio-explorer.png"), full_page=True)
         # export: the grid as PNG, then the HTML report
         page.locator("#export-figs").click()
-        link = page.locator("#export-files a", has_text=re.compile(r"grid\.png$"))
+        link = page.locator('#export-files a[download$="-grid.png"]')
         link.first.wait_for(timeout=120_000)
         with page.expect_download(timeout=60_000) as dl:
             link.first.click()
         assert Path(dl.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         page.locator("#export-report").click()
-        link = page.locator("#export-files a", has_text=re.compile(r"report\.html$"))
+        link = page.locator('#export-files a[download$="-report.html"]')
         link.first.wait_for(timeout=120_000)
         with page.expect_download(timeout=60_000) as dl:
             link.first.click()
