@@ -225,7 +225,8 @@ def build(spec: str | None = None) -> gr.Blocks:
                 with gr.Column(min_width=150, elem_id=f"race-lane-{j}"):
                     lanes += [gr.Image(label=role, format="png", interactive=False, height=170),
                               gr.Image(label=f"x̂₀ filmstrip: {role}", format="png", interactive=False, height=70),
-                              gr.Markdown("Press **Run the race**.", elem_id=f"race-md-{j}")]
+                              gr.Markdown("Press **Run the race**.", label=f"Race numbers: {role}",
+                                          elem_id=f"race-md-{j}")]
         r_table = gr.Dataframe(label="Race", interactive=False, elem_id="race-table", wrap=True)
         gr.Markdown("## Export for teaching\nThe grid as PNG and SVG, every plot as PNG + SVG (zip), and a one-page "
                     "HTML report of this session (needs a Generate or a race for the current mask).")
