@@ -236,12 +236,13 @@ def export_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                "session (model, schedule, grid, plots, images, numbers) once something has been generated.")
     stem = ed.download_name(ctx).removesuffix(".json")
     c = st.columns(4)
-    c[0].download_button("Grid (PNG)", export.grid_png(ctx, ed.mask, ed.removed), f"{stem}-grid.png",
-                         mime="image/png", key="exp_grid_png", on_click="ignore")
-    c[1].download_button("Grid (SVG)", export.grid_svg(ctx, ed.mask, ed.removed, f"{ctx.label} · K={ed.steps}"),
-                         f"{stem}-grid.svg", mime="image/svg+xml", key="exp_grid_svg", on_click="ignore")
     snap = MaskEditor(ed.mask.copy(), ed.loaded.copy(), ed.context_key, ed.source, dict(ed.meta),
-                      None if ed.removed is None else ed.removed.copy())
+                      None if ed.removed is None else ed.removed.copy())  # the downloads run after this script
+    c[0].download_button("Grid (PNG)", lambda: export.grid_png(ctx, snap.mask, snap.removed), f"{stem}-grid.png",
+                         mime="image/png", key="exp_grid_png", on_click="ignore")
+    c[1].download_button("Grid (SVG)", lambda: export.grid_svg(ctx, snap.mask, snap.removed,
+                                                               f"{ctx.label} · K={snap.steps}"),
+                         f"{stem}-grid.svg", mime="image/svg+xml", key="exp_grid_svg", on_click="ignore")
     fr, _ = current_frontier(ctx)
     live = None if fr is None else _live(ctx, fr, ed)
     budget = float(st.session_state.get("fr_budget", 0.5))

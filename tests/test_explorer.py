@@ -137,3 +137,31 @@ def test_exports(ctx, fr):
                               images=[("img", np.zeros((8, 8, 3), np.uint8))], notes=["seed 0"]).decode()
     assert html.startswith("<!doctype html>") and "tiny-unet" in html and "frontier point" in html
     assert html.count("data:image/png;base64") >= 2 and "seed 0" in html
+
+
+@pytest.mark.slow
+def test_real_frontier_file_from_the_benchmark(ctx, tmp_path, monkeypatch):
+    """What benchmarks/frontier.py --dense writes (not the synthetic fixture) drives the explorer."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    subprocess.run([sys.executable, "benchmarks/frontier.py", tiny_spec("tiny-unet"), "--dry-run", "--dense", "-o",
+                    str(tmp_path)], cwd=ROOT, check=True, capture_output=True, timeout=600,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    monkeypatch.setenv(frontier.ENV_DIR, str(tmp_path))
+    fr = frontier.find(ctx)
+    assert fr is not None and fr.model == "tiny-unet" and fr.ref_steps == 6
+    names = [n for _, n in frontier.choices(fr, ctx)]
+    for name in names:
+        got = frontier.load_point(fr, ctx, name)
+        assert got.mask.shape == (got.steps, ctx.n_units)
+    b = float(fr.plans.budget.max())
+    name, md = frontier.budget_md(fr, b)
+    assert name == fr.plans.name.iloc[-1] and "test PSNR" in md
+    frontier.figure(fr, ctx, frontier.live_point(ctx, fr, np.ones((6, ctx.n_units), bool)), budget=b)
+    r = race.run(ctx, fr, b, np.ones((6, ctx.n_units), bool), num_images=1)
+    assert all(ln.image is not None for ln in r.lanes[:2]) and r.lanes[3].image is not None
+    assert len(frontier.table(fr)) == len(fr.points)
