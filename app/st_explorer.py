@@ -91,15 +91,16 @@ def current_frontier(ctx: ModelContext):
 def frontier_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.subheader("6 · Frontier: what is best at my budget?")
     fr, err = current_frontier(ctx)
+    ss = st.session_state
+    if (name := ss.pop(PICK_HOOK, None)) is not None and not err:
+        request_load(ctx, fr, name)  # no frontier: one error line, nothing changed
     if err:
         st.error(f"Frontier file: {err}.")
         return
     if fr is None:
+        show_flash("frontier")
         st.info(frontier.NO_FRONTIER)
         return
-    ss = st.session_state
-    if (name := ss.pop(PICK_HOOK, None)) is not None:
-        request_load(ctx, fr, name)
     st.caption(f"Every point is judged against the plain {fr.ref_steps}-step DDIM run on **held-out test seeds** "
                "(seeds no choice saw). Click a point to load its schedule (step count included) into the grid. "
                f"{frontier.COST_NOTE} The current mask is the blue marker; its PSNR is known once you run the race "

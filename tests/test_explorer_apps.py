@@ -126,6 +126,12 @@ def test_streamlit_no_frontier_one_info_line(monkeypatch, tmp_path):
     at = _st()
     assert any("No shipped frontier for this model" in i.value for i in at.info)
     assert not any(s.key == "fr_point" for s in at.selectbox)
+    mask0 = at.session_state["editor"].mask.copy()
+    at.session_state["frontier_pick"] = PLAN3
+    _ok(at.run())
+    assert [e.value for e in at.error] == ["Frontier point: there is no frontier for this model, so no point to "
+                                           "load. The current mask is kept."]
+    assert (at.session_state["editor"].mask == mask0).all()
 
 
 # --- Gradio ----------------------------------------------------------------------------------

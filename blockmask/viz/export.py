@@ -155,7 +155,8 @@ def report_html(ctx: ModelContext, *, mask: np.ndarray, source: str, summary: di
         f"<p><b>Model</b> {html.escape(ctx.label)} · scheduler {html.escape(ctx.scheduler_name)} · "
         f"device {html.escape(str(ctx.wb.device))} · {when}</p>",
         f"<p><b>Schedule</b> K={int(np.asarray(mask).shape[0])} · {html.escape(source)} · hash "
-        f"<code>{html.escape(str(summary.get('hash', '')))}</code> · MACs {100 * float(summary.get('ratio', 1)):.1f} % "
+        f"<code>{html.escape(str(summary.get('hash', '')))}</code> · MACs "
+        f"{100 * float(summary.get('ratio', 1)):.1f} % "
         f"of the plain model · computed cells {summary.get('computed', '?')} / {summary.get('cells', '?')} · ideal "
         f"speedup {float(summary.get('mac_speedup', 1)):.2f}×</p>",
         "<h2>Mask</h2><p>Rows: sampling steps (top = noisiest); columns: units in execution order. Dark blue: "
