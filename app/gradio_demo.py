@@ -32,11 +32,12 @@ import gradio as gr  # noqa: E402
 
 import gradio_edits as ge  # noqa: E402
 import gradio_examples  # noqa: E402
+import gradio_explorer as gx  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
 from blockmask.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  # noqa: E402
-from blockmask.viz import tables, training  # noqa: E402
+from blockmask.viz import race, tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
@@ -213,6 +214,40 @@ def build(spec: str | None = None) -> gr.Blocks:
                 t_cancel = gr.Button("Cancel training", elem_id="train-cancel")
             t_md = gr.Markdown(label="Training status", elem_id="train-status")
             t_plot = gr.Plot(label="Training curve")
+        gr.Markdown("## Frontier: what is best at my budget?")
+        fr_md = gr.Markdown(label="Frontier", elem_id="frontier-note")
+        with gr.Row():
+            fr_budget = gr.Slider(0, 1, 0.5, step=0.01, label="MAC budget (fraction of the plain run)", scale=2,
+                                  elem_id="fr-budget",
+                                  info="Selects the planned point with the largest budget under it")
+            fr_point = gr.Dropdown([], label="Frontier point", scale=3, elem_id="fr-point",
+                                   info="Every point of the plot (gr.Plot has no click event): pick one, press Load")
+            fr_load = gr.Button("Load point", variant="primary", scale=1, elem_id="fr-load")
+        fr_bmd = gr.Markdown(label="Budget's point", elem_id="fr-budget-md")
+        fr_plot = gr.Plot(label="Quality against cost (held-out test seeds)", elem_id="frontier-plot")
+        gr.Markdown("## Race at one budget\nSame seeds for all five: plain, plain with fewer steps, the best rule "
+                    "peer within the budget, the planner's schedule and your current mask. One timed run each (noisy "
+                    "on a busy CPU); PSNR against the plain run; the filmstrip shows the predicted clean image x̂₀ "
+                    "after 20/40/60/80/100 % of the steps.")
+        with gr.Row():
+            r_seed = gr.Number(0, label="Race seed", step=1, minimum=0)
+            r_n = gr.Number(2, label="Race images", step=1, minimum=1, maximum=MAX_IMAGES)
+            r_btn = gr.Button("Run the race", variant="primary", elem_id="race-go")
+        lanes = []
+        with gr.Row(elem_id="race-lanes"):
+            for j, role in enumerate(race.ENTRIES):
+                with gr.Column(min_width=150, elem_id=f"race-lane-{j}"):
+                    lanes += [gr.Image(label=role, format="png", interactive=False, height=170),
+                              gr.Image(label=f"x̂₀ filmstrip: {role}", format="png", interactive=False, height=70),
+                              gr.Markdown("Press **Run the race**.", label=f"Race numbers: {role}",
+                                          elem_id=f"race-md-{j}")]
+        r_table = gr.Dataframe(label="Race", interactive=False, elem_id="race-table", wrap=True)
+        gr.Markdown("## Export for teaching\nThe grid as PNG and SVG, every plot as PNG + SVG (zip), and a one-page "
+                    "HTML report of this session (needs a Generate or a race for the current mask).")
+        with gr.Row():
+            x_figs = gr.Button("Export grid and plots", elem_id="export-figs")
+            x_rep = gr.Button("HTML report", elem_id="export-report")
+        x_files = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="export-files")
 
         views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, ptable, download]
         ev = dict(outputs=views)
@@ -244,9 +279,19 @@ def build(spec: str | None = None) -> gr.Blocks:
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
+        fr_out = [fr_md, fr_plot, fr_point, fr_bmd]
+        fr_in = [state, fr_budget, fr_point]
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats],
                       [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
-                      api_name="generate", **RUN)
+                      api_name="generate", **RUN).then(gx.frontier_plot, fr_in, fr_out, api_name=False)
+        readout.change(gx.frontier_plot, fr_in, fr_out, api_name=False)  # every edit / model switch: live point
+        fr_budget.release(gx.budget_point, fr_in, fr_out, api_name="frontier_budget")
+        fr_load.click(gx.load_point, [state, fr_point, fr_budget], views + [steps, sched, preset] + fr_out,
+                      api_name="frontier_load")
+        r_btn.click(gx.run_race, [state, fr_budget, r_seed, r_n, label], [state, r_table, *lanes, *fr_out],
+                    api_name="race", **RUN)
+        x_figs.click(gx.export_figures, [state, fr_budget], x_files, api_name="export_figures")
+        x_rep.click(gx.export_report, [state, fr_budget], x_files, api_name="export_report")
         delta_btn.click(h.compute_delta_plot, [state], **ev, api_name="delta", **RUN)
         train_ev = t_start.click(gradio_training.train_mask, [state, t_lam, t_use, t_budget, t_iters, t_batch, label, guidance],
                                  views + [t_plot, t_md], api_name="train", **TRAIN)

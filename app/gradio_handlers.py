@@ -67,6 +67,8 @@ class Session:
     grid_ack: int = 0  # last browser grid edit applied
     mode: str = "Toggle"  # what a click / drag on the grid does (ACTIONS)
     prompt: Prompt | None = None  # uploaded prompt embeddings (text-conditioned models only)
+    race: object = None  # the last race (blockmask.viz.race.Race; app/gradio_explorer.py)
+    fr_selected: str | None = None  # the frontier point last loaded (ringed on the plot)
 
     @property
     def ctx(self) -> ModelContext:

@@ -36,6 +36,7 @@ from blockmask.viz.access import ENV_ALLOW, MaskPolicy, ModelPolicy, load_failed
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.context import (FALLBACK_SPEC, ModelContext, default_model_spec, load_context,  # noqa: E402
                                    model_choices, spec_label, with_scheduler)
+from st_explorer import apply_pending, before_widgets, export_panel, frontier_panel, race_panel  # noqa: E402
 from st_generate import generate_panel  # noqa: E402
 from st_panels import analysis_panel, editor_panel, preset_panel, show_flash, train_panel  # noqa: E402
 
@@ -134,12 +135,15 @@ def init_state() -> None:
             ss.steps = 20
     ss.setdefault("scheduler", "ddim")
     ss.setdefault("flash", [])  # (panel, Message) pairs: each panel shows its own (st_panels.show_flash)
+    before_widgets()  # a clicked frontier point's K and scheduler, before their widgets are drawn
 
 
 def ensure_editor(ctx: ModelContext, steps: int) -> MaskEditor:
     """The user's editor for (model, scheduler, K): after a K or scheduler change on the same model, the
     edited mask resampled to the new K (history kept); after a model switch, the model's own first
-    shipped mask (or all ones)."""
+    shipped mask (or all ones). A frontier point just clicked (app/st_explorer.py) is loaded instead."""
+    if (ed := apply_pending(ctx, steps)) is not None:
+        return ed
     ed = st.session_state.get("editor")
     if ed is not None and not ed.fits(ctx, steps) and ed.same_model(ctx):
         try:
@@ -188,6 +192,9 @@ def main() -> None:
     generate_panel(ctx, ed)
     analysis_panel(ctx, ed)
     train_panel(ctx, ed)
+    frontier_panel(ctx, ed)
+    race_panel(ctx, ed)
+    export_panel(ctx, ed)
 
 
 main()
