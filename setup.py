@@ -9,7 +9,7 @@ setup(
     package_dir={"blockmask_assets": "assets", "blockmask_app": "app"},
     package_data={
         "blockmask_assets": ["*.md", "models/*.md", "models/*/*.json", "models/*/*.safetensors", "models/*/*.png",
-                             "models/*/*/*.json", "models/*/*/*.safetensors", "classifier/*", "masks/*.json",
+                             "models/*/*/*.json", "models/*/*/*.safetensors", "classifier/*", "masks/*.json", "frontier/*.json",
                              "masks/*.md"],
         "blockmask_app": ["*.py", "*.json", "components/*"],
     },

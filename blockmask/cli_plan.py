@@ -30,6 +30,8 @@ def cmd_plan(args) -> None:
     check_int("--batch", args.batch, low=1, high=4096)
     if args.output:
         check_output_file(args.output)
+    if args.shipped:
+        return shipped(args, unit, budget)
     wb = workbench(args)
     planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid,
                       learn=not args.no_learn,
@@ -54,6 +56,37 @@ def cmd_plan(args) -> None:
     emit(args, {**s.to_json(), "output": args.output}, text)
 
 
+def shipped(args, unit: str, budget: float) -> None:
+    """``--shipped``: the schedule the model's shipped frontier (blockmask.frontierfile) chose for
+    this budget, at once; nothing is sampled."""
+    from .frontierfile import Frontier
+
+    if unit != "macs":
+        raise BlockmaskError("--shipped answers MAC budgets (the shipped frontiers are in MACs): use --budget B")
+    fr = Frontier.for_model(args.model, args.ref_steps)
+    if fr is None:
+        raise BlockmaskError(f"no shipped frontier for {args.model!r} at --ref-steps {args.ref_steps}: "
+                             "plan it (drop --shipped)")
+    wb = workbench(args)
+    if list(wb.unit_names) != fr.units:
+        raise BlockmaskError(f"the shipped frontier of {args.model!r} names other units than the loaded model")
+    row = fr.at_budget(budget)
+    steps, mask = fr.schedule(row["name"])
+    info = {"steps": steps, "scheduler": wb.scheduler_name, "family": row.family, "provenance": row.provenance,
+            "macs_ratio_vs_ref": float(row.macs_ratio), "validation_psnr": float(row.valid_psnr),
+            "test_psnr": float(row.test_psnr), "frontier_budget": float(row.budget), "source": "shipped frontier",
+            "frontier_command": fr.meta.get("command")}
+    if args.output:
+        wb.mask_file(mask, {"family": row.family, "plan": {**info, "budget": {"unit": "macs", "value": budget,
+                                                                                 "ref_steps": args.ref_steps}}}
+                     ).save(args.output)
+    text = (f"budget {budget:g} of the plain {args.ref_steps}-step MACs (shipped frontier, point {row.budget:.1%}): "
+            f"run {steps} {wb.scheduler_name} steps, {row.provenance} ({row.family}); MACs {row.macs_ratio:.1%}\n"
+            f"held out: validation {row.valid_psnr:.2f} dB, test {row.test_psnr:.2f} dB (PSNR against the plain "
+            f"{args.ref_steps}-step run)" + (f"\nwrote {args.output}" if args.output else ""))
+    emit(args, {**info, "output": args.output}, text)
+
+
 def add_plan(add) -> None:
     """Register ``plan`` through cli.build_parser's ``add`` (model arguments, --json)."""
     p = add("plan", cmd_plan, "choose the step count and mask for a compute budget (MACs or seconds), validated on "
@@ -66,6 +99,8 @@ def add_plan(add) -> None:
     p.add_argument("--calib", type=int, default=64, help="calibration samples (the choice is made on these)")
     p.add_argument("--valid", type=int, default=128, help="validation samples (disjoint seeds; the figures reported)")
     p.add_argument("--batch", type=int, default=1, help="--seconds: images per run the latency is for")
+    p.add_argument("--shipped", action="store_true",
+                   help="answer at once from the model's shipped frontier (bundled models; MAC budgets)")
     p.add_argument("--no-learn", action="store_true", help="skip the learned candidates (faster)")
     p.add_argument("-o", "--output", help="write the schedule as a mask file (metadata: family, provenance, figures)")
     p.set_defaults(fn=_with_unit_flag(cmd_plan))

@@ -306,3 +306,32 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
                           "--frontier", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.csv")],
                          capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode == 2 and "results.csv not found" in bad.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkeypatch, tmp_path, capsys):
+    """`blockmask plan MODEL --budget B --shipped`: the shipped frontier's point for B (the largest
+    planned budget <= B), its mask written as a mask file, nothing sampled; one line and exit 2 when
+    there is no frontier, for seconds, or below the frontier's cheapest point."""
+    from frontier_fixture import tiny_frontier
+
+    from blockmask.frontierfile import Frontier
+    from blockmask.mask import MaskFile
+
+    spec = tiny_spec("tiny-unet")
+    fr = tiny_frontier(workbenches("tiny-unet"))
+    monkeypatch.setattr(Frontier, "for_model", classmethod(lambda cls, model, ref_steps=50: fr))
+    monkeypatch.setattr("blockmask.planscore.Scorer.errors", lambda *a, **k: pytest.fail("sampled"))
+    out = tmp_path / "s.json"
+    assert main(["plan", spec, "--budget", "0.7", "--ref-steps", "6", "--shipped", "--json", "-o", str(out)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["provenance"] == "DeepCache b0 N=3" and r["frontier_budget"] == 0.6 and r["source"] == "shipped frontier"
+    steps, mask = fr.schedule("tiny-unet-006ref-b60p00-plan.json")
+    mf = MaskFile.load(out)
+    assert mf.num_steps == steps == r["steps"] and (mf.mask == mask).all() and mf.meta["family"] == "rule"
+    for argv, msg in [(["--budget", "0.3"], "below"), (["--seconds", "2"], "MAC budgets")]:
+        assert main(["plan", spec, "--ref-steps", "6", "--shipped", *argv, "-o", str(tmp_path / "x.json")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+    monkeypatch.setattr(Frontier, "for_model", classmethod(lambda cls, model, ref_steps=50: None))
+    assert main(["plan", spec, "--budget", "0.5", "--shipped"]) == 2
+    assert "no shipped frontier" in capsys.readouterr().err
