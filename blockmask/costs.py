@@ -123,17 +123,20 @@ def measure_macs(model: torch.nn.Module, units: list[Unit] | None = None) -> Mac
     run = example_call(model)
     with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
         run()
-    counts = fc.get_flop_counts()
-    root = type(model).__name__
+    prof = profile_from_counts(fc.get_flop_counts(), type(model).__name__, units)
+    model._blockmask_macs = prof
+    return prof
+
+
+def profile_from_counts(counts: dict, root: str, units) -> MacProfile:
+    """A :class:`MacProfile` from one call's ``FlopCounterMode.get_flop_counts()`` (every unit ran)."""
     total = sum(counts["Global"].values()) / 2
     inclusive = np.array([sum(counts.get(f"{root}.{u.name}", {}).values()) / 2 for u in units], dtype=float)
     per_unit = inclusive.copy()
     for u in units:  # an enclosing unit's own work: its total minus its direct inner units' totals
         if u.parent >= 0:
             per_unit[u.parent] -= inclusive[u.index]
-    prof = MacProfile(per_unit, float(total - per_unit.sum()), parents_of(units))
-    model._blockmask_macs = prof
-    return prof
+    return MacProfile(per_unit, float(total - per_unit.sum()), parents_of(units))
 
 
 def count_macs(fn) -> tuple[float, object]:

@@ -24,14 +24,13 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 from torch.utils.flop_counter import FlopCounterMode
 
-from .costs import MacProfile, cpu_sdpa_formula
+from .costs import MacProfile, cpu_sdpa_formula, profile_from_counts
 from .errors import BlockmaskError, MaskError
 from .execution import MaskedExecution
 from .mask import validate_mask
 from .presets import row_levels, rows_of_calls
 from .schedulers import scheduler_rows, step_complete
 from .stepping import SchedulerSteps
-from .units import parents_of
 
 
 class _NoState(BaseState):
@@ -69,17 +68,6 @@ class PipeCallHook(ModelHook):
 
     def reset_state(self, module):
         return module
-
-
-def profile_from_counts(counts: dict, root: str, units) -> MacProfile:
-    """A :class:`MacProfile` from one call's ``FlopCounterMode.get_flop_counts()`` (every unit ran)."""
-    total = sum(counts["Global"].values()) / 2
-    inclusive = np.array([sum(counts.get(f"{root}.{u.name}", {}).values()) / 2 for u in units], dtype=float)
-    per_unit = inclusive.copy()
-    for u in units:  # an enclosing unit's own work: its total minus its direct inner units' totals
-        if u.parent >= 0:
-            per_unit[u.parent] -= inclusive[u.index]
-    return MacProfile(per_unit, float(total - per_unit.sum()), parents_of(units))
 
 
 class PipelineSteps(SchedulerSteps):
