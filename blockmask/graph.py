@@ -101,7 +101,7 @@ def consumer_graph(model: torch.nn.Module) -> ConsumerGraph:
     parents = tuple(u.parent for u in units)
     outer = {p for p in parents if p >= 0}  # units with units inside them
     residual = [u.residual for u in units]
-    run = example_call(model)
+    run = example_call(model, probe=True)
     rec_in: list = [None] * n
     rec_out: list = [None] * n  # each unit's value: its output, or its residual for residual units
 

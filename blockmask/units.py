@@ -94,12 +94,15 @@ def wrap_forwards(modules: list[torch.nn.Module], make: Callable[[int, Callable]
                 mod.forward = had
 
 
-def example_call(model, adapter: Adapter | None = None, batch: int = 1, seed: int = 0) -> Callable[[], torch.Tensor]:
-    """A zero-argument function running one forward on seeded example inputs (for measuring)."""
+def example_call(model, adapter: Adapter | None = None, batch: int = 1, seed: int = 0,
+                 probe: bool = False) -> Callable[[], torch.Tensor]:
+    """A zero-argument function running one forward on seeded example inputs (for measuring).
+    ``probe``: at the adapter's probe shape (structure only: unit order, consumer graph), not for MACs."""
     adapter = adapter or adapter_for(model)
     p = next(model.parameters())
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, *adapter.latent_shape(model)), generator=g).to(p.device, p.dtype)
+    shape = adapter.probe_shape(model) if probe else adapter.latent_shape(model)
+    x = torch.randn((batch, *shape), generator=g).to(p.device, p.dtype)
     t = torch.tensor(500, device=p.device)
     cond = adapter.conditioning(model, batch, generator=g).to(p.device, p.dtype)
     return lambda: adapter.forward(model, x, t, cond)
@@ -126,7 +129,7 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
 
     if adapter.measured_order:
         with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
-            example_call(model, adapter)()
+            example_call(model, adapter, probe=True)()
     else:  # whole blocks, run in definition order (Flux: double-stream, then single-stream blocks)
         order = list(range(len(cands)))
     seen = list(dict.fromkeys(order))

@@ -25,6 +25,11 @@ _BLOCK_UNITS = (
 )
 
 
+def patch_probe_side(model) -> int:
+    """A 4 × 4 grid of patches (the position embedding follows the input size)."""
+    return 4 * model.config.patch_size
+
+
 @register
 class DiTAdapter(Adapter):
     """Class-conditional DiT; the null label for guidance is ``num_embeds_ada_norm`` (diffusers' DiTPipeline)."""
@@ -35,6 +40,9 @@ class DiTAdapter(Adapter):
 
     def num_classes(self, model):
         return model_info(model).get("num_classes", model.config.num_embeds_ada_norm)
+
+    def probe_side(self, model):
+        return patch_probe_side(model)
 
     def null_label(self, model) -> int:
         return int(model_info(model).get("null_class_label", model.config.num_embeds_ada_norm))
@@ -71,6 +79,9 @@ class PixArtAdapter(Adapter):
 
     def is_text_conditioned(self, model):
         return class_tokens(model) is None
+
+    def probe_side(self, model):
+        return patch_probe_side(model)
 
     def context_width(self, model):
         return model.config.caption_channels

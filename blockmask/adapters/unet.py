@@ -29,6 +29,11 @@ def _randint(n: int, batch: int, generator) -> torch.Tensor:
     return torch.randint(0, n, (batch,), generator=generator)
 
 
+def unet_probe_side(model) -> int:
+    """2 × 2 at the bottom level: every down-sampling stage whole, GroupNorm over more than one position."""
+    return 2 ** len(model.config.block_out_channels)
+
+
 @register
 class UNet2DAdapter(Adapter):
     """DDPM-style pixel U-Net, optionally class-conditional (``num_class_embeds``)."""
@@ -39,6 +44,9 @@ class UNet2DAdapter(Adapter):
 
     def num_classes(self, model):
         return model.config.num_class_embeds
+
+    def probe_side(self, model):
+        return unet_probe_side(model)
 
     def conditioning(self, model, batch, *, class_labels=None, prompt_embeds=None, prompt_mask=None, generator=None):
         if prompt_embeds is not None:
@@ -68,6 +76,9 @@ class UNet2DConditionAdapter(Adapter):
 
     def is_text_conditioned(self, model):
         return model.config.cross_attention_dim is not None and class_tokens(model) is None
+
+    def probe_side(self, model):
+        return unet_probe_side(model)
 
     def context_width(self, model):
         dim = model.config.cross_attention_dim
