@@ -93,6 +93,11 @@ class Adapter:
     def refine_kind(self, name: str, kind: str, module: torch.nn.Module) -> str:
         return kind
 
+    def static_order(self, names: list[str]) -> list[int] | None:
+        """The units' execution order known without a forward (indices into ``names``), used when the
+        example inputs of a measured-order model cannot be synthesised; None: unknown (then that fails)."""
+        return None
+
     # --- shapes and conditioning -------------------------------------------------------
     def latent_shape(self, model) -> tuple[int, int, int]:
         """(C, H, W) of the latents; ``model._blockmask_sample_size`` overrides the config's size
