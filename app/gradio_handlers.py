@@ -379,7 +379,10 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
 def compute_delta_plot(s: Session, progress=gr.Progress()):
     ctx, ed = s.ctx, s.editor
     try:
-        s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
+        prompt = prompt_src.pick(ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts,
+                                 cache=s.prompt_cache)
+        s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, prompt=prompt,
+                                                     progress=lambda f, t: progress(min(1.0, f), desc=t))
     except BlockmaskError as e:
         raise Refused(f"Δ_k: {e}.") from None
     return view(s)

@@ -269,7 +269,8 @@ def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             if st.button("Compute Δ_k (one unmasked run)", key="delta_btn"):
                 bar = st.progress(0.0, "unmasked run…")
                 try:
-                    store[dkey] = compute_delta(ctx, ed.steps, progress=lambda f, t: bar.progress(min(1.0, f), t))
+                    store[dkey] = compute_delta(ctx, ed.steps, prompt=current_prompt(ctx),
+                                                progress=lambda f, t: bar.progress(min(1.0, f), t))
                 except BlockmaskError as e:
                     st.error(str(e))
                 else:

@@ -269,7 +269,7 @@ def test_streamlit_prompts_box_and_random_embeddings(monkeypatch, sd_folder):
     assert not np.array_equal(images[0], images[1])
 
 
-def test_app_training_and_method_presets_run_on_the_prompt(sd_folder):
+def test_app_training_delta_and_method_presets_run_on_the_prompt(sd_folder):
     from blockmask.viz import presets, prompts, training
     from blockmask.viz.context import load_context
 
@@ -278,6 +278,11 @@ def test_app_training_and_method_presets_run_on_the_prompt(sd_folder):
         training.train(ctx, 3, iters=1, batch=1)
     mask, _, _ = training.train(ctx, 3, iters=1, batch=1, prompt=prompts.RANDOM)
     assert mask.shape == (3, ctx.n_units)
+    from blockmask.viz.compare import compute_delta
+
+    with pytest.raises(BlockmaskError, match="this is a text model"):  # the Δ_k plot's unmasked run too
+        compute_delta(ctx, 3)
+    assert compute_delta(ctx, 3, prompt=prompts.RANDOM).shape == (3,)
     tc = load_context(sd_folder[1], device="cpu")
     p = prompts.pick(tc, text="a cat")
     mask, _, _ = training.train(tc, 3, iters=1, batch=2, guidance_scale=2.0, prompt=p)
