@@ -40,6 +40,7 @@ from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  #
 from blockmask.viz import race, tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
+from blockmask.viz.prompts import TEXT_HELP  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
 
 INTRO = """# blockmask: which units can reuse their cache?
@@ -176,6 +177,10 @@ def build(spec: str | None = None) -> gr.Blocks:
             prompt = gr.File(label=f"Prompt embeddings (.safetensors, max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                              file_types=[".safetensors"], type="filepath", visible=ctx.takes_text,
                              elem_id="prompt-file")
+            prompt_text = gr.Textbox("", label="Prompts (one per line)", lines=2, visible=ctx.takes_text,
+                                     info=TEXT_HELP, elem_id="prompt-text")
+            prompt_random = gr.Checkbox(False, label="Random embeddings", visible=ctx.takes_text,
+                                        elem_id="random-prompts")
             repeats = gr.Number(3, label="Timed repeats (interleaved)", step=1, minimum=1, maximum=10)
             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
         prompt_note = gr.Markdown(h.prompt_md(first), label="Prompt", elem_id="prompt-note")
@@ -252,7 +257,7 @@ def build(spec: str | None = None) -> gr.Blocks:
         views = [state, grid, readout, stale, step_plot, unit_plot, delta_plot, delta_note, ptable, download]
         ev = dict(outputs=views)
         load_in = [state, model, steps, sched]
-        load_out = views + [preset, prompt_note, prompt, label, guidance]
+        load_out = views + [preset, prompt_text, prompt_random, prompt_note, prompt, label, guidance]
         load_btn.click(h.load_model, load_in, load_out, api_name="load_model")
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
@@ -275,6 +280,9 @@ def build(spec: str | None = None) -> gr.Blocks:
                          api_name="load_preset")
         prompt.upload(h.upload_prompt, [state, prompt], [state, prompt_note], api_name="upload_prompt")
         prompt.clear(h.upload_prompt, [state, prompt], [state, prompt_note], api_name=False)
+        prompt_text.change(h.set_prompt_text, [state, prompt_text], [state, prompt_note], api_name="set_prompts")
+        prompt_random.change(h.set_random_prompts, [state, prompt_random], [state, prompt_note],
+                             api_name="set_random_prompts")
         upload.upload(h.upload_mask, [state, upload], **ev, api_name="upload_mask")
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)

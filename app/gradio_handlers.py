@@ -24,7 +24,8 @@ from blockmask.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, figures, presets, tables
 from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale
-from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
+from blockmask.viz import prompts as prompt_src
+from blockmask.viz.prompts import Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
 from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
@@ -67,6 +68,9 @@ class Session:
     grid_ack: int = 0  # last browser grid edit applied
     mode: str = "Toggle"  # what a click / drag on the grid does (ACTIONS)
     prompt: Prompt | None = None  # uploaded prompt embeddings (text-conditioned models only)
+    prompt_text: str = ""  # typed prompts, one per line (encoded by the model's text encoder at generation)
+    random_prompts: bool = False  # random embeddings, ticked on purpose
+    prompt_cache: dict = dataclasses.field(default_factory=dict)  # typed prompts already encoded
     race: object = None  # the last race (blockmask.viz.race.Race; app/gradio_explorer.py)
     fr_selected: str | None = None  # the frontier point last loaded (ringed on the plot)
 
@@ -212,15 +216,32 @@ def condition_updates(ctx: ModelContext):
 
 def prompt_md(s: Session) -> str:
     """What the next generation is conditioned on (text-conditioned models)."""
-    if not s.ctx.takes_text:
-        return ""
-    return f"Prompt embeddings: **{s.prompt.label}**." if s.prompt else NO_PROMPT_NOTE
+    return prompt_src.note(s.ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts)
+
+
+def prompt_box_updates(ctx: ModelContext):
+    """(prompts text box, random-embeddings box) shown, emptied, for text-conditioned models only."""
+    return gr.update(visible=ctx.takes_text, value=""), gr.update(visible=ctx.takes_text, value=False)
+
+
+def set_prompt_text(s: Session, text):
+    """The typed prompts (one per line); encoded when the visitor generates. (state, prompt note)."""
+    s.prompt_text = str(text or "")
+    return s, prompt_md(s)
+
+
+def set_random_prompts(s: Session, on):
+    """Random embeddings on purpose: a gr.Warning says what that means. (state, prompt note)."""
+    s.random_prompts = bool(on)
+    if s.random_prompts and s.ctx.takes_text:
+        gr.Warning(prompt_src.RANDOM_NOTE)
+    return s, prompt_md(s)
 
 
 def upload_prompt(s: Session, prompt_file):
     """Prompt embeddings (.safetensors with 'prompt_embeds') for a text-conditioned model; size-limited
     like mask uploads; a bad file: gr.Error, the previous embeddings kept. (state, prompt note)."""
-    if prompt_file is None:  # the upload was cleared: back to random embeddings per seed
+    if prompt_file is None:  # the upload was cleared
         s.prompt = None
         return s, prompt_md(s)
     p = Path(prompt_file if isinstance(prompt_file, (str, Path)) else getattr(prompt_file, "name", ""))
@@ -254,7 +275,8 @@ def load_model(s: Session | None, model: str, steps, scheduler: str):
     for w in ns.ctx.warnings:  # a fallback that changes meaning (default scheduler, cast weights)
         gr.Warning(w)
     choices = preset_choices(ns)
-    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), prompt_md(ns), *condition_updates(ns.ctx))
+    return (*view(ns), gr.update(choices=choices, value=choices[0][1]), *prompt_box_updates(ns.ctx), prompt_md(ns),
+            *condition_updates(ns.ctx))
 
 
 def model_dropdown() -> tuple[list[tuple[str, str]], str, bool]:
@@ -277,8 +299,10 @@ def load_preset(s: Session, preset: str, interval, branch, every, macs_ratio, se
                   every=whole(every, "every", 1, 10_000), macs_ratio=number(macs_ratio, "MAC budget", 0, 1),
                   seed=whole(seed, "seed", 0, 2**32 - 1))
     try:
+        prompt = prompt_src.pick(s.ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts,
+                                 cache=s.prompt_cache) if preset.startswith("method:") else None
         mask, source, meta = (_build_on_gpu if preset.startswith("method:") else presets.build)(
-            s.ctx, preset, s.editor.steps, **params,
+            s.ctx, preset, s.editor.steps, **params, prompt=prompt,
             progress=(lambda f, t: progress(min(1.0, max(0.0, f)), desc=t)) if preset.startswith("method:") else None)
     except BlockmaskError as e:
         raise Refused(f"Preset: {e}.") from None
@@ -326,16 +350,19 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
     label = whole(class_label, "Class label", 0, ctx.num_classes - 1) if ctx.num_classes else None
     g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
     try:
+        prompt = prompt_src.pick(ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts,
+                                 cache=s.prompt_cache)
+        if prompt is not None and prompt.random:
+            gr.Warning(prompt_src.RANDOM_NOTE)
         r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results,
-                    prompt=s.prompt if ctx.takes_text else None)
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results, prompt=prompt)
     except BlockmaskError as e:
         raise Refused(f"Generation failed: {e}.") from None
     s.shown = r.key
     scale = max(1, -(-400 // max(1, min(r.original.shape[:2]))))  # the short side ≥ 400 px (nearest neighbour)
     psnr = "identical (∞ dB)" if math.isinf(r.psnr) else f"{r.psnr:.2f} dB"
     cond = (f" · class {label}" if label is not None else "") + (f" · guidance {g:g}" if g != 1 else "") + (
-        f" · prompt {s.prompt.name}" if s.prompt is not None and ctx.takes_text else "")
+        f" · prompt {prompt.label}" if prompt is not None else "")
     md = (f"**MACs per image** original {format_macs(r.macs_original)} · masked {format_macs(r.macs_masked)} "
           f"(**{r.macs_percent:.1f} %**; {r.macs_note})\n\n**Speedup** {'⚠️ ' if r.unreliable else ''}"
           f"{r.speed_text()}\n\n"
@@ -352,7 +379,10 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
 def compute_delta_plot(s: Session, progress=gr.Progress()):
     ctx, ed = s.ctx, s.editor
     try:
-        s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
+        prompt = prompt_src.pick(ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts,
+                                 cache=s.prompt_cache)
+        s.delta[(ctx.key, ed.steps)] = compute_delta(ctx, ed.steps, prompt=prompt,
+                                                     progress=lambda f, t: progress(min(1.0, f), desc=t))
     except BlockmaskError as e:
         raise Refused(f"Δ_k: {e}.") from None
     return view(s)

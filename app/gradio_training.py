@@ -9,6 +9,7 @@ import threading
 import gradio as gr
 
 from blockmask.errors import BlockmaskError
+from blockmask.viz import prompts as prompt_src
 from blockmask.viz import training
 from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session, view
@@ -37,13 +38,20 @@ def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, g
     batch = whole(batch, "Batch", 1, 64)
     label = whole(class_label, "Class label", 0, ctx.num_classes - 1) if ctx.num_classes else None
     g = number(guidance, "Guidance scale", 1, 20) if ctx.supports_guidance else 1.0
+    try:
+        prompt = prompt_src.pick(ctx, text=s.prompt_text, upload=s.prompt, random=s.random_prompts,
+                                 cache=s.prompt_cache)
+    except BlockmaskError as e:
+        raise Refused(f"Training failed: {e}.") from None
+    if prompt is not None and prompt.random:
+        gr.Warning(prompt_src.RANDOM_NOTE)
     curve, stop, box = training.Curve(), threading.Event(), {}
 
     def work():
         try:
             box["out"] = training.train(ctx, ed.steps, lam=lam, target_macs=target, iters=iters, batch=batch,
                                         class_label=label, guidance_scale=g, curve=curve, should_stop=stop.is_set,
-                                        progress=lambda f, t: box.__setitem__("p", (f, t)))
+                                        prompt=prompt, progress=lambda f, t: box.__setitem__("p", (f, t)))
         except Exception as e:  # noqa: BLE001 — reported below as one line
             box["err"] = e
 

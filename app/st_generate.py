@@ -14,7 +14,8 @@ from blockmask.viz import MaskEditor, Message, figures, tables
 from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
 from blockmask.viz.compare import MAX_IMAGES, clamp_images, compare, upscale
 from blockmask.viz.context import ModelContext
-from blockmask.viz.prompts import NO_PROMPT_NOTE, Prompt, load_prompt
+from blockmask.viz import prompts as prompt_src
+from blockmask.viz.prompts import Prompt, load_prompt
 from st_panels import flash, show_flash
 
 
@@ -27,16 +28,20 @@ def _parse_seed(text: str) -> int | None:
 
 
 def prompt_input(ctx: ModelContext) -> Prompt | None:
-    """Prompt embeddings for a text-conditioned model (hidden for others); kept per session and model."""
+    """The prompt of a text-conditioned model (hidden for others): typed prompts, an embeddings upload, or
+    random embeddings when ticked (:func:`blockmask.viz.prompts.pick`); kept per session and model."""
     if not ctx.takes_text:
         return None
     ss = st.session_state
+    text = st.text_area("Prompts (one per line)", key="prompt_text", help=prompt_src.TEXT_HELP)
+    rnd = st.checkbox("Random embeddings", False, key="random_prompts",
+                      help="Sample on seeded random prompt embeddings instead of a prompt (on purpose only).")
     gen = ss.get("prompt_gen", 0)
     up = st.file_uploader(f"Prompt embeddings (.safetensors, max {MAX_UPLOAD_BYTES // 1_000_000} MB)",
                           type=["safetensors"], key=f"prompt_upload{gen or ''}",
                           max_upload_size=max(1, MAX_UPLOAD_BYTES // 1_000_000),
                           help="A safetensors file with 'prompt_embeds' (tokens × width), e.g. saved from a "
-                               "pipeline's encode_prompt; this model ships no text encoder.")
+                               "pipeline's encode_prompt.")
     if up is not None and ss.get("last_prompt_upload") != up.file_id:
         ss.last_prompt_upload = up.file_id
         try:
@@ -47,11 +52,18 @@ def prompt_input(ctx: ModelContext) -> Prompt | None:
             flash([Message("error", f"{e}; the previous prompt is kept.")], "generate")
             st.rerun()
     elif up is None and gen == ss.get("prompt_gen_seen", gen) and ss.get("prompt_seen_file"):
-        ss.pop("prompt", None)  # the visitor removed the file: back to random embeddings
+        ss.pop("prompt", None)  # the visitor removed the file
     ss.prompt_gen_seen, ss.prompt_seen_file = gen, up is not None
-    key, prompt = ss.get("prompt", (None, None))
-    prompt = prompt if key == ctx.spec else None
-    st.caption(f"Prompt embeddings: **{prompt.label}**." if prompt else NO_PROMPT_NOTE)
+    key, upload = ss.get("prompt", (None, None))
+    upload = upload if key == ctx.spec else None
+    note = prompt_src.note(ctx, text=text, upload=upload, random=rnd)
+    (st.warning if rnd else st.caption)(note)
+    try:
+        prompt = prompt_src.pick(ctx, text=text, upload=upload, random=rnd, cache=ss.setdefault("prompt_cache", {}))
+    except BlockmaskError as e:
+        st.error(f"Prompt: {e}")
+        prompt = None
+    ss.current_prompt = (ctx.spec, prompt)  # training (section 5) uses it too: st_panels.current_prompt
     return prompt
 
 

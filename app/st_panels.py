@@ -69,7 +69,7 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | No
             bar = st.progress(0.0, f"{pick.label}: starting…") if pick.key.startswith("method:") else None
             try:
                 mask, source, meta = presets.build(
-                    ctx, pick.key, ed.steps, **params,
+                    ctx, pick.key, ed.steps, **params, prompt=current_prompt(ctx),
                     progress=None if bar is None else (lambda f, t: bar.progress(min(1.0, max(0.0, f)), t)))
                 flash(ed.load(mask, source=source, meta=meta), "preset")
             except BlockmaskError as e:
@@ -269,7 +269,8 @@ def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             if st.button("Compute Δ_k (one unmasked run)", key="delta_btn"):
                 bar = st.progress(0.0, "unmasked run…")
                 try:
-                    store[dkey] = compute_delta(ctx, ed.steps, progress=lambda f, t: bar.progress(min(1.0, f), t))
+                    store[dkey] = compute_delta(ctx, ed.steps, prompt=current_prompt(ctx),
+                                                progress=lambda f, t: bar.progress(min(1.0, f), t))
                 except BlockmaskError as e:
                     st.error(str(e))
                 else:
@@ -286,6 +287,12 @@ def analysis_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     with t3:
         st.caption("How often each unit is computed over the K steps (colour = block).")
         st.plotly_chart(figures.unit_fraction_figure(ctx, ed.mask), width="stretch", key="unit_frac_fig")
+
+
+def current_prompt(ctx: ModelContext):
+    """The prompt section 3 resolved on this run of the page (None: none, or another model's)."""
+    key, prompt = st.session_state.get("current_prompt", (None, None))
+    return prompt if key == ctx.spec else None
 
 
 def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
@@ -313,8 +320,8 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         show_flash("train")
         if st.session_state.get("t_cancel"):
             st.info("Training cancelled; the editor keeps its mask.")
-        if ctx.num_classes or ctx.supports_guidance:
-            st.caption("Training uses the class label and guidance scale set in section 3.")
+        if ctx.num_classes or ctx.supports_guidance or ctx.takes_text:
+            st.caption("Training uses the class label, guidance scale and prompt set in section 3.")
         if st.button("Start training", key="t_start"):
             st.button("Cancel training", key="t_cancel",
                       help="Stops the run at once (this reruns the page); nothing is loaded.")
@@ -331,7 +338,8 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                 g = float(st.session_state.get("guidance", 1.0)) if ctx.supports_guidance else 1.0
                 mask, source, meta = training.train(ctx, ed.steps, lam=lam, target_macs=budget if use_budget else None,
                                                     iters=iters, batch=batch, class_label=label, guidance_scale=g,
-                                                    progress=tick, curve=curve)
+                                                    progress=tick, curve=curve,
+                                                    prompt=current_prompt(ctx))
                 msgs = ed.load(mask, source=source, meta=meta)
                 if mask.all():
                     msgs.append(Message("warning", training.ALL_ONES_NOTE))

@@ -14,7 +14,8 @@ import sys
 import numpy as np
 
 from .baselines import BASELINES
-from .cli_common import Parser, check_ints, emit, finite, guidance_of, load_mask, model_args, workbench
+from .cli_common import (Parser, check_ints, emit, finite, guidance_of, load_mask, model_args, prompt_args,
+                         prompt_condition, workbench)
 from .cli_eval import add_eval
 from .cli_plan import add_plan
 from .cli_tools import add_commands
@@ -106,7 +107,7 @@ def cmd_sample(args) -> None:
     check_ints(args, num_images=(1, 4096))
     wb = workbench(args)
     mask = load_mask(wb, args.mask, args.steps).mask if args.mask else None
-    cond = wb.condition(class_label=args.class_label, guidance_scale=guidance_of(args, wb), prompt_file=args.prompt_embeds)
+    cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=guidance_of(args, wb))
     lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
                       mode=args.mode)
     imgs = wb.images(lat)
@@ -126,7 +127,7 @@ def cmd_bench(args) -> None:
     check_ints(args, batch=(1, 4096), repeats=(1, 10_000), warmup=(0, 10_000))
     wb = workbench(args)
     mf = load_mask(wb, args.mask, args.steps)
-    cond = wb.condition(class_label=args.class_label, guidance_scale=guidance_of(args, wb))
+    cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=guidance_of(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
@@ -188,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", default="eager", choices=list(MODES),
                        help="masked execution: eager (default), compiled (torch.compile per unit), graph (CUDA "
                             "graphs per unit), rowgraph (one CUDA graph of the whole forward per distinct mask row)")
+        prompt_args(p)
         if name == "sample":
             p.add_argument("--num-images", type=int, default=4)
-            p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
             p.add_argument("-o", "--output", required=True, help="output folder")
         else:
             p.add_argument("--batch", type=int, default=1)

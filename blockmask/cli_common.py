@@ -79,3 +79,40 @@ def load_mask(wb, path, steps=None):
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     return mf
+
+
+def prompt_args(p: argparse.ArgumentParser, *, text: bool = True) -> None:
+    """The prompt options of a command that samples a text model (text=False: only --random-prompts,
+    for commands that sample with their own seeds and conditions)."""
+    if text:
+        p.add_argument("--prompt", action="append", metavar="TEXT",
+                       help="text models: a prompt, encoded by the text encoder of the pipeline the model was loaded "
+                            "from (repeatable; images cycle through the prompts)")
+        p.add_argument("--prompts", metavar="FILE", help="text models: a text file of prompts, one per line "
+                                                         "(blank lines and # comments skipped)")
+        p.add_argument("--prompt-embeds", help="text models: safetensors file with prompt_embeds (+ "
+                                               "negative_prompt_embeds), e.g. saved from the pipeline's encode_prompt")
+    p.add_argument("--random-prompts", action="store_true",
+                   help="text models: condition on seeded random prompt embeddings on purpose (a warning says so); "
+                        "without a prompt source a text model is refused")
+
+
+def prompt_condition(args, wb, *, class_label=None, guidance_scale: float = 1.0):
+    """The run's :class:`~blockmask.sample.Condition` from --prompt/--prompts/--prompt-embeds/--random-prompts
+    (:func:`blockmask.prompting.condition_for`: a text model needs one of them, other models none)."""
+    from .prompting import CLI_NAMES, condition_for, read_prompt_file
+
+    texts = list(getattr(args, "prompt", None) or [])
+    if getattr(args, "prompts", None):
+        texts += read_prompt_file(args.prompts)
+    return condition_for(wb, prompts=texts or None, prompt_file=getattr(args, "prompt_embeds", None),
+                         random_prompts=bool(getattr(args, "random_prompts", False)), class_label=class_label,
+                         guidance_scale=guidance_scale, names=CLI_NAMES)
+
+
+def needs_condition(args, wb) -> bool:
+    """Whether the run conditions on prompts: a text model, or a prompt option given (refused on others)."""
+    from .prompting import takes_text
+
+    given = any(getattr(args, a, None) for a in ("prompt", "prompts", "prompt_embeds", "random_prompts"))
+    return given or takes_text(wb)

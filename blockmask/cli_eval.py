@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import check_ints, emit, finite, guidance_of, load_mask, workbench
+from .cli_common import (check_ints, emit, finite, guidance_of, load_mask, needs_condition, prompt_args, prompt_condition,
+                         workbench)
 from .errors import BlockmaskError, OptionError
 from .io import check_output_folder
 from .validate import check_int
@@ -42,6 +43,8 @@ def cmd_eval(args) -> None:
             raise OptionError(f"--mask takes NAME=PATH or PATH, got {spec!r}")
         specs.append((name, path))
     wb = workbench(args)
+    if needs_condition(args, wb):  # a text model: evaluated on random embeddings, on purpose only
+        prompt_condition(args, wb)
     k = args.steps
     methods = [Method("original", None, k)]
     learned = []
@@ -117,6 +120,7 @@ def add_eval(sub, add) -> None:
     p.add_argument("--cache-dir", default=".cache/blockmask-eval", help="content-keyed cache of rows")
     p.add_argument("--bench-batch", type=int, default=8)
     p.add_argument("--bench-repeats", type=int, default=3)
+    prompt_args(p, text=False)
     p.add_argument("-o", "--output", required=True, help="output folder for results.csv/.md and pareto.html/.png")
     p = sub.add_parser("report", help="redraw the tables and Pareto plot of a results.csv (e.g. one made on "
                                       "another machine)")

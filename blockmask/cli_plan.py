@@ -5,7 +5,7 @@ no file is written unless the plan completes."""
 
 from __future__ import annotations
 
-from .cli_common import emit, finite, workbench
+from .cli_common import emit, finite, needs_condition, prompt_args, prompt_condition, workbench
 from .errors import BlockmaskError
 from .io import check_output_file
 from .validate import check_float, check_int
@@ -33,6 +33,8 @@ def cmd_plan(args) -> None:
     if args.shipped:
         return shipped(args, unit, budget)
     wb = workbench(args)
+    if needs_condition(args, wb):  # a text model: the planner's seeds condition on random embeddings, on purpose only
+        prompt_condition(args, wb)
     planner = Planner(wb, ref_steps=args.ref_steps, unit=unit, calib=args.calib, valid=args.valid,
                       learn=not args.no_learn,
                       latency_batch=args.batch, progress=not args.json)
@@ -102,6 +104,7 @@ def add_plan(add) -> None:
     p.add_argument("--shipped", action="store_true",
                    help="answer at once from the model's shipped frontier (bundled models; MAC budgets)")
     p.add_argument("--no-learn", action="store_true", help="skip the learned candidates (faster)")
+    prompt_args(p, text=False)
     p.add_argument("-o", "--output", help="write the schedule as a mask file (metadata: family, provenance, figures)")
     p.set_defaults(fn=_with_unit_flag(cmd_plan))
 

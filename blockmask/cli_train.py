@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .cli_common import emit, finite, guidance_of, workbench
+from .cli_common import emit, finite, guidance_of, needs_condition, prompt_args, prompt_condition, workbench
 from .errors import BlockmaskError
 from .io import check_output_file
 
@@ -49,8 +49,8 @@ def cmd_train(args) -> None:
         from .train_run import start_masks
 
         start_masks(wb, refine.starts, args.steps)  # a bad start mask is refused before any work
+    cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=args.guidance_scale) if needs_condition(args, wb) else None
     if auto:
-        cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds) if args.prompt_embeds else None
         mf, r = run_budget_auto(wb, TrainConfig.for_recipe(args.recipe, **base), args.output,
                                 target_macs=args.target_macs, ref_steps=args.ref_steps, refine=refine, condition=cond,
                                 progress=not args.json)
@@ -58,9 +58,6 @@ def cmd_train(args) -> None:
                       f"{r['macs_vs_ref']:.1%} of the plain model at {args.ref_steps} steps, validation "
                       f"{r['validation']['psnr']:.2f} dB, {r['train_seconds']:.0f}s (the planner: blockmask plan)")
         return
-    cond = None
-    if args.prompt_embeds:
-        cond = wb.condition(guidance_scale=args.guidance_scale, prompt_file=args.prompt_embeds)
     runs = [(args.lam, Path(args.output))]
     if args.sweep:
         try:
@@ -152,7 +149,7 @@ def add_train(add) -> None:
     p.add_argument("--guidance-scale", type=finite, default=None,
                    help="classifier-free guidance scale the mask is trained at (default: the model's own, from its "
                         f"blockmask.json, else TrainConfig's {td['guidance_scale']:g})")
-    p.add_argument("--prompt-embeds", help="safetensors file with prompt_embeds (text models)")
+    prompt_args(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.ckpt.json")
     p.add_argument("--no-rectify", action="store_true", help="keep the raw learned mask")
     p.add_argument("-o", "--output", required=True)

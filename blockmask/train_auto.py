@@ -21,7 +21,8 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     if condition is not None and condition.prompt_embeds is not None:
         from .errors import BlockmaskError
 
-        raise BlockmaskError("--steps auto plans class-conditional and unconditional models; drop --prompt-embeds")
+        raise BlockmaskError("--steps auto plans class-conditional and unconditional models (text models with "
+                             "--random-prompts); drop the prompts")
     output = check_output_file(output)
     opts = {"train_iters": cfg.iters, "train_batch": cfg.batch, "recipes": (cfg.recipe,) if cfg.recipe == "paper"
             else ("blockmask", "paper"), **planner}

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import torch
 
 from .adapters import Adapter, adapter_for
+from .errors import BlockmaskError
 
 _BLOCK_SUFFIX = re.compile(r"\.(resnets|attentions|downsamplers|upsamplers)\.\d+$|\.(attn1|attn2|ff)$")
 RESIDUAL_KINDS = ("block",)  # kinds whose cached value is their residual out − in (see execution.py)
@@ -128,8 +129,13 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
         return fwd
 
     if adapter.measured_order:
-        with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
-            example_call(model, adapter, probe=True)()
+        try:
+            with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
+                example_call(model, adapter, probe=True)()
+        except BlockmaskError:  # example inputs blockmask cannot synthesise: the order known without a forward
+            order = adapter.static_order([c[0] for c in cands])
+            if order is None:
+                raise
     else:  # whole blocks, run in definition order (Flux: double-stream, then single-stream blocks)
         order = list(range(len(cands)))
     seen = list(dict.fromkeys(order))

@@ -25,6 +25,7 @@ from conftest import CONFIGS
 
 UNET = f"config:{CONFIGS / 'tiny-unet.json'}"
 DIT = f"config:{CONFIGS / 'tiny-dit.json'}"  # class-conditional
+TEXT = f"config:{CONFIGS / 'tiny-unet-cond.json'}"  # text-conditioned (prompt options apply)
 K = 4
 
 
@@ -340,11 +341,11 @@ CLI_CASES = _mask_cases() + [
     ("sample:mode", ["sample", UNET, "--steps", "4", "--mode", "turbo", "-o", "{out}/s"], "invalid choice"),
     ("sample:out-is-file", ["sample", UNET, "--steps", "4", "-o", "{in}/a-file"], "is not a folder"),
     ("sample:out-no-parent", ["sample", UNET, "--steps", "4", "-o", "{out}/x/y"], "parent does not exist"),
-    ("sample:prompt-missing", ["sample", UNET, "--steps", "4", "--prompt-embeds", "{in}/nope.st", "-o", "{out}/s"],
+    ("sample:prompt-missing", ["sample", TEXT, "--steps", "4", "--prompt-embeds", "{in}/nope.st", "-o", "{out}/s"],
      "not found"),
-    ("sample:prompt-garbage", ["sample", UNET, "--steps", "4", "--prompt-embeds", "{in}/not-safetensors.st",
+    ("sample:prompt-garbage", ["sample", TEXT, "--steps", "4", "--prompt-embeds", "{in}/not-safetensors.st",
                                "-o", "{out}/s"], "cannot read prompt embeddings"),
-    ("sample:prompt-fifo", ["sample", UNET, "--steps", "4", "--prompt-embeds", "{in}/fifo.json", "-o", "{out}/s"],
+    ("sample:prompt-fifo", ["sample", TEXT, "--steps", "4", "--prompt-embeds", "{in}/fifo.json", "-o", "{out}/s"],
      "not a regular file"),
     ("sample:mask-k-mismatch", ["sample", UNET, "--steps", "5", "--mask", GOOD, "-o", "{out}/s"],
      "mask has 4 steps, sampling uses 5"),
@@ -395,7 +396,7 @@ CLI_CASES = _mask_cases() + [
         ("--recipe", "magic", "invalid choice"),
         ("--feature-norm", "l3", "invalid choice"),
         ("--class-label", "-3", "--class-label must be >= 0"),
-        ("--prompt-embeds", "{in}/nope.st", "not found"),
+        ("--prompt-embeds", "{in}/nope.st", "not text-conditioned: drop --prompt-embeds"),
     ]],
     ("train:class-out-of-range", ["train", DIT, "--steps", "3", "--iters", "1", "--class-label", "99",
                                   "-o", "{out}/m.json"], "out of range"),

@@ -133,7 +133,11 @@ def test_prompt_embeddings_file(capsys, tmp_path):
     a = np.load(tmp_path / "o" / "samples.npy")
     rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--guidance-scale", 2, "--num-images", 2,
                      "-o", tmp_path / "r")
-    assert rc == 0 and not np.array_equal(a, np.load(tmp_path / "r" / "samples.npy"))  # the prompt matters
+    assert rc == 2 and "is a text model" in err and "--random-prompts" in err and not (tmp_path / "r").exists()
+    rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--guidance-scale", 2, "--num-images", 2,
+                     "--random-prompts", "-o", tmp_path / "r")
+    assert rc == 0 and err.count("warning: conditioning on random prompt embeddings") == 1
+    assert not np.array_equal(a, np.load(tmp_path / "r" / "samples.npy"))  # the prompt matters
     save_file({"prompt_embeds": torch.randn(5, 7)}, str(f))
     rc, _, err = run(capsys, "sample", pix, "--steps", 3, "--prompt-embeds", f, "-o", tmp_path / "x")
     assert rc == 2 and "width 7, the model expects 12" in err

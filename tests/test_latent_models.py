@@ -322,7 +322,7 @@ def test_both_apps_run_the_shipped_latent_models_with_their_masks(name, monkeypa
     monkeypatch.delenv("BLOCKMASK_APP_MODEL")
     s = h.new_session(name, 50)
     out = h.load_model(s, name, 50, "ddim")
-    s, presets_update, gui = out[0], out[-5], out[-1]
+    s, presets_update, gui = out[0], out[-7], out[-1]
     assert gui["value"] == 2.0
     key = next(v for label, v in presets_update["choices"] if "050steps-b45" in v)
     h.load_preset(s, key, 2, 0, 2, 0.5, 0)

@@ -120,3 +120,18 @@ def test_learn_with_class_labels_on_a_dit_pipeline(no_loading):
     assert hooks_left(pipe) == []
     with pytest.raises(OptionError, match="non-negative integers"):
         blockmask.learn(pipe, class_labels=[-1], steps=6, budget=0.6)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_mask_learned_at_8_steps_runs_at_6_resampled(name, no_loading):
+    """Issue 27's "a mask learned at K = 8 and resampled to K = 6 runs", with a mask from learn() itself."""
+    pipe, run = FAMILIES[name]()
+    mf = blockmask.learn(pipe, steps=8, budget=0.7, seeds=[0], passes=0, **run.kwargs)
+    assert mf.mask.shape[0] == 8 and len(mf.scheduler["timesteps"]) == 8 and mf.meta["learn"]["macs_ratio"] <= 0.7
+    blockmask.enable(pipe, mf, resample=True)
+    try:
+        out = run(6)
+        s = blockmask.summary(pipe)
+    finally:
+        blockmask.disable(pipe)
+    assert s.steps == 6 and sum(s.skipped) > 0 and torch.isfinite(out).all() and hooks_left(pipe) == []

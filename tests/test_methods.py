@@ -148,7 +148,11 @@ def test_presets_list_and_build():
     ctx = load_context(tiny_spec("tiny-pixart"), device="cpu")
     keys = [p.key for p in presets.presets(ctx, K)]
     assert {"method:feature-change", "method:router", "method:global"} <= set(keys)
-    mask, source, meta = presets.build(ctx, "method:feature-change", K, macs_ratio=0.6, seed=0)
+    with pytest.raises(BlockmaskError, match="text model"):  # a text model runs on a prompt, none given
+        presets.build(ctx, "method:feature-change", K, macs_ratio=0.6, seed=0)
+    from blockmask.viz.prompts import RANDOM
+
+    mask, source, meta = presets.build(ctx, "method:feature-change", K, macs_ratio=0.6, seed=0, prompt=RANDOM)
     assert abs(ctx.wb.macs.ratio(mask) / 0.6 - 1) <= 0.02 and "Feature-change" in source
     assert meta["producer"]["method"] == "feature-change"
 

@@ -40,6 +40,7 @@ def _runner(pipe, **kw):
                    return_dict=False, **kw)[0]
         return out.clone()
 
+    run.kwargs = kw  # the call's own arguments (prompt embeddings, size, guidance): blockmask.learn takes them
     return run
 
 

@@ -93,6 +93,11 @@ class Adapter:
     def refine_kind(self, name: str, kind: str, module: torch.nn.Module) -> str:
         return kind
 
+    def static_order(self, names: list[str]) -> list[int] | None:
+        """The units' execution order known without a forward (indices into ``names``), used when the
+        example inputs of a measured-order model cannot be synthesised; None: unknown (then that fails)."""
+        return None
+
     # --- shapes and conditioning -------------------------------------------------------
     def latent_shape(self, model) -> tuple[int, int, int]:
         """(C, H, W) of the latents; ``model._blockmask_sample_size`` overrides the config's size
@@ -215,6 +220,10 @@ def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len
     if prompt_embeds.shape[0] == 1 and batch > 1:
         prompt_embeds = prompt_embeds.expand(batch, -1, -1)
         prompt_mask = None if prompt_mask is None else prompt_mask.expand(batch, -1)
+    elif prompt_embeds.shape[0] != batch:  # P prompts for B images: image i takes prompt i mod P
+        idx = torch.arange(batch) % prompt_embeds.shape[0]
+        prompt_embeds = prompt_embeds[idx.to(prompt_embeds.device)]
+        prompt_mask = None if prompt_mask is None else prompt_mask[idx.to(prompt_mask.device)]
     return prompt_embeds, prompt_mask
 
 
@@ -224,6 +233,8 @@ def text_null(cond: Conditioning, negative_embeds=None) -> Conditioning:
     neg = negative_embeds if negative_embeds is not None else torch.zeros_like(ctx)
     if neg.shape[0] == 1 and ctx.shape[0] > 1:
         neg = neg.expand(ctx.shape[0], -1, -1)
+    elif neg.shape[0] != ctx.shape[0]:  # cycled like the prompts (text_context)
+        neg = neg[(torch.arange(ctx.shape[0]) % neg.shape[0]).to(neg.device)]
     mask = cond.encoder_attention_mask
     return Conditioning(class_labels=cond.class_labels, encoder_hidden_states=neg.to(ctx),
                         encoder_attention_mask=None if mask is None else torch.ones_like(mask))

@@ -25,6 +25,21 @@ _UNET_UNITS = (
 )
 
 
+def unet_order(names: list[str]) -> list[int]:
+    """diffusers' U-Net forward order of the units: down blocks, the mid block, up blocks (index order);
+    in each block resnet j, then attention j, then the resamplers (the order every diffusers 2-D U-Net
+    block runs them in; tests check it against the measured order)."""
+    def key(i: int):
+        parts = names[i].split(".")
+        section, block, rest = ((1, 0, parts[1:]) if parts[0] == "mid_block"
+                                else (0 if parts[0] == "down_blocks" else 2, int(parts[1]), parts[2:]))
+        kind, j = rest[0], int(rest[1])
+        pos = 10**6 + j if kind.endswith("samplers") else 2 * j + (kind == "attentions")
+        return section, block, pos
+
+    return sorted(range(len(names)), key=key)
+
+
 def _randint(n: int, batch: int, generator) -> torch.Tensor:
     return torch.randint(0, n, (batch,), generator=generator)
 
@@ -40,6 +55,9 @@ class UNet2DAdapter(Adapter):
 
     model_classes = ("UNet2DModel",)
     unit_patterns = _UNET_UNITS
+
+    def static_order(self, names):
+        return unet_order(names)
     family = "unet"
 
     def num_classes(self, model):
@@ -71,6 +89,9 @@ class UNet2DConditionAdapter(Adapter):
 
     model_classes = ("UNet2DConditionModel",)
     unit_patterns = _UNET_UNITS
+
+    def static_order(self, names):
+        return unet_order(names)
     family = "unet"
     random_context_len = 8  # tokens of random context for random-init text models
 

@@ -52,7 +52,12 @@ def cmd_method(args) -> None:
     wb = workbench(args)
     from . import produce, refit
 
-    cond = wb.condition(class_label=args.class_label) if args.class_label is not None else None
+    from ..cli_common import needs_condition, prompt_condition
+
+    if needs_condition(args, wb):  # a text model: --prompt/--prompts/--prompt-embeds, or --random-prompts on purpose
+        cond = prompt_condition(args, wb, class_label=args.class_label)
+    else:
+        cond = wb.condition(class_label=args.class_label) if args.class_label is not None else None
     if getattr(args, "from_scores", None):
         src = wb.load_mask(args.from_scores, steps=args.steps)[0]
         if (src.meta.get("producer") or {}).get("method") != args.kind:
@@ -91,6 +96,9 @@ def add_method_parser(sub, model_args) -> None:
         q.add_argument("--target-macs", type=float, required=True, help="MAC budget B in (0, 1] (rectified, ±2%%)")
         q.add_argument("--class-label", type=int, help="one class for the noise-only runs (default: random classes)")
         _add_config_args(q, m.config)
+        from ..cli_common import prompt_args
+
+        prompt_args(q)
         if m.name in ("router", "global"):
             q.add_argument("--from-scores", metavar="MASK",
                            help="reuse the scores a previous run of this method stored in MASK: no training, only "

@@ -251,21 +251,30 @@ def upscale(grid: np.ndarray, scale: int) -> np.ndarray:
 
 
 def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: int = 1, class_label: int | None = None,
-                  guidance_scale: float = 1.0, progress: Progress | None = None) -> np.ndarray:
+                  guidance_scale: float = 1.0, progress: Progress | None = None, prompt=None) -> np.ndarray:
     """Δ_k = ||F(k) − F(k−1)|| / ||F(k−1)|| of the model output over one unmasked run (METHOD.md
-    Eq. 9); (K,) with Δ_0 = NaN. Cached per (model, scheduler, K, seed, count, condition)."""
+    Eq. 9); (K,) with Δ_0 = NaN. Cached per (model, scheduler, K, seed, count, condition). A text model
+    runs on ``prompt`` (:mod:`blockmask.viz.prompts`; refused without one)."""
+    from .prompts import condition
+
+    if ctx.takes_text:
+        condition(ctx, class_label, guidance_scale, prompt)  # no prompt: one line, before any work
 
     def make():
         from ..scaling import feature_variation
 
-        cond = ctx.wb.condition(class_label=class_label, guidance_scale=guidance_scale) \
-            if (class_label is not None or guidance_scale != 1) else None
+        if ctx.takes_text:
+            cond = condition(ctx, class_label, guidance_scale, prompt)
+        else:
+            cond = ctx.wb.condition(class_label=class_label, guidance_scale=guidance_scale) \
+                if (class_label is not None or guidance_scale != 1) else None
         cb = None if progress is None else (lambda k, kk: progress(k / kk, f"unmasked run: step {k}/{kk}"))
         with ctx.lock:
             return feature_variation(ctx.wb.model, ctx.wb.scheduler(), num_steps=steps, seed=seed, batch=num_images,
                                      condition=cond, callback=cb)
 
-    return _cached(("delta", ctx.key, steps, seed, num_images, class_label, float(guidance_scale)), make)
+    return _cached(("delta", ctx.key, steps, seed, num_images, class_label, float(guidance_scale),
+                    None if prompt is None else prompt.digest), make)
 
 
 def default_lambda(delta: np.ndarray) -> np.ndarray:

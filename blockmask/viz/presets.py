@@ -181,16 +181,17 @@ def presets(ctx: ModelContext, steps: int) -> list[Preset]:
     return out + list(METHOD_PRESETS)
 
 
-def build(ctx: ModelContext, key: str, steps: int, progress: Progress | None = None,
+def build(ctx: ModelContext, key: str, steps: int, progress: Progress | None = None, prompt=None,
           **params) -> tuple[np.ndarray, str, dict]:
     """(mask, source label, meta) for a preset; raises BlockmaskError for bad parameters. ``progress``
-    (fraction, text) is called while a slow producer (``method:*``) runs."""
+    (fraction, text) is called while a slow producer (``method:*``) runs; on a text model it runs on
+    ``prompt`` (:mod:`blockmask.viz.prompts`) and is refused without one."""
     if key.startswith("learned:"):
         path = masks_dir() / key.split(":", 1)[1]
         mf, _ = ctx.wb.load_mask(path, steps=steps)
         return mf.mask, f"shipped mask {path.stem} ({provenance(mf.meta).kind})", mf.meta
     if key.startswith("method:"):
-        return _method(ctx, key.split(":", 1)[1], steps, progress, **params)
+        return _method(ctx, key.split(":", 1)[1], steps, progress, prompt, **params)
     kw = {k: params.get(k, PARAM_DEFAULTS[k]) for k in next((b.params for b in BASELINE_PRESETS if b.key == key), ())}
     for name, v in kw.items():
         try:
@@ -211,16 +212,21 @@ def public_text(text: str) -> str:
 SERVER_PATH = re.compile(r"(?<![\w.$])(?:~|/)[^\s()'\",;]*[\w/]")
 
 
-def _method(ctx: ModelContext, name: str, steps: int, progress: Progress | None = None,
+def _method(ctx: ModelContext, name: str, steps: int, progress: Progress | None = None, prompt=None,
             **params) -> tuple[np.ndarray, str, dict]:
     """A mask from one of the other methods at the preset's MAC budget (``blockmask.methods``)."""
     try:
         ratio, seed = float(params.get("macs_ratio", PARAM_DEFAULTS["macs_ratio"])), int(params.get("seed", 0))
     except (TypeError, ValueError):
         raise BlockmaskError("macs_ratio and seed must be numbers") from None
+    cond = None
+    if ctx.takes_text:  # a text model: the visitor's prompt (or random embeddings, asked for)
+        from .prompts import condition
+
+        cond = condition(ctx, None, 1.0, prompt)
     try:
         with ctx.lock:  # the producers hook the shared model: one run on it at a time
-            mask, meta = ctx.wb.method(name, steps=steps, target_macs=ratio, seed=seed,
+            mask, meta = ctx.wb.method(name, steps=steps, target_macs=ratio, seed=seed, condition=cond,
                                        progress=progress if progress is not None else True)
     except BlockmaskError as e:  # the visitor sees it: no server paths
         raise BlockmaskError(public_text(e)) from None

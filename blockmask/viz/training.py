@@ -72,13 +72,15 @@ def curve_figure(c: Curve) -> go.Figure:
 def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float | None = None, iters: int = 20,
           batch: int = 4, seed: int = 0, class_label: int | None = None, guidance_scale: float = 1.0,
           progress: Progress | None = None, curve: Curve | None = None,
-          should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, str, dict]:
+          should_stop: Callable[[], bool] | None = None, prompt=None) -> tuple[np.ndarray, str, dict]:
     """Train a K×N mask for this model (rectified); returns (mask, source label, meta with Δ_k/λ_k).
 
     ``curve`` collects one point per trained step; ``should_stop()`` returning True cancels the run
     (raises :class:`Cancelled`; the model lock and temp files are released). Holds the model's lock
     for the whole run (masked hooks are per instance): other users of the same model wait. Raises
-    BlockmaskError for invalid settings.
+    BlockmaskError for invalid settings. A text model trains on ``prompt`` (a
+    :class:`~blockmask.viz.prompts.Prompt`: typed prompts, embeddings, or random embeddings asked for) and
+    is refused without one.
     """
     from ..train import TrainConfig
     from ..train_run import run_training
@@ -87,6 +89,11 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
                       guidance_scale=float(guidance_scale),
                       class_labels=None if class_label is None else (int(class_label),))
     curve = curve if curve is not None else Curve()
+    cond = None
+    if ctx.takes_text:
+        from .prompts import condition
+
+        cond = condition(ctx, class_label, float(guidance_scale), prompt)
 
     def cb(rep):
         if should_stop is not None and should_stop():
@@ -100,7 +107,7 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
     curve.started = time.perf_counter()
     with ctx.lock, tempfile.TemporaryDirectory(prefix="blockmask-train-") as d:
         mf, summary = run_training(ctx.wb, cfg, Path(d) / "trained.json", target_macs=target_macs, callback=cb,
-                                   progress=False)
+                                   progress=False, condition=cond)
     label = f"trained here (λ={cfg.lam:g}{f', budget {target_macs:.0%}' if target_macs else ''}, " \
             f"{summary['train_seconds']:.0f} s)"
     return mf.mask, label, mf.meta
