@@ -225,6 +225,7 @@ def build(spec: str | None = None) -> gr.Blocks:
             fr_load = gr.Button("Load point", variant="primary", scale=1, elem_id="fr-load")
         fr_bmd = gr.Markdown(label="Budget's point", elem_id="fr-budget-md")
         fr_plot = gr.Plot(label="Quality against cost (held-out test seeds)", elem_id="frontier-plot")
+        fr_compute = gr.Button("Compute a quick frontier (models without one)", elem_id="fr-compute", size="sm")
         gr.Markdown("## Race at one budget\nSame seeds for all five: plain, plain with fewer steps, the best rule "
                     "peer within the budget, the planner's schedule and your current mask. One timed run each (noisy "
                     "on a busy CPU); PSNR against the plain run; the filmstrip shows the predicted clean image x̂₀ "
@@ -289,6 +290,7 @@ def build(spec: str | None = None) -> gr.Blocks:
                       [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
                       api_name="generate", **RUN).then(gx.frontier_plot, fr_in, fr_out, api_name=False)
         readout.change(gx.frontier_plot, fr_in, fr_out, api_name=False)  # every edit / model switch: live point
+        fr_compute.click(gx.compute_frontier, [state, fr_budget], fr_out, api_name="frontier_compute", **RUN)
         fr_budget.release(gx.budget_point, fr_in, fr_out, api_name="frontier_budget")
         fr_load.click(gx.load_point, [state, fr_point, fr_budget], views + [steps, sched, preset] + fr_out,
                       api_name="frontier_load")

@@ -173,6 +173,18 @@ def load_point(s: Session, point, budget=0.5):
             *frontier_view(ns, b, point))
 
 
+@gpu(duration=240)  # sampling runs: on ZeroGPU they need the GPU
+def compute_frontier(s: Session, budget=0.5, progress=gr.Progress()):
+    """Compute a quick frontier for the session's model (none shipped); (frontier outputs). A model that
+    has one already, or a failed run: gr.Error, nothing changed."""
+    b = _budget(budget)
+    try:
+        frontier.compute(s.ctx, s.editor.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
+    except BlockmaskError as e:
+        raise Refused(f"Frontier: {e}. Nothing changed.") from None
+    return frontier_view(s, b)
+
+
 # --- the race --------------------------------------------------------------------------------
 def _lane_md(ln: race.Lane) -> str:
     if ln.image is None:
