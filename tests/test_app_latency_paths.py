@@ -121,3 +121,18 @@ def test_gradio_grid_edit_brings_the_live_point_and_the_change_event_sends_nothi
     # another budget: the point list and the budget note are sent again
     again = gx.frontier_plot(s, 0.6, None)
     assert again[2] != gr.skip() and again[3] != gr.skip()
+
+
+def test_frontier_point_list_and_table_are_built_once_per_frontier(monkeypatch, fdir):
+    """Both apps redraw the frontier after every edit: its point list and table come from a memo."""
+    from blockmask.viz import frontier
+
+    s = h.new_session(TINY, 6)
+    fr = frontier.find(s.ctx)
+    calls = []
+    real = frontier._table
+    monkeypatch.setattr(frontier, "_table", lambda f: calls.append(1) or real(f))
+    frontier._MEMO.clear()
+    a, b = frontier.table(fr), frontier.table(fr)
+    assert calls == [1] and a.equals(b) and a is not b  # a copy each time: callers may change theirs
+    assert frontier.choices(fr, s.ctx) == frontier.choices(fr, s.ctx)

@@ -38,6 +38,7 @@ COST_NOTE = ("Cost is MACs (fraction of the plain run's): the frontier file reco
 SHIPPED = "shipped:"  # point names of shipped mask files (``shipped:FILE.json``)
 RULE_COLOURS = {"DeepCache b0": "#2ca02c", "DeepCache b1": "#98df8a", "FORA": "#9467bd", "blocks": "#c5b0d5"}
 _CACHE: dict = {}
+_MEMO: dict = {}  # (what, id(frontier), extra) → (frontier, value): see _memo
 
 
 def model_name(ctx: ModelContext) -> str:
@@ -129,8 +130,24 @@ def point_label(row) -> str:
     return str(row["name"])
 
 
+def _memo(kind: str, fr: Frontier, extra, make):
+    """``make()`` once per frontier object (and ``extra``): the apps redraw after every edit, the point
+    list and the table stay the same (issue 28: frontier plot after an edit < 500 ms)."""
+    key = (kind, id(fr), extra)
+    hit = _MEMO.get(key)
+    if hit is None or hit[0] is not fr:
+        hit = _MEMO[key] = (fr, make())
+        while len(_MEMO) > 64:
+            _MEMO.pop(next(iter(_MEMO)))
+    return hit[1]
+
+
 def choices(fr: Frontier, ctx: ModelContext | None = None) -> list[tuple[str, str]]:
     """(label, point name) of every loadable point: plans by budget, then fewer steps, rules, shipped."""
+    return list(_memo("choices", fr, None if ctx is None else ctx.key, lambda: _choices(fr, ctx)))
+
+
+def _choices(fr: Frontier, ctx: ModelContext | None) -> list[tuple[str, str]]:
     out = [(point_label(r), r["name"]) for _, r in fr.plans.iterrows()]
     out += [(f"{r['name']} (plain)" if r["kind"] == "peer fewer-steps" else r["name"], r["name"])
             for _, r in fr.peers.iterrows()]
@@ -238,6 +255,10 @@ def budget_md(fr: Frontier, budget: float) -> tuple[str, str]:
 
 def table(fr: Frontier) -> pd.DataFrame:
     """Every point, formatted as people read it (for st.dataframe / gr.Dataframe)."""
+    return _memo("table", fr, None, lambda: _table(fr)).copy()
+
+
+def _table(fr: Frontier) -> pd.DataFrame:
     p = fr.points
     return pd.DataFrame({
         "point": [point_label(r) for _, r in p.iterrows()], "kind": p.kind, "family": p.family,
