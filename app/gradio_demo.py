@@ -79,6 +79,25 @@ watch("value", bmDraw);
 """
 
 
+# gr.Plot has no click event: this attaches Plotly's own plotly_click to the frontier plot (again whenever
+# Gradio draws a new graph div) and sends the clicked point's name (its customdata) as a gr.HTML input.
+FRONTIER_CLICK_JS = """
+setInterval(() => {
+  for (const gd of document.querySelectorAll('#frontier-plot .js-plotly-plot')) {
+    if (gd.__bmClick || !gd.on) continue;
+    gd.__bmClick = true;
+    gd.on('plotly_click', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      const name = p && (Array.isArray(p.customdata) ? p.customdata[0] : p.customdata);
+      if (!name) return;  // the live point and the ring carry no point name
+      props.value = JSON.stringify({ point: String(name), at: Date.now() });
+      trigger('input');
+    });
+  }
+}, 300);
+"""
+
+
 def build(spec: str | None = None) -> gr.Blocks:
     """The Blocks app (not launched)."""
     spec = spec or default_model_spec()
@@ -225,6 +244,8 @@ def build(spec: str | None = None) -> gr.Blocks:
             fr_load = gr.Button("Load point", variant="primary", scale=1, elem_id="fr-load")
         fr_bmd = gr.Markdown(label="Budget's point", elem_id="fr-budget-md")
         fr_plot = gr.Plot(label="Quality against cost (held-out test seeds)", elem_id="frontier-plot")
+        fr_click = gr.HTML("", html_template="<span></span>", js_on_load=FRONTIER_CLICK_JS, elem_id="fr-click",
+                           label="Frontier plot click", padding=False)
         fr_compute = gr.Button("Compute a quick frontier (models without one)", elem_id="fr-compute", size="sm")
         gr.Markdown("## Race at one budget\nSame seeds for all five: plain, plain with fewer steps, the best rule "
                     "peer within the budget, the planner's schedule and your current mask. One timed run each (noisy "
@@ -292,6 +313,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         readout.change(gx.frontier_plot, fr_in, fr_out, api_name=False)  # every edit / model switch: live point
         fr_compute.click(gx.compute_frontier, [state, fr_budget], fr_out, api_name="frontier_compute", **RUN)
         fr_budget.release(gx.budget_point, fr_in, fr_out, api_name="frontier_budget")
+        fr_click.input(gx.click_point, [state, fr_click, fr_budget], views + [steps, sched, preset] + fr_out,
+                       api_name=False)  # a click on the plot loads that point, as Load point does
         fr_load.click(gx.load_point, [state, fr_point, fr_budget], views + [steps, sched, preset] + fr_out,
                       api_name="frontier_load")
         r_btn.click(gx.run_race, [state, fr_budget, r_seed, r_n, label], [state, r_table, *lanes, *fr_out],

@@ -4,8 +4,10 @@ values, check every input first (one ``gr.Error`` line, the session left as it w
 values; the work is in :mod:`blockmask.viz.frontier`, :mod:`~blockmask.viz.race` and
 :mod:`~blockmask.viz.export`.
 
-``gr.Plot`` has no click event in this Gradio (only ``change``), so a point is chosen in a dropdown
-(every point of the plot, labelled as on hover) or by the budget slider, then loaded with a button.
+``gr.Plot`` has no click event in this Gradio (only ``change``): a small script in the page
+(``FRONTIER_CLICK_JS`` in app/gradio_demo.py) sends Plotly's own click to :func:`click_point`; a point
+can also be chosen in a dropdown (every point of the plot, labelled as on hover) or by the budget
+slider, then loaded with a button.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import json
 import math
 from pathlib import Path
 
@@ -183,6 +186,16 @@ def compute_frontier(s: Session, budget=0.5, progress=gr.Progress()):
     except BlockmaskError as e:
         raise Refused(f"Frontier: {e}. Nothing changed.") from None
     return frontier_view(s, b)
+
+
+def click_point(s: Session, clicked, budget=0.5):
+    """A click on the frontier plot (``{"point": name, "at": ms}`` from the page's plotly_click): as
+    :func:`load_point`; a click the page could not name is one gr.Error, nothing changed."""
+    try:
+        name = json.loads(clicked or "null")["point"]
+    except (TypeError, ValueError, KeyError):
+        raise Refused("Frontier point: the plot sent a click this app cannot read. The current mask is kept.") from None
+    return load_point(s, name, budget)
 
 
 # --- the race --------------------------------------------------------------------------------

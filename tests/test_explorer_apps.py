@@ -153,6 +153,20 @@ def test_gradio_point_loads_k_and_mask(s):
     assert ns2.editor.steps == 6 and not ns2.editor.mask.all() and ns2.editor.undo_stack
 
 
+def test_gradio_plot_click_loads_the_point(s):
+    """A click on the plot (the page's plotly_click sends the point's customdata) loads it like Load point."""
+    import json
+
+    out = gx.click_point(s, json.dumps({"point": PLAN_RULE, "at": 1}), 0.5)
+    assert out[0].editor.steps == 6 and not out[0].editor.mask.all() and "planner 60 %" in out[2]
+    mask0 = s.editor.mask.copy()
+    for bad, match in [("{nope", "cannot read"), (json.dumps({"x": 1}), "cannot read"),
+                       (json.dumps({"point": FOREIGN}), "no point")]:
+        with pytest.raises(gr.Error, match=match):
+            gx.click_point(s, bad, 0.5)
+    assert (s.editor.mask == mask0).all()
+
+
 def test_gradio_live_point_moves_after_toggle(s):
     import gradio_edits as ge
 
