@@ -80,6 +80,25 @@ watch("value", bmDraw);
 """
 
 
+# gr.Plot has no click event: this attaches Plotly's own plotly_click to the frontier plot (again whenever
+# Gradio draws a new graph div) and sends the clicked point's name (its customdata) as a gr.HTML input.
+FRONTIER_CLICK_JS = """
+setInterval(() => {
+  for (const gd of document.querySelectorAll('#frontier-plot .js-plotly-plot')) {
+    if (gd.__bmClick || !gd.on) continue;
+    gd.__bmClick = true;
+    gd.on('plotly_click', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      const name = p && (Array.isArray(p.customdata) ? p.customdata[0] : p.customdata);
+      if (!name) return;  // the live point and the ring carry no point name
+      props.value = JSON.stringify({ point: String(name), at: Date.now() });
+      trigger('input');
+    });
+  }
+}, 300);
+"""
+
+
 def build(spec: str | None = None) -> gr.Blocks:
     """The Blocks app (not launched)."""
     spec = spec or default_model_spec()
@@ -230,6 +249,9 @@ def build(spec: str | None = None) -> gr.Blocks:
             fr_load = gr.Button("Load point", variant="primary", scale=1, elem_id="fr-load")
         fr_bmd = gr.Markdown(label="Budget's point", elem_id="fr-budget-md")
         fr_plot = gr.Plot(label="Quality against cost (held-out test seeds)", elem_id="frontier-plot")
+        fr_click = gr.HTML("", html_template="<span></span>", js_on_load=FRONTIER_CLICK_JS, elem_id="fr-click",
+                           label="Frontier plot click", padding=False)
+        fr_compute = gr.Button("Compute a quick frontier (models without one)", elem_id="fr-compute", size="sm")
         gr.Markdown("## Race at one budget\nSame seeds for all five: plain, plain with fewer steps, the best rule "
                     "peer within the budget, the planner's schedule and your current mask. One timed run each (noisy "
                     "on a busy CPU); PSNR against the plain run; the filmstrip shows the predicted clean image x̂₀ "
@@ -262,20 +284,26 @@ def build(spec: str | None = None) -> gr.Blocks:
         for trigger in (model.change, sched.change, steps.submit):  # apply without pressing Load too
             trigger(h.load_model, load_in, load_out, api_name=False)
         demo.load(h.view, [state], views, api_name=False)
-        grid.input(ge.grid_edit, [state, grid], views[:4], api_name="grid_edit").then(
-            h.after_edit, [state], views[4:], api_name=False)  # readout first, plots and download after
-        action.change(ge.set_mode, [state, action], **ev, api_name="set_mode")
-        toggle_btn.click(ge.toggle_cell, [state, cell_k, cell_i], **ev, api_name="toggle")
-        region_btn.click(ge.set_region, [state, k0, k1, i0, i1, region_act], **ev, api_name="set_region")
-        row_on.click(ge.compute_step, [state, cell_k], **ev, api_name="compute_step")
-        row_off.click(ge.reuse_step, [state, cell_k], **ev, api_name="reuse_step")
-        col_on.click(ge.compute_unit, [state, cell_i], **ev, api_name="compute_unit")
-        col_off.click(ge.reuse_unit, [state, cell_i], **ev, api_name="reuse_unit")
-        undo_btn.click(ge.undo, [state], **ev, api_name="undo")
-        redo_btn.click(ge.redo, [state], **ev, api_name="redo")
-        reset_btn.click(ge.reset, [state], **ev, api_name="reset")
-        rect_btn.click(ge.rectify, [state], **ev, api_name="rectify")
-        pre.change(ge.show_pre, [state, pre], **ev, api_name=False)
+        fr_out = [fr_md, fr_plot, fr_point, fr_bmd]
+        fr_in = [state, fr_budget, fr_point]
+        # a grid click is drawn in the browser at once; its reply brings the readout and the frontier plot's
+        # live point together (one round trip), then the other plots and the download
+        grid.input(gx.with_frontier(ge.grid_edit), [state, grid, fr_budget, fr_point], views[:4] + fr_out,
+                   api_name="grid_edit").then(h.after_edit, [state], views[4:], api_name=False)
+        action.change(ge.set_mode, [state, action], views[:4], api_name="set_mode")  # the mask stays: no plots
+        pre.change(ge.show_pre, [state, pre], views[:4], api_name=False)
+        edits = [(toggle_btn.click, ge.toggle_cell, [cell_k, cell_i], "toggle"),
+                 (region_btn.click, ge.set_region, [k0, k1, i0, i1, region_act], "set_region"),
+                 (row_on.click, ge.compute_step, [cell_k], "compute_step"),
+                 (row_off.click, ge.reuse_step, [cell_k], "reuse_step"),
+                 (col_on.click, ge.compute_unit, [cell_i], "compute_unit"),
+                 (col_off.click, ge.reuse_unit, [cell_i], "reuse_unit"), (undo_btn.click, ge.undo, [], "undo"),
+                 (redo_btn.click, ge.redo, [], "redo"), (reset_btn.click, ge.reset, [], "reset"),
+                 (rect_btn.click, ge.rectify, [], "rectify")]
+        for trigger, fn, extra, name in edits:  # a button: the grid and readout first (a plot in the same
+            # reply would hold back the grid's redraw), then the frontier's live point, then the rest
+            trigger(fn, [state, *extra], views[:4], api_name=name).then(
+                gx.frontier_plot, fr_in, fr_out, api_name=False).then(h.after_edit, [state], views[4:], api_name=False)
         preset_btn.click(h.load_preset, [state, preset, interval, branch, every, ratio, pseed], **ev,
                          api_name="load_preset")
         prompt.upload(h.upload_prompt, [state, prompt], [state, prompt_note], api_name="upload_prompt")
@@ -287,13 +315,14 @@ def build(spec: str | None = None) -> gr.Blocks:
         hub_btn.click(h.load_hub_mask, [state, hub_mask], **ev, api_name="load_hub_mask")
         hub_mask.submit(h.load_hub_mask, [state, hub_mask], **ev, api_name=False)
         download.click(h.download_mask, [state], download, api_name="download_mask")  # already current: for the API
-        fr_out = [fr_md, fr_plot, fr_point, fr_bmd]
-        fr_in = [state, fr_budget, fr_point]
         gen_btn.click(h.generate, [state, seed, n_img, label, guidance, repeats],
                       [state, orig, masked, diff, gen_md, stale, div_plot, gen_table],
                       api_name="generate", **RUN).then(gx.frontier_plot, fr_in, fr_out, api_name=False)
         readout.change(gx.frontier_plot, fr_in, fr_out, api_name=False)  # every edit / model switch: live point
+        fr_compute.click(gx.compute_frontier, [state, fr_budget], fr_out, api_name="frontier_compute", **RUN)
         fr_budget.release(gx.budget_point, fr_in, fr_out, api_name="frontier_budget")
+        fr_click.input(gx.click_point, [state, fr_click, fr_budget], views + [steps, sched, preset] + fr_out,
+                       api_name=False)  # a click on the plot loads that point, as Load point does
         fr_load.click(gx.load_point, [state, fr_point, fr_budget], views + [steps, sched, preset] + fr_out,
                       api_name="frontier_load")
         r_btn.click(gx.run_race, [state, fr_budget, r_seed, r_n, label], [state, r_table, *lanes, *fr_out],

@@ -1,7 +1,9 @@
 """Mask-edit handlers of the Gradio demo (app/gradio_demo.py): cell, region, row and column edits from
 the browser grid or the form, undo/redo/reset, rectification and the click mode. Like
 :mod:`gradio_handlers` they take the per-user :class:`~gradio_handlers.Session` plus widget values, check
-every input first (one ``gr.Error`` line, nothing half-applied) and return the page's new view.
+every input first (one ``gr.Error`` line, nothing half-applied) and return :func:`quick_view` (state,
+grid, readout, stale note): the app runs :func:`~gradio_handlers.after_edit` next for the plots and the
+download, so the grid is redrawn without waiting for them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import gradio as gr
 
 from gradio_checks import Refused, apply, choice, whole
-from gradio_handlers import ACTIONS, Session, quick_view, view
+from gradio_handlers import ACTIONS, Session, quick_view
 
 
 def _cell(s: Session, k, i) -> tuple[int, int]:
@@ -41,7 +43,7 @@ def grid_edit(s: Session, grid: str):
 def toggle_cell(s: Session, k, i):
     """Flip cell (step k, unit i)."""
     apply(s.editor.toggle(*_cell(s, k, i)))
-    return view(s)
+    return quick_view(s)
 
 
 def set_region(s: Session, k0, k1, i0, i1, action: str):
@@ -49,17 +51,17 @@ def set_region(s: Session, k0, k1, i0, i1, action: str):
     k0, i0 = _cell(s, k0, i0)
     k1, i1 = _cell(s, k1, i1)
     apply(s.editor.set_region(k0, k1, i0, i1, ACTIONS[choice(action, "Action", list(ACTIONS))]))
-    return view(s)
+    return quick_view(s)
 
 
 def set_row(s: Session, k, on: bool):
     apply(s.editor.set_row(whole(k, "Step k", 0, s.editor.steps - 1), on))
-    return view(s)
+    return quick_view(s)
 
 
 def set_column(s: Session, i, on: bool):
     apply(s.editor.set_column(whole(i, "Unit i", 0, s.editor.shape[1] - 1), on))
-    return view(s)
+    return quick_view(s)
 
 
 def compute_step(s: Session, k):
@@ -80,30 +82,30 @@ def reuse_unit(s: Session, i):
 
 def undo(s: Session):
     apply(s.editor.undo())
-    return view(s)
+    return quick_view(s)
 
 
 def redo(s: Session):
     apply(s.editor.redo())
-    return view(s)
+    return quick_view(s)
 
 
 def reset(s: Session):
     apply(s.editor.reset())
-    return view(s)
+    return quick_view(s)
 
 
 def rectify(s: Session):
     apply(s.editor.rectify(s.ctx))
-    return view(s)
+    return quick_view(s)
 
 
 def set_mode(s: Session, action: str):
     """What a click / drag on the grid does: Toggle, Set computed or Set reused."""
     s.mode = choice(action, "Action", list(ACTIONS))
-    return view(s)
+    return quick_view(s)
 
 
 def show_pre(s: Session, flag: bool):
     s.show_pre = bool(flag)
-    return view(s)
+    return quick_view(s)

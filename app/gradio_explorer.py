@@ -4,14 +4,18 @@ values, check every input first (one ``gr.Error`` line, the session left as it w
 values; the work is in :mod:`blockmask.viz.frontier`, :mod:`~blockmask.viz.race` and
 :mod:`~blockmask.viz.export`.
 
-``gr.Plot`` has no click event in this Gradio (only ``change``), so a point is chosen in a dropdown
-(every point of the plot, labelled as on hover) or by the budget slider, then loaded with a button.
+``gr.Plot`` has no click event in this Gradio (only ``change``): a small script in the page
+(``FRONTIER_CLICK_JS`` in app/gradio_demo.py) sends Plotly's own click to :func:`click_point`; a point
+can also be chosen in a dropdown (every point of the plot, labelled as on hover) or by the budget
+slider, then loaded with a button.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
+import json
 import math
 from pathlib import Path
 
@@ -67,34 +71,63 @@ def _live_md(lv: frontier.Live, fr) -> str:
     return f"**Current mask:** MACs {100 * lv.macs_ratio:.1f} % of the plain {fr.ref_steps}-step run · PSNR {psnr}."
 
 
-def frontier_view(s: Session, budget=0.5, point=None):
-    """(status markdown, plot, point dropdown, budget markdown) for the session's model."""
+def frontier_view(s: Session, budget=0.5, point=None, *, edit: bool = False):
+    """(status markdown, plot, point dropdown, budget markdown) for the session's model. ``edit``: after a
+    mask edit the point list and the budget note are left as they are (``gr.skip()``) when they were last
+    sent for this model and budget: only the live point moves (issue 28: plot updated < 500 ms)."""
     fr = _frontier(s)
     if fr is None:
+        s.fr_view = ()
         return (frontier.NO_FRONTIER, gr.update(value=None, visible=False), gr.update(choices=[], value=None),
                 "")
     b = _budget(budget)
+    lv = live(s, fr)
+    md = (f"Points judged against the plain {fr.ref_steps}-step DDIM run on **held-out test seeds**. "
+          f"{frontier.COST_NOTE} Choose a point below (or move the budget) and press **Load point**.\n\n"
+          + _live_md(lv, fr))
     try:
         pick, bmd = frontier.budget_md(fr, b)
     except BlockmaskError as e:
         pick, bmd = None, f"⚠️ {str(e)[0].upper()}{str(e)[1:]}."
-    lv = live(s, fr)
+    sent = (s.ctx.key, s.editor.hash, b, s.fr_selected or pick, lv)
+    if edit and s.fr_view == (s.ctx.key, b):
+        if s.fr_sent == sent:  # already on the page (sent with the edit itself, :func:`with_frontier`)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        s.fr_sent = sent
+        return md, gr.update(value=frontier.figure(fr, s.ctx, lv, budget=b, selected=sent[3]), visible=True), \
+            gr.skip(), gr.skip()
+    fig = frontier.figure(fr, s.ctx, lv, budget=b, selected=sent[3])
+    s.fr_sent = sent
     opts = frontier.choices(fr, s.ctx)
     names = [n for _, n in opts]
     value = point if point in names else (pick if pick in names else names[0] if names else None)
-    md = (f"Points judged against the plain {fr.ref_steps}-step DDIM run on **held-out test seeds**. "
-          f"{frontier.COST_NOTE} Choose a point below (or move the budget) and press **Load point**.\n\n"
-          + _live_md(lv, fr))
-    fig = frontier.figure(fr, s.ctx, lv, budget=b, selected=s.fr_selected or pick)
+    s.fr_view = (s.ctx.key, b)
     return md, gr.update(value=fig, visible=True), gr.update(choices=opts, value=value), bmd
 
 
 def frontier_plot(s: Session, budget=0.5, point=None):
-    """After any edit: the frontier outputs again (the live point follows the mask)."""
+    """After any edit: the frontier outputs again (the live point follows the mask; the point list and
+    budget note only when the model or budget changed)."""
     try:
-        return frontier_view(s, budget, point)
+        return frontier_view(s, budget, point, edit=True)
     except gr.Error:  # a slider value the visitor is still typing: the page keeps its last plot
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+
+def with_frontier(fn):
+    """``fn(s, *values)`` → its outputs, then the frontier outputs after the edit, in one reply: the live
+    point moves without waiting for a second event (the readout's ``change`` then finds it sent). The
+    inputs are (state, *values, budget, point): the API keeps ``fn``'s parameters first."""
+    def edit(s: Session, *args):
+        *values, budget, point = args
+        out = fn(s, *values)
+        return (*out, *frontier_plot(s, budget, point))
+    sig = inspect.signature(fn)  # the API shows fn's parameter names, then these two
+    extra = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+             for n, d in (("budget", 0.5), ("point", None))]
+    edit.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    edit.__name__, edit.__doc__ = fn.__name__, fn.__doc__
+    return edit
 
 
 def budget_point(s: Session, budget, point=None):
@@ -141,6 +174,28 @@ def load_point(s: Session, point, budget=0.5):
     choices = h.preset_choices(ns)
     return (*h.view(ns), ns.editor.steps, ns.scheduler, gr.update(choices=choices, value=choices[0][1]),
             *frontier_view(ns, b, point))
+
+
+@gpu(duration=240)  # sampling runs: on ZeroGPU they need the GPU
+def compute_frontier(s: Session, budget=0.5, progress=gr.Progress()):
+    """Compute a quick frontier for the session's model (none shipped); (frontier outputs). A model that
+    has one already, or a failed run: gr.Error, nothing changed."""
+    b = _budget(budget)
+    try:
+        frontier.compute(s.ctx, s.editor.steps, progress=lambda f, t: progress(min(1.0, f), desc=t))
+    except BlockmaskError as e:
+        raise Refused(f"Frontier: {e}. Nothing changed.") from None
+    return frontier_view(s, b)
+
+
+def click_point(s: Session, clicked, budget=0.5):
+    """A click on the frontier plot (``{"point": name, "at": ms}`` from the page's plotly_click): as
+    :func:`load_point`; a click the page could not name is one gr.Error, nothing changed."""
+    try:
+        name = json.loads(clicked or "null")["point"]
+    except (TypeError, ValueError, KeyError):
+        raise Refused("Frontier point: the plot sent a click this app cannot read. The current mask is kept.") from None
+    return load_point(s, name, budget)
 
 
 # --- the race --------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class Session:
     prompt_cache: dict = dataclasses.field(default_factory=dict)  # typed prompts already encoded
     race: object = None  # the last race (blockmask.viz.race.Race; app/gradio_explorer.py)
     fr_selected: str | None = None  # the frontier point last loaded (ringed on the plot)
+    fr_view: tuple = ()  # (model key, budget) of the frontier point list and budget note last sent
+    fr_sent: tuple = ()  # what the frontier plot last sent shows (model, mask, budget, ring, live point)
 
     @property
     def ctx(self) -> ModelContext:

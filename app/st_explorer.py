@@ -100,6 +100,15 @@ def frontier_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     if fr is None:
         show_flash("frontier")
         st.info(frontier.NO_FRONTIER)
+        if st.button(f"Compute a quick frontier (reference K={frontier.quick_ref(ed.steps)})", key="fr_compute"):
+            bar = st.progress(0.0, "frontier: starting…")
+            try:
+                frontier.compute(ctx, ed.steps, progress=lambda f, t: bar.progress(min(1.0, f), t))
+            except BlockmaskError as e:
+                st.error(f"Frontier: {e}. Nothing changed.")
+            else:
+                st.rerun()
+            bar.empty()
         return
     st.caption(f"Every point is judged against the plain {fr.ref_steps}-step DDIM run on **held-out test seeds** "
                "(seeds no choice saw). Click a point to load its schedule (step count included) into the grid. "

@@ -32,6 +32,7 @@ def flash(msgs: list[Message], where: str = "top") -> None:
     whose :func:`show_flash` shows them, next to the button just used (issue 28)."""
     st.session_state.flash = list(st.session_state.get("flash", [])) + [(where, m) for m in msgs]
     st.session_state.editor_msgs = []  # an edit from elsewhere: the chart's last messages no longer apply
+    st.session_state.editor_note = None  # ... nor the editor buttons' last result
 
 
 def show_flash(where: str) -> None:
@@ -128,6 +129,7 @@ def _apply_grid_edit(edit) -> None:
     ed = ss.get("editor")
     if ed is None or edit is None:
         return
+    ss.editor_note = None  # the buttons' last result no longer describes the mask
     parsed = parse_edit(edit, ed.shape)
     if parsed is None:
         ss.editor_msgs = [presenter.error("The mask grid sent an edit this app cannot read; nothing changed.")]
@@ -155,6 +157,7 @@ def _apply_hook(ed: MaskEditor) -> None:
     mode = CLICK_MODES[st.session_state.get("click_mode", "Toggle")]
     msgs = ed.toggle(*cells[0]) if len(cells) == 1 and mode is None else ed.set_cells(cells, mode)
     st.session_state.editor_msgs = list(msgs)
+    st.session_state.editor_note = None
 
 
 def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
@@ -201,48 +204,66 @@ def _editor_fragment(ctx: ModelContext, ed: MaskEditor) -> None:
     if show_pre:
         st.caption("Showing the mask before rectification (read-only): untick the box below to edit.")
     c1, c2, c3 = st.columns([3, 3, 3])
+    # The buttons edit in on_click callbacks (:func:`_button_edit`): a callback runs before this fragment
+    # reruns, so the grid drawn in that same run already shows the result (Rectify → redrawn in one run).
     with c1:
         st.markdown("**Whole step**")
-        k = st.number_input("step k", 0, ed.steps - 1, min(1, ed.steps - 1), key="row_k")
+        st.number_input("step k", 0, ed.steps - 1, min(1, ed.steps - 1), key="row_k")
         a, b = st.columns(2)
-        if a.button("Compute step", key="row_on"):
-            _edit(ed.set_row(k, True))
-        if b.button("Reuse step", key="row_off"):
-            _edit(ed.set_row(k, False))
+        a.button("Compute step", key="row_on", on_click=_button_edit, args=(ctx, "row_on"))
+        b.button("Reuse step", key="row_off", on_click=_button_edit, args=(ctx, "row_off"))
     with c2:
         st.markdown("**Whole unit**")
         # keyed by model: a switch never leaves another model's unit in the box (issue 28)
-        i = st.selectbox("unit", range(ed.shape[1]), format_func=lambda j: f"{j}: {ctx.units[j].name}",
-                         key=f"col_i:{ctx.spec}:{ed.shape[1]}")
+        st.selectbox("unit", range(ed.shape[1]), format_func=lambda j: f"{j}: {ctx.units[j].name}",
+                     key=_unit_key(ctx, ed))
         a, b = st.columns(2)
-        if a.button("Compute unit", key="col_on"):
-            _edit(ed.set_column(i, True))
-        if b.button("Reuse unit", key="col_off"):
-            _edit(ed.set_column(i, False))
+        a.button("Compute unit", key="col_on", on_click=_button_edit, args=(ctx, "col_on"))
+        b.button("Reuse unit", key="col_off", on_click=_button_edit, args=(ctx, "col_off"))
     with c3:
         st.markdown("**History**")
         a, b, c = st.columns(3)
-        if a.button("Undo", key="undo", disabled=not ed.undo_stack):
-            _edit(ed.undo())
-        if b.button("Redo", key="redo", disabled=not ed.redo_stack):
-            _edit(ed.redo())
-        if c.button("Reset", key="reset", help="Back to the loaded mask"):
-            _edit(ed.reset())
+        a.button("Undo", key="undo", disabled=not ed.undo_stack, on_click=_button_edit, args=(ctx, "undo"))
+        b.button("Redo", key="redo", disabled=not ed.redo_stack, on_click=_button_edit, args=(ctx, "redo"))
+        c.button("Reset", key="reset", help="Back to the loaded mask", on_click=_button_edit, args=(ctx, "reset"))
     st.markdown("**Rectification** — removes *dead work*: computed cells whose output nobody reads (no live unit "
                 "uses it at that step, and its cache is overwritten before any later step reads it). Exact: the "
                 "images do not change.")
     a, b = st.columns([1, 3])
-    if a.button("Rectify", key="rectify", type="primary"):
-        _edit(ed.rectify(ctx))
+    a.button("Rectify", key="rectify", type="primary", on_click=_button_edit, args=(ctx, "rectify"))
     b.checkbox("Show the mask before rectification", key="show_pre", disabled=ed.pre_rectify is None,
                help="Removed cells are drawn in orange-red on the rectified mask.")
-    show_flash("editor")  # step / unit / history / rectify results, next to those buttons
+    note = st.session_state.get("editor_note")
+    if note is not None and note[0] == ed.hash:  # the last button's result, while its mask is shown
+        for m in note[1]:
+            show(m)
+    show_flash("editor")
     if st.session_state.get("app_hash") != ed.hash:  # edited here: now bring the rest of the page up to date
         # A rerun clears the messages Streamlit has not sent yet (ForwardMsgQueue.clear), so give the server
         # a moment to send this fragment's readouts first; without it about half the clicks showed the new
         # MACs only after the whole page had rerun (median 345 ms vs 97 ms, benchmarks/app_latency.py).
         time.sleep(FLUSH_S)
         st.rerun()
+
+
+def _unit_key(ctx: ModelContext, ed: MaskEditor) -> str:
+    return f"col_i:{ctx.spec}:{ed.shape[1]}"
+
+
+def _button_edit(ctx: ModelContext, what: str) -> None:
+    """on_click of the editor's buttons (step, unit, history, Rectify). Their messages stay below the
+    buttons while the mask they describe is shown (``editor_note``: the page rerun that follows would
+    drop a one-time message)."""
+    ss = st.session_state
+    ed = ss.get("editor")
+    if ed is None:
+        return
+    k, i = int(ss.get("row_k", 1)), int(ss.get(_unit_key(ctx, ed), 0) or 0)
+    msgs = {"row_on": lambda: ed.set_row(k, True), "row_off": lambda: ed.set_row(k, False),
+            "col_on": lambda: ed.set_column(i, True), "col_off": lambda: ed.set_column(i, False),
+            "undo": ed.undo, "redo": ed.redo, "reset": ed.reset, "rectify": lambda: ed.rectify(ctx)}[what]()
+    ss.editor_msgs = []
+    ss.editor_note = (ed.hash, list(msgs))
 
 
 def _edit(msgs: list[Message], where: str = "editor") -> None:

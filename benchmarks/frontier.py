@@ -30,6 +30,7 @@ import pandas as pd
 from blockmask.api import Workbench
 from blockmask.candidates import Candidate
 from blockmask.errors import BlockmaskError
+from blockmask.frontiercompute import peer_row
 from blockmask.frontierfile import build, peer_points
 from blockmask.io import atomic_write_text
 from blockmask.mask import MaskFile
@@ -140,17 +141,8 @@ def main(argv=None) -> int:
         rows.append(schedule_row(pl.plan(b), b, out, stem, ref, pl, test))
     plan_s = time.perf_counter() - t0
     plans = list(rows)
-    for c in peers:
-        r = {"kind": "peer " + c.family, "name": c.name, "family": c.family, "steps": c.steps,
-             "macs_ratio": pl.macs_ratio(c.steps, c.mask),
-             "valid_psnr": float("nan") if args.plans else psnr_db(pl.scorer.errors(pl.valid, c)),
-             "test_psnr": psnr_db(pl.scorer.errors(test, c))}
-        # fewer steps: matched (PSNR >=) at <= 1.02x its MACs; rules: beaten by >= 0.5 dB at <= its MACs
-        slack, margin = (1.02, 0.0) if c.family == "fewer-steps" else (1.0, 0.5)
-        win = [p for p in plans
-               if p["macs_ratio"] <= slack * r["macs_ratio"] + 1e-12 and p["test_psnr"] >= r["test_psnr"] + margin]
-        r["met_by"] = win[0]["name"] if win else ""
-        rows.append(r)
+    for c in peers:  # matched / beaten as in the apps' quick frontiers (blockmask.frontiercompute)
+        rows.append(peer_row(pl, c, test, plans, valid=not args.plans))
     pl.close()
     df = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))

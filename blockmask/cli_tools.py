@@ -24,6 +24,7 @@ def cmd_app(args) -> None:
         # the server enforces the upload limit too (Streamlit's own default is 200 MB)
         cmd = [sys.executable, "-m", "streamlit", "run", str(d / "main.py"), "--server.headless",
                "true" if args.headless else "false", "--server.maxUploadSize", str(max(1, MAX_UPLOAD_BYTES // 1_000_000)),
+               "--runner.postScriptGC", "false",  # as .streamlit/config.toml: no 0.3 s full GC after each run
                *(["--server.port", str(args.port)] if args.port else [])]
     else:
         cmd = [sys.executable, str(d / "gradio_demo.py")]

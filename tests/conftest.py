@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ.setdefault("TQDM_DISABLE", "1")
+# frontiers the apps compute (blockmask.viz.frontier.compute) go to a folder of this run, never the user's cache
+os.environ.setdefault("BLOCKMASK_FRONTIER_CACHE", tempfile.mkdtemp(prefix="bm-frontier-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs"

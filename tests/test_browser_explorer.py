@@ -1,5 +1,5 @@
 """Issue 28's "Done when" for the explorer, in a real Chromium, both apps: clicking a frontier point
-(Streamlit: on the plot; Gradio: the point selector, as gr.Plot has no click event) loads that schedule
+(on the plot in both apps; Gradio also through the point selector) loads that schedule
 (K and mask) into the grid; the live point moves after a cell toggle; the race shows five columns with
 numbers; the export downloads a PNG and the HTML report. Tiny random-init U-Net, synthetic frontier."""
 
@@ -17,6 +17,7 @@ from test_browser import ART, ROOT, TINY, _free_port, _grid_geo, _server, browse
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 RULE_PLAN = "tiny-unet-006ref-b60p00-plan.json"  # DeepCache b0 N=3 at K=6
+PLAN3 = "tiny-unet-006ref-b50p00-plan.json"  # plain DDIM at 3 steps
 
 # the frontier plot (plotly's graph div): page coordinates of trace ``name``'s point with customdata ``cd``
 POINT_XY = """([sel, name, cd]) => {
@@ -129,6 +130,15 @@ def test_gradio_explorer_select_race_export(browser, fdir):  # noqa: F811
         page.wait_for_function("([s, n]) => [...document.querySelectorAll(s + ' .js-plotly-plot')].some(g => "
                                "g.data && g.data.some(t => t.name === n))", arg=[sel, "current mask"],
                                timeout=180_000)
+        # a click on the plot loads that point (the page's plotly_click: gr.Plot has no click event)
+        page.locator(sel).scroll_into_view_if_needed()
+        page.wait_for_timeout(800)  # the click handler is attached within 0.3 s of the plot being drawn
+        x, y, _ = page.evaluate(POINT_XY, [sel, "planner's frontier", PLAN3])
+        page.mouse.move(x, y)
+        page.mouse.click(x, y)
+        page.wait_for_function("() => document.querySelector('#readout').innerText.includes('K=3 ')",
+                               timeout=120_000)
+        assert "frontier point planner 50 %" in page.locator("#readout").inner_text()
         dd = page.locator("#fr-point input")
         dd.click()
         page.get_by_role("option", name="planner 60 %: DeepCache b0 N=3").click()

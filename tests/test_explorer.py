@@ -34,7 +34,7 @@ def test_find_names_and_missing(ctx, tmp_path, monkeypatch):
     assert frontier.model_name(ctx) == "tiny-unet"
     monkeypatch.setenv(frontier.ENV_DIR, str(tmp_path))
     assert frontier.find(ctx) is None  # nothing there, nothing shipped for a config model
-    assert "no shipped frontier" in frontier.NO_FRONTIER.lower() and "--dense" in frontier.NO_FRONTIER
+    assert "no frontier for this model yet" in frontier.NO_FRONTIER.lower() and "--dense" in frontier.NO_FRONTIER
     (tmp_path / "tiny-unet-006ref.json").write_text("{")
     with pytest.raises(BlockmaskError, match="malformed"):
         frontier.find(ctx)

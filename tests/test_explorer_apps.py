@@ -42,6 +42,7 @@ def _env(monkeypatch, fdir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("BLOCKMASK_APP_MODEL", TINY)
     monkeypatch.setenv("BLOCKMASK_FRONTIER_DIR", str(fdir))
+    monkeypatch.setenv("BLOCKMASK_FRONTIER_CACHE", str(fdir / "computed"))  # never the user's cache
     monkeypatch.delenv("BLOCKMASK_APP_ALLOW", raising=False)
     warnings.simplefilter("ignore")
 
@@ -124,7 +125,7 @@ def test_streamlit_race_five_lanes_and_report_button():
 def test_streamlit_no_frontier_one_info_line(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKMASK_FRONTIER_DIR", str(tmp_path))
     at = _st()
-    assert any("No shipped frontier for this model" in i.value for i in at.info)
+    assert any("No frontier for this model yet" in i.value for i in at.info)
     assert not any(s.key == "fr_point" for s in at.selectbox)
     mask0 = at.session_state["editor"].mask.copy()
     at.session_state["frontier_pick"] = PLAN3
@@ -150,6 +151,20 @@ def test_gradio_point_loads_k_and_mask(s):
     out = gx.load_point(ns, "DeepCache b1 N=3", 0.5)
     ns2 = out[0]
     assert ns2.editor.steps == 6 and not ns2.editor.mask.all() and ns2.editor.undo_stack
+
+
+def test_gradio_plot_click_loads_the_point(s):
+    """A click on the plot (the page's plotly_click sends the point's customdata) loads it like Load point."""
+    import json
+
+    out = gx.click_point(s, json.dumps({"point": PLAN_RULE, "at": 1}), 0.5)
+    assert out[0].editor.steps == 6 and not out[0].editor.mask.all() and "planner 60 %" in out[2]
+    mask0 = s.editor.mask.copy()
+    for bad, match in [("{nope", "cannot read"), (json.dumps({"x": 1}), "cannot read"),
+                       (json.dumps({"point": FOREIGN}), "no point")]:
+        with pytest.raises(gr.Error, match=match):
+            gx.click_point(s, bad, 0.5)
+    assert (s.editor.mask == mask0).all()
 
 
 def test_gradio_live_point_moves_after_toggle(s):
@@ -192,7 +207,7 @@ def test_gradio_race_and_exports(s):
 def test_gradio_no_frontier(monkeypatch, tmp_path, s):
     monkeypatch.setenv("BLOCKMASK_FRONTIER_DIR", str(tmp_path))
     md, plot, dd, bmd = gx.frontier_view(s, 0.5)
-    assert md.startswith("No shipped frontier for this model") and plot["visible"] is False
+    assert md.startswith("No frontier for this model yet") and plot["visible"] is False
     with pytest.raises(gr.Error, match="no frontier"):
         gx.load_point(s, PLAN3, 0.5)
     rc = gx.run_race(s, 0.5, 0, 1, progress=NOOP)[0].race  # the race still runs its three lanes

@@ -185,6 +185,7 @@ def test_download_folder_is_bounded(s, monkeypatch):
     monkeypatch.setattr(h, "MAX_DOWNLOADS", 3)
     for i in range(1, 6):
         ge.toggle_cell(s, i, 1)
+        h.after_edit(s)  # the app writes the download after the grid and readout (app/gradio_demo.py)
     assert len(list(Path(h._DOWNLOADS.name).iterdir())) <= 3
 
 
@@ -267,6 +268,10 @@ def test_launch_and_drive_with_client():
         labels = [r["label"] for e in api.values() for r in e["returns"]]
         assert not any(str(x).startswith("value_") for x in labels)  # every output is named
         assert [p["parameter_name"] for p in api["/toggle"]["parameters"]] == ["k", "i"]
+        # a grid edit also answers with the frontier plot: its budget and point come last, optional
+        params = api["/grid_edit"]["parameters"]
+        assert [p["parameter_name"] for p in params][-2:] == ["budget", "point"]
+        assert all(p["parameter_has_default"] for p in params[-2:])
         before = c.predict(1, 1, api_name="/toggle")[1]
         after = c.predict(1, 1, api_name="/toggle")[1]  # toggled back: the session state persists
         assert "computed cells 279/280" in before and "computed cells 280/280" in after

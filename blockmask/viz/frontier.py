@@ -6,7 +6,8 @@ times, and timing ~50 points per model is not cheap; the race (:mod:`.race`) mea
 five schedules it runs. Fidelity is PSNR against the plain run on the file's held-out test seeds.
 
 Where the file comes from: ``$BLOCKMASK_FRONTIER_DIR`` (folders, ``os.pathsep``-separated; for tests and
-operators) first, then the shipped ``assets/frontier/MODEL-050ref.json`` (:meth:`Frontier.for_model`).
+operators) first, then the shipped ``assets/frontier/MODEL-050ref.json`` (:meth:`Frontier.for_model`), then
+the quick frontiers the apps computed (:func:`compute`, kept in :func:`cache_dir`).
 Every function here is UI-free; mistakes raise :class:`BlockmaskError` with one line.
 """
 
@@ -27,13 +28,17 @@ from ..frontierfile import Frontier
 from .context import ModelContext
 
 ENV_DIR = "BLOCKMASK_FRONTIER_DIR"
-NO_FRONTIER = ("No shipped frontier for this model; run `python benchmarks/frontier.py MODEL --dense` "
-               f"(then point ${ENV_DIR} at its output folder).")
+ENV_CACHE = "BLOCKMASK_FRONTIER_CACHE"  # where computed frontiers are kept (default ~/.cache/blockmask/frontier)
+NO_FRONTIER = ("No frontier for this model yet: compute a quick one here (a short reference run, a few held-out "
+               "samples; seconds to minutes on a CPU), or run `python benchmarks/frontier.py MODEL --dense` for the "
+               f"full one (then point ${ENV_DIR} at its output folder).")
+QUICK = dict(max_ref=20, min_ref=4, samples=4, max_budgets=8)  # the in-app frontier's sizes
 COST_NOTE = ("Cost is MACs (fraction of the plain run's): the frontier file records no wall times; the race "
              "below measures seconds for the five schedules it runs.")
 SHIPPED = "shipped:"  # point names of shipped mask files (``shipped:FILE.json``)
 RULE_COLOURS = {"DeepCache b0": "#2ca02c", "DeepCache b1": "#98df8a", "FORA": "#9467bd", "blocks": "#c5b0d5"}
 _CACHE: dict = {}
+_MEMO: dict = {}  # (what, id(frontier), extra) → (frontier, value): see _memo
 
 
 def model_name(ctx: ModelContext) -> str:
@@ -63,6 +68,7 @@ def find(ctx: ModelContext) -> Frontier | None:
         from ..resources import assets_dir
 
         paths = [assets_dir() / "frontier" / f"{name}-050ref.json"]
+    paths += sorted(cache_dir().glob(f"{name}-*ref-frontier.json"))
     for p in paths:
         if p.is_file():
             key = (str(p), p.stat().st_mtime_ns)
@@ -72,6 +78,41 @@ def find(ctx: ModelContext) -> Frontier | None:
                     _CACHE.pop(next(iter(_CACHE)))
             return _CACHE[key]
     return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "blockmask" / "frontier").expanduser()
+
+
+def quick_ref(steps: int) -> int:
+    """The reference step count of an in-app frontier: the editor's K, within QUICK's bounds."""
+    return max(QUICK["min_ref"], min(QUICK["max_ref"], int(steps)))
+
+
+def compute(ctx: ModelContext, steps: int, progress=None) -> Frontier:
+    """Compute a quick frontier for ``ctx``'s model (:func:`blockmask.frontiercompute.compute` at QUICK's
+    sizes, reference K from :func:`quick_ref`), keep it in :func:`cache_dir` and return it. A model that
+    already has a frontier is refused (one line): its file is the better one."""
+    from ..frontiercompute import cache_path
+    from ..frontiercompute import compute as run
+
+    if find(ctx) is not None:
+        raise BlockmaskError(f"{model_name(ctx)} already has a frontier; nothing computed")
+    name = model_name(ctx)
+    with ctx.lock:  # the model's hooks are not shared: one run on it at a time (as Generate and the race)
+        fr = run(ctx.wb, name, ref_steps=quick_ref(steps), samples=QUICK["samples"],
+                 max_budgets=QUICK["max_budgets"], progress=progress,
+                 meta={"spec": ctx.spec, "computed_by": "the app (quick)"})
+    try:
+        fr.save(cache_path(_mkdir(cache_dir()), name, fr.ref_steps))
+    except OSError as e:
+        raise BlockmaskError(f"computed, but cannot keep it in {cache_dir()}: {e.strerror or e}") from None
+    return fr
+
+
+def _mkdir(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def check(fr: Frontier, ctx: ModelContext) -> None:
@@ -89,8 +130,24 @@ def point_label(row) -> str:
     return str(row["name"])
 
 
+def _memo(kind: str, fr: Frontier, extra, make):
+    """``make()`` once per frontier object (and ``extra``): the apps redraw after every edit, the point
+    list and the table stay the same (issue 28: frontier plot after an edit < 500 ms)."""
+    key = (kind, id(fr), extra)
+    hit = _MEMO.get(key)
+    if hit is None or hit[0] is not fr:
+        hit = _MEMO[key] = (fr, make())
+        while len(_MEMO) > 64:
+            _MEMO.pop(next(iter(_MEMO)))
+    return hit[1]
+
+
 def choices(fr: Frontier, ctx: ModelContext | None = None) -> list[tuple[str, str]]:
     """(label, point name) of every loadable point: plans by budget, then fewer steps, rules, shipped."""
+    return list(_memo("choices", fr, None if ctx is None else ctx.key, lambda: _choices(fr, ctx)))
+
+
+def _choices(fr: Frontier, ctx: ModelContext | None) -> list[tuple[str, str]]:
     out = [(point_label(r), r["name"]) for _, r in fr.plans.iterrows()]
     out += [(f"{r['name']} (plain)" if r["kind"] == "peer fewer-steps" else r["name"], r["name"])
             for _, r in fr.peers.iterrows()]
@@ -198,6 +255,10 @@ def budget_md(fr: Frontier, budget: float) -> tuple[str, str]:
 
 def table(fr: Frontier) -> pd.DataFrame:
     """Every point, formatted as people read it (for st.dataframe / gr.Dataframe)."""
+    return _memo("table", fr, None, lambda: _table(fr)).copy()
+
+
+def _table(fr: Frontier) -> pd.DataFrame:
     p = fr.points
     return pd.DataFrame({
         "point": [point_label(r) for _, r in p.iterrows()], "kind": p.kind, "family": p.family,
@@ -264,7 +325,9 @@ def figure(fr: Frontier, ctx: ModelContext | None = None, live: Live | None = No
                                            "<extra></extra>"))
     fig.update_layout(
         height=460, margin=dict(l=60, r=20, t=40, b=50), clickmode="event+select", dragmode=False,
-        title=dict(text=f"{fr.model}: quality against cost (plain DDIM {fr.ref_steps} steps = 100 %)", x=0),
+        title=dict(text=f"{fr.model}: quality against cost (plain DDIM {fr.ref_steps} steps = 100 %)"
+                   + (f" · quick frontier, {fr.meta.get('test_samples')} test samples" if fr.meta.get("quick") else ""),
+                   x=0),
         xaxis=dict(title=f"MACs, fraction of the plain {fr.ref_steps}-step run", tickformat=".0%"),
         yaxis=dict(title="PSNR vs plain (dB), held-out test seeds"),
         legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
