@@ -78,11 +78,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fewer-steps-every", type=int, default=1, metavar="N",
+                    help="time every N-th plain fewer-steps schedule only (all masked ones are timed)")
     args = ap.parse_args(argv)
     folder = Path(args.frontier)
     try:
-        if args.rounds < 1 or args.batch < 1 or args.threads < 1:
-            raise BlockmaskError("--rounds, --batch and --threads must be at least 1")
+        if min(args.rounds, args.batch, args.threads, args.fewer_steps_every) < 1:
+            raise BlockmaskError("--rounds, --batch, --threads and --fewer-steps-every must be at least 1")
         if not (folder / "results.csv").is_file():
             raise BlockmaskError(f"{folder}/results.csv not found: run benchmarks/frontier.py --dense -o {folder}")
         wb = Workbench.load(args.model)
@@ -113,7 +115,11 @@ def main(argv=None) -> int:
                          "deepcache_over_schedule": r["median"], "ratio_min": r["min"], "ratio_max": r["max"],
                          "rounds": r["rounds"], "batch": args.batch, "threads": args.threads})
             print(rows[-1], flush=True)
-    for p in plans.values():
+    fewer = [k for k in plans if k[1] is None]
+    keep = set(fewer[::args.fewer_steps_every])
+    for key, p in plans.items():
+        if key[1] is None and key not in keep:
+            continue
         res = p["result"]
         name = res["name"]
         r = ratio(plain, p["row"], rounds=args.rounds, batch=args.batch)
