@@ -42,8 +42,10 @@ def planned_row(path: Path, pl: Planner, test: Group) -> dict:
     """A results row for a schedule planned earlier (its mask file), judged on the test seeds."""
     mf = MaskFile.load(path)
     meta, v = mf.meta["plan"], mf.meta["plan"]["validation"]
-    c = Candidate(path.name, mf.meta["family"], mf.mask.shape[0], None if mf.mask.all() else mf.mask, 0.0)
+    c = Candidate(path.name, mf.meta["family"], mf.mask.shape[0], None if mf.mask.all() else mf.mask, 0.0,
+                  {"reuse": mf.reuse})
     return {"kind": "plan", "name": path.name, "family": c.family, "provenance": meta["provenance"]["name"],
+            "reuse": mf.reuse,
             "budget": meta["budget"]["value"], "steps": c.steps, "macs_ratio": pl.macs_ratio(c.steps, c.mask),
             "valid_psnr": v["psnr"], "test_psnr": psnr_db(pl.scorer.errors(test, c)),
             "calib_psnr": meta["calibration"]["psnr"], "gain_over_fewer_steps_db": v["gain_over_fewer_steps_db"],
@@ -58,8 +60,9 @@ def schedule_row(s, b: float, out: Path, stem: str, ref: int, pl: Planner, test:
     s.to_mask_file(path)
     print(f"{path.name}: {s.provenance['name']} ({s.family}), MACs {s.macs_ratio:.3f}, validation "
           f"{s.validation['psnr']:.2f} dB, {s.plan_seconds:.0f}s", flush=True)
-    held_out = Candidate(path.name, s.family, s.steps, None if s.mask.all() else s.mask, s.cost)
+    held_out = Candidate(path.name, s.family, s.steps, None if s.mask.all() else s.mask, s.cost, {"reuse": s.reuse})
     return {"kind": "plan", "name": path.name, "family": s.family, "provenance": s.provenance["name"],
+            "reuse": s.reuse,
             "budget": b, "steps": s.steps, "macs_ratio": s.macs_ratio, "valid_psnr": s.validation["psnr"],
             "test_psnr": psnr_db(pl.scorer.errors(test, held_out)), "calib_psnr": s.calibration["psnr"],
             "gain_over_fewer_steps_db": s.validation["gain_over_fewer_steps_db"],

@@ -223,8 +223,9 @@ class Workbench:
                             f"current scheduler is {self.scheduler_name}")
         return mf, warnings
 
-    def rectify(self, mask: np.ndarray) -> Rectified:
-        return rectify(validate_mask(mask, units=len(self.units)), self.graph)
+    def rectify(self, mask: np.ndarray, *, reuse: str = "hold") -> Rectified:
+        """Dead work removed (METHOD.md §4) under ``reuse`` ("hold" or "forecast", :mod:`blockmask.forecast`)."""
+        return rectify(validate_mask(mask, units=len(self.units)), self.graph, reuse)
 
     def plan(self, budget: float, *, unit: str = "macs", ref_steps: int = 50, **options):
         """The best schedule (step count, scheduler, mask) for ``budget``: a fraction of the plain
@@ -261,8 +262,9 @@ class Workbench:
 
     def generate(self, mask: np.ndarray | None, *, steps: int | None = None, seed: int = 0, num_images: int = 1,
                  condition: Condition | None = None, callback: Callable[[int, int], None] | None = None,
-                 progress: bool = False, mode: str = "eager") -> torch.Tensor:
-        """Final latents for ``num_images`` samples (mask=None: the plain model)."""
+                 progress: bool = False, mode: str = "eager", reuse: str = "hold") -> torch.Tensor:
+        """Final latents for ``num_images`` samples (mask=None: the plain model). ``reuse``: what a
+        reused unit returns, its last value ("hold") or a forecast (:mod:`blockmask.forecast`)."""
         num_images = check_int("number of images", num_images, low=1, high=MAX_BATCH)
         seed = check_int("seed", seed, low=0, high=2**63 - 1)
         if mode not in MODES:
@@ -279,7 +281,7 @@ class Workbench:
         if mask is not None and mask.shape[0] != k:
             raise MaskError(f"mask has {mask.shape[0]} steps (rows), sampling uses {k}")
         lat = sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
-                     condition=condition, callback=callback, progress=progress, mode=mode)
+                     condition=condition, callback=callback, progress=progress, mode=mode, reuse=reuse)
         check_finite_tensors([("final latents", lat)], "sampling")  # finite in, finite out
         return lat
 
@@ -293,7 +295,7 @@ class Workbench:
 
     def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
               condition: Condition | None = None, progress: Callable[[str], None] | None = None,
-              mode: str = "eager") -> dict:
+              mode: str = "eager", reuse: str = "hold") -> dict:
         """Unmasked vs masked wall time of a full sampling run, same batch, same process, after
         warm-up; runs alternate and the medians are compared."""
         repeats = check_int("repeats", repeats, low=1, high=10_000)
@@ -306,7 +308,7 @@ class Workbench:
         def run(m):
             sync()
             t0 = time.perf_counter()
-            self.generate(m, steps=steps, seed=seed, num_images=batch, condition=condition, mode=mode)
+            self.generate(m, steps=steps, seed=seed, num_images=batch, condition=condition, mode=mode, reuse=reuse)
             sync()
             return time.perf_counter() - t0
 
@@ -324,7 +326,7 @@ class Workbench:
         speedup = tp / tm
         mac_speedup = 1.0 / ratio
         return {"device": str(self.device), "device_name": device_name(self.device), "batch": batch, "steps": steps,
-                "mode": mode,
+                "mode": mode, "reuse": reuse,
                 "repeats": repeats, "plain_s": tp, "masked_s": tm, "speedup": speedup, "macs_ratio": ratio,
                 "mac_speedup": mac_speedup, "efficiency": speedup / mac_speedup,
                 "plain_all_s": plain, "masked_all_s": masked, **bench_reliability(plain, masked, mac_speedup)}

@@ -8,13 +8,23 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 
 class UnitState(BaseState):
-    """One unit's cache in one CFG branch: its last computed output (or residual, for blocks)."""
+    """One unit's cache in one CFG branch: its last computed output (or residual, for blocks), and
+    for a forecast (``reuse="forecast"``) the one computed before it, with the steps of both."""
 
     def __init__(self):
-        self.cache: Any = None
+        self.reset()
 
     def reset(self, *args, **kwargs) -> None:
-        self.cache = None
+        self.cache: Any = None
+        self.prev: Any = None  # forecast only: the value computed before ``cache``
+        self.k_last: int | None = None  # the step ``cache`` was computed at (forecast only)
+        self.k_prev: int | None = None  # the step ``prev`` was computed at (forecast only)
+
+    def snapshot(self) -> tuple:
+        return (self.cache, self.prev, self.k_last, self.k_prev)
+
+    def restore(self, snap) -> None:
+        self.cache, self.prev, self.k_last, self.k_prev = snap
 
 
 class BranchStates(StateManager):
@@ -39,3 +49,7 @@ class BranchStates(StateManager):
     def peek(self, key):
         st = self._state_cache.get(key)
         return None if st is None else st.cache
+
+    def snapshot(self, key) -> tuple:
+        st = self._state_cache.get(key)
+        return (None, None, None, None) if st is None else st.snapshot()

@@ -47,8 +47,13 @@ class Candidate:
         return FAMILIES.index(self.family)
 
     @property
+    def reuse(self) -> str:
+        """What its reused units return: "hold" (the last value) or "forecast" (:mod:`blockmask.forecast`)."""
+        return self.params.get("reuse", "hold")
+
+    @property
     def key(self) -> tuple:
-        return (self.steps, None if self.mask is None else np.asarray(self.mask, bool).tobytes())
+        return (self.steps, None if self.mask is None else np.asarray(self.mask, bool).tobytes(), self.reuse)
 
 
 def unique(pool: list[Candidate]) -> list[Candidate]:
@@ -136,6 +141,16 @@ def rule_candidates(wb, cost: Cost, cap: float, ref_steps: int, *, neighbours: i
             out.append(Candidate(f"{name} K={kk}", "rule", kk, masks[kk], cost(kk, masks[kk]),
                                  {**params, "steps": kk}))
     return out
+
+
+def forecast_variant(wb, c: Candidate, cost: Cost) -> Candidate | None:
+    """``c`` with its reused units forecast from their last two values instead of held
+    (:mod:`blockmask.forecast`): the same mask, rectified under forecast, so the same or a few more
+    MACs; None for a plain fewer-steps candidate or one that already forecasts."""
+    if c.mask is None or c.reuse == "forecast":
+        return None
+    m = wb.rectify(c.mask, reuse="forecast").mask
+    return Candidate(f"{c.name} + forecast", c.family, c.steps, m, cost(c.steps, m), {**c.params, "reuse": "forecast"})
 
 
 def fit_scores(wb, scores: np.ndarray, cost: Cost, cap: float) -> np.ndarray | None:

@@ -86,7 +86,7 @@ def cmd_rectify(args) -> None:
     check_output_file(args.output)
     wb = workbench(args)
     mf = load_mask(wb, args.mask)
-    r = wb.rectify(mf.mask)
+    r = wb.rectify(mf.mask, reuse=mf.reuse)
     saved = wb.macs.total(mf.mask) - wb.macs.total(r.mask)  # per model call (Heun: two per step)
     out = mf.with_mask(r.mask, rectified={"cells_removed": r.cells_removed, "macs_saved": saved,
                                            "raw_mask": mf.mask.astype(int).tolist()})
@@ -106,10 +106,10 @@ def cmd_sample(args) -> None:
     out = check_output_folder(args.output)
     check_ints(args, num_images=(1, 4096))
     wb = workbench(args)
-    mask = load_mask(wb, args.mask, args.steps).mask if args.mask else None
+    mf = load_mask(wb, args.mask, args.steps) if args.mask else None
     cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=guidance_of(args, wb))
-    lat = wb.generate(mask, steps=args.steps, seed=args.seed, num_images=args.num_images, condition=cond, progress=True,
-                      mode=args.mode)
+    lat = wb.generate(None if mf is None else mf.mask, steps=args.steps, seed=args.seed, num_images=args.num_images,
+                      condition=cond, progress=True, mode=args.mode, reuse="hold" if mf is None else mf.reuse)
     imgs = wb.images(lat)
     out.mkdir(exist_ok=True)
     atomic_write_all([(out / "samples.npy", lambda tmp: _save_npy(tmp, imgs.numpy().astype(np.float32)), True),
@@ -129,6 +129,7 @@ def cmd_bench(args) -> None:
     mf = load_mask(wb, args.mask, args.steps)
     cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=guidance_of(args, wb))
     r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
+                 reuse=mf.reuse,
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
         " (rerun on a quiet machine, with more --repeats)"

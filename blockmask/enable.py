@@ -35,6 +35,7 @@ import torch
 from .errors import BlockmaskError, OptionError
 from .budget import Budget, check_budget
 from .execution import MaskedExecution
+from .forecast import check_reuse
 from .mask import MaskFile, load_mask_source, validate_mask
 from .pipesteps import PipelineSteps
 from .presets import (DEFAULTS, PRESET_HELP, PRESETS, FixedMask, Preset, plain_copy,  # noqa: F401  (re-exported)
@@ -118,7 +119,7 @@ def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
 
 
 def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | None = None, mode: str | None = None,
-           check_fingerprint: bool | None = None, scheduler=None, **params):
+           check_fingerprint: bool | None = None, scheduler=None, reuse: str | None = None, **params):
     """Mask every denoiser of ``pipe`` with ``spec`` until :func:`disable`; returns ``pipe``.
 
     budget: instead of ``spec``, a fraction B in (0, 1] of the plain denoiser's MACs (also the spec
@@ -126,8 +127,8 @@ def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | Non
     count that keeps the most compute within B (:mod:`blockmask.budget` states the rule), chosen from
     the MACs counted at the pipeline's first call.
     params: a preset's parameters by name (``interval=``, ``branch=``, ``every=``).
-    resample / mode / check_fingerprint / scheduler: as in :class:`BlockMaskConfig` (given here, they
-    override a config's).
+    resample / mode / check_fingerprint / scheduler / reuse: as in :class:`BlockMaskConfig` (given here,
+    they override a config's; ``reuse`` otherwise comes from a mask file's ``meta.reuse``).
     """
     if getattr(pipe, STATE, None) is not None:
         raise BlockmaskError("blockmask is already enabled on this pipeline; call blockmask.disable(pipe) first")
@@ -144,6 +145,7 @@ def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | Non
     config = config or BlockMaskConfig()
     resample = config.resample if resample is None else bool(resample)
     mode = config.mode if mode is None else mode
+    reuse = reuse if reuse is not None else config.reuse
     strict = config.check_fingerprint if check_fingerprint is None else bool(check_fingerprint)
     sched = scheduler if scheduler is not None else (config.scheduler if config.scheduler is not None
                                                      else getattr(pipe, "scheduler", None))
@@ -153,6 +155,9 @@ def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | Non
     for attr, model in models:
         if model.__dict__.get("_blockmask_applied") is not None:
             raise BlockmaskError(f"pipe.{attr} already has a blockmask mask applied (blockmask.apply / apply_block_mask)")
+    if reuse is None and isinstance(source, (str, Path, MaskFile)) and not isinstance(source, Preset):
+        reuse = (source if isinstance(source, MaskFile) else load_mask_source(source)).reuse
+    reuse = check_reuse(reuse or "hold")
     sources = [_source_for(model, source, resample, strict) for _, model in models]  # all checks before any hook
     state = Enabled(str(sources[0]), [])
 
@@ -162,7 +167,7 @@ def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | Non
     setattr(pipe, STATE, state)
     try:
         for (attr, model), src in zip(models, sources):
-            ex = MaskedExecution(model, None, mode=mode)
+            ex = MaskedExecution(model, None, mode=mode, reuse=reuse)
             steps = PipelineSteps(ex, sched, src, undo)
             ex.__enter__()
             handle = BlockMask(ex, steps)

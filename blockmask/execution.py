@@ -10,6 +10,9 @@ keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all 
 * ``M[k, i] = 0``: return the cached output of the last step where the unit ran;
 * soft gate ``m_i`` (training, Eq. 4): return ``m_i * fresh + (1 - m_i) * cache``.
 
+``reuse="forecast"`` returns a first-order forecast from the unit's last two computed values
+instead of the last one (:mod:`blockmask.forecast`); ``"hold"`` (the default) is Eq. 3.
+
 A *residual* unit (a whole transformer block, :attr:`blockmask.units.Unit.residual`) caches its
 residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per
 token stream for blocks that return ``(encoder_hidden_states, hidden_states)`` tuples
@@ -35,7 +38,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import MaskError
+from .errors import MaskError, OptionError
+from .forecast import check_reuse, predict, record
 from .mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 
@@ -83,10 +87,15 @@ class UnitHook(ModelHook):
             out = self.body(module)(*args, **kwargs)
             if not ex.bypass and (not ex.static or ex.store_mask[ex.step, i]):
                 st = self.states.get_state()
-                st.cache = ex.store(st.cache, self.streams.residual(out, x) if self.residual else out)
+                value = self.streams.residual(out, x) if self.residual else out
+                if ex.forecast:
+                    record(st, ex.store(None, value), ex.step)
+                else:
+                    st.cache = ex.store(st.cache, value)
             self.tally(True)
             return out
-        cache = self.states.get_state().cache
+        st = self.states.get_state()
+        cache = predict(st, ex.step) if ex.forecast and st.cache is not None else st.cache
         if cache is None:
             raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
         if self.residual:
@@ -145,9 +154,15 @@ class MaskedExecution(contextlib.AbstractContextManager):
     """
 
     def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, clone_cache: bool = False,
-                 mode: str = "eager", replay_factory: Callable[[], Any] | None = None, max_graphs: int = 128):
+                 mode: str = "eager", replay_factory: Callable[[], Any] | None = None, max_graphs: int = 128,
+                 reuse: str = "hold"):
         self.model = model
         self.mode = resolve_mode(mode, next(model.parameters()).device, replay_factory=replay_factory)
+        self.reuse = check_reuse(reuse)
+        self.forecast = reuse == "forecast"  # reused units forecast from their last two values
+        if self.forecast and self.mode == "rowgraph":
+            raise OptionError("reuse='forecast' cannot run in rowgraph mode (its caches are single static buffers); "
+                              "use eager, compiled or graph")
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self._residual = [u.residual for u in self.units]
@@ -356,8 +371,15 @@ class MaskedExecution(contextlib.AbstractContextManager):
             self.soft = None
 
     def caches_state(self, branch: Any = 0) -> list[Any]:
+        """Every unit's cache in ``branch`` (with ``reuse="forecast"``: (cache, prev, steps) tuples), to
+        resume a run from a step (:mod:`blockmask.refine`)."""
+        if self.forecast:
+            return [h.states.snapshot(branch) for h in self.hooks]
         return [h.states.peek(branch) for h in self.hooks]
 
     def load_caches_state(self, caches: list[Any], branch: Any = 0) -> None:
         for h, c in zip(self.hooks, caches):
-            h.states.get_state(branch).cache = c
+            if self.forecast:
+                h.states.get_state(branch).restore(c)
+            else:
+                h.states.get_state(branch).cache = c

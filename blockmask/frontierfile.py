@@ -35,7 +35,7 @@ from .mask import MaskFile
 FORMAT = "blockmask-frontier/1"
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
 RULE_PEERS_DIT = [("fora", {"interval": n}) for n in (2, 3)] + [("blocks", {"interval": n}) for n in (2, 3)]
-COLUMNS = ["kind", "name", "family", "provenance", "budget", "steps", "macs_ratio", "valid_psnr", "test_psnr",
+COLUMNS = ["kind", "name", "family", "provenance", "reuse", "budget", "steps", "macs_ratio", "valid_psnr", "test_psnr",
            "met_by"]
 
 
@@ -85,6 +85,15 @@ class Frontier:
         k = int(row.iloc[0].steps)
         m = self.masks.get(name)
         return k, np.ones((k, len(self.units)), bool) if m is None else m.copy()
+
+    def reuse(self, name: str) -> str:
+        """What the point's reused units return: "hold" (every peer; files older than the column) or
+        "forecast" (:mod:`blockmask.forecast`)."""
+        row = self.points[self.points.name == name]
+        if row.empty or "reuse" not in row:
+            return "hold"
+        v = row.iloc[0]["reuse"]
+        return v if v in ("hold", "forecast") else "hold"
 
     def at_budget(self, budget: float) -> pd.Series:
         """The planned schedule for ``budget``: the plan point with the largest budget ≤ it."""

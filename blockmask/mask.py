@@ -80,6 +80,14 @@ class MaskFile:
             raise MaskError(f"unit name {dup[:80]!r} appears twice in units")
         self.units = list(self.units)
         self.mask = validate_mask(self.mask, units=len(self.units))
+        if isinstance(self.meta, dict) and self.meta.get("reuse", "hold") not in ("hold", "forecast"):
+            raise MaskError(f"meta.reuse must be 'hold' or 'forecast', got {str(self.meta.get('reuse'))[:40]!r}")
+
+    @property
+    def reuse(self) -> str:
+        """What the mask's reused units return: "hold" (the last value, Eq. 3; files without the key)
+        or "forecast" (:mod:`blockmask.forecast`)."""
+        return self.meta.get("reuse", "hold") if isinstance(self.meta, dict) else "hold"
 
     @property
     def num_steps(self) -> int:

@@ -53,6 +53,7 @@ class Schedule:
     candidates: list[dict]
     plan_seconds: float
     work: dict = dataclasses.field(default_factory=dict)  # sampling runs and samples × steps this plan made
+    reuse: str = "hold"  # what reused units return: their last value or a forecast (blockmask.forecast)
     workbench: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -60,7 +61,7 @@ class Schedule:
         return self.provenance["family"]
 
     def to_json(self) -> dict:
-        return {"steps": self.steps, "scheduler": self.scheduler, "provenance": self.provenance,
+        return {"steps": self.steps, "scheduler": self.scheduler, "reuse": self.reuse, "provenance": self.provenance,
                 "budget": self.budget, "cost": self.cost, "macs_ratio_vs_ref": self.macs_ratio,
                 "calibration": self.calibration, "validation": self.validation, "candidates": self.candidates,
                 "plan_seconds": self.plan_seconds, "work": self.work}
@@ -70,7 +71,7 @@ class Schedule:
         figures); written atomically to ``path`` when given."""
         if self.workbench is None:
             raise BlockmaskError("this schedule has no workbench to describe its model")
-        mf = self.workbench.mask_file(self.mask, {"family": self.family, "plan": self.to_json()})
+        mf = self.workbench.mask_file(self.mask, {"family": self.family, "reuse": self.reuse, "plan": self.to_json()})
         if path is not None:
             mf.save(path)
         return mf
@@ -84,7 +85,7 @@ class Planner:
                  recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 6, train_batch: int = 2,
                  refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 4, neighbours: int = 1,
                  validate_top: int = 2, resamples: int = 1000, latency_batch: int = 1, latency=None,
-                 progress: bool = True):
+                 forecast: bool = True, progress: bool = True):
         if not isinstance(unit, str) or unit not in UNITS:
             raise OptionError(f"unknown budget unit {unit!r}; choose from {', '.join(UNITS)}")
         self.ref_steps = check_int("reference steps", ref_steps, low=2, high=10_000)
@@ -105,6 +106,7 @@ class Planner:
         self.screen_keep, self.neighbours = screen_keep, neighbours
         self.validate_top, self.resamples = validate_top, resamples
         self.progress = progress
+        self.forecast = bool(forecast)  # forecast variants of the masked candidates (blockmask.forecast)
         self.bar = None  # the progress bar: made by the first plan()
         self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance)
         self.profile = wb.macs
@@ -162,6 +164,8 @@ class Planner:
         self.stage(f"B={budget:g}: rules")
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
+        if self.forecast:  # every rule also with its reused units forecast (the same mask, rectified for it)
+            rules += self.forecasts(rules, cap)
         screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
         # the schedules chosen for smaller budgets fit this one too: a frontier never gets worse as B grows
         pool = [fewer, *screened, *(c for c in self._chosen if cd.fits(c.cost, cap))]
@@ -169,8 +173,9 @@ class Planner:
             low = max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours)
             for k in range(c.steps - 1, low, -1):
                 m = cd.rule_mask(self.wb, c.params, k)
-                pool.append(Candidate(f"{c.name.rsplit(' K=', 1)[0]} K={k}", "rule", k, m, self.cost(k, m),
-                                      {**c.params, "steps": k}))
+                hold = {key: v for key, v in c.params.items() if key != "reuse"}
+                n = Candidate(f"{c.name.rsplit(' K=', 1)[0]} K={k}", "rule", k, m, self.cost(k, m), {**hold, "steps": k})
+                pool.append(n if c.reuse == "hold" else cd.forecast_variant(self.wb, n, self.cost))
         pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         if self.learn:
@@ -181,7 +186,7 @@ class Planner:
                 lc = cd.learned_candidate(self.wb, k, self.cost, cap, recipe=recipe, iters=self.train_iters,
                                           batch=self.train_batch, guidance=self.scorer.guidance)
                 if lc is not None:
-                    pool.append(lc)
+                    pool.extend([lc, *self.forecasts([lc], cap)])
         pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
         starts = [c for c in pool if c.family != "fewer-steps"][: self.refine_top]
@@ -194,6 +199,11 @@ class Planner:
         pool.sort(key=lambda c: -self.calib_psnr(c))
         return pool, fewer
 
+    def forecasts(self, pool: list[Candidate], cap: float) -> list[Candidate]:
+        """The forecast variants (:func:`blockmask.candidates.forecast_variant`) that fit ``cap``."""
+        out = [cd.forecast_variant(self.wb, c, self.cost) for c in pool]
+        return [c for c in out if c is not None and cd.fits(c.cost, cap)]
+
     def refined(self, start: Candidate, cap: float) -> Candidate | None:
         """Local search from ``start`` on the first calibration chunk (:func:`blockmask.refine.refine`)."""
         from . import refine as rf
@@ -202,17 +212,19 @@ class Planner:
         seed, batch = self.calib.chunks[0]
         ref_lat = self.scorer.reference(seed, batch)[0]
         calib = rf.Calibration(self.wb.model, self.wb.scheduler(), steps=k, seed=seed, batch=batch,
-                               condition=self.scorer.condition(batch), reference=ref_lat, decode=self.wb.images)
+                               condition=self.scorer.condition(batch), reference=ref_lat, decode=self.wb.images,
+                               reuse=start.reuse)
         rows = [r for _, p in cd.rule_specs(self.wb) for r in cd.rule_mask(self.wb, p, max(k, 6))]
         rows += [np.ones(len(self.wb.units), bool), np.zeros(len(self.wb.units), bool), *start.mask]
-        cost = _StepCost(self, k)
+        cost = _StepCost(self, k, start.reuse)
         mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL),
                               normalize=cost.rectified, passes=1,
                               time_limit=self.refine_seconds)
         if not rep.accepted:
             return None
         return Candidate(f"refined from {start.name}", "refined", k, mask, self.cost(k, mask),
-                         {"refined_from": start.name, "start": start.params, "refine": rep.to_json()})
+                         {"refined_from": start.name, "start": start.params, "refine": rep.to_json(),
+                          **({"reuse": start.reuse} if start.reuse != "hold" else {})})
 
     def select(self, pool: list[Candidate], fewer: Candidate) -> tuple[Candidate, dict]:
         """Validate the best few; the simplest candidate that no richer one beats by more than the
@@ -282,6 +294,7 @@ class Planner:
                         calibration={"seeds": self.calib.seeds, "samples": self.calib.samples, "psnr": psnr_db(cal_err),
                                      "mse": float(cal_err.mean())},
                         validation=val, candidates=table, plan_seconds=time.perf_counter() - t0, workbench=self.wb,
+                        reuse=chosen.reuse,
                         work={"sampling_runs": self.scorer.runs - runs0,
                               "sample_steps": self.scorer.sample_steps - work0})
 
@@ -298,11 +311,11 @@ class Planner:
 class _StepCost:
     """:func:`blockmask.refine.refine`'s cost interface in the plan's unit at a fixed K."""
 
-    def __init__(self, planner: Planner, steps: int):
-        self.planner, self.steps = planner, steps
+    def __init__(self, planner: Planner, steps: int, reuse: str = "hold"):
+        self.planner, self.steps, self.reuse = planner, steps, reuse
 
     def rectified(self, mask):
-        return self.planner.wb.rectify(mask).mask
+        return self.planner.wb.rectify(mask, reuse=self.reuse).mask
 
     def __call__(self, mask) -> float:
         return self.planner.cost(self.steps, self.rectified(mask))

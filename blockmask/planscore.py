@@ -72,10 +72,11 @@ class Scorer:
         labels = None if n is None else [i % min(n, 10) for i in range(batch)]
         return Condition(class_labels=labels, guidance_scale=self.guidance)
 
-    def _images(self, steps, mask, seed, batch) -> tuple[torch.Tensor, np.ndarray]:
+    def _images(self, steps, mask, seed, batch, reuse: str = "hold") -> tuple[torch.Tensor, np.ndarray]:
         if self.bar is not None:
             self.bar.set_postfix_str(f"K={steps} seed {seed}", refresh=False)
-        lat = self.wb.generate(mask, steps=steps, seed=seed, num_images=batch, condition=self.condition(batch))
+        lat = self.wb.generate(mask, steps=steps, seed=seed, num_images=batch, condition=self.condition(batch),
+                               reuse=reuse)
         self.runs += 1
         self.sample_steps += batch * steps
         if self.bar is not None:
@@ -96,7 +97,7 @@ class Scorer:
                 if cand.mask is None and cand.steps == self.ref_steps:
                     self._err[key] = np.zeros(batch)
                 else:
-                    img = self._images(cand.steps, cand.mask, seed, batch)[1]
+                    img = self._images(cand.steps, cand.mask, seed, batch, cand.reuse)[1]
                     self._err[key] = ((img - ref) ** 2).reshape(batch, -1).mean(1)
             out.append(self._err[key])
         return np.concatenate(out)

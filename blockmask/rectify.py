@@ -12,6 +12,11 @@ a skipped enclosing unit are cleared (they never execute, :func:`blockmask.units
 then the liveness pass runs on what really executes.
 
 Pure function of (mask, graph): mask in, mask out. Samples with M' equal samples with M bit for bit.
+
+Under ``reuse="forecast"`` (:mod:`blockmask.forecast`) a reused cell reads the unit's last two
+computed values, so a computed value is also needed when a needed reuse lies between the next live
+computation of the unit and the one after it (``carry2`` below); rectify with the mode the mask
+runs under.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from .graph import ConsumerGraph
+from .forecast import check_reuse
 from .mask import validate_mask
 from .units import effective_mask
 
@@ -38,8 +44,9 @@ class Rectified:
         return float((self.removed * np.asarray(unit_macs)).sum())
 
 
-def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
-    """Remove every computed cell whose result nobody reads. Row 0 stays all ones."""
+def rectify(mask: np.ndarray, graph: ConsumerGraph, reuse: str = "hold") -> Rectified:
+    """Remove every computed cell whose result nobody reads (under ``reuse``). Row 0 stays all ones."""
+    forecast = check_reuse(reuse) == "forecast"
     m = validate_mask(mask, units=graph.num_units)
     if graph.parents:
         m_in, m = m, effective_mask(m, graph.parents)
@@ -52,6 +59,7 @@ def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
     rows = [sum(1 << int(i) for i in np.flatnonzero(r)) for r in m]
     live = np.zeros_like(m)
     carry = 0  # bit i: M[k+1, i] == 0 and needed(k+1, i)
+    carry2 = 0  # forecast: bit i: a needed reuse of i after its next live computation, before the one after
     for k in range(k_steps - 1, -1, -1):
         row = rows[k]
         live_bits = needed_bits = 0
@@ -61,7 +69,12 @@ def rectify(mask: np.ndarray, graph: ConsumerGraph) -> Rectified:
                 needed_bits |= bit
                 if row & bit:
                     live_bits |= bit
+            elif row & carry2 & bit:  # read later as a forecast's older value (not by the reuses before it)
+                needed_bits |= bit
+                live_bits |= bit
         live[k] = [(live_bits >> i) & 1 for i in range(n)]
+        if forecast:  # a live computation here: what the later reuses read as cache, earlier ones read as prev
+            carry2 = (carry2 & ~live_bits) | (carry & live_bits)
         carry = needed_bits & ~row
     live[0] = True  # row 0 is enforced (and always live in any model whose units reach the output)
     return Rectified(live, m_in & ~live)

@@ -52,12 +52,13 @@ class Calibration:
 
     def __init__(self, model, scheduler, *, steps: int, seed: int = 1000, batch: int = 8,
                  condition: Condition | None = None, reference: torch.Tensor | None = None,
-                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None, reuse: str = "hold"):
         """``reference``: final latents to compare with (default: the plain model at ``steps`` on the
         same seeds); :meth:`plain_final` gives them at another step count (``--steps auto``).
         ``decode``: latents → the images a user sees (e.g. ``Workbench.images``: clamped to [0, 1],
-        through the VAE for latent models); errors are measured on those, as PSNR is."""
-        self.model, self.steps = model, steps
+        through the VAE for latent models); errors are measured on those, as PSNR is. ``reuse``: what
+        the masks' reused units return (:mod:`blockmask.forecast`)."""
+        self.model, self.steps, self.reuse = model, steps, reuse
         self.adapter = adapter_for(model)
         self.condition = condition or Condition()
         self.guidance = self.condition.guidance_scale
@@ -93,7 +94,7 @@ class Calibration:
         out: list[_State] | None = [None] * self.steps if record else None
         if record and states is not None:
             out[:start] = states[:start]
-        ex = MaskedExecution(self.model, mask) if mask is not None else None
+        ex = MaskedExecution(self.model, mask, reuse=self.reuse) if mask is not None else None
         with ex if ex is not None else contextlib.nullcontext():
             if ex is not None and caches is not None:
                 ex.load_caches_state(caches)

@@ -126,12 +126,14 @@ def initial_noise(model, batch: int, generator: torch.Generator, scheduler) -> t
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
            seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
            callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None,
-           mode: str = "eager", on_latents: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+           mode: str = "eager", on_latents: Callable[[int, torch.Tensor], None] | None = None,
+           reuse: str = "hold") -> torch.Tensor:
     """Run the full sampling loop; returns the final latents (B, C, H, W).
 
     mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step;
     ``on_latents(k, x_k)`` with the latents after step k (B, C, H, W) (the apps' divergence plot).
-    ``mode``: eager | compiled | graph (see :mod:`blockmask.execution`).
+    ``mode``: eager | compiled | graph (see :mod:`blockmask.execution`); ``reuse``: hold | forecast
+    (:mod:`blockmask.forecast`; ignored with an ``execution`` given, which carries its own).
     The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
     """
     adapter = adapter_for(model)
@@ -148,7 +150,7 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     if mask is not None and mask.shape[0] != rows:
         raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {rows}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
-    ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode) if own else None)
+    ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode, reuse=reuse) if own else None)
     krow = call_rows(scheduler)  # the mask row of each model call (Heun: two calls per row)
     with ctx if own else contextlib.nullcontext():
         for c, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):

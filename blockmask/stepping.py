@@ -59,6 +59,8 @@ class BlockMaskConfig:
         ``fora`` / ``blocks`` (interval), ``uniform`` (every); ``None``: the preset's default.
     resample: a fixed-K mask may run at another K, its rows aligned on noise levels
         (:mod:`blockmask.resample`; :func:`blockmask.enable` only).
+    reuse: what reused units return, "hold" or "forecast" (:mod:`blockmask.forecast`); None: what
+        the mask file says (``meta.reuse``), else "hold".
     """
 
     mask: Any = None
@@ -70,6 +72,7 @@ class BlockMaskConfig:
     branch: int | None = None
     every: int | None = None
     resample: bool = False
+    reuse: str | None = None
 
 
 def denoiser_of(obj) -> torch.nn.Module:
@@ -241,7 +244,8 @@ def apply_block_mask(pipe_or_model, config: BlockMaskConfig) -> BlockMask:
     model = denoiser_of(pipe_or_model)
     mask = resolve_mask(model, config.mask, check_fingerprint=config.check_fingerprint)
     scheduler = config.scheduler if config.scheduler is not None else getattr(pipe_or_model, "scheduler", None)
-    ex = MaskedExecution(model, mask, mode=config.mode)
+    reuse = config.reuse if config.reuse is not None else getattr(config.mask, "reuse", "hold")
+    ex = MaskedExecution(model, mask, mode=config.mode, reuse=reuse)
     steps = SchedulerSteps(ex, scheduler)
     ex.__enter__()
     try:

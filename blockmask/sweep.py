@@ -46,7 +46,10 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
         if f is not None:
             out.append(f)
     for _, cap in fitted:
-        out.extend(cd.rule_candidates(pl.wb, pl.cost, cap, pl.ref_steps, specs=specs))
+        rules = cd.rule_candidates(pl.wb, pl.cost, cap, pl.ref_steps, specs=specs)
+        out.extend(rules)
+        if getattr(pl, "forecast", False):  # the same rules with forecast reuse (blockmask.forecast)
+            out.extend(pl.forecasts(rules, cap))
     if learn:
         for recipe in pl.recipes:
             pl.stage(f"learning ({recipe}) at K={pl.ref_steps}")
@@ -56,6 +59,8 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
                 c = cd.learned_from_scores(pl.wb, scores, params, pl.cost, cap)
                 if c is not None:
                     out.append(_tag(c, f"{pl.macs_ratio(c.steps, c.mask):.1%} MACs"))
+                    if getattr(pl, "forecast", False):
+                        out.extend(pl.forecasts([c], cap))
     return cd.unique(out)
 
 
