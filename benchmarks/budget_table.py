@@ -78,11 +78,13 @@ def guidance_of(wb, override: float | None = None) -> float:
     return wb.default_guidance if override is None else override
 
 
-def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str, *, guidance: float) -> list[Row]:
+def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str, *, guidance: float,
+             reuse: str = "hold") -> list[Row]:
     def make(mask, k=steps):
         def run(seed, batch):
             cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=guidance) if _labels(wb, 1) else None
-            return wb.images(wb.generate(mask, steps=k, seed=seed, num_images=batch, condition=cond)).numpy()
+            return wb.images(wb.generate(mask, steps=k, seed=seed, num_images=batch, condition=cond,
+                                         reuse=reuse)).numpy()
         return run
 
     return [Row(n, family, make(m)) for n, m in masks.items()]

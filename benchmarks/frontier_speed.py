@@ -63,9 +63,9 @@ def schedules(wb, folder: Path, results: pd.DataFrame, guidance: float) -> tuple
     for _, r in results[results.kind == "plan"].sort_values("macs_ratio").iterrows():
         mf = MaskFile.load(folder / r["name"])
         mask = None if mf.mask.all() else mf.mask
-        key = names[r["name"]] = (mf.mask.shape[0], None if mask is None else mask.tobytes())
+        key = names[r["name"]] = (mf.mask.shape[0], None if mask is None else mask.tobytes(), mf.reuse)
         if key not in out:
-            row = our_rows(wb, mf.mask.shape[0], {r["name"]: mask}, r["family"], guidance=guidance)[0]
+            row = our_rows(wb, mf.mask.shape[0], {r["name"]: mask}, r["family"], guidance=guidance, reuse=mf.reuse)[0]
             out[key] = {"row": row, "result": r}
     return out, names
 

@@ -33,11 +33,17 @@ def peer_row(pl: Planner, c, test: Group, plans: list[dict], *, valid: bool = Tr
          "macs_ratio": pl.macs_ratio(c.steps, c.mask),
          "valid_psnr": psnr_db(pl.scorer.errors(pl.valid, c)) if valid else float("nan"),
          "test_psnr": psnr_db(pl.scorer.errors(test, c))}
-    slack, margin = (1.02, 0.0) if c.family == "fewer-steps" else (1.0, 0.5)
-    win = [p for p in plans
-           if p["macs_ratio"] <= slack * r["macs_ratio"] + 1e-12 and p["test_psnr"] >= r["test_psnr"] + margin]
-    r["met_by"] = win[0]["name"] if win else ""
+    r["met_by"] = met_by(r, plans)
     return r
+
+
+def met_by(peer: dict, plans: list[dict]) -> str:
+    """The first plan that matches the peer row (fewer steps: test PSNR ≥ at ≤ 1.02× its MACs) or beats
+    it (rules: +0.5 dB at ≤ its MACs); "" if none."""
+    slack, margin = (1.02, 0.0) if peer["family"] == "fewer-steps" else (1.0, 0.5)
+    win = [p for p in plans
+           if p["macs_ratio"] <= slack * peer["macs_ratio"] + 1e-12 and p["test_psnr"] >= peer["test_psnr"] + margin]
+    return win[0]["name"] if win else ""
 
 
 class _Bar:

@@ -1,0 +1,79 @@
+"""Merge schedules re-planned at some budgets (``benchmarks/frontier.py --budgets ... -o NEW``) into a
+planned frontier folder (``DIR``, e.g. docs/results/frontier-cpu/MODEL), judged on the same test seeds:
+
+    python benchmarks/frontier_merge.py mnist-ddpm --into docs/results/frontier-cpu/mnist-ddpm --from NEW
+
+A plan row of ``NEW/results.csv`` replaces the row of the same name (the same budget) in
+``DIR/results.csv`` and its mask file is copied; the peers' rows (their validation and test PSNR) stay,
+their ``met_by`` is recomputed over the merged plans (:func:`blockmask.frontiercompute.met_by`), and
+``DIR/MODEL-NNNref-frontier.json`` (the apps' file) is rebuilt. Both runs must have used the same test
+seeds and samples (checked on the peers' test PSNR, which must agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from blockmask.api import Workbench
+from blockmask.errors import BlockmaskError
+from blockmask.frontiercompute import met_by
+from blockmask.frontierfile import Frontier, build
+from blockmask.io import atomic_write_text
+
+
+def merge(model: str, into: Path, new: Path) -> pd.DataFrame:
+    old_df, new_df = pd.read_csv(into / "results.csv"), pd.read_csv(new / "results.csv")
+    peers_old = old_df[old_df.kind != "plan"].set_index("name")
+    peers_new = new_df[new_df.kind != "plan"].set_index("name")
+    common = peers_old.index.intersection(peers_new.index)
+    if len(common) == 0 or (peers_old.loc[common, "test_psnr"] - peers_new.loc[common, "test_psnr"]).abs().max() > 1e-3:
+        raise BlockmaskError(f"{new} and {into} were not judged on the same test seeds (the peers' test PSNR differ)")
+    fresh = new_df[new_df.kind == "plan"]
+    for name in fresh.name:
+        shutil.copyfile(new / name, into / name)
+    plans = pd.concat([old_df[(old_df.kind == "plan") & ~old_df.name.isin(fresh.name)], fresh])
+    plans = plans.sort_values("budget").reset_index(drop=True)
+    plans["reuse"] = plans["reuse"].fillna("hold") if "reuse" in plans else "hold"
+    records = plans.to_dict("records")
+    peers = old_df[old_df.kind != "plan"].copy()
+    peers["met_by"] = [met_by(r, records) for r in peers.to_dict("records")]
+    return pd.concat([plans, peers], ignore_index=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--into", required=True, help="the frontier folder to update")
+    ap.add_argument("--from", dest="new", required=True, help="benchmarks/frontier.py's output with the new plans")
+    args = ap.parse_args(argv)
+    into, new = Path(args.into), Path(args.new)
+    try:
+        for d in (into, new):
+            if not (d / "results.csv").is_file():
+                raise BlockmaskError(f"{d}/results.csv not found")
+        wb = Workbench.load(args.model)
+        df = merge(args.model, into, new)
+    except BlockmaskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(into / "results.csv", df.to_csv(index=False, float_format="%.4f"))
+    ref = int(df[df.kind == "plan"].steps.max())  # K_ref: the plain run the plans were judged against
+    target = next(into.glob(f"{args.model}-*ref-frontier.json"))
+    old_meta = Frontier.load(target).meta
+    merged = {**old_meta, "merged": [*old_meta.get("merged", []),
+                                     "python benchmarks/frontier_merge.py " + " ".join(argv or sys.argv[1:])]}
+    build(into, wb, args.model, meta=merged).save(target)
+    fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
+    print(f"{args.model}: merged {int((df.kind == 'plan').sum())} plans (K_ref {ref}); fewer-steps points matched "
+          f"{int((fs.met_by.fillna('') != '').sum())}/{len(fs)}; rule points beaten by >= 0.5 dB "
+          f"{int((ru.met_by.fillna('') != '').sum())}/{len(ru)}; wrote {into}/results.csv and {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
