@@ -41,14 +41,17 @@ from blockmask.viz import race, tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402
 from blockmask.viz.compare import MAX_IMAGES  # noqa: E402
 from blockmask.viz.prompts import TEXT_HELP  # noqa: E402
+from blockmask.viz.presenter import REUSE_HELP, REUSE_TITLE  # noqa: E402
 from blockmask.viz.context import default_model_spec  # noqa: E402
 
 INTRO = """# blockmask: which units can reuse their cache?
 Each **cell** of the mask is one network unit (ResNet block or attention layer, columns, grouped by block)
 at one sampling step (rows, top = noisiest). **Blue**: the unit runs. **Grey**: it is skipped and returns the
 output cached at the last step where it ran — neighbouring steps see nearly the same input, so this is often
-almost free in quality. **Orange-red**: removed by rectification (dead work). Step 0 always runs: there is no
-cache yet. **Click** a cell or **drag** a box in the grid to change it; hover for the unit, step and MACs."""
+almost free in quality (with **Reused units: forecast**, a first-order forecast from the unit's last two
+computed values instead, no extra MACs). **Orange-red**: removed by rectification (dead work). Step 0 always
+runs: there is no cache yet. **Click** a cell or **drag** a box in the grid to change it; hover for the unit,
+step and MACs."""
 RECTIFY_HELP = ("Rectification removes computed cells whose output nobody reads (no live unit uses it at that "
                 "step and its cache is overwritten before a later step reads it). It is exact: images do not change.")
 COMPONENTS = Path(__file__).resolve().parent / "components"
@@ -129,6 +132,8 @@ def build(spec: str | None = None) -> gr.Blocks:
                                css_template=(COMPONENTS / "mask_grid.css").read_text(), js_on_load=grid_js(),
                                elem_id="mask-grid", max_height=760)
                 action = gr.Radio(list(h.ACTIONS), value="Toggle", label="Click / drag action")
+                reuse = gr.Radio(ge.reuse_choices(), value=first.editor.reuse, label=REUSE_TITLE, info=REUSE_HELP,
+                                 elem_id="reuse-mode")
             with gr.Column(scale=2):
                 with gr.Accordion("Presets, upload, download", open=True):
                     pchoices = h.preset_choices(first)
@@ -291,6 +296,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         grid.input(gx.with_frontier(ge.grid_edit), [state, grid, fr_budget, fr_point], views[:4] + fr_out,
                    api_name="grid_edit").then(h.after_edit, [state], views[4:], api_name=False)
         action.change(ge.set_mode, [state, action], views[:4], api_name="set_mode")  # the mask stays: no plots
+        reuse.input(ge.set_reuse, [state, reuse], views[:4], api_name="set_reuse")  # visitor's choice only
+        readout.change(ge.reuse_value, [state], reuse, api_name=False)  # a loaded mask or point sets the mode
         pre.change(ge.show_pre, [state, pre], views[:4], api_name=False)
         edits = [(toggle_btn.click, ge.toggle_cell, [cell_k, cell_i], "toggle"),
                  (region_btn.click, ge.set_region, [k0, k1, i0, i1, region_act], "set_region"),

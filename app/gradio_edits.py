@@ -12,6 +12,8 @@ import json
 
 import gradio as gr
 
+from blockmask.errors import BlockmaskError
+from blockmask.viz.presenter import REUSE_LABELS
 from gradio_checks import Refused, apply, choice, whole
 from gradio_handlers import ACTIONS, Session, quick_view
 
@@ -104,6 +106,27 @@ def set_mode(s: Session, action: str):
     """What a click / drag on the grid does: Toggle, Set computed or Set reused."""
     s.mode = choice(action, "Action", list(ACTIONS))
     return quick_view(s)
+
+
+def set_reuse(s: Session, reuse: str):
+    """What reused cells return: "hold" (their last value) or "forecast" (first-order, from their last two
+    computed values; no MACs). Anything else: one gr.Error line, the mode kept."""
+    try:
+        msgs = s.editor.set_reuse(reuse)
+    except BlockmaskError as e:
+        raise Refused(f"{str(e)[0].upper()}{str(e)[1:]}; the mode is kept.") from None
+    apply(msgs)
+    return quick_view(s)
+
+
+def reuse_choices() -> list[tuple[str, str]]:
+    """(label, mode) of the reuse control."""
+    return [(label, mode) for mode, label in REUSE_LABELS.items()]
+
+
+def reuse_value(s: Session):
+    """The reuse control set to the editor's mode (after a mask or point is loaded, the file's)."""
+    return gr.update(value=s.editor.reuse)
 
 
 def show_pre(s: Session, flag: bool):

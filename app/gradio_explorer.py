@@ -57,9 +57,9 @@ def live(s: Session, fr) -> frontier.Live:
     this mask at K = ref (the same reference run), else not generated yet."""
     ed = s.editor
     rc = _race_of(s)
-    if rc is not None and rc.key[0] == ed.hash:
+    if rc is not None and rc.key[0] == ed.hash and rc.lanes[-1].reuse == ed.reuse:
         return frontier.live_point(s.ctx, fr, ed.mask, rc.lanes[-1].psnr, f"race, seed {rc.seed}")
-    r = s.results.get(s.shown) if s.shown and s.shown[0] == ed.hash else None
+    r = s.results.get(s.shown) if s.shown and s.shown[0] == ed.hash and s.shown[-1] == ed.reuse else None
     if r is not None and ed.steps == fr.ref_steps:
         return frontier.live_point(s.ctx, fr, ed.mask, r.psnr, f"your Generate, seed {s.shown[3]}")
     return frontier.live_point(s.ctx, fr, ed.mask)
@@ -233,7 +233,7 @@ def run_race(s: Session, budget, seed, num_images, class_label=0, progress=gr.Pr
     fr = _frontier(s)
     try:
         s.race = race.run(ctx, fr, b, s.editor.mask, seed=seed, num_images=n, class_label=label,
-                          progress=lambda f, t: progress(min(1.0, f), desc=t))
+                          progress=lambda f, t: progress(min(1.0, f), desc=t), reuse=s.editor.reuse)
     except BlockmaskError as e:
         raise Refused(f"Race: {e}. Nothing changed.") from None
     return (s, *race_outputs(s), *frontier_view(s, b))

@@ -27,6 +27,7 @@ from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_la
 from blockmask.viz import prompts as prompt_src
 from blockmask.viz.prompts import Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
+from blockmask.viz.presenter import reuse_text
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
 from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
@@ -109,7 +110,8 @@ def readout_md(s: Session) -> str:
              f"computed cells {v['computed']}/{v['cells']}"
              + (" · one model pass per step (guidance > 1 runs two: the generation readout counts ×2)"
                 if ctx.supports_guidance else ""),
-             f"Mask: {v['source']}{' (edited)' if v['edited'] else ''} · hash `{v['hash']}`"]
+             f"Mask: {v['source']}{' (edited)' if v['edited'] else ''} · hash `{v['hash']}` · "
+             f"{reuse_text(v['reuse'])}"]
     if ed.removed is not None:
         lines.append(f"Last rectification removed **{int(ed.removed.sum())}** cell(s) (orange-red).")
     if ctx.random_init:
@@ -141,6 +143,9 @@ def stale_md(s: Session) -> str:
     if s.shown[0] != s.editor.hash:
         return ("⚠️ **Stale:** the images, speed and PSNR below were computed for mask "
                 f"`{s.shown[0][:12]}`; the mask is now `{s.editor.hash[:12]}`. Press **Generate** to update.")
+    if s.shown[-1] != s.editor.reuse:  # compare() keys end with the reuse mode
+        return (f"⚠️ **Stale:** the results below ran with {reuse_text(s.shown[-1])}; the mask now runs with "
+                f"{reuse_text(s.editor.reuse)}. Press **Generate** to update.")
     return f"Images, speed and PSNR below are for the current mask `{s.editor.hash[:12]}`."
 
 
@@ -176,7 +181,7 @@ def view(s: Session):
 def presets_table(s: Session):
     """The current mask against the shipped masks and baselines at this K (a DataFrame), with the current
     mask's PSNR from this session's last generation when it was for this mask."""
-    r = s.results.get(s.shown) if s.shown and s.shown[0] == s.editor.hash else None
+    r = s.results.get(s.shown) if s.shown and s.shown[0] == s.editor.hash and s.shown[-1] == s.editor.reuse else None
     measured = None if r is None else (r.psnr, f"this session: seed {s.shown[3]}, {r.num_images} image(s)")
     return tables.presets_frame(s.ctx, s.editor.steps, s.editor.mask, measured)
 
@@ -357,7 +362,8 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
         if prompt is not None and prompt.random:
             gr.Warning(prompt_src.RANDOM_NOTE)
         r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results, prompt=prompt)
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results, prompt=prompt,
+                    reuse=s.editor.reuse)
     except BlockmaskError as e:
         raise Refused(f"Generation failed: {e}.") from None
     s.shown = r.key

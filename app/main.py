@@ -44,7 +44,9 @@ OTHER = "Other: hub id or local path…"  # offered only when the operator allow
 INTRO = ("Each **cell** of the mask is one network unit (a ResNet block or attention layer) at one sampling step. "
          "**Computed** cells run the unit; **reused** cells skip it and return the output cached at the last step "
          "where it ran. Neighbouring steps see nearly the same input, so many units change little between steps "
-         "and their cached output is a good stand-in: fewer MACs, nearly the same image.")
+         "and their cached output is a good stand-in: fewer MACs, nearly the same image. With **Reused units: "
+         "forecast** a reused cell returns a first-order forecast from the unit's last two computed values instead "
+         "(no extra MACs).")
 
 
 @st.cache_resource(show_spinner="Loading model, measuring units, MACs and the consumer graph…", max_entries=4)

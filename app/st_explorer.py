@@ -69,10 +69,10 @@ def _live(ctx: ModelContext, fr, ed: MaskEditor) -> frontier.Live:
     """The current mask's point: race PSNR (vs the plain ref run) for this mask, else the last Generate's
     when it was for this mask at K = ref (same reference), else not generated yet."""
     rc = st.session_state.get("race")
-    if rc is not None and rc.key and rc.key[0] == ed.hash and rc.key[-1] == ctx.key:
+    if rc is not None and rc.key and rc.key[0] == ed.hash and rc.key[-1] == ctx.key and rc.lanes[-1].reuse == ed.reuse:
         return frontier.live_point(ctx, fr, ed.mask, rc.lanes[-1].psnr, f"race, seed {rc.seed}")
     res = st.session_state.get("result")
-    if res is not None and res[0][0] == ed.hash and ed.steps == fr.ref_steps:
+    if res is not None and res[0][0] == ed.hash and res[0][-1] == ed.reuse and ed.steps == fr.ref_steps:
         return frontier.live_point(ctx, fr, ed.mask, res[1].psnr, f"your Generate, seed {res[0][1]}")
     return frontier.live_point(ctx, fr, ed.mask)
 
@@ -178,7 +178,7 @@ def race_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         try:
             label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
             st.session_state.race = race.run(ctx, fr, budget, ed.mask, seed=seed, num_images=n, class_label=label,
-                                             progress=lambda f, t: bar.progress(min(1.0, f), t))
+                                             progress=lambda f, t: bar.progress(min(1.0, f), t), reuse=ed.reuse)
         except BlockmaskError as e:
             st.error(f"Race: {e}. Nothing changed.")
         else:
@@ -188,8 +188,8 @@ def race_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     if rc is None or rc.key[-1] != ctx.key:
         st.info("Press **Run the race**.")
         return
-    if rc.key[0] != ed.hash or rc.budget != budget:
-        st.warning("**Stale:** this race ran for another mask or budget; press Run the race to update it.")
+    if rc.key[0] != ed.hash or rc.budget != budget or rc.lanes[-1].reuse != ed.reuse:
+        st.warning("**Stale:** this race ran for another mask, budget or reuse mode; press Run the race to update it.")
     cols = st.columns(len(rc.lanes))
     for col, ln in zip(cols, rc.lanes):
         with col.container(border=True, key=f"race_lane_{ln.role.replace(' ', '_')}"):
@@ -247,7 +247,7 @@ def export_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     stem = ed.download_name(ctx).removesuffix(".json")
     c = st.columns(4)
     snap = MaskEditor(ed.mask.copy(), ed.loaded.copy(), ed.context_key, ed.source, dict(ed.meta),
-                      None if ed.removed is None else ed.removed.copy())  # the downloads run after this script
+                      None if ed.removed is None else ed.removed.copy(), reuse=ed.reuse)  # downloads run later
     c[0].download_button("Grid (PNG)", lambda: export.grid_png(ctx, snap.mask, snap.removed), f"{stem}-grid.png",
                          mime="image/png", key="exp_grid_png", on_click="ignore")
     c[1].download_button("Grid (SVG)", lambda: export.grid_svg(ctx, snap.mask, snap.removed,

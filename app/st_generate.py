@@ -14,6 +14,7 @@ from blockmask.viz import MaskEditor, Message, figures, tables
 from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
 from blockmask.viz.compare import MAX_IMAGES, clamp_images, compare, upscale
 from blockmask.viz.context import ModelContext
+from blockmask.viz.presenter import reuse_text
 from blockmask.viz import prompts as prompt_src
 from blockmask.viz.prompts import Prompt, load_prompt
 from st_panels import flash, show_flash
@@ -91,7 +92,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     show_flash("generate")
     go = st.button("Generate", type="primary", key="generate")
     res = st.session_state.get("result")
-    want = (ed.hash, seed_text, n_req, label, guidance, reps, prompt and prompt.digest)
+    want = (ed.hash, seed_text, n_req, label, guidance, reps, prompt and prompt.digest, ed.reuse)
     stale = res is not None and res[0] != want
     if go or (auto and stale):
         seed = _parse_seed(seed_text)
@@ -103,7 +104,8 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             try:
                 out = compare(ctx, ed.mask, seed=seed, num_images=n, class_label=label, guidance_scale=guidance,
                               repeats=reps, progress=lambda f, t: bar.progress(min(1.0, f), t),
-                              session=st.session_state.setdefault("results", {}), prompt=prompt)
+                              session=st.session_state.setdefault("results", {}), prompt=prompt,
+                              reuse=ed.reuse)
                 st.session_state.result = (want, out)
             except BlockmaskError as e:
                 st.error(f"Generation failed: {e}")
@@ -115,6 +117,9 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     if res[0][0] != ed.hash:
         st.warning("**Stale:** these images, speed and PSNR were computed for an earlier mask "
                    f"(`{res[0][0][:12]}`, now `{ed.hash[:12]}`); press Generate to update them.")
+    elif res[0][-1] != ed.reuse:
+        st.warning(f"**Stale:** these images, speed and PSNR were computed with {reuse_text(res[0][-1])}; the "
+                   f"mask now runs with {reuse_text(ed.reuse)}. Press Generate to update them.")
     out = res[1]
     m = st.columns(4)
     cfg = " · ×2 CFG" if out.cfg else ""
@@ -140,7 +145,7 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                    "machine.")
     st.dataframe(tables.comparison_frame(out), hide_index=True, width="stretch", key="comparison_table")
     st.caption(f"Timed on {out.device} · batch {out.num_images} · median wall time plain {out.original_s:.3f} s, "
-               f"masked {out.masked_s:.3f} s.")
+               f"masked {out.masked_s:.3f} s · masked run's {reuse_text(out.reuse)}.")
     if out.speedup < 1:
         st.caption("The masked run was not faster: each unit's cache hook costs a little time, which only pays off "
                    "when the mask reuses enough work (compare the ideal MAC speedup).")

@@ -115,7 +115,7 @@ def preset_panel(ctx: ModelContext, ed: MaskEditor, mask_policy: MaskPolicy | No
 def _measured(ed: MaskEditor):
     """(PSNR, where) of this session's last generation when it was for the current mask."""
     res = st.session_state.get("result")
-    if res is None or res[0][0] != ed.hash:
+    if res is None or res[0][0] != ed.hash or res[0][-1] != ed.reuse:
         return None
     out = res[1]
     return out.psnr, f"this session: seed {res[0][1]}, {out.num_images} image(s)"
@@ -171,13 +171,29 @@ def readouts(ctx: ModelContext, ed: MaskEditor) -> None:
     g = float(st.session_state.get("guidance", ctx.default_guidance)) if ctx.supports_guidance else 1.0
     cfg = (f" · one model pass per step: with guidance {g:g} a generation runs two, "
            f"{format_macs(2 * s['macs'])} per image (×2 CFG, section 3)" if g > 1 else "")
-    st.caption(f"Mask: {s['source']}{' (edited)' if s['edited'] else ''} · hash {s['hash']}{cfg}")
+    st.caption(f"Mask: {s['source']}{' (edited)' if s['edited'] else ''} · hash {s['hash']} · "
+               f"{presenter.reuse_text(s['reuse'])}{cfg}")
 
 
 def editor_panel(ctx: ModelContext, ed: MaskEditor) -> None:
     st.subheader("2 · Edit the mask")
     st.session_state.app_hash = ed.hash  # the mask the rest of this page is drawn for
+    st.session_state.reuse_mode = ed.reuse  # the editor decides (a loaded file or point sets it)
+    st.radio(presenter.REUSE_TITLE, list(presenter.REUSE_LABELS), format_func=presenter.REUSE_LABELS.get,
+             horizontal=True, key="reuse_mode", help=presenter.REUSE_HELP, on_change=_set_reuse)
     _editor_fragment(ctx, ed)
+
+
+def _set_reuse() -> None:
+    """on_change of the reuse control (outside the editor fragment: the whole page follows the mode)."""
+    ss = st.session_state
+    if (ed := ss.get("editor")) is None:
+        return
+    try:
+        msgs = ed.set_reuse(ss.get("reuse_mode"))
+    except BlockmaskError as e:
+        msgs = [Message("error", f"{str(e)[0].upper()}{str(e)[1:]}; the mode is kept.")]
+    flash(msgs, "editor")
 
 
 @st.fragment

@@ -20,6 +20,7 @@ import torch
 from ..mask import mask_hash
 from ..sample import to_grid
 from .context import ModelContext
+from .presenter import check_reuse_mode, reuse_text
 
 MAX_IMAGES = 16  # the apps cap the number of images at this
 Progress = Callable[[float, str], None]
@@ -76,6 +77,7 @@ class Comparison:
     key: tuple = ()  # what the result was computed for (mask hash first)
     unreliable: tuple[str, ...] = ()  # why the timing cannot be trusted (timing_flags): shown next to it
     cfg: bool = False  # classifier-free guidance: two model passes per step, MACs above are doubled
+    reuse: str = "hold"  # what the masked run's reused units returned (blockmask.forecast): hold | forecast
 
     @property
     def above_ideal(self) -> bool:
@@ -84,7 +86,8 @@ class Comparison:
 
     @property
     def macs_note(self) -> str:
-        return "×2: guidance runs the model twice per step" if self.cfg else "one model pass per step"
+        passes = "×2: guidance runs the model twice per step" if self.cfg else "one model pass per step"
+        return f"{passes}; {reuse_text(self.reuse)}"
 
     def speed_text(self) -> str:
         """'1.42× (1.31–1.50× over 3 repeats) · ideal 1.80× · CPU … · batch 2'."""
@@ -93,7 +96,7 @@ class Comparison:
         if self.above_ideal:
             flag += " (a speedup above the ideal is measurement noise, not a real gain)"
         return (f"{self.speedup:.2f}×{spread} · ideal (MACs) {self.mac_speedup:.2f}× · {self.device} · "
-                f"batch {self.num_images}{flag}")
+                f"batch {self.num_images} · {reuse_text(self.reuse)}{flag}")
 
 
 SPREAD_MAX = 2.0  # per-repeat speedups further apart than this factor: the timing is noise
@@ -138,7 +141,7 @@ TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H ×
 
 
 def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str,
-         prompt=None) -> Run:
+         prompt=None, reuse: str = "hold") -> Run:
     from ..sample import sample
     from .prompts import condition
 
@@ -152,7 +155,7 @@ def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Pro
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         lat = sample(ctx.wb.model, num_steps=steps, mask=mask, scheduler=ctx.wb.scheduler(), seed=seed, batch=n,
-                     condition=cond, callback=cb,
+                     condition=cond, callback=cb, reuse=reuse,
                      on_latents=lambda k, x: traj.append(x.detach().float().cpu().clone())
                      if x.numel() * steps <= TRAJECTORY_MAX else None)
         if dev.type == "cuda":
@@ -173,20 +176,22 @@ def divergence(a: torch.Tensor | None, b: torch.Tensor | None) -> np.ndarray | N
 
 def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: int = 2, class_label: int | None = None,
             guidance_scale: float = 1.0, repeats: int = 3, progress: Progress | None = None,
-            session: dict | None = None, prompt=None) -> Comparison:
+            session: dict | None = None, prompt=None, reuse: str = "hold") -> Comparison:
     """Generate with the plain model and with ``mask`` from the same seeds, then time both as
     ``repeats`` interleaved runs after that warm-up (:meth:`Workbench.bench`): median and spread.
 
     ``session`` is the caller's own result store (one per app user): a repeat request with the same
     mask and settings is served from it (``cached``), and no user ever sees another's timings.
     ``prompt``: a :class:`~blockmask.viz.prompts.Prompt` for text-conditioned models (None: random
-    embeddings per seed). Raises BlockmaskError for invalid inputs (class label out of range, CFG on an
-    unguided model…).
+    embeddings per seed). ``reuse``: what the masked run's reused units return, "hold" or "forecast"
+    (:mod:`blockmask.forecast`; the plain run reuses nothing). Raises BlockmaskError for invalid inputs
+    (class label out of range, CFG on an unguided model, an unknown reuse mode…).
     """
     from ..errors import BlockmaskError
     from .prompts import condition
 
     mask = np.asarray(mask, bool)
+    reuse = check_reuse_mode(reuse)
     steps = mask.shape[0]
     n = int(num_images)
     repeats = int(repeats)
@@ -195,18 +200,18 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     label = None if class_label is None else int(class_label)
     g = float(guidance_scale)
     base = (ctx.key, steps, int(seed), n, label, g, None if prompt is None else prompt.digest)
-    key = (mask_hash(mask),) + base + (repeats,)
+    key = (mask_hash(mask),) + base + (repeats, reuse)  # the reuse mode last (the apps' stale notes read it)
     if session is not None and key in session:
         return dataclasses.replace(session[key], cached=True)
     part = (lambda lo, hi: (lambda f, t: progress(lo + (hi - lo) * f, t))) if progress else (lambda lo, hi: None)
     orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, part(0, 0.2), "original",
                                                             prompt))
-    masked = _cached(("masked", key[0]) + base, lambda: _run(ctx, mask, steps, seed, n, label, g, part(0.2, 0.4),
-                                                             "masked", prompt))
+    masked = _cached(("masked", key[0], reuse) + base, lambda: _run(ctx, mask, steps, seed, n, label, g,
+                                                                    part(0.2, 0.4), "masked", prompt, reuse))
     cond = condition(ctx, label, g, prompt)
     tick = part(0.4, 1.0)
     with ctx.lock:  # warm-up: the image runs above (and one plain + masked run here)
-        b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=int(seed), condition=cond,
+        b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=int(seed), condition=cond, reuse=reuse,
                          progress=None if tick is None else
                          (lambda t: tick(int(t.split("/")[0].split()[-1]) / repeats, "timing: " + t)))
     if progress:
@@ -226,7 +231,7 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
                      b["masked_s"], b["speedup"], min(ratios), max(ratios), repeats, b["device_name"],
                      b["mac_speedup"], mo, mm, 100 * mm / mo, n, False,
                      divergence(orig.trajectory, masked.trajectory), key=key,
-                     unreliable=flags, cfg=mult == 2)
+                     unreliable=flags, cfg=mult == 2, reuse=reuse)
     if session is not None:
         session[key] = out
         while len(session) > 8:  # a few recent results per user

@@ -158,7 +158,8 @@ def report_html(ctx: ModelContext, *, mask: np.ndarray, source: str, summary: di
         f"<code>{html.escape(str(summary.get('hash', '')))}</code> · MACs "
         f"{100 * float(summary.get('ratio', 1)):.1f} % "
         f"of the plain model · computed cells {summary.get('computed', '?')} / {summary.get('cells', '?')} · ideal "
-        f"speedup {float(summary.get('mac_speedup', 1)):.2f}×</p>",
+        f"speedup {float(summary.get('mac_speedup', 1)):.2f}× · reused units: "
+        f"{html.escape(str(summary.get('reuse', 'hold')))}</p>",
         "<h2>Mask</h2><p>Rows: sampling steps (top = noisiest); columns: units in execution order. Dark blue: "
         "computed; grey: reused from the cache; orange-red: removed by rectification.</p>",
         f"<figure>{_img(grid_png(ctx, mask, removed), 'mask grid', '100%')}<figcaption>mask grid</figcaption></figure>",

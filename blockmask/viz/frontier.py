@@ -124,9 +124,11 @@ def check(fr: Frontier, ctx: ModelContext) -> None:
 
 
 def point_label(row) -> str:
-    """'planner 50 %: deepcache b0 N=3 K=6' for plans, the name for peers."""
+    """'planner 50 %: deepcache b0 N=3 K=6' for plans (', forecast' when its reused units forecast), the
+    name for peers."""
     if row["kind"] == "plan":
-        return f"planner {100 * float(row['budget']):.0f} %: {row['provenance'] or row['family']}"
+        fc = ", forecast" if row.get("reuse") == "forecast" else ""
+        return f"planner {100 * float(row['budget']):.0f} %: {row['provenance'] or row['family']}{fc}"
     return str(row["name"])
 
 
@@ -165,8 +167,9 @@ class Loaded:
 
 
 def load_point(fr: Frontier | None, ctx: ModelContext, name: str) -> Loaded:
-    """The schedule (K and mask) of point ``name`` for the editor; one-line BlockmaskError for a point
-    that is not on this model's frontier (another model's, a typo) or when there is no frontier."""
+    """The schedule (K, mask and reuse mode in ``meta["reuse"]``) of point ``name`` for the editor; one-line
+    BlockmaskError for a point that is not on this model's frontier (another model's, a typo) or when there
+    is no frontier."""
     if fr is None:
         raise BlockmaskError("there is no frontier for this model, so no point to load")
     check(fr, ctx)
@@ -183,7 +186,8 @@ def load_point(fr: Frontier | None, ctx: ModelContext, name: str) -> Loaded:
     row = fr.points[fr.points.name == name].iloc[0]
     what = point_label(row)
     meta = {"frontier": {"model": fr.model, "ref_steps": fr.ref_steps, "point": name, "kind": row["kind"],
-                         "test_psnr": _num(row.get("test_psnr")), "valid_psnr": _num(row.get("valid_psnr"))}}
+                         "test_psnr": _num(row.get("test_psnr")), "valid_psnr": _num(row.get("valid_psnr"))},
+            "reuse": fr.reuse(name)}
     return Loaded(k, mask, f"frontier point {what} (K={k})", meta)
 
 

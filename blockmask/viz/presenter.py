@@ -3,7 +3,13 @@ highlight, loading presets and uploads, download bytes.
 
 :class:`MaskEditor` holds only numpy arrays and plain values (safe in ``st.session_state`` and
 ``gr.State``, which deep-copies); anything that needs the model takes a :class:`ModelContext`.
-Every action returns :class:`Message` values for the UI to show; none raises for user mistakes.
+Every action returns :class:`Message` values for the UI to show; none raises for user mistakes,
+except :meth:`MaskEditor.set_reuse` given a mode no control offers (one :class:`ReuseModeError` line).
+
+The editor also holds the *reuse mode* the mask runs under (:mod:`blockmask.forecast`): "hold" (a
+reused unit returns its last computed value, the default) or "forecast" (a first-order forecast from its
+last two computed values). Loading a mask sets it from the file (``meta["reuse"]``, "hold" when absent);
+saving writes it; generation, timing, the race and rectification run under it.
 """
 
 from __future__ import annotations
@@ -13,13 +19,36 @@ import dataclasses
 import numpy as np
 
 from ..costs import format_macs
-from ..errors import BlockmaskError
+from ..errors import BlockmaskError, OptionError
+from ..forecast import REUSE
 from ..mask import MaskFile, mask_hash
 from .context import ModelContext
 
 ROW0_WHY = ("Step 0 always computes every unit: nothing has been cached yet, so there is nothing to "
             "reuse (METHOD.md §1). Row 0 stays on.")
 HISTORY = 200  # undo depth
+REUSE_LABELS = {"hold": "hold last value", "forecast": "forecast (first-order)"}  # the apps' control
+REUSE_TITLE = "Reused units"
+REUSE_HELP = ("What a reused (grey) cell returns: hold = the unit's last computed value; forecast = a first-order "
+              "extrapolation from its last two computed values. Forecast costs no MACs (a few additions per "
+              "value); a unit computed only once so far still holds.")
+
+
+class ReuseModeError(OptionError):
+    """A reuse mode no control offers (not "hold" or "forecast")."""
+
+
+def check_reuse_mode(reuse) -> str:
+    """``reuse`` when it is "hold" or "forecast"; anything else: one :class:`ReuseModeError` line."""
+    if isinstance(reuse, str) and reuse in REUSE:
+        return reuse
+    raise ReuseModeError(f"reused units must be 'hold' (hold last value) or 'forecast' (first-order forecast), "
+                         f"got {str(reuse)[:40]!r}")
+
+
+def reuse_text(reuse: str) -> str:
+    """'reused units: hold last value' (what the readouts say about the mask's mode)."""
+    return f"reused units: {REUSE_LABELS.get(reuse, reuse)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +99,7 @@ class MaskEditor:
     pre_rectify: np.ndarray | None = None  # (K, N) mask before the last rectification
     undo_stack: list = dataclasses.field(default_factory=list)
     redo_stack: list = dataclasses.field(default_factory=list)
+    reuse: str = "hold"  # what reused cells return: "hold" | "forecast" (blockmask.forecast)
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -111,7 +141,8 @@ class MaskEditor:
             return np.packbits(f(self._unpack(packed)))
 
         out = MaskEditor(f(self.mask), f(self.loaded), ctx.key, self.source, dict(self.meta),
-                         undo_stack=[fp(p) for p in self.undo_stack], redo_stack=[fp(p) for p in self.redo_stack])
+                         undo_stack=[fp(p) for p in self.undo_stack], redo_stack=[fp(p) for p in self.redo_stack],
+                         reuse=self.reuse)
         out.meta["resampled_from"] = {"steps": self.steps, "scheduler": old_sched}
         if not self.source.endswith(" resampled"):
             out.source = f"{self.source}, K={self.steps} resampled"
@@ -245,11 +276,24 @@ class MaskEditor:
             return [info("Only one step: nothing to edit.")]
         return self.set_region(1, self.steps - 1, i, i, value)
 
+    # --- reuse mode ---------------------------------------------------------------------------
+    def set_reuse(self, reuse) -> list[Message]:
+        """Run the mask with reused units holding their last value or forecasting; an unknown mode raises
+        :class:`ReuseModeError` (one line) and nothing changes. The mask itself stays (MACs too)."""
+        reuse = check_reuse_mode(reuse)
+        if reuse == self.reuse:
+            return []
+        self.reuse = reuse
+        self.removed = self.pre_rectify = None  # a rectification under the other mode no longer applies
+        how = "forecast from their last two computed values" if reuse == "forecast" else "hold their last value"
+        return [info(f"Reused units now {how}; MACs are unchanged.")]
+
     # --- rectification ----------------------------------------------------------------------
     def rectify(self, ctx: ModelContext) -> list[Message]:
-        """Remove dead work (METHOD.md §4) and remember which cells went (for highlighting)."""
+        """Remove dead work (METHOD.md §4) under the editor's reuse mode and remember which cells went
+        (for highlighting): under forecast, a value a later forecast reads is kept."""
         before = self.mask.copy()
-        r = ctx.wb.rectify(before)
+        r = ctx.wb.rectify(before, reuse=self.reuse)
         saved = ctx.macs.total(before) - ctx.macs.total(r.mask)  # per model call (Heun: two per step)
         if r.cells_removed == 0:
             self.removed = np.zeros_like(before)
@@ -259,18 +303,27 @@ class MaskEditor:
         self.removed, self.pre_rectify = r.removed.copy(), before
         pct = 100 * saved / ctx.macs.baseline(self.steps)
         return [Message("success", f"Rectification removed {r.cells_removed} dead cell(s), saving {format_macs(saved)} "
-                                   f"MACs per image ({pct:.2f} % of the plain model). Samples are unchanged.")]
+                                   f"MACs per image ({pct:.2f} % of the plain model; {reuse_text(self.reuse)}). "
+                                   "Samples are unchanged.")]
 
     # --- files ------------------------------------------------------------------------------
     def load(self, mask: np.ndarray, *, source: str, meta: dict | None = None) -> list[Message]:
-        """Replace the mask (undoable) and make it the new reset target."""
+        """Replace the mask (undoable) and make it the new reset target; the reuse mode becomes the
+        loaded one's (``meta["reuse"]``, "hold" when absent)."""
         mask = np.asarray(mask, bool)
         if mask.shape != self.shape:
             return [error(f"{source}: mask is {mask.shape[0]}×{mask.shape[1]}, the editor needs "
                           f"{self.shape[0]}×{self.shape[1]}.")]
+        meta = dict(meta or {})
+        try:
+            reuse = check_reuse_mode(meta.get("reuse", "hold"))
+        except ReuseModeError as e:
+            return [error(f"{source}: {e}. The current mask is kept.")]
         self._commit(mask.copy())
-        self.loaded, self.source, self.meta = mask.copy(), source, dict(meta or {})
-        return [Message("success", f"Loaded {source}.")]
+        changed = reuse != self.reuse
+        self.loaded, self.source, self.meta, self.reuse = mask.copy(), source, meta, reuse
+        return [Message("success", f"Loaded {source}" + (f" ({reuse_text(reuse)})." if changed or reuse != "hold"
+                                                         else "."))]
 
     def load_upload(self, ctx: ModelContext, data: bytes | None, name: str = "uploaded mask") -> list[Message]:
         """Validate an uploaded mask JSON against the model and K; on any problem keep the old mask."""
@@ -305,7 +358,7 @@ class MaskEditor:
         return self.load(mf.mask, source=source[:80], meta=mf.meta) + [warn(w) for w in warns]
 
     def mask_file(self, ctx: ModelContext) -> MaskFile:
-        meta = {**self.meta, "source": self.source, "edited": self.dirty}
+        meta = {**self.meta, "source": self.source, "edited": self.dirty, "reuse": self.reuse}
         return ctx.wb.mask_file(self.mask, meta)
 
     def download_bytes(self, ctx: ModelContext) -> bytes:
@@ -316,7 +369,7 @@ class MaskEditor:
 
     def download_name(self, ctx: ModelContext) -> str:
         stem = ctx.spec.removeprefix("config:").rstrip("/").split("/")[-1].removesuffix(".json") or "model"
-        return f"mask-{stem}-K{self.steps}-{self.hash[:8]}.json"
+        return f"mask-{stem}-K{self.steps}-{self.hash[:8]}{'-forecast' if self.reuse == 'forecast' else ''}.json"
 
     # --- readouts ---------------------------------------------------------------------------
     def summary(self, ctx: ModelContext) -> dict:
@@ -325,4 +378,5 @@ class MaskEditor:
         p = ctx.macs
         return {"steps": self.steps, "units": self.shape[1], "computed": int(m.sum()), "cells": int(m.size),
                 "macs": p.total(m), "macs_base": p.baseline(self.steps), "ratio": p.ratio(m),
-                "mac_speedup": 1 / p.ratio(m), "hash": self.hash, "source": self.source, "edited": self.dirty}
+                "mac_speedup": 1 / p.ratio(m), "hash": self.hash, "source": self.source, "edited": self.dirty,
+                "reuse": self.reuse}

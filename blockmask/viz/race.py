@@ -1,6 +1,8 @@
 """The race at one budget (issue 28, item 2): plain, plain with fewer steps, the best rule peer, the
 planner's schedule and the current mask, on the same seeds, each with its MACs, measured time and PSNR
-against the plain run, and a filmstrip of the predicted clean image x̂₀ at a few steps.
+against the plain run, and a filmstrip of the predicted clean image x̂₀ at a few steps. Each lane runs
+under its own reuse mode (:mod:`blockmask.forecast`): the planner's point under the frontier's
+(:meth:`Frontier.reuse`), the current mask under the editor's, the peers always "hold".
 
 x̂₀ is the scheduler's own ``pred_original_sample`` (DDIM, DDPM, Euler report it), captured by a
 subclass of the scheduler's class on the run's own scheduler instance: copies the sampler makes
@@ -20,6 +22,7 @@ import torch
 from ..errors import BlockmaskError
 from ..frontierfile import Frontier
 from .context import ModelContext
+from .presenter import check_reuse_mode
 
 FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # filmstrip: x̂₀ after these fractions of the steps (comparable across K)
 ENTRIES = ("plain", "fewer steps", "best rule", "planner", "current mask")
@@ -41,6 +44,7 @@ class Lane:
     film: np.ndarray | None = None  # (h, n·w, 3) uint8: x̂₀ of the first image at FRAMES
     film_steps: tuple[int, ...] = ()  # the 1-based step of each frame
     note: str = ""  # why a lane is empty (no rule within the budget…)
+    reuse: str = "hold"  # what the lane's reused units return (blockmask.forecast): hold | forecast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Race:
     num_images: int
     lanes: tuple[Lane, ...]
     device: str
-    key: tuple = ()  # (current mask hash, budget, seed, n, ctx key)
+    key: tuple = ()  # (current mask hash, budget, seed, n, current reuse mode, ctx key)
 
     def frame(self):
         """One row per lane (a pandas table, formatted as people read it)."""
@@ -74,11 +78,18 @@ def film_rows(steps: int) -> list[int]:
     return sorted({min(steps - 1, max(0, round(f * steps) - 1)) for f in FRAMES})
 
 
-def lanes(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarray) -> list[Lane]:
-    """The five runners at ``budget`` (a fraction of the plain ``ref_steps`` MACs); raises
-    BlockmaskError for a budget outside (0, 1] or below the frontier's cheapest plan."""
+def _forecast(name: str, reuse: str) -> str:
+    return f"{name} · forecast reuse" if reuse == "forecast" else name
+
+
+def lanes(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarray,
+          reuse: str = "hold") -> list[Lane]:
+    """The five runners at ``budget`` (a fraction of the plain ``ref_steps`` MACs), the current mask under
+    ``reuse``; raises BlockmaskError for a budget outside (0, 1] or below the frontier's cheapest plan,
+    or an unknown reuse mode."""
     from .frontier import check, load_point, macs_ratio, point_label
 
+    reuse = check_reuse_mode(reuse)
     try:
         b = float(budget)
     except (TypeError, ValueError):
@@ -105,10 +116,13 @@ def lanes(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.nda
                             note=f"best test PSNR of the rule peers within {100 * b:.0f} %"))
         pick = fr.at_budget(b)
         got = load_point(fr, ctx, pick["name"])
-        out.append(Lane("planner", point_label(pick), got.steps, got.mask, float(pick["macs_ratio"])))
+        mode = fr.reuse(pick["name"])
+        out.append(Lane("planner", _forecast(point_label(pick), mode), got.steps, got.mask, float(pick["macs_ratio"]),
+                        reuse=mode))
     cur = np.asarray(current, bool)
-    out.append(Lane("current mask", "current mask", cur.shape[0], cur, macs_ratio(ctx, fr, cur),
-                    note="" if macs_ratio(ctx, fr, cur) <= b + 1e-9 else f"over the {100 * b:.0f} % budget"))
+    out.append(Lane("current mask", _forecast("current mask", reuse), cur.shape[0], cur, macs_ratio(ctx, fr, cur),
+                    note="" if macs_ratio(ctx, fr, cur) <= b + 1e-9 else f"over the {100 * b:.0f} % budget",
+                    reuse=reuse))
     return out
 
 
@@ -145,7 +159,7 @@ def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         lat = sample(ctx.wb.model, num_steps=lane.steps, mask=lane.mask, scheduler=sched, seed=seed, batch=n,
-                     condition=cond, on_latents=lambda k, x: rows.append(len(sink)))
+                     condition=cond, on_latents=lambda k, x: rows.append(len(sink)), reuse=lane.reuse)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -155,10 +169,10 @@ def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.
 
 def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarray, *, seed: int = 0,
         num_images: int = 2, class_label: int | None = None, guidance_scale: float = 1.0,
-        progress: Progress | None = None) -> Race:
+        progress: Progress | None = None, reuse: str = "hold") -> Race:
     """Run the five lanes (one timed run each, one after the other, same seeds) and judge each against
-    the plain run. Times are single runs: on a busy CPU they are noisy (the generate panel's repeats
-    are the careful measurement)."""
+    the plain run; the current mask runs under ``reuse``, the planner's point under its own. Times are
+    single runs: on a busy CPU they are noisy (the generate panel's repeats are the careful measurement)."""
     from ..sample import to_grid
     from .compare import MAX_IMAGES
     from .prompts import condition
@@ -166,7 +180,7 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
     n = int(num_images)
     if not 1 <= n <= MAX_IMAGES:
         raise BlockmaskError(f"images must be 1..{MAX_IMAGES}, got {num_images!r}")
-    todo = lanes(ctx, fr, budget, current)
+    todo = lanes(ctx, fr, budget, current, reuse)
     cond = condition(ctx, class_label, float(guidance_scale), None)
     done, ref_img = [], None
     for j, ln in enumerate(todo):
@@ -195,7 +209,7 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
     from ..mask import mask_hash
 
     return Race(float(budget), todo[0].steps, int(seed), n, tuple(done), _device(ctx),
-                (mask_hash(np.asarray(current, bool)), float(budget), int(seed), n, ctx.key))
+                (mask_hash(np.asarray(current, bool)), float(budget), int(seed), n, todo[-1].reuse, ctx.key))
 
 
 def _device(ctx: ModelContext) -> str:
