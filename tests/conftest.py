@@ -56,3 +56,22 @@ def workbenches():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """A small MNIST-format folder (random digits): the router's data path without the real data set."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 16, dtype=np.uint8)
+    with gzip.open(d / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 16, 28, 28) + imgs.tobytes())
+    with gzip.open(d / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 16) + labels.tobytes())
+    return d

@@ -304,6 +304,21 @@ def test_deepcopy_of_a_hooked_scheduler_leaves_the_original_alone(workbenches):
     assert "step" not in pipe.scheduler.__dict__ and "set_timesteps" not in pipe.scheduler.__dict__
 
 
+def test_own_sampler_on_a_hooked_scheduler(workbenches):
+    """Bug 5, second half: blockmask's ``sample(model, scheduler=s)`` on the scheduler ``apply`` hooked
+    (its ``call_rows`` steps a deep copy) ran 'more steps than the mask's rows'; now it is the masked run."""
+    from diffusers import DDIMScheduler, DDPMPipeline
+
+    wb = workbenches("tiny-unet")
+    mask = wb.baseline("deepcache", steps=K, interval=2)
+    pipe = DDPMPipeline(unet=wb.model, scheduler=DDIMScheduler())
+    want = sample(wb.model, num_steps=K, scheduler=DDIMScheduler(), seed=0, mask=mask)
+    with blockmask.apply(pipe, mask) as ex:
+        got = sample(wb.model, num_steps=K, scheduler=pipe.scheduler, seed=0)
+        assert ex.step == K and ex.skipped > 0
+    assert torch.equal(got, want)
+
+
 def test_bare_denoiser_run_stopped_early_does_not_leak_into_the_next(workbenches):
     """Bug 4: a run interrupted after 2 calls left the row counter at 2 for the next run."""
     from blockmask.stepping import BlockMaskConfig, apply_block_mask
