@@ -26,7 +26,7 @@ from blockmask.frontierfile import Frontier, build
 from blockmask.io import atomic_write_text
 
 
-def merge(model: str, into: Path, new: Path) -> pd.DataFrame:
+def merge(into: Path, new: Path) -> pd.DataFrame:
     old_df, new_df = pd.read_csv(into / "results.csv"), pd.read_csv(new / "results.csv")
     peers_old = old_df[old_df.kind != "plan"].set_index("name")
     peers_new = new_df[new_df.kind != "plan"].set_index("name")
@@ -52,24 +52,28 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="new", required=True, help="benchmarks/frontier.py's output with the new plans")
     args = ap.parse_args(argv)
     into, new = Path(args.into), Path(args.new)
+    stem = Path(args.model[len("config:"):]).stem if args.model.startswith("config:") else args.model
     try:
         for d in (into, new):
             if not (d / "results.csv").is_file():
                 raise BlockmaskError(f"{d}/results.csv not found")
         wb = Workbench.load(args.model)
-        df = merge(args.model, into, new)
+        df = merge(into, new)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    target = next(iter(sorted(into.glob(f"{stem}-*ref-frontier.json"))), None)
+    if target is None:
+        print(f"error: {into} has no {stem}-*ref-frontier.json (run benchmarks/frontier.py -o {into} first)",
+              file=sys.stderr)
+        return 2
     atomic_write_text(into / "results.csv", df.to_csv(index=False, float_format="%.4f"))
-    ref = int(df[df.kind == "plan"].steps.max())  # K_ref: the plain run the plans were judged against
-    target = next(into.glob(f"{args.model}-*ref-frontier.json"))
     old_meta = Frontier.load(target).meta
     merged = {**old_meta, "merged": [*old_meta.get("merged", []),
                                      "python benchmarks/frontier_merge.py " + " ".join(argv or sys.argv[1:])]}
-    build(into, wb, args.model, meta=merged).save(target)
+    build(into, wb, stem, meta=merged).save(target)
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
-    print(f"{args.model}: merged {int((df.kind == 'plan').sum())} plans (K_ref {ref}); fewer-steps points matched "
+    print(f"{stem}: merged {int((df.kind == 'plan').sum())} plans; fewer-steps points matched "
           f"{int((fs.met_by.fillna('') != '').sum())}/{len(fs)}; rule points beaten by >= 0.5 dB "
           f"{int((ru.met_by.fillna('') != '').sum())}/{len(ru)}; wrote {into}/results.csv and {target}")
     return 0

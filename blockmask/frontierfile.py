@@ -96,7 +96,10 @@ class Frontier:
         return v if v in ("hold", "forecast") else "hold"
 
     def at_budget(self, budget: float) -> pd.Series:
-        """The planned schedule for ``budget``: the plan point with the largest budget ≤ it."""
+        """The planned schedule for ``budget``: of the plan points planned for a budget ≤ it, the one with
+        the best *validation* PSNR (the largest budget on a tie). A schedule planned for a smaller budget
+        fits a larger one too, so the frontier never gets worse as the budget grows, also where the
+        budgets were planned at different times (``benchmarks/frontier_merge.py``)."""
         b = float(budget)
         if not (0 < b <= 1):
             raise BlockmaskError(f"budget must be in (0, 1], got {budget!r}")
@@ -104,7 +107,8 @@ class Frontier:
         if ok.empty:
             raise BlockmaskError(f"budget {b:g} is below the {self.model} frontier's cheapest planned point "
                                  f"({self.plans.budget.min():.3g})")
-        return ok.iloc[-1]
+        v = pd.to_numeric(ok.valid_psnr, errors="coerce").fillna(-np.inf)
+        return ok.iloc[max(range(len(ok)), key=lambda i: (v.iloc[i], i))]
 
     def counts(self) -> dict:
         """Issue 26's "Done when" counts on the test seeds."""

@@ -29,7 +29,7 @@ def tiny_frontier(wb, model: str = "tiny-unet") -> Frontier:
         c = peers[src]
         r = ratio(c)
         rows.append({"kind": "plan", "name": name, "family": c.family, "provenance": src, "budget": budget,
-                     "steps": c.steps, "macs_ratio": r, "valid_psnr": 10 + 20 * r, "test_psnr": 10.5 + 20 * r,
+                     "steps": c.steps, "macs_ratio": r, "valid_psnr": 10 + 20 * budget, "test_psnr": 10.5 + 20 * budget,
                      "met_by": None})
         masks[name] = c.mask
     for c in peers.values():

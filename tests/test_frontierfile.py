@@ -35,6 +35,10 @@ def test_round_trip_schedules_and_budgets(tmp_path):
     k, m = g.schedule("p30")
     assert k == 3 and m.shape == (3, 3) and m.all()  # fewer steps: the plain model at K'
     assert g.at_budget(0.49)["name"] == "p30" and g.at_budget(0.5)["name"] == "p50" and g.at_budget(1)["name"] == "p50"
+    better = g.points.copy()  # a cheaper plan with a better validation PSNR is chosen at larger budgets too
+    better.loc[better.name == "p30", "valid_psnr"] = 26.0
+    h = Frontier("tiny", 10, g.units, better, g.masks, {})
+    assert h.at_budget(0.3)["name"] == "p30" and h.at_budget(0.6)["name"] == "p30"
     assert g.counts() == {"fewer_steps_matched": 1, "fewer_steps": 1, "rules_beaten": 0, "rules": 1}
     assert list(g.plans.name) == ["p30", "p50"] and len(g.peers) == 2
 

@@ -260,6 +260,29 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert df.test_psnr.notna().all()  # every row judged on the held-out test seeds too
     meta = json.loads((tmp_path / "tiny-unet-006ref-b50p00-plan.json").read_text())["meta"]
     assert meta["family"] in ("fewer-steps", "rule") and meta["plan"]["budget"]["value"] == 0.5
+    # benchmarks/frontier_merge.py: a budget re-planned elsewhere (same seeds) replaces its row and file
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    new = tmp_path / "new"
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
+                        "--budgets", "0.8", "--test-seed", "20000", "-o", str(new)], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    pd.read_csv(new / "results.csv").assign(valid_psnr=99.0).to_csv(new / "results.csv", index=False)  # marks its rows
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_merge.py"), tiny_spec("tiny-unet"), "--into",
+                        str(tmp_path), "--from", str(new)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    merged = pd.read_csv(tmp_path / "results.csv")
+    mp = merged[merged.kind == "plan"].set_index("name")
+    assert sorted(mp.index) == sorted(plans.name) and mp.loc["tiny-unet-006ref-b80p00-plan.json", "valid_psnr"] == 99.0
+    assert mp.loc["tiny-unet-006ref-b50p00-plan.json", "valid_psnr"] != 99.0
+    assert (merged[merged.kind != "plan"].valid_psnr != 99.0).all()  # the peers' rows stay
+    from blockmask.frontierfile import Frontier
+
+    fr = Frontier.load(tmp_path / "tiny-unet-006ref-frontier.json")
+    assert fr.meta["merged"] and len(fr.plans) == 2
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_merge.py"), tiny_spec("tiny-unet"), "--into",
+                        str(new / "nope"), "--from", str(new)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "results.csv not found" in r.stderr
 
 
 @pytest.mark.slow  # two subprocesses on a tiny U-Net: ~40 s on the shared CPU
