@@ -1,4 +1,5 @@
-"""Probe (issue 26, not yet a planner candidate): reused units *forecast* by first-order extrapolation
+"""Probe (issue 26; forecast is now an execution mode, ``reuse="forecast"`` in :mod:`blockmask.forecast`,
+and a planner candidate — this script kept for the record of the first measurement): reused units *forecast* by first-order extrapolation
 of their last two computed values (TaylorSeer-style, ``F(k) ≈ F(k1) + a·(k − k1)/(k1 − k0)·(F(k1) − F(k0))``)
 instead of holding the last one, on a rule mask at K = 50. ``a`` (0, 0.5 or 1) is chosen on the
 calibration seeds (0.., 64 samples); validation (10 000.., 128) and test (20 000.., 128) are reported
