@@ -74,16 +74,19 @@ def shipped(args, unit: str, budget: float) -> None:
         raise BlockmaskError(f"the shipped frontier of {args.model!r} names other units than the loaded model")
     row = fr.at_budget(budget)
     steps, mask = fr.schedule(row["name"])
-    info = {"steps": steps, "scheduler": wb.scheduler_name, "family": row.family, "provenance": row.provenance,
+    reuse = fr.reuse(row["name"])
+    info = {"steps": steps, "scheduler": wb.scheduler_name, "reuse": reuse, "family": row.family,
+            "provenance": row.provenance,
             "macs_ratio_vs_ref": float(row.macs_ratio), "validation_psnr": float(row.valid_psnr),
             "test_psnr": float(row.test_psnr), "frontier_budget": float(row.budget), "source": "shipped frontier",
             "frontier_command": fr.meta.get("command")}
     if args.output:
-        wb.mask_file(mask, {"family": row.family, "plan": {**info, "budget": {"unit": "macs", "value": budget,
+        wb.mask_file(mask, {"family": row.family, "reuse": reuse, "plan": {**info, "budget": {"unit": "macs", "value": budget,
                                                                                  "ref_steps": args.ref_steps}}}
                      ).save(args.output)
     text = (f"budget {budget:g} of the plain {args.ref_steps}-step MACs (shipped frontier, point {row.budget:.1%}): "
-            f"run {steps} {wb.scheduler_name} steps, {row.provenance} ({row.family}); MACs {row.macs_ratio:.1%}\n"
+            f"run {steps} {wb.scheduler_name} steps, {row.provenance} ({row.family}"
+            f"{', reused units forecast' if reuse == 'forecast' else ''}); MACs {row.macs_ratio:.1%}\n"
             f"held out: validation {row.valid_psnr:.2f} dB, test {row.test_psnr:.2f} dB (PSNR against the plain "
             f"{args.ref_steps}-step run)" + (f"\nwrote {args.output}" if args.output else ""))
     emit(args, {**info, "output": args.output}, text)

@@ -332,8 +332,8 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
 
 
 def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkeypatch, tmp_path, capsys):
-    """`blockmask plan MODEL --budget B --shipped`: the shipped frontier's point for B (the largest
-    planned budget <= B), its mask written as a mask file, nothing sampled; one line and exit 2 when
+    """`blockmask plan MODEL --budget B --shipped`: the shipped frontier's point for B (the best
+    validated of those planned for budgets <= B), its mask and reuse mode written as a mask file, nothing sampled; one line and exit 2 when
     there is no frontier, for seconds, or below the frontier's cheapest point."""
     from frontier_fixture import tiny_frontier
 
@@ -351,6 +351,10 @@ def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkey
     steps, mask = fr.schedule("tiny-unet-006ref-b60p00-plan.json")
     mf = MaskFile.load(out)
     assert mf.num_steps == steps == r["steps"] and (mf.mask == mask).all() and mf.meta["family"] == "rule"
+    assert mf.reuse == r["reuse"] == "hold"
+    fr.points.loc[fr.points.name == "tiny-unet-006ref-b60p00-plan.json", "reuse"] = "forecast"  # a forecast point
+    assert main(["plan", spec, "--budget", "0.7", "--ref-steps", "6", "--shipped", "--json", "-o", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["reuse"] == "forecast" and MaskFile.load(out).reuse == "forecast"
     for argv, msg in [(["--budget", "0.3"], "below"), (["--seconds", "2"], "MAC budgets")]:
         assert main(["plan", spec, "--ref-steps", "6", "--shipped", *argv, "-o", str(tmp_path / "x.json")]) == 2
         err = capsys.readouterr().err
