@@ -97,6 +97,8 @@ def main(argv=None) -> int:
                     help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
     ap.add_argument("--screen", type=int, default=16, help="samples of the first calibration chunk (screening, refinement)")
     ap.add_argument("--refine-top", type=int, default=2, help="starts refined per refined budget")
+    ap.add_argument("--peer-stride", type=int, default=1,
+                    help="score every Nth plain fewer-steps K' (and the last) as a peer; 1 (default): every K'")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny sizes (CI): 4+4 samples, K_ref <= 6, no learning or refinement")
     args = ap.parse_args(argv)
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
         budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     except ValueError:
         print(f"error: --budgets takes comma-separated fractions, got {args.budgets!r}", file=sys.stderr)
+        return 2
+    if args.peer_stride < 1:
+        print(f"error: --peer-stride must be >= 1, got {args.peer_stride}", file=sys.stderr)
         return 2
     ref = min(args.ref_steps, 6) if args.dry_run else args.ref_steps
     opts = dict(calib=4, valid=4, chunk=4, learn=False, refine_top=0, screen_keep=2, neighbours=0,
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.plans:
         rows.extend(planned_row(p, pl, test) for p in sorted(Path(args.plans).glob(f"{stem}-*-plan.json")))
-    peers = peer_points(wb, ref)
+    peers = peer_points(wb, ref, args.peer_stride)
     if args.dense and not args.plans:
         points = sorted({round(pl.macs_ratio(c.steps, c.mask), 12) for c in peers if c.family == "rule"})
         budgets = frontier_budgets(ref, extra=[*points, *budgets])

@@ -39,12 +39,13 @@ COLUMNS = ["kind", "name", "family", "provenance", "reuse", "budget", "steps", "
            "met_by"]
 
 
-def peer_points(wb, ref: int) -> list[Candidate]:
-    """Plain DDIM at every K' from 13 to 45 (scaled to ``ref``) and the rule peers at ``ref`` steps:
-    DeepCache branches 0 and 1 at intervals 2, 3, 5 on U-Nets; FORA 2, 3 and block caching 2, 3
-    (where units are residual) on transformers."""
+def peer_points(wb, ref: int, stride: int = 1) -> list[Candidate]:
+    """Plain DDIM at every K' from 13 to 45 (scaled to ``ref``; ``stride`` > 1: every stride-th K' and
+    the last) and the rule peers at ``ref`` steps: DeepCache branches 0 and 1 at intervals 2, 3, 5 on
+    U-Nets; FORA 2, 3 and block caching 2, 3 (where units are residual) on transformers."""
     lo, hi = max(1, round(13 * ref / 50)), max(1, round(45 * ref / 50))
-    out = [Candidate(f"DDIM {k} steps", "fewer-steps", k, None, 0.0, {"steps": k}) for k in range(lo, hi + 1)]
+    ks = sorted({*range(lo, hi + 1, max(1, int(stride))), hi})
+    out = [Candidate(f"DDIM {k} steps", "fewer-steps", k, None, 0.0, {"steps": k}) for k in ks]
     unet = type(wb.model).__name__.startswith("UNet")
     for kind, params in RULE_PEERS_UNET if unet else RULE_PEERS_DIT:
         if kind == "blocks" and not any(u.residual for u in wb.units):

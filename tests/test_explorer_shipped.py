@@ -1,5 +1,5 @@
-"""The explorer on the real shipped frontier files (assets/frontier/mnist-ddpm-050ref.json and
-mnist-dit-050ref.json), not a synthetic one: found for their model and refused for the other; every
+"""The explorer on the real shipped frontier files (assets/frontier/MODEL-050ref.json of all four bundled
+models), not a synthetic one: found for their model and refused for another; every
 point loads as a schedule of its own K that fits the model; in both apps a picked point (a rule plan at
 K < 50, a fewer-steps plan, a peer and a shipped mask) puts exactly that K and mask in the editor and the
 plot has the issue's point groups. Skipped where the bundled models are not installed."""
@@ -20,7 +20,8 @@ sys.path.insert(0, str(APP))
 import gradio_explorer as gx  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 
-MODELS = ["mnist-ddpm", "mnist-dit"]
+MODELS = ["mnist-ddpm", "mnist-dit"]  # the app picks below need a fewer-steps plan on the frontier
+SHIPPED = [*MODELS, "mnist-ldm", "mnist-pixart"]  # every bundled model ships a frontier
 pytestmark = pytest.mark.slow  # two real models loaded (seconds each)
 
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow  # two real models loaded (seconds each)
 def _env(monkeypatch):
     from blockmask.models import bundled_models
 
-    missing = [m for m in MODELS if m not in bundled_models()]
+    missing = [m for m in SHIPPED if m not in bundled_models()]
     if missing:
         pytest.skip(f"bundled models not installed: {missing}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -46,7 +47,7 @@ def _picks(fr) -> list[str]:
     return [masked.name.iloc[0], fewer, peer]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_file_is_found_checked_and_every_point_fits(name):
     from blockmask.errors import BlockmaskError
     from blockmask.viz import frontier
@@ -64,7 +65,8 @@ def test_shipped_file_is_found_checked_and_every_point_fits(name):
     fig = frontier.figure(fr, ctx, frontier.live_point(ctx, fr, np.ones((50, ctx.n_units), bool)))
     names = {t.name for t in fig.data}
     assert {"planner's frontier", "plain, fewer steps", "current mask"} <= names
-    assert names & ({"DeepCache b0", "DeepCache b1"} if name == "mnist-ddpm" else {"FORA", "blocks"})
+    unet = name in ("mnist-ddpm", "mnist-ldm")
+    assert names & ({"DeepCache b0", "DeepCache b1"} if unet else {"FORA", "blocks"})
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -65,6 +65,8 @@ def test_malformed_files_are_one_line(tmp_path):
 def test_peer_points_are_the_issues_peers(workbenches):
     unet = peer_points(workbenches("tiny-unet"), 50)
     assert [c.steps for c in unet if c.family == "fewer-steps"] == list(range(13, 46))
+    at100 = [c.steps for c in peer_points(workbenches("tiny-unet"), 100, stride=7) if c.family == "fewer-steps"]
+    assert at100 == [*range(26, 91, 7), 90]  # K_ref = 100: every 7th K' from 26, and the last, 90
     assert {c.name for c in unet if c.family == "rule"} == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
     dit = {c.name for c in peer_points(workbenches("tiny-dit"), 10) if c.family == "rule"}
     assert {"FORA N=2", "FORA N=3"} <= dit and dit <= {"FORA N=2", "FORA N=3", "blocks N=2", "blocks N=3"}
