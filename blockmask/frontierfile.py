@@ -31,6 +31,7 @@ from .candidates import Candidate, rule_mask
 from .errors import BlockmaskError
 from .io import atomic_write_json
 from .mask import MaskFile
+from .validate import check_int
 
 FORMAT = "blockmask-frontier/1"
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
@@ -44,7 +45,7 @@ def peer_points(wb, ref: int, stride: int = 1) -> list[Candidate]:
     the last) and the rule peers at ``ref`` steps: DeepCache branches 0 and 1 at intervals 2, 3, 5 on
     U-Nets; FORA 2, 3 and block caching 2, 3 (where units are residual) on transformers."""
     lo, hi = max(1, round(13 * ref / 50)), max(1, round(45 * ref / 50))
-    ks = sorted({*range(lo, hi + 1, max(1, int(stride))), hi})
+    ks = sorted({*range(lo, hi + 1, check_int("peer stride", stride, low=1)), hi})
     out = [Candidate(f"DDIM {k} steps", "fewer-steps", k, None, 0.0, {"steps": k}) for k in ks]
     unet = type(wb.model).__name__.startswith("UNet")
     for kind, params in RULE_PEERS_UNET if unet else RULE_PEERS_DIT:

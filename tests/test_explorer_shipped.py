@@ -22,7 +22,7 @@ import gradio_handlers as h  # noqa: E402
 
 MODELS = ["mnist-ddpm", "mnist-dit"]  # the app picks below need a fewer-steps plan on the frontier
 SHIPPED = [*MODELS, "mnist-ldm", "mnist-pixart"]  # every bundled model ships a frontier
-pytestmark = pytest.mark.slow  # two real models loaded (seconds each)
+pytestmark = pytest.mark.slow  # real bundled models loaded (seconds each)
 
 
 @pytest.fixture(autouse=True)
