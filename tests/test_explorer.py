@@ -40,6 +40,24 @@ def test_find_names_and_missing(ctx, tmp_path, monkeypatch):
         frontier.find(ctx)
 
 
+def test_same_name_other_model_gets_no_frontier(ctx, tmp_path, monkeypatch):
+    """A frontier file of the same name but other units is passed over (not an error), and a folder
+    model that shares a bundled model's name is not given the bundled model's shipped frontier (the
+    CI failure of stop 36: a test folder named mnist-pixart with 8 units)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv(frontier.ENV_DIR, str(tmp_path))
+    write_tiny_frontier(tmp_path, ctx.wb)
+    assert frontier.find(ctx) is not None
+    assert frontier.find(SimpleNamespace(spec=ctx.spec, units=list(ctx.units)[:-1])) is None
+    monkeypatch.setenv(frontier.ENV_DIR, str(tmp_path / "empty"))
+    monkeypatch.setattr(frontier, "cache_dir", lambda: tmp_path / "empty")
+    folder = SimpleNamespace(spec=str(tmp_path / "mnist-ddpm"), units=list(ctx.units))
+    assert frontier.model_name(folder) == "mnist-ddpm" and frontier.find(folder) is None
+    bundled = SimpleNamespace(spec="mnist-ddpm", units=list(ctx.units))  # right name, other units
+    assert frontier.find(bundled) is None
+
+
 def test_foreign_frontier_is_refused(ctx, tmp_path, monkeypatch):
     other = tiny_frontier(ctx.wb, model="mnist-ddpm")
     with pytest.raises(BlockmaskError, match="not for 'tiny-unet'"):

@@ -60,15 +60,18 @@ def _files(name: str) -> list[Path]:
 
 
 def find(ctx: ModelContext) -> Frontier | None:
-    """The frontier of ``ctx``'s model: ``$BLOCKMASK_FRONTIER_DIR`` first, else the shipped one; None
-    when there is none. Cached by file and modification time. A broken file raises BlockmaskError."""
+    """The frontier of ``ctx``'s model: ``$BLOCKMASK_FRONTIER_DIR`` first, else the shipped one (for a
+    bundled model named as such, not a folder that happens to share its name); None when there is none.
+    A file for another model of the same name (other units) is passed over. Cached by file and
+    modification time. A broken file raises BlockmaskError."""
     name = model_name(ctx)
     paths = _files(name)
-    if not paths:
+    if not paths and ctx.spec == name:
         from ..resources import assets_dir
 
         paths = [assets_dir() / "frontier" / f"{name}-050ref.json"]
     paths += sorted(cache_dir().glob(f"{name}-*ref-frontier.json"))
+    units = [u.name for u in ctx.units]
     for p in paths:
         if p.is_file():
             key = (str(p), p.stat().st_mtime_ns)
@@ -76,7 +79,8 @@ def find(ctx: ModelContext) -> Frontier | None:
                 _CACHE[key] = Frontier.load(p)
                 while len(_CACHE) > 16:
                     _CACHE.pop(next(iter(_CACHE)))
-            return _CACHE[key]
+            if list(_CACHE[key].units) == units:
+                return _CACHE[key]
     return None
 
 
