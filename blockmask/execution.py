@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import feeders
 from .errors import MaskError, OptionError
 from .forecast import check_reuse, predict, record
 from .mask import validate_mask
@@ -48,6 +49,7 @@ from .branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-
 from .modes import MODES, compiled_body, resolve_mode
 from .outputs import first_tensor, map_tensors
 from .registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
+from .tally import TALLY_HOOK, CallTally
 from .rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from .units import Unit, discover_units, unit_modules
 
@@ -85,7 +87,7 @@ class UnitHook(ModelHook):
         x = self.streams.inputs(args, kwargs) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
-            if not ex.bypass and (not ex.static or ex.store_mask[ex.step, i]):
+            if ex.stores(i):
                 st = self.states.get_state()
                 value = self.streams.residual(out, x) if self.residual else out
                 if ex.forecast:
@@ -126,25 +128,6 @@ class UnitHook(ModelHook):
         return module
 
 
-TALLY_HOOK = "blockmask_tally"
-
-
-class CallTally(ModelHook):
-    """On the denoiser itself: before each call, :meth:`MaskedExecution.collect` counts the unit calls
-    of the previous one that ran inside compiled code (a whole-model ``torch.compile``, diffusers'
-    ``compile_repeated_blocks``), where the unit hooks could only note their outcome. Under a
-    whole-model compile this is a graph break before the first operation: no extra graph."""
-
-    def __init__(self, execution: "MaskedExecution"):
-        super().__init__()
-        self.execution = execution
-
-    def pre_forward(self, module, *args, **kwargs):
-        if torch.compiler.is_compiling() or self.execution._traced:  # (eager: no call at all)
-            self.execution.collect()
-        return args, kwargs
-
-
 class MaskedExecution(contextlib.AbstractContextManager):
     """Drive ``model`` with a K×N mask during a sampling loop.
 
@@ -173,6 +156,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.static = self.mode == "rowgraph"
         self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
         self._stores: tuple[Any, Any] = (None, None)  # (mask, its store_mask), see store_mask
+        # True when the mask is the whole run's (set by whoever drives the run): a unit whose column is
+        # all ones never reads its cache, so it stores none (see stores)
+        self.fixed_mask = False
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
@@ -185,6 +171,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             for h, shared in zip(self.hooks, self.graph_cache.states):
                 h.states._state_cache = shared
         self._entered = False
+        self._feeders: list = []  # the norms hooked by blockmask.feeders while entered
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -205,8 +192,11 @@ class MaskedExecution(contextlib.AbstractContextManager):
         register_hooks(self.modules, self.hooks)
         try:
             register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
+            # eager: a reused branch's norm returns a stand-in (blockmask.feeders)
+            self._feeders = feeders.install(self) if self.mode == "eager" else []
         except BaseException:
             remove_hooks(self.modules)
+            remove_hooks([self.model], TALLY_HOOK)
             raise
         self._entered = True
         if self.static and self.mask is not None:
@@ -229,6 +219,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         counts = self.computed, self.skipped
         try:
             if self._entered:
+                feeders.uninstall(self._feeders)
                 remove_hooks(self.modules)
                 if self.graphs is not None:  # the outer model hook first: diffusers unwinds them last-in first-out
                     remove_hooks([self.model], GRAPH_HOOK)
@@ -248,6 +239,20 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if self._stores[0] is not self.mask:
             self._stores = (self.mask, cache_reads(self.mask, [u.parent for u in self.units]))
         return self._stores[1]
+
+    def stores(self, i: int) -> bool:
+        """Whether unit i, computed at the current step, keeps its output as its cache: not in bypass
+        (the frozen reference); in rowgraph mode only the cells a later step reads (store_mask);
+        with a :attr:`fixed_mask` and hard gates, only units the mask reuses somewhere (an all-ones
+        column never reads its cache: FORA's whole blocks, the plain model). Otherwise always, so a
+        run can be resumed under another mask (:mod:`blockmask.refine`)."""
+        if self.bypass:
+            return False
+        if self.static:
+            return bool(self.store_mask[self.step, i])
+        if not self.fixed_mask or self._reused is None or self.soft is not None:
+            return True
+        return self._reused[i]
 
     # --- step control -------------------------------------------------------------------
     def set_step(self, k: int, branch: Any = 0) -> None:
@@ -272,6 +277,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
     def mask(self, m: np.ndarray | None) -> None:
         self._mask = m
         self._row = self._row_at(getattr(self, "_step", 0))
+        # per unit: does the mask reuse it anywhere (Python bools, constants under torch.compile)
+        self._reused = None if m is None else tuple(bool(v) for v in ~np.asarray(m, bool).all(axis=0))
 
     def _row_at(self, k: int) -> tuple[bool, ...] | None:
         """Row k of the mask as Python bools (None without a mask; () past its end, so gate() raises).
@@ -315,6 +322,12 @@ class MaskedExecution(contextlib.AbstractContextManager):
     @skipped.setter
     def skipped(self, n: int) -> None:
         self._skipped = n
+
+    def collect_traced(self) -> None:
+        """Before each model call (:class:`blockmask.tally.CallTally`): count the unit calls compiled
+        code could only note."""
+        if torch.compiler.is_compiling() or self._traced:  # (eager: no call at all)
+            self.collect()
 
     @torch.compiler.disable
     def collect(self) -> None:

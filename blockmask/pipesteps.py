@@ -103,6 +103,7 @@ class PipelineSteps(SchedulerSteps):
             mask = np.ones((k, len(self.units)), bool) if self.pending else self._build()
         except BlockmaskError as e:
             self._fail(e)
+        self.ex.fixed_mask = not self.pending  # a placeholder until choose(): every output is stored
         self.ex.mask = np.vstack([np.ones((1, len(self.units)), bool), mask])
         self.calls_at = np.zeros(k + 1)
         self.ex.reset()
@@ -128,6 +129,7 @@ class PipelineSteps(SchedulerSteps):
         except BlockmaskError as e:
             self._fail(e)
         self.ex.mask = np.vstack([np.ones((1, len(self.units)), bool), mask])
+        self.ex.fixed_mask = True
 
     def _on_step(self, *args, **kwargs) -> None:
         self.slot_calls = 0

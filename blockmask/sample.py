@@ -151,6 +151,8 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
         raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {rows}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode, reuse=reuse) if own else None)
+    if own:
+        ctx.fixed_mask = True  # this run's mask is known whole: units never reused store nothing
     krow = call_rows(scheduler)  # the mask row of each model call (Heun: two calls per row)
     with ctx if own else contextlib.nullcontext():
         for c, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):

@@ -1,0 +1,123 @@
+"""blockmask.feeders: a reused branch's norm returns a stand-in, and nothing the model returns changes.
+
+Each test fails without the feeders (no stand-in seen) or with a wrong one (images differ), and the
+"all stores" test fails if a unit that a mask never reuses still keeps a cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blockmask import baselines, feeders
+from blockmask.execution import MaskedExecution
+
+STEPS = 6
+
+
+def fora_mask(wb, interval=2):
+    keep = np.array([u.residual for u in wb.units])
+    return baselines.fora(STEPS, len(wb.units), interval=interval, keep=keep)
+
+
+def norm_shapes(model) -> list[tuple]:
+    """Every LayerNorm output shape during a run (filled by forward hooks; remove with .handles)."""
+    seen: list[tuple] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+               for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    return seen, handles
+
+
+@pytest.mark.parametrize("name", ["tiny-dit", "tiny-pixart"])
+@pytest.mark.parametrize("reuse", ["hold", "forecast"])
+def test_stand_ins_change_no_image(workbenches, monkeypatch, name, reuse):
+    wb = workbenches(name)
+    n_feeders = len(feeders.feeders_of(wb.model, wb.units))
+    assert n_feeders == 2 * sum(u.kind == "block" for u in wb.units)  # attn1 and ff of every block
+    m = fora_mask(wb, interval=3)
+    seen, handles = norm_shapes(wb.model)
+    try:
+        got = wb.generate(m, steps=STEPS, seed=3, num_images=2, reuse=reuse)
+    finally:
+        for h in handles:
+            h.remove()
+    small = [s for s in seen if all(d == 1 for d in s[1:])]
+    reused_rows = int((~m).any(axis=1).sum())
+    assert len(small) == n_feeders * reused_rows  # every feeder, at every step its branch is reused
+    monkeypatch.setattr(feeders, "FEEDERS", {})
+    want = wb.generate(m, steps=STEPS, seed=3, num_images=2, reuse=reuse)
+    assert torch.equal(got, want)
+
+
+def test_soft_gates_and_bypass_run_the_norm(workbenches):
+    """Training's relaxed gates and the frozen reference need the branch's real input; a hard reuse
+    gets the stand-in (the control)."""
+    wb = workbenches("tiny-dit")
+    n = len(wb.units)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.tensor([1, 2])
+    with torch.no_grad(), MaskedExecution(wb.model, fora_mask(wb)) as ex:
+        ex.set_step(0)
+        wb.model(x, timestep=t, class_labels=y)
+        ex.set_step(1)
+        seen, handles = norm_shapes(wb.model)
+        try:
+            with ex.soft_gates(torch.full((n,), 0.5)):
+                wb.model(x, timestep=t, class_labels=y)
+            with ex.reference():
+                wb.model(x, timestep=t, class_labels=y)
+            assert seen and all(s[1] > 1 for s in seen)
+            wb.model(x, timestep=t, class_labels=y)
+            assert any(s[1] == 1 for s in seen)
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def test_hooks_come_off_and_no_feeder_when_chunked(workbenches):
+    wb = workbenches("tiny-dit")
+    mods = [m for _, m in feeders.feeders_of(wb.model, wb.units)]
+    with MaskedExecution(wb.model, fora_mask(wb)):
+        assert all(m._diffusers_hook.get_hook(feeders.FEEDER_HOOK) is not None for m in mods)
+    assert all(getattr(m, "_diffusers_hook", None) is None or m._diffusers_hook.get_hook(feeders.FEEDER_HOOK) is None
+               for m in mods)
+    assert all("forward" not in m.__dict__ for m in mods)
+    block = wb.model.transformer_blocks[0]
+    block.set_chunk_feed_forward(2, 1)
+    try:
+        assert len(feeders.feeders_of(wb.model, wb.units)) == len(mods) - 1  # block 0's ff has none
+    finally:
+        block.set_chunk_feed_forward(None, 0)
+
+
+def test_units_never_reused_store_nothing(workbenches):
+    """A run whose mask is known whole (blockmask's sampler) keeps no cache for an all-ones column;
+    an execution that may be resumed under another mask (refine) keeps every one."""
+    wb = workbenches("tiny-dit")
+    m = fora_mask(wb)
+    never = m.all(axis=0)
+    assert never.any() and not never.all()
+    for fixed in (True, False):
+        with torch.no_grad(), MaskedExecution(wb.model, m) as ex:
+            ex.fixed_mask = fixed
+            x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.tensor([1, 2])
+            for k in range(2):
+                ex.set_step(k)
+                wb.model(x, timestep=t, class_labels=y)
+            kept = np.array([h.states.peek(0) is not None for h in ex.hooks])
+        assert (kept == (~never if fixed else np.ones_like(never))).all(), (fixed, kept)
+
+
+def test_feeder_step_benchmark_runs_and_refuses_a_model_without_feeders():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = str(root / "benchmarks" / "feeder_step.py")
+    r = subprocess.run([sys.executable, script, "config:" + str(root / "tests/configs/tiny-dit.json"), "--reps", "1",
+                        "--rounds", "1", "--batch", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "fora, feeders" in r.stdout and "MACs" in r.stdout
+    r = subprocess.run([sys.executable, script, "config:" + str(root / "tests/configs/tiny-unet.json"), "--reps", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "has no feeders" in r.stderr and "Traceback" not in r.stderr
