@@ -7,7 +7,7 @@ The architectures are the paper's (depth, width, heads, units: DiT-XL/2 has 84 u
 paper's size would take minutes (a 256² DDPM U-Net forward is ~250 GMACs, PixArt-Σ at 1024² ~2.9
 TMACs): see REDUCED; ddpm-cifar10-32 runs at its own size. Paper-size MAC totals are checked on the
 meta device in tests/test_costs_rectify.py::test_reference_totals_within_3_percent. One model load
-is shared by the five commands of a config (Workbench.load memoized, as tests/test_bad_inputs.py
+is shared by the five commands of a config (Workbench.load memoized, as tests/test_bad_inputs_cli.py
 does); each command otherwise runs its whole path. About 2.5 min in all on a busy 2-core CPU, most
 of it the DiT-XL/2 runs: random init of 675M parameters (~14 s) and the consumer graph's N + 1 = 85
 weight-bound forwards (~22 s), which no smaller sample size makes cheaper.
