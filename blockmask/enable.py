@@ -181,8 +181,9 @@ def enable(pipe, spec=None, *, budget: float | None = None, resample: bool | Non
 
 
 def _source_for(model, source, resample: bool, strict: bool):
-    """A Preset (checked on these units) or a FixedMask that fits ``model``'s units."""
-    units = discover_units(model)
+    """A Preset (checked on these units) or a FixedMask that fits ``model``'s units (their order known
+    without a forward where the adapter can tell it; the first real call checks it)."""
+    units = discover_units(model, measure=False)
     if isinstance(source, Preset):
         source.mask(units, 4)  # refuses a rule that cannot apply to this model (deepcache on a transformer)
         return source

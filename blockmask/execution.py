@@ -25,9 +25,8 @@ Caches are reset on entry (``with MaskedExecution(...)``), at the start of every
 :meth:`reset` (also diffusers' ``reset_stateful_hooks``), so a cancelled run never leaks stale
 features into the next one. Where the step index comes from: :mod:`blockmask.stepping`.
 
-Compiled with the model (a whole-model ``torch.compile``, diffusers' ``compile_repeated_blocks``), the
-hooks are traced: the gates are Python constants of the step's row (one graph per distinct row), and
-the model-level :class:`CallTally` keeps the counters.
+Compiled with the model (whole-model ``torch.compile``, ``compile_repeated_blocks``), the hooks are traced:
+gates are constants of the step's row (a graph per distinct row); :class:`CallTally` keeps the counters.
 """
 
 from __future__ import annotations
@@ -87,6 +86,8 @@ class UnitHook(ModelHook):
         x = self.streams.inputs(args, kwargs) if self.residual else None
         if g is True:
             out = self.body(module)(*args, **kwargs)
+            if ex.trace is not None:  # completion order, checked on a pipeline's first call
+                ex.trace.append(i)
             if ex.stores(i):
                 st = self.states.get_state()
                 value = self.streams.residual(out, x) if self.residual else out
@@ -159,6 +160,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # True when the mask is the whole run's (set by whoever drives the run): a unit whose column is
         # all ones never reads its cache, so it stores none (see stores)
         self.fixed_mask = False
+        self.trace: list[int] | None = None  # while a list: the index of every unit call that ran, in order
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
@@ -192,8 +194,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         register_hooks(self.modules, self.hooks)
         try:
             register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
-            # eager: a reused branch's norm returns a stand-in (blockmask.feeders)
-            self._feeders = feeders.install(self) if self.mode == "eager" else []
+            self._feeders = feeders.install(self) if self.mode == "eager" else []  # (blockmask.feeders)
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)

@@ -31,6 +31,7 @@ from .mask import validate_mask
 from .presets import row_levels, rows_of_calls
 from .schedulers import scheduler_rows, step_complete
 from .stepping import SchedulerSteps
+from .units import remember_order
 
 
 class _NoState(BaseState):
@@ -56,11 +57,17 @@ class PipeCallHook(ModelHook):
         if steps.profile is not None or torch.compiler.is_compiling():
             out = self.fn_ref.original_forward(*args, **kwargs)
         else:
-            with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
-                tracker = getattr(fc, "mod_tracker", None)
-                if tracker is not None and hasattr(tracker, "_get_mod_name"):
-                    tracker._get_mod_name(module)  # name every submodule by its path under the denoiser
-                out = self.fn_ref.original_forward(*args, **kwargs)
+            steps.ex.trace = []
+            try:
+                with FlopCounterMode(display=False, custom_mapping=cpu_sdpa_formula()) as fc:
+                    tracker = getattr(fc, "mod_tracker", None)
+                    if tracker is not None and hasattr(tracker, "_get_mod_name"):
+                        tracker._get_mod_name(module)  # name every submodule by its path under the denoiser
+                    out = self.fn_ref.original_forward(*args, **kwargs)
+                trace = steps.ex.trace
+            finally:
+                steps.ex.trace = None
+            steps.check_order(trace)
             steps.profile = profile_from_counts(fc.get_flop_counts(), type(module).__name__, steps.units)
         if steps.pending:
             steps.choose()
@@ -119,6 +126,19 @@ class PipelineSteps(SchedulerSteps):
                                  self.first_row or 0)
         self.label = getattr(self.source, "chosen", None) or str(self.source)
         return validate_mask(mask, units=len(self.units), steps=k)
+
+    def check_order(self, trace: list[int]) -> None:
+        """The units' order as the first real call ran them (all computed) must be the order the
+        mask's columns follow (known without a forward, :func:`blockmask.units.discover_units`). If it
+        is not, the measured order replaces it on the model and blockmask is disabled, in one line."""
+        if trace == list(range(len(self.units))):
+            return
+        names = [self.units[i].name for i in dict.fromkeys(trace)]
+        if len(trace) == len(names) == len(self.units):
+            remember_order(self.ex.model, names)
+        self._fail(MaskError(f"the first call of {type(self.ex.model).__name__} ran its units in another order "
+                             f"than blockmask assumed ({len(trace)} unit calls for {len(self.units)} units); "
+                             "the measured order is kept: enable blockmask again"))
 
     def choose(self) -> None:
         """After this denoiser's first call in a run (every unit computed, its MACs known, its first row

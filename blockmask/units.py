@@ -109,8 +109,10 @@ def example_call(model, adapter: Adapter | None = None, batch: int = 1, seed: in
     return lambda: adapter.forward(model, x, t, cond)
 
 
-def discover_units(model: torch.nn.Module) -> list[Unit]:
-    """The model's units in execution order. Raises UnsupportedModelError for unknown classes."""
+def discover_units(model: torch.nn.Module, *, measure: bool = True) -> list[Unit]:
+    """The model's units in execution order. Raises UnsupportedModelError for unknown classes.
+    ``measure=False`` (:func:`blockmask.enable`): no forward where the adapter knows the order
+    statically; the pipeline's first real call then checks it (:mod:`blockmask.pipesteps`)."""
     cached = getattr(model, "_blockmask_units", None)
     if cached is not None:
         return cached
@@ -128,7 +130,10 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
 
         return fwd
 
-    if adapter.measured_order:
+    static = None if measure or not adapter.measured_order else adapter.static_order([c[0] for c in cands])
+    if static is not None:
+        order = static
+    elif adapter.measured_order:
         try:
             with torch.no_grad(), wrap_forwards([m for _, _, m in cands], make):
                 example_call(model, adapter, probe=True)()
@@ -144,14 +149,21 @@ def discover_units(model: torch.nn.Module) -> list[Unit]:
     missing = [cands[i][0] for i in range(len(cands)) if i not in seen]
     if missing:
         raise RuntimeError(f"units never ran in a forward pass: {', '.join(missing[:5])}")
-    names = [cands[i][0] for i in seen]
+    return remember_order(model, [cands[i][0] for i in seen], cands)
+
+
+def remember_order(model: torch.nn.Module, names: list[str], cands=None) -> list[Unit]:
+    """The units named ``names`` (unit candidates' module paths), in that execution order, cached on
+    ``model``: order is a property of the architecture."""
+    cands = cands if cands is not None else adapter_for(model).unit_candidates(model)
+    kinds = {c[0]: c[1] for c in cands}
 
     def parent(name: str) -> int:  # the innermost other unit whose module path encloses this one
         outer = [j for j, o in enumerate(names) if name.startswith(o + ".")]
         return max(outer, key=lambda j: len(names[j])) if outer else -1
 
-    units = [Unit(j, cands[i][0], cands[i][1], block_of(cands[i][0]), parent(cands[i][0])) for j, i in enumerate(seen)]
-    model._blockmask_units = units  # cached: order is a property of the architecture
+    units = [Unit(j, n, kinds[n], block_of(n), parent(n)) for j, n in enumerate(names)]
+    model._blockmask_units = units
     return units
 
 

@@ -16,7 +16,7 @@ from blockmask.errors import BlockmaskError
 from blockmask.units import discover_units
 
 from test_enable import hooks_left
-from tiny_pipes import CONFIGS, _emb, _model, _pipe, _runner
+from tiny_pipes import CONFIGS, FAMILIES, _emb, _model, _pipe, _runner
 
 
 @pytest.mark.parametrize("name", ["tiny-unet", "tiny-unet-cond", "tiny-sdxl-unet", "tiny-unet-mnist"])
@@ -61,3 +61,68 @@ def test_a_unet_without_example_inputs_works_through_enable():
         blockmask.disable(pipe)
     assert not torch.equal(out, plain) and torch.isfinite(out).all() and macs < macs_plain
     assert hooks_left(pipe) == [] and torch.equal(run(6), plain)
+
+
+@pytest.mark.parametrize("name", ["tiny-dit", "tiny-pixart", "tiny-pixart-sigma"])
+def test_static_transformer_order_is_the_measured_order(name):
+    model = _model(name)
+    names = [n for n, _, _ in adapter_for(model).unit_candidates(model)]
+    static = adapter_for(model).static_order(names)
+    measured = [u.name for u in discover_units(model)]
+    assert static is not None and [names[i] for i in static] == measured
+    assert measured.index("transformer_blocks.0.attn1") < measured.index("transformer_blocks.0")  # inner first
+
+
+def _forward_counter(pipe):
+    from blockmask.enable import denoisers
+
+    calls, handles = [], []
+    for _, model in denoisers(pipe):
+        model.__dict__.pop("_blockmask_units", None)  # nothing known before enable
+        handles.append(model.register_forward_pre_hook(lambda *a: calls.append(1)))
+    return calls, handles
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_enable_runs_no_forward_and_the_first_call_checks_the_order(family):
+    """Issue 27 item 4: no synthetic forward at enable on any family; the pipeline's first real call
+    (all units computed) confirms the order the mask's columns follow."""
+    pipe, run = FAMILIES[family]()
+    calls, handles = _forward_counter(pipe)
+    try:
+        blockmask.enable(pipe, "ones")
+        assert calls == [], f"{family}: enable ran {len(calls)} forward(s)"
+        run(3)
+        assert calls and blockmask.summary(pipe).steps == 3
+    finally:
+        blockmask.disable(pipe)
+        for h in handles:
+            h.remove()
+    assert hooks_left(pipe) == []
+
+
+def test_a_wrong_order_is_caught_by_the_first_call_and_the_measured_one_kept(monkeypatch):
+    from blockmask.adapters.transformer import PixArtAdapter
+
+    pipe, run = FAMILIES["pixart-sigma"]()
+    model = pipe.transformer
+    model.__dict__.pop("_blockmask_units", None)
+    right = [u.name for u in discover_units(model)]
+    model.__dict__.pop("_blockmask_units", None)
+
+    def swapped(self, names):
+        order = [names.index(n) for n in right]
+        order[0], order[1] = order[1], order[0]
+        return order
+
+    monkeypatch.setattr(PixArtAdapter, "static_order", swapped)
+    blockmask.enable(pipe, "fora:2")
+    with pytest.raises(BlockmaskError, match="another order"):
+        run(4)
+    assert hooks_left(pipe) == []  # disabled, in one line
+    assert [u.name for u in model._blockmask_units] == right  # the measured order is kept
+    blockmask.enable(pipe, "fora:2")
+    try:
+        run(4)
+    finally:
+        blockmask.disable(pipe)
