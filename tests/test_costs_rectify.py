@@ -1,7 +1,5 @@
 """MACs (reference totals, CPU attention counting) and rectification properties."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -133,14 +131,24 @@ def test_liveness_follows_multi_step_carry():
     assert not live[1, 0] and rectify_eq12(m)[1, 0]
 
 
-def test_rectify_speed():
+def test_rectify_at_editor_size_and_its_speed_benchmark(capsys):
+    """K = 1000, N = 60: rectification only turns cells off, keeps row 0, and is idempotent. Its time
+    budget (< 100 ms) is measured by benchmarks/rectify_speed.py, not asserted here (issue 30)."""
+    import sys
+
     g = ConsumerGraph(tuple(tuple(range(i + 1, min(i + 8, 60))) for i in range(60)), tuple(i >= 55 for i in range(60)))
     m = np.random.default_rng(0).random((1000, 60)) < 0.5
     m[0] = True
-    rectify(m, g)
-    t0 = time.perf_counter()
-    rectify(m, g)
-    assert time.perf_counter() - t0 < 0.1
+    r = rectify(m, g).mask
+    assert r[0].all() and not (r & ~m).any() and (r != m).any()
+    assert np.array_equal(rectify(r, g).mask, r)
+    sys.path.insert(0, str(CONFIGS.parent.parent / "benchmarks"))
+    import rectify_speed
+
+    rc = rectify_speed.main(["--steps", "50", "--units", "12", "--repeats", "1", "--budget-ms", "1e9"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "chain" in out and "window" in out and "median" in out
+    assert rectify_speed.main(["--units", "2"]) == 2
 
 
 # --- baselines ------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,17 +167,18 @@ def test_figures(ctx, dit):
         assert figures.cell_at(ctx, K, lay["x0"][i] + c / 2, k * c + c / 2) == (k, i)
 
 
-def test_big_mask_speed(ctx):
-    """Issue 5: toggle → redraw < 300 ms, rectify < 100 ms at K=1000, N=60 (synthetic 60-unit chain)."""
+def test_big_mask_rectifies(ctx):
+    """Issue 5's editor size, K=1000, N=60 (synthetic 60-unit chain): on a chain, a unit's cell is live
+    only where the next unit runs at that step or the unit feeds the output. Its time (< 100 ms) is
+    measured by benchmarks/rectify_speed.py (issue 30: no wall-clock asserts in tests)."""
     g = ConsumerGraph.chain(60)
     rng = np.random.default_rng(0)
     m = rng.random((1000, 60)) < 0.6
     m[0] = True
     from blockmask.rectify import rectify
 
-    t0 = time.perf_counter()
-    rectify(m, g)
-    assert time.perf_counter() - t0 < 0.1 * 3  # generous on a shared CPU; measured ~tens of ms
+    r = rectify(m, g).mask
+    assert r[0].all() and not (r & ~m).any() and r[:, -1].tolist() == m[:, -1].tolist()
 
 
 def test_class_conditional_compare(dit, ctx):
