@@ -102,3 +102,25 @@ def test_gradio_picks_load_k_and_mask(name):
         assert ns.editor.steps == want.steps and out[10] == want.steps, pick  # the K box follows
         np.testing.assert_array_equal(ns.editor.mask, want.mask)
         s = ns
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "assets" / "frontier").glob("*-100ref.json")), ids=lambda p: p.stem)
+def test_shipped_100_step_frontiers_fit_their_model_and_answer_plan_shipped(path, tmp_path, capsys):
+    """K_ref = 100 frontiers (issue 26, item 5): the file names its model's units, every plan is a
+    schedule of its own K for them, and `blockmask plan MODEL --shipped --ref-steps 100` answers from it."""
+    import json
+
+    from blockmask.cli import main
+    from blockmask.frontierfile import Frontier
+
+    name = path.stem.rsplit("-", 1)[0]
+    fr = Frontier.for_model(name, 100)
+    ctx = h.get_context(name, "ddim")
+    assert fr is not None and fr.ref_steps == 100 and fr.units == [u.name for u in ctx.units]
+    for point in fr.plans.name:
+        steps, mask = fr.schedule(point)
+        assert 1 <= steps <= 100 and mask.shape == (steps, ctx.n_units)
+    out = tmp_path / "s.json"
+    assert main(["plan", name, "--budget", "0.35", "--ref-steps", "100", "--shipped", "--json", "-o", str(out)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["source"] == "shipped frontier" and r["macs_ratio_vs_ref"] <= 0.35 * 1.02 and out.is_file()
