@@ -6,9 +6,9 @@ Inside diffusers' ``BasicTransformerBlock`` the self-attention ``attn1`` reads n
 reuses the branch at the current step, its feeder returns a ``(B, 1, …, 1)`` view of its own input
 instead of normalising B × T × D values; the block's modulation of that stand-in is then
 ``(B, 1, D)``, and the branch's hook drops it. The block's output does not change, bit for bit
-(tests/test_feeders.py). On the bundled mnist-dit (batch 16, one CPU thread) a step where every
-``attn1`` and ``ff`` is reused (FORA) went from 16.3 ms to 11.2 ms; the plain step is about 93 ms
-(``benchmarks/feeder_step.py``).
+(tests/test_feeders.py). On the bundled mnist-dit (batch 16, one CPU thread) a call where every
+``attn1`` and ``ff`` is reused (FORA) went from 14.3 ms to 9.9 ms; the plain call is about 96 ms
+(``benchmarks/feeder_step.py``, docs/PERFORMANCE.md).
 
 Declared per block class and norm type as data (:data:`FEEDERS`), like the block contracts of
 :mod:`blockmask.adapters.contracts`. A block with a position embedding on the normed stream has none,
