@@ -92,11 +92,11 @@ def main(argv=None) -> int:
         for k in (kinds if r % 2 == 0 else kinds[::-1]):
             res[k].append(timed(k) * 1000)
     plain = statistics.median(res["plain"])
-    macs = {"plain": 1.0, "fora, feeders": fora, "fora, no feeders": fora, "blocks": blocks}
+    masks = {"fora, feeders": fora, "fora, no feeders": fora, "blocks": blocks}
     full = wb.macs.per_step(ones[:1])[0]
     print(f"{args.model}: batch {args.batch}, {args.threads} thread(s), {args.reps} calls × {args.rounds} rounds")
     for k, v in res.items():
-        mac = 1.0 if k == "plain" else wb.macs.per_step(macs[k][1:2])[0] / full
+        mac = 1.0 if k == "plain" else wb.macs.per_step(masks[k][1:2])[0] / full
         med = statistics.median(v)
         print(f"  {k:18s} {med:8.2f} ms ({min(v):.2f}–{max(v):.2f})   time {med / plain:.3f}   MACs {mac:.3f} of plain")
     return 0

@@ -21,7 +21,7 @@ def fora_mask(wb, interval=2):
 
 
 def norm_shapes(model) -> list[tuple]:
-    """Every LayerNorm output shape during a run (filled by forward hooks; remove with .handles)."""
+    """(shapes, handles): every LayerNorm output shape, appended by forward hooks; remove the handles."""
     seen: list[tuple] = []
     handles = [m.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
                for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]

@@ -71,7 +71,6 @@ def find(ctx: ModelContext) -> Frontier | None:
 
         paths = [assets_dir() / "frontier" / f"{name}-050ref.json"]
     paths += sorted(cache_dir().glob(f"{name}-*ref-frontier.json"))
-    units = [u.name for u in ctx.units]
     for p in paths:
         if p.is_file():
             key = (str(p), p.stat().st_mtime_ns)
@@ -79,7 +78,7 @@ def find(ctx: ModelContext) -> Frontier | None:
                 _CACHE[key] = Frontier.load(p)
                 while len(_CACHE) > 16:
                     _CACHE.pop(next(iter(_CACHE)))
-            if list(_CACHE[key].units) == units:
+            if fits(_CACHE[key], ctx):
                 return _CACHE[key]
     return None
 
@@ -119,10 +118,15 @@ def _mkdir(d: Path) -> Path:
     return d
 
 
+def fits(fr: Frontier, ctx: ModelContext) -> bool:
+    """Whether ``fr`` was made for ``ctx``'s model: its name and its units."""
+    return fr.model == model_name(ctx) and list(fr.units) == [u.name for u in ctx.units]
+
+
 def check(fr: Frontier, ctx: ModelContext) -> None:
     """Refuse a frontier made for another model (name or units)."""
-    name = model_name(ctx)
-    if fr.model != name or list(fr.units) != [u.name for u in ctx.units]:
+    if not fits(fr, ctx):
+        name = model_name(ctx)
         raise BlockmaskError(f"this frontier is for {fr.model!r} ({len(fr.units)} units), not for {name!r} "
                              f"({ctx.n_units} units)")
 
