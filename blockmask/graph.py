@@ -19,7 +19,8 @@ import dataclasses
 import torch
 
 from .outputs import first_tensor, map_tensors
-from .units import discover_units, example_call, unit_modules, wrap_forwards
+from .registry import wrap_forwards
+from .units import discover_units, example_call, unit_modules
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,16 @@ in an instance ``__dict__`` once removed)."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from .errors import MaskError
 
 HOOK_NAME = "blockmask"
+MEASURE_HOOK = "blockmask_measure"  # measurement wrappers (unit order, consumer graph, feature change)
 
 
 def register_hooks(modules: list[torch.nn.Module], hooks: list[ModelHook], name: str = HOOK_NAME) -> None:
@@ -44,3 +48,31 @@ def invalidate_children(model: torch.nn.Module) -> None:
     registry = getattr(model, "_diffusers_hook", None)
     if registry is not None:
         registry.invalidate_child_registries_cache()
+
+
+class ForwardWrapHook(ModelHook):
+    """Runs ``make(i, forward)`` in place of a module's forward, ``forward`` being what ran there before
+    (the class's own, or an earlier hook's). Measurement only: recorders and freezers."""
+
+    def __init__(self, index: int, make: Callable[[int, Callable], Callable]):
+        super().__init__()
+        self.index, self.make, self.forward_fn = index, make, None
+
+    def new_forward(self, module, *args, **kwargs):
+        return self.forward_fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def wrap_forwards(modules: list[torch.nn.Module], make: Callable[[int, Callable], Callable],
+                  name: str = MEASURE_HOOK) -> Iterator[None]:
+    """While inside, module ``i`` runs ``make(i, original)`` in place of its forward: a hook on its diffusers
+    HookRegistry (the one mechanism execution uses too), removed on exit even after an exception. A
+    second wrapper under the same name on a module is refused (one :class:`MaskError` line)."""
+    hooks = [ForwardWrapHook(i, make) for i in range(len(modules))]
+    register_hooks(modules, hooks, name)
+    try:
+        for hook in hooks:
+            hook.forward_fn = make(hook.index, hook.fn_ref.original_forward)
+        yield
+    finally:
+        remove_hooks(modules, name)

@@ -13,15 +13,15 @@ an inner unit under a skipped outer unit never execute (:func:`effective_mask` z
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from .adapters import Adapter, adapter_for
 from .errors import BlockmaskError
+from .registry import wrap_forwards
 
 _BLOCK_SUFFIX = re.compile(r"\.(resnets|attentions|downsamplers|upsamplers)\.\d+$|\.(attn1|attn2|ff)$")
 RESIDUAL_KINDS = ("block",)  # kinds whose cached value is their residual out − in (see execution.py)
@@ -62,37 +62,6 @@ def effective_mask(mask, parents) -> "np.ndarray":
 
 def block_of(name: str) -> str:
     return _BLOCK_SUFFIX.sub("", name)
-
-
-@contextlib.contextmanager
-def wrap_forwards(modules: list[torch.nn.Module], make: Callable[[int, Callable], Callable]) -> Iterator[None]:
-    """Temporarily replace each module *instance's* ``forward`` with ``make(i, original)``.
-
-    Only the instances are touched (never the class), and what was there is restored on exit,
-    even after an exception: an instance ``forward`` set by another tool (e.g. left by DeepCache's
-    ``disable()``) is wrapped and put back; only a second blockmask hook on the same module is refused.
-    """
-    saved = []
-    try:
-        for i, mod in enumerate(modules):
-            had = mod.__dict__.get("forward")
-            if had is not None and getattr(had, "_blockmask_hook", False):
-                raise RuntimeError(f"module {i} is already hooked by blockmask (nested blockmask hooks?)")
-            orig = mod.forward
-            hook = make(i, orig)
-            try:
-                hook._blockmask_hook = True
-            except AttributeError:  # a bound method or builtin: cannot carry the marker
-                pass
-            mod.forward = hook
-            saved.append((mod, had))
-        yield
-    finally:
-        for mod, had in saved:
-            if had is None:
-                del mod.forward
-            else:
-                mod.forward = had
 
 
 def example_call(model, adapter: Adapter | None = None, batch: int = 1, seed: int = 0,

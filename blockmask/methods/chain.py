@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 
 from ..outputs import map_tensors
-from ..units import discover_units, unit_modules, wrap_forwards
+from ..registry import wrap_forwards
+from ..units import discover_units, unit_modules
 
 
 class SoftChain(contextlib.AbstractContextManager):

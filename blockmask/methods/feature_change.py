@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from ..errors import BlockmaskError
 from ..outputs import first_tensor
 from ..sample import Condition, sample
-from ..units import discover_units, unit_modules, wrap_forwards
+from ..registry import wrap_forwards
+from ..units import discover_units, unit_modules
 from .budget import fit_scores, mask_ratio, within
 from .progress import step_callback
 
