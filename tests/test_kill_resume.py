@@ -1,4 +1,5 @@
-"""``kill -9`` at random points of a training run, and inside its checkpoint and final writes:
+"""``kill -9`` at points of a training run the child itself reports (right after a step's checkpoint,
+inside the next step's first model call), and inside its checkpoint and final writes:
 ``--resume`` loses at most the step in progress and ends with the same mask as an uninterrupted run,
 with no temp file, lock or checkpoint left (issue 13). Budget runs (λ bisection) too.
 
@@ -9,9 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import random
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -30,7 +29,9 @@ _CTX.set_forkserver_preload(["blockmask.api", "blockmask.train_run"])
 
 def _child(spec, out, resume, budget, kill_in, progress_file):
     """A training run in a forked process; ``kill_in``: SIGKILL itself inside a write
-    ("final-before-rename", "final-after-rename", "checkpoint-3")."""
+    ("final-before-rename", "final-after-rename", "checkpoint-3"), right after step k's checkpoint is
+    announced ("announced-k"), inside step k's first model call ("inside-k"), or inside the first model
+    call after the budget search's first record ("search-1")."""
     try:
         import blockmask.io as bio
         from blockmask.api import Workbench
@@ -40,6 +41,13 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
         real_replace = bio.os.replace
         ckpt = checkpoint_path(out)
         writes = {"ckpt": 0}
+        armed = [False]
+
+        def kill_if_armed(_module, _args):
+            if armed[0]:
+                os.kill(os.getpid(), signal.SIGKILL)  # inside a step: its forward under way
+
+        wb.model.register_forward_pre_hook(kill_if_armed)
 
         def replace(src, dst):
             if str(dst) == str(ckpt):
@@ -51,6 +59,8 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
             real_replace(src, dst)
             if str(dst) == str(out) and kill_in == "final-after-rename":
                 os.kill(os.getpid(), signal.SIGKILL)  # mask in place, checkpoint not yet removed
+            if str(dst) == str(search_path(out)) and kill_in == "search-1":
+                armed[0] = True  # the first λ trial is recorded: die inside the next one
 
         bio.os.replace = replace
 
@@ -58,6 +68,10 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
             if progress_file is not None:
                 with open(progress_file, "a") as f:
                     f.write(f"{rep.k}\n")
+            if kill_in == f"announced-{rep.k}":
+                os.kill(os.getpid(), signal.SIGKILL)  # between steps: checkpoint k written, k + 1 not begun
+            if kill_in == f"inside-{rep.k + 1}":
+                armed[0] = True
 
         run_training(wb, CFG, out, resume=resume, callback=announce, progress=False, **(BUDGET if budget else {}))
         os._exit(0)
@@ -68,13 +82,9 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
         os._exit(3)
 
 
-def _run(wb, out, *, resume, budget=False, kill_in=None, kill_after=None, progress_file=None):
+def _run(wb, out, *, resume, budget=False, kill_in=None, progress_file=None):
     p = _CTX.Process(target=_child, args=(wb.loaded.spec, out, resume, budget, kill_in, progress_file))
     p.start()
-    if kill_after is not None:
-        p.join(kill_after)
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
     p.join(300)
     return p.exitcode
 
@@ -101,16 +111,11 @@ def _finish(wb, out, budget):
 def reference(tmp_path_factory):
     from blockmask.api import Workbench
 
-    t0 = time.perf_counter()
     wb = Workbench.load(tiny_spec("tiny-unet"))
-    wb.macs, wb.graph  # noqa: B018 - what a child also measures before training
-    load = time.perf_counter() - t0
     d = tmp_path_factory.mktemp("ref")
-    t0 = time.perf_counter()
     full, _ = run_training(wb, CFG, d / "full.json", progress=False)
-    seconds = time.perf_counter() - t0 + load  # a child loads the model, then trains
     budget, _ = run_training(wb, CFG, d / "budget.json", progress=False, **BUDGET)
-    return wb, full, budget, seconds
+    return wb, full, budget
 
 
 def _check_clean(out, ref: MaskFile):
@@ -121,20 +126,21 @@ def _check_clean(out, ref: MaskFile):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["random-0", "random-1", "random-2", "checkpoint-3", "final-before-rename",
-                                   "final-after-rename"])
+@pytest.mark.parametrize("point", ["inside-2", "announced-2", "inside-4", "inside-5", "checkpoint-3",
+                                   "final-before-rename", "final-after-rename"])
 def test_kill_9_then_resume_gives_the_same_mask(reference, tmp_path, point):
-    wb, full, _, seconds = reference
+    wb, full, _ = reference
     out = tmp_path / "m.json"
     progress = tmp_path / "progress"
-    if point.startswith("random"):
-        rng = random.Random(f"blockmask-kill-{point}")
-        code = _run(wb, out, resume=False, kill_after=rng.uniform(0.05, 1.0) * seconds, progress_file=progress)
-    else:
-        code = _run(wb, out, resume=False, kill_in=point, progress_file=progress)
-    assert code in (-signal.SIGKILL, 0)
+    code = _run(wb, out, resume=False, kill_in=point, progress_file=progress)
+    assert code == -signal.SIGKILL  # every point is reached: the child died there
     ck = checkpoint_path(out)
     k = _announced(progress)
+    step = int(point.split("-")[1]) if point.startswith(("inside", "announced")) else None
+    if point.startswith("inside"):
+        assert k == step - 1 and not out.exists()  # died in step `step`, before its checkpoint
+    if point.startswith("announced"):
+        assert k == step and not out.exists()
     if k is not None and not out.exists():  # every announced step is in the checkpoint: ≤ the step in progress lost
         import json
 
@@ -150,17 +156,10 @@ def test_kill_9_then_resume_gives_the_same_mask(reference, tmp_path, point):
 @pytest.mark.slow
 def test_kill_9_budget_run_resumes(reference, tmp_path):
     """--target-macs (λ bisection) checkpoints each trial and the search; resume continues it."""
-    wb, _, budget, seconds = reference
+    wb, _, budget = reference
     out = tmp_path / "b.json"
-    p = _CTX.Process(target=_child, args=(wb.loaded.spec, out, False, True, None, None))
-    p.start()
-    t0 = time.time()
-    while not search_path(out).exists() and p.is_alive() and time.time() - t0 < 120:
-        time.sleep(0.02)  # the first λ trial is done and recorded
-    if p.is_alive():  # …and the next one is under way: kill it there
-        os.kill(p.pid, signal.SIGKILL)
-    p.join(60)
-    assert p.exitcode == -signal.SIGKILL and search_path(out).exists() and not out.exists()
+    code = _run(wb, out, resume=False, budget=True, kill_in="search-1")  # killed inside the second λ trial
+    assert code == -signal.SIGKILL and search_path(out).exists() and not out.exists()
     _finish(wb, out, budget=True)
     got = MaskFile.load(out)
     assert np.array_equal(got.mask, budget.mask) and got.meta["budget"]["trials"] == budget.meta["budget"]["trials"]
