@@ -8,6 +8,7 @@ the plain model's (tested).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
 from .models import LoadedModel
-from .schedulers import call_rows, make_scheduler, scheduler_rows
+from .schedulers import call_rows, make_scheduler, row_starts, scheduler_rows
 from .schedulers import step as scheduler_step
 
 
@@ -122,13 +123,66 @@ def initial_noise(model, batch: int, generator: torch.Generator, scheduler) -> t
     return (x * scheduler.init_noise_sigma).to(p.device)
 
 
+class SamplingRun:
+    """THE sampling loop, one model call at a time: conditioning → initial noise → for each model call c,
+    its mask row (:attr:`rows`), one (guided) denoiser evaluation and one ``scheduler.step``. Every
+    scheduler works (Heun: two calls per row). :func:`sample`, the Δ_k and sensitivity probes
+    (:mod:`blockmask.scaling`) and the methods' measurements step through it.
+
+    The same ``seed`` gives the same initial noise and scheduler noise, masked or not."""
+
+    def __init__(self, model: torch.nn.Module, *, num_steps: int, scheduler=None, seed: int = 0, batch: int = 1,
+                 condition: Condition | None = None):
+        self.model, self.adapter = model, adapter_for(model)
+        self.scheduler = scheduler if scheduler is not None else make_scheduler("ddim")
+        self.condition = condition or Condition()
+        self.generator = torch.Generator().manual_seed(int(seed))
+        p = next(model.parameters())
+        cond, self.cfg = build_conditioning(model, batch, self.condition, self.generator)
+        self.cond = cond.to(p.device, p.dtype)
+        self.scheduler.set_timesteps(num_steps)
+        self.latents = initial_noise(model, batch, self.generator, self.scheduler)
+        self.timesteps = self.scheduler.timesteps  # the model-call schedule (two calls per step for Heun)
+        self.rows = call_rows(self.scheduler)  # the mask row of each model call
+        self.num_rows = scheduler_rows(self.scheduler)
+        self.starts = row_starts(self.rows)  # a row starts at its first call
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def call(self, c: int, execution: MaskedExecution | None = None) -> torch.Tensor:
+        """Model call ``c``: the execution (if any) set to its row, the prediction, then the scheduler's
+        step (:attr:`latents` moves on). Returns the prediction the scheduler consumed."""
+        if execution is not None:
+            execution.set_step(self.rows[c])
+        t = self.timesteps[c]
+        eps = denoise(self.model, self.adapter, self.scheduler, self.latents, t, self.cond,
+                      self.condition.guidance_scale, self.cfg)
+        self.latents = scheduler_step(self.scheduler, eps, t, self.latents, self.generator)
+        return eps
+
+    def row_done(self, c: int) -> bool:
+        """Call ``c`` completes its row's step."""
+        return c + 1 == len(self.rows) or self.rows[c + 1] != self.rows[c]
+
+    def snapshot(self) -> tuple:
+        """The state entering the next call: latents, scheduler (multistep history), RNG."""
+        return self.latents, copy.deepcopy(self.scheduler), self.generator.get_state()
+
+    def restore(self, snap: tuple) -> None:
+        """Go back to a :meth:`snapshot` (the snapshot stays reusable)."""
+        self.latents, sched, state = snap
+        self.scheduler = copy.deepcopy(sched)
+        self.generator.set_state(state)
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
            seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
            callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None,
            mode: str = "eager", on_latents: Callable[[int, torch.Tensor], None] | None = None,
            reuse: str = "hold") -> torch.Tensor:
-    """Run the full sampling loop; returns the final latents (B, C, H, W).
+    """Run the full sampling loop (:class:`SamplingRun`); returns the final latents (B, C, H, W).
 
     mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step;
     ``on_latents(k, x_k)`` with the latents after step k (B, C, H, W) (the apps' divergence plot).
@@ -136,36 +190,22 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     (:mod:`blockmask.forecast`; ignored with an ``execution`` given, which carries its own).
     The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
     """
-    adapter = adapter_for(model)
-    scheduler = scheduler if scheduler is not None else make_scheduler("ddim")
-    condition = condition or Condition()
-    g = torch.Generator().manual_seed(int(seed))
-    p = next(model.parameters())
-    cond, cfg = build_conditioning(model, batch, condition, g)
-    cond = cond.to(p.device, p.dtype)
-    scheduler.set_timesteps(num_steps)
-    latents = initial_noise(model, batch, g, scheduler)
-    timesteps = scheduler.timesteps  # the model-call schedule (two calls per step for Heun)
-    rows = scheduler_rows(scheduler)
-    if mask is not None and mask.shape[0] != rows:
-        raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {rows}")
+    run = SamplingRun(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
+    if mask is not None and mask.shape[0] != run.num_rows:
+        raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {run.num_rows}")
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode, reuse=reuse) if own else None)
     if own:
         ctx.fixed_mask = True  # this run's mask is known whole: units never reused store nothing
-    krow = call_rows(scheduler)  # the mask row of each model call (Heun: two calls per row)
     with ctx if own else contextlib.nullcontext():
-        for c, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
-            if ctx is not None:
-                ctx.set_step(krow[c])
-            eps = denoise(model, adapter, scheduler, latents, t, cond, condition.guidance_scale, cfg)
-            latents = scheduler_step(scheduler, eps, t, latents, g)
-            if c + 1 == len(krow) or krow[c + 1] != krow[c]:  # the row's step is complete
+        for c in tqdm(range(len(run)), disable=not progress, desc="sampling", leave=False):
+            run.call(c, ctx)
+            if run.row_done(c):
                 if on_latents is not None:
-                    on_latents(krow[c], latents)
+                    on_latents(run.rows[c], run.latents)
                 if callback is not None:
-                    callback(krow[c] + 1, rows)
-    return latents
+                    callback(run.rows[c] + 1, run.num_rows)
+    return run.latents
 
 
 @torch.no_grad()

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .adapters import adapter_for
 from .errors import BlockmaskError
-from .sample import Condition, build_conditioning, denoise, initial_noise
-from .schedulers import call_rows, row_starts
-from .schedulers import step as scheduler_step
+from .sample import Condition, SamplingRun
 from .units import discover_units
-
-
-def _start_run(model, scheduler, num_steps: int, seed: int, batch: int, condition: Condition | None):
-    """What a plain sampling run from Gaussian noise starts with: (adapter, condition, generator,
-    conditioning, CFG on, initial latents); the scheduler is set to ``num_steps``."""
-    adapter = adapter_for(model)
-    condition = condition or Condition()
-    g = torch.Generator().manual_seed(seed)
-    p = next(model.parameters())
-    cond, cfg = build_conditioning(model, batch, condition, g)
-    cond = cond.to(p.device, p.dtype)
-    scheduler.set_timesteps(num_steps)
-    return adapter, condition, g, cond, cfg, initial_noise(model, batch, g, scheduler)
 
 
 @torch.no_grad()
@@ -36,19 +19,18 @@ def feature_variation(model, scheduler, *, num_steps: int, seed: int = 0, batch:
                       callback: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Δ_k = ||F*(k) − F*(k−1)|| / ||F*(k−1)|| of the unmasked model's output along one sampling run
     (K,); Δ_0 is NaN (no previous step)."""
-    adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
+    run = SamplingRun(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
     prev = None
     delta = np.full(num_steps, np.nan)
-    rows = call_rows(scheduler)  # a row's output is its first evaluation's (Heun: at σ_k)
-    for t, k, first in zip(scheduler.timesteps, rows, row_starts(rows)):
-        eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
-        if first:
+    for c in range(len(run)):  # a row's output is its first evaluation's (Heun: at σ_k)
+        eps = run.call(c)
+        if run.starts[c]:
+            k = run.rows[c]
             if prev is not None:
                 delta[k] = float((eps - prev).float().norm() / prev.float().norm().clamp_min(1e-12))
             prev = eps
-        x = scheduler_step(scheduler, eps, t, x, g)
-        if callback is not None and first:
-            callback(k + 1, num_steps)
+            if callback is not None:
+                callback(k + 1, num_steps)
     return delta
 
 
@@ -130,37 +112,29 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
     """
     from .execution import MaskedExecution
 
-    adapter, condition, g, cond, cfg, x = _start_run(model, scheduler, num_steps, seed, batch, condition)
-    ts = list(scheduler.timesteps)
-    rows = call_rows(scheduler)  # the row of each model call; a row starts at its first call
-    starts = row_starts(rows)
-    first_call = [c for c in range(len(ts)) if starts[c]]
+    run = SamplingRun(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
+    first_call = [c for c in range(len(run)) if run.starts[c]]
     snaps, eps_ref = [], []  # state entering each row: latents, scheduler (multistep history), RNG
-    for c, t in enumerate(ts):
-        if starts[c]:
-            snaps.append((x, copy.deepcopy(scheduler), g.get_state()))
-        eps = denoise(model, adapter, scheduler, x, t, cond, condition.guidance_scale, cfg)
-        if starts[c]:
+    for c in range(len(run)):
+        if run.starts[c]:
+            snaps.append(run.snapshot())
+        eps = run.call(c)
+        if run.starts[c]:
             eps_ref.append(eps)
-        x = scheduler_step(scheduler, eps, t, x, g)
-    final_ref = x.float()
+    final_ref = run.latents.float()
     steps = probe_steps(num_steps, probes)
     n = len(discover_units(model))
     local, final = [], []
     for j, k in enumerate(steps):
         mask = np.ones((num_steps, n), bool)
         mask[k] = False
-        x, sched, state = snaps[k - 1]
-        sched = copy.deepcopy(sched)
-        g.set_state(state)
+        run.restore(snaps[k - 1])
         with MaskedExecution(model, mask) as ex:
-            for c in range(first_call[k - 1], len(ts)):
-                ex.set_step(rows[c])
-                eps = denoise(model, adapter, sched, x, ts[c], cond, condition.guidance_scale, cfg)
+            for c in range(first_call[k - 1], len(run)):
+                eps = run.call(c, ex)
                 if c == first_call[k]:
                     local.append(float((eps - eps_ref[k]).float().pow(2).mean()))
-                x = scheduler_step(sched, eps, ts[c], x, g)
-        final.append(float((x.float() - final_ref).pow(2).mean()))
+        final.append(float((run.latents.float() - final_ref).pow(2).mean()))
         if callback is not None:
             callback(j + 1, len(steps))
     return Sensitivity(steps, local, final)
