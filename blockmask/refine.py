@@ -21,7 +21,6 @@ Memory stays flat in K apart from the stored trajectory (one state per step); ti
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import time
 from typing import Callable
@@ -29,12 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adapters import adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
-from .sample import Condition, build_conditioning, denoise, initial_noise
-from .schedulers import call_rows, row_starts
-from .schedulers import step as scheduler_step
+from .sample import Condition, SamplingRun
 
 
 @dataclasses.dataclass
@@ -59,22 +55,9 @@ class Calibration:
         through the VAE for latent models); errors are measured on those, as PSNR is. ``reuse``: what
         the masks' reused units return (:mod:`blockmask.forecast`)."""
         self.model, self.steps, self.reuse = model, steps, reuse
-        self.adapter = adapter_for(model)
-        self.condition = condition or Condition()
-        self.guidance = self.condition.guidance_scale
-        p = next(model.parameters())
-        self.gen = torch.Generator().manual_seed(seed)
-        cond, self.cfg = build_conditioning(model, batch, self.condition, self.gen)
-        self.cond = cond.to(p.device, p.dtype)
-        self.scheduler = scheduler
-        scheduler.set_timesteps(steps)
-        self.timesteps = list(scheduler.timesteps)  # model calls (Heun: two per row)
-        self.rows = call_rows(scheduler)
-        self.starts = row_starts(self.rows)
-        self.first_call = [c for c in range(len(self.rows)) if self.starts[c]]
-        self.x0 = initial_noise(model, batch, self.gen, scheduler)
-        self.sched0 = copy.deepcopy(scheduler)
-        self.rng0 = self.gen.get_state()
+        self.loop = SamplingRun(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
+        self.first_call = [c for c in range(len(self.loop)) if self.loop.starts[c]]
+        self.start = self.loop.snapshot()  # latents, scheduler and RNG entering step 0
         self.decode = decode or (lambda x: x)
         self.reference = self._run(None, 0, None)[0] if reference is None else reference
         self.ref_images = self.decode(self.reference).float()
@@ -85,12 +68,14 @@ class Calibration:
              record: bool = False) -> tuple[torch.Tensor, list[_State] | None]:
         """Run from ``start`` (state ``states[start]``) to the end; returns (final latents, states
         entering every step when ``record``)."""
+        run = self.loop
         if start == 0:
-            x, sched, rng, caches = self.x0, copy.deepcopy(self.sched0), self.rng0, None
+            run.restore(self.start)
+            caches = None
         else:
             st = states[start]
-            x, sched, rng, caches = st.x, copy.deepcopy(st.scheduler), st.rng, st.caches
-        self.gen.set_state(rng)
+            run.restore((st.x, st.scheduler, st.rng))
+            caches = st.caches
         out: list[_State] | None = [None] * self.steps if record else None
         if record and states is not None:
             out[:start] = states[:start]
@@ -98,15 +83,12 @@ class Calibration:
         with ex if ex is not None else contextlib.nullcontext():
             if ex is not None and caches is not None:
                 ex.load_caches_state(caches)
-            for c in range(self.first_call[start], len(self.timesteps)):
-                t, k = self.timesteps[c], self.rows[c]
-                if record and self.starts[c]:
-                    out[k] = _State(x, ex.caches_state() if ex is not None else [], copy.deepcopy(sched),
-                                    self.gen.get_state())
-                if ex is not None:
-                    ex.set_step(k)
-                eps = denoise(self.model, self.adapter, sched, x, t, self.cond, self.guidance, self.cfg)
-                x = scheduler_step(sched, eps, t, x, self.gen)
+            for c in range(self.first_call[start], len(run)):
+                if record and run.starts[c]:
+                    x, sched, rng = run.snapshot()
+                    out[run.rows[c]] = _State(x, ex.caches_state() if ex is not None else [], sched, rng)
+                run.call(c, ex)
+        x = run.latents
         return x, out
 
     @classmethod
