@@ -155,11 +155,18 @@ class SamplingRun:
         step (:attr:`latents` moves on). Returns the prediction the scheduler consumed."""
         if execution is not None:
             execution.set_step(self.rows[c])
-        t = self.timesteps[c]
-        eps = denoise(self.model, self.adapter, self.scheduler, self.latents, t, self.cond,
-                      self.condition.guidance_scale, self.cfg)
-        self.latents = scheduler_step(self.scheduler, eps, t, self.latents, self.generator)
+        eps = self.predict(c)
+        self.advance(c, eps)
         return eps
+
+    def predict(self, c: int, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The (guided) prediction of model call ``c`` at ``latents`` (default: the run's own)."""
+        return denoise(self.model, self.adapter, self.scheduler, self.latents if latents is None else latents,
+                       self.timesteps[c], self.cond, self.condition.guidance_scale, self.cfg)
+
+    def advance(self, c: int, eps: torch.Tensor) -> None:
+        """The scheduler's step for model call ``c`` with prediction ``eps``."""
+        self.latents = scheduler_step(self.scheduler, eps, self.timesteps[c], self.latents, self.generator)
 
     def row_done(self, c: int) -> bool:
         """Call ``c`` completes its row's step."""

@@ -18,7 +18,6 @@ Before any work, the graph's size is estimated from one step (saved tensors of o
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -26,11 +25,8 @@ import time
 import numpy as np
 import torch
 
-from ..adapters import adapter_for
 from ..errors import BlockmaskError
-from ..sample import Condition, build_conditioning, denoise, initial_noise
-from ..schedulers import call_rows
-from ..schedulers import step as scheduler_step
+from ..sample import Condition, SamplingRun
 from .budget import fit_scores
 from .chain import SoftChain
 from .progress import bar as progress_bar
@@ -85,49 +81,38 @@ class _Run:
     """Fixed noise, conditioning and scheduler of the optimisation runs."""
 
     def __init__(self, wb, steps: int, cfg: GlobalConfig, condition: Condition | None):
-        self.model, self.steps = wb.model, steps
-        self.adapter = adapter_for(wb.model)
-        self.condition = condition or Condition()
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        p = next(wb.model.parameters())
-        cond, self.cfg_on = build_conditioning(wb.model, cfg.batch, self.condition, self.gen)
-        self.cond = cond.to(p.device, p.dtype)
-        self.sched0 = wb.scheduler()
-        self.sched0.set_timesteps(steps)
-        self.rows = call_rows(self.sched0)  # the mask row of each model call
+        self.steps = steps
+        self.loop = SamplingRun(wb.model, num_steps=steps, scheduler=wb.scheduler(), seed=cfg.seed, batch=cfg.batch,
+                                condition=condition)
+        self.rows = self.loop.rows  # the mask row of each model call
         self.calls = np.bincount(self.rows, minlength=steps).astype(float)  # model calls per row
-        self.x0 = initial_noise(wb.model, cfg.batch, self.gen, self.sched0)
-        self.rng0 = self.gen.get_state()
+        self.start = self.loop.snapshot()
 
     def run(self, chain: SoftChain | None, gates: torch.Tensor | None, checkpoint: bool = False,
             last: int | None = None) -> torch.Tensor:
         """Final latents of a run with per-step gates (K, N) (None: the plain model); ``last``:
-        stop after that many steps (the memory probe). The scheduler is stepped once per model call,
-        as in :func:`blockmask.sample.sample`: a row's gates hold for all its calls (Heun: two)."""
-        sched = copy.deepcopy(self.sched0)
-        self.gen.set_state(self.rng0)
-        x = self.x0
-        g = self.condition.guidance_scale
-        rows = self.rows
-        for c, t in enumerate(sched.timesteps):
-            k = rows[c]
+        stop after that many steps (the memory probe). The one sampling loop (:class:`SamplingRun`),
+        stepped once per model call: a row's gates hold for all its calls (Heun: two)."""
+        loop = self.loop
+        loop.restore(self.start)
+        for c, k in enumerate(self.rows):
             if last is not None and k >= last:
                 break
 
-            def step(x_in, m, k=k, t=t, caches=None if chain is None else list(chain.cache)):
+            def step(x_in, m, c=c, k=k, caches=None if chain is None else list(chain.cache)):
                 if chain is not None:
                     chain.cache, chain.gates = list(caches), (None if k == 0 or m is None else m)
-                return denoise(self.model, self.adapter, sched, x_in, t, self.cond, g, self.cfg_on)
+                return loop.predict(c, x_in)
 
             m = None if gates is None else gates[k]
             if checkpoint and k > 0 and torch.is_grad_enabled():
                 from torch.utils.checkpoint import checkpoint as ckpt
 
-                eps = ckpt(step, x, m, use_reentrant=False)
+                eps = ckpt(step, loop.latents, m, use_reentrant=False)
             else:
-                eps = step(x, m)
-            x = scheduler_step(sched, eps, t, x, self.gen)
-        return x
+                eps = step(loop.latents, m)
+            loop.advance(c, eps)
+        return loop.latents
 
 
 def _graph_bytes(run: _Run, chain: SoftChain, gates: torch.Tensor, checkpoint: bool) -> float:
