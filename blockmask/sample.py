@@ -168,6 +168,20 @@ class SamplingRun:
         """The scheduler's step for model call ``c`` with prediction ``eps``."""
         self.latents = scheduler_step(self.scheduler, eps, self.timesteps[c], self.latents, self.generator)
 
+    def keep(self, sl: slice) -> None:
+        """Keep only samples ``sl`` of the batch (one process's share of it): latents and conditioning
+        (a CFG-doubled conditioning keeps the same samples of both halves)."""
+        batch = self.latents.shape[0]
+
+        def cut(t):
+            if t is None:
+                return None
+            return torch.cat([t[:batch][sl], t[batch:][sl]]) if self.cfg else t[sl]
+
+        self.latents = self.latents[sl]
+        c = self.cond
+        self.cond = Conditioning(cut(c.class_labels), cut(c.encoder_hidden_states), cut(c.encoder_attention_mask))
+
     def row_done(self, c: int) -> bool:
         """Call ``c`` completes its row's step."""
         return c + 1 == len(self.rows) or self.rows[c + 1] != self.rows[c]

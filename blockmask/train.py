@@ -45,12 +45,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .adapters import Conditioning, adapter_for
 from .errors import BlockmaskError
 from .execution import MaskedExecution
-from .sample import Condition, build_conditioning, denoise, initial_noise
-from .schedulers import call_rows, calls_per_row, row_starts
-from .schedulers import step as scheduler_step
+from .sample import Condition, SamplingRun
+from .schedulers import calls_per_row
 from .scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
 
 FEATURE_NORMS = ("step", "mean", "sensitivity", "none")
@@ -240,7 +238,6 @@ def freeze(model: torch.nn.Module) -> Callable[[], None]:
 
 def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, condition, state, checkpoint, callback,
            progress) -> TrainState:
-    adapter = adapter_for(model)
     k_steps = cfg.steps
     n = len(unit_macs)
     if condition is None:
@@ -261,14 +258,10 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
                            lam.tolist(), sens)
     done = len(state.rows)
     p = next(model.parameters())
-    g = torch.Generator().manual_seed(cfg.seed)
-    cond, cfg_on = build_conditioning(model, cfg.batch, condition, g)
-    scheduler.set_timesteps(k_steps)
-    x = initial_noise(model, cfg.batch, g, scheduler)
+    run = SamplingRun(model, num_steps=k_steps, scheduler=scheduler, seed=cfg.seed, batch=cfg.batch, condition=condition)
     # Multi-process: each process trains on its slice of the (same) noise batch.
     sl = distributed.batch_slice(cfg.batch, p.device)
-    x = x[sl]
-    cond = _slice_conditioning(cond, sl, cfg.batch, cfg_on).to(p.device, p.dtype)
+    run.keep(sl)
     mask = np.ones((k_steps, n), dtype=bool)
     for k, row in enumerate(state.rows):
         mask[k] = np.asarray(row, bool)
@@ -297,21 +290,19 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
     # that points the same way as the ones before it (a stale cache drifting further).
     acc = None
     bar = tqdm(total=k_steps, initial=done, desc="training mask", disable=not progress)
-    rows = call_rows(scheduler)  # the mask row of each model call: a row is learned at its first call
-    starts = row_starts(rows)
+    rows = run.rows  # the mask row of each model call: a row is learned at its first call
     with ex:
-        for c, t in enumerate(scheduler.timesteps):
-            k, first = rows[c], starts[c]
+        for c in range(len(run)):
+            k, first = rows[c], run.starts[c]
             target = None
             if first and k >= 1 and (k >= done or (weights is not None and cfg.accumulate)):
                 with torch.no_grad(), ex.reference():
-                    target = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
+                    target = run.predict(c).float()
             if first and k >= done:
                 t0 = time.perf_counter()
-                coh = None if weights is None or not cfg.accumulate else acc
-                row, scores, losses = _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg, cfg_on, k,
-                                                 float(state.lam[k]), p, target, *feat_scale(k), acc=coh,
-                                                 unit_weight=unit_weight)
+                obj = RowObjective(target, float(state.lam[k]), *feat_scale(k), unit_weight=unit_weight,
+                                   acc=None if weights is None or not cfg.accumulate else acc)
+                row, scores, losses = _learn_row(run, c, ex, cfg, obj)
                 mask[k] = row
                 state.rows.append(row.astype(int).tolist())
                 state.scores.append(scores)
@@ -319,11 +310,11 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
                 state.seconds.append(time.perf_counter() - t0)
             ex.set_step(k)
             with torch.no_grad():
-                eps = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on)
+                eps = run.predict(c)
                 if target is not None and weights is not None and cfg.accumulate:
                     err = math.sqrt(float(weights[k])) * (eps.float() - target)
                     acc = err if acc is None else acc + err
-                x = scheduler_step(scheduler, eps, t, x, g)
+                run.advance(c, eps)
             last = c + 1 == len(rows) or rows[c + 1] != k  # the row's last evaluation
             if last and k >= done:
                 if checkpoint is not None:
@@ -340,29 +331,33 @@ def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, conditio
     return state
 
 
-def _slice_conditioning(cond: Conditioning, sl: slice, batch: int, cfg_on: bool) -> Conditioning:
-    """This process's rows of a (possibly CFG-doubled: cond then uncond) conditioning batch."""
+@dataclasses.dataclass
+class RowObjective:
+    """Step k's objective (Eq. 5 + 6): the plain prediction, λ_k, the feature scale (relative to
+    ||F*||² or not), the earlier steps' accumulated error (coherent mode) and the units' weights."""
 
-    def cut(t):
-        if t is None:
-            return None
-        return torch.cat([t[:batch][sl], t[batch:][sl]]) if cfg_on else t[sl]
+    target: torch.Tensor
+    lam: float
+    feat_scale: float = 1.0
+    relative: bool = True
+    acc: torch.Tensor | None = None
+    unit_weight: torch.Tensor | None = None
 
-    return Conditioning(cut(cond.class_labels), cut(cond.encoder_hidden_states), cut(cond.encoder_attention_mask))
 
-
-def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_on: bool, k: int, lam_k: float, p,
-               target: torch.Tensor, feat_scale: float = 1.0, relative: bool = True, acc: torch.Tensor | None = None,
-               unit_weight: torch.Tensor | None = None):
+def _learn_row(run: SamplingRun, c: int, ex, cfg: TrainConfig, obj: RowObjective):
+    """Row ``rows[c]`` of the mask, learned at model call ``c`` of ``run`` (its first call)."""
+    target, lam_k, feat_scale, relative, acc, unit_weight = (obj.target, obj.lam, obj.feat_scale, obj.relative,
+                                                             obj.acc, obj.unit_weight)
+    k = run.rows[c]
     n = len(ex.units)
-    dev = p.device
+    dev = run.latents.device
     procs = distributed.world_size()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + k)  # per-step stream: resume-exact
     # Global (all processes) element count and ||F*||^2, so every process optimizes the same loss.
     numel = float(distributed.all_reduce_sum(torch.tensor([float(target.numel())], device=dev), dev))
     power = distributed.all_reduce_sum(target.pow(2).sum().reshape(1), dev) / numel if relative else torch.ones(1, device=dev)
     denom = (power * feat_scale).clamp_min(1e-30)
-    theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=p.device, requires_grad=True)
+    theta = torch.full((n,), math.log(cfg.init_prob / (1 - cfg.init_prob)), device=dev, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     ex.set_step(k)
     losses = []
@@ -370,7 +365,7 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
         s = torch.sigmoid(theta)
         m = _relaxed(s, cfg, gen)
         with ex.soft_gates(m):
-            out = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float()
+            out = run.predict(c).float()
         err = out - target
         feat = err.pow(2).sum() / (numel * denom)  # this process's share of Eq. 5
         if acc is not None:  # cross term with the accumulated error (see train_mask)
@@ -389,7 +384,7 @@ def _learn_row(model, adapter, scheduler, ex, x, t, cond, cfg: TrainConfig, cfg_
     if not row.all():  # the binary row must beat computing everything on the objective itself
         b = torch.tensor(row, dtype=torch.float32, device=dev)
         with torch.no_grad(), ex.soft_gates(b):
-            err = denoise(model, adapter, scheduler, x, t, cond, cfg.guidance_scale, cfg_on).float() - target
+            err = run.predict(c).float() - target
         feat = distributed.all_reduce_sum(err.pow(2).sum().reshape(1), dev) / (numel * denom)
         if acc is not None:
             feat = feat + 2 * distributed.all_reduce_sum((acc * err).sum().reshape(1), dev) / (numel * denom.sqrt())

@@ -16,7 +16,6 @@ MAX_PARAMS = 8
 # "file relative to blockmask/::qualified name": parameters, as measured for issue 30
 KNOWN = {
     "planner.py::Planner.__init__": 23,
-    "train.py::_learn_row": 17,
     "viz/training.py::train": 13,
     "sample.py::sample": 13,
     "evaluate.py::evaluate": 13,
