@@ -102,10 +102,21 @@ def start_masks(wb, sources, steps: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, rc: RefineConfig, condition,
-               progress, *, ref_steps: int | None = None, refine: bool = True):
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every stage of one training run shares: its conditioning, the per-step callback and
+    whether progress bars show."""
+
+    condition: object = None
+    callback: Callable[[StepReport], None] | None = None
+    progress: bool = True
+
+
+def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, rc: RefineConfig, run: RunContext,
+               *, ref_steps: int | None = None, refine: bool = True):
     """Steps 2–3 of a budget run (module doc): best start among rules + learned, then refinement.
     Returns (mask, meta); meta["error"] is the final calibration error."""
+    condition, progress = run.condition, run.progress
     from . import refine as rf
     from .sample import Condition
 
@@ -245,12 +256,11 @@ def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: 
     output = check_output(output)
     with _lock(wb, output):
         return _run_training(wb, cfg, output, rectify=rectify, resume=resume, target_macs=target_macs,
-                             max_trials=max_trials, condition=condition, refine=refine, callback=callback,
-                             progress=progress)
+                             max_trials=max_trials, refine=refine, run=RunContext(condition, callback, progress))
 
 
-def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, condition, refine, callback,
-                  progress):
+def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, refine, run: RunContext):
+    condition, callback, progress = run.condition, run.callback, run.progress
     t0 = time.perf_counter()
     ckpt = checkpoint_path(output)
     search = search_path(output)
@@ -274,8 +284,8 @@ def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, 
         state = train_once(wb, cfg, condition=condition, ckpt=ckpt, resume=resume, callback=callback,
                            progress=progress, keep_checkpoint=True)
     else:
-        state, cfg, trials = _search_lambda(wb, cfg, target_macs, max_trials, condition, callback, progress,
-                                            ckpt=ckpt, search=search, resume=resume)
+        state, cfg, trials = _search_lambda(wb, cfg, target_macs, max_trials, run, ckpt=ckpt, search=search,
+                                            resume=resume)
     raw = np.array(state.rows, bool)
     mask = rect(raw)
     adjusted = False
@@ -285,7 +295,7 @@ def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, 
         adjusted = True
     calib_meta = None
     if calibrated:
-        raw, calib_meta = _calibrate(wb, cfg, mask, target_macs, refine, condition, progress)
+        raw, calib_meta = _calibrate(wb, cfg, mask, target_macs, refine, run)
         mask = rect(raw)
     removed = raw & ~mask
     p = wb.macs
@@ -318,13 +328,13 @@ def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, 
     return mf, summary
 
 
-def _search_lambda(wb, cfg, target, max_trials, condition, callback, progress, *, ckpt=None, search=None,
-                   resume=False):
+def _search_lambda(wb, cfg, target, max_trials, run: RunContext, *, ckpt=None, search=None, resume=False):
     """Geometric bisection on the λ scale until the rectified MAC ratio is within tolerance.
 
     Checkpointed like a plain run: the trial in progress in ``ckpt`` (per step), every finished trial
     (λ, ratio, state) in ``search``. The λ sequence is a function of the finished trials' ratios, so
     ``resume`` replays them and continues the trial in progress."""
+    condition, callback, progress = run.condition, run.callback, run.progress
     from .distributed import is_main
 
     p = wb.macs
