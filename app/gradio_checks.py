@@ -28,7 +28,7 @@ class Refused(gr.Error):
 def read_upload(path: Path) -> bytes:
     """An uploaded file's bytes: a regular file within the upload limit (a FIFO or /dev/zero is
     refused unopened); raises BlockmaskError."""
-    from blockmask.validate import read_bytes
+    from blockmask.core.validate import read_bytes
 
     check_upload_size(path.stat().st_size, path.name)
     return read_bytes(path, "upload", max_bytes=MAX_UPLOAD_BYTES)

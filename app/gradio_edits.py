@@ -12,7 +12,7 @@ import json
 
 import gradio as gr
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz.presenter import REUSE_LABELS
 from gradio_checks import Refused, apply, choice, whole
 from gradio_handlers import ACTIONS, Session, quick_view

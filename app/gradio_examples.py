@@ -17,8 +17,8 @@ import os
 import gradio as gr
 
 import gradio_handlers as h
-from blockmask.costs import format_macs
-from blockmask.errors import BlockmaskError
+from blockmask.core.costs import format_macs
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import presets
 from blockmask.viz.compare import compare, upscale
 from gradio_checks import Refused

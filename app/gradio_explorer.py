@@ -23,7 +23,7 @@ import gradio as gr
 from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
 import gradio_handlers as h
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import export, figures, frontier, race, tables
 from blockmask.viz.compare import MAX_IMAGES, upscale
 from gradio_checks import Refused, apply, number, whole

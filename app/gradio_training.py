@@ -8,7 +8,7 @@ import threading
 
 import gradio as gr
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import prompts as prompt_src
 from blockmask.viz import training
 from gradio_checks import Refused, apply, number, whole

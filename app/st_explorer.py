@@ -13,7 +13,7 @@ import math
 import numpy as np
 import streamlit as st
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, export, figures, frontier, race
 from blockmask.viz.context import ModelContext
 from st_panels import flash, show_flash

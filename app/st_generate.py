@@ -8,8 +8,8 @@ import math
 
 import streamlit as st
 
-from blockmask.costs import format_macs
-from blockmask.errors import BlockmaskError
+from blockmask.core.costs import format_macs
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, tables
 from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size
 from blockmask.viz.compare import MAX_IMAGES, clamp_images, compare, upscale

@@ -9,8 +9,8 @@ import time
 
 import streamlit as st
 
-from blockmask.costs import format_macs
-from blockmask.errors import BlockmaskError
+from blockmask.core.costs import format_macs
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, presenter, presets, tables, training
 from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size
 from blockmask.viz.compare import compute_delta, default_lambda, delta_from_meta

@@ -16,8 +16,8 @@ python benchmarks/overhead.py --model mnist-ddpm --steps 50 --batch 8 --repeats 
 echo "== sampling time, 8 images x 50 DDIM steps"
 python - <<'PY'
 import time
-from blockmask.api import Workbench
-from blockmask.sample import Condition
+from blockmask.workbench import Workbench
+from blockmask.sampling.sample import Condition
 for spec, cond in (("mnist-ddpm", None), ("mnist-dit", Condition(class_labels=list(range(8)), guidance_scale=3.0))):
     wb = Workbench.load(spec)
     wb.generate(None, steps=5, num_images=8, condition=cond)

@@ -16,10 +16,10 @@ import sys
 
 import numpy as np
 
-from blockmask.api import Workbench
-from blockmask.evaluate import heldout_psnr
-from blockmask.mask import MaskFile
-from blockmask.rectify import rectify_eq12
+from blockmask.workbench import Workbench
+from blockmask.eval.evaluate import heldout_psnr
+from blockmask.core.mask import MaskFile
+from blockmask.core.rectify import rectify_eq12
 
 
 def main(argv=None) -> int:

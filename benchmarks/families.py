@@ -17,8 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import blockmask  # noqa: E402
-from blockmask.costs import count_macs  # noqa: E402
-from blockmask.enable import denoisers  # noqa: E402
+from blockmask.core.costs import count_macs  # noqa: E402
+from blockmask.hooks.enable import denoisers  # noqa: E402
 from tiny_pipes import FAMILIES  # noqa: E402
 
 PRESETS = {"sdxl": "deepcache:3", "pixart-sigma": "fora:3"}  # else blocks:3

@@ -1,4 +1,4 @@
-"""Time of one denoiser call at a reuse step, with and without blockmask.feeders (issue 26: time saved
+"""Time of one denoiser call at a reuse step, with and without blockmask.hooks.feeders (issue 26: time saved
 per MAC saved on the DiT):
 
     OMP_NUM_THREADS=1 python benchmarks/feeder_step.py mnist-dit
@@ -21,12 +21,12 @@ import time
 import numpy as np
 import torch
 
-from blockmask import feeders
-from blockmask.api import Workbench
-from blockmask.errors import BlockmaskError
-from blockmask.execution import MaskedExecution
+from blockmask.hooks import feeders
+from blockmask.workbench import Workbench
+from blockmask.core.errors import BlockmaskError
+from blockmask.hooks.execution import MaskedExecution
 from blockmask.adapters import adapter_for
-from blockmask.sample import Condition, build_conditioning
+from blockmask.sampling.sample import Condition, build_conditioning
 
 
 def main(argv=None) -> int:
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             raise BlockmaskError("--batch, --reps, --rounds and --threads must be at least 1")
         wb = Workbench.load(args.model)
         if not feeders.feeders_of(wb.model, wb.units):
-            raise BlockmaskError(f"{args.model} has no feeders (blockmask.feeders.FEEDERS)")
+            raise BlockmaskError(f"{args.model} has no feeders (blockmask.hooks.feeders.FEEDERS)")
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Probe (issue 26; forecast is now an execution mode, ``reuse="forecast"`` in :mod:`blockmask.forecast`,
+"""Probe (issue 26; forecast is now an execution mode, ``reuse="forecast"`` in :mod:`blockmask.core.forecast`,
 and a planner candidate — this script kept for the record of the first measurement): reused units *forecast* by first-order extrapolation
 of their last two computed values (TaylorSeer-style, ``F(k) ≈ F(k1) + a·(k − k1)/(k1 − k0)·(F(k1) − F(k0))``)
 instead of holding the last one, on a rule mask at K = 50. ``a`` (0, 0.5 or 1) is chosen on the
@@ -11,12 +11,12 @@ scores. It monkeypatches ``UnitHook.new_forward`` in this process only.
 """
 import sys
 import numpy as np, torch
-from blockmask.api import Workbench
-from blockmask.planner import Planner
-from blockmask.planscore import psnr_db, Group
-from blockmask.candidates import Candidate, rule_mask
-from blockmask.execution import UnitHook
-from blockmask.outputs import map_tensors
+from blockmask.workbench import Workbench
+from blockmask.learning.planner import Planner
+from blockmask.learning.planscore import psnr_db, Group
+from blockmask.learning.candidates import Candidate, rule_mask
+from blockmask.hooks.execution import UnitHook
+from blockmask.core.outputs import map_tensors
 
 model, budget_specs = sys.argv[1], sys.argv[2:]
 torch.set_num_threads(1)

@@ -6,7 +6,7 @@ final choice), so no choice was made on them.
     python benchmarks/frontier.py mnist-dit --ref-steps 50 -o DIR --device cuda
     python benchmarks/frontier.py config:tests/configs/tiny-unet.json -o DIR --dry-run   # CI, seconds
 
-Writes ``DIR/MODEL-NNNref-frontier.json`` (:class:`blockmask.frontierfile.Frontier`: every point
+Writes ``DIR/MODEL-NNNref-frontier.json`` (:class:`blockmask.io.frontierfile.Frontier`: every point
 below with its mask, the file the apps read), ``DIR/MODEL-NNNref-bBB-plan.json`` (mask files; metadata ``family`` and ``plan``: provenance,
 calibration and validation figures) and ``DIR/results.csv``: one row per planned schedule and per
 peer point — plain DDIM at every K' from 13 to 45 (scaled to --ref-steps), DeepCache branches 0
@@ -27,16 +27,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from blockmask.api import Workbench
-from blockmask.candidates import Candidate
-from blockmask.errors import BlockmaskError
-from blockmask.frontiercompute import peer_row
-from blockmask.frontierfile import build, peer_points
-from blockmask.io import atomic_write_text
-from blockmask.mask import MaskFile
-from blockmask.planner import Planner, psnr_db
-from blockmask.planscore import Group
-from blockmask.sweep import frontier_budgets, sweep
+from blockmask.workbench import Workbench
+from blockmask.learning.candidates import Candidate
+from blockmask.core.errors import BlockmaskError
+from blockmask.learning.frontiercompute import peer_row
+from blockmask.io.frontierfile import build, peer_points
+from blockmask.io.files import atomic_write_text
+from blockmask.core.mask import MaskFile
+from blockmask.learning.planner import Planner, psnr_db
+from blockmask.learning.planscore import Group
+from blockmask.learning.sweep import frontier_budgets, sweep
 
 def planned_row(path: Path, pl: Planner, test: Group) -> dict:
     """A results row for a schedule planned earlier (its mask file), judged on the test seeds."""
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                     help="plan nothing: judge the schedules planned earlier (DIR/MODEL-*-plan.json) and the peers on "
                          "the test seeds (peers' validation PSNR left out)")
     ap.add_argument("--dense", action="store_true",
-                    help="the dense frontier (blockmask.sweep): every K'/K_ref from 13 to 45 (scaled), every rule "
+                    help="the dense frontier (blockmask.learning.sweep): every K'/K_ref from 13 to 45 (scaled), every rule "
                          "peer's own MAC point and --budgets, from one shared pool; refinement at the rule points")
     ap.add_argument("--mask-every", type=int, default=1,
                     help="--dense: fit rules and learned masks at every Nth budget (and the rule points)")
@@ -149,12 +149,12 @@ def main(argv=None) -> int:
         rows.append(schedule_row(pl.plan(b), b, out, stem, ref, pl, test))
     plan_s = time.perf_counter() - t0
     plans = list(rows)
-    for c in peers:  # matched / beaten as in the apps' quick frontiers (blockmask.frontiercompute)
+    for c in peers:  # matched / beaten as in the apps' quick frontiers (blockmask.learning.frontiercompute)
         rows.append(peer_row(pl, c, test, plans, valid=not args.plans))
     pl.close()
     df = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))
-    if any(r["kind"] == "plan" for r in plans):  # the one file the apps read (blockmask.frontierfile)
+    if any(r["kind"] == "plan" for r in plans):  # the one file the apps read (blockmask.io.frontierfile)
         build(out, wb, stem, meta={"command": "python benchmarks/frontier.py " + " ".join(argv or sys.argv[1:]),
                                    "device": str(wb.device), "test_seed": args.test_seed, "test_samples": test.samples,
                                    "calibration_seeds": pl.calib.seeds, "validation_seeds": pl.valid.seeds}

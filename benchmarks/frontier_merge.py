@@ -5,7 +5,7 @@ planned frontier folder (``DIR``, e.g. docs/results/frontier-cpu/MODEL), judged 
 
 A plan row of ``NEW/results.csv`` replaces the row of the same name (the same budget) in
 ``DIR/results.csv`` and its mask file is copied; the peers' rows (their validation and test PSNR) stay,
-their ``met_by`` is recomputed over the merged plans (:func:`blockmask.frontiercompute.met_by`), and
+their ``met_by`` is recomputed over the merged plans (:func:`blockmask.learning.frontiercompute.met_by`), and
 ``DIR/MODEL-NNNref-frontier.json`` (the apps' file) is rebuilt. Both runs must have used the same test
 seeds and samples (checked on the peers' test PSNR, which must agree).
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from blockmask.api import Workbench
-from blockmask.errors import BlockmaskError
-from blockmask.frontiercompute import met_by
-from blockmask.frontierfile import Frontier, build
-from blockmask.io import atomic_write_text
+from blockmask.workbench import Workbench
+from blockmask.core.errors import BlockmaskError
+from blockmask.learning.frontiercompute import met_by
+from blockmask.io.frontierfile import Frontier, build
+from blockmask.io.files import atomic_write_text
 
 
 def merge(into: Path, new: Path) -> pd.DataFrame:

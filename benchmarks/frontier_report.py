@@ -32,7 +32,7 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
     fam = plans.family.value_counts()
     out.append(f"- chosen family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items()))
     if "reuse" in plans:
-        out.append(f"- with forecast reuse (blockmask.forecast): {int((plans.reuse == 'forecast').sum())} of {len(plans)}")
+        out.append(f"- with forecast reuse (blockmask.core.forecast): {int((plans.reuse == 'forecast').sum())} of {len(plans)}")
     lg = plans.learning_gain_db.dropna()
     if len(lg):
         best = plans.loc[lg.idxmax()]

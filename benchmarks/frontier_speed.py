@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import deepcache_rows, guidance_of, our_rows  # noqa: E402
 
-from blockmask.api import Workbench  # noqa: E402
-from blockmask.errors import BlockmaskError  # noqa: E402
-from blockmask.io import atomic_write_text  # noqa: E402
-from blockmask.mask import MaskFile  # noqa: E402
+from blockmask.workbench import Workbench  # noqa: E402
+from blockmask.core.errors import BlockmaskError  # noqa: E402
+from blockmask.io.files import atomic_write_text  # noqa: E402
+from blockmask.core.mask import MaskFile  # noqa: E402
 
 
 def ratio(a, b, *, rounds: int, batch: int) -> dict:

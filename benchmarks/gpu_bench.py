@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blockmask.api import Workbench, device_name, resolve_device
-from blockmask.io import atomic_write_text
-from blockmask.rowgraph import graph_store, plan_rows
-from blockmask.sample import Condition
+from blockmask.workbench import Workbench, device_name, resolve_device
+from blockmask.io.files import atomic_write_text
+from blockmask.hooks.rowgraph import graph_store, plan_rows
+from blockmask.sampling.sample import Condition
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = [  # (name, config, batch, steps, dtype, latent size override)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from blockmask.api import Workbench, device_name, resolve_device
-from blockmask.io import atomic_write_text
-from blockmask.train import TrainConfig
-from blockmask.train_run import train_once
+from blockmask.workbench import Workbench, device_name, resolve_device
+from blockmask.io.files import atomic_write_text
+from blockmask.learning.train import TrainConfig
+from blockmask.learning.run import train_once
 
 ROOT = Path(__file__).resolve().parents[1]
 

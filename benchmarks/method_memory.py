@@ -37,8 +37,8 @@ def _rss_mb() -> float:
 def child(model: str, method: str, k: int, batch: int, iters: int) -> dict:
     import torch
 
-    from blockmask.api import Workbench
-    from blockmask.units import example_call
+    from blockmask.workbench import Workbench
+    from blockmask.core.units import example_call
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     wb = Workbench.load(model)
@@ -49,20 +49,20 @@ def child(model: str, method: str, k: int, batch: int, iters: int) -> dict:
     t0 = time.perf_counter()
     extra = {}
     if method == "ours (budget refinement)":
-        from blockmask import refine as rf
-        from blockmask.train_run import RefineConfig
+        from blockmask.learning import refine as rf
+        from blockmask.learning.run import RefineConfig
 
         rc = RefineConfig()
         calib = rf.Calibration(wb.model, wb.scheduler(), steps=k, seed=rc.seed, batch=rc.batch, decode=wb.images)
         calib._run(wb.baseline("fora", steps=k, interval=2), 0, None, record=True)
         extra = {"batch": rc.batch}
     elif method.startswith("ours"):
-        from blockmask.train import TrainConfig
-        from blockmask.train_run import train_once
+        from blockmask.learning.train import TrainConfig
+        from blockmask.learning.run import train_once
 
         train_once(wb, TrainConfig(steps=k, iters=iters, batch=batch), progress=False)
     else:
-        from blockmask.methods.global_opt import GlobalConfig
+        from blockmask.learning.methods.global_opt import GlobalConfig
 
         _, meta = wb.method("global", steps=k, target_macs=0.5,
                             config=GlobalConfig(iters=iters, batch=batch, checkpoint="checkpoint" in method))

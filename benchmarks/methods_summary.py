@@ -92,7 +92,7 @@ def winners(df: pd.DataFrame) -> str:
 
 
 def needs(model: str, masks: Path, memory: Path | None) -> str:
-    from blockmask.models import assets_dir
+    from blockmask.io.models import assets_dir
 
     mem = pd.read_csv(memory / "results.csv") if memory and (memory / "results.csv").exists() else None
 

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from blockmask.api import Workbench
+from blockmask.workbench import Workbench
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from blockmask.graph import ConsumerGraph
-from blockmask.rectify import rectify
+from blockmask.core.graph import ConsumerGraph
+from blockmask.core.rectify import rectify
 
 
 def graphs(n: int) -> dict[str, ConsumerGraph]:

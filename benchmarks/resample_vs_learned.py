@@ -1,5 +1,5 @@
 """A mask learned at one step count, resampled to another (rows aligned on DDIM timesteps,
-blockmask.resample), against the mask learned at that step count, at the same budget, and against
+blockmask.core.resample), against the mask learned at that step count, at the same budget, and against
 call-order resampling (row j of K' takes row floor(j K / K')): MAC ratio and held-out PSNR against the
 plain model (same seeds, seeds 5000.., class labels cycling 0..9).
 
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from blockmask.adapters import adapter_for
-from blockmask.api import Workbench
-from blockmask.evaluate import HELDOUT_SEED, psnr
-from blockmask.resample import resample_mask
-from blockmask.sample import Condition
+from blockmask.workbench import Workbench
+from blockmask.eval.evaluate import HELDOUT_SEED, psnr
+from blockmask.core.resample import resample_mask
+from blockmask.sampling.sample import Condition
 
 
 def images(wb, mask, k, num, batch=16):

@@ -1,8 +1,8 @@
 """What a pipeline's mask is made from when its step count K is known: a preset rule (deepcache, fora,
 blocks, uniform, ones) built at any K, or a fixed mask (resampled onto the run's noise levels when
 asked), and the scheduler facts both need (each row's noise level, the row of each model call).
-Used by :func:`blockmask.enable` (:mod:`blockmask.enable`), its budgets (:mod:`blockmask.budget`) and
-its step source (:mod:`blockmask.pipesteps`)."""
+Used by :func:`blockmask.enable` (:mod:`blockmask.enable`), its budgets (:mod:`blockmask.hooks.budget`) and
+its step source (:mod:`blockmask.hooks.pipesteps`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import dataclasses
 
 import numpy as np
 
-from . import baselines
-from .errors import MaskError
-from .resample import even_levels, resample_mask
-from .schedulers import call_rows, scheduler_rows
-from .units import Unit
+from blockmask.core import baselines
+from blockmask.core.errors import MaskError
+from blockmask.core.resample import even_levels, resample_mask
+from blockmask.sampling.schedulers import call_rows, scheduler_rows
+from blockmask.core.units import Unit
 
 PRESETS = {"ones": (), "deepcache": ("interval", "branch"), "fora": ("interval",), "blocks": ("interval",),
            "uniform": ("every",)}
@@ -89,7 +89,7 @@ def _levels_at(scheduler, k: int, dst_levels: np.ndarray) -> np.ndarray:
 
 def row_levels(scheduler, rows: list[int] | None = None) -> np.ndarray:
     """(K,) noise level (timestep) of the first model call of each row of the scheduler's current run;
-    ``rows``: the row of each call (:func:`blockmask.schedulers.call_rows`), None when unknown."""
+    ``rows``: the row of each call (:func:`blockmask.sampling.schedulers.call_rows`), None when unknown."""
     ts = scheduler.timesteps.detach().cpu().double().numpy()
     if rows:
         return ts[[rows.index(r) for r in range(max(rows) + 1)]]

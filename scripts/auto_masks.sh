@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `--steps auto` masks (the budget planner, blockmask/planner.py: the step count K and the mask for a MAC
+# `--steps auto` masks (the budget planner, blockmask/learning/planner.py: the step count K and the mask for a MAC
 # budget B relative to the plain 50-step model), for the comparison with DDIM with fewer steps in
 # docs/RESULTS.md. For a whole frontier with the peers scored: benchmarks/frontier.py.
 #   [BUDGETS="35 45 55"] [REF=50] bash scripts/auto_masks.sh [MODEL ...]   -> docs/results/steps-auto/

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from blockmask.api import Workbench
-from blockmask.evaluate import HELDOUT_SEED
-from blockmask.train import TrainConfig
-from blockmask.train_run import run_training
+from blockmask.workbench import Workbench
+from blockmask.eval.evaluate import HELDOUT_SEED
+from blockmask.learning.train import TrainConfig
+from blockmask.learning.run import run_training
 
 SETTINGS = {"piecewise, rank": {"lambda_mode": "piecewise", "lambda_norm": "rank"},
             "piecewise, minmax": {"lambda_mode": "piecewise", "lambda_norm": "minmax"},

@@ -4,7 +4,7 @@
 
 PSNR of the mask's final images against the plain model's on ``--num`` samples from seed 5000
 (never a calibration seed: budget runs calibrate on seeds 1000..), at the guidance scale the mask was
-trained at (its meta.training, else 1); see blockmask.evaluate.heldout_psnr.
+trained at (its meta.training, else 1); see blockmask.eval.evaluate.heldout_psnr.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from blockmask.api import Workbench
-from blockmask.evaluate import HELDOUT_SEED, heldout_psnr
-from blockmask.mask import MaskFile
+from blockmask.workbench import Workbench
+from blockmask.eval.evaluate import HELDOUT_SEED, heldout_psnr
+from blockmask.core.mask import MaskFile
 
 
 def main(argv=None) -> int:

@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from blockmask import methods
-from blockmask.api import Workbench
-from blockmask.mask import MaskFile
-from blockmask.methods.cli import save
+from blockmask.learning import methods
+from blockmask.workbench import Workbench
+from blockmask.core.mask import MaskFile
+from blockmask.cli.method import save
 
 BUDGETS = (35, 45, 55, 65, 75)
 TRAIN_AT = {"router": 35, "global": 55}

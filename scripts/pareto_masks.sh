@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shipped Pareto set of learned masks (assets/masks/MODEL-NNNsteps-bNN.json): one budget run per
 # MAC budget B (per-step training, best rule or learned mask within B on calibration seeds 1000..,
-# then local refinement; blockmask/train_run.py; the previous budget's mask is among the starts). On the
+# then local refinement; blockmask/learning/run.py; the previous budget's mask is among the starts). On the
 # 2-core CPU, one thread: about 4-8 min per mask at K=50, 15-30 min at K=100.
 #   [STEPS=50] [PASSES=2] [BUDGETS="35 45 55 65 75"] [EXTRA="--device cuda"] bash scripts/pareto_masks.sh [MODEL ...]
 #   (default models: mnist-ddpm mnist-dit; the K=100 set was made with STEPS=100 PASSES=1)

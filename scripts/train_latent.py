@@ -247,7 +247,7 @@ def parse_args(argv=None):
 def sample_grid(folder: Path, guidance: float, filename: str = "samples.png", device="cpu") -> float:
     """Rows = classes 0..9, 10 samples each, DDIM 50 steps, seed 0, through blockmask's own sampler on the
     saved folder (so the grid also proves the folder loads). Returns seconds."""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     t0 = time.time()
     wb = Workbench.load(str(folder), device=str(device))

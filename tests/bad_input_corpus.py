@@ -21,7 +21,7 @@ K = 4
 
 # --- the inputs ------------------------------------------------------------------------------
 def good_mask() -> dict:
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load(UNET)
     return wb.mask_file(wb.baseline("uniform", steps=K, every=2)).to_json()
@@ -194,9 +194,9 @@ def make_inputs(d: Path) -> Path:
     (d / "a-file").write_text("x")
     (d / "not-safetensors.st").write_text("hello")
     # a real checkpoint of an interrupted run, to mutate
-    from blockmask.api import Workbench
-    from blockmask.train import TrainConfig
-    from blockmask.train_run import checkpoint_path, run_training
+    from blockmask.workbench import Workbench
+    from blockmask.learning.train import TrainConfig
+    from blockmask.learning.run import checkpoint_path, run_training
 
     class Stop(Exception):
         pass

@@ -45,7 +45,7 @@ def tiny_spec(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def workbenches():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     cache = {}
 

@@ -39,7 +39,7 @@ def test_streamlit_server_enforces_the_upload_limit(where):
 def test_blockmask_app_streamlit_passes_the_limit(monkeypatch, capsys):
     import subprocess
 
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     seen = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: seen.append(cmd) or 0)
@@ -74,7 +74,7 @@ def test_every_refusal_is_one_log_line_without_traceback(caplog):
 def test_folders_with_safetensors_load_with_use_safetensors(tmp_path, monkeypatch):
     import diffusers
 
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load(TINY)
     root = tmp_path / "m"
@@ -96,7 +96,7 @@ def test_folders_with_safetensors_load_with_use_safetensors(tmp_path, monkeypatc
 def test_apps_get_the_load_warnings(tmp_path):
     """A folder without a scheduler config: the apps' model context carries the warning (shown with
     st.warning / gr.Warning), and a scheduler switch keeps it."""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from blockmask.viz.context import load_context, with_scheduler
 
     root = tmp_path / "m"

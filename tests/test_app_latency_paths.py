@@ -87,7 +87,7 @@ def test_streamlit_rectify_is_a_callback_and_its_message_survives_the_page_rerun
 def test_streamlit_runs_without_a_full_gc_after_each_run():
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["runner"]["postScriptGC"] is False
-    from blockmask import cli_tools
+    from blockmask.cli import tools as cli_tools
 
     src = Path(cli_tools.__file__).read_text()
     assert '"--runner.postScriptGC", "false"' in src  # `blockmask app streamlit` from any directory

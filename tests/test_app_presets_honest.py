@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, presets, tables
 from blockmask.viz.compare import timing_flags
 from blockmask.viz.context import load_context
@@ -27,7 +27,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def bundled():
-    from blockmask.models import bundled_models
+    from blockmask.io.models import bundled_models
 
     cache = {}
 

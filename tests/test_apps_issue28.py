@@ -30,7 +30,7 @@ def _env(monkeypatch):
 
 
 def _bundled():
-    from blockmask.models import bundled_models
+    from blockmask.io.models import bundled_models
 
     have = bundled_models()
     missing = [m for m in BUNDLED if m not in have]

@@ -1,4 +1,4 @@
-"""The reuse mode (hold | forecast, blockmask.forecast) in the presenter and both apps: forecast changes the
+"""The reuse mode (hold | forecast, blockmask.core.forecast) in the presenter and both apps: forecast changes the
 masked images, a loaded mask file or frontier point sets the control, the exported file carries it, a
 frontier point with reuse forecast races under forecast, and an unknown mode is one BlockmaskError /
 st.error / gr.Error line. Tiny random-init U-Net, K=6, a synthetic frontier ($BLOCKMASK_FRONTIER_DIR)."""
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from blockmask.errors import BlockmaskError, OptionError
+from blockmask.core.errors import BlockmaskError, OptionError
 from blockmask.viz import MaskEditor, compare, frontier, presenter, race
 from blockmask.viz.context import load_context
 from frontier_fixture import tiny_frontier
@@ -72,7 +72,7 @@ def mask_bytes(ctx, reuse) -> bytes:
 
 def spy_reuse(monkeypatch) -> list:
     """The reuse mode of every masked sampling run (race lanes, generation)."""
-    import blockmask.sample as sm
+    import blockmask.sampling.sample as sm
 
     seen, real = [], sm.sample
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 
 from bad_input_corpus import UNET, make_inputs, snapshot
 
@@ -19,13 +19,13 @@ def inputs(tmp_path_factory):
 
 # --- the Python API corpus --------------------------------------------------------------------
 def _api_cases():
-    from blockmask import api
-    from blockmask.evaluate import Method, evaluate
-    from blockmask.mask import MaskFile, validate_mask
-    from blockmask.models import load_model
-    from blockmask.train import TrainConfig
-    from blockmask.train_run import RefineConfig, run_training
-    from blockmask.validate import check_float, check_int
+    from blockmask import workbench as api
+    from blockmask.eval.evaluate import Method, evaluate
+    from blockmask.core.mask import MaskFile, validate_mask
+    from blockmask.io.models import load_model
+    from blockmask.learning.train import TrainConfig
+    from blockmask.learning.run import RefineConfig, run_training
+    from blockmask.core.validate import check_float, check_int
 
     nan, inf = float("nan"), float("inf")
     return [
@@ -115,7 +115,7 @@ API_CASES = _api_cases()
 
 @pytest.fixture(scope="module")
 def api_wb():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     return Workbench.load(UNET)
 

@@ -2,7 +2,7 @@
 
 Every case must exit 2 with exactly one line on stderr starting ``error:``, naming the problem (the
 expected fragment), print nothing on stdout, leave no file behind in its working folder and change
-no input file. Cases run in-process through ``blockmask.cli.main(argv)`` with model loading memoized
+no input file. Cases run in-process through ``blockmask.cli.main.main(argv)`` with model loading memoized
 (loading itself is tested elsewhere), plus a few real subprocesses at the end. The input files:
 tests/bad_input_corpus.py; the Python API's corpus: tests/test_bad_inputs_api.py.
 """
@@ -250,7 +250,7 @@ CLI_CASES = _mask_cases() + [
 @pytest.fixture(scope="module")
 def fast_loading():
     """Memoize Workbench.load for the corpus (the same few tiny models, hundreds of times)."""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     orig = Workbench.__dict__["load"]
     cache = {}
@@ -275,9 +275,9 @@ def test_case_names_are_unique_and_every_command_is_covered():
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_bad_input(case, inputs, fast_loading, tmp_path, monkeypatch, capsys):
-    from blockmask.cli import main
-    from blockmask.io import OutputLock
-    from blockmask.train_run import checkpoint_path
+    from blockmask.cli.main import main
+    from blockmask.io.files import OutputLock
+    from blockmask.learning.run import checkpoint_path
 
     name, argv, expect = case[:3]
     work = tmp_path / "work"
@@ -317,7 +317,7 @@ def test_cli_bad_input(case, inputs, fast_loading, tmp_path, monkeypatch, capsys
 ])
 def test_cli_subprocess(argv, expect, inputs, tmp_path):
     argv = [a.replace("{in}", str(inputs)).replace("{out}", str(tmp_path)) for a in argv]
-    r = subprocess.run([sys.executable, "-m", "blockmask.cli", *argv], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-m", "blockmask.cli.main", *argv], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and expect in lines[0] and "Traceback" not in r.stderr, r.stderr

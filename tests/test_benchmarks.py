@@ -63,7 +63,7 @@ def test_train_bundled_quick_run(tmp_path, model):
     assert r.returncode == 0, r.stderr[-800:]
     meta = json.loads((out / "training.json").read_text())
     assert meta["final"] and meta["steps"] == 3 and meta["final_loss_ema"] > 0
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     assert len(Workbench.load(str(out)).units) > 0
     if model == "mnist-ddpm":  # no CUDA here: a clear one-line error, not a traceback
@@ -99,7 +99,7 @@ def test_app_latency_benchmark_runs(tmp_path):
         pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     from frontier_fixture import write_tiny_frontier
 
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     spec = "config:" + str(ROOT / "tests/configs/tiny-unet.json")
     write_tiny_frontier(tmp_path, Workbench.load(spec))
@@ -181,7 +181,7 @@ def test_budget_table_latent_unet_rows_use_real_deepcache_at_the_models_guidance
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import budget_table as bt
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load("mnist-ldm")
     g = bt.guidance_of(wb)

@@ -33,7 +33,7 @@ POINT_XY = """([sel, name, cd]) => {
 @pytest.fixture(scope="module")
 def fdir(tmp_path_factory):
     from frontier_fixture import tiny_frontier, write_tiny_frontier
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     d = tmp_path_factory.mktemp("frontier")
     wb = Workbench.load(TINY)

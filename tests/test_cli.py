@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from blockmask.cli import main
-from blockmask.mask import MaskFile
+from blockmask.cli.main import main
+from blockmask.core.mask import MaskFile
 
 from conftest import tiny_spec
 
@@ -113,9 +113,9 @@ def test_fingerprint_mismatch_warns(capsys, tmp_path):
 def test_installed_entry_point():
     r = subprocess.run(["blockmask", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "rectify" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "blockmask.cli", "info", "nope"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "blockmask.cli.main", "info", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: unknown model 'nope': not a bundled model " \
-        f"({', '.join(__import__('blockmask.models', fromlist=['x']).bundled_models()) or 'none installed'}), " \
+        f"({', '.join(__import__('blockmask.io.models', fromlist=['x']).bundled_models()) or 'none installed'}), " \
         "folder, config:PATH or hub id"
 
 

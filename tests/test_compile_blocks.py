@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.costs import count_macs
-from blockmask.enable import denoisers
+from blockmask.core.costs import count_macs
+from blockmask.hooks.enable import denoisers
 
 from test_enable import hooks_left
 from tiny_pipes import FAMILIES
@@ -36,7 +36,7 @@ def test_compile_repeated_blocks_with_a_mask(family):
     pipe, run = FAMILIES[family]()
     for _, m in denoisers(pipe):
         if not getattr(m, "_repeated_blocks", None):  # declared here: the class of the whole-block units
-            from blockmask.units import discover_units
+            from blockmask.core.units import discover_units
 
             m._repeated_blocks = sorted({type(m.get_submodule(u.name)).__name__ for u in discover_units(m)})
     torch._dynamo.reset()

@@ -6,12 +6,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockmask import baselines
-from blockmask.costs import measure_macs
-from blockmask.graph import ConsumerGraph
-from blockmask.models import from_config
-from blockmask.rectify import rectify, rectify_eq12
-from blockmask.sample import Condition, sample
+from blockmask.core import baselines
+from blockmask.core.costs import measure_macs
+from blockmask.core.graph import ConsumerGraph
+from blockmask.io.models import from_config
+from blockmask.core.rectify import rectify, rectify_eq12
+from blockmask.sampling.sample import Condition, sample
 
 from conftest import CONFIGS, GUIDED, REFERENCE, TINY
 
@@ -183,7 +183,7 @@ def test_random_baselines(workbenches):
 
 
 def test_baseline_errors(workbenches):
-    from blockmask.errors import BlockmaskError
+    from blockmask.core.errors import BlockmaskError
 
     with pytest.raises(BlockmaskError, match="U-Nets"):
         workbenches("tiny-dit").baseline("deepcache", steps=5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blockmask.models import bundled_models
+from blockmask.io.models import bundled_models
 from blockmask.data.mnist import (
     default_mnist_dir, load_mnist, mnist_sha256, mnist_tensor_dataset, read_idx, to_model_range,
 )
@@ -167,7 +167,7 @@ LATENT_MODELS = ["mnist-ldm", "mnist-pixart"]
 def test_classifier_recognizes_latent_model_samples(name):
     """Issue 16's bar, as the DiT's: >= 90% of 64 class-conditional samples (25 DDIM steps, seed 0) are the
     requested digit, at the model's default guidance (its blockmask.json), decoded through its VAE."""
-    from blockmask.resources import assets_dir
+    from blockmask.io.resources import assets_dir
 
     folder = assets_dir() / "models" / name
     assert name in bundled_models(), f"{name} is shipped (assets/models/TRAINING.md): its weights are missing"
@@ -189,7 +189,7 @@ def test_bundled_dit_starts_the_apps_without_cfg():
 def test_all_four_bundled_models_are_listed_and_offered():
     """Issue 16: the CLI's bundled names and both apps' model pickers (model_choices) list the four
     families' trained models, and each has its Pareto set of K = 50 masks in the presets."""
-    from blockmask.models import bundled_masks
+    from blockmask.io.models import bundled_masks
     from blockmask.viz.context import model_choices
 
     four = ["mnist-ddpm", "mnist-dit", "mnist-ldm", "mnist-pixart"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from blockmask.adapters import adapter_for
-from blockmask.api import Workbench
+from blockmask.workbench import Workbench
 
 from conftest import CONFIGS
 

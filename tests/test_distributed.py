@@ -15,11 +15,11 @@ from conftest import tiny_spec
 SCRIPT = r"""
 import json, os, sys
 import numpy as np
-from blockmask.api import Workbench
-from blockmask.evaluate import Method, generate_set
-from blockmask.train import TrainConfig
-from blockmask.train_run import run_training
-from blockmask import distributed
+from blockmask.workbench import Workbench
+from blockmask.eval.evaluate import Method, generate_set
+from blockmask.learning.train import TrainConfig
+from blockmask.learning.run import run_training
+from blockmask.sampling import distributed
 wb = Workbench.load(sys.argv[1])
 imgs = generate_set(wb, Method("fora", wb.baseline("fora", steps=4, interval=2), 4), n=10, batch=3, seed=7,
                     guidance=1.0, class_label=None)

@@ -9,11 +9,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import blockmask
-from blockmask.costs import count_macs
-from blockmask.enable import denoisers
-from blockmask.errors import BlockmaskError, MaskError, UnsupportedModelError
-from blockmask.resample import align_rows, resample_mask
-from blockmask.units import discover_units
+from blockmask.core.costs import count_macs
+from blockmask.hooks.enable import denoisers
+from blockmask.core.errors import BlockmaskError, MaskError, UnsupportedModelError
+from blockmask.core.resample import align_rows, resample_mask
+from blockmask.core.units import discover_units
 
 from tiny_pipes import FAMILIES
 
@@ -129,7 +129,7 @@ def test_mask_for_another_model_twice_and_disable_never_enabled(sd3):
     mf = blockmask.MaskFile(mask=np.ones((6, 2), bool), units=["a", "b"], model="other")
     with pytest.raises(MaskError, match="does not fit"):
         blockmask.enable(pipe, mf)
-    from blockmask.models import bundled_masks
+    from blockmask.io.models import bundled_masks
 
     if "mnist-ddpm-050steps-b35" in bundled_masks():  # a shipped name is a mask, here for another model
         with pytest.raises(MaskError, match="does not fit"):
@@ -197,7 +197,7 @@ def test_img2img_start_follows_noise_levels():
     computes every unit (nothing is cached yet)."""
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from conftest import tiny_spec
 
     wb = Workbench.load(tiny_spec("tiny-unet"))
@@ -275,7 +275,7 @@ def test_mask_file_folder_and_recorded_levels(tmp_path, workbenches):
 
 def test_sdxl_unet_is_measured_like_any_unet():
     """An SDXL-style U-Net (text_time conditioning) has units, an order and MACs (it used to fail)."""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from conftest import tiny_spec
 
     wb = Workbench.load(tiny_spec("tiny-sdxl-unet"))
@@ -291,7 +291,7 @@ def test_enable_equals_apply_on_multi_evaluation_schedulers(scheduler, workbench
 
     import diffusers
 
-    from blockmask.schedulers import step
+    from blockmask.sampling.schedulers import step
 
     wb = workbenches("tiny-unet")
     pipe = SimpleNamespace(unet=wb.model, scheduler=getattr(diffusers, scheduler)())

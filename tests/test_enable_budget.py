@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.costs import count_macs
-from blockmask.errors import OptionError
+from blockmask.core.costs import count_macs
+from blockmask.core.errors import OptionError
 
 from test_enable import hooks_left
 from tiny_pipes import FAMILIES
@@ -105,13 +105,13 @@ def test_wan22_second_denoiser_pays_its_own_first_step():
 
 
 def test_shipped_mask_for_the_bundled_model_is_preferred():
-    from blockmask.models import bundled_masks, bundled_models
+    from blockmask.io.models import bundled_masks, bundled_models
 
     if "mnist-ddpm" not in bundled_models() or "mnist-ddpm-050steps-b45" not in bundled_masks():
         pytest.skip("the bundled mnist-ddpm model and its masks are not installed here")
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load("mnist-ddpm")
     pipe = DDPMPipeline(unet=wb.model, scheduler=wb.scheduler())

@@ -11,9 +11,9 @@ import torch
 import blockmask
 from blockmask.adapters import adapter_for
 from blockmask.adapters.unet import unet_order
-from blockmask.costs import count_macs
-from blockmask.errors import BlockmaskError
-from blockmask.units import discover_units
+from blockmask.core.costs import count_macs
+from blockmask.core.errors import BlockmaskError
+from blockmask.core.units import discover_units
 
 from test_enable import hooks_left
 from tiny_pipes import CONFIGS, FAMILIES, _emb, _model, _pipe, _runner
@@ -74,7 +74,7 @@ def test_static_transformer_order_is_the_measured_order(name):
 
 
 def _forward_counter(pipe):
-    from blockmask.enable import denoisers
+    from blockmask.hooks.enable import denoisers
 
     calls, handles = [], []
     for _, model in denoisers(pipe):

@@ -1,5 +1,5 @@
 """The evaluation cache never runs code and never reports numbers it did not compute
-(blockmask.evalcache): planted pickles, forged or edited rows, and keys that cover every input."""
+(blockmask.eval.cache): planted pickles, forged or edited rows, and keys that cover every input."""
 
 import json
 import pickle
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask.evalcache import SignedCache, npy_bytes, npy_load
-from blockmask.evaluate import Method, evaluate, fidelity_metrics
+from blockmask.eval.cache import SignedCache, npy_bytes, npy_load
+from blockmask.eval.evaluate import Method, evaluate, fidelity_metrics
 
 from conftest import CONFIGS, needs_mnist
 
@@ -23,7 +23,7 @@ def _key(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def wb():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     return Workbench.load(SPEC)
 
@@ -44,7 +44,7 @@ def _plant(folder, marker):
     import torch_fidelity
 
     from blockmask.data.classifier import register_fidelity_extractor
-    from blockmask.evaluate import _Images, _fidelity_kwargs
+    from blockmask.eval.evaluate import _Images, _fidelity_kwargs
 
     register_fidelity_extractor()
     x = _Images(np.random.default_rng(0).random((8, 1, 32, 32), np.float32))
@@ -88,7 +88,7 @@ def test_fidelity_metrics_equal_torch_fidelity(tmp_path):
     import torch_fidelity
 
     from blockmask.data.classifier import register_fidelity_extractor
-    from blockmask.evaluate import _Images, _fidelity_kwargs
+    from blockmask.eval.evaluate import _Images, _fidelity_kwargs
 
     rng = np.random.default_rng(0)
     a, b = rng.random((40, 1, 32, 32), np.float32), rng.random((60, 1, 32, 32), np.float32) ** 2
@@ -129,7 +129,7 @@ def test_planted_pickle_never_runs_and_forged_rows_are_recomputed(wb, tmp_path, 
 @needs_mnist
 def test_row_key_covers_every_input(wb, tmp_path, monkeypatch):
     """Changing the extractor, the benchmark batch/repeats or the device name misses the cache."""
-    import blockmask.evaluate as ev
+    import blockmask.eval.evaluate as ev
 
     methods = [Method("original", None, 3)]
     base = dict(n=6, batch=6, cache_dir=tmp_path / "c", bench_batch=1, bench_repeats=1)

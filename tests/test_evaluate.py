@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from blockmask.cli import main
-from blockmask.evaluate import Method, evaluate, psnr
-from blockmask.report import to_markdown
+from blockmask.cli.main import main
+from blockmask.eval.evaluate import Method, evaluate, psnr
+from blockmask.eval.report import to_markdown
 
 from conftest import CONFIGS, needs_mnist
 
@@ -18,7 +18,7 @@ SPEC = f"config:{CONFIGS / 'tiny-unet-mnist.json'}"
 
 @pytest.fixture(scope="module")
 def wb():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     return Workbench.load(SPEC)
 
@@ -41,7 +41,7 @@ def test_evaluate_rows_and_cache(wb, tmp_path, monkeypatch):
     assert fora["macs_ratio"] == pytest.approx(wb.macs.ratio(methods[1].mask)) and fora["psnr"] < math.inf
     assert fewer["macs_ratio"] == 0.5 and all(r["n"] == 12 and math.isfinite(r["fid"]) for r in rows)
     # Second run: everything comes from the content-keyed cache (no sampling at all).
-    import blockmask.evaluate as ev
+    import blockmask.eval.evaluate as ev
 
     monkeypatch.setattr(ev, "generate_set", lambda *a, **k: pytest.fail("cache miss"))
     again = evaluate(wb, methods, n=12, batch=6, cache_dir=tmp_path, bench_batch=2, bench_repeats=1)

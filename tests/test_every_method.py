@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blockmask import methods
-from blockmask.candidates import TOL
-from blockmask.execution import MaskedExecution
-from blockmask.planner import Planner
-from blockmask.sample import sample
-from blockmask.schedulers import calls_per_row
-from blockmask.train import TrainConfig, train_mask
+from blockmask.learning import methods
+from blockmask.learning.candidates import TOL
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.learning.planner import Planner
+from blockmask.sampling.sample import sample
+from blockmask.sampling.schedulers import calls_per_row
+from blockmask.learning.train import TrainConfig, train_mask
 
 K = 4
 TARGET = 0.6

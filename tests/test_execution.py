@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask.execution import MaskedExecution
-from blockmask.errors import MaskError
-from blockmask.sample import Condition, sample
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.core.errors import MaskError
+from blockmask.sampling.sample import Condition, sample
 
 from conftest import GUIDED, TINY
 
@@ -101,7 +101,7 @@ def test_mask_steps_must_match_scheduler(workbenches):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_runs(dtype):
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from conftest import tiny_spec
 
     wb = Workbench.load(tiny_spec("tiny-dit"), dtype=dtype)
@@ -114,7 +114,7 @@ def test_apply_on_diffusers_pipeline_is_bitwise(workbenches):
     """blockmask.apply on diffusers' own DDPMPipeline: all-ones equals the plain pipeline; a mask changes it."""
     import diffusers
 
-    import blockmask.api as api
+    import blockmask.workbench as api
 
     wb = workbenches("tiny-unet")
     pipe = diffusers.DDPMPipeline(unet=wb.model, scheduler=wb.scheduler())
@@ -178,7 +178,7 @@ def test_whole_model_compile_with_a_mask_matches_eager_in_few_graphs():
     import torch._dynamo as dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from conftest import tiny_spec
 
     wb = Workbench.load(tiny_spec("tiny-dit"))  # its own model: compile() changes the module
@@ -213,8 +213,8 @@ def test_whole_model_compile_under_apply_block_mask_follows_the_scheduler():
     from diffusers import DDIMScheduler
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    from blockmask.api import Workbench
-    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+    from blockmask.workbench import Workbench
+    from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
     from conftest import tiny_spec
 
     wb = Workbench.load(tiny_spec("tiny-dit"))

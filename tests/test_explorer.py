@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 from blockmask.viz import export, frontier, race
 from blockmask.viz.context import load_context
 from conftest import tiny_spec

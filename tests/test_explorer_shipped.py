@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # real bundled models loaded (seconds each)
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
-    from blockmask.models import bundled_models
+    from blockmask.io.models import bundled_models
 
     missing = [m for m in SHIPPED if m not in bundled_models()]
     if missing:
@@ -49,7 +49,7 @@ def _picks(fr) -> list[str]:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_file_is_found_checked_and_every_point_fits(name):
-    from blockmask.errors import BlockmaskError
+    from blockmask.core.errors import BlockmaskError
     from blockmask.viz import frontier
 
     ctx = h.get_context(name, "ddim")
@@ -110,8 +110,8 @@ def test_shipped_100_step_frontiers_fit_their_model_and_answer_plan_shipped(path
     schedule of its own K for them, and `blockmask plan MODEL --shipped --ref-steps 100` answers from it."""
     import json
 
-    from blockmask.cli import main
-    from blockmask.frontierfile import Frontier
+    from blockmask.cli.main import main
+    from blockmask.io.frontierfile import Frontier
 
     name = path.stem.rsplit("-", 1)[0]
     fr = Frontier.for_model(name, 100)

@@ -1,4 +1,4 @@
-"""blockmask.feeders: a reused branch's norm returns a stand-in, and nothing the model returns changes.
+"""blockmask.hooks.feeders: a reused branch's norm returns a stand-in, and nothing the model returns changes.
 
 Each test fails without the feeders (no stand-in seen) or with a wrong one (images differ), and the
 "all stores" test fails if a unit that a mask never reuses still keeps a cache."""
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask import baselines, feeders
-from blockmask.execution import MaskedExecution
+from blockmask.core import baselines
+from blockmask.hooks import feeders
+from blockmask.hooks.execution import MaskedExecution
 
 STEPS = 6
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from blockmask.errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 
 
 class _Payload:
@@ -21,7 +21,7 @@ class _Payload:
 def test_planted_inception_pickle_is_refused_not_run(tmp_path, monkeypatch):
     import torch_fidelity.feature_extractor_inceptionv3 as fx
 
-    from blockmask.evaluate import fidelity_metrics
+    from blockmask.eval.evaluate import fidelity_metrics
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     ckpt = tmp_path / "torch" / "hub" / "checkpoints"
@@ -35,7 +35,7 @@ def test_planted_inception_pickle_is_refused_not_run(tmp_path, monkeypatch):
 
 
 def test_other_torch_fidelity_extractors_are_refused(workbenches):
-    from blockmask.evaluate import Method, evaluate
+    from blockmask.eval.evaluate import Method, evaluate
 
     with pytest.raises(BlockmaskError, match="not supported: use mnist-cnn or inception-v3-compat"):
         evaluate(workbenches("tiny-unet"), [Method("o", None, 2)], n=4, extractor="dinov2-vit-s-14")

@@ -1,4 +1,4 @@
-"""Forecast reuse (issue 26, blockmask.forecast): a reused unit returns a first-order forecast from
+"""Forecast reuse (issue 26, blockmask.core.forecast): a reused unit returns a first-order forecast from
 its last two computed values. Invariants: the all-ones mask is bitwise the plain model; the forecast
 formula; a same-step recomputation (Heun) does not move the older value; rectification under forecast
 changes no sample and keeps the values a forecast reads (rectification for hold does not); the mode
@@ -12,13 +12,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockmask.branchstates import UnitState
-from blockmask.candidates import Candidate, forecast_variant, rule_mask
-from blockmask.errors import MaskError, OptionError
-from blockmask.execution import MaskedExecution
-from blockmask.forecast import predict, record
-from blockmask.mask import MaskFile
-from blockmask.sample import Condition, sample
+from blockmask.hooks.branchstates import UnitState
+from blockmask.learning.candidates import Candidate, forecast_variant, rule_mask
+from blockmask.core.errors import MaskError, OptionError
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.core.forecast import predict, record
+from blockmask.core.mask import MaskFile
+from blockmask.sampling.sample import Condition, sample
 
 from conftest import GUIDED, TINY, tiny_spec
 
@@ -114,7 +114,7 @@ def test_hold_rectification_is_not_enough_under_forecast(workbenches):
 
 
 def test_bad_reuse_is_refused(workbenches, monkeypatch):
-    import blockmask.execution as execution
+    import blockmask.hooks.execution as execution
 
     wb = workbenches("tiny-unet")
     with pytest.raises(OptionError, match="reuse must be one of"):
@@ -129,7 +129,7 @@ def test_bad_reuse_is_refused(workbenches, monkeypatch):
 
 
 def test_forecast_candidates_are_scored_under_forecast_and_carried_to_the_mask_file(workbenches, tmp_path):
-    from blockmask.planner import Planner
+    from blockmask.learning.planner import Planner
 
     wb = workbenches("tiny-unet")
     pl = Planner(wb, ref_steps=8, calib=4, valid=8, chunk=4, screen=4, learn=False, refine_top=0, progress=False)
@@ -157,7 +157,7 @@ def test_forecast_candidates_are_scored_under_forecast_and_carried_to_the_mask_f
 
 
 def test_cli_sample_runs_a_forecast_mask_file_as_forecast(workbenches, tmp_path):
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     wb = workbenches("tiny-unet")
     m = np.ones((6, len(wb.units)), bool)

@@ -1,6 +1,6 @@
 """Issue 28, item 1: a model without a shipped frontier gets one computed in the app, with progress
-(st.progress / gr.Progress), through :func:`blockmask.frontiercompute.compute` — the planner's shared
-sweep and benchmarks/frontier.py's peers and judging (:func:`~blockmask.frontiercompute.peer_row`) at
+(st.progress / gr.Progress), through :func:`blockmask.learning.frontiercompute.compute` — the planner's shared
+sweep and benchmarks/frontier.py's peers and judging (:func:`~blockmask.learning.frontiercompute.peer_row`) at
 small sizes — kept in $BLOCKMASK_FRONTIER_CACHE and then found like a shipped file. A model that has a
 frontier is refused with one error line and nothing changes. Tiny random-init U-Net, reference K=6."""
 
@@ -33,8 +33,8 @@ def _env(monkeypatch, tmp_path):
 
 
 def test_compute_plans_judges_peers_on_held_out_seeds_with_progress(workbenches, tmp_path):
-    from blockmask.frontiercompute import TEST_SEED, compute
-    from blockmask.frontierfile import Frontier
+    from blockmask.learning.frontiercompute import TEST_SEED, compute
+    from blockmask.io.frontierfile import Frontier
 
     seen = []
     fr = compute(workbenches("tiny-unet"), "tiny-unet", ref_steps=6, samples=2, max_budgets=4,

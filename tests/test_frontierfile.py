@@ -1,4 +1,4 @@
-"""The frontier file (blockmask.frontierfile): what benchmarks/frontier.py gathers and the apps read."""
+"""The frontier file (blockmask.io.frontierfile): what benchmarks/frontier.py gathers and the apps read."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blockmask.errors import BlockmaskError
-from blockmask.frontierfile import Frontier, peer_points
+from blockmask.core.errors import BlockmaskError
+from blockmask.io.frontierfile import Frontier, peer_points
 
 
 def frontier(units=3):

@@ -1,4 +1,4 @@
-"""Hypothesis fuzzing of the loaders (blockmask.validate): whatever the bytes, a mask file, a model
+"""Hypothesis fuzzing of the loaders (blockmask.core.validate): whatever the bytes, a mask file, a model
 config or a checkpoint either loads into something valid or raises a BlockmaskError with one line —
 never RecursionError, TypeError, KeyError, a numpy or diffusers error."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from blockmask.errors import BlockmaskError, CheckpointError, MaskError
-from blockmask.mask import MaskFile
-from blockmask.validate import MAX_DEPTH, parse_json
+from blockmask.core.errors import BlockmaskError, CheckpointError, MaskError
+from blockmask.core.mask import MaskFile
+from blockmask.core.validate import MAX_DEPTH, parse_json
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -105,7 +105,7 @@ small_values = st.one_of(json_scalars, st.lists(st.one_of(st.integers(-4, 64), s
        st.dictionaries(st.sampled_from(CONFIG_KEYS), small_values, max_size=5))
 def test_config_loader_any_config(tmp_path_factory, cls, fields):
     """Random configs build on the meta device (shapes only) or give a one-line error."""
-    from blockmask.models import from_config
+    from blockmask.io.models import from_config
 
     p = tmp_path_factory.mktemp("cfg") / "c.json"
     p.write_text(json.dumps({"_class_name": cls, **fields}))
@@ -117,9 +117,9 @@ def test_config_loader_any_config(tmp_path_factory, cls, fields):
 
 @pytest.fixture(scope="module")
 def ckpt_setup(tmp_path_factory):
-    from blockmask.api import Workbench
-    from blockmask.train import TrainConfig
-    from blockmask.train_run import checkpoint_path, run_training
+    from blockmask.workbench import Workbench
+    from blockmask.learning.train import TrainConfig
+    from blockmask.learning.run import checkpoint_path, run_training
 
     from conftest import tiny_spec
 
@@ -140,7 +140,7 @@ def ckpt_setup(tmp_path_factory):
 @SETTINGS
 @given(st.sampled_from(["rows", "scores", "losses", "seconds", "delta", "lam", "sensitivity"]), json_values)
 def test_checkpoint_any_state_field(ckpt_setup, key, value):
-    from blockmask.train_ckpt import checkpoint_path, load_checkpoint
+    from blockmask.learning.checkpoints import checkpoint_path, load_checkpoint
 
     wb, cfg, out, good = ckpt_setup
     d = copy.deepcopy(good)

@@ -8,12 +8,12 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
 import blockmask
-from blockmask.errors import MaskError
-from blockmask.execution import MaskedExecution
-from blockmask.registry import remove_hooks
-from blockmask.sample import sample
-from blockmask.schedulers import SCHEDULERS, call_rows
-from blockmask.schedulers import step as scheduler_step
+from blockmask.core.errors import MaskError
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.hooks.registry import remove_hooks
+from blockmask.sampling.sample import sample
+from blockmask.sampling.schedulers import SCHEDULERS, call_rows
+from blockmask.sampling.schedulers import step as scheduler_step
 
 K = 4
 LISTED = ["ddim", "ddpm", "dpm++", "dpm-2s", "euler", "euler-a", "heun", "edm"]
@@ -226,8 +226,8 @@ def test_cli_sample_train_eval_with_heun(tmp_path, capsys):
     """`blockmask train/sample` with a two-evaluation scheduler: K rows for K steps."""
     import json
 
-    from blockmask.cli import main
-    from blockmask.mask import MaskFile
+    from blockmask.cli.main import main
+    from blockmask.core.mask import MaskFile
 
     from conftest import tiny_spec
 
@@ -249,7 +249,7 @@ def test_cli_eval_with_heun(tmp_path, capsys):
     """`blockmask eval` with a two-evaluation scheduler (offline FID on the MNIST set)."""
     import json
 
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     from conftest import CONFIGS, needs_mnist
 
@@ -277,8 +277,8 @@ def test_deepcopy_of_a_hooked_scheduler_leaves_the_original_alone(workbenches):
     import numpy as np
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from blockmask.schedulers import call_rows
-    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+    from blockmask.sampling.schedulers import call_rows
+    from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
 
     wb = workbenches("tiny-unet")
     mask = wb.baseline("deepcache", steps=K, interval=2)
@@ -321,7 +321,7 @@ def test_own_sampler_on_a_hooked_scheduler(workbenches):
 
 def test_bare_denoiser_run_stopped_early_does_not_leak_into_the_next(workbenches):
     """Bug 4: a run interrupted after 2 calls left the row counter at 2 for the next run."""
-    from blockmask.stepping import BlockMaskConfig, apply_block_mask
+    from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
 
     wb = workbenches("tiny-unet")
     mask = wb.baseline("deepcache", steps=K, interval=3)
@@ -361,7 +361,7 @@ def test_compiled_body_follows_the_forward_beneath_the_hook(workbenches):
     was silently bypassed by the stale body."""
     from diffusers.hooks import HookRegistry, ModelHook
 
-    from blockmask.execution import compiled_body
+    from blockmask.hooks.execution import compiled_body
 
     wb = workbenches("tiny-unet")
     module = wb.model.down_blocks[0].resnets[0]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.cli import main
-from blockmask.errors import MaskError
-from blockmask.mask import MaskFile
+from blockmask.cli.main import main
+from blockmask.core.errors import MaskError
+from blockmask.core.mask import MaskFile
 
 from conftest import needs_mnist, tiny_spec
 
@@ -98,7 +98,7 @@ def test_cachedit_export_import_matches_real_cachedit(workbenches, tmp_path, cap
     from diffusers import DDIMScheduler, DiTPipeline
 
     from benchmarks.peers import IdentityVAE
-    from blockmask.cachedit import from_cachedit, to_cachedit
+    from blockmask.io.cachedit import from_cachedit, to_cachedit
 
     wb = workbenches("tiny-dit")
     cfg = {"steps_computation_mask": [1, 1, 0, 1, 0, 0], "steps_computation_policy": "static",

@@ -12,7 +12,7 @@ MAX_LINES = 400
 
 
 def _modules() -> dict[str, Path]:
-    """Dotted module name → file, for every module of the package (``blockmask.methods`` for an __init__)."""
+    """Dotted module name → file, for every module of the package (``blockmask.learning.methods`` for an __init__)."""
     out = {}
     for p in sorted(PKG.rglob("*.py")):
         parts = list(p.relative_to(PKG.parent).with_suffix("").parts)

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from blockmask.io import atomic_write_text
+from blockmask.io.files import atomic_write_text
 
 
 def test_new_file_follows_umask_and_overwrite_keeps_mode(tmp_path):

@@ -15,16 +15,16 @@ import signal
 import numpy as np
 import pytest
 
-from blockmask.mask import MaskFile
-from blockmask.train import TrainConfig
-from blockmask.train_run import RefineConfig, checkpoint_path, run_training, search_path
+from blockmask.core.mask import MaskFile
+from blockmask.learning.train import TrainConfig
+from blockmask.learning.run import RefineConfig, checkpoint_path, run_training, search_path
 
 from conftest import tiny_spec
 
 CFG = TrainConfig(steps=6, iters=3, batch=1, lam=1.0, seed=3)
 BUDGET = dict(target_macs=0.7, max_trials=3, refine=RefineConfig(enabled=False))
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["blockmask.api", "blockmask.train_run"])
+_CTX.set_forkserver_preload(["blockmask.workbench", "blockmask.learning.run"])
 
 
 def _child(spec, out, resume, budget, kill_in, progress_file):
@@ -33,8 +33,8 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
     announced ("announced-k"), inside step k's first model call ("inside-k"), or inside the first model
     call after the budget search's first record ("search-1")."""
     try:
-        import blockmask.io as bio
-        from blockmask.api import Workbench
+        import blockmask.io.files as bio
+        from blockmask.workbench import Workbench
 
         wb = Workbench.load(spec)
 
@@ -109,7 +109,7 @@ def _finish(wb, out, budget):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load(tiny_spec("tiny-unet"))
     d = tmp_path_factory.mktemp("ref")
@@ -167,8 +167,8 @@ def test_kill_9_budget_run_resumes(reference, tmp_path):
 
 
 def test_two_runs_on_one_output_are_refused(reference, tmp_path):
-    from blockmask.errors import OutputError
-    from blockmask.io import OutputLock
+    from blockmask.core.errors import OutputError
+    from blockmask.io.files import OutputLock
 
     wb = reference[0]
     out = tmp_path / "m.json"
@@ -186,7 +186,7 @@ def test_sigterm_removes_temp_files(tmp_path):
 
     script = (
         "import os, signal, time\n"
-        "from blockmask.io import atomic_write, install_signal_cleanup\n"
+        "from blockmask.io.files import atomic_write, install_signal_cleanup\n"
         "install_signal_cleanup()\n"
         "def w(tmp):\n"
         "    open(tmp, 'w').write('partial')\n"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import blockmask.train as train_mod
-from blockmask.train import TrainConfig, train_mask
+import blockmask.learning.train as train_mod
+from blockmask.learning.train import TrainConfig, train_mask
 
 # Δ_k of mnist-ddpm's plain run at K = 8 (a slow rise, then the last step jumps): the ε-model shape.
 EPS_DELTA = np.array([np.nan, 0.0055, 0.0047, 0.0040, 0.0066, 0.0128, 0.0183, 0.3965])

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.api import Workbench
-from blockmask.cli import main as cli
-from blockmask.errors import BlockmaskError, FileFormatError, OptionError
+from blockmask.workbench import Workbench
+from blockmask.cli.main import main as cli
+from blockmask.core.errors import BlockmaskError, FileFormatError, OptionError
 from conftest import ROOT, needs_mnist
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -95,7 +95,7 @@ def test_masked_sampling_ones_bitwise_and_rectification_exact(kind, wbs):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
-    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
 
     wb = wbs[kind]
     pipe = ldm_pipeline(wb) if kind == "ldm" else pixart_pipeline(wb)
@@ -120,8 +120,8 @@ def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
 
 
 def test_pipeline_helpers_refuse_other_models(wbs, workbenches):
-    from blockmask.errors import UnsupportedModelError
-    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+    from blockmask.core.errors import UnsupportedModelError
+    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
 
     with pytest.raises(UnsupportedModelError, match="takes a PixArtTransformer2DModel, not UNet2DConditionModel"):
         pixart_pipeline(wbs["ldm"])
@@ -135,7 +135,7 @@ def test_pipeline_helpers_refuse_other_models(wbs, workbenches):
 def test_bundled_list_follows_assets_and_apps_offer_them(folders, tmp_path, monkeypatch, capsys):
     """Bundled models are the folders of assets/models with weights: a folder still waiting for its
     weights is not listed; once there, the CLI and the apps' model list have it."""
-    from blockmask.models import bundled_models
+    from blockmask.io.models import bundled_models
     from blockmask.viz.context import load_context, model_choices
 
     (tmp_path / "models").mkdir()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.errors import BlockmaskWarning, OptionError
+from blockmask.core.errors import BlockmaskWarning, OptionError
 
 from test_enable import hooks_left
 from tiny_pipes import FAMILIES, sd_text
@@ -37,7 +37,7 @@ def no_loading(monkeypatch):
 
     for cls in (diffusers.ModelMixin, transformers.PreTrainedModel):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(refuse))
-    monkeypatch.setattr("blockmask.models.load_model", refuse)
+    monkeypatch.setattr("blockmask.io.models.load_model", refuse)
 
 
 def test_learn_on_an_unconditional_ddpm_pipeline(ddpm, tmp_path, monkeypatch, no_loading):

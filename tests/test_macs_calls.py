@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockmask.cli import main
-from blockmask.costs import MacProfile, count_macs
-from blockmask.errors import BlockmaskError
-from blockmask.sample import sample
-from blockmask.schedulers import calls_per_row, make_scheduler
+from blockmask.cli.main import main
+from blockmask.core.costs import MacProfile, count_macs
+from blockmask.core.errors import BlockmaskError
+from blockmask.sampling.sample import sample
+from blockmask.sampling.schedulers import calls_per_row, make_scheduler
 
 from conftest import tiny_spec
 
@@ -77,7 +77,7 @@ def test_cli_macs_counts_model_calls(capsys):
 
 def test_fewer_steps_ratio_counts_model_calls(workbenches):
     """eval's fewer-steps row: Heun with 2 steps of 4 is 3 model calls of 7, not 2/4."""
-    from blockmask.evaluate import Method, _speed
+    from blockmask.eval.evaluate import Method, _speed
 
     r = _speed(workbenches("tiny-unet", "heun"), Method("Heun 2 steps", None, 2), 4, 1, 1, 1.0)
     assert r["macs_ratio"] == pytest.approx(3 / 7)

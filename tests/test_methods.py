@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import TINY, tiny_spec
 
-from blockmask import methods
-from blockmask.errors import BlockmaskError
-from blockmask.methods import feature_change as fc
-from blockmask.methods import global_opt
+from blockmask.learning import methods
+from blockmask.core.errors import BlockmaskError
+from blockmask.learning.methods import feature_change as fc
+from blockmask.learning.methods import global_opt
 
 K = 12
 QUICK = {"feature-change": {}, "router": {"iters_per_step": 1, "batch": 2}, "global": {"iters": 2}}
@@ -61,7 +61,7 @@ def test_feature_change_options(workbenches):
 
 
 def test_global_checkpointing_same_gradient(workbenches):
-    from blockmask.methods.chain import SoftChain
+    from blockmask.learning.methods.chain import SoftChain
 
     wb = workbenches("tiny-unet")
     run = global_opt._Run(wb, 6, global_opt.GlobalConfig(batch=2), None)
@@ -93,7 +93,7 @@ def test_router_without_data_is_one_error_before_work(workbenches, tmp_path, mon
 def test_cli(capsys, tmp_path, mnist_dir):
     import json
 
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     spec = tiny_spec("tiny-dit")
     out = tmp_path / "fc.json"
@@ -101,7 +101,7 @@ def test_cli(capsys, tmp_path, mnist_dir):
                  "--per-unit", "macs", "-o", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert abs(rep["macs_ratio"] / 0.6 - 1) <= 0.02
-    from blockmask.mask import MaskFile
+    from blockmask.core.mask import MaskFile
 
     mf = MaskFile.load(out)
     assert mf.meta["producer"]["method"] == "feature-change" and mf.meta["producer"]["config"]["min_interval"] == 2
@@ -179,8 +179,8 @@ def test_gradio_handler_loads_method_preset(monkeypatch):
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler-a", "heun"])
 def test_global_chain_run_is_the_sampling_loop(workbenches, scheduler):
-    """The global optimiser's plain run is blockmask.sample.sample's run, bit for bit, for every scheduler."""
-    from blockmask.sample import sample
+    """The global optimiser's plain run is blockmask.sampling.sample.sample's run, bit for bit, for every scheduler."""
+    from blockmask.sampling.sample import sample
 
     wb = workbenches("tiny-unet", scheduler)
     cfg = global_opt.GlobalConfig(batch=2, seed=3)

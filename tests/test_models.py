@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from blockmask.errors import BlockmaskError, UnsupportedModelError
-from blockmask.models import load_model
+from blockmask.core.errors import BlockmaskError, UnsupportedModelError
+from blockmask.io.models import load_model
 
 from conftest import REFERENCE, tiny_spec
 
@@ -23,7 +23,7 @@ def test_config_init_is_seeded():
 @pytest.mark.parametrize("name, cls", [("dit-xl-2-256", "DiTTransformer2DModel"),
                                        ("pixart-sigma-xl-2-1024", "PixArtTransformer2DModel")])
 def test_legacy_transformer2d_configs_resolve(name, cls):
-    from blockmask.models import from_config
+    from blockmask.io.models import from_config
 
     assert type(from_config(REFERENCE / f"{name}.json", device="meta")).__name__ == cls
 
@@ -80,10 +80,10 @@ def test_bundled_dit_through_blockmask_makes_requested_digits():
     diffusers' default 11): the offline classifier recognizes the requested digit far above chance.
     (The DiT is undertrained: ~83% at guidance 1.5 per assets/models/TRAINING.md; a wrong null label
     gives ~10-20%.)"""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
     from blockmask.data.classifier import load_classifier
-    from blockmask.models import bundled_models
-    from blockmask.sample import Condition
+    from blockmask.io.models import bundled_models
+    from blockmask.sampling.sample import Condition
 
     if "mnist-dit" not in bundled_models():
         pytest.skip("bundled mnist-dit not present")
@@ -100,7 +100,7 @@ def test_bundled_dit_through_blockmask_makes_requested_digits():
 def test_bundled_masks_leave_out_training_leftovers(tmp_path, monkeypatch):
     """A training run in progress leaves NAME.json.ckpt.json (and .search.json, .lock) beside the shipped
     masks: they are not masks, and the presets and tables must not list them."""
-    from blockmask import models, resources
+    from blockmask.io import models, resources
 
     (tmp_path / "masks").mkdir()
     for name in ("m-050steps-b35.json", "m-100steps-b45.json.ckpt.json", "m-100steps-b45.json.search.json",

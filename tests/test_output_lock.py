@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from blockmask.cli import main
-from blockmask.errors import OutputError
-from blockmask.io import OutputLock
+from blockmask.cli.main import main
+from blockmask.core.errors import OutputError
+from blockmask.io.files import OutputLock
 
 from conftest import tiny_spec
 

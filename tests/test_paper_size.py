@@ -37,7 +37,7 @@ def test_every_reference_config_is_covered():
 
 @pytest.fixture
 def shared_load(monkeypatch):
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     orig = Workbench.__dict__["load"]
     cache = {}
@@ -57,7 +57,7 @@ def shared_load(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_paper_size_config_through_every_command(name, tmp_path, shared_load, capsys):
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     cfg = json.loads((REFERENCE / f"{name}.json").read_text())
     if name in REDUCED:
@@ -97,7 +97,7 @@ def test_paper_size_rectify_at_the_configs_own_sample_size(name, tmp_path, capsy
     """Issue 31's "rectify on DiT-XL/2-256 and PixArt-XL completes", at the paper's own sample size
     (PixArt-XL: 128² latents): the consumer graph is measured at the probe shape, so this takes ~25 s
     and ~45 s on the CPU (MACs come from one full-size forward)."""
-    from blockmask.cli import main
+    from blockmask.cli.main import main
 
     out = tmp_path / "rect.json"
     rc = main(["mask", "random", f"config:{REFERENCE / (name + '.json')}", "--steps", "4", "--skip", "0.5",

@@ -15,24 +15,24 @@ MAX_PARAMS = 8
 
 # "file relative to blockmask/::qualified name": parameters, as measured for issue 30
 KNOWN = {
-    "planner.py::Planner.__init__": 23,
+    "learning/planner.py::Planner.__init__": 23,
     "viz/training.py::train": 13,
-    "sample.py::sample": 13,
-    "evaluate.py::evaluate": 13,
-    "train_run.py::run_training": 11,
-    "train_run.py::_run_training": 9,
-    "pipelearn.py::learn": 11,
+    "sampling/sample.py::sample": 13,
+    "eval/evaluate.py::evaluate": 13,
+    "learning/run.py::run_training": 11,
+    "learning/run.py::_run_training": 9,
+    "learning/pipelearn.py::learn": 11,
     "viz/compare.py::compare": 11,  # + reuse (forecast, issue 26)
     "viz/compare.py::_run": 11,
-    "train.py::train_mask": 10,
-    "train.py::_train": 10,
+    "learning/train.py::train_mask": 10,
+    "learning/train.py::_train": 10,
     "viz/race.py::run": 10,
     "viz/export.py::report_html": 9,
-    "refine.py::refine": 9,
-    "refine.py::Calibration.__init__": 9,
-    "candidates.py::learned_candidate": 9,
-    "api.py::Workbench.generate": 9,
-    "api.py::Workbench.bench": 9,
+    "learning/refine.py::refine": 9,
+    "learning/refine.py::Calibration.__init__": 9,
+    "learning/candidates.py::learned_candidate": 9,
+    "workbench.py::Workbench.generate": 9,
+    "workbench.py::Workbench.bench": 9,
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.costs import count_macs
+from blockmask.core.costs import count_macs
 
 from conftest import tiny_spec
 
@@ -30,7 +30,7 @@ def _run(pipe, steps, batch=2):
 
 @pytest.fixture(scope="module")
 def ddpm():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     return Workbench.load("mnist-ddpm")
 
@@ -73,15 +73,15 @@ def test_deepcache_branch_rule_on_a_tiny_unet(workbenches):
         row = wb.baseline("deepcache", steps=4, interval=2, branch=br)[1]
         assert (row >= prev).all()
         prev = row
-    with pytest.raises(blockmask.errors.BlockmaskError, match="branch id"):
+    with pytest.raises(blockmask.core.errors.BlockmaskError, match="branch id"):
         wb.baseline("deepcache", steps=4, interval=2, branch=-1)
-    with pytest.raises(blockmask.errors.BlockmaskError, match="branch id must be <"):
+    with pytest.raises(blockmask.core.errors.BlockmaskError, match="branch id must be <"):
         wb.baseline("deepcache", steps=4, interval=2, branch=99)
 
 
 def test_apply_after_deepcache_disable_on_tiny(workbenches):
     """DeepCache's disable() leaves instance forwards behind; apply() wraps and restores them."""
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     wb = Workbench.load(tiny_spec("tiny-unet"))
     pipe = _pipe(wb)
@@ -103,8 +103,8 @@ def test_deepcache_preset_is_deepcache_on_the_latent_unet(branch, interval):
     """mnist-ldm (UNet2DConditionModel, class tokens, guidance 2): the real DeepCache on its
     StableDiffusionPipeline gives the preset's images bit for bit, and blockmask's MACs equal a
     FlopCounter count of DeepCache's run (U-Net and VAE decode both counted, as in the run)."""
-    from blockmask.api import Workbench
-    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
+    from blockmask.workbench import Workbench
+    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline
 
     wb = Workbench.load("mnist-ldm")
     pipe = ldm_pipeline(wb)
@@ -138,8 +138,8 @@ def test_deepcache_through_enable_is_deepcache_bitwise(spec, branch, interval):
     """``blockmask.enable(pipe, "deepcache:INTERVAL:BRANCH")`` on a DDPMPipeline gives the real DeepCache's
     images bit for bit, at the step count the pipeline runs (the preset is built at call time), and
     leaves the pipeline plain after ``disable``."""
-    from blockmask.api import Workbench
-    from blockmask.models import bundled_models
+    from blockmask.workbench import Workbench
+    from blockmask.io.models import bundled_models
 
     if not spec.startswith("tiny") and spec not in bundled_models():
         pytest.skip(f"bundled {spec} not installed")
@@ -165,9 +165,9 @@ def test_deepcache_through_enable_is_deepcache_bitwise(spec, branch, interval):
 
 def test_deepcache_through_enable_on_the_bundled_stable_diffusion_pipeline():
     """The same on mnist-ldm's StableDiffusionPipeline (class tokens as prompt embeddings, guidance 2)."""
-    from blockmask.api import Workbench
-    from blockmask.models import bundled_models
-    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
+    from blockmask.workbench import Workbench
+    from blockmask.io.models import bundled_models
+    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline
 
     if "mnist-ldm" not in bundled_models():
         pytest.skip("bundled mnist-ldm not installed")

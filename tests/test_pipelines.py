@@ -7,10 +7,10 @@ import torch
 from diffusers import DiffusionPipeline
 
 import blockmask
-from blockmask.api import Workbench
-from blockmask.models import bundled_models
-from blockmask.pipelines import dit_pipeline
-from blockmask.resources import assets_dir
+from blockmask.workbench import Workbench
+from blockmask.io.models import bundled_models
+from blockmask.io.pipelines import dit_pipeline
+from blockmask.io.resources import assets_dir
 
 from conftest import tiny_spec
 

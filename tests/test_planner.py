@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockmask.candidates import Candidate, fewer_steps
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError, OptionError
-from blockmask.latency import LatencyModel, measure_latency
-from blockmask.planner import Group, Planner, Scorer, bootstrap_gain
+from blockmask.learning.candidates import Candidate, fewer_steps
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError, OptionError
+from blockmask.learning.latency import LatencyModel, measure_latency
+from blockmask.learning.planner import Group, Planner, Scorer, bootstrap_gain
 
 from conftest import tiny_spec
 
@@ -145,11 +145,11 @@ def test_frontier_shares_runs_between_budgets(workbenches):
 
 
 def test_sweep_plans_every_budget_from_one_pool_never_below_fewer_steps(workbenches):
-    """The dense frontier (blockmask.sweep): one schedule per budget within it, chosen on validation
+    """The dense frontier (blockmask.learning.sweep): one schedule per budget within it, chosen on validation
     never below plain fewer steps at that budget; the pool is scored once (later budgets cost only
     their validation runs); refinement happens at the budgets asked for; learned candidates (trained
     once at K_ref, fitted to each budget) are in the pool."""
-    from blockmask.sweep import frontier_budgets, pool, sweep
+    from blockmask.learning.sweep import frontier_budgets, pool, sweep
 
     budgets = frontier_budgets(10, k_min=3, k_max=8, extra=[0.55])
     assert budgets == [0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8]
@@ -276,7 +276,7 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert sorted(mp.index) == sorted(plans.name) and mp.loc["tiny-unet-006ref-b80p00-plan.json", "valid_psnr"] == 99.0
     assert mp.loc["tiny-unet-006ref-b50p00-plan.json", "valid_psnr"] != 99.0
     assert (merged[merged.kind != "plan"].valid_psnr != 99.0).all()  # the peers' rows stay
-    from blockmask.frontierfile import Frontier
+    from blockmask.io.frontierfile import Frontier
 
     fr = Frontier.load(tmp_path / "tiny-unet-006ref-frontier.json")
     assert fr.meta["merged"] and len(fr.plans) == 2
@@ -337,13 +337,13 @@ def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkey
     there is no frontier, for seconds, or below the frontier's cheapest point."""
     from frontier_fixture import tiny_frontier
 
-    from blockmask.frontierfile import Frontier
-    from blockmask.mask import MaskFile
+    from blockmask.io.frontierfile import Frontier
+    from blockmask.core.mask import MaskFile
 
     spec = tiny_spec("tiny-unet")
     fr = tiny_frontier(workbenches("tiny-unet"))
     monkeypatch.setattr(Frontier, "for_model", classmethod(lambda cls, model, ref_steps=50: fr))
-    monkeypatch.setattr("blockmask.planscore.Scorer.errors", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr("blockmask.learning.planscore.Scorer.errors", lambda *a, **k: pytest.fail("sampled"))
     out = tmp_path / "s.json"
     assert main(["plan", spec, "--budget", "0.7", "--ref-steps", "6", "--shipped", "--json", "-o", str(out)]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockmask.errors import BlockmaskError
-from blockmask.graph import ConsumerGraph
+from blockmask.core.errors import BlockmaskError
+from blockmask.core.graph import ConsumerGraph
 from blockmask.viz import MaskEditor, compare, figures, presets
 from blockmask.viz.context import load_context
 
@@ -175,7 +175,7 @@ def test_big_mask_rectifies(ctx):
     rng = np.random.default_rng(0)
     m = rng.random((1000, 60)) < 0.6
     m[0] = True
-    from blockmask.rectify import rectify
+    from blockmask.core.rectify import rectify
 
     r = rectify(m, g).mask
     assert r[0].all() and not (r & ~m).any() and r[:, -1].tolist() == m[:, -1].tolist()

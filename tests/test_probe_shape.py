@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from blockmask.adapters import adapter_for
-from blockmask.graph import consumer_graph
-from blockmask.units import discover_units, example_call
+from blockmask.core.graph import consumer_graph
+from blockmask.core.units import discover_units, example_call
 from conftest import REFERENCE, tiny_spec
 
 SHRINKING = ["tiny-unet", "tiny-unet-cond", "tiny-sdxl-unet", "tiny-dit", "tiny-pixart", "tiny-pixart-sigma"]
@@ -21,7 +21,7 @@ def _fresh(model, side):
 
 @pytest.mark.parametrize("name", SHRINKING)
 def test_probe_graph_equals_full_size_graph(name, monkeypatch):
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     model = Workbench.load(tiny_spec(name)).model
     adapter = adapter_for(model)
@@ -45,7 +45,7 @@ def test_probe_graph_equals_full_size_graph(name, monkeypatch):
 
 
 def test_probe_shape_records_the_input_it_ran(monkeypatch):
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     model = Workbench.load(tiny_spec("tiny-dit")).model
     model._blockmask_sample_size = 32

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask import refine as rf
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError
-from blockmask.train import TrainConfig, train_mask
-from blockmask.train_run import RefineConfig, cheapest_ratio, run_training
+from blockmask.learning import refine as rf
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError
+from blockmask.learning.train import TrainConfig, train_mask
+from blockmask.learning.run import RefineConfig, cheapest_ratio, run_training
 
 from conftest import tiny_spec
 
 
 @pytest.fixture(scope="module")
 def ddpm():
-    from blockmask.api import Workbench
+    from blockmask.workbench import Workbench
 
     return Workbench.load("mnist-ddpm")
 
@@ -92,7 +92,7 @@ def test_train_mask_freezes_the_model_and_restores_it(workbenches):
 
 
 def test_guidance_scale_comes_from_one_place(workbenches):
-    from blockmask.sample import Condition
+    from blockmask.sampling.sample import Condition
 
     wb = workbenches("tiny-dit")
     p = wb.macs
@@ -166,10 +166,10 @@ def test_start_from_a_lower_budget_mask_keeps_the_set_monotone(workbenches, tmp_
 
 
 def test_steps_auto_is_the_planner(workbenches, tmp_path):
-    """``--steps auto`` (blockmask/train_auto.py) is the budget planner: plain fewer steps is one of
+    """``--steps auto`` (blockmask/learning/auto.py) is the budget planner: plain fewer steps is one of
     its candidates, the schedule's MACs against the plain ref-step model stay within the budget, its
     validation is not below fewer steps, and the file samples at its own K (more in test_planner.py)."""
-    from blockmask.train_auto import run_budget_auto
+    from blockmask.learning.auto import run_budget_auto
 
     wb = workbenches("tiny-unet")
     ref, budget = 8, 0.5

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError
-from blockmask.report import frame, read_csv, to_csv, to_markdown, write_report
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError
+from blockmask.eval.report import frame, read_csv, to_csv, to_markdown, write_report
 
 ROWS = [{"method": "original", "steps": 4, "macs_ratio": 1.0, "speedup": 1.0, "n": 8, "fid": 3.25, "kid": 0.0012,
          "psnr": math.inf, "seconds": 1.5, "device": "CPU x"},

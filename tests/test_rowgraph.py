@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask.errors import MaskError
-from blockmask.execution import MaskedExecution
-from blockmask.rowgraph import ReplayCheck, cache_reads, graph_store, plan_rows, release_graphs
-from blockmask.sample import Condition, sample
+from blockmask.core.errors import MaskError
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.hooks.rowgraph import ReplayCheck, cache_reads, graph_store, plan_rows, release_graphs
+from blockmask.sampling.sample import Condition, sample
 
 K = 6
 
@@ -111,7 +111,7 @@ def test_rowgraph_under_a_pipeline_steps_by_the_scheduler(workbenches):
     """The row graph hook sits inside the call-numbering hook, so each call replays its own row's graph."""
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from blockmask.stepping import SchedulerSteps, apply_block_mask, BlockMaskConfig
+    from blockmask.hooks.stepping import SchedulerSteps, apply_block_mask, BlockMaskConfig
 
     wb = workbenches("tiny-unet")
     release_graphs(wb.model)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from blockmask.api import Workbench, bench_reliability
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError, BlockmaskWarning, FileFormatError
-from blockmask.report import read_csv, to_csv
-from blockmask.sample import Condition, load_prompt_file
+from blockmask.workbench import Workbench, bench_reliability
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError, BlockmaskWarning, FileFormatError
+from blockmask.eval.report import read_csv, to_csv
+from blockmask.sampling.sample import Condition, load_prompt_file
 
 from conftest import tiny_spec
 

@@ -121,7 +121,7 @@ def test_use_checkout_maps_the_asset_and_app_packages(monkeypatch):
     monkeypatch.delenv("BLOCKMASK_ASSETS", raising=False)
     try:
         assert spaces_compat.use_checkout(ROOT) == ["blockmask_assets", "blockmask_app"]
-        from blockmask import resources
+        from blockmask.io import resources
 
         assert resources.assets_dir() == ROOT / "assets" and (resources.assets_dir() / "models").is_dir()
         assert resources.app_dir() == APP
@@ -141,7 +141,7 @@ assert importlib.util.find_spec("blockmask_assets") is None and importlib.util.f
 sys.argv = [{app!r}]
 sys.path.insert(0, {app_dir!r})
 import gradio_demo  # what `python app/gradio_demo.py` imports before build()
-from blockmask import resources
+from blockmask.io import resources
 from blockmask.viz.context import default_model_spec, model_choices
 print(resources.assets_dir(), resources.app_dir(), default_model_spec(), *model_choices())
 """

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from blockmask.api import Workbench
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError, BlockmaskWarning, OptionError
-from blockmask import prompting
+from blockmask.workbench import Workbench
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError, BlockmaskWarning, OptionError
+from blockmask.sampling import prompting
 
 from conftest import tiny_spec
 from tiny_pipes import sd_text
@@ -153,7 +153,7 @@ def test_cli_random_prompts_warn_once(tmp_path, capsys):
 
 
 def test_cli_help_names_the_prompt_options():
-    from blockmask.cli import build_parser
+    from blockmask.cli.main import build_parser
 
     text = build_parser()._subparsers._group_actions[0].choices["sample"].format_help()
     assert "--prompts FILE" in text and "--random-prompts" in text and "--prompt TEXT" in text

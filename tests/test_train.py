@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError
-from blockmask.mask import MaskFile
-from blockmask.sample import sample
-from blockmask import train as train_module
-from blockmask.scaling import LambdaSchedule, Sensitivity, output_sensitivity, probe_steps
-from blockmask.train import TrainConfig, train_mask
-from blockmask.train_run import checkpoint_path, run_training
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError
+from blockmask.core.mask import MaskFile
+from blockmask.sampling.sample import sample
+from blockmask.learning import train as train_module
+from blockmask.learning.scaling import LambdaSchedule, Sensitivity, output_sensitivity, probe_steps
+from blockmask.learning.train import TrainConfig, train_mask
+from blockmask.learning.run import checkpoint_path, run_training
 
 from conftest import tiny_spec
 
@@ -200,7 +200,7 @@ def test_resume_rejects_bad_checkpoints(workbenches, tmp_path):
 
 def test_target_macs_budget(workbenches, tmp_path):
     wb = workbenches("tiny-dit")
-    from blockmask.train_run import RefineConfig
+    from blockmask.learning.run import RefineConfig
 
     # λ bisection (the paper's way, --no-refine): ±2% of the budget
     mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=0.5), tmp_path / "b.json",
@@ -250,9 +250,9 @@ def test_cli_train_and_sweep(capsys, tmp_path):
 MEM_SCRIPT = """
 import sys, json, os
 os.environ["OMP_NUM_THREADS"] = "1"
-from blockmask.api import Workbench
-from blockmask.train import TrainConfig
-from blockmask.train_run import run_training
+from blockmask.workbench import Workbench
+from blockmask.learning.train import TrainConfig
+from blockmask.learning.run import run_training
 wb = Workbench.load(sys.argv[1])
 cfg = TrainConfig(steps=int(sys.argv[2]), iters=3, batch=2)
 _, s = run_training(wb, cfg, sys.argv[3], progress=False)

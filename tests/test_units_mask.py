@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from blockmask.adapters import adapter_for
-from blockmask.errors import MaskError, UnsupportedModelError
-from blockmask.mask import FORMAT, MaskFile, mask_hash, validate_mask
-from blockmask.units import discover_units
+from blockmask.core.errors import MaskError, UnsupportedModelError
+from blockmask.core.mask import FORMAT, MaskFile, mask_hash, validate_mask
+from blockmask.core.units import discover_units
 
 from conftest import TINY
 
@@ -136,13 +136,13 @@ def test_save_is_atomic_and_keeps_old_file(tmp_path, monkeypatch):
     p = tmp_path / "m.json"
     _file().save(p)
     before = p.read_bytes()
-    import blockmask.io as bio
+    import blockmask.io.files as bio
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(bio.os, "replace", boom)
-    from blockmask.errors import OutputError
+    from blockmask.core.errors import OutputError
 
     with pytest.raises(OutputError, match=r"cannot write .*m\.json: disk full"):  # names the output, not the temp
         _file(k=5).save(p)
@@ -150,7 +150,7 @@ def test_save_is_atomic_and_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_unwritable_output(tmp_path):
-    from blockmask.errors import BlockmaskError
+    from blockmask.core.errors import BlockmaskError
 
     with pytest.raises(BlockmaskError, match="does not exist"):
         _file().save(tmp_path / "nope" / "m.json")
@@ -161,7 +161,7 @@ def test_unwritable_output(tmp_path):
 
 @pytest.mark.parametrize("name", TINY)
 def test_fingerprint_is_stable(workbenches, name):
-    from blockmask.models import fingerprint, load_model
+    from blockmask.io.models import fingerprint, load_model
     from conftest import tiny_spec
 
     a = workbenches(name).loaded.fingerprint

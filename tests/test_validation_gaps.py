@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from blockmask.api import Workbench
-from blockmask.cli import main
-from blockmask.errors import BlockmaskError, FileFormatError, MaskError, OptionError
-from blockmask.mask import MaskFile
-from blockmask.report import to_csv
-from blockmask.train import TrainConfig
+from blockmask.workbench import Workbench
+from blockmask.cli.main import main
+from blockmask.core.errors import BlockmaskError, FileFormatError, MaskError, OptionError
+from blockmask.core.mask import MaskFile
+from blockmask.eval.report import to_csv
+from blockmask.learning.train import TrainConfig
 
 from conftest import tiny_spec
 
@@ -99,7 +99,7 @@ def test_dangling_output_folder_is_refused_before_any_work(command, tmp_path, ca
 
 
 def test_report_on_a_full_disk_leaves_no_partial_set(tmp_path, capsys, monkeypatch):
-    import blockmask.io as bio
+    import blockmask.io.files as bio
 
     src = tmp_path / "r.csv"
     src.write_text(to_csv([{"method": "original", "steps": 4, "macs_ratio": 1.0, "speedup": 1.0, "n": 8, "fid": 1.0}]))
@@ -145,7 +145,7 @@ def test_api_calls_raise_blockmask_errors(wb, tmp_path):
         wb.macs.ratio(np.ones((0, n), bool))
     with pytest.raises(BlockmaskError, match="too long"):
         Workbench.load("a" * 5000)
-    from blockmask.evaluate import Method, evaluate
+    from blockmask.eval.evaluate import Method, evaluate
 
     with pytest.raises(BlockmaskError, match="not found"):
         evaluate(wb, [Method("o", None, 2)], n=4, data=str(tmp_path / "no-such-folder"), cache_dir=str(tmp_path / "c"))
@@ -166,7 +166,7 @@ def test_trainconfig_bounds_and_class_labels(tmp_path):
         TrainConfig(steps=4, iters=10**12)
     with pytest.raises(BlockmaskError, match="class_labels must be a list"):
         TrainConfig(steps=4, class_labels="3")
-    from blockmask.train_run import run_training
+    from blockmask.learning.run import run_training
 
     from blockmask.adapters import adapter_for
 

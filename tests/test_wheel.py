@@ -41,7 +41,7 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout
 
-    where = run(py, "-c", "import blockmask, blockmask.resources as r; print(blockmask.__file__); "
+    where = run(py, "-c", "import blockmask, blockmask.io.resources as r; print(blockmask.__file__); "
                           "print(r.assets_dir()); print(r.app_dir())").split()
     assert all(str(venv) in w for w in where), where  # the wheel's files, not the checkout's
     run(bm, "sample", "mnist-ddpm", "--steps", "3", "--num-images", "2", "-o", "out")
@@ -50,7 +50,7 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     assert (work / "out" / "samples.npy").is_file() and (work / "out" / "grid.png").is_file()
     run(bm, "info", "mnist-dit")
     # Streamlit: the installed app script runs headless on the bundled model without an exception
-    run(py, "-c", "from streamlit.testing.v1 import AppTest; from blockmask.resources import app_dir; "
+    run(py, "-c", "from streamlit.testing.v1 import AppTest; from blockmask.io.resources import app_dir; "
                   "at = AppTest.from_file(str(app_dir() / 'main.py'), default_timeout=240).run(); "
                   "assert not at.exception, [e.message for e in at.exception]; print(len(at.main.children))")
     # Gradio: `blockmask app gradio` serves the page

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import UnsupportedModelError
-from .contracts import BlockContract, register_contract
+from blockmask.core.errors import UnsupportedModelError
+from blockmask.adapters.contracts import BlockContract, register_contract
 
 
 def timestep_on(t: torch.Tensor, device) -> torch.Tensor:
@@ -67,7 +67,7 @@ class Adapter:
     """Base class; subclasses set ``model_classes`` and ``unit_patterns``.
 
     unit_patterns: (regex over the module path, kind) pairs; a module whose path matches is a
-    unit of that kind. Execution order is measured by :func:`blockmask.units.discover_units`.
+    unit of that kind. Execution order is measured by :func:`blockmask.core.units.discover_units`.
     """
 
     model_classes: ClassVar[tuple[str, ...]] = ()
@@ -169,7 +169,7 @@ class Adapter:
 
 def model_info(model) -> dict:
     """Facts a model folder states in ``blockmask.json`` (e.g. ``num_classes``, ``null_class_label``
-    for a DiT trained with its own null label); attached by :func:`blockmask.models.load_model`."""
+    for a DiT trained with its own null label); attached by :func:`blockmask.io.models.load_model`."""
     return getattr(model, "_blockmask_info", None) or {}
 
 
@@ -211,7 +211,7 @@ def token_null(model, cond: Conditioning) -> Conditioning:
 def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len: int, generator):
     """Prompt embeddings (B, L, dim) for a text model: given ones (broadcast from batch 1) or seeded
     random ones of the right shape (random-init models need no text encoder)."""
-    from ..errors import BlockmaskError
+    from blockmask.core.errors import BlockmaskError
 
     if prompt_embeds is None:
         prompt_embeds = torch.randn(batch, random_len, dim, generator=generator)

@@ -1,7 +1,7 @@
 """Block input/output contracts as data (diffusers' ``TransformerBlockRegistry``, cache-dit's ``ForwardPattern``).
 
 A whole transformer block is a *residual* unit: reused, it returns its current input plus the residual
-``out − in`` cached when it last ran (:mod:`blockmask.execution`). Many blocks carry two token streams:
+``out − in`` cached when it last ran (:mod:`blockmask.hooks.execution`). Many blocks carry two token streams:
 Flux, SD3, HunyuanVideo, CogVideoX blocks take ``hidden_states`` and ``encoder_hidden_states`` and return
 a tuple, e.g. ``(encoder_hidden_states, hidden_states)``. A :class:`BlockContract` records, per block class,
 which argument and which output slot is which stream, so the residual is taken per stream::

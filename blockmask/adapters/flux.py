@@ -7,8 +7,8 @@ Both block classes take ``hidden_states`` and ``encoder_hidden_states`` and retu
 
 from __future__ import annotations
 
-from .base import Adapter, register
-from .contracts import TUPLE_ENCODER_HIDDEN
+from blockmask.adapters.base import Adapter, register
+from blockmask.adapters.contracts import TUPLE_ENCODER_HIDDEN
 
 
 @register

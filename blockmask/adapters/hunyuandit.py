@@ -4,7 +4,7 @@ its cached residual, whatever the skip."""
 
 from __future__ import annotations
 
-from .base import Adapter, register
+from blockmask.adapters.base import Adapter, register
 
 
 @register

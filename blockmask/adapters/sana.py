@@ -3,7 +3,7 @@ Mix-FFN) is one unit; one tensor in, one tensor out."""
 
 from __future__ import annotations
 
-from .base import Adapter, register
+from blockmask.adapters.base import Adapter, register
 
 
 @register

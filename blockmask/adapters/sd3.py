@@ -7,8 +7,8 @@ for the text stream. Reused, a block returns each stream plus that stream's cach
 
 from __future__ import annotations
 
-from .base import Adapter, register
-from .contracts import TUPLE_ENCODER_HIDDEN
+from blockmask.adapters.base import Adapter, register
+from blockmask.adapters.contracts import TUPLE_ENCODER_HIDDEN
 
 
 @register

@@ -6,7 +6,7 @@ The branches' outputs are residual branches added to the token stream (METHOD.md
 block is a unit of kind ``block`` (ours): its value is its residual ``block(x) − x``, so a skipped
 block returns ``x + cached residual`` and skips its norms and modulation too, while the blocks
 before it stay live. A branch runs only when its block runs (nested units, see
-:mod:`blockmask.units`).
+:mod:`blockmask.core.units`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import re
 
 import torch
 
-from ..errors import BlockmaskError
-from .base import (Adapter, timestep_on, Conditioning, class_tokens, model_info, register, text_context, text_null,
+from blockmask.core.errors import BlockmaskError
+from blockmask.adapters.base import (Adapter, timestep_on, Conditioning, class_tokens, model_info, register, text_context, text_null,
                    token_classes, token_conditioning, token_null)
 
 _BLOCK_UNITS = (

@@ -4,15 +4,15 @@ mid and up blocks.
 
 Their outputs are whole block outputs (the residual is inside), METHOD.md §1. The samplers are
 units too (ours): a sampler whose every reader reuses its cache is dead work that rectification
-removes, which is how DeepCache's shallow branch skips them (see :func:`blockmask.baselines.deepcache`).
+removes, which is how DeepCache's shallow branch skips them (see :func:`blockmask.core.baselines.deepcache`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import BlockmaskError
-from .base import (Adapter, timestep_on, Conditioning, class_tokens, register, text_context, text_null, token_classes,
+from blockmask.core.errors import BlockmaskError
+from blockmask.adapters.base import (Adapter, timestep_on, Conditioning, class_tokens, register, text_context, text_null, token_classes,
                    token_conditioning, token_null)
 
 _UNET_UNITS = (

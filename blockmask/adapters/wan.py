@@ -4,7 +4,7 @@ Wan 2.2 pipelines have a second denoiser ``transformer_2`` for the low-noise ste
 
 from __future__ import annotations
 
-from .base import Adapter, register
+from blockmask.adapters.base import Adapter, register
 
 
 @register

@@ -1,5 +1,5 @@
 """Data helpers: the MNIST IDX loader and the offline MNIST classifier."""
-from .mnist import (
+from blockmask.data.mnist import (
     default_mnist_dir,
     load_mnist,
     mnist_sha256,

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..resources import assets_dir  # noqa: E402
+from blockmask.io.resources import assets_dir  # noqa: E402
 
 DEFAULT_WEIGHTS = assets_dir() / "classifier" / "mnist-cnn.safetensors"
 FIDELITY_NAME = "mnist-cnn"
@@ -157,8 +157,8 @@ def conditional_accuracy(folder: str | Path, guidance: float | None = None, *, n
     classifier-free guidance ``guidance``, default the model's own; sampled by :meth:`Workbench.generate`,
     latent models decoded through their VAE) that the offline classifier assigns to the requested digit.
     Used by the tests and ``scripts/dit_accuracy.py``."""
-    from ..api import Workbench
-    from ..sample import Condition
+    from blockmask.workbench import Workbench
+    from blockmask.sampling.sample import Condition
 
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
     wb = Workbench.load(str(folder))

@@ -7,7 +7,7 @@
 * :mod:`.figures` — plotly figures and the clickable mask image.
 """
 
-from .context import ModelContext, default_model_spec, load_context, model_choices
-from .presenter import MaskEditor, Message
+from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices
+from blockmask.viz.presenter import MaskEditor, Message
 
 __all__ = ["ModelContext", "MaskEditor", "Message", "default_model_spec", "load_context", "model_choices"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Callable, Generic, TypeVar
 
-from ..errors import BlockmaskError
+from blockmask.core.errors import BlockmaskError
 
 ENV_ALLOW = "BLOCKMASK_APP_ALLOW"
 ENV_ALLOW_MASKS = "BLOCKMASK_APP_ALLOW_MASKS"
@@ -72,7 +72,7 @@ class ModelPolicy:
 
     def label(self, name: str) -> str:
         """Picker label of a public name (no machine paths: folders show their name)."""
-        from .context import spec_label
+        from blockmask.viz.context import spec_label
 
         spec = dict(self.names).get(name, name)
         return spec_label(spec) if not spec.startswith(("/", ".", "~")) else f"{name} (local folder)"
@@ -128,7 +128,7 @@ class MaskPolicy:
         return s
 
     def allows(self, source: str) -> bool:
-        from ..models import bundled_masks
+        from blockmask.io.models import bundled_masks
 
         source = str(source or "").strip()
         if not source or "\0" in source or len(source) > 500:

@@ -17,10 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..mask import mask_hash
-from ..sample import to_grid
-from .context import ModelContext
-from .presenter import check_reuse_mode, reuse_text
+from blockmask.core.mask import mask_hash
+from blockmask.sampling.sample import to_grid
+from blockmask.viz.context import ModelContext
+from blockmask.viz.presenter import check_reuse_mode, reuse_text
 
 MAX_IMAGES = 16  # the apps cap the number of images at this
 Progress = Callable[[float, str], None]
@@ -77,7 +77,7 @@ class Comparison:
     key: tuple = ()  # what the result was computed for (mask hash first)
     unreliable: tuple[str, ...] = ()  # why the timing cannot be trusted (timing_flags): shown next to it
     cfg: bool = False  # classifier-free guidance: two model passes per step, MACs above are doubled
-    reuse: str = "hold"  # what the masked run's reused units returned (blockmask.forecast): hold | forecast
+    reuse: str = "hold"  # what the masked run's reused units returned (blockmask.core.forecast): hold | forecast
 
     @property
     def above_ideal(self) -> bool:
@@ -105,7 +105,7 @@ LOAD_MAX = 1.0  # 1-minute load average per core above which timings are flagged
 
 def timing_flags(bench: dict, ratios: list[float], load: float | None = None, cores: int | None = None
                  ) -> tuple[str, ...]:
-    """Why a measured speedup cannot be trusted: :func:`blockmask.api.bench_reliability`'s reasons (above
+    """Why a measured speedup cannot be trusted: :func:`blockmask.workbench.bench_reliability`'s reasons (above
     the ideal, runs spread wider than their median), per-repeat speedups spread over a factor
     :data:`SPREAD_MAX`, and a busy machine (load average per core over :data:`LOAD_MAX`)."""
     import os
@@ -142,8 +142,8 @@ TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H ×
 
 def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str,
          prompt=None, reuse: str = "hold") -> Run:
-    from ..sample import sample
-    from .prompts import condition
+    from blockmask.sampling.sample import sample
+    from blockmask.viz.prompts import condition
 
     cond = condition(ctx, label, guidance, prompt)
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
@@ -184,11 +184,11 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     mask and settings is served from it (``cached``), and no user ever sees another's timings.
     ``prompt``: a :class:`~blockmask.viz.prompts.Prompt` for text-conditioned models (None: random
     embeddings per seed). ``reuse``: what the masked run's reused units return, "hold" or "forecast"
-    (:mod:`blockmask.forecast`; the plain run reuses nothing). Raises BlockmaskError for invalid inputs
+    (:mod:`blockmask.core.forecast`; the plain run reuses nothing). Raises BlockmaskError for invalid inputs
     (class label out of range, CFG on an unguided model, an unknown reuse mode…).
     """
-    from ..errors import BlockmaskError
-    from .prompts import condition
+    from blockmask.core.errors import BlockmaskError
+    from blockmask.viz.prompts import condition
 
     mask = np.asarray(mask, bool)
     reuse = check_reuse_mode(reuse)
@@ -260,13 +260,13 @@ def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: i
     """Δ_k = ||F(k) − F(k−1)|| / ||F(k−1)|| of the model output over one unmasked run (METHOD.md
     Eq. 9); (K,) with Δ_0 = NaN. Cached per (model, scheduler, K, seed, count, condition). A text model
     runs on ``prompt`` (:mod:`blockmask.viz.prompts`; refused without one)."""
-    from .prompts import condition
+    from blockmask.viz.prompts import condition
 
     if ctx.takes_text:
         condition(ctx, class_label, guidance_scale, prompt)  # no prompt: one line, before any work
 
     def make():
-        from ..scaling import feature_variation
+        from blockmask.learning.scaling import feature_variation
 
         if ctx.takes_text:
             cond = condition(ctx, class_label, guidance_scale, prompt)
@@ -284,7 +284,7 @@ def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: i
 
 def default_lambda(delta: np.ndarray) -> np.ndarray:
     """λ_k that training with default settings would use for this Δ (Eq. 10)."""
-    from ..train import TrainConfig
+    from blockmask.learning.train import TrainConfig
 
     return TrainConfig(steps=max(2, len(delta))).lambda_schedule().weights(delta)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ..costs import format_macs
-from .context import ModelContext
+from blockmask.core.costs import format_macs
+from blockmask.viz.context import ModelContext
 
 COMPUTED = "#1f4e96"  # dark blue: the unit runs
 REUSED = "#d9dde3"  # light grey: cached output reused

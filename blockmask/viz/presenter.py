@@ -6,7 +6,7 @@ highlight, loading presets and uploads, download bytes.
 Every action returns :class:`Message` values for the UI to show; none raises for user mistakes,
 except :meth:`MaskEditor.set_reuse` given a mode no control offers (one :class:`ReuseModeError` line).
 
-The editor also holds the *reuse mode* the mask runs under (:mod:`blockmask.forecast`): "hold" (a
+The editor also holds the *reuse mode* the mask runs under (:mod:`blockmask.core.forecast`): "hold" (a
 reused unit returns its last computed value, the default) or "forecast" (a first-order forecast from its
 last two computed values). Loading a mask sets it from the file (``meta["reuse"]``, "hold" when absent);
 saving writes it; generation, timing, the race and rectification run under it.
@@ -18,11 +18,11 @@ import dataclasses
 
 import numpy as np
 
-from ..costs import format_macs
-from ..errors import BlockmaskError, OptionError
-from ..forecast import REUSE
-from ..mask import MaskFile, mask_hash
-from .context import ModelContext
+from blockmask.core.costs import format_macs
+from blockmask.core.errors import BlockmaskError, OptionError
+from blockmask.core.forecast import REUSE
+from blockmask.core.mask import MaskFile, mask_hash
+from blockmask.viz.context import ModelContext
 
 ROW0_WHY = ("Step 0 always computes every unit: nothing has been cached yet, so there is nothing to "
             "reuse (METHOD.md §1). Row 0 stays on.")
@@ -72,7 +72,7 @@ def error(t: str) -> Message:
 def row_levels(ctx: ModelContext, steps: int) -> np.ndarray | None:
     """(K,) noise level (timestep) of each mask row: the first model call of the row (Heun: two calls);
     None when the scheduler's timesteps do not give one non-increasing level per row."""
-    from ..schedulers import call_rows, row_starts
+    from blockmask.sampling.schedulers import call_rows, row_starts
 
     s = ctx.wb.scheduler()
     s.set_timesteps(int(steps))
@@ -99,7 +99,7 @@ class MaskEditor:
     pre_rectify: np.ndarray | None = None  # (K, N) mask before the last rectification
     undo_stack: list = dataclasses.field(default_factory=list)
     redo_stack: list = dataclasses.field(default_factory=list)
-    reuse: str = "hold"  # what reused cells return: "hold" | "forecast" (blockmask.forecast)
+    reuse: str = "hold"  # what reused cells return: "hold" | "forecast" (blockmask.core.forecast)
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -117,20 +117,20 @@ class MaskEditor:
 
     def resampled(self, ctx: ModelContext, steps: int) -> tuple["MaskEditor", list[Message]]:
         """This editor at ``steps`` rows for ``ctx`` (same model, another K or scheduler): the mask, its
-        reset target and the undo/redo history resampled by noise level (:mod:`blockmask.resample`:
+        reset target and the undo/redo history resampled by noise level (:mod:`blockmask.core.resample`:
         each new row takes the row in force at its timestep), so changing K keeps the user's work."""
-        from ..resample import resample_mask
+        from blockmask.core.resample import resample_mask
 
         old_sched = self.context_key.rsplit("|", 1)[-1]
         if old_sched == ctx.scheduler_name:
             src_ctx = ctx
         else:
-            from .context import with_scheduler
+            from blockmask.viz.context import with_scheduler
 
             src_ctx = with_scheduler(ctx, old_sched)
         src, dst = row_levels(src_ctx, self.steps), row_levels(ctx, steps)
         if src is None or dst is None:  # a schedule without readable levels: rows in call order
-            from ..resample import even_levels
+            from blockmask.core.resample import even_levels
 
             src, dst = even_levels(self.steps, 1.0, 0.0), even_levels(steps, 1.0, 0.0)
 
@@ -343,7 +343,7 @@ class MaskEditor:
         (:class:`~blockmask.viz.access.MaskPolicy`) allows it; on any problem one error, mask kept."""
         import json
 
-        from .access import MAX_UPLOAD_BYTES
+        from blockmask.viz.access import MAX_UPLOAD_BYTES
 
         try:
             source = policy.check(source)

@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import BlockmaskError
-from ..mask import mask_hash
-from ..models import assets_dir
-from .context import ModelContext
-from .provenance import Provenance, provenance
+from blockmask.core.errors import BlockmaskError
+from blockmask.core.mask import mask_hash
+from blockmask.io.models import assets_dir
+from blockmask.viz.context import ModelContext
+from blockmask.viz.provenance import Provenance, provenance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ BASELINE_PRESETS = (
     Preset("random", "Random at a MAC budget", ("macs_ratio", "seed"),
            "Random cells reused until the MACs fall to `macs_ratio` of the plain model (sanity floor)."),
 )
-# The other methods (issue 17, :mod:`blockmask.methods`): produced for the current model at a MAC budget.
+# The other methods (issue 17, :mod:`blockmask.learning.methods`): produced for the current model at a MAC budget.
 METHOD_PRESETS = (
     Preset("method:feature-change", "Feature-change caching (Wimbauer et al.)", ("macs_ratio", "seed"),
            "One unmasked run measures each unit's output change; a unit refreshes when its accumulated change "
@@ -214,14 +214,14 @@ SERVER_PATH = re.compile(r"(?<![\w.$])(?:~|/)[^\s()'\",;]*[\w/]")
 
 def _method(ctx: ModelContext, name: str, steps: int, progress: Progress | None = None, prompt=None,
             **params) -> tuple[np.ndarray, str, dict]:
-    """A mask from one of the other methods at the preset's MAC budget (``blockmask.methods``)."""
+    """A mask from one of the other methods at the preset's MAC budget (``blockmask.learning.methods``)."""
     try:
         ratio, seed = float(params.get("macs_ratio", PARAM_DEFAULTS["macs_ratio"])), int(params.get("seed", 0))
     except (TypeError, ValueError):
         raise BlockmaskError("macs_ratio and seed must be numbers") from None
     cond = None
     if ctx.takes_text:  # a text model: the visitor's prompt (or random embeddings, asked for)
-        from .prompts import condition
+        from blockmask.viz.prompts import condition
 
         cond = condition(ctx, None, 1.0, prompt)
     try:

@@ -2,10 +2,10 @@
 the choice, its checks and its notes are made here):
 
 * **typed prompts**, one per line: encoded by the text encoder of the pipeline the model was loaded from
-  (:func:`blockmask.prompting.encode_prompts`); a model without one (a ``config:`` random-init model, a
+  (:func:`blockmask.sampling.prompting.encode_prompts`); a model without one (a ``config:`` random-init model, a
   bare model folder) is refused in one line that says what to use instead;
 * **prompt embeddings** uploaded as a ``.safetensors`` file with ``prompt_embeds`` as written from a
-  pipeline's ``encode_prompt`` (:func:`blockmask.sample.load_prompt_file`; size-limited like mask uploads);
+  pipeline's ``encode_prompt`` (:func:`blockmask.sampling.sample.load_prompt_file`; size-limited like mask uploads);
 * **random embeddings** (seeded, of the right shape), only when the visitor ticks the box, with a warning.
 
 A text model with none of them is refused at generation. :class:`Prompt` is small and plain (safe in
@@ -21,9 +21,9 @@ import tempfile
 
 import torch
 
-from ..errors import BlockmaskError
-from .access import check_upload_size
-from .context import ModelContext
+from blockmask.core.errors import BlockmaskError
+from blockmask.viz.access import check_upload_size
+from blockmask.viz.context import ModelContext
 
 NO_PROMPT_NOTE = ("This is a text model: type prompts (one per line; the text encoder of the pipeline it was loaded "
                   "from encodes them), upload prompt embeddings (.safetensors with 'prompt_embeds' (L × D) saved from "
@@ -68,7 +68,7 @@ RANDOM = Prompt("random embeddings", "random", None)
 def from_text(ctx: ModelContext, text: str) -> Prompt:
     """Typed prompts (one per line) encoded by the model's own text encoder; BlockmaskError (one line)
     when there are none, they are too many or too long, or the model has no text encoder."""
-    from ..prompting import encode_prompts, parse_prompts
+    from blockmask.sampling.prompting import encode_prompts, parse_prompts
 
     if not ctx.takes_text:
         raise BlockmaskError(f"{ctx.label} takes no prompt")
@@ -142,7 +142,7 @@ def load_prompt(ctx: ModelContext, data: bytes | None, name: str = "prompt embed
 
 
 def condition(ctx: ModelContext, label: int | None, guidance: float, prompt: Prompt | None):
-    """The :class:`blockmask.sample.Condition` for a run, or None for the model's default. A text model
+    """The :class:`blockmask.sampling.sample.Condition` for a run, or None for the model's default. A text model
     needs a prompt (:data:`RANDOM` for random embeddings, asked for)."""
     if ctx.takes_text and prompt is None:
         raise BlockmaskError("this is a text model: type prompts, upload prompt embeddings, or tick "

@@ -1,7 +1,7 @@
 """The race at one budget (issue 28, item 2): plain, plain with fewer steps, the best rule peer, the
 planner's schedule and the current mask, on the same seeds, each with its MACs, measured time and PSNR
 against the plain run, and a filmstrip of the predicted clean image x̂₀ at a few steps. Each lane runs
-under its own reuse mode (:mod:`blockmask.forecast`): the planner's point under the frontier's
+under its own reuse mode (:mod:`blockmask.core.forecast`): the planner's point under the frontier's
 (:meth:`Frontier.reuse`), the current mask under the editor's, the peers always "hold".
 
 x̂₀ is the scheduler's own ``pred_original_sample`` (DDIM, DDPM, Euler report it), captured by a
@@ -19,10 +19,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import BlockmaskError
-from ..frontierfile import Frontier
-from .context import ModelContext
-from .presenter import check_reuse_mode
+from blockmask.core.errors import BlockmaskError
+from blockmask.io.frontierfile import Frontier
+from blockmask.viz.context import ModelContext
+from blockmask.viz.presenter import check_reuse_mode
 
 FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # filmstrip: x̂₀ after these fractions of the steps (comparable across K)
 ENTRIES = ("plain", "fewer steps", "best rule", "planner", "current mask")
@@ -44,7 +44,7 @@ class Lane:
     film: np.ndarray | None = None  # (h, n·w, 3) uint8: x̂₀ of the first image at FRAMES
     film_steps: tuple[int, ...] = ()  # the 1-based step of each frame
     note: str = ""  # why a lane is empty (no rule within the budget…)
-    reuse: str = "hold"  # what the lane's reused units return (blockmask.forecast): hold | forecast
+    reuse: str = "hold"  # what the lane's reused units return (blockmask.core.forecast): hold | forecast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ def lanes(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.nda
     """The five runners at ``budget`` (a fraction of the plain ``ref_steps`` MACs), the current mask under
     ``reuse``; raises BlockmaskError for a budget outside (0, 1] or below the frontier's cheapest plan,
     or an unknown reuse mode."""
-    from .frontier import check, load_point, macs_ratio, point_label
+    from blockmask.viz.frontier import check, load_point, macs_ratio, point_label
 
     reuse = check_reuse_mode(reuse)
     try:
@@ -148,7 +148,7 @@ def _capturing(scheduler, sink: list):
 
 
 def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.Tensor, float, list]:
-    from ..sample import sample
+    from blockmask.sampling.sample import sample
 
     sink: list = []
     rows: list = []  # sink length at the end of each row (Heun: two calls per row)
@@ -173,9 +173,9 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
     """Run the five lanes (one timed run each, one after the other, same seeds) and judge each against
     the plain run; the current mask runs under ``reuse``, the planner's point under its own. Times are
     single runs: on a busy CPU they are noisy (the generate panel's repeats are the careful measurement)."""
-    from ..sample import to_grid
-    from .compare import MAX_IMAGES
-    from .prompts import condition
+    from blockmask.sampling.sample import to_grid
+    from blockmask.viz.compare import MAX_IMAGES
+    from blockmask.viz.prompts import condition
 
     n = int(num_images)
     if not 1 <= n <= MAX_IMAGES:
@@ -206,7 +206,7 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
                                         (ln.note + "; " if ln.note else "") + "this scheduler reports no x̂₀"))
     if progress:
         progress(1.0, "done")
-    from ..mask import mask_hash
+    from blockmask.core.mask import mask_hash
 
     return Race(float(budget), todo[0].steps, int(seed), n, tuple(done), _device(ctx),
                 (mask_hash(np.asarray(current, bool)), float(budget), int(seed), n, todo[-1].reuse, ctx.key))

@@ -1,7 +1,7 @@
 """Result tables of both apps as pandas DataFrames (``st.dataframe`` / ``gr.Dataframe``), built here
 once: the presets of the current model and K against the current mask, and one comparison's
 original-vs-masked readout. Cells are formatted strings (as people read them), like
-:func:`blockmask.report.display_frame`."""
+:func:`blockmask.eval.report.display_frame`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..costs import format_macs
-from .compare import Comparison
-from .context import ModelContext
-from .presets import catalog, learned_masks
+from blockmask.core.costs import format_macs
+from blockmask.viz.compare import Comparison
+from blockmask.viz.context import ModelContext
+from blockmask.viz.presets import catalog, learned_masks
 
 PRESET_COLUMNS = ["mask", "provenance", "MACs % of original", "ideal speedup (MACs)", "computed cells",
                   "PSNR vs plain (dB)", "PSNR measured on"]

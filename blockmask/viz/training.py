@@ -1,4 +1,4 @@
-"""Mask training from the apps: a thin wrapper around :func:`blockmask.train_run.run_training`
+"""Mask training from the apps: a thin wrapper around :func:`blockmask.learning.run.run_training`
 (METHOD.md §2–3) that reports progress as (fraction, text) with a time estimate measured on the
 steps already trained, records a live loss/MAC curve, can be cancelled, and returns a mask for the
 editor."""
@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from ..errors import BlockmaskError
-from .context import ModelContext
+from blockmask.core.errors import BlockmaskError
+from blockmask.viz.context import ModelContext
 
 Progress = Callable[[float, str], None]
 ESTIMATE_NOTE = ("The time estimate is measured: it appears in the progress bar once the first sampling step has "
@@ -82,8 +82,8 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
     :class:`~blockmask.viz.prompts.Prompt`: typed prompts, embeddings, or random embeddings asked for) and
     is refused without one.
     """
-    from ..train import TrainConfig
-    from ..train_run import run_training
+    from blockmask.learning.train import TrainConfig
+    from blockmask.learning.run import run_training
 
     cfg = TrainConfig(steps=int(steps), iters=int(iters), batch=int(batch), lam=float(lam), seed=int(seed),
                       guidance_scale=float(guidance_scale),
@@ -91,7 +91,7 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
     curve = curve if curve is not None else Curve()
     cond = None
     if ctx.takes_text:
-        from .prompts import condition
+        from blockmask.viz.prompts import condition
 
         cond = condition(ctx, class_label, float(guidance_scale), prompt)
 

@@ -1,0 +1,399 @@
+"""Cached masked execution (METHOD.md Eq. 3 and, for training, Eq. 4) as diffusers hooks.
+
+One :class:`UnitHook` (a diffusers ``ModelHook``) per unit, registered on that module's diffusers
+``HookRegistry`` under the name ``"blockmask"``, so it composes with every other diffusers hook
+(``enable_cache``, group offloading, layer-wise casting, ...) on the same or other modules. Each hook
+keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all hooks share one
+:class:`MaskedExecution`, which owns the step index and the branch of the current call:
+
+* ``M[k, i] = 1``: run the unit, store its output in the cache, return it;
+* ``M[k, i] = 0``: return the cached output of the last step where the unit ran;
+* soft gate ``m_i`` (training, Eq. 4): return ``m_i * fresh + (1 - m_i) * cache``.
+
+``reuse="forecast"`` returns a first-order forecast from the unit's last two computed values
+instead of the last one (:mod:`blockmask.core.forecast`); ``"hold"`` (the default) is Eq. 3.
+
+A *residual* unit (a whole transformer block, :attr:`blockmask.core.units.Unit.residual`) caches its
+residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per
+token stream for blocks that return ``(encoder_hidden_states, hidden_states)`` tuples
+(:mod:`blockmask.adapters.contracts`).
+Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
+
+CFG branch: the name a pipeline gives with ``model.cache_context(name)`` (diffusers' CacheMixin
+models), else the position of the call within its step (pipelines that batch cond/uncond: 0).
+Caches are reset on entry (``with MaskedExecution(...)``), at the start of every run and by
+:meth:`reset` (also diffusers' ``reset_stateful_hooks``), so a cancelled run never leaks stale
+features into the next one. Where the step index comes from: :mod:`blockmask.hooks.stepping`.
+
+Compiled with the model (whole-model ``torch.compile``, ``compile_repeated_blocks``), the hooks are traced:
+gates are constants of the step's row (a graph per distinct row); :class:`CallTally` keeps the counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from blockmask.hooks import feeders
+from blockmask.core.errors import MaskError, OptionError
+from blockmask.core.forecast import check_reuse, predict, record
+from blockmask.core.mask import validate_mask
+from diffusers.hooks import HookRegistry, ModelHook
+
+from blockmask.adapters.contracts import BoundContract
+from blockmask.hooks.branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-exported)
+from blockmask.core.modes import MODES, compiled_body, resolve_mode
+from blockmask.core.outputs import first_tensor, map_tensors
+from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
+from blockmask.hooks.tally import TALLY_HOOK, CallTally
+from blockmask.hooks.rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
+from blockmask.core.units import Unit, discover_units, unit_modules
+
+__all__ = ["HOOK_NAME", "MODES", "TALLY_HOOK", "CallTally", "MaskedExecution", "UnitHook", "compiled_body",
+           "first_tensor", "map_tensors", "register_hooks", "remove_hooks", "resolve_mode"]  # re-exports too
+
+
+class UnitHook(ModelHook):
+    """The masked forward of one unit (Eq. 3; Eq. 4 under soft gates). Run, store and return; or
+    return the branch's cache (``x + cache`` for a residual unit)."""
+
+    _is_stateful = True
+
+    def __init__(self, execution: "MaskedExecution", index: int):
+        super().__init__()
+        self.execution = execution
+        self.index = index
+        self.residual = execution._residual[index]
+        # which input/output is which token stream (tuple-output blocks: Flux, SD3, ...)
+        self.streams = BoundContract.of(execution.modules[index]) if self.residual else None
+        self.states = BranchStates(execution)
+        self._body: Callable | None = None
+        self.outcome: bool | None = None  # ran (True) or reused (False) in compiled code, until collected
+
+    def body(self, module) -> Callable:
+        if self._body is None:
+            orig = self.fn_ref.original_forward
+            mode = self.execution.mode
+            self._body = orig if mode in ("eager", "rowgraph") else compiled_body(module, orig, mode)
+        return self._body
+
+    def new_forward(self, module, *args, **kwargs):
+        ex, i = self.execution, self.index
+        g = ex.gate(i)
+        x = self.streams.inputs(args, kwargs) if self.residual else None
+        if g is True:
+            out = self.body(module)(*args, **kwargs)
+            if ex.trace is not None:  # completion order, checked on a pipeline's first call
+                ex.trace.append(i)
+            if ex.stores(i):
+                st = self.states.get_state()
+                value = self.streams.residual(out, x) if self.residual else out
+                if ex.forecast:
+                    record(st, ex.store(None, value), ex.step)
+                else:
+                    st.cache = ex.store(st.cache, value)
+            self.tally(True)
+            return out
+        st = self.states.get_state()
+        cache = predict(st, ex.step) if ex.forecast and st.cache is not None else st.cache
+        if cache is None:
+            raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
+        if self.residual:
+            cache = self.streams.reuse(cache, x)
+        if g is False:
+            self.tally(False)
+            return cache
+        fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
+        self.tally(True)
+        return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
+
+    def tally(self, ran: bool) -> None:
+        """Count this call (``computed`` / ``skipped``). In code dynamo traces, a counter read would be
+        guarded on its value (a recompilation at every call): the outcome, a constant, is only written
+        there, and :meth:`MaskedExecution.collect` counts it outside the graph."""
+        ex = self.execution
+        if torch.compiler.is_compiling():
+            self.outcome = ran
+            ex._traced = True
+        elif ran:
+            ex._computed += 1
+        else:
+            ex._skipped += 1
+
+    def reset_state(self, module):
+        if not self.execution.static:  # row graphs hold static cache buffers (see reset())
+            self.states.reset()
+        return module
+
+
+class MaskedExecution(contextlib.AbstractContextManager):
+    """Drive ``model`` with a K×N mask during a sampling loop.
+
+    Step control: explicit (``set_step(k)`` before each denoiser call: blockmask's own sampler and
+    trainer), or from the scheduler of a diffusers pipeline (:class:`blockmask.hooks.stepping.SchedulerSteps`,
+    used by :func:`blockmask.apply`).
+    """
+
+    def __init__(self, model: torch.nn.Module, mask: np.ndarray | None = None, *, clone_cache: bool = False,
+                 mode: str = "eager", replay_factory: Callable[[], Any] | None = None, max_graphs: int = 128,
+                 reuse: str = "hold"):
+        self.model = model
+        self.mode = resolve_mode(mode, next(model.parameters()).device, replay_factory=replay_factory)
+        self.reuse = check_reuse(reuse)
+        self.forecast = reuse == "forecast"  # reused units forecast from their last two values
+        if self.forecast and self.mode == "rowgraph":
+            raise OptionError("reuse='forecast' cannot run in rowgraph mode (its caches are single static buffers); "
+                              "use eager, compiled or graph")
+        self.units: list[Unit] = discover_units(model)
+        self.modules = unit_modules(model, self.units)
+        self._residual = [u.residual for u in self.units]
+        self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
+        # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
+        self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
+        # rowgraph: each cache is one buffer, written in place, kept across runs (blockmask.hooks.rowgraph)
+        self.static = self.mode == "rowgraph"
+        self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
+        self._stores: tuple[Any, Any] = (None, None)  # (mask, its store_mask), see store_mask
+        # True when the mask is the whole run's (set by whoever drives the run): a unit whose column is
+        # all ones never reads its cache, so it stores none (see stores)
+        self.fixed_mask = False
+        self.trace: list[int] | None = None  # while a list: the index of every unit call that ran, in order
+        self._replay_factory, self._max_graphs = replay_factory, max_graphs
+        self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
+        self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
+        self._computed = 0  # unit calls that ran (computed) and reused (skipped), since reset
+        self._skipped = 0
+        self.hooks = [UnitHook(self, i) for i in range(len(self.units))]
+        self.signature: Any = None  # rowgraph: the current call's shape signature (keys the static caches)
+        self.graph_cache = graph_store(model, len(self.units)) if self.static else None
+        if self.graph_cache is not None:  # caches shared by every rowgraph run on this model
+            for h, shared in zip(self.hooks, self.graph_cache.states):
+                h.states._state_cache = shared
+        self._entered = False
+        self._feeders: list = []  # the norms hooked by blockmask.hooks.feeders while entered
+        self.reset()
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Fresh caches (every branch), step 0, branch 0, counters 0."""
+        self.step = 0
+        self.branch: Any = 0
+        if not self.static:  # row graphs keep their buffers (row 0 of any mask rewrites them all)
+            for h in self.hooks:
+                h.states.reset()
+        for h in self.hooks:
+            h.outcome = None
+        self._computed = self._skipped = 0
+        self._traced = False
+
+    def __enter__(self) -> "MaskedExecution":
+        self.reset()
+        register_hooks(self.modules, self.hooks)
+        try:
+            register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
+            self._feeders = feeders.install(self) if self.mode == "eager" else []  # (blockmask.hooks.feeders)
+        except BaseException:
+            remove_hooks(self.modules)
+            remove_hooks([self.model], TALLY_HOOK)
+            raise
+        self._entered = True
+        if self.static and self.mask is not None:
+            self._install_graphs()
+        invalidate_children(self.model)
+        return self
+
+    def _install_graphs(self) -> None:
+        try:
+            self.graphs = RowGraphHook(self, max_graphs=self._max_graphs, factory=self._replay_factory)
+            registry = HookRegistry.check_if_exists_or_initialize(self.model)
+            registry.register_hook(self.graphs, GRAPH_HOOK)
+        except BaseException:
+            remove_hooks(self.modules)
+            remove_hooks([self.model], TALLY_HOOK)
+            self._entered = False
+            raise
+
+    def __exit__(self, *exc) -> None:
+        counts = self.computed, self.skipped
+        try:
+            if self._entered:
+                feeders.uninstall(self._feeders)
+                remove_hooks(self.modules)
+                if self.graphs is not None:  # the outer model hook first: diffusers unwinds them last-in first-out
+                    remove_hooks([self.model], GRAPH_HOOK)
+                remove_hooks([self.model], TALLY_HOOK)
+                self._entered = False
+                invalidate_children(self.model)
+        finally:
+            self.reset()  # caches freed; the counters stay readable (what ran and what was reused)
+            self.computed, self.skipped = counts
+
+    @property
+    def store_mask(self) -> np.ndarray | None:
+        """rowgraph: the (K, N) cells whose value a later step reads (only those are stored); None
+        otherwise (every computed value is stored). Follows a mask replaced during the run."""
+        if not self.static or self.mask is None:
+            return None
+        if self._stores[0] is not self.mask:
+            self._stores = (self.mask, cache_reads(self.mask, [u.parent for u in self.units]))
+        return self._stores[1]
+
+    def stores(self, i: int) -> bool:
+        """Whether unit i, computed at the current step, keeps its output as its cache: not in bypass
+        (the frozen reference); in rowgraph mode only the cells a later step reads (store_mask);
+        with a :attr:`fixed_mask` and hard gates, only units the mask reuses somewhere (an all-ones
+        column never reads its cache: FORA's whole blocks, the plain model). Otherwise always, so a
+        run can be resumed under another mask (:mod:`blockmask.learning.refine`)."""
+        if self.bypass:
+            return False
+        if self.static:
+            return bool(self.store_mask[self.step, i])
+        if not self.fixed_mask or self._reused is None or self.soft is not None:
+            return True
+        return self._reused[i]
+
+    # --- step control -------------------------------------------------------------------
+    def set_step(self, k: int, branch: Any = 0) -> None:
+        if self.mask is not None and not 0 <= k < self.mask.shape[0]:
+            raise MaskError(f"step {k} is outside the mask's {self.mask.shape[0]} steps")
+        self.step, self.branch = k, branch
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @step.setter
+    def step(self, k: int) -> None:
+        self._step = k
+        self._row = self._row_at(k)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, m: np.ndarray | None) -> None:
+        self._mask = m
+        self._row = self._row_at(getattr(self, "_step", 0))
+        # per unit: does the mask reuse it anywhere (Python bools, constants under torch.compile)
+        self._reused = None if m is None else tuple(bool(v) for v in ~np.asarray(m, bool).all(axis=0))
+
+    def _row_at(self, k: int) -> tuple[bool, ...] | None:
+        """Row k of the mask as Python bools (None without a mask; () past its end, so gate() raises).
+
+        The gates are read from this tuple, never by indexing the NumPy mask inside a unit's forward:
+        under a whole-model ``torch.compile`` the tuple's values are constants guarded per row (one
+        graph per distinct row), where NumPy indexing would be traced as a tensor and break the graph
+        at every unit. A mask changed in place takes effect at the next ``set_step``."""
+        m = self._mask
+        if m is None:
+            return None
+        return tuple(bool(v) for v in m[k].tolist()) if 0 <= k < m.shape[0] else ()
+
+    def gate(self, i: int):
+        """True (run), False (reuse) or a 0-d tensor (soft gate) for unit i at the current step."""
+        if self.bypass:
+            return True
+        if self.soft is not None:
+            return self.soft[i]
+        row = self._row
+        return True if row is None else row[i]
+
+    @property
+    def computed(self) -> int:
+        """Unit calls that ran since reset (for tests and readouts)."""
+        if self._traced:
+            self.collect()
+        return self._computed
+
+    @computed.setter
+    def computed(self, n: int) -> None:
+        self._computed = n
+
+    @property
+    def skipped(self) -> int:
+        """Unit calls that returned their cache since reset."""
+        if self._traced:
+            self.collect()
+        return self._skipped
+
+    @skipped.setter
+    def skipped(self, n: int) -> None:
+        self._skipped = n
+
+    def collect_traced(self) -> None:
+        """Before each model call (:class:`blockmask.hooks.tally.CallTally`): count the unit calls compiled
+        code could only note."""
+        if torch.compiler.is_compiling() or self._traced:  # (eager: no call at all)
+            self.collect()
+
+    @torch.compiler.disable
+    def collect(self) -> None:
+        """Count the unit calls that ran inside compiled code (:meth:`UnitHook.tally`): before each
+        model call (:class:`CallTally`) and when the counters are read; left out of any graph."""
+        if not self._traced:
+            return
+        for h in self.hooks:
+            if h.outcome is True:
+                self._computed += 1
+            elif h.outcome is False:
+                self._skipped += 1
+            h.outcome = None
+        self._traced = False
+
+    def store(self, old: Any, new: Any) -> Any:
+        """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static
+        caches (rowgraph), written into the existing buffer ``old`` in place."""
+        if self.static and old is not None:
+            map_tensors(lambda o, n: o.copy_(n), old, new)
+            return old
+        return self._keep(new)
+
+    def cache_pointers(self) -> dict:
+        """{(unit, branch): data_ptr of its first cache tensor}: the static buffers' identity (tests)."""
+        return {(i, b): first_tensor(st.cache).data_ptr() for i, h in enumerate(self.hooks)
+                for b, st in h.states._state_cache.items() if st.cache is not None}
+
+    def _keep(self, out: Any) -> Any:
+        if self.clone_cache or torch.is_grad_enabled():
+            out = map_tensors(lambda t: t.detach().clone() if self.clone_cache else t.detach(), out)
+        return out
+
+    # --- helpers for the trainer ----------------------------------------------------------
+    @contextlib.contextmanager
+    def reference(self):
+        """Every unit runs and no cache changes: the frozen model on the same input (Eq. 5's F*)."""
+        prev = self.bypass
+        self.bypass = True
+        try:
+            yield
+        finally:
+            self.bypass = prev
+
+    @contextlib.contextmanager
+    def soft_gates(self, m: torch.Tensor):
+        """Run with relaxed gates ``m`` (N,) instead of the mask row; caches are read, not written."""
+        if m.shape != (len(self.units),):
+            raise ValueError(f"soft gates must have shape ({len(self.units)},), got {tuple(m.shape)}")
+        self.soft = m
+        try:
+            yield
+        finally:
+            self.soft = None
+
+    def caches_state(self, branch: Any = 0) -> list[Any]:
+        """Every unit's cache in ``branch`` (with ``reuse="forecast"``: (cache, prev, steps) tuples), to
+        resume a run from a step (:mod:`blockmask.learning.refine`)."""
+        if self.forecast:
+            return [h.states.snapshot(branch) for h in self.hooks]
+        return [h.states.peek(branch) for h in self.hooks]
+
+    def load_caches_state(self, caches: list[Any], branch: Any = 0) -> None:
+        for h, c in zip(self.hooks, caches):
+            if self.forecast:
+                h.states.get_state(branch).restore(c)
+            else:
+                h.states.get_state(branch).cache = c

@@ -1,0 +1,22 @@
+"""The model-level hook that keeps the unit-call counters under compiled code."""
+
+from __future__ import annotations
+
+from diffusers.hooks import ModelHook
+
+TALLY_HOOK = "blockmask_tally"
+
+
+class CallTally(ModelHook):
+    """On the denoiser itself: before each call, :meth:`~blockmask.hooks.execution.MaskedExecution.collect`
+    counts the unit calls of the previous one that ran inside compiled code (a whole-model
+    ``torch.compile``, diffusers' ``compile_repeated_blocks``), where the unit hooks could only note their
+    outcome. Under a whole-model compile this is a graph break before the first operation: no extra graph."""
+
+    def __init__(self, execution):
+        super().__init__()
+        self.execution = execution
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.execution.collect_traced()
+        return args, kwargs

@@ -1,0 +1,2 @@
+"""Learning and planning masks on the one sampling loop: the per-step trainer (Δ_k, λ_k), refinement,
+checkpointed runs, the budget planner and its frontier, the other methods (:mod:`blockmask.learning.methods`)."""
