@@ -35,7 +35,7 @@ import gradio_examples  # noqa: E402
 import gradio_explorer as gx  # noqa: E402
 import gradio_handlers as h  # noqa: E402
 import gradio_training  # noqa: E402
-from blockmask.sampling.schedulers import SCHEDULERS  # noqa: E402
+from blockmask.core.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES  # noqa: E402
 from blockmask.viz import race, tables, training  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402

@@ -17,7 +17,7 @@ import os
 import gradio as gr
 
 import gradio_handlers as h
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import presets
 from blockmask.viz.compare import compare, upscale

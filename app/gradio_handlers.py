@@ -18,9 +18,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.core.errors import BlockmaskError
-from blockmask.sampling.schedulers import SCHEDULERS
+from blockmask.core.schedulers import SCHEDULERS
 from blockmask.viz import MaskEditor, figures, presets, tables
 from blockmask.viz.access import LRU, MaskPolicy, ModelPolicy, load_failed
 from blockmask.viz.compare import MAX_IMAGES, compare, compute_delta, default_lambda, delta_from_meta, upscale

@@ -30,7 +30,7 @@ import argparse  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from blockmask.core.errors import BlockmaskError  # noqa: E402
-from blockmask.sampling.schedulers import SCHEDULERS  # noqa: E402
+from blockmask.core.schedulers import SCHEDULERS  # noqa: E402
 from blockmask.viz import MaskEditor, Message, presets  # noqa: E402
 from blockmask.viz.access import ENV_ALLOW, MaskPolicy, ModelPolicy, load_failed  # noqa: E402
 from blockmask.viz.tour import TOUR  # noqa: E402

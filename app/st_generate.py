@@ -8,7 +8,7 @@ import math
 
 import streamlit as st
 
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, tables
 from blockmask.viz.access import MAX_UPLOAD_BYTES, check_upload_size

@@ -9,7 +9,7 @@ import time
 
 import streamlit as st
 
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, figures, presenter, presets, tables, training
 from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size

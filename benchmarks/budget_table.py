@@ -53,7 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blockmask.workbench import Workbench  # noqa: E402
-from blockmask.core.costs import count_macs  # noqa: E402
+from blockmask.hooks.costs import count_macs  # noqa: E402
 from blockmask.eval.evaluate import psnr  # noqa: E402
 from blockmask.io.models import assets_dir  # noqa: E402
 from budget_report import FID_SEED, RULES, summarize, write_outputs  # noqa: E402,F401  (the tables and plots; re-exported)
@@ -99,7 +99,7 @@ def deepcache_rows(wb, steps: int, branches, intervals, *, guidance: float) -> l
 
     latent = type(wb.model).__name__ == "UNet2DConditionModel"
     if latent:
-        from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline
+        from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
 
         pipe = ldm_pipeline(wb)
     else:
@@ -168,7 +168,7 @@ def measure(wb, row: Row, plain: Row, *, steps: int, num: int, batch: int, refer
 def speed_pass(wb, dest: Path, plain: Row, rows: list[Row], *, rounds: int, bench_batch: int, model, steps) -> int:
     """``--speed-only``: re-measure the speed of the rows of DEST/results.csv (MACs, PSNR and FID kept),
     writing after each row; ``--only`` narrows the rows."""
-    from blockmask.workbench import device_name
+    from blockmask.sampling.distributed import device_name
 
     csv = dest / "results.csv"
     if not csv.exists():
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     plain_macs, _ = count_macs(lambda: plain.run(0, 2))
     reference = np.concatenate([plain.run(5000 + j, min(args.batch, args.num - j * args.batch))
                                 for j in range((args.num + args.batch - 1) // args.batch)])
-    from blockmask.workbench import device_name
+    from blockmask.sampling.distributed import device_name
 
     out = []
     for r in rows:

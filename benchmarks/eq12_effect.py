@@ -18,7 +18,7 @@ import numpy as np
 
 from blockmask.workbench import Workbench
 from blockmask.eval.evaluate import heldout_psnr
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.core.rectify import rectify_eq12
 
 

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import blockmask  # noqa: E402
-from blockmask.core.costs import count_macs  # noqa: E402
+from blockmask.hooks.costs import count_macs  # noqa: E402
 from blockmask.hooks.enable import denoisers  # noqa: E402
 from tiny_pipes import FAMILIES  # noqa: E402
 

@@ -6,7 +6,7 @@ final choice), so no choice was made on them.
     python benchmarks/frontier.py mnist-dit --ref-steps 50 -o DIR --device cuda
     python benchmarks/frontier.py config:tests/configs/tiny-unet.json -o DIR --dry-run   # CI, seconds
 
-Writes ``DIR/MODEL-NNNref-frontier.json`` (:class:`blockmask.io.frontierfile.Frontier`: every point
+Writes ``DIR/MODEL-NNNref-frontier.json`` (:class:`blockmask.learning.frontierfile.Frontier`: every point
 below with its mask, the file the apps read), ``DIR/MODEL-NNNref-bBB-plan.json`` (mask files; metadata ``family`` and ``plan``: provenance,
 calibration and validation figures) and ``DIR/results.csv``: one row per planned schedule and per
 peer point — plain DDIM at every K' from 13 to 45 (scaled to --ref-steps), DeepCache branches 0
@@ -31,9 +31,9 @@ from blockmask.workbench import Workbench
 from blockmask.learning.candidates import Candidate
 from blockmask.core.errors import BlockmaskError
 from blockmask.learning.frontiercompute import peer_row
-from blockmask.io.frontierfile import build, peer_points
+from blockmask.learning.frontierfile import build, peer_points
 from blockmask.io.files import atomic_write_text
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.learning.planner import Planner, psnr_db
 from blockmask.learning.planscore import Group
 from blockmask.learning.sweep import frontier_budgets, sweep
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     pl.close()
     df = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False, float_format="%.4f"))
-    if any(r["kind"] == "plan" for r in plans):  # the one file the apps read (blockmask.io.frontierfile)
+    if any(r["kind"] == "plan" for r in plans):  # the one file the apps read (blockmask.learning.frontierfile)
         build(out, wb, stem, meta={"command": "python benchmarks/frontier.py " + " ".join(argv or sys.argv[1:]),
                                    "device": str(wb.device), "test_seed": args.test_seed, "test_samples": test.samples,
                                    "calibration_seeds": pl.calib.seeds, "validation_seeds": pl.valid.seeds}

@@ -22,7 +22,7 @@ import pandas as pd
 from blockmask.workbench import Workbench
 from blockmask.core.errors import BlockmaskError
 from blockmask.learning.frontiercompute import met_by
-from blockmask.io.frontierfile import Frontier, build
+from blockmask.learning.frontierfile import Frontier, build
 from blockmask.io.files import atomic_write_text
 
 

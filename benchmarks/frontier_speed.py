@@ -38,7 +38,7 @@ from budget_table import deepcache_rows, guidance_of, our_rows  # noqa: E402
 from blockmask.workbench import Workbench  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
 from blockmask.io.files import atomic_write_text  # noqa: E402
-from blockmask.core.mask import MaskFile  # noqa: E402
+from blockmask.io.maskfile import MaskFile  # noqa: E402
 
 
 def ratio(a, b, *, rounds: int, batch: int) -> dict:

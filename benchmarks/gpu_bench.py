@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blockmask.workbench import Workbench, device_name, resolve_device
+from blockmask.workbench import Workbench, resolve_device
+from blockmask.sampling.distributed import device_name
 from blockmask.io.files import atomic_write_text
 from blockmask.hooks.rowgraph import graph_store, plan_rows
 from blockmask.sampling.sample import Condition

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from blockmask.workbench import Workbench, device_name, resolve_device
+from blockmask.workbench import Workbench, resolve_device
+from blockmask.sampling.distributed import device_name
 from blockmask.io.files import atomic_write_text
 from blockmask.learning.train import TrainConfig
 from blockmask.learning.run import train_once

@@ -38,7 +38,7 @@ def child(model: str, method: str, k: int, batch: int, iters: int) -> dict:
     import torch
 
     from blockmask.workbench import Workbench
-    from blockmask.core.units import example_call
+    from blockmask.hooks.discover import example_call
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     wb = Workbench.load(model)

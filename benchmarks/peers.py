@@ -2,7 +2,7 @@
 
 ``dit_pipeline`` wraps ``Workbench.load("mnist-dit")`` in diffusers' own ``DiTPipeline``;
 ``cachedit_dbcache`` runs cache-dit's DBCache on that pipeline; ``count_run_macs`` counts a
-whole run's MACs the way blockmask counts its own (``blockmask.core.costs.count_macs``).
+whole run's MACs the way blockmask counts its own (``blockmask.hooks.costs.count_macs``).
 
 Pitfalls, all handled here:
 
@@ -25,7 +25,7 @@ import torch
 from diffusers import DDIMScheduler, DiTPipeline
 from diffusers.models.autoencoders.vae import DecoderOutput
 
-from blockmask.core.costs import count_macs as count_run_macs
+from blockmask.hooks.costs import count_macs as count_run_macs
 
 __all__ = ["IdentityVAE", "dit_pipeline", "dit_plain_check", "cachedit_dbcache", "count_run_macs"]
 
@@ -105,7 +105,7 @@ def cachedit_dbcache(pipe: DiTPipeline, *, threshold: float, steps: int, labels,
 
 if __name__ == "__main__":
     from blockmask.workbench import Workbench
-    from blockmask.core.costs import format_macs
+    from blockmask.hooks.costs import format_macs
 
     torch.set_num_threads(1)
     wb = Workbench.load("mnist-dit")

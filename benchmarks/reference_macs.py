@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blockmask.core.costs import measure_macs
+from blockmask.hooks.costs import measure_macs
 from blockmask.io.models import from_config
-from blockmask.core.units import discover_units
+from blockmask.hooks.discover import discover_units
 
 STEPS = {"ddpm-cifar10-32": (100, 0.61), "ddpm-lsun-256": (100, 24.9), "dit-xl-2-256": (100, 11.9),
          "dit-xl-2-512": (50, 26.3), "ldm-cin256": (250, 25.0), "pixart-sigma-xl-2-1024": (50, 107.8)}

@@ -21,10 +21,10 @@ from blockmask import compat  # noqa: E402
 
 compat.install()  # the old flat module names (blockmask.api, blockmask.train_run, …) as aliases
 
-from blockmask.workbench import Workbench, apply  # noqa: E402
-from blockmask.core.mask import MaskFile  # noqa: E402
-from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
 from blockmask.hooks.enable import disable, enable, summary  # noqa: E402
+from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask, remove_block_mask  # noqa: E402
+from blockmask.io.maskfile import MaskFile  # noqa: E402
 from blockmask.learning.pipelearn import learn  # noqa: E402
+from blockmask.workbench import Workbench, apply  # noqa: E402
 
 __all__ = ["Workbench", "apply", "enable", "disable", "summary", "learn", "MaskFile", "BlockMaskConfig", "apply_block_mask", "remove_block_mask", "__version__"]

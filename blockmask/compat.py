@@ -4,7 +4,10 @@ Until 2026-12 blockmask was one flat folder (``blockmask.api``, ``blockmask.trai
 old name still works and returns the new module itself (one module object, so patching either name
 patches both), with a ``DeprecationWarning`` naming the new one. ``blockmask.io`` and ``blockmask.cli``
 are packages now (the old modules are ``blockmask.io.files`` and ``blockmask.cli.main``), and
-``blockmask.enable`` is the function, as before.
+``blockmask.enable`` is the function, as before. Three old modules were split: ``blockmask.mask`` is
+the mask file (:mod:`blockmask.io.maskfile`, which also re-exports ``validate_mask`` and ``mask_hash``);
+``blockmask.units`` and ``blockmask.graph`` are the data (:class:`Unit`, :class:`ConsumerGraph`), while
+finding units and measuring the graph on a live model is :mod:`blockmask.hooks.discover`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ OLD_TO_NEW = {
     "cli_plan": "cli.plan",
     "cli_tools": "cli.tools",
     "cli_train": "cli.train",
-    "costs": "core.costs",
+    "costs": "hooks.costs",
     "distributed": "sampling.distributed",
     "errors": "core.errors",
     "evalcache": "eval.cache",
@@ -36,11 +39,11 @@ OLD_TO_NEW = {
     "feeders": "hooks.feeders",
     "forecast": "core.forecast",
     "frontiercompute": "learning.frontiercompute",
-    "frontierfile": "io.frontierfile",
+    "frontierfile": "learning.frontierfile",
     "graph": "core.graph",
     "hub": "io.hub",
     "latency": "learning.latency",
-    "mask": "core.mask",
+    "mask": "io.maskfile",
     "methods": "learning.methods",
     "methods.budget": "learning.methods.budget",
     "methods.chain": "learning.methods.chain",
@@ -53,7 +56,6 @@ OLD_TO_NEW = {
     "modes": "core.modes",
     "outputs": "core.outputs",
     "pipelearn": "learning.pipelearn",
-    "pipelines": "io.pipelines",
     "pipesteps": "hooks.pipesteps",
     "planner": "learning.planner",
     "planscore": "learning.planscore",
@@ -67,7 +69,7 @@ OLD_TO_NEW = {
     "rowgraph": "hooks.rowgraph",
     "sample": "sampling.sample",
     "scaling": "learning.scaling",
-    "schedulers": "sampling.schedulers",
+    "schedulers": "core.schedulers",
     "stepping": "hooks.stepping",
     "sweep": "learning.sweep",
     "tally": "hooks.tally",

@@ -14,7 +14,7 @@ import numpy as np
 from blockmask.core import baselines
 from blockmask.core.errors import MaskError
 from blockmask.core.resample import even_levels, resample_mask
-from blockmask.sampling.schedulers import call_rows, scheduler_rows
+from blockmask.core.schedulers import call_rows, scheduler_rows
 from blockmask.core.units import Unit
 
 PRESETS = {"ones": (), "deepcache": ("interval", "branch"), "fora": ("interval",), "blocks": ("interval",),
@@ -89,7 +89,7 @@ def _levels_at(scheduler, k: int, dst_levels: np.ndarray) -> np.ndarray:
 
 def row_levels(scheduler, rows: list[int] | None = None) -> np.ndarray:
     """(K,) noise level (timestep) of the first model call of each row of the scheduler's current run;
-    ``rows``: the row of each call (:func:`blockmask.sampling.schedulers.call_rows`), None when unknown."""
+    ``rows``: the row of each call (:func:`blockmask.core.schedulers.call_rows`), None when unknown."""
     ts = scheduler.timesteps.detach().cpu().double().numpy()
     if rows:
         return ts[[rows.index(r) for r in range(max(rows) + 1)]]

@@ -20,18 +20,25 @@ from typing import Callable
 import numpy as np
 import torch
 
+from blockmask.adapters import adapter_for
 from blockmask.core import baselines
-from blockmask.core.costs import MacProfile, measure_macs
 from blockmask.core.errors import BlockmaskError, MaskError, OptionError
-from blockmask.hooks.execution import MODES
-from blockmask.core.validate import check_finite_tensors, check_float, check_int
-from blockmask.core.graph import ConsumerGraph, consumer_graph
-from blockmask.core.mask import MaskFile, load_mask_source, validate_mask
-from blockmask.io.models import LoadedModel, load_model
+from blockmask.core.graph import ConsumerGraph
+from blockmask.core.mask import validate_mask
 from blockmask.core.rectify import Rectified, rectify
-from blockmask.sampling.sample import Condition, decode, sample
-from blockmask.sampling.schedulers import calls_counter, make_scheduler, scheduler_info
-from blockmask.core.units import Unit, discover_units
+from blockmask.core.schedulers import calls_counter, make_scheduler, scheduler_info
+from blockmask.core.units import Unit
+from blockmask.core.validate import check_finite_tensors, check_float, check_int
+from blockmask.hooks.costs import MacProfile, measure_macs
+from blockmask.hooks.discover import consumer_graph, discover_units
+from blockmask.hooks.execution import MODES
+from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
+from blockmask.io.maskfile import MaskFile, load_mask_source
+from blockmask.io.models import LoadedModel, load_model
+from blockmask.learning import methods
+from blockmask.learning.planner import plan
+from blockmask.sampling.distributed import device_name, local_device
+from blockmask.sampling.sample import Condition, decode, sample, load_prompt_file
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -50,7 +57,6 @@ def resolve_device(device: str | None) -> torch.device:
         raise BlockmaskError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BlockmaskError("device 'cuda' requested but no CUDA GPU is available")
-    from blockmask.sampling.distributed import local_device
 
     return local_device(dev)
 
@@ -82,8 +88,6 @@ class Workbench:
     @classmethod
     def load(cls, spec: str, *, device: str | None = "cpu", dtype: str | torch.dtype | None = None,
              init_seed: int = 0, scheduler: str = "ddim") -> "Workbench":
-        from blockmask.core.validate import check_int
-
         if not isinstance(scheduler, str):
             raise OptionError(f"scheduler must be a name (ddim, ddpm, dpm++, euler), got {scheduler!r}")
         init_seed = check_int("init seed", init_seed, low=0, high=2**63 - 1)
@@ -180,7 +184,6 @@ class Workbench:
                progress: bool = False, **options) -> tuple[np.ndarray, dict]:
         """(mask, meta) from one of the other methods (``feature-change``, ``router``, ``global``;
         :mod:`blockmask.learning.methods`) at MAC budget ``target_macs``; ``options`` set its config's fields."""
-        from blockmask.learning import methods
 
         if config is None:
             config = methods.config_for(name, **options)
@@ -203,7 +206,7 @@ class Workbench:
                   max_bytes: int | None = None) -> tuple[MaskFile, list[str]]:
         """Load and check a mask against this model; returns (file, warnings). ``source``: a mask file,
         bytes, the name of a shipped mask (``mnist-ddpm-050steps-b35``), a folder written by
-        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.core.mask.load_mask_source`; a hub
+        ``MaskFile.save_pretrained`` or a hub repo id (:func:`blockmask.io.maskfile.load_mask_source`; a hub
         file over ``max_bytes`` is refused before it is downloaded)."""
         if not isinstance(source, (str, Path, bytes)):
             raise OptionError(f"mask source must be a path, a shipped mask name or bytes, got {type(source).__name__}")
@@ -232,15 +235,12 @@ class Workbench:
         model's MACs at ``ref_steps`` steps (``unit="macs"``) or seconds per run on this device
         (``unit="seconds"``); chosen on calibration seeds, checked on disjoint validation seeds, never
         below plain fewer steps there (:mod:`blockmask.learning.planner`; ``options``: :class:`~blockmask.learning.planner.Planner`'s)."""
-        from blockmask.learning.planner import plan
 
         return plan(self, budget, unit=unit, ref_steps=ref_steps, **options)
 
     # --- running ----------------------------------------------------------------------------
     def condition(self, *, class_label: int | list[int] | None = None, guidance_scale: float = 1.0,
                   prompt_file: str | None = None) -> Condition:
-        from blockmask.sampling.sample import load_prompt_file
-
         c = load_prompt_file(prompt_file) if prompt_file else Condition()
         if class_label is not None:
             labels = [class_label] if not isinstance(class_label, (list, tuple)) else list(class_label)
@@ -255,8 +255,6 @@ class Workbench:
         return c
 
     def _max_label(self) -> int | None:
-        from blockmask.adapters import adapter_for
-
         n = adapter_for(self.model).num_classes(self.model)
         return None if n is None else n - 1
 
@@ -346,14 +344,6 @@ def bench_reliability(plain: list[float], masked: list[float], mac_speedup: floa
     return {"reliable": not reasons, "unreliable_reasons": reasons}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU {platform.processor() or platform.machine()} × {torch.get_num_threads()} threads"
-
-
 @contextlib.contextmanager
 def apply(pipe_or_model, mask, *, check_fingerprint: bool = False, scheduler=None, mode: str = "eager"):
     """Mask a diffusers pipeline (or bare denoiser) for the duration of the ``with`` block.
@@ -364,7 +354,6 @@ def apply(pipe_or_model, mask, *, check_fingerprint: bool = False, scheduler=Non
     ``num_inference_steps`` must equal the mask's K. The same as
     ``apply_block_mask(pipe, BlockMaskConfig(mask))`` … ``remove_block_mask(pipe)``.
     """
-    from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
 
     handle = apply_block_mask(pipe_or_model, BlockMaskConfig(mask, scheduler=scheduler,
                                                              check_fingerprint=check_fingerprint, mode=mode))

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from blockmask.data.classifier import conditional_accuracy  # noqa: E402
+from blockmask.workbench import Workbench  # noqa: E402
 
 
 def set_default_guidance(folder: Path, guidance: float) -> None:
@@ -47,9 +48,10 @@ def main() -> None:
     folder = Path(args.folder)
     if not ((folder / "config.json").exists() or (folder / "model_index.json").exists()):
         sys.exit(f"error: no diffusers model folder at {args.folder}")
+    wb = Workbench.load(str(folder))
     accs = {}
     for g in args.guidance:
-        accs[g] = conditional_accuracy(folder, g, n=args.num, steps=args.steps, seed=args.seed)
+        accs[g] = conditional_accuracy(wb, g, n=args.num, steps=args.steps, seed=args.seed)
         print(f"guidance {g:g}: {accs[g]:.1%} of {args.num} samples recognized as the requested digit "
               f"(seed {args.seed})", flush=True)
     if args.set_default:

@@ -14,7 +14,7 @@ import sys
 
 from blockmask.workbench import Workbench
 from blockmask.eval.evaluate import HELDOUT_SEED, heldout_psnr
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from blockmask.learning import methods
 from blockmask.workbench import Workbench
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.cli.method import save
 
 BUDGETS = (35, 45, 55, 65, 75)

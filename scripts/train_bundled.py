@@ -124,7 +124,7 @@ def atomic_save(model, scheduler, out_dir: Path, extra_files: dict[str, str] | N
         (tmp / "model_index.json").write_text(json.dumps({
             "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
             "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, indent=2) + "\n")
-    else:  # the DiT: a model folder (blockmask.io.pipelines.dit_pipeline turns it into a DiTPipeline)
+    else:  # the DiT: a model folder (blockmask.pipelines.dit_pipeline turns it into a DiTPipeline)
         model.save_pretrained(str(tmp), safe_serialization=True)
     scheduler.save_pretrained(str(tmp / "scheduler"))
     for fname, text in (extra_files or {}).items():

@@ -1,6 +1,6 @@
 """A small synthetic frontier file for the tiny random-init U-Net (tests/configs/tiny-unet.json), with
 K_ref=6: three planned points (plain 3 steps, DeepCache b0 N=3, DeepCache b1 N=2 — the masks are the
-real rule masks), the peers of :func:`blockmask.io.frontierfile.peer_points` and made-up PSNRs (what a
+real rule masks), the peers of :func:`blockmask.learning.frontierfile.peer_points` and made-up PSNRs (what a
 test needs is the shape of the file, not the numbers). Written in a second, unlike
 ``benchmarks/frontier.py --dry-run --dense`` (several seconds)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from blockmask.io.frontierfile import Frontier, peer_points
+from blockmask.learning.frontierfile import Frontier, peer_points
 
 REF = 6
 PLANS = {"tiny-unet-006ref-b50p00-plan.json": ("DDIM 3 steps", 0.5),

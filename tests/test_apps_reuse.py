@@ -73,6 +73,7 @@ def mask_bytes(ctx, reuse) -> bytes:
 def spy_reuse(monkeypatch) -> list:
     """The reuse mode of every masked sampling run (race lanes, generation)."""
     import blockmask.sampling.sample as sm
+    from blockmask.viz import compare, race
 
     seen, real = [], sm.sample
 
@@ -81,7 +82,8 @@ def spy_reuse(monkeypatch) -> list:
             seen.append(kw.get("reuse", "hold"))
         return real(*a, **kw)
 
-    monkeypatch.setattr(sm, "sample", sample)
+    for where in (compare, race):  # the modules the apps' runs call it from
+        monkeypatch.setattr(where, "sample", sample)
     return seen
 
 

@@ -21,7 +21,8 @@ def inputs(tmp_path_factory):
 def _api_cases():
     from blockmask import workbench as api
     from blockmask.eval.evaluate import Method, evaluate
-    from blockmask.core.mask import MaskFile, validate_mask
+    from blockmask.io.maskfile import MaskFile
+    from blockmask.core.mask import validate_mask
     from blockmask.io.models import load_model
     from blockmask.learning.train import TrainConfig
     from blockmask.learning.run import RefineConfig, run_training

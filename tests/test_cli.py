@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blockmask.cli.main import main
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 
 from conftest import tiny_spec
 

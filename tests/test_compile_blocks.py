@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.core.costs import count_macs
+from blockmask.hooks.costs import count_macs
 from blockmask.hooks.enable import denoisers
 
 from test_enable import hooks_left
@@ -36,7 +36,7 @@ def test_compile_repeated_blocks_with_a_mask(family):
     pipe, run = FAMILIES[family]()
     for _, m in denoisers(pipe):
         if not getattr(m, "_repeated_blocks", None):  # declared here: the class of the whole-block units
-            from blockmask.core.units import discover_units
+            from blockmask.hooks.discover import discover_units
 
             m._repeated_blocks = sorted({type(m.get_submodule(u.name)).__name__ for u in discover_units(m)})
     torch._dynamo.reset()

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockmask.core import baselines
-from blockmask.core.costs import measure_macs
+from blockmask.hooks.costs import measure_macs
 from blockmask.core.graph import ConsumerGraph
 from blockmask.io.models import from_config
 from blockmask.core.rectify import rectify, rectify_eq12

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from blockmask.io.models import bundled_models
+from blockmask.workbench import Workbench
 from blockmask.data.mnist import (
     default_mnist_dir, load_mnist, mnist_sha256, mnist_tensor_dataset, read_idx, to_model_range,
 )
@@ -133,7 +134,7 @@ def _dit_accuracy(guidance: float) -> float:
     _needs_asset(folder / "diffusion_pytorch_model.safetensors")
     from blockmask.data.classifier import conditional_accuracy
 
-    return conditional_accuracy(folder, guidance)
+    return conditional_accuracy(Workbench.load(str(folder)), guidance)
 
 
 @pytest.mark.slow
@@ -174,7 +175,7 @@ def test_classifier_recognizes_latent_model_samples(name):
     _needs_asset(CLASSIFIER)
     from blockmask.data.classifier import conditional_accuracy
 
-    acc = conditional_accuracy(folder)
+    acc = conditional_accuracy(Workbench.load(str(folder)))
     assert acc >= 0.9, f"classifier recognized only {acc:.1%} of {name} samples (its default guidance)"
 
 

@@ -9,11 +9,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import blockmask
-from blockmask.core.costs import count_macs
+from blockmask.hooks.costs import count_macs
 from blockmask.hooks.enable import denoisers
 from blockmask.core.errors import BlockmaskError, MaskError, UnsupportedModelError
 from blockmask.core.resample import align_rows, resample_mask
-from blockmask.core.units import discover_units
+from blockmask.hooks.discover import discover_units
 
 from tiny_pipes import FAMILIES
 
@@ -291,7 +291,7 @@ def test_enable_equals_apply_on_multi_evaluation_schedulers(scheduler, workbench
 
     import diffusers
 
-    from blockmask.sampling.schedulers import step
+    from blockmask.core.schedulers import step
 
     wb = workbenches("tiny-unet")
     pipe = SimpleNamespace(unet=wb.model, scheduler=getattr(diffusers, scheduler)())

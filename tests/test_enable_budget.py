@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.core.costs import count_macs
+from blockmask.hooks.costs import count_macs
 from blockmask.core.errors import OptionError
 
 from test_enable import hooks_left

@@ -11,9 +11,9 @@ import torch
 import blockmask
 from blockmask.adapters import adapter_for
 from blockmask.adapters.unet import unet_order
-from blockmask.core.costs import count_macs
+from blockmask.hooks.costs import count_macs
 from blockmask.core.errors import BlockmaskError
-from blockmask.core.units import discover_units
+from blockmask.hooks.discover import discover_units
 
 from test_enable import hooks_left
 from tiny_pipes import CONFIGS, FAMILIES, _emb, _model, _pipe, _runner

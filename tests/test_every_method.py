@@ -14,7 +14,7 @@ from blockmask.learning.candidates import TOL
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.learning.planner import Planner
 from blockmask.sampling.sample import sample
-from blockmask.sampling.schedulers import calls_per_row
+from blockmask.core.schedulers import calls_per_row
 from blockmask.learning.train import TrainConfig, train_mask
 
 K = 4

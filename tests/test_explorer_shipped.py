@@ -111,7 +111,7 @@ def test_shipped_100_step_frontiers_fit_their_model_and_answer_plan_shipped(path
     import json
 
     from blockmask.cli.main import main
-    from blockmask.io.frontierfile import Frontier
+    from blockmask.learning.frontierfile import Frontier
 
     name = path.stem.rsplit("-", 1)[0]
     fr = Frontier.for_model(name, 100)

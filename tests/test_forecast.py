@@ -17,7 +17,7 @@ from blockmask.learning.candidates import Candidate, forecast_variant, rule_mask
 from blockmask.core.errors import MaskError, OptionError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.core.forecast import predict, record
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.sampling.sample import Condition, sample
 
 from conftest import GUIDED, TINY, tiny_spec

@@ -34,7 +34,7 @@ def _env(monkeypatch, tmp_path):
 
 def test_compute_plans_judges_peers_on_held_out_seeds_with_progress(workbenches, tmp_path):
     from blockmask.learning.frontiercompute import TEST_SEED, compute
-    from blockmask.io.frontierfile import Frontier
+    from blockmask.learning.frontierfile import Frontier
 
     seen = []
     fr = compute(workbenches("tiny-unet"), "tiny-unet", ref_steps=6, samples=2, max_budgets=4,

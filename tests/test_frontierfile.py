@@ -1,4 +1,4 @@
-"""The frontier file (blockmask.io.frontierfile): what benchmarks/frontier.py gathers and the apps read."""
+"""The frontier file (blockmask.learning.frontierfile): what benchmarks/frontier.py gathers and the apps read."""
 
 import json
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.frontierfile import Frontier, peer_points
+from blockmask.learning.frontierfile import Frontier, peer_points
 
 
 def frontier(units=3):

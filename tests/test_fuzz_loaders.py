@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blockmask.core.errors import BlockmaskError, CheckpointError, MaskError
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.core.validate import MAX_DEPTH, parse_json
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

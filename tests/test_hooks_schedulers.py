@@ -12,8 +12,8 @@ from blockmask.core.errors import MaskError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.registry import remove_hooks
 from blockmask.sampling.sample import sample
-from blockmask.sampling.schedulers import SCHEDULERS, call_rows
-from blockmask.sampling.schedulers import step as scheduler_step
+from blockmask.core.schedulers import SCHEDULERS, call_rows
+from blockmask.core.schedulers import step as scheduler_step
 
 K = 4
 LISTED = ["ddim", "ddpm", "dpm++", "dpm-2s", "euler", "euler-a", "heun", "edm"]
@@ -227,7 +227,7 @@ def test_cli_sample_train_eval_with_heun(tmp_path, capsys):
     import json
 
     from blockmask.cli.main import main
-    from blockmask.core.mask import MaskFile
+    from blockmask.io.maskfile import MaskFile
 
     from conftest import tiny_spec
 
@@ -277,7 +277,7 @@ def test_deepcopy_of_a_hooked_scheduler_leaves_the_original_alone(workbenches):
     import numpy as np
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from blockmask.sampling.schedulers import call_rows
+    from blockmask.core.schedulers import call_rows
     from blockmask.hooks.stepping import BlockMaskConfig, apply_block_mask
 
     wb = workbenches("tiny-unet")

@@ -11,7 +11,7 @@ import torch
 import blockmask
 from blockmask.cli.main import main
 from blockmask.core.errors import MaskError
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 
 from conftest import needs_mnist, tiny_spec
 

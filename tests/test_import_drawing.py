@@ -1,6 +1,7 @@
 """The import drawing of blockmask/ (issue 30): no import circle, counting the imports made inside
 functions too (an import moved into a function to dodge a circle is still a circle); no private
-name imported from another module; every module under 400 lines."""
+name imported from another module; every module under 400 lines; the layers of the package layout
+(docs/ARCHITECTURE.md) imported in one direction only; no blockmask module imported inside a function."""
 
 from __future__ import annotations
 
@@ -111,3 +112,40 @@ def test_every_module_is_under_400_lines():
     big = {str(p.relative_to(PKG.parent)): n for p in MODULES.values()
            if (n := len(p.read_text(encoding="utf-8").splitlines())) >= MAX_LINES}
     assert not big, f"modules of {MAX_LINES} lines or more: {big}"
+
+
+# The package layout, lowest layer first (docs/ARCHITECTURE.md): a module imports only from its own
+# layer and the layers before it, at module level or inside a function.
+LAYERS = ["core", "presets", "adapters", "io", "hooks", "sampling", "data", "learning", "eval",
+          "workbench", "pipelines", "viz", "cli"]
+OUTSIDE = {"blockmask", "blockmask.compat"}  # the public surface, and the old names' aliases
+
+
+def layer_of(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_every_module_is_in_a_layer():
+    stray = [m for m in MODULES if m not in OUTSIDE and layer_of(m) not in LAYERS]
+    assert not stray, f"modules outside the layers {LAYERS}: {stray}"
+
+
+def test_no_import_goes_up_the_layers():
+    up = [f"{MODULES[a].relative_to(PKG.parent)}:{line}: imports {b}"
+          for a, targets in _graph().items() if a not in OUTSIDE
+          for b, line in targets.items() if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))]
+    assert not up, "imports against the layers " + " < ".join(LAYERS) + ":\n" + "\n".join(up)
+
+
+def test_no_blockmask_module_is_imported_inside_a_function():
+    """The layers make every import of a blockmask module safe at module level; an import inside a
+    function would be one that dodges a circle (optional third-party packages may still be imported
+    lazily)."""
+    inside = []
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside += [f"{path.relative_to(PKG.parent)}:{n.lineno} in {fn.name}" for n in ast.walk(fn)
+                           if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").split(".")[0] == "blockmask")
+                           or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "blockmask" for a in n.names)]
+    assert not inside, "blockmask modules imported inside functions:\n" + "\n".join(sorted(set(inside)))

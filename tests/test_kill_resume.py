@@ -15,7 +15,7 @@ import signal
 import numpy as np
 import pytest
 
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.learning.train import TrainConfig
 from blockmask.learning.run import RefineConfig, checkpoint_path, run_training, search_path
 

@@ -95,7 +95,7 @@ def test_masked_sampling_ones_bitwise_and_rectification_exact(kind, wbs):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
-    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
 
     wb = wbs[kind]
     pipe = ldm_pipeline(wb) if kind == "ldm" else pixart_pipeline(wb)
@@ -121,7 +121,7 @@ def test_diffusers_pipeline_with_prompt_embeds_is_bitwise_ours(kind, wbs):
 
 def test_pipeline_helpers_refuse_other_models(wbs, workbenches):
     from blockmask.core.errors import UnsupportedModelError
-    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline, pixart_pipeline
 
     with pytest.raises(UnsupportedModelError, match="takes a PixArtTransformer2DModel, not UNet2DConditionModel"):
         pixart_pipeline(wbs["ldm"])

@@ -37,7 +37,8 @@ def no_loading(monkeypatch):
 
     for cls in (diffusers.ModelMixin, transformers.PreTrainedModel):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(refuse))
-    monkeypatch.setattr("blockmask.io.models.load_model", refuse)
+    for where in ("blockmask.io.models.load_model", "blockmask.workbench.load_model"):  # defined, and where it is called
+        monkeypatch.setattr(where, refuse)
 
 
 def test_learn_on_an_unconditional_ddpm_pipeline(ddpm, tmp_path, monkeypatch, no_loading):

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockmask.cli.main import main
-from blockmask.core.costs import MacProfile, count_macs
+from blockmask.hooks.costs import MacProfile, count_macs
 from blockmask.core.errors import BlockmaskError
 from blockmask.sampling.sample import sample
-from blockmask.sampling.schedulers import calls_per_row, make_scheduler
+from blockmask.core.schedulers import calls_per_row, make_scheduler
 
 from conftest import tiny_spec
 

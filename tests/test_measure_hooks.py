@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from blockmask.core.errors import MaskError
-from blockmask.core.graph import consumer_graph
+from blockmask.hooks.discover import consumer_graph
 from blockmask.learning.methods.feature_change import unit_changes
 from blockmask.hooks.registry import MEASURE_HOOK, wrap_forwards
-from blockmask.sampling.schedulers import make_scheduler
-from blockmask.core.units import discover_units, unit_modules
+from blockmask.core.schedulers import make_scheduler
+from blockmask.hooks.discover import discover_units, unit_modules
 
 
 def _clean(model) -> list[str]:
@@ -61,7 +61,7 @@ def test_the_wrapper_sees_each_call_and_an_instance_forward_is_put_back(workbenc
             return orig(*a, **k)
         return fwd
 
-    from blockmask.core.units import example_call
+    from blockmask.hooks.discover import example_call
     run = example_call(model, probe=True)
     with torch.no_grad(), wrap_forwards(mods, make):
         assert all(m._diffusers_hook.get_hook(MEASURE_HOOK) is not None for m in mods)  # the one mechanism

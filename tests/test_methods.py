@@ -83,7 +83,7 @@ def test_global_refuses_k_too_large_before_work(workbenches, monkeypatch):
 
 def test_router_without_data_is_one_error_before_work(workbenches, tmp_path, monkeypatch):
     wb = workbenches("tiny-unet")
-    monkeypatch.setattr("blockmask.data.mnist.load_mnist", lambda *a, **k: pytest.fail("data read"))
+    monkeypatch.setattr("blockmask.learning.methods.router.load_mnist", lambda *a, **k: pytest.fail("data read"))
     with pytest.raises(BlockmaskError, match="router needs training images: data folder .* does not exist"):
         wb.method("router", steps=K, target_macs=0.5, data=str(tmp_path / "nope"))
     with pytest.raises(BlockmaskError, match="no t10k-images-idx3-ubyte"):
@@ -101,7 +101,7 @@ def test_cli(capsys, tmp_path, mnist_dir):
                  "--per-unit", "macs", "-o", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert abs(rep["macs_ratio"] / 0.6 - 1) <= 0.02
-    from blockmask.core.mask import MaskFile
+    from blockmask.io.maskfile import MaskFile
 
     mf = MaskFile.load(out)
     assert mf.meta["producer"]["method"] == "feature-change" and mf.meta["producer"]["config"]["min_interval"] == 2

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import blockmask
-from blockmask.core.costs import count_macs
+from blockmask.hooks.costs import count_macs
 
 from conftest import tiny_spec
 
@@ -104,7 +104,7 @@ def test_deepcache_preset_is_deepcache_on_the_latent_unet(branch, interval):
     StableDiffusionPipeline gives the preset's images bit for bit, and blockmask's MACs equal a
     FlopCounter count of DeepCache's run (U-Net and VAE decode both counted, as in the run)."""
     from blockmask.workbench import Workbench
-    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
 
     wb = Workbench.load("mnist-ldm")
     pipe = ldm_pipeline(wb)
@@ -167,7 +167,7 @@ def test_deepcache_through_enable_on_the_bundled_stable_diffusion_pipeline():
     """The same on mnist-ldm's StableDiffusionPipeline (class tokens as prompt embeddings, guidance 2)."""
     from blockmask.workbench import Workbench
     from blockmask.io.models import bundled_models
-    from blockmask.io.pipelines import class_prompt_embeds, ldm_pipeline
+    from blockmask.pipelines import class_prompt_embeds, ldm_pipeline
 
     if "mnist-ldm" not in bundled_models():
         pytest.skip("bundled mnist-ldm not installed")

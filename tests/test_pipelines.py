@@ -9,7 +9,7 @@ from diffusers import DiffusionPipeline
 import blockmask
 from blockmask.workbench import Workbench
 from blockmask.io.models import bundled_models
-from blockmask.io.pipelines import dit_pipeline
+from blockmask.pipelines import dit_pipeline
 from blockmask.io.resources import assets_dir
 
 from conftest import tiny_spec

@@ -276,7 +276,7 @@ def test_frontier_benchmark_dry_run(tmp_path):
     assert sorted(mp.index) == sorted(plans.name) and mp.loc["tiny-unet-006ref-b80p00-plan.json", "valid_psnr"] == 99.0
     assert mp.loc["tiny-unet-006ref-b50p00-plan.json", "valid_psnr"] != 99.0
     assert (merged[merged.kind != "plan"].valid_psnr != 99.0).all()  # the peers' rows stay
-    from blockmask.io.frontierfile import Frontier
+    from blockmask.learning.frontierfile import Frontier
 
     fr = Frontier.load(tmp_path / "tiny-unet-006ref-frontier.json")
     assert fr.meta["merged"] and len(fr.plans) == 2
@@ -337,8 +337,8 @@ def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkey
     there is no frontier, for seconds, or below the frontier's cheapest point."""
     from frontier_fixture import tiny_frontier
 
-    from blockmask.io.frontierfile import Frontier
-    from blockmask.core.mask import MaskFile
+    from blockmask.learning.frontierfile import Frontier
+    from blockmask.io.maskfile import MaskFile
 
     spec = tiny_spec("tiny-unet")
     fr = tiny_frontier(workbenches("tiny-unet"))

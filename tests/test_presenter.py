@@ -255,7 +255,7 @@ def test_mask_policy_and_load_from_hub(ctx, tmp_path, monkeypatch):
         assert [x.level for x in msgs] == ["error"] and words in msgs[0].text and "kept" in msgs[0].text, msgs
         assert "\n" not in msgs[0].text and np.array_equal(ed2.mask, before)
     # too large for the app (the library's own limit is higher)
-    monkeypatch.setattr("blockmask.viz.access.MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr("blockmask.viz.presenter.MAX_UPLOAD_BYTES", 100)  # where it is read
     msgs = MaskEditor.create(ctx, K).load_source(ctx, "someone/tiny-mask", pol)
     assert msgs[0].level == "error" and "over this app's limit" in msgs[0].text
 

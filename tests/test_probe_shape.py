@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from blockmask.adapters import adapter_for
-from blockmask.core.graph import consumer_graph
-from blockmask.core.units import discover_units, example_call
+from blockmask.hooks.discover import consumer_graph
+from blockmask.hooks.discover import discover_units, example_call
 from conftest import REFERENCE, tiny_spec
 
 SHRINKING = ["tiny-unet", "tiny-unet-cond", "tiny-sdxl-unet", "tiny-dit", "tiny-pixart", "tiny-pixart-sigma"]

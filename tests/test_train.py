@@ -11,7 +11,7 @@ import pytest
 
 from blockmask.cli.main import main
 from blockmask.core.errors import BlockmaskError
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.sampling.sample import sample
 from blockmask.learning import train as train_module
 from blockmask.learning.scaling import LambdaSchedule, Sensitivity, output_sensitivity, probe_steps

@@ -9,8 +9,10 @@ import torch
 
 from blockmask.adapters import adapter_for
 from blockmask.core.errors import MaskError, UnsupportedModelError
-from blockmask.core.mask import FORMAT, MaskFile, mask_hash, validate_mask
-from blockmask.core.units import discover_units
+from blockmask.core.mask import mask_hash, validate_mask
+from blockmask.io.maskfile import FORMAT
+from blockmask.io.maskfile import MaskFile
+from blockmask.hooks.discover import discover_units
 
 from conftest import TINY
 

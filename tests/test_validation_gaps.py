@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from blockmask.workbench import Workbench
 from blockmask.cli.main import main
 from blockmask.core.errors import BlockmaskError, FileFormatError, MaskError, OptionError
-from blockmask.core.mask import MaskFile
+from blockmask.io.maskfile import MaskFile
 from blockmask.eval.report import to_csv
 from blockmask.learning.train import TrainConfig
 

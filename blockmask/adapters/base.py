@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from blockmask.core.errors import UnsupportedModelError
 from blockmask.adapters.contracts import BlockContract, register_contract
+from blockmask.core.errors import UnsupportedModelError, BlockmaskError
 
 
 def timestep_on(t: torch.Tensor, device) -> torch.Tensor:
@@ -67,7 +67,7 @@ class Adapter:
     """Base class; subclasses set ``model_classes`` and ``unit_patterns``.
 
     unit_patterns: (regex over the module path, kind) pairs; a module whose path matches is a
-    unit of that kind. Execution order is measured by :func:`blockmask.core.units.discover_units`.
+    unit of that kind. Execution order is measured by :func:`blockmask.hooks.discover.discover_units`.
     """
 
     model_classes: ClassVar[tuple[str, ...]] = ()
@@ -211,7 +211,6 @@ def token_null(model, cond: Conditioning) -> Conditioning:
 def text_context(prompt_embeds, prompt_mask, *, dim: int, batch: int, random_len: int, generator):
     """Prompt embeddings (B, L, dim) for a text model: given ones (broadcast from batch 1) or seeded
     random ones of the right shape (random-init models need no text encoder)."""
-    from blockmask.core.errors import BlockmaskError
 
     if prompt_embeds is None:
         prompt_embeds = torch.randn(batch, random_len, dim, generator=generator)

@@ -8,9 +8,11 @@ import argparse
 import json
 import sys
 
-from blockmask.io.files import jsonable
-from blockmask.sampling.schedulers import SCHEDULER_HELP
+from blockmask.core.schedulers import SCHEDULER_HELP
 from blockmask.core.validate import check_int
+from blockmask.io.files import jsonable
+from blockmask.sampling.prompting import CLI_NAMES, condition_for, read_prompt_file, takes_text
+from blockmask.workbench import Workbench
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,8 +63,6 @@ SEED_MAX = 2**63 - 1
 
 
 def workbench(args):
-    from blockmask.workbench import Workbench
-
     check_ints(args, steps=(1, 10_000), ref_steps=(2, 10_000), init_seed=(0, SEED_MAX), seed=(0, SEED_MAX),
                class_label=(0, None))
     return Workbench.load(args.model, device=args.device, dtype=args.dtype, init_seed=args.init_seed,
@@ -100,7 +100,6 @@ def prompt_args(p: argparse.ArgumentParser, *, text: bool = True) -> None:
 def prompt_condition(args, wb, *, class_label=None, guidance_scale: float = 1.0):
     """The run's :class:`~blockmask.sampling.sample.Condition` from --prompt/--prompts/--prompt-embeds/--random-prompts
     (:func:`blockmask.sampling.prompting.condition_for`: a text model needs one of them, other models none)."""
-    from blockmask.sampling.prompting import CLI_NAMES, condition_for, read_prompt_file
 
     texts = list(getattr(args, "prompt", None) or [])
     if getattr(args, "prompts", None):
@@ -112,7 +111,6 @@ def prompt_condition(args, wb, *, class_label=None, guidance_scale: float = 1.0)
 
 def needs_condition(args, wb) -> bool:
     """Whether the run conditions on prompts: a text model, or a prompt option given (refused on others)."""
-    from blockmask.sampling.prompting import takes_text
 
     given = any(getattr(args, a, None) for a in ("prompt", "prompts", "prompt_embeds", "random_prompts"))
     return given or takes_text(wb)

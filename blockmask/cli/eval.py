@@ -11,8 +11,11 @@ import numpy as np
 from blockmask.cli.common import (check_ints, emit, finite, guidance_of, load_mask, needs_condition, prompt_args, prompt_condition,
                          workbench)
 from blockmask.core.errors import BlockmaskError, OptionError
-from blockmask.io.files import check_output_folder
 from blockmask.core.validate import check_int
+from blockmask.eval.evaluate import Method, evaluate
+from blockmask.eval.report import read_csv, to_markdown, write_report
+from blockmask.io.files import check_output_folder
+from blockmask.sampling.distributed import is_main
 
 
 def _int_list(text: str | None, flag: str) -> list[int]:
@@ -28,9 +31,6 @@ def _int_list(text: str | None, flag: str) -> list[int]:
 
 
 def cmd_eval(args) -> None:
-    from blockmask.eval.evaluate import Method, evaluate
-    from blockmask.eval.report import write_report
-
     check_output_folder(args.output)
     cache = Path(args.cache_dir)
     if cache.exists() and not cache.is_dir():
@@ -73,7 +73,6 @@ def cmd_eval(args) -> None:
     rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=guidance_of(args, wb),
                     class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
                     cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
-    from blockmask.sampling.distributed import is_main
 
     if not is_main(wb.device):
         return  # helper process of a multi-process launch
@@ -83,14 +82,10 @@ def cmd_eval(args) -> None:
 
 
 def _report_out(args, rows: list[dict], files: dict) -> None:
-    from blockmask.eval.report import to_markdown
-
     emit(args, {"rows": rows, "files": files}, to_markdown(rows) + "\n" + "\n".join(f"wrote {v}" for v in files.values()))
 
 
 def cmd_report(args) -> None:
-    from blockmask.eval.report import read_csv, write_report
-
     rows = read_csv(args.csv)
     files = write_report(rows, args.output, args.title, source=args.csv)
     _report_out(args, rows, files)

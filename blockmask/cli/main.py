@@ -20,12 +20,15 @@ from blockmask.cli.eval import add_eval
 from blockmask.cli.plan import add_plan
 from blockmask.cli.tools import add_commands
 from blockmask.cli.train import add_train
-from blockmask.core.costs import format_macs
 from blockmask.core.errors import BlockmaskError, BlockmaskWarning, OutputError
+from blockmask.hooks.costs import format_macs
 from blockmask.hooks.execution import MODES
 from blockmask.io.files import (OutputLock, Terminated, atomic_write_all, check_output_file, check_output_folder,
                  install_signal_cleanup)
+from blockmask.adapters import adapter_for
 from blockmask.cli.method import add_method_parser
+from blockmask.data.mnist import default_mnist_dir
+from blockmask.sampling.sample import to_grid
 
 
 def cmd_info(args) -> None:
@@ -33,7 +36,6 @@ def cmd_info(args) -> None:
     p = wb.macs
     units = [{"index": u.index, "name": u.name, "kind": u.kind, "block": u.block, "macs": float(p.unit_macs[u.index])}
              for u in wb.units]
-    from blockmask.adapters import adapter_for
 
     n_classes = adapter_for(wb.model).num_classes(wb.model)
     obj = {"model": wb.loaded.spec, "class": type(wb.model).__name__, "fingerprint": wb.loaded.fingerprint,
@@ -101,7 +103,6 @@ def cmd_rectify(args) -> None:
 def cmd_sample(args) -> None:
     from PIL import Image
 
-    from blockmask.sampling.sample import to_grid
 
     out = check_output_folder(args.output)
     check_ints(args, num_images=(1, 4096))
@@ -218,7 +219,6 @@ def _output_lock(args):
     if args.command == "data":  # the one command that makes its output's parents
         from pathlib import Path
 
-        from blockmask.data.mnist import default_mnist_dir
 
         out = Path(out).expanduser() if out else default_mnist_dir()
         try:

@@ -8,7 +8,11 @@ import argparse
 import dataclasses
 import typing
 
+from blockmask.cli.common import emit, needs_condition, prompt_args, prompt_condition, workbench
 from blockmask.core.errors import BlockmaskError
+from blockmask.learning.methods import METHODS, config_for, get, produce, refit
+from blockmask.learning.methods.router import data_folder
+from blockmask.learning.run import check_output
 
 
 def _flag(name: str) -> str:
@@ -37,22 +41,15 @@ def _add_config_args(p: argparse.ArgumentParser, config: type) -> None:
 
 
 def cmd_method(args) -> None:
-    from blockmask.learning.methods import config_for, get
-    from blockmask.cli.common import emit, workbench
-
     m = get(args.kind)
     cfg = config_for(args.kind, **{f.name: getattr(args, f.name) for f in dataclasses.fields(m.config)})
     if args.kind == "router" and not getattr(args, "from_scores", None):  # a missing data folder: one line before the model is even loaded
-        from blockmask.learning.methods.router import data_folder
 
         data_folder(cfg)
-    from blockmask.learning.run import check_output
 
     check_output(args.output)
     wb = workbench(args)
-    from blockmask.learning.methods import produce, refit
 
-    from blockmask.cli.common import needs_condition, prompt_condition
 
     if needs_condition(args, wb):  # a text model: --prompt/--prompts/--prompt-embeds, or --random-prompts on purpose
         cond = prompt_condition(args, wb, class_label=args.class_label)
@@ -85,7 +82,6 @@ def save(wb, mask, meta: dict, output) -> dict:
 
 def add_method_parser(sub, model_args) -> None:
     """Register ``blockmask method KIND ...`` on the main parser's subcommands."""
-    from blockmask.learning.methods import METHODS
 
     p = sub.add_parser("method", help="mask from another method at a MAC budget: " + ", ".join(METHODS),
                        description="Masks from the methods the paper compares against (docs/METHODS_COMPARED.md).")
@@ -96,7 +92,6 @@ def add_method_parser(sub, model_args) -> None:
         q.add_argument("--target-macs", type=float, required=True, help="MAC budget B in (0, 1] (rectified, ±2%%)")
         q.add_argument("--class-label", type=int, help="one class for the noise-only runs (default: random classes)")
         _add_config_args(q, m.config)
-        from blockmask.cli.common import prompt_args
 
         prompt_args(q)
         if m.name in ("router", "global"):

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from blockmask.cli.common import emit, finite, needs_condition, prompt_args, prompt_condition, workbench
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.files import check_output_file
 from blockmask.core.validate import check_float, check_int
+from blockmask.io.files import check_output_file
+from blockmask.learning.frontierfile import Frontier
+from blockmask.learning.planner import MAX_SECONDS, Planner
 
 
 def cmd_plan(args) -> None:
-    from blockmask.learning.planner import MAX_SECONDS, Planner
-
     if (args.budget is None) == (args.seconds is None):
         raise BlockmaskError("give exactly one of --budget B (a fraction of the plain model's MACs, or seconds with "
                              "--unit seconds) or --seconds S")
@@ -59,9 +59,8 @@ def cmd_plan(args) -> None:
 
 
 def shipped(args, unit: str, budget: float) -> None:
-    """``--shipped``: the schedule the model's shipped frontier (blockmask.io.frontierfile) chose for
+    """``--shipped``: the schedule the model's shipped frontier (blockmask.learning.frontierfile) chose for
     this budget, at once; nothing is sampled."""
-    from blockmask.io.frontierfile import Frontier
 
     if unit != "macs":
         raise BlockmaskError("--shipped answers MAC budgets (the shipped frontiers are in MACs): use --budget B")

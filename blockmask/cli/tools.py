@@ -11,15 +11,21 @@ import sys
 from pathlib import Path
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.schedulers import SCHEDULER_HELP
+from blockmask.core.validate import read_json_file
+from blockmask.data.mnist import default_mnist_dir, load_mnist
+from blockmask.io.cachedit import from_cachedit, to_cachedit
+from blockmask.io.files import atomic_write, atomic_write_json
+from blockmask.io.resources import app_dir
+from blockmask.viz.access import MAX_UPLOAD_BYTES
+from blockmask.workbench import Workbench
 
 
 def cmd_app(args) -> None:
     """Start an app from the installed files (works from a wheel, any directory)."""
-    from blockmask.io.resources import app_dir
 
     d = app_dir()
     if args.which == "streamlit":
-        from blockmask.viz.access import MAX_UPLOAD_BYTES
 
         # the server enforces the upload limit too (Streamlit's own default is 200 MB)
         cmd = [sys.executable, "-m", "streamlit", "run", str(d / "main.py"), "--server.headless",
@@ -40,8 +46,6 @@ def cmd_app(args) -> None:
 def cmd_data(args) -> None:
     """Put the MNIST IDX files where evaluation finds them: copied from ``--data`` or downloaded with
     torchvision (online only)."""
-    from blockmask.data.mnist import default_mnist_dir, load_mnist
-    from blockmask.io.files import atomic_write
 
     out = Path(args.output).expanduser() if args.output else default_mnist_dir()
     splits = ["test", "train"] if args.train else ["test"]
@@ -74,10 +78,6 @@ def cmd_data(args) -> None:
 
 
 def cmd_cachedit(args) -> None:
-    from blockmask.workbench import Workbench
-    from blockmask.io.cachedit import from_cachedit, to_cachedit
-    from blockmask.io.files import atomic_write_json
-
     wb = Workbench.load(args.model, scheduler=args.scheduler)
     if args.direction == "export":
         mf, warnings = wb.load_mask(args.source)
@@ -92,7 +92,6 @@ def cmd_cachedit(args) -> None:
         return
     if not args.output:
         raise BlockmaskError("cachedit import needs -o OUTPUT.json")
-    from blockmask.core.validate import read_json_file
 
     # a regular file under 1 MB, strict finite JSON object: a FIFO, /dev/zero or [1, 2] is one line
     cfg = read_json_file(args.source, "cache-dit config", max_bytes=2**20)
@@ -102,8 +101,6 @@ def cmd_cachedit(args) -> None:
 
 
 def add_commands(sub) -> None:
-    from blockmask.sampling.schedulers import SCHEDULER_HELP
-
     p = sub.add_parser("app", help="start the Streamlit or Gradio app (from the installed package)")
     p.add_argument("which", choices=["streamlit", "gradio"])
     p.add_argument("--model", help="model spec to start on (default: the bundled mnist-ddpm)")

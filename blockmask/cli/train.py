@@ -11,18 +11,16 @@ from pathlib import Path
 from blockmask.cli.common import emit, finite, guidance_of, needs_condition, prompt_args, prompt_condition, workbench
 from blockmask.core.errors import BlockmaskError
 from blockmask.io.files import check_output_file
+from blockmask.learning.auto import run_budget_auto
+from blockmask.learning.run import RefineConfig, check_budget, run_training, start_masks
+from blockmask.learning.train import FEATURE_NORMS, LAMBDA_NORMS, RECIPES, TrainConfig
 
 
 def cmd_train(args) -> None:
-    from blockmask.learning.train import TrainConfig
-    from blockmask.learning.run import run_training
-
     check_output_file(args.output)
     wb = workbench(args)
     args.guidance_scale = guidance_of(args, wb)  # the model's own default is 1 (TrainConfig's) without blockmask.json
     labels = None if args.class_label is None else (args.class_label,)
-    from blockmask.learning.auto import run_budget_auto
-    from blockmask.learning.run import RefineConfig, check_budget
 
     auto = args.steps == "auto"
     if auto:
@@ -46,7 +44,6 @@ def cmd_train(args) -> None:
     if refine.starts:
         if args.target_macs is None or auto or args.no_refine:
             raise BlockmaskError("--start-from needs --target-macs with calibration (not --steps auto or --no-refine)")
-        from blockmask.learning.run import start_masks
 
         start_masks(wb, refine.starts, args.steps)  # a bad start mask is refused before any work
     cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=args.guidance_scale) if needs_condition(args, wb) else None
@@ -99,8 +96,6 @@ def add_train(add) -> None:
                    help="number of sampling steps K, or auto (with --target-macs: choose K and the mask together "
                         "for a budget relative to the plain model at --ref-steps)")
     p.add_argument("--ref-steps", type=int, default=50, help="--steps auto: the plain model the budget refers to")
-    from blockmask.learning.train import FEATURE_NORMS, LAMBDA_NORMS, RECIPES, TrainConfig
-    from blockmask.learning.run import RefineConfig
 
     td = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # defaults: the config's own
     rd = {f.name: f.default for f in dataclasses.fields(RefineConfig)}

@@ -25,8 +25,8 @@ import dataclasses
 
 import numpy as np
 
-from blockmask.core.graph import ConsumerGraph
 from blockmask.core.forecast import check_reuse
+from blockmask.core.graph import ConsumerGraph
 from blockmask.core.mask import validate_mask
 from blockmask.core.units import effective_mask
 

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from blockmask.core.errors import FileFormatError, OptionError
+from blockmask.core.errors import FileFormatError, OptionError, BlockmaskError
 
 MAX_DEPTH = 32  # JSON nesting: our files need 4
 MAX_JSON_BYTES = 64 * 2**20  # a mask of K=1000 × N=2000 is ~4 MB; checkpoints carry scores too
@@ -208,7 +208,6 @@ def check_finite_tensors(tensors, what: str) -> None:
     """Refuse NaN/inf: ``tensors`` is (name, tensor) pairs; the first bad one is named in one line."""
     import torch
 
-    from blockmask.core.errors import BlockmaskError
 
     for name, t in tensors:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):

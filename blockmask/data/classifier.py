@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from blockmask.io.resources import assets_dir  # noqa: E402
+from blockmask.sampling.sample import Condition
 
 DEFAULT_WEIGHTS = assets_dir() / "classifier" / "mnist-cnn.safetensors"
 FIDELITY_NAME = "mnist-cnn"
@@ -103,7 +104,6 @@ except ImportError:  # pragma: no cover
     FeatureExtractorBase = None
 
 if FeatureExtractorBase is not None:
-
     class FeatureExtractorMnistCNN(FeatureExtractorBase):
         """torch-fidelity extractor: features ``'feat128'`` (FID/KID/PRC) and ``'logits'`` (ISC).
 
@@ -151,17 +151,15 @@ def register_fidelity_extractor(name: str = FIDELITY_NAME) -> str:
 
 
 @torch.no_grad()
-def conditional_accuracy(folder: str | Path, guidance: float | None = None, *, n: int = 64, steps: int = 25,
+def conditional_accuracy(wb, guidance: float | None = None, *, n: int = 64, steps: int = 25,
                          seed: int = 0) -> float:
-    """Fraction of ``n`` class-conditional samples of a model folder (labels 0..9 cycled, DDIM ``steps``,
+    """Fraction of ``n`` class-conditional samples of a loaded model (a :class:`blockmask.Workbench`;
+    labels 0..9 cycled, DDIM ``steps``,
     classifier-free guidance ``guidance``, default the model's own; sampled by :meth:`Workbench.generate`,
     latent models decoded through their VAE) that the offline classifier assigns to the requested digit.
     Used by the tests and ``scripts/dit_accuracy.py``."""
-    from blockmask.workbench import Workbench
-    from blockmask.sampling.sample import Condition
 
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
-    wb = Workbench.load(str(folder))
     g = wb.default_guidance if guidance is None else guidance
     x = wb.generate(None, steps=steps, seed=seed, num_images=n,
                     condition=Condition(class_labels=labels.tolist(), guidance_scale=g))

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from blockmask.core.errors import CacheError, FileFormatError
-from blockmask.io.files import atomic_write_bytes, atomic_write_json
 from blockmask.core.validate import field, read_bytes, read_json_file
+from blockmask.io.files import atomic_write_bytes, atomic_write_json, jsonable
 
 FORMAT = "blockmask-cache/1"
 MAX_PAYLOAD = 4 * 2**30  # bytes
@@ -132,7 +132,6 @@ class SignedCache:
         """Write an entry; returns ``meta`` as it will be read back (JSON: non-finite numbers → None)."""
         meta_p, bin_p = self._paths(name)
         digest = hashlib.sha256(payload).hexdigest()
-        from blockmask.core.mask import jsonable
 
         meta = json.loads(json.dumps(jsonable(meta), allow_nan=False, default=float))  # what will be read back
         atomic_write_bytes(bin_p, payload)

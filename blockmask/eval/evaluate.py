@@ -22,9 +22,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from blockmask.workbench import device_name
+from blockmask.adapters import adapter_for
 from blockmask.core.errors import BlockmaskError
 from blockmask.core.mask import mask_hash
+from blockmask.core.validate import check_float, check_int
+from blockmask.data.classifier import register_fidelity_extractor
+from blockmask.data.mnist import load_mnist, to_model_range
+from blockmask.eval.cache import SignedCache, npy_bytes, npy_load
+from blockmask.sampling import distributed
+from blockmask.sampling.distributed import device_name
 from blockmask.sampling.sample import Condition
 
 
@@ -52,8 +58,6 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 
 def _labels(wb, n: int, class_label: int | None) -> list[int] | None:
-    from blockmask.adapters import adapter_for
-
     classes = adapter_for(wb.model).num_classes(wb.model)
     if classes is None:
         return None
@@ -64,7 +68,6 @@ def generate_set(wb, method: Method, *, n: int, batch: int, seed: int, guidance:
                  progress: Callable[[str], None] | None = None) -> np.ndarray:
     """n samples in [0, 1] float32 (n, C, H, W); batch b uses seed ``seed + b``. Under a multi-process
     launch the batches are shared out and gathered (same images as one process)."""
-    from blockmask.sampling import distributed
 
     labels = _labels(wb, n, class_label)
     mine = distributed.shard(list(enumerate(range(0, n, batch))), wb.device)
@@ -118,8 +121,6 @@ class _Images(torch.utils.data.Dataset):
 
 
 def reference_images(data: str | None, size: int) -> np.ndarray:
-    from blockmask.data.mnist import load_mnist, to_model_range
-
     try:
         imgs, _ = load_mnist(data)
     except (FileNotFoundError, ValueError) as e:  # a missing folder or file, a corrupt one
@@ -184,12 +185,8 @@ def fidelity_metrics(images: np.ndarray, reference: np.ndarray, *, extractor: st
         resolve_feature_layer_for_metric
 
     if extractor == "mnist-cnn":
-        from blockmask.data.classifier import register_fidelity_extractor
-
         register_fidelity_extractor()
     if cache is None and cache_dir is not None:
-        from blockmask.eval.cache import SignedCache
-
         cache = SignedCache(cache_dir)
     kw = _fidelity_kwargs(extractor, len(images))
     try:
@@ -246,9 +243,6 @@ def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 
     """Evaluate every method; the first plain method at full K is the reference for PSNR.
     Under a multi-process launch only the main process returns rows. Rows are cached in
     ``cache_dir`` (:mod:`blockmask.eval.cache`: signed, pickle-free)."""
-    from blockmask.sampling import distributed
-    from blockmask.eval.cache import SignedCache, npy_bytes, npy_load
-    from blockmask.core.validate import check_float, check_int
 
     n = check_int("number of samples", n, low=2, high=10**7)
     batch = check_int("batch", batch, low=1, high=4096)

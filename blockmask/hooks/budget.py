@@ -42,6 +42,8 @@ import re
 import numpy as np
 
 from blockmask.core.errors import BlockmaskError, OptionError
+from blockmask.io.maskfile import MaskFile
+from blockmask.io.models import bundled_masks, fingerprint
 from blockmask.presets import FixedMask, Preset
 
 TOL = 1e-9
@@ -92,8 +94,6 @@ def rule_candidates(units, k: int) -> list[tuple[str, np.ndarray]]:
 
 def shipped_masks(model) -> list[tuple[str, object]]:
     """(name, MaskFile) of the bundled masks made for this model (same fingerprint)."""
-    from blockmask.core.mask import MaskFile
-    from blockmask.io.models import bundled_masks, fingerprint
 
     fp = fingerprint(model)
     out = []

@@ -9,7 +9,7 @@
 
 ``spec`` is a preset by name with its parameters (``"ones"``, ``"deepcache:INTERVAL[:BRANCH]"``,
 ``"fora:INTERVAL"``, ``"blocks:INTERVAL"``, ``"uniform:EVERY"``), a :class:`BlockMaskConfig`, or a
-mask: a (K, N) array, a :class:`~blockmask.core.mask.MaskFile`, a mask file, a shipped mask name or a hub
+mask: a (K, N) array, a :class:`~blockmask.io.maskfile.MaskFile`, a mask file, a shipped mask name or a hub
 repo id / folder. The step count K is the pipeline's own: the mask is built when the scheduler's
 ``set_timesteps`` runs. A fixed-K mask runs at another K only with ``resample=True`` (rows aligned on
 noise levels, :mod:`blockmask.core.resample`).
@@ -33,16 +33,18 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError, OptionError
-from blockmask.hooks.budget import Budget, check_budget
-from blockmask.hooks.execution import MaskedExecution
 from blockmask.core.forecast import check_reuse
-from blockmask.core.mask import MaskFile, load_mask_source, validate_mask
+from blockmask.core.mask import validate_mask
+from blockmask.hooks.budget import Budget, check_budget, shipped_masks
+from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.pipesteps import PipelineSteps
+from blockmask.io.maskfile import MaskFile, load_mask_source
 from blockmask.presets import (DEFAULTS, PRESET_HELP, PRESETS, FixedMask, Preset, plain_copy,  # noqa: F401  (re-exported)
                       row_levels, rows_of_calls)
-from blockmask.hooks.stepping import BlockMask, BlockMaskConfig, resolve_mask
-from blockmask.core.units import discover_units
 from blockmask.core.validate import check_int
+from blockmask.hooks.discover import discover_units
+from blockmask.hooks.stepping import BlockMask, BlockMaskConfig, resolve_mask
+from blockmask.io.models import bundled_masks
 
 STATE = "_blockmask_enabled"
 
@@ -71,7 +73,6 @@ def parse_spec(spec, params: dict):
             return Budget(check_budget(args[0])), None
         if head.lower() in PRESETS:
             return _preset(head.lower(), args, params), None
-        from blockmask.io.models import bundled_masks
 
         if "/" not in spec and not spec.endswith(".json") and spec not in bundled_masks():
             raise OptionError(f"unknown preset or mask {spec!r}; presets: {PRESET_HELP}; or a mask file, a shipped "
@@ -188,8 +189,6 @@ def _source_for(model, source, resample: bool, strict: bool):
         source.mask(units, 4)  # refuses a rule that cannot apply to this model (deepcache on a transformer)
         return source
     if isinstance(source, Budget):
-        from blockmask.hooks.budget import shipped_masks
-
         return Budget(source.fraction, shipped_masks(model))  # one per denoiser: each chooses its own
     if callable(getattr(source, "build", None)) and not isinstance(source, MaskFile):
         return source  # a mask source object (blockmask.learn's trials)

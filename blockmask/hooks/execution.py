@@ -36,21 +36,21 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-
-from blockmask.hooks import feeders
-from blockmask.core.errors import MaskError, OptionError
-from blockmask.core.forecast import check_reuse, predict, record
-from blockmask.core.mask import validate_mask
 from diffusers.hooks import HookRegistry, ModelHook
 
 from blockmask.adapters.contracts import BoundContract
-from blockmask.hooks.branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-exported)
+from blockmask.core.errors import MaskError, OptionError
+from blockmask.core.forecast import check_reuse, predict, record
+from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors
+from blockmask.core.units import Unit
+from blockmask.hooks import feeders
+from blockmask.hooks.branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-exported)
+from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
-from blockmask.hooks.tally import TALLY_HOOK, CallTally
 from blockmask.hooks.rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
-from blockmask.core.units import Unit, discover_units, unit_modules
+from blockmask.hooks.tally import TALLY_HOOK, CallTally
 
 __all__ = ["HOOK_NAME", "MODES", "TALLY_HOOK", "CallTally", "MaskedExecution", "UnitHook", "compiled_body",
            "first_tensor", "map_tensors", "register_hooks", "remove_hooks", "resolve_mode"]  # re-exports too

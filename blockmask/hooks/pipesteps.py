@@ -24,14 +24,14 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 from torch.utils.flop_counter import FlopCounterMode
 
-from blockmask.core.costs import MacProfile, cpu_sdpa_formula, profile_from_counts
 from blockmask.core.errors import BlockmaskError, MaskError
-from blockmask.hooks.execution import MaskedExecution
 from blockmask.core.mask import validate_mask
-from blockmask.presets import row_levels, rows_of_calls
-from blockmask.sampling.schedulers import scheduler_rows, step_complete
+from blockmask.core.schedulers import scheduler_rows, step_complete
+from blockmask.hooks.costs import MacProfile, cpu_sdpa_formula, profile_from_counts
+from blockmask.hooks.discover import remember_order
+from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.stepping import SchedulerSteps
-from blockmask.core.units import remember_order
+from blockmask.presets import row_levels, rows_of_calls
 
 
 class _NoState(BaseState):
@@ -129,7 +129,7 @@ class PipelineSteps(SchedulerSteps):
 
     def check_order(self, trace: list[int]) -> None:
         """The units' order as the first real call ran them (all computed) must be the order the
-        mask's columns follow (known without a forward, :func:`blockmask.core.units.discover_units`). If it
+        mask's columns follow (known without a forward, :func:`blockmask.hooks.discover.discover_units`). If it
         is not, the measured order replaces it on the model and blockmask is disabled, in one line."""
         if trace == list(range(len(self.units))):
             return

@@ -14,7 +14,7 @@ only by its consumers' runs, in the same order.
 How steps are counted (never from timestep values): the scheduler's ``set_timesteps`` starts a run
 (caches reset, row 0; its number of steps must equal the mask's K); each ``scheduler.step()`` ends
 a model-call slot, and the row advances when the scheduler completed a whole step
-(:func:`blockmask.sampling.schedulers.step_complete`). Calls within one slot are CFG branches (pipelines that
+(:func:`blockmask.core.schedulers.step_complete`). Calls within one slot are CFG branches (pipelines that
 call the model once per branch), unless the pipeline names them with ``cache_context``. Both
 scheduler methods are wrapped on the scheduler *instance* only and restored on removal.
 
@@ -36,11 +36,12 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from blockmask.core.errors import BlockmaskError, MaskError
+from blockmask.core.schedulers import scheduler_rows, step_complete
+from blockmask.hooks.discover import discover_units
 from blockmask.hooks.execution import MaskedExecution
-from blockmask.core.mask import MaskFile, load_mask_source
 from blockmask.hooks.registry import invalidate_children
-from blockmask.sampling.schedulers import scheduler_rows, step_complete
-from blockmask.core.units import discover_units
+from blockmask.io.maskfile import MaskFile, load_mask_source
+from blockmask.io.models import fingerprint
 
 STEP_HOOK = "blockmask_steps"
 
@@ -49,7 +50,7 @@ STEP_HOOK = "blockmask_steps"
 class BlockMaskConfig:
     """What :func:`apply_block_mask` installs (diffusers' ``enable_cache`` style).
 
-    mask: a :class:`blockmask.core.mask.MaskFile`, a (K, N) 0/1 array, a mask file path, the name of a
+    mask: a :class:`blockmask.io.maskfile.MaskFile`, a (K, N) 0/1 array, a mask file path, the name of a
         shipped mask or a hub repo id / folder saved with ``MaskFile.save_pretrained``.
     scheduler: the scheduler whose steps number the rows; default: the pipeline's ``scheduler``.
     check_fingerprint: refuse (instead of warning about) a mask made for another model config.
@@ -88,7 +89,6 @@ def denoiser_of(obj) -> torch.nn.Module:
 
 def resolve_mask(model: torch.nn.Module, mask, *, check_fingerprint: bool = False) -> np.ndarray:
     """A (K, N) bool array for ``model`` from any accepted mask source; warnings for a foreign fingerprint."""
-    from blockmask.io.models import fingerprint
 
     if isinstance(mask, (str, Path)):
         mask = load_mask_source(mask)

@@ -1,2 +1,2 @@
-"""Files and names: atomic writes and locks, the hub, model specs and bundled resources, diffusers
-pipelines of the bundled models, the frontier file, cache-dit export."""
+"""Files and names: atomic writes and locks, the mask file (format ``blockmask/1``), the hub, model
+specs and bundled resources, cache-dit export."""

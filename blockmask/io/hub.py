@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from blockmask.core.errors import MaskError
+from blockmask.core.validate import MAX_JSON_BYTES
 from blockmask.io.files import atomic_write_text
 from blockmask.io.resources import bundled_masks
-from blockmask.core.validate import MAX_JSON_BYTES
 
 MASK_FILENAME = "blockmask_mask.json"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -103,7 +103,7 @@ def mask_source_path(source, *, cache_dir=None, max_bytes: int | None = None) ->
     """The mask file that a mask named any accepted way stands for: a mask file path, a folder with
     ``blockmask_mask.json``, the name of a shipped mask (``mnist-ddpm-050steps-b45``), or a hub repo id
     (``owner/name``, optionally ``owner/name:path/in/repo.json``), downloaded then.
-    :func:`blockmask.core.mask.load_mask_source` loads it."""
+    :func:`blockmask.io.maskfile.load_mask_source` loads it."""
     s = str(source)
     p = Path(s).expanduser()
     if p.is_dir():

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import torch
 
-from blockmask.core.errors import BlockmaskError, FileFormatError, UnsupportedModelError
+from blockmask.core.errors import BlockmaskError, FileFormatError, UnsupportedModelError, warn
 
 DENOISER_COMPONENTS = ("transformer", "unet")
 SUPPORTED_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
 
 
+from blockmask.adapters import adapter_for
+from blockmask.core.schedulers import DEFAULT_TRAIN_CONFIG
+from blockmask.core.validate import check_finite_tensors, check_int, read_bytes, read_json_file
 from blockmask.io.resources import assets_dir, bundled_masks  # noqa: E402,F401  (re-exported)
 
 
@@ -137,7 +140,6 @@ def _check_config_sizes(config: dict, source: str) -> None:
 
 def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dtype=torch.float32) -> torch.nn.Module:
     """Random-init model from a config JSON, seeded (every call builds the same weights)."""
-    from blockmask.core.validate import check_int, read_json_file
 
     p = Path(path)
     config = read_json_file(p, "config file", max_bytes=2**20)
@@ -160,7 +162,6 @@ def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dt
 def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel:
     import diffusers
 
-    from blockmask.core.validate import read_json_file
 
     where = "folder" if local else "hub id"
     try:
@@ -216,8 +217,6 @@ def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel
     model = model.to(device).eval().requires_grad_(False)
     info = {}
     if local and (Path(spec) / "blockmask.json").is_file():
-        from blockmask.core.validate import read_json_file
-
         info = read_json_file(Path(spec) / "blockmask.json", "model info file", max_bytes=2**20)
     model._blockmask_info = info  # read by adapters (class count, null label)
     if "class_tokens" in info:  # classes as cross-attention tokens (the bundled latent models)
@@ -233,8 +232,6 @@ def load_class_tokens(root: Path, info: dict, model: torch.nn.Module) -> torch.T
     safetensors file in the folder with the tensor ``class_tokens``), checked against the model."""
     from safetensors.torch import load
 
-    from blockmask.adapters import adapter_for
-    from blockmask.core.validate import read_bytes
 
     src = root / "blockmask.json"
     name = info.get("class_tokens")
@@ -273,8 +270,6 @@ def _load_scheduler(spec: str, local: bool = True):
     a warning; present but broken (truncated, nested too deep, unknown class, bad values): an error."""
     import diffusers
 
-    from blockmask.core.errors import warn
-    from blockmask.sampling.schedulers import DEFAULT_TRAIN_CONFIG
 
     default = ", ".join(f"{k}={v}" for k, v in DEFAULT_TRAIN_CONFIG.items())
     where = Path(spec) / "scheduler" / "scheduler_config.json"
@@ -283,7 +278,6 @@ def _load_scheduler(spec: str, local: bool = True):
             warn(f"{spec} has no scheduler/scheduler_config.json: sampling uses the default training schedule "
                  f"({default}); samples may be wrong if the model was trained with another")
             return None
-        from blockmask.core.validate import read_json_file
 
         cfg = read_json_file(where, "scheduler config", max_bytes=2**20)
     else:
@@ -319,7 +313,6 @@ def _warn_cast(root: Path, sub: str | None, dtype: torch.dtype) -> None:
 
     from safetensors import safe_open
 
-    from blockmask.core.errors import warn
 
     f = root / (sub or "") / WEIGHT_FILES[0]
     if not f.is_file():
@@ -340,7 +333,6 @@ def _warn_cast(root: Path, sub: str | None, dtype: torch.dtype) -> None:
 
 def check_finite_weights(model: torch.nn.Module, source: str) -> None:
     """Loaded weights must be finite: one line naming the first parameter or buffer that is not."""
-    from blockmask.core.validate import check_finite_tensors
 
     check_finite_tensors([*model.named_parameters(), *model.named_buffers()], f"{source}: weights")
 

@@ -5,9 +5,12 @@ candidate, and the choice is checked on validation seeds it never saw."""
 
 from __future__ import annotations
 
-from blockmask.core.mask import MaskFile
-from blockmask.learning.train import TrainConfig
+from blockmask.core.errors import BlockmaskError
 from blockmask.io.files import OutputLock, check_output_file
+from blockmask.io.maskfile import MaskFile
+from blockmask.learning.planner import Planner
+from blockmask.learning.run import RefineConfig
+from blockmask.learning.train import TrainConfig
 
 
 def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_steps: int, refine=None,
@@ -16,19 +19,14 @@ def run_budget_auto(wb, cfg: TrainConfig, output, *, target_macs: float, ref_ste
     ``cfg``'s iterations and batch are the learned candidates'; ``refine.batch``, when not its
     default, is the calibration sample count (at least 2; else the planner's 64); ``planner``: more
     :class:`~blockmask.learning.planner.Planner` options."""
-    from blockmask.learning.planner import Planner
 
     if condition is not None and condition.prompt_embeds is not None:
-        from blockmask.core.errors import BlockmaskError
-
         raise BlockmaskError("--steps auto plans class-conditional and unconditional models (text models with "
                              "--random-prompts); drop the prompts")
     output = check_output_file(output)
     opts = {"train_iters": cfg.iters, "train_batch": cfg.batch, "recipes": (cfg.recipe,) if cfg.recipe == "paper"
             else ("blockmask", "paper"), **planner}
     if refine is not None:
-        from blockmask.learning.run import RefineConfig
-
         if refine.batch != RefineConfig().batch:  # --calib-batch given: the calibration samples
             opts.setdefault("calib", max(2, refine.batch))
         opts.setdefault("calib_seed", refine.seed)

@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.learning.run import train_once
+from blockmask.learning.train import TrainConfig
 
 FAMILIES = ("fewer-steps", "rule", "refined", "learned")  # simplest first
 RULE_INTERVALS = {"deepcache": (2, 3, 5), "fora": (2, 3), "blocks": (2, 3), "uniform": (2, 3)}
@@ -186,8 +188,6 @@ def learn_scores(wb, steps: int, *, recipe: str = "blockmask", iters: int = 10, 
     training serves every budget at this K."""
     import time
 
-    from blockmask.learning.train import TrainConfig
-    from blockmask.learning.run import train_once
 
     t0 = time.perf_counter()
     cfg = TrainConfig.for_recipe(recipe, steps=steps, iters=iters, batch=batch, guidance_scale=guidance)

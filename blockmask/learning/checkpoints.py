@@ -8,8 +8,8 @@ import dataclasses
 from pathlib import Path
 
 from blockmask.core.errors import CheckpointError, FileFormatError
-from blockmask.learning.train import TrainConfig, TrainState
 from blockmask.core.validate import field, read_json_file
+from blockmask.learning.train import TrainConfig, TrainState
 
 CKPT_FORMAT = "blockmask-train/1"
 

@@ -3,7 +3,7 @@ that ships none (issue 28: "computed with progress for others").
 
 It is ``benchmarks/frontier.py --dense`` at small sizes: the same :class:`blockmask.learning.planner.Planner`,
 the same shared sweep (:func:`blockmask.learning.sweep.sweep` over :func:`~blockmask.learning.sweep.frontier_budgets` and
-the rule peers' own MAC points), the same peers (:func:`blockmask.io.frontierfile.peer_points`) judged the
+the rule peers' own MAC points), the same peers (:func:`blockmask.learning.frontierfile.peer_points`) judged the
 same way (:func:`peer_row`) on held-out test seeds. Small: a short reference run (``ref_steps``), a few
 samples per seed group, no learning, no refinement, at most ``max_budgets`` budgets, so that it takes
 seconds to a few minutes on a CPU for the bundled-size models. Its file says so (``meta["quick"]``).
@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.frontierfile import Frontier, peer_points
+from blockmask.learning.candidates import Candidate
+from blockmask.learning.frontierfile import Frontier, peer_points
 from blockmask.learning.planner import Planner, psnr_db
 from blockmask.learning.planscore import Group
 from blockmask.learning.sweep import frontier_budgets, sweep
@@ -117,8 +118,6 @@ def compute(wb, model: str, *, ref_steps: int = 20, samples: int = 4, max_budget
 
 
 def _held_out(s):
-    from blockmask.learning.candidates import Candidate
-
     return Candidate("held-out", s.family, s.steps, None if s.mask.all() else s.mask, s.cost)
 
 

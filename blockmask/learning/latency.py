@@ -8,7 +8,7 @@
 * ``masked_step``: one masked step in which every unit reuses its cache (the always-run
   remainder plus the hooks' own work);
 * ``unit[i]``: what unit i adds when it runs (its own work: for a transformer block, the block
-  without its attn/ff, as MACs are split, :mod:`blockmask.core.costs`).
+  without its attn/ff, as MACs are split, :mod:`blockmask.hooks.costs`).
 
 :func:`measure_latency` times short sampling runs, interleaved over ``repeats`` rounds, medians:
 the plain model at two step counts (fixed and per-step cost), masked runs with every unit
@@ -34,7 +34,7 @@ class LatencyModel:
     plain_step: float
     masked_step: float
     unit: np.ndarray  # (N,)
-    profile: object  # blockmask.core.costs.MacProfile: which cells really run (nested units)
+    profile: object  # blockmask.hooks.costs.MacProfile: which cells really run (nested units)
     batch: int = 1
     device: str = "cpu"
 

@@ -31,9 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blockmask.hooks.budget import Budget, check_budget, shipped_masks
 from blockmask.core.errors import OptionError, warn
+from blockmask.core.schedulers import scheduler_info
 from blockmask.core.validate import check_int
+from blockmask.hooks.budget import Budget, check_budget, shipped_masks
+from blockmask.hooks.enable import STATE, denoisers, disable, enable, plain_copy, summary
+from blockmask.io.maskfile import MaskFile
+from blockmask.io.models import fingerprint
 
 EMBED_DIMS = ("cross_attention_dim", "joint_attention_dim", "caption_channels", "text_dim", "text_embed_dim")
 
@@ -60,7 +64,6 @@ def _call_params(pipe) -> set[str]:
 
 def _random_embeddings(pipe, n: int, gen: torch.Generator) -> dict:
     """Random (n, 8, D) prompt embeddings (and pooled ones) shaped for this pipeline's denoiser."""
-    from blockmask.hooks.enable import denoisers
 
     cfg = dict(denoisers(pipe)[0][1].config)
     dim = next((cfg[k] for k in EMBED_DIMS if cfg.get(k)), None)
@@ -112,13 +115,9 @@ def _conditioning(pipe, prompts, class_labels, random_embeddings: bool, call_kwa
 def learn(pipe, *, prompts=None, class_labels=None, steps: int, budget: float, seeds=(0, 1), per_family: int = 2,
           passes: int = 1, output=None, random_embeddings: bool = False, output_type: str = "latent", **call_kwargs):
     """A mask for ``pipe`` at ``steps`` steps within ``budget`` (a fraction of the plain MACs), learned
-    from the pipeline's own runs (module docstring). Returns a :class:`~blockmask.core.mask.MaskFile`
+    from the pipeline's own runs (module docstring). Returns a :class:`~blockmask.io.maskfile.MaskFile`
     (``.mask`` is the (K, N) array; ``meta["learn"]`` has the scores); written to ``output`` only if
     given. ``call_kwargs`` go to every ``pipe(...)`` call (guidance_scale=, height=, prompt_embeds=, ...)."""
-    from blockmask.hooks.enable import STATE, denoisers, disable, enable, plain_copy, summary
-    from blockmask.core.mask import MaskFile
-    from blockmask.io.models import fingerprint
-    from blockmask.sampling.schedulers import scheduler_info
 
     if getattr(pipe, STATE, None) is not None:
         raise OptionError("blockmask is enabled on this pipeline; call blockmask.disable(pipe) before learn()")

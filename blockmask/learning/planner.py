@@ -26,11 +26,12 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from blockmask.learning import candidates as cd
-from blockmask.learning.candidates import Candidate
 from blockmask.core.errors import BlockmaskError, OptionError
+from blockmask.core.validate import check_int, check_float
+from blockmask.learning import candidates as cd, refine as rf
+from blockmask.learning.candidates import Candidate
+from blockmask.learning.latency import measure_latency
 from blockmask.learning.planscore import Group, Scorer, bootstrap_gain, psnr_db  # noqa: F401  (re-exported)
-from blockmask.core.validate import check_int
 
 UNITS = ("macs", "seconds")
 MAX_SECONDS = 86_400.0  # a latency budget above a day is refused as absurd
@@ -67,7 +68,7 @@ class Schedule:
                 "plan_seconds": self.plan_seconds, "work": self.work}
 
     def to_mask_file(self, path=None):
-        """The schedule as a :class:`blockmask.core.mask.MaskFile` (metadata ``plan``: family, provenance,
+        """The schedule as a :class:`blockmask.io.maskfile.MaskFile` (metadata ``plan``: family, provenance,
         figures); written atomically to ``path`` when given."""
         if self.workbench is None:
             raise BlockmaskError("this schedule has no workbench to describe its model")
@@ -112,8 +113,6 @@ class Planner:
         self.profile = wb.macs
         self.latency = latency
         if unit == "seconds" and latency is None:
-            from blockmask.learning.latency import measure_latency
-
             self.latency = measure_latency(wb, batch=latency_batch)
         self._chosen: list[Candidate] = []  # what earlier plan() calls chose (candidates for larger budgets)
 
@@ -130,11 +129,8 @@ class Planner:
     def cap(self, budget) -> float:
         """The budget in the plan's unit (checked: a MAC fraction in (0, 1], or seconds in (0, a day])."""
         if self.unit == "macs":
-            from blockmask.core.validate import check_float
-
             b = check_float("MAC budget", budget, low=0, high=1, low_open=True)
             return b * self.profile.baseline(self.ref_steps)
-        from blockmask.core.validate import check_float
 
         return check_float("latency budget (seconds)", budget, low=0, high=MAX_SECONDS, low_open=True)
 
@@ -206,7 +202,6 @@ class Planner:
 
     def refined(self, start: Candidate, cap: float) -> Candidate | None:
         """Local search from ``start`` on the first calibration chunk (:func:`blockmask.learning.refine.refine`)."""
-        from blockmask.learning import refine as rf
 
         k = start.steps
         seed, batch = self.calib.chunks[0]

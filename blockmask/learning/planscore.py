@@ -9,7 +9,9 @@ import math
 import numpy as np
 import torch
 
+from blockmask.adapters import adapter_for
 from blockmask.learning.candidates import Candidate
+from blockmask.sampling.sample import Condition
 
 EPS = 1e-30
 
@@ -65,9 +67,6 @@ class Scorer:
         self._err: dict[tuple, np.ndarray] = {}
 
     def condition(self, batch: int):
-        from blockmask.adapters import adapter_for
-        from blockmask.sampling.sample import Condition
-
         n = adapter_for(self.wb.model).num_classes(self.wb.model)
         labels = None if n is None else [i % min(n, 10) for i in range(batch)]
         return Condition(class_labels=labels, guidance_scale=self.guidance)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.rectify import rectify
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.sampling.sample import Condition, SamplingRun
 
@@ -120,20 +121,16 @@ def psnr_gain(err_a: float, err_b: float) -> float:
 class Budget:
     """The MAC ratio of a mask after rectification (what it really costs) and a row's MACs."""
 
-    profile: object  # blockmask.core.costs.MacProfile
+    profile: object  # blockmask.hooks.costs.MacProfile
     graph: object  # blockmask.core.graph.ConsumerGraph
 
     def __call__(self, mask: np.ndarray) -> float:
-        from blockmask.core.rectify import rectify
-
         return self.profile.ratio(rectify(mask, self.graph).mask)
 
     def row_macs(self, row: np.ndarray) -> float:
         return float(self.profile.per_step(np.asarray(row, bool)[None])[0])
 
     def rectified(self, mask: np.ndarray) -> np.ndarray:
-        from blockmask.core.rectify import rectify
-
         return rectify(mask, self.graph).mask
 
 

@@ -29,11 +29,15 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError, CheckpointError, MaskError
-from blockmask.io.files import OutputLock, atomic_write_json, check_output_file
-from blockmask.core.mask import MaskFile
 from blockmask.core.rectify import rectify_eq12
-from blockmask.learning.train import StepReport, TrainConfig, TrainState, train_mask
+from blockmask.core.validate import check_int
+from blockmask.io.files import OutputLock, atomic_write_json, check_output_file
+from blockmask.io.maskfile import MaskFile
+from blockmask.learning import refine as rf
 from blockmask.learning.checkpoints import CKPT_FORMAT, checkpoint_lam, checkpoint_path, load_checkpoint, load_search, search_path
+from blockmask.learning.train import StepReport, TrainConfig, TrainState, train_mask
+from blockmask.sampling.distributed import is_main
+from blockmask.sampling.sample import Condition
 
 BUDGET_TOLERANCE = 0.02  # relative: the final MAC ratio is within ±2% of the target
 
@@ -59,7 +63,6 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
                                  "it, or delete it")
     meta = {"format": CKPT_FORMAT, "model": wb.loaded.spec, "fingerprint": wb.loaded.fingerprint,
             "units": wb.unit_names, "scheduler": wb.scheduler_name, "config": cfg.to_json()}
-    from blockmask.sampling.distributed import is_main
 
     main = is_main(wb.device)
     save = None if ckpt is None or not main else (lambda st: atomic_write_json(ckpt, {**meta, "state": st.to_json()}))
@@ -73,7 +76,6 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
 
 def _candidates(wb, steps: int, target: float, learned: np.ndarray | None) -> dict[str, np.ndarray]:
     """Every rule, the rules filled to the budget, the cheapest mask and (if given) the learned one."""
-    from blockmask.learning import refine as rf
 
     cost = rf.Budget(wb.macs, wb.graph)
     cands = rf.rule_masks(wb, steps)
@@ -117,8 +119,6 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
     """Steps 2–3 of a budget run (module doc): best start among rules + learned, then refinement.
     Returns (mask, meta); meta["error"] is the final calibration error."""
     condition, progress = run.condition, run.progress
-    from blockmask.learning import refine as rf
-    from blockmask.sampling.sample import Condition
 
     cost = rf.Budget(wb.macs, wb.graph)
     cands = {**_candidates(wb, cfg.steps, target, learned), **start_masks(wb, rc.starts, cfg.steps)}
@@ -201,8 +201,6 @@ class RefineConfig:
     starts: tuple[str, ...] = ()
 
     def __post_init__(self):
-        from blockmask.core.validate import check_int
-
         check_int("calibration batch", self.batch, low=1)
         check_int("refinement passes", self.passes, low=0)
         if self.time_limit is not None and not (math.isfinite(self.time_limit) and self.time_limit > 0):
@@ -219,7 +217,6 @@ def _lock(wb, output):
     """The output's lock (main process only: helpers of a multi-process launch never write)."""
     import contextlib
 
-    from blockmask.sampling.distributed import is_main
 
     if not is_main(wb.device):
         return contextlib.nullcontext()
@@ -314,7 +311,6 @@ def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, 
     if paper and rectify:
         meta["rectified"]["rule"] = "eq12"
     mf = wb.mask_file(mask, meta)
-    from blockmask.sampling.distributed import is_main
 
     if is_main(wb.device):  # every process learned the same mask; one writes it
         mf.save(output)
@@ -335,7 +331,6 @@ def _search_lambda(wb, cfg, target, max_trials, run: RunContext, *, ckpt=None, s
     (λ, ratio, state) in ``search``. The λ sequence is a function of the finished trials' ratios, so
     ``resume`` replays them and continues the trial in progress."""
     condition, callback, progress = run.condition, run.callback, run.progress
-    from blockmask.sampling.distributed import is_main
 
     p = wb.macs
     done = load_search(search, wb, cfg) if resume and search is not None and search.exists() else []

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.validate import check_float
+from blockmask.hooks.discover import discover_units
+from blockmask.hooks.execution import MaskedExecution
 from blockmask.sampling.sample import Condition, SamplingRun
-from blockmask.core.units import discover_units
 
 
 @torch.no_grad()
@@ -48,7 +50,6 @@ class LambdaSchedule:
     def __post_init__(self):
         if self.mode not in ("piecewise", "constant"):
             raise BlockmaskError(f"lambda mode must be piecewise or constant, got {self.mode!r}")
-        from blockmask.core.validate import check_float
 
         for name, label in (("lam", "lambda"), ("low", "lambda low"), ("high", "lambda high")):
             check_float(label, getattr(self, name), low=0)
@@ -110,7 +111,6 @@ def output_sensitivity(model, scheduler, *, num_steps: int, seed: int = 0, batch
     Forward passes only: the reference run, then for each probed step k the steps k−1..K−1 again
     (restarting from the stored latents), so the cost is about ``len(probes) × K / 2`` steps.
     """
-    from blockmask.hooks.execution import MaskedExecution
 
     run = SamplingRun(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
     first_call = [c for c in range(len(run)) if run.starts[c]]

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import time
 
+from blockmask.core.errors import OptionError
 from blockmask.learning import candidates as cd
 from blockmask.learning.candidates import Candidate
-from blockmask.core.errors import OptionError
 
 
 def _tag(c: Candidate, what: str) -> Candidate:

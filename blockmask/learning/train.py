@@ -44,12 +44,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from blockmask.sampling import distributed
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.schedulers import calls_per_row
+from blockmask.core.validate import check_float, check_int
 from blockmask.hooks.execution import MaskedExecution
-from blockmask.sampling.sample import Condition, SamplingRun
-from blockmask.sampling.schedulers import calls_per_row
 from blockmask.learning.scaling import LambdaSchedule, Sensitivity, feature_variation, output_sensitivity
+from blockmask.sampling import distributed
+from blockmask.sampling.sample import Condition, SamplingRun
 
 FEATURE_NORMS = ("step", "mean", "sensitivity", "none")
 LAMBDA_NORMS = ("rank", "minmax")
@@ -97,8 +98,6 @@ class TrainConfig:
         return cls(**{**fields, **RECIPES[recipe], "recipe": recipe})
 
     def __post_init__(self):
-        from blockmask.core.validate import check_float, check_int
-
         check_int("steps", self.steps, low=2, high=10_000)
         check_int("iters", self.iters, low=1, high=1_000_000)
         check_int("batch", self.batch, low=1, high=4096)

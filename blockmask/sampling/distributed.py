@@ -2,8 +2,8 @@
 
 Launch any blockmask command with several processes, e.g.
 
-    accelerate launch --num_processes 4 -m blockmask.cli.main eval mnist-ddpm --device auto ...   # 4 GPUs
-    torchrun --nproc_per_node 2 -m blockmask.cli.main train config:… --device cpu ...             # CPU test
+    accelerate launch --num_processes 4 -m blockmask.cli eval mnist-ddpm --device auto ...   # 4 GPUs
+    torchrun --nproc_per_node 2 -m blockmask.cli train config:… --device cpu ...             # CPU test
 
 Sample generation splits its batches over processes (each batch keeps its own seed, so the images
 are those of a single-process run); mask training splits its noise batch and sums the gradient of
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 
 import torch
 
@@ -84,3 +85,10 @@ def batch_slice(batch: int, device=None) -> slice:
     per = -(-batch // st.num_processes)
     start = st.process_index * per
     return slice(min(start, batch), min(start + per, batch))
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name, or the CPU's with the thread count (what a timing names)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} × {torch.get_num_threads()} threads"

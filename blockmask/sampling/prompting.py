@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from blockmask.adapters import adapter_for
 from blockmask.core.errors import BlockmaskError, OptionError, warn
+from blockmask.core.validate import read_bytes, read_json_file
 
 MAX_PROMPTS = 256
 MAX_PROMPT_CHARS = 2000
@@ -59,7 +61,6 @@ def check_prompts(prompts, source: str = "prompts") -> list[str]:
 
 def read_prompt_file(path) -> list[str]:
     """The prompts of a text file, one per line (UTF-8, at most 1 MB)."""
-    from blockmask.core.validate import read_bytes
 
     p = Path(path)
     raw = read_bytes(p, "prompt list", max_bytes=2**20)
@@ -71,16 +72,12 @@ def read_prompt_file(path) -> list[str]:
 
 
 def takes_text(wb) -> bool:
-    from blockmask.adapters import adapter_for
-
     return bool(adapter_for(wb.model).is_text_conditioned(wb.model))
 
 
 def _pipeline_index(loaded) -> dict | None:
     """The model_index.json of the pipeline the model came from (None: not a pipeline)."""
     if loaded.source == "folder":
-        from blockmask.core.validate import read_json_file
-
         f = Path(loaded.spec) / "model_index.json"
         return read_json_file(f, "pipeline index", max_bytes=2**20) if f.is_file() else None
     if loaded.source == "hub":
@@ -169,8 +166,6 @@ def condition_for(wb, *, prompts=None, prompt_file=None, random_prompts: bool = 
                           + " and ".join(n[k] for k in given))
     text = takes_text(wb)
     if given and not text:
-        from blockmask.adapters import adapter_for
-
         classes = adapter_for(wb.model).num_classes(wb.model)
         raise OptionError(f"{type(wb.model).__name__} is not text-conditioned: drop {n[given[0]]}"
                           + (" (it takes class labels)" if classes else ""))

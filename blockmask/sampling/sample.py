@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from blockmask.adapters import Conditioning, adapter_for
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.schedulers import call_rows, make_scheduler, row_starts, scheduler_rows, step as scheduler_step
+from blockmask.core.validate import read_bytes
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.io.models import LoadedModel
-from blockmask.sampling.schedulers import call_rows, make_scheduler, row_starts, scheduler_rows
-from blockmask.sampling.schedulers import step as scheduler_step
 
 
 @dataclasses.dataclass
@@ -42,7 +42,6 @@ def load_prompt_file(path) -> Condition:
     ``negative_prompt_embeds``), e.g. saved from a pipeline's ``encode_prompt``."""
     from safetensors.torch import load
 
-    from blockmask.core.validate import read_bytes
 
     p = Path(path)
     raw = read_bytes(p, "prompt embeddings file", max_bytes=2**30)

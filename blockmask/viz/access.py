@@ -28,6 +28,8 @@ from threading import Lock
 from typing import Callable, Generic, TypeVar
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.io.models import bundled_masks
+from blockmask.viz.context import spec_label
 
 ENV_ALLOW = "BLOCKMASK_APP_ALLOW"
 ENV_ALLOW_MASKS = "BLOCKMASK_APP_ALLOW_MASKS"
@@ -72,7 +74,6 @@ class ModelPolicy:
 
     def label(self, name: str) -> str:
         """Picker label of a public name (no machine paths: folders show their name)."""
-        from blockmask.viz.context import spec_label
 
         spec = dict(self.names).get(name, name)
         return spec_label(spec) if not spec.startswith(("/", ".", "~")) else f"{name} (local folder)"
@@ -128,8 +129,6 @@ class MaskPolicy:
         return s
 
     def allows(self, source: str) -> bool:
-        from blockmask.io.models import bundled_masks
-
         source = str(source or "").strip()
         if not source or "\0" in source or len(source) > 500:
             return False

@@ -17,10 +17,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from blockmask.core.errors import BlockmaskError
 from blockmask.core.mask import mask_hash
-from blockmask.sampling.sample import to_grid
+from blockmask.learning.scaling import feature_variation
+from blockmask.learning.train import TrainConfig
+from blockmask.sampling.sample import to_grid, sample
 from blockmask.viz.context import ModelContext
 from blockmask.viz.presenter import check_reuse_mode, reuse_text
+from blockmask.viz.prompts import condition
 
 MAX_IMAGES = 16  # the apps cap the number of images at this
 Progress = Callable[[float, str], None]
@@ -142,9 +146,6 @@ TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H ×
 
 def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str,
          prompt=None, reuse: str = "hold") -> Run:
-    from blockmask.sampling.sample import sample
-    from blockmask.viz.prompts import condition
-
     cond = condition(ctx, label, guidance, prompt)
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
     traj: list = []
@@ -187,8 +188,6 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     (:mod:`blockmask.core.forecast`; the plain run reuses nothing). Raises BlockmaskError for invalid inputs
     (class label out of range, CFG on an unguided model, an unknown reuse mode…).
     """
-    from blockmask.core.errors import BlockmaskError
-    from blockmask.viz.prompts import condition
 
     mask = np.asarray(mask, bool)
     reuse = check_reuse_mode(reuse)
@@ -260,14 +259,11 @@ def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: i
     """Δ_k = ||F(k) − F(k−1)|| / ||F(k−1)|| of the model output over one unmasked run (METHOD.md
     Eq. 9); (K,) with Δ_0 = NaN. Cached per (model, scheduler, K, seed, count, condition). A text model
     runs on ``prompt`` (:mod:`blockmask.viz.prompts`; refused without one)."""
-    from blockmask.viz.prompts import condition
 
     if ctx.takes_text:
         condition(ctx, class_label, guidance_scale, prompt)  # no prompt: one line, before any work
 
     def make():
-        from blockmask.learning.scaling import feature_variation
-
         if ctx.takes_text:
             cond = condition(ctx, class_label, guidance_scale, prompt)
         else:
@@ -284,7 +280,6 @@ def compute_delta(ctx: ModelContext, steps: int, *, seed: int = 0, num_images: i
 
 def default_lambda(delta: np.ndarray) -> np.ndarray:
     """λ_k that training with default settings would use for this Δ (Eq. 10)."""
-    from blockmask.learning.train import TrainConfig
 
     return TrainConfig(steps=max(2, len(delta))).lambda_schedule().weights(delta)
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from blockmask.adapters import adapter_for
-from blockmask.workbench import Workbench
-from blockmask.core.costs import MacProfile, format_macs
+from blockmask.core.errors import BlockmaskWarning
+from blockmask.core.units import Unit
+from blockmask.hooks.costs import MacProfile, format_macs
 from blockmask.io.models import DEFAULT_MODEL, bundled_models
 from blockmask.io.resources import app_dir
-from blockmask.core.units import Unit
+from blockmask.workbench import Workbench
 
 APP_DIR = app_dir()  # the installed app files (blockmask_app; the repository's app/ in a checkout)
 FALLBACK_CONFIG = APP_DIR / "fallback-unet.json"
@@ -178,7 +179,6 @@ def load_context(spec: str, scheduler: str = "ddim", *, device: str | None = "au
     """Load a model (raises BlockmaskError with a one-line message) and warm its cached facts."""
     import warnings
 
-    from blockmask.core.errors import BlockmaskWarning
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", BlockmaskWarning)

@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from blockmask.viz.compare import png_bytes
 from blockmask.viz.context import ModelContext
 from blockmask.viz.figures import COMPUTED, REMOVED, REUSED, ROW0, image_layout, mask_image
 
@@ -26,7 +27,6 @@ _STATE = {"server": False, "broken": ""}
 
 def grid_png(ctx: ModelContext, mask: np.ndarray, removed: np.ndarray | None = None, scale: int = 0) -> bytes:
     """The mask as a PNG (one square per cell, gaps between blocks), at least ~800 px wide."""
-    from blockmask.viz.compare import png_bytes
 
     img = mask_image(ctx, mask, removed)
     scale = scale or max(1, -(-800 // max(1, img.shape[1])))
@@ -140,7 +140,6 @@ def report_html(ctx: ModelContext, *, mask: np.ndarray, source: str, summary: di
     """One self-contained HTML page: the model, the schedule (K, source, hash), the grid, ``figs``
     (name → plotly figure), ``images`` ((caption, uint8 (H, W, 3)) pairs), ``tables`` (name → DataFrame)
     and ``notes`` (lines of plain text)."""
-    from blockmask.viz.compare import png_bytes
 
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     imgs = "".join(f"<figure>{_img(png_bytes(a, max(1, -(-160 // max(1, a.shape[0])))), cap)}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.viz.context import ModelContext
 
 COMPUTED = "#1f4e96"  # dark blue: the unit runs

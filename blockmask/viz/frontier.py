@@ -1,5 +1,5 @@
 """The frontier explorer of both apps (issue 28, item 1): a model's planned frontier and its peers
-(:class:`blockmask.io.frontierfile.Frontier`) with the shipped masks and the current mask as a live point.
+(:class:`blockmask.learning.frontierfile.Frontier`) with the shipped masks and the current mask as a live point.
 
 Cost is MACs only (a fraction of the plain ``ref_steps``-step run): the frontier file records no wall
 times, and timing ~50 points per model is not cheap; the race (:mod:`.race`) measures seconds for the
@@ -24,8 +24,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.frontierfile import Frontier
+from blockmask.io.resources import assets_dir
+from blockmask.learning.frontiercompute import cache_path, compute as run
+from blockmask.learning.frontierfile import Frontier
+from blockmask.viz import presets
 from blockmask.viz.context import ModelContext
+from blockmask.viz.presets import learned_masks
+from blockmask.viz.provenance import provenance
 
 ENV_DIR = "BLOCKMASK_FRONTIER_DIR"
 ENV_CACHE = "BLOCKMASK_FRONTIER_CACHE"  # where computed frontiers are kept (default ~/.cache/blockmask/frontier)
@@ -67,8 +72,6 @@ def find(ctx: ModelContext) -> Frontier | None:
     name = model_name(ctx)
     paths = _files(name)
     if not paths and ctx.spec == name:
-        from blockmask.io.resources import assets_dir
-
         paths = [assets_dir() / "frontier" / f"{name}-050ref.json"]
     paths += sorted(cache_dir().glob(f"{name}-*ref-frontier.json"))
     for p in paths:
@@ -96,8 +99,6 @@ def compute(ctx: ModelContext, steps: int, progress=None) -> Frontier:
     """Compute a quick frontier for ``ctx``'s model (:func:`blockmask.learning.frontiercompute.compute` at QUICK's
     sizes, reference K from :func:`quick_ref`), keep it in :func:`cache_dir` and return it. A model that
     already has a frontier is refused (one line): its file is the better one."""
-    from blockmask.learning.frontiercompute import cache_path
-    from blockmask.learning.frontiercompute import compute as run
 
     if find(ctx) is not None:
         raise BlockmaskError(f"{model_name(ctx)} already has a frontier; nothing computed")
@@ -183,8 +184,6 @@ def load_point(fr: Frontier | None, ctx: ModelContext, name: str) -> Loaded:
     check(fr, ctx)
     name = str(name or "")
     if name.startswith(SHIPPED):
-        from blockmask.viz import presets
-
         hit = [s for s in shipped(ctx, fr) if s["name"] == name]
         if not hit:
             raise BlockmaskError(f"no shipped mask {name[len(SHIPPED):]!r} for {fr.model} at K={fr.ref_steps}")
@@ -210,8 +209,6 @@ def _num(v) -> float | None:
 def shipped(ctx: ModelContext, fr: Frontier) -> list[dict]:
     """Shipped masks of this model at K = ref_steps whose file records a PSNR against the plain model
     (held-out or validation seeds, said in the label); masks without one are left out."""
-    from blockmask.viz.presets import learned_masks
-    from blockmask.viz.provenance import provenance
 
     found = learned_masks(ctx, fr.ref_steps)
     key = ("shipped", ctx.key, fr.ref_steps, tuple(p.name for p, _, _, _ in found))

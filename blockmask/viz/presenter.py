@@ -18,11 +18,15 @@ import dataclasses
 
 import numpy as np
 
-from blockmask.core.costs import format_macs
 from blockmask.core.errors import BlockmaskError, OptionError
 from blockmask.core.forecast import REUSE
-from blockmask.core.mask import MaskFile, mask_hash
-from blockmask.viz.context import ModelContext
+from blockmask.core.mask import mask_hash
+from blockmask.core.resample import even_levels, resample_mask
+from blockmask.core.schedulers import call_rows, row_starts
+from blockmask.hooks.costs import format_macs
+from blockmask.io.maskfile import MaskFile
+from blockmask.viz.access import MAX_UPLOAD_BYTES
+from blockmask.viz.context import ModelContext, with_scheduler
 
 ROW0_WHY = ("Step 0 always computes every unit: nothing has been cached yet, so there is nothing to "
             "reuse (METHOD.md §1). Row 0 stays on.")
@@ -72,7 +76,6 @@ def error(t: str) -> Message:
 def row_levels(ctx: ModelContext, steps: int) -> np.ndarray | None:
     """(K,) noise level (timestep) of each mask row: the first model call of the row (Heun: two calls);
     None when the scheduler's timesteps do not give one non-increasing level per row."""
-    from blockmask.sampling.schedulers import call_rows, row_starts
 
     s = ctx.wb.scheduler()
     s.set_timesteps(int(steps))
@@ -119,18 +122,14 @@ class MaskEditor:
         """This editor at ``steps`` rows for ``ctx`` (same model, another K or scheduler): the mask, its
         reset target and the undo/redo history resampled by noise level (:mod:`blockmask.core.resample`:
         each new row takes the row in force at its timestep), so changing K keeps the user's work."""
-        from blockmask.core.resample import resample_mask
 
         old_sched = self.context_key.rsplit("|", 1)[-1]
         if old_sched == ctx.scheduler_name:
             src_ctx = ctx
         else:
-            from blockmask.viz.context import with_scheduler
-
             src_ctx = with_scheduler(ctx, old_sched)
         src, dst = row_levels(src_ctx, self.steps), row_levels(ctx, steps)
         if src is None or dst is None:  # a schedule without readable levels: rows in call order
-            from blockmask.core.resample import even_levels
 
             src, dst = even_levels(self.steps, 1.0, 0.0), even_levels(steps, 1.0, 0.0)
 
@@ -343,7 +342,6 @@ class MaskEditor:
         (:class:`~blockmask.viz.access.MaskPolicy`) allows it; on any problem one error, mask kept."""
         import json
 
-        from blockmask.viz.access import MAX_UPLOAD_BYTES
 
         try:
             source = policy.check(source)

@@ -21,6 +21,7 @@ from blockmask.core.errors import BlockmaskError
 from blockmask.core.mask import mask_hash
 from blockmask.io.models import assets_dir
 from blockmask.viz.context import ModelContext
+from blockmask.viz.prompts import condition
 from blockmask.viz.provenance import Provenance, provenance
 
 
@@ -221,7 +222,6 @@ def _method(ctx: ModelContext, name: str, steps: int, progress: Progress | None 
         raise BlockmaskError("macs_ratio and seed must be numbers") from None
     cond = None
     if ctx.takes_text:  # a text model: the visitor's prompt (or random embeddings, asked for)
-        from blockmask.viz.prompts import condition
 
         cond = condition(ctx, None, 1.0, prompt)
     try:

@@ -22,6 +22,7 @@ import tempfile
 import torch
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.sampling.prompting import encode_prompts, parse_prompts
 from blockmask.viz.access import check_upload_size
 from blockmask.viz.context import ModelContext
 
@@ -68,7 +69,6 @@ RANDOM = Prompt("random embeddings", "random", None)
 def from_text(ctx: ModelContext, text: str) -> Prompt:
     """Typed prompts (one per line) encoded by the model's own text encoder; BlockmaskError (one line)
     when there are none, they are too many or too long, or the model has no text encoder."""
-    from blockmask.sampling.prompting import encode_prompts, parse_prompts
 
     if not ctx.takes_text:
         raise BlockmaskError(f"{ctx.label} takes no prompt")

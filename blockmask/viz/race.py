@@ -20,9 +20,14 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.frontierfile import Frontier
+from blockmask.core.mask import mask_hash
+from blockmask.learning.frontierfile import Frontier
+from blockmask.sampling.sample import sample, to_grid
+from blockmask.viz.compare import MAX_IMAGES
 from blockmask.viz.context import ModelContext
+from blockmask.viz.frontier import check, load_point, macs_ratio, point_label
 from blockmask.viz.presenter import check_reuse_mode
+from blockmask.viz.prompts import condition
 
 FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # filmstrip: x̂₀ after these fractions of the steps (comparable across K)
 ENTRIES = ("plain", "fewer steps", "best rule", "planner", "current mask")
@@ -87,7 +92,6 @@ def lanes(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.nda
     """The five runners at ``budget`` (a fraction of the plain ``ref_steps`` MACs), the current mask under
     ``reuse``; raises BlockmaskError for a budget outside (0, 1] or below the frontier's cheapest plan,
     or an unknown reuse mode."""
-    from blockmask.viz.frontier import check, load_point, macs_ratio, point_label
 
     reuse = check_reuse_mode(reuse)
     try:
@@ -148,8 +152,6 @@ def _capturing(scheduler, sink: list):
 
 
 def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.Tensor, float, list]:
-    from blockmask.sampling.sample import sample
-
     sink: list = []
     rows: list = []  # sink length at the end of each row (Heun: two calls per row)
     sched = _capturing(ctx.wb.scheduler(), sink)
@@ -173,9 +175,6 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
     """Run the five lanes (one timed run each, one after the other, same seeds) and judge each against
     the plain run; the current mask runs under ``reuse``, the planner's point under its own. Times are
     single runs: on a busy CPU they are noisy (the generate panel's repeats are the careful measurement)."""
-    from blockmask.sampling.sample import to_grid
-    from blockmask.viz.compare import MAX_IMAGES
-    from blockmask.viz.prompts import condition
 
     n = int(num_images)
     if not 1 <= n <= MAX_IMAGES:
@@ -206,7 +205,6 @@ def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarr
                                         (ln.note + "; " if ln.note else "") + "this scheduler reports no x̂₀"))
     if progress:
         progress(1.0, "done")
-    from blockmask.core.mask import mask_hash
 
     return Race(float(budget), todo[0].steps, int(seed), n, tuple(done), _device(ctx),
                 (mask_hash(np.asarray(current, bool)), float(budget), int(seed), n, todo[-1].reuse, ctx.key))

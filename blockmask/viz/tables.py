@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from blockmask.core.costs import format_macs
+from blockmask.hooks.costs import format_macs
 from blockmask.viz.compare import Comparison
 from blockmask.viz.context import ModelContext
 from blockmask.viz.presets import catalog, learned_masks

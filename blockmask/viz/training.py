@@ -15,7 +15,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.learning.run import run_training
+from blockmask.learning.train import TrainConfig
 from blockmask.viz.context import ModelContext
+from blockmask.viz.prompts import condition
 
 Progress = Callable[[float, str], None]
 ESTIMATE_NOTE = ("The time estimate is measured: it appears in the progress bar once the first sampling step has "
@@ -82,8 +85,6 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
     :class:`~blockmask.viz.prompts.Prompt`: typed prompts, embeddings, or random embeddings asked for) and
     is refused without one.
     """
-    from blockmask.learning.train import TrainConfig
-    from blockmask.learning.run import run_training
 
     cfg = TrainConfig(steps=int(steps), iters=int(iters), batch=int(batch), lam=float(lam), seed=int(seed),
                       guidance_scale=float(guidance_scale),
@@ -91,8 +92,6 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
     curve = curve if curve is not None else Curve()
     cond = None
     if ctx.takes_text:
-        from blockmask.viz.prompts import condition
-
         cond = condition(ctx, class_label, float(guidance_scale), prompt)
 
     def cb(rep):

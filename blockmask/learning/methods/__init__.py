@@ -20,7 +20,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from blockmask.core.errors import BlockmaskError
+from blockmask.core.validate import check_int
 from blockmask.learning.methods import feature_change, global_opt, router
+from blockmask.learning.methods.budget import fit_scores
 
 
 class Method(NamedTuple):
@@ -74,7 +76,6 @@ def config_for(name: str, **fields):
 def produce(wb, name: str, *, steps: int, target_macs: float, config=None, condition=None,
             progress: bool = False) -> tuple[np.ndarray, dict]:
     """(rectified mask, meta) of method ``name`` at ``target_macs`` for K = ``steps``."""
-    from blockmask.core.validate import check_int
 
     m = get(name)
     check_int("steps", steps, low=2)
@@ -89,7 +90,6 @@ def produce(wb, name: str, *, steps: int, target_macs: float, config=None, condi
 def refit(wb, source_meta: dict, *, target_macs: float) -> tuple[np.ndarray, dict]:
     """Bring the cell scores a router / global run stored (its mask file's meta) to another budget,
     without training again: L2C's own way to trade compute (one router, one threshold per budget)."""
-    from blockmask.learning.methods.budget import fit_scores
 
     prod = source_meta.get("producer") or {}
     name, scores = prod.get("method"), source_meta.get("scores")

@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 
 from blockmask.core.outputs import map_tensors
+from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import wrap_forwards
-from blockmask.core.units import discover_units, unit_modules
 
 
 class SoftChain(contextlib.AbstractContextManager):

@@ -26,11 +26,13 @@ from tqdm.auto import tqdm
 
 from blockmask.core.errors import BlockmaskError
 from blockmask.core.outputs import first_tensor
-from blockmask.sampling.sample import Condition, sample
+from blockmask.core.validate import check_float, check_int
+from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import wrap_forwards
-from blockmask.core.units import discover_units, unit_modules
 from blockmask.learning.methods.budget import fit_scores, mask_ratio, within
 from blockmask.learning.methods.progress import step_callback
+from blockmask.learning.run import check_budget
+from blockmask.sampling.sample import Condition, sample
 
 PER_UNIT = ("shared", "macs")
 
@@ -49,8 +51,6 @@ class FeatureChangeConfig:
         "help": "explicit per-unit threshold scales (one per unit, comma-separated; overrides --per-unit)"})
 
     def __post_init__(self):
-        from blockmask.core.validate import check_float, check_int
-
         check_int("batch", self.batch, low=1)
         check_int("seed", self.seed, low=0)
         check_int("min_interval", self.min_interval, low=1)
@@ -148,7 +148,6 @@ def make_mask(wb, steps: int, target: float, cfg: FeatureChangeConfig | None = N
               condition: Condition | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """The feature-change mask at MAC budget ``target``; returns (rectified mask, meta)."""
     cfg = cfg or FeatureChangeConfig()
-    from blockmask.learning.run import check_budget
 
     check_budget(wb, steps, target)
     scales = unit_scales(wb, cfg)  # checked before the measuring run

@@ -26,10 +26,13 @@ import numpy as np
 import torch
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.sampling.sample import Condition, SamplingRun
+from blockmask.core.validate import check_float, check_int
 from blockmask.learning.methods.budget import fit_scores
 from blockmask.learning.methods.chain import SoftChain
 from blockmask.learning.methods.progress import bar as progress_bar
+from blockmask.learning.run import check_budget, peak_memory
+from blockmask.learning.train import freeze
+from blockmask.sampling.sample import Condition, SamplingRun
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +51,6 @@ class GlobalConfig:
         "help": "memory the graph may use (GiB; default: what the device has available)"})
 
     def __post_init__(self):
-        from blockmask.core.validate import check_float, check_int
-
         check_int("iters", self.iters, low=1)
         check_int("batch", self.batch, low=1)
         check_int("seed", self.seed, low=0)
@@ -148,8 +149,6 @@ def make_mask(wb, steps: int, target: float, cfg: GlobalConfig | None = None, *,
               condition: Condition | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """The globally optimised mask at MAC budget ``target``; returns (rectified mask, meta)."""
     cfg = cfg or GlobalConfig()
-    from blockmask.learning.train import freeze
-    from blockmask.learning.run import check_budget, peak_memory
 
     check_budget(wb, steps, target)
     n = len(wb.units)

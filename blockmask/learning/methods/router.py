@@ -32,10 +32,15 @@ import torch
 
 from blockmask.adapters import adapter_for
 from blockmask.core.errors import BlockmaskError
-from blockmask.sampling.sample import Condition, build_conditioning, denoise
-from blockmask.sampling.schedulers import call_rows, row_starts
+from blockmask.core.schedulers import call_rows, row_starts
+from blockmask.core.validate import check_float, check_int
+from blockmask.data.mnist import default_mnist_dir, load_mnist, to_model_range
+from blockmask.hooks.execution import MaskedExecution
 from blockmask.learning.methods.budget import fit_scores
 from blockmask.learning.methods.progress import bar as progress_bar
+from blockmask.learning.run import check_budget, peak_memory
+from blockmask.learning.train import freeze
+from blockmask.sampling.sample import Condition, build_conditioning, denoise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +59,6 @@ class RouterConfig:
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the image draws and the noise"})
 
     def __post_init__(self):
-        from blockmask.core.validate import check_float, check_int
-
         check_int("iters_per_step", self.iters_per_step, low=1)
         check_int("batch", self.batch, low=1)
         check_int("seed", self.seed, low=0)
@@ -71,7 +74,6 @@ class RouterConfig:
 
 def data_folder(cfg: RouterConfig) -> Path:
     """The MNIST folder the router trains on; one clear error when it holds no images of the split."""
-    from blockmask.data.mnist import default_mnist_dir
 
     folder = Path(cfg.data).expanduser() if cfg.data else default_mnist_dir()
     prefix = "t10k" if cfg.split == "test" else "train"
@@ -119,10 +121,6 @@ def make_mask(wb, steps: int, target: float, cfg: RouterConfig | None = None, *,
               condition: Condition | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """Train the router on noised MNIST images and keep its best cells within ``target``."""
     cfg = cfg or RouterConfig()
-    from blockmask.data.mnist import load_mnist, to_model_range
-    from blockmask.hooks.execution import MaskedExecution
-    from blockmask.learning.train import freeze
-    from blockmask.learning.run import check_budget, peak_memory
 
     check_budget(wb, steps, target)
     folder = data_folder(cfg)  # before any work

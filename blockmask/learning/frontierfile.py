@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from blockmask.learning.candidates import Candidate, rule_mask
 from blockmask.core.errors import BlockmaskError
-from blockmask.io.files import atomic_write_json
-from blockmask.core.mask import MaskFile
 from blockmask.core.validate import check_int
+from blockmask.io.files import atomic_write_json
+from blockmask.io.maskfile import MaskFile
+from blockmask.io.resources import assets_dir
+from blockmask.learning.candidates import Candidate, rule_mask
 
 FORMAT = "blockmask-frontier/1"
 RULE_PEERS_UNET = [("deepcache", {"branch": b, "interval": n}) for b in (0, 1) for n in (2, 3, 5)]
@@ -152,7 +153,6 @@ class Frontier:
     @classmethod
     def for_model(cls, model: str, ref_steps: int = 50) -> "Frontier | None":
         """The shipped frontier of a bundled model, or None."""
-        from blockmask.io.resources import assets_dir
 
         path = assets_dir() / "frontier" / f"{model}-{ref_steps:03d}ref.json"
         return cls.load(path) if path.is_file() else None

@@ -129,5 +129,5 @@ def calls_per_row(scheduler, steps: int) -> np.ndarray:
 
 
 def calls_counter(scheduler) -> Callable[[int], np.ndarray]:
-    """K ↦ :func:`calls_per_row` (scheduler, K): what :meth:`blockmask.core.costs.MacProfile.with_calls` takes."""
+    """K ↦ :func:`calls_per_row` (scheduler, K): what :meth:`blockmask.hooks.costs.MacProfile.with_calls` takes."""
     return functools.partial(calls_per_row, scheduler)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from blockmask.core.errors import BlockmaskError
-from blockmask.core.units import Unit, discover_units, effective_mask, example_call, parents_of
+from blockmask.core.errors import BlockmaskError, MaskError
+from blockmask.core.units import Unit, effective_mask, parents_of
+from blockmask.hooks.discover import discover_units, example_call
 
 
 def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -61,7 +62,7 @@ class MacProfile:
 
     def with_calls(self, calls_per_row: CallsPerRow | None) -> "MacProfile":
         """This profile counting ``calls_per_row(K)`` model calls per row (e.g.
-        :func:`blockmask.sampling.schedulers.calls_counter` of a scheduler)."""
+        :func:`blockmask.core.schedulers.calls_counter` of a scheduler)."""
         return dataclasses.replace(self, calls_per_row=calls_per_row)
 
     def calls(self, steps: int, calls=None) -> np.ndarray:
@@ -81,8 +82,6 @@ class MacProfile:
         """(K, N) bool: the cells that run (inner units only where their enclosing unit runs)."""
         m = np.asarray(mask, bool)
         if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] != len(self.unit_macs):
-            from blockmask.core.errors import MaskError  # wrong N, no rows, not 2-D: one line, not a NumPy error
-
             raise MaskError(f"mask of shape {m.shape} does not fit: expected (K >= 1 steps, {len(self.unit_macs)} units)")
         return effective_mask(m, self.parents) if any(p >= 0 for p in self.parents) else m
 

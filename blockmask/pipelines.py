@@ -32,7 +32,10 @@ from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel, ModelMi
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
 
+from blockmask.adapters import adapter_for
+from blockmask.adapters.base import class_tokens, token_conditioning, token_null
 from blockmask.core.errors import BlockmaskError, OptionError, UnsupportedModelError
+from blockmask.workbench import Workbench
 
 PIPELINE_NULL_LABEL = 1000  # what DiTPipeline passes for the unconditional branch
 PIPELINE_CLASSES = 1000
@@ -80,8 +83,6 @@ def relabel_for_pipeline(model: DiTTransformer2DModel, *, num_classes: int, null
 def dit_pipeline(spec_or_workbench="mnist-dit", *, scheduler=None) -> DiTPipeline:
     """diffusers' ``DiTPipeline`` for a blockmask DiT (default: the bundled ``mnist-dit``), DDIM from the
     model's own scheduler config unless ``scheduler`` is given."""
-    from blockmask.adapters import adapter_for
-    from blockmask.workbench import Workbench
 
     wb = spec_or_workbench if isinstance(spec_or_workbench, Workbench) else Workbench.load(spec_or_workbench)
     model = wb.model
@@ -98,14 +99,11 @@ def dit_pipeline(spec_or_workbench="mnist-dit", *, scheduler=None) -> DiTPipelin
 
 
 def _workbench(spec_or_workbench):
-    from blockmask.workbench import Workbench
-
     return spec_or_workbench if isinstance(spec_or_workbench, Workbench) else Workbench.load(spec_or_workbench)
 
 
 def _token_model(wb, family: str):
     """The workbench's denoiser, checked to be a class-token model of ``family`` with its VAE."""
-    from blockmask.adapters.base import class_tokens
 
     want = {"unet": "UNet2DConditionModel", "pixart": "PixArtTransformer2DModel"}[family]
     model = wb.model
@@ -167,8 +165,6 @@ def class_prompt_embeds(pipe_or_model, class_labels) -> dict:
     digits ``class_labels``: ``prompt_embeds`` (B, L, D) = the classes' tokens and ``negative_prompt_embeds`` =
     the null class's (the unconditional branch of guidance); PixArt also gets both attention masks (all
     ones) and ``negative_prompt=None``."""
-    from blockmask.adapters import adapter_for
-    from blockmask.adapters.base import class_tokens, token_conditioning, token_null
 
     model = getattr(pipe_or_model, "unet", None) or getattr(pipe_or_model, "transformer", None) or pipe_or_model
     if class_tokens(model) is None:
