@@ -21,6 +21,7 @@ from blockmask.hooks.costs import format_macs
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import presets
 from blockmask.viz.compare import compare, upscale
+from blockmask.viz.context import Draw
 from gradio_checks import Refused
 from spaces_compat import gpu
 
@@ -51,8 +52,9 @@ def runner(spec: str):
         try:
             seed_i = int(str(seed).strip())
             mask, source, _ = presets.initial_mask(ctx, steps)
-            r = compare(ctx, mask, seed=seed_i, num_images=1, repeats=1, guidance_scale=ctx.default_guidance,
-                        class_label=int(label) % ctx.num_classes if ctx.num_classes else None)
+            r = compare(ctx, mask,
+                        Draw(seed=seed_i, num_images=1, guidance_scale=ctx.default_guidance, class_label=int(label) % ctx.num_classes if ctx.num_classes else None),
+                        repeats=1)
         except (BlockmaskError, ValueError) as e:
             raise Refused(f"Example: {e}.") from None
         scale = max(1, -(-240 // max(1, min(r.original.shape[:2]))))

@@ -26,6 +26,7 @@ import gradio_handlers as h
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import export, figures, frontier, race, tables
 from blockmask.viz.compare import MAX_IMAGES, upscale
+from blockmask.viz.context import Draw
 from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session
 
@@ -232,7 +233,7 @@ def run_race(s: Session, budget, seed, num_images, class_label=0, progress=gr.Pr
     label = whole(class_label, "Class label", 0, ctx.num_classes - 1) if ctx.num_classes else None
     fr = _frontier(s)
     try:
-        s.race = race.run(ctx, fr, b, s.editor.mask, seed=seed, num_images=n, class_label=label,
+        s.race = race.run(ctx, fr, b, s.editor.mask, Draw(seed=seed, num_images=n, class_label=label),
                           progress=lambda f, t: progress(min(1.0, f), desc=t), reuse=s.editor.reuse)
     except BlockmaskError as e:
         raise Refused(f"Race: {e}. Nothing changed.") from None
@@ -291,7 +292,7 @@ def export_report(s: Session, budget=0.5):
         images += [(f"race: {ln.role}", ln.image) for ln in rc.lanes if ln.image is not None]
         images += [(f"x̂₀ {ln.role}", ln.film) for ln in rc.lanes if ln.film is not None]
         tabs[f"Race at {100 * rc.budget:.0f} % budget"] = rc.frame()
-    html = export.report_html(ctx, mask=ed.mask, source=ed.source, summary=ed.summary(ctx), figs=_plots(s, b),
-                              images=images, tables=tabs, notes=notes, removed=ed.removed)
+    html = export.report_html(ctx, export.ReportContent(_plots(s, b), images, tabs, notes), mask=ed.mask,
+                              source=ed.source, summary=ed.summary(ctx), removed=ed.removed)
     stem = ed.download_name(ctx).removesuffix(".json")
     return _write(f"{stem}-report.html", html)

@@ -28,6 +28,7 @@ from blockmask.viz import prompts as prompt_src
 from blockmask.viz.prompts import Prompt, load_prompt
 from blockmask.viz.context import ModelContext, default_model_spec, load_context, model_choices, with_scheduler
 from blockmask.viz.presenter import reuse_text
+from blockmask.viz.context import Draw
 from gradio_checks import Refused, apply, choice, number, read_upload, whole
 from spaces_compat import gpu  # spaces.GPU on ZeroGPU, a no-op elsewhere
 
@@ -361,9 +362,9 @@ def generate(s: Session, seed, num_images, class_label, guidance, repeats=3, pro
                                  cache=s.prompt_cache)
         if prompt is not None and prompt.random:
             gr.Warning(prompt_src.RANDOM_NOTE)
-        r = compare(ctx, s.editor.mask, seed=seed, num_images=n, class_label=label, guidance_scale=g, repeats=reps,
-                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results, prompt=prompt,
-                    reuse=s.editor.reuse)
+        r = compare(ctx, s.editor.mask,
+                    Draw(seed=seed, num_images=n, class_label=label, guidance_scale=g, prompt=prompt), repeats=reps,
+                    progress=lambda f, t: progress(min(1.0, f), desc=t), session=s.results, reuse=s.editor.reuse)
     except BlockmaskError as e:
         raise Refused(f"Generation failed: {e}.") from None
     s.shown = r.key

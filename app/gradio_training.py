@@ -11,6 +11,8 @@ import gradio as gr
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import prompts as prompt_src
 from blockmask.viz import training
+from blockmask.viz.context import Draw
+from blockmask.viz.training import TrainSettings
 from gradio_checks import Refused, apply, number, whole
 from gradio_handlers import Session, view
 from spaces_compat import gpu
@@ -49,9 +51,10 @@ def train_mask(s: Session, lam, use_budget, budget, iters, batch, class_label, g
 
     def work():
         try:
-            box["out"] = training.train(ctx, ed.steps, lam=lam, target_macs=target, iters=iters, batch=batch,
-                                        class_label=label, guidance_scale=g, curve=curve, should_stop=stop.is_set,
-                                        prompt=prompt, progress=lambda f, t: box.__setitem__("p", (f, t)))
+            box["out"] = training.train(ctx,
+                                        TrainSettings(ed.steps, lam=lam, target_macs=target, iters=iters, batch=batch),
+                                        Draw(class_label=label, guidance_scale=g, prompt=prompt), curve=curve,
+                                        should_stop=stop.is_set, progress=lambda f, t: box.__setitem__("p", (f, t)))
         except Exception as e:  # noqa: BLE001 — reported below as one line
             box["err"] = e
 

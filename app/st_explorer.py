@@ -16,6 +16,7 @@ import streamlit as st
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import MaskEditor, Message, export, figures, frontier, race
 from blockmask.viz.context import ModelContext
+from blockmask.viz.context import Draw
 from st_panels import flash, show_flash
 
 PICK_HOOK = "frontier_pick"  # session key: a point name loaded as if clicked (tests, automation)
@@ -177,8 +178,9 @@ def race_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         bar = st.progress(0.0, "race: starting…")
         try:
             label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
-            st.session_state.race = race.run(ctx, fr, budget, ed.mask, seed=seed, num_images=n, class_label=label,
-                                             progress=lambda f, t: bar.progress(min(1.0, f), t), reuse=ed.reuse)
+            st.session_state.race = race.run(ctx, fr, budget, ed.mask,
+                                             Draw(seed=seed, num_images=n, class_label=label), progress=lambda f,
+                                             t: bar.progress(min(1.0, f), t), reuse=ed.reuse)
         except BlockmaskError as e:
             st.error(f"Race: {e}. Nothing changed.")
         else:
@@ -236,8 +238,8 @@ def _report(ctx: ModelContext, ed: MaskEditor, plots: dict, res, rc) -> bytes:
         images += [(f"race: {ln.role}", ln.image) for ln in rc.lanes if ln.image is not None]
         images += [(f"x̂₀ {ln.role}", ln.film) for ln in rc.lanes if ln.film is not None]
         tabs[f"Race at {100 * rc.budget:.0f} % budget"] = rc.frame()
-    return export.report_html(ctx, mask=ed.mask, source=ed.source, summary=ed.summary(ctx), figs=plots,
-                              images=images, tables=tabs, notes=notes, removed=ed.removed)
+    return export.report_html(ctx, export.ReportContent(plots, images, tabs, notes), mask=ed.mask,
+                              source=ed.source, summary=ed.summary(ctx), removed=ed.removed)
 
 
 def export_panel(ctx: ModelContext, ed: MaskEditor) -> None:

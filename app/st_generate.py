@@ -17,6 +17,7 @@ from blockmask.viz.context import ModelContext
 from blockmask.viz.presenter import reuse_text
 from blockmask.viz import prompts as prompt_src
 from blockmask.viz.prompts import Prompt, load_prompt
+from blockmask.viz.context import Draw
 from st_panels import flash, show_flash
 
 
@@ -102,10 +103,10 @@ def generate_panel(ctx: ModelContext, ed: MaskEditor) -> None:
         if seed is not None:
             bar = st.progress(0.0, "starting…")
             try:
-                out = compare(ctx, ed.mask, seed=seed, num_images=n, class_label=label, guidance_scale=guidance,
+                out = compare(ctx, ed.mask,
+                              Draw(seed=seed, num_images=n, class_label=label, guidance_scale=guidance, prompt=prompt),
                               repeats=reps, progress=lambda f, t: bar.progress(min(1.0, f), t),
-                              session=st.session_state.setdefault("results", {}), prompt=prompt,
-                              reuse=ed.reuse)
+                              session=st.session_state.setdefault("results", {}), reuse=ed.reuse)
                 st.session_state.result = (want, out)
             except BlockmaskError as e:
                 st.error(f"Generation failed: {e}")

@@ -15,6 +15,8 @@ from blockmask.viz import MaskEditor, Message, figures, presenter, presets, tabl
 from blockmask.viz.access import ENV_ALLOW_MASKS, MAX_UPLOAD_BYTES, MaskPolicy, check_upload_size
 from blockmask.viz.compare import compute_delta, default_lambda, delta_from_meta
 from blockmask.viz.context import ModelContext
+from blockmask.viz.context import Draw
+from blockmask.viz.training import TrainSettings
 from mask_grid import MODES, mask_grid, parse_edit, pending_edit
 
 CLICK_MODES = {"Toggle": None, "Set computed": True, "Set reused": False}
@@ -373,10 +375,11 @@ def train_panel(ctx: ModelContext, ed: MaskEditor) -> None:
             try:
                 label = int(st.session_state.get("label", 0)) if ctx.num_classes else None
                 g = float(st.session_state.get("guidance", 1.0)) if ctx.supports_guidance else 1.0
-                mask, source, meta = training.train(ctx, ed.steps, lam=lam, target_macs=budget if use_budget else None,
-                                                    iters=iters, batch=batch, class_label=label, guidance_scale=g,
-                                                    progress=tick, curve=curve,
-                                                    prompt=current_prompt(ctx))
+                mask, source, meta = training.train(ctx,
+                                                    TrainSettings(ed.steps, lam=lam, target_macs=budget if use_budget else None,
+                                                                  iters=iters, batch=batch),
+                                                    Draw(class_label=label, guidance_scale=g, prompt=current_prompt(ctx)),
+                                                    progress=tick, curve=curve)
                 msgs = ed.load(mask, source=source, meta=meta)
                 if mask.all():
                     msgs.append(Message("warning", training.ALL_ONES_NOTE))

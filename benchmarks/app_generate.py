@@ -14,7 +14,7 @@ import time
 import torch
 
 from blockmask.viz import compare, presets
-from blockmask.viz.context import load_context
+from blockmask.viz.context import Draw, load_context
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         mask, source, _ = presets.initial_mask(ctx, k)
         compare._CACHE.clear()  # measure the work, not the app's result cache
         t0 = time.perf_counter()
-        r = compare.compare(ctx, mask, seed=1, num_images=args.images, guidance_scale=args.guidance)
+        r = compare.compare(ctx, mask, Draw(seed=1, num_images=args.images, guidance_scale=args.guidance))
         wall = time.perf_counter() - t0
         print(f"{args.model} K={k} ({source}): original + masked, {args.images} images each: {wall:.2f} s "
               f"(torch threads {torch.get_num_threads()}; measured speedup {r.speedup:.2f}x)")

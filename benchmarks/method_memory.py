@@ -51,9 +51,11 @@ def child(model: str, method: str, k: int, batch: int, iters: int) -> dict:
     if method == "ours (budget refinement)":
         from blockmask.learning import refine as rf
         from blockmask.learning.run import RefineConfig
+        from blockmask.sampling.sample import SamplingRun
 
         rc = RefineConfig()
-        calib = rf.Calibration(wb.model, wb.scheduler(), steps=k, seed=rc.seed, batch=rc.batch, decode=wb.images)
+        calib = rf.Calibration(SamplingRun(wb.model, num_steps=k, scheduler=wb.scheduler(), seed=rc.seed,
+                                           batch=rc.batch), decode=wb.images)
         calib._run(wb.baseline("fora", steps=k, interval=2), 0, None, record=True)
         extra = {"batch": rc.batch}
     elif method.startswith("ours"):

@@ -38,7 +38,7 @@ from blockmask.io.models import LoadedModel, load_model
 from blockmask.learning import methods
 from blockmask.learning.planner import plan
 from blockmask.sampling.distributed import device_name, local_device
-from blockmask.sampling.sample import Condition, decode, sample, load_prompt_file
+from blockmask.sampling.sample import Condition, SampleOptions, decode, load_prompt_file, sample
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -259,10 +259,11 @@ class Workbench:
         return None if n is None else n - 1
 
     def generate(self, mask: np.ndarray | None, *, steps: int | None = None, seed: int = 0, num_images: int = 1,
-                 condition: Condition | None = None, callback: Callable[[int, int], None] | None = None,
-                 progress: bool = False, mode: str = "eager", reuse: str = "hold") -> torch.Tensor:
-        """Final latents for ``num_images`` samples (mask=None: the plain model). ``reuse``: what a
-        reused unit returns, its last value ("hold") or a forecast (:mod:`blockmask.core.forecast`)."""
+                 condition: Condition | None = None, progress: bool | Callable[[int, int], None] = False,
+                 mode: str = "eager", reuse: str = "hold") -> torch.Tensor:
+        """Final latents for ``num_images`` samples (mask=None: the plain model). ``progress``: True for a
+        tqdm bar, or a function called with (steps done, K) after every step. ``reuse``: what a reused
+        unit returns, its last value ("hold") or a forecast (:mod:`blockmask.core.forecast`)."""
         num_images = check_int("number of images", num_images, low=1, high=MAX_BATCH)
         seed = check_int("seed", seed, low=0, high=2**63 - 1)
         if mode not in MODES:
@@ -279,7 +280,8 @@ class Workbench:
         if mask is not None and mask.shape[0] != k:
             raise MaskError(f"mask has {mask.shape[0]} steps (rows), sampling uses {k}")
         lat = sample(self.model, num_steps=k, mask=mask, scheduler=self.scheduler(), seed=seed, batch=num_images,
-                     condition=condition, callback=callback, progress=progress, mode=mode, reuse=reuse)
+                     condition=condition, options=SampleOptions(callback=progress if callable(progress) else None,
+                                                                progress=progress is True, mode=mode, reuse=reuse))
         check_finite_tensors([("final latents", lat)], "sampling")  # finite in, finite out
         return lat
 
@@ -293,9 +295,11 @@ class Workbench:
 
     def bench(self, mask: np.ndarray, *, batch: int = 1, repeats: int = 3, warmup: int = 1, seed: int = 0,
               condition: Condition | None = None, progress: Callable[[str], None] | None = None,
-              mode: str = "eager", reuse: str = "hold") -> dict:
+              options: SampleOptions = SampleOptions()) -> dict:
         """Unmasked vs masked wall time of a full sampling run, same batch, same process, after
-        warm-up; runs alternate and the medians are compared."""
+        warm-up; runs alternate and the medians are compared. ``options``: the masked run's execution
+        ``mode`` and ``reuse`` (:class:`blockmask.sampling.sample.SampleOptions`; its observers are not used)."""
+        mode, reuse = options.mode, options.reuse
         repeats = check_int("repeats", repeats, low=1, high=10_000)
         warmup = check_int("warmup", warmup, low=0, high=10_000)
         batch = check_int("batch", batch, low=1, high=MAX_BATCH)

@@ -198,11 +198,12 @@ def test_gradio_cancel_updates_training_status(monkeypatch):
 def test_generation_readouts_label_cfg_and_unreliable_timing(monkeypatch):
     from blockmask.viz import tables
     from blockmask.viz.compare import compare
+    from blockmask.viz.context import Draw
 
     ctx = h.get_context(TINY, "ddim")
     import numpy as np
 
-    r = compare(ctx, np.ones((4, ctx.n_units), bool), num_images=1, repeats=1)
+    r = compare(ctx, np.ones((4, ctx.n_units), bool), Draw(num_images=1), repeats=1)
     assert not r.cfg and "one model pass" in r.macs_note
     import dataclasses
 

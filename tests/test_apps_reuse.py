@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from blockmask.core.errors import BlockmaskError, OptionError
 from blockmask.viz import MaskEditor, compare, frontier, presenter, race
-from blockmask.viz.context import load_context
+from blockmask.viz.context import Draw, load_context
 from frontier_fixture import tiny_frontier
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -79,7 +79,7 @@ def spy_reuse(monkeypatch) -> list:
 
     def sample(*a, **kw):
         if kw.get("mask") is not None:
-            seen.append(kw.get("reuse", "hold"))
+            seen.append(kw["options"].reuse if "options" in kw else "hold")
         return real(*a, **kw)
 
     for where in (compare, race):  # the modules the apps' runs call it from
@@ -90,8 +90,8 @@ def spy_reuse(monkeypatch) -> list:
 # --- presenter -------------------------------------------------------------------------------
 def test_forecast_changes_masked_images_not_macs(ctx):
     m = two_then_reuse(ctx)
-    hold = compare.compare(ctx, m, seed=1, num_images=1, repeats=1)
-    fc = compare.compare(ctx, m, seed=1, num_images=1, repeats=1, reuse="forecast")
+    hold = compare.compare(ctx, m, Draw(seed=1, num_images=1), repeats=1)
+    fc = compare.compare(ctx, m, Draw(seed=1, num_images=1), repeats=1, reuse="forecast")
     np.testing.assert_array_equal(hold.original, fc.original)  # the plain run reuses nothing
     assert not np.array_equal(hold.masked, fc.masked) and hold.psnr != fc.psnr
     assert fc.macs_masked == hold.macs_masked  # a forecast costs no MACs
@@ -130,13 +130,13 @@ def test_frontier_point_loads_and_races_under_its_mode(ctx, monkeypatch):
     ed.load(got.mask, source=got.source, meta=got.meta)
     assert ed.reuse == "forecast" and "forecast" in ed.source
     seen = spy_reuse(monkeypatch)
-    rc = race.run(ctx, fr, 0.6, ed.mask, num_images=1, reuse="hold")
+    rc = race.run(ctx, fr, 0.6, ed.mask, Draw(num_images=1), reuse="hold")
     lanes = {ln.role: ln for ln in rc.lanes}
     assert lanes["planner"].reuse == "forecast" and "forecast" in lanes["planner"].name
     assert lanes["best rule"].reuse == "hold" and lanes["current mask"].reuse == "hold"
     assert seen == ["hold", "forecast", "hold"]  # best rule, planner, current mask
     with pytest.raises(BlockmaskError, match="reused units must be"):
-        race.run(ctx, fr, 0.6, ed.mask, num_images=1, reuse=None)
+        race.run(ctx, fr, 0.6, ed.mask, Draw(num_images=1), reuse=None)
 
 
 # --- Streamlit -------------------------------------------------------------------------------

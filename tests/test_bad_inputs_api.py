@@ -20,12 +20,12 @@ def inputs(tmp_path_factory):
 # --- the Python API corpus --------------------------------------------------------------------
 def _api_cases():
     from blockmask import workbench as api
-    from blockmask.eval.evaluate import Method, evaluate
+    from blockmask.eval.evaluate import EvalConfig, Method, evaluate
     from blockmask.io.maskfile import MaskFile
     from blockmask.core.mask import validate_mask
     from blockmask.io.models import load_model
     from blockmask.learning.train import TrainConfig
-    from blockmask.learning.run import RefineConfig, run_training
+    from blockmask.learning.run import RefineConfig, RunOptions, run_training
     from blockmask.core.validate import check_float, check_int
 
     nan, inf = float("nan"), float("inf")
@@ -98,14 +98,16 @@ def _api_cases():
         ("api:run-training-out-folder", lambda wb, d: run_training(wb, TrainConfig(steps=4, iters=1), d),
          "is a folder"),
         ("api:run-training-budget", lambda wb, d: run_training(wb, TrainConfig(steps=4, iters=1), d / "x" / "m.json",
-                                                               target_macs=nan), "--target-macs must be in"),
-        ("api:evaluate-n-one", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=1), "number of samples"),
-        ("api:evaluate-batch-zero", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, batch=0), "batch"),
-        ("api:evaluate-guidance-nan", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, guidance=nan),
+                                                               RunOptions(target_macs=nan)), "--target-macs must be in"),
+        ("api:evaluate-n-one", lambda wb, d: evaluate(wb, [Method("o", None, 2)], EvalConfig(n=1)),
+         "number of samples"),
+        ("api:evaluate-batch-zero", lambda wb, d: evaluate(wb, [Method("o", None, 2)], EvalConfig(n=4, batch=0)),
+         "batch"),
+        ("api:evaluate-guidance-nan", lambda wb, d: evaluate(wb, [Method("o", None, 2)], EvalConfig(n=4, guidance=nan)),
          "guidance scale"),
-        ("api:evaluate-extractor", lambda wb, d: evaluate(wb, [Method("o", None, 2)], n=4, extractor=3),
+        ("api:evaluate-extractor", lambda wb, d: evaluate(wb, [Method("o", None, 2)], EvalConfig(n=4, extractor=3)),
          "FID extractor"),
-        ("api:evaluate-nothing", lambda wb, d: evaluate(wb, [], n=4), "nothing to evaluate"),
+        ("api:evaluate-nothing", lambda wb, d: evaluate(wb, [], EvalConfig(n=4)), "nothing to evaluate"),
         ("api:check-int-bool", lambda wb, d: check_int("n", True), "n must be an integer"),
         ("api:check-float-huge-int", lambda wb, d: check_float("x", 10**400), "x must be a finite"),
     ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from blockmask.eval.cache import SignedCache, npy_bytes, npy_load
-from blockmask.eval.evaluate import Method, evaluate, fidelity_metrics
+from blockmask.eval.evaluate import EvalConfig, Method, evaluate, fidelity_metrics
 
 from conftest import CONFIGS, needs_mnist
 
@@ -113,14 +113,14 @@ def test_planted_pickle_never_runs_and_forged_rows_are_recomputed(wb, tmp_path, 
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     methods = [Method("original", None, 3), Method("uniform", wb.baseline("uniform", steps=3, every=2), 3)]
     kw = dict(n=6, batch=6, cache_dir=cache, bench_batch=1, bench_repeats=1)
-    rows = evaluate(wb, methods, **kw)
+    rows = evaluate(wb, methods, EvalConfig(**kw))
     assert not marker.exists() and not loads, "a planted pickle was loaded"
     # forge the cached row (a better FID) and its signature field: detected, recomputed, real number back
     for j in cache.glob("row-*.json"):
         d = json.loads(j.read_text())
         d["meta"]["fid"] = 0.0
         j.write_text(json.dumps(d))
-    again = evaluate(wb, methods, **kw)
+    again = evaluate(wb, methods, EvalConfig(**kw))
     assert [r["fid"] for r in again] == [r["fid"] for r in rows] and rows[0]["fid"] > 0
     assert "signature does not match" in capsys.readouterr().err
     assert not marker.exists() and not loads
@@ -133,16 +133,16 @@ def test_row_key_covers_every_input(wb, tmp_path, monkeypatch):
 
     methods = [Method("original", None, 3)]
     base = dict(n=6, batch=6, cache_dir=tmp_path / "c", bench_batch=1, bench_repeats=1)
-    evaluate(wb, methods, **base)
+    evaluate(wb, methods, EvalConfig(**base))
     calls = []
     real = ev.generate_set
     monkeypatch.setattr(ev, "generate_set", lambda *a, **k: calls.append(1) or real(*a, **k))
-    evaluate(wb, methods, **base)
+    evaluate(wb, methods, EvalConfig(**base))
     assert calls == []  # same inputs: cached
-    evaluate(wb, methods, **{**base, "bench_repeats": 2})
-    evaluate(wb, methods, **{**base, "bench_batch": 2})
+    evaluate(wb, methods, EvalConfig(**{**base, "bench_repeats": 2}))
+    evaluate(wb, methods, EvalConfig(**{**base, "bench_batch": 2}))
     monkeypatch.setattr(ev, "device_name", lambda d: "another GPU")
-    evaluate(wb, methods, **base)
+    evaluate(wb, methods, EvalConfig(**base))
     assert len(calls) == 3
     with pytest.raises(Exception, match="extractor 'no-such-extractor'"):
-        evaluate(wb, methods, **{**base, "extractor": "no-such-extractor"})  # a miss: it tries to compute
+        evaluate(wb, methods, EvalConfig(**{**base, "extractor": "no-such-extractor"}))  # a miss: it tries to compute

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blockmask.cli.main import main
-from blockmask.eval.evaluate import Method, evaluate, psnr
+from blockmask.eval.evaluate import EvalConfig, Method, evaluate, psnr
 from blockmask.eval.report import to_markdown
 
 from conftest import CONFIGS, needs_mnist
@@ -34,7 +34,7 @@ def test_evaluate_rows_and_cache(wb, tmp_path, monkeypatch):
     k = 4
     methods = [Method("original", None, k), Method("FORA N=2", wb.baseline("fora", steps=k, interval=2), k),
                Method("DDIM 2 steps", None, 2)]
-    rows = evaluate(wb, methods, n=12, batch=6, cache_dir=tmp_path, bench_batch=2, bench_repeats=1)
+    rows = evaluate(wb, methods, EvalConfig(n=12, batch=6, cache_dir=tmp_path, bench_batch=2, bench_repeats=1))
     assert [r["method"] for r in rows] == ["original", "FORA N=2", "DDIM 2 steps"]
     orig, fora, fewer = rows
     assert orig["macs_ratio"] == 1 and orig["speedup"] == 1 and orig["psnr"] == math.inf
@@ -44,7 +44,7 @@ def test_evaluate_rows_and_cache(wb, tmp_path, monkeypatch):
     import blockmask.eval.evaluate as ev
 
     monkeypatch.setattr(ev, "generate_set", lambda *a, **k: pytest.fail("cache miss"))
-    again = evaluate(wb, methods, n=12, batch=6, cache_dir=tmp_path, bench_batch=2, bench_repeats=1)
+    again = evaluate(wb, methods, EvalConfig(n=12, batch=6, cache_dir=tmp_path, bench_batch=2, bench_repeats=1))
     assert [r["fid"] for r in again] == [r["fid"] for r in rows]
     assert re.search(r"\| FORA N=2 +\| 4 +\|", to_markdown(rows))
 

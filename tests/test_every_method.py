@@ -13,9 +13,9 @@ from blockmask.learning import methods
 from blockmask.learning.candidates import TOL
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.learning.planner import Planner
-from blockmask.sampling.sample import sample
+from blockmask.sampling.sample import SampleOptions, sample
 from blockmask.core.schedulers import calls_per_row
-from blockmask.learning.train import TrainConfig, train_mask
+from blockmask.learning.train import Observers, TrainConfig, train_mask
 
 K = 4
 TARGET = 0.6
@@ -26,7 +26,7 @@ PRODUCERS = ["per-step", "planner", *methods.METHODS]
 def _per_step(wb, _):
     cfg = TrainConfig(steps=K, iters=4, batch=1, lr=0.6, lam=30.0, probes=None)
     p = wb.macs
-    st = train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder, progress=False)
+    st = train_mask(wb.model, wb.scheduler(), cfg, p, observers=Observers(progress=False))
     return np.array(st.rows, bool)
 
 
@@ -67,7 +67,8 @@ def test_every_method_with_every_kind_of_scheduler(workbenches, mnist_dir, produ
     calls = calls_per_row(wb.scheduler(), steps)
     assert calls.tolist() == ([2] * (steps - 1) + [1] if scheduler == "heun" else [1] * steps)
     with MaskedExecution(wb.model, mask) as ex:
-        out = sample(wb.model, num_steps=steps, scheduler=wb.scheduler(), seed=0, mask=mask, execution=ex)
+        out = sample(wb.model, num_steps=steps, scheduler=wb.scheduler(), seed=0, mask=mask,
+                     options=SampleOptions(execution=ex))
     assert out.isfinite().all()
     assert ex.computed == int(calls @ mask.sum(1)) and ex.skipped == int(calls @ (~mask & _reached(wb, mask)).sum(1))
 

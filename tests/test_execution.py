@@ -6,7 +6,7 @@ import torch
 
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.core.errors import MaskError
-from blockmask.sampling.sample import Condition, sample
+from blockmask.sampling.sample import Condition, SampleOptions, sample
 
 from conftest import GUIDED, TINY
 
@@ -44,7 +44,7 @@ def test_skipping_changes_output_and_counts(workbenches, name):
     ex = MaskedExecution(wb.model, m)
     with ex:
         out = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, condition=_cond(name),
-                     execution=ex)
+                     options=SampleOptions(execution=ex))
         assert ex.computed == int(run.sum()) and ex.skipped == int((~m & called).sum())
     plain = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, condition=_cond(name))
     assert not torch.equal(out, plain)
@@ -60,8 +60,8 @@ def test_cached_outputs_are_not_mutated_downstream(workbenches, name):
     for clone in (False, True):
         ex = MaskedExecution(wb.model, m, clone_cache=clone)
         with ex:
-            outs.append(sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=5, batch=2,
-                               condition=_cond(name), execution=ex))
+            outs.append(sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=5, batch=2, condition=_cond(name),
+                               options=SampleOptions(execution=ex)))
     assert torch.equal(*outs)
 
 
@@ -80,7 +80,7 @@ def test_reused_before_computed_is_an_error(workbenches):
     with ex:
         ex.set_step(1)  # skipping step 0: nothing cached yet
         with pytest.raises(MaskError, match="never ran"):
-            sample(wb.model, num_steps=2, scheduler=wb.scheduler(), execution=_Step1(ex))
+            sample(wb.model, num_steps=2, scheduler=wb.scheduler(), options=SampleOptions(execution=_Step1(ex)))
 
 
 class _Step1:
@@ -163,9 +163,11 @@ def test_compiled_mode_matches_eager_and_never_recompiles_per_mask(workbenches):
     n = len(wb.units)
     masks = [_random_mask(K, n, s) for s in (10, 11)]
     eager = [sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=m) for m in masks]
-    first = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[0], mode="compiled")
+    first = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[0],
+                   options=SampleOptions(mode="compiled"))
     dynamo.utils.counters.clear()
-    second = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[1], mode="compiled")
+    second = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=2, batch=2, mask=masks[1],
+                    options=SampleOptions(mode="compiled"))
     assert sum(dynamo.utils.counters["stats"].values()) == 0 or dynamo.utils.counters["stats"]["unique_graphs"] == 0
     assert torch.allclose(first, eager[0], atol=1e-4) and torch.allclose(second, eager[1], atol=1e-4)
 
@@ -189,7 +191,7 @@ def test_whole_model_compile_with_a_mask_matches_eager_in_few_graphs():
     def run():
         with MaskedExecution(wb.model, mask) as ex:
             out = sample(wb.model, num_steps=K, scheduler=wb.scheduler(), seed=3, batch=2, mask=mask, condition=cond,
-                         execution=ex)
+                         options=SampleOptions(execution=ex))
         return out, (ex.computed, ex.skipped)
 
     eager, counts = run()
@@ -245,3 +247,13 @@ def test_whole_model_compile_under_apply_block_mask_follows_the_scheduler():
     for out, got in runs:
         assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6) and got == counts
     assert 1 <= counter.frame_count <= 3
+
+
+def test_generate_progress_is_a_bar_or_a_function(workbenches):
+    """``Workbench.generate(progress=…)``: a function hears (steps done, K) after every step; the
+    images are those of a run without it."""
+    wb = workbenches("tiny-unet")
+    seen = []
+    a = wb.generate(None, steps=4, seed=3, progress=lambda k, kk: seen.append((k, kk)))
+    b = wb.generate(None, steps=4, seed=3, progress=False)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and torch.equal(a, b)

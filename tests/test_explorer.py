@@ -14,6 +14,7 @@ import pytest
 from blockmask.core.errors import BlockmaskError
 from blockmask.viz import export, frontier, race
 from blockmask.viz.context import load_context
+from blockmask.viz.context import Draw
 from conftest import tiny_spec
 from frontier_fixture import tiny_frontier, write_tiny_frontier
 
@@ -110,7 +111,7 @@ def test_figure_traces_and_customdata(ctx, fr):
 
 def test_race_five_lanes_same_seeds(ctx, fr):
     cur = fr.masks["DeepCache b1 N=2"]
-    r = race.run(ctx, fr, 0.6, cur, seed=1, num_images=2)
+    r = race.run(ctx, fr, 0.6, cur, Draw(seed=1, num_images=2))
     assert [ln.role for ln in r.lanes] == list(race.ENTRIES)
     plain, fewer, rule, plan, mine = r.lanes
     assert plain.steps == 6 and plain.mask is None and math.isinf(plain.psnr)
@@ -132,7 +133,7 @@ def test_race_five_lanes_same_seeds(ctx, fr):
 
 def test_race_without_frontier_and_filmstrip_is_x0(ctx):
     cur = np.ones((6, ctx.n_units), bool)
-    r = race.run(ctx, None, 0.5, cur, num_images=1)
+    r = race.run(ctx, None, 0.5, cur, Draw(num_images=1))
     assert [ln.image is None for ln in r.lanes] == [False, False, True, True, False]
     assert "no frontier" in r.lanes[2].note
     # the last frame is x̂₀ of the last step: for DDIM the clean image itself
@@ -151,8 +152,8 @@ def test_exports(ctx, fr):
     assert {"grid.png", "grid.svg"} <= set(names)
     assert {"frontier.png", "frontier.svg"} <= set(names) or "README.txt" in names  # kaleido or the reason
     ed_summary = {"hash": "abc", "ratio": 0.4, "computed": 3, "cells": 9, "mac_speedup": 2.5}
-    html = export.report_html(ctx, mask=m, source="frontier point", summary=ed_summary, figs=figs,
-                              images=[("img", np.zeros((8, 8, 3), np.uint8))], notes=["seed 0"]).decode()
+    content = export.ReportContent(figs, images=[("img", np.zeros((8, 8, 3), np.uint8))], notes=["seed 0"])
+    html = export.report_html(ctx, content, mask=m, source="frontier point", summary=ed_summary).decode()
     assert html.startswith("<!doctype html>") and "tiny-unet" in html and "frontier point" in html
     assert html.count("data:image/png;base64") >= 2 and "seed 0" in html
 
@@ -180,6 +181,6 @@ def test_real_frontier_file_from_the_benchmark(ctx, tmp_path, monkeypatch):
     name, md = frontier.budget_md(fr, b)
     assert name == fr.plans.name.iloc[-1] and "test PSNR" in md
     frontier.figure(fr, ctx, frontier.live_point(ctx, fr, np.ones((6, ctx.n_units), bool)), budget=b)
-    r = race.run(ctx, fr, b, np.ones((6, ctx.n_units), bool), num_images=1)
+    r = race.run(ctx, fr, b, np.ones((6, ctx.n_units), bool), Draw(num_images=1))
     assert all(ln.image is not None for ln in r.lanes[:2]) and r.lanes[3].image is not None
     assert len(frontier.table(fr)) == len(fr.points)

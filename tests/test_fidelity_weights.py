@@ -35,7 +35,7 @@ def test_planted_inception_pickle_is_refused_not_run(tmp_path, monkeypatch):
 
 
 def test_other_torch_fidelity_extractors_are_refused(workbenches):
-    from blockmask.eval.evaluate import Method, evaluate
+    from blockmask.eval.evaluate import EvalConfig, Method, evaluate
 
     with pytest.raises(BlockmaskError, match="not supported: use mnist-cnn or inception-v3-compat"):
-        evaluate(workbenches("tiny-unet"), [Method("o", None, 2)], n=4, extractor="dinov2-vit-s-14")
+        evaluate(workbenches("tiny-unet"), [Method("o", None, 2)], EvalConfig(n=4, extractor="dinov2-vit-s-14"))

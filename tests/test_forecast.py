@@ -18,7 +18,7 @@ from blockmask.core.errors import MaskError, OptionError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.core.forecast import predict, record
 from blockmask.io.maskfile import MaskFile
-from blockmask.sampling.sample import Condition, sample
+from blockmask.sampling.sample import Condition, SampleOptions, sample
 
 from conftest import GUIDED, TINY, tiny_spec
 
@@ -26,7 +26,7 @@ from conftest import GUIDED, TINY, tiny_spec
 def run(wb, mask, reuse, name, seed=11, steps=None):
     k = steps or mask.shape[0]
     return sample(wb.model, num_steps=k, scheduler=wb.scheduler(), seed=seed, batch=2, mask=mask,
-                  condition=Condition(guidance_scale=GUIDED[name]), reuse=reuse)
+                  condition=Condition(guidance_scale=GUIDED[name]), options=SampleOptions(reuse=reuse))
 
 
 def test_forecast_formula_and_same_step_recompute():

@@ -11,7 +11,7 @@ import blockmask
 from blockmask.core.errors import MaskError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.registry import remove_hooks
-from blockmask.sampling.sample import sample
+from blockmask.sampling.sample import SampleOptions, sample
 from blockmask.core.schedulers import SCHEDULERS, call_rows
 from blockmask.core.schedulers import step as scheduler_step
 
@@ -351,7 +351,7 @@ def test_counters_stay_readable_after_exit(workbenches):
     wb = workbenches("tiny-unet")
     mask = wb.baseline("deepcache", steps=K, interval=2)
     with MaskedExecution(wb.model, mask) as ex:
-        sample(wb.model, num_steps=K, mask=mask, execution=ex)
+        sample(wb.model, num_steps=K, mask=mask, options=SampleOptions(execution=ex))
         inside = ex.computed, ex.skipped
     assert (ex.computed, ex.skipped) == inside and inside[1] > 0
 

@@ -17,7 +17,7 @@ import pytest
 
 from blockmask.io.maskfile import MaskFile
 from blockmask.learning.train import TrainConfig
-from blockmask.learning.run import RefineConfig, checkpoint_path, run_training, search_path
+from blockmask.learning.run import RefineConfig, RunOptions, checkpoint_path, run_training, search_path
 
 from conftest import tiny_spec
 
@@ -73,7 +73,8 @@ def _child(spec, out, resume, budget, kill_in, progress_file):
             if kill_in == f"inside-{rep.k + 1}":
                 armed[0] = True
 
-        run_training(wb, CFG, out, resume=resume, callback=announce, progress=False, **(BUDGET if budget else {}))
+        run_training(wb, CFG, out, RunOptions(resume=resume, **(BUDGET if budget else {})), callback=announce,
+                     progress=False)
         os._exit(0)
     except BaseException:  # noqa: BLE001 - report through the exit code, never run pytest's teardown here
         import traceback
@@ -114,7 +115,7 @@ def reference(tmp_path_factory):
     wb = Workbench.load(tiny_spec("tiny-unet"))
     d = tmp_path_factory.mktemp("ref")
     full, _ = run_training(wb, CFG, d / "full.json", progress=False)
-    budget, _ = run_training(wb, CFG, d / "budget.json", progress=False, **BUDGET)
+    budget, _ = run_training(wb, CFG, d / "budget.json", RunOptions(**BUDGET), progress=False)
     return wb, full, budget
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import blockmask.learning.train as train_mod
-from blockmask.learning.train import TrainConfig, train_mask
+from blockmask.learning.train import Observers, TrainConfig, train_mask
 
 # Δ_k of mnist-ddpm's plain run at K = 8 (a slow rise, then the last step jumps): the ε-model shape.
 EPS_DELTA = np.array([np.nan, 0.0055, 0.0047, 0.0040, 0.0066, 0.0128, 0.0183, 0.3965])
@@ -47,8 +47,7 @@ def test_non_constant_lambda_changes_the_learned_rows(workbenches, monkeypatch):
     for mode in ("piecewise", "constant"):
         cfg = TrainConfig(steps=8, iters=3, batch=1, lambda_mode=mode)
         assert cfg.feature_norm == "step"  # the default recipe
-        runs[mode] = train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder,
-                                progress=False)
+        runs[mode] = train_mask(wb.model, wb.scheduler(), cfg, p, observers=Observers(progress=False))
     a, b = runs["piecewise"], runs["constant"]
     early = [k for k in range(1, 7) if a.lam[k] != b.lam[k]]  # steps before the last with different λ_k
     assert early, a.lam

@@ -48,3 +48,15 @@ def test_a_new_name_wins_over_an_alias():
 def test_python_m_blockmask_cli():
     r = subprocess.run([sys.executable, "-m", "blockmask.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "plan" in r.stdout, r.stderr[-500:]
+
+
+def test_public_surface():
+    """``blockmask`` exports the one-call entry points (issue 30), not shadowed by a module of that name."""
+    import blockmask
+    from blockmask.learning.pipelearn import learn
+    from blockmask.learning.planner import PlanConfig, plan
+
+    assert blockmask.plan is plan and blockmask.learn is learn and blockmask.PlanConfig is PlanConfig
+    assert {"Workbench", "apply", "enable", "disable", "summary", "learn", "plan", "MaskFile", "BlockMaskConfig",
+            "apply_block_mask", "remove_block_mask"} <= set(blockmask.__all__)
+    assert all(hasattr(blockmask, n) for n in blockmask.__all__)

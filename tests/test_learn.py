@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import blockmask
+from blockmask import LearnSearch
 from blockmask.core.errors import BlockmaskWarning, OptionError
 
 from test_enable import hooks_left
@@ -43,7 +44,7 @@ def no_loading(monkeypatch):
 
 def test_learn_on_an_unconditional_ddpm_pipeline(ddpm, tmp_path, monkeypatch, no_loading):
     monkeypatch.chdir(tmp_path)
-    mf = blockmask.learn(ddpm, steps=K, budget=0.5, seeds=[0, 1])
+    mf = blockmask.learn(ddpm, steps=K, search=LearnSearch(seeds=[0, 1]), budget=0.5)
     assert list(tmp_path.iterdir()) == [] and hooks_left(ddpm) == []  # nothing written, nothing hooked
     info = mf.meta["learn"]
     assert mf.mask.shape == (K, len(mf.units)) and mf.mask[0].all()
@@ -57,7 +58,7 @@ def test_learn_on_an_unconditional_ddpm_pipeline(ddpm, tmp_path, monkeypatch, no
     finally:
         blockmask.disable(ddpm)
     assert s.macs_fraction == pytest.approx(info["macs_ratio"]) and s.macs_fraction <= 0.5
-    out = blockmask.learn(ddpm, steps=K, budget=0.5, seeds=[0, 1], output=tmp_path / "m.json")
+    out = blockmask.learn(ddpm, steps=K, search=LearnSearch(seeds=[0, 1]), budget=0.5, output=tmp_path / "m.json")
     assert np.array_equal(blockmask.MaskFile.load(tmp_path / "m.json").mask, out.mask)
     assert np.array_equal(out.mask, mf.mask)  # deterministic
 
@@ -67,8 +68,8 @@ def test_learn_runs_the_text_pipelines_own_encoder_and_cfg(no_loading):
     calls = []
     enc_forward = pipe.text_encoder.forward
     pipe.text_encoder.forward = lambda *a, **k: (calls.append(1), enc_forward(*a, **k))[1]
-    mf = blockmask.learn(pipe, prompts=["a photo of a cat", "a dog"], steps=6, budget=0.6, seeds=[0], passes=0,
-                         height=16, width=16, guidance_scale=2.0)
+    mf = blockmask.learn(pipe, prompts=["a photo of a cat", "a dog"], steps=6, search=LearnSearch(seeds=[0], passes=0),
+                         budget=0.6, height=16, width=16, guidance_scale=2.0)
     assert calls and mf.meta["learn"]["conditioning"] == ["prompt"] and mf.meta["learn"]["macs_ratio"] <= 0.6
     assert hooks_left(pipe) == []
     with pytest.raises(OptionError, match="text pipeline: pass prompts"):
@@ -80,21 +81,24 @@ def test_random_embeddings_only_when_asked_and_with_a_warning():
     with pytest.raises(OptionError, match="prompts"):
         blockmask.learn(pipe, steps=4, budget=0.6, height=64, width=64)
     with pytest.warns(BlockmaskWarning, match="random prompt embeddings"):
-        mf = blockmask.learn(pipe, random_embeddings=True, steps=4, budget=0.6, seeds=[0], passes=0, height=64, width=64,
+        mf = blockmask.learn(pipe, random_embeddings=True, steps=4, search=LearnSearch(seeds=[0], passes=0),
+                             budget=0.6, height=64, width=64,
                              guidance_scale=2.0)
     assert mf.meta["learn"]["random_embeddings"] and mf.mask.shape == (4, 2)
     with warnings.catch_warnings():  # given embeddings: no warning
         warnings.simplefilter("error", BlockmaskWarning)
         fam_kwargs = dict(prompt_embeds=torch.randn(1, 5, 16), negative_prompt_embeds=torch.randn(1, 5, 16),
                           pooled_prompt_embeds=torch.randn(1, 8), negative_pooled_prompt_embeds=torch.randn(1, 8))
-        blockmask.learn(pipe, steps=4, budget=0.6, seeds=[0], passes=0, height=64, width=64, **fam_kwargs)
+        blockmask.learn(pipe, steps=4, search=LearnSearch(seeds=[0], passes=0),
+                        budget=0.6, height=64, width=64, **fam_kwargs)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"budget": 0}, "budget"), ({"budget": float("nan")}, "budget"),
                                           ({"steps": 0}, "steps"), ({"prompts": "a cat"}, "list of strings"),
-                                          ({"class_labels": [1]}, "no class_labels"), ({"budget": 0.01}, "out of reach")])
+                                          ({"class_labels": [1]}, "no class_labels"), ({"budget": 0.01}, "out of reach"),
+                                          ({"seeds": [0, 1]}, "search=blockmask.LearnSearch")])
 def test_bad_input_is_one_line_and_unhooked(ddpm, kwargs, match):
-    args = {"steps": K, "budget": 0.5, "seeds": [0], **kwargs}
+    args = {"steps": K, "budget": 0.5, "search": LearnSearch(seeds=[0]), **kwargs}
     with pytest.raises(OptionError, match=match) as e:
         blockmask.learn(ddpm, **args)
     assert "\n" not in str(e.value) and hooks_left(ddpm) == []
@@ -115,7 +119,8 @@ def test_learn_with_class_labels_on_a_dit_pipeline(no_loading):
     from tiny_pipes import _model, _pipe
 
     pipe = _pipe("DiTPipeline", transformer=_model("tiny-dit"), vae=_model("tiny-vae"), scheduler=DDIMScheduler())
-    mf = blockmask.learn(pipe, class_labels=[1, 3], steps=6, budget=0.6, seeds=[0], guidance_scale=1.0)
+    mf = blockmask.learn(pipe, class_labels=[1, 3], steps=6, search=LearnSearch(seeds=[0]),
+                         budget=0.6, guidance_scale=1.0)
     info = mf.meta["learn"]
     assert info["conditioning"] == ["class_labels"] and info["macs_ratio"] <= 0.6 and mf.mask.shape[0] == 6
     assert hooks_left(pipe) == []
@@ -127,7 +132,7 @@ def test_learn_with_class_labels_on_a_dit_pipeline(no_loading):
 def test_mask_learned_at_8_steps_runs_at_6_resampled(name, no_loading):
     """Issue 27's "a mask learned at K = 8 and resampled to K = 6 runs", with a mask from learn() itself."""
     pipe, run = FAMILIES[name]()
-    mf = blockmask.learn(pipe, steps=8, budget=0.7, seeds=[0], passes=0, **run.kwargs)
+    mf = blockmask.learn(pipe, steps=8, search=LearnSearch(seeds=[0], passes=0), budget=0.7, **run.kwargs)
     assert mf.mask.shape[0] == 8 and len(mf.scheduler["timesteps"]) == 8 and mf.meta["learn"]["macs_ratio"] <= 0.7
     blockmask.enable(pipe, mf, resample=True)
     try:

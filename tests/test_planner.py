@@ -362,3 +362,16 @@ def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkey
     monkeypatch.setattr(Frontier, "for_model", classmethod(lambda cls, model, ref_steps=50: None))
     assert main(["plan", spec, "--budget", "0.5", "--shipped"]) == 2
     assert "no shipped frontier" in capsys.readouterr().err
+
+
+def test_plan_config_groups_the_options_and_names_an_unknown_one(workbenches):
+    """Planner options are one dataclass (issue 30: no function over 8 parameters); keywords replace its
+    fields, and an unknown keyword is one OptionError naming it, before any work."""
+    from blockmask.core.errors import OptionError
+    from blockmask.learning.planner import PlanConfig
+
+    wb = workbenches("tiny-unet")
+    p = Planner(wb, PlanConfig(ref_steps=10, calib=4), calib=6, valid=8, chunk=4, screen=2, progress=False)
+    assert (p.ref_steps, p.config.calib, p.config.valid) == (10, 6, 8) and len(p.calib.seeds) >= 1
+    with pytest.raises(OptionError, match="unknown planner option.*calibs"):
+        Planner(wb, ref_steps=10, calibs=4)

@@ -12,6 +12,8 @@ from blockmask.core.errors import BlockmaskError
 from blockmask.core.graph import ConsumerGraph
 from blockmask.viz import MaskEditor, compare, figures, presets
 from blockmask.viz.context import load_context
+from blockmask.viz.context import Draw
+from blockmask.viz.training import TrainSettings
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 K = 6
@@ -68,8 +70,8 @@ def test_rectify_highlight_and_no_pixel_change(ctx):
     assert not (ed.mask & ~before).any()  # M' <= M
     np.testing.assert_array_equal(ed.removed, before & ~ed.mask)
     assert ctx.macs.total(ed.mask) <= ctx.macs.total(before)
-    a = compare.compare(ctx, before, seed=1, num_images=2)
-    b = compare.compare(ctx, ed.mask, seed=1, num_images=2)
+    a = compare.compare(ctx, before, Draw(seed=1, num_images=2))
+    b = compare.compare(ctx, ed.mask, Draw(seed=1, num_images=2))
     np.testing.assert_array_equal(a.masked, b.masked)
 
 
@@ -113,17 +115,17 @@ def test_upload_validation_keeps_mask(ctx, dit):
 def test_compare_readouts_and_cache(ctx):
     m = presets.build(ctx, "uniform", K, every=2)[0]
     mine, theirs = {}, {}
-    r = compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine)
+    r = compare.compare(ctx, m, Draw(seed=0, num_images=2), repeats=3, session=mine)
     assert r.original.shape == r.masked.shape == r.difference.shape and r.original.dtype == np.uint8
     assert r.mse >= 0 and r.speedup > 0 and 0 < r.macs_percent < 100 and not r.cached
     assert r.repeats == 3 and r.speedup_lo <= r.speedup_hi and r.num_images == 2 and "CPU" in r.device
     assert r.mac_speedup > 1 and "over 3 repeats" in r.speed_text() and "batch 2" in r.speed_text()
     assert r.errors.shape == (K,) and r.errors[0] == 0 and r.errors[-1] > 0  # step 0 computes everything
-    assert compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=mine).cached
-    assert not compare.compare(ctx, m, seed=0, num_images=2, repeats=3, session=theirs).cached  # per session
+    assert compare.compare(ctx, m, Draw(seed=0, num_images=2), repeats=3, session=mine).cached
+    assert not compare.compare(ctx, m, Draw(seed=0, num_images=2), repeats=3, session=theirs).cached  # per session
     with pytest.raises(BlockmaskError, match="repeats"):
         compare.compare(ctx, m, repeats=0)
-    same = compare.compare(ctx, np.ones_like(m), seed=0, num_images=2, repeats=1)
+    same = compare.compare(ctx, np.ones_like(m), Draw(seed=0, num_images=2), repeats=1)
     assert same.mse == 0 and same.psnr == float("inf") and not same.errors.any()
     assert compare.clamp_images(0)[0] == 1 and compare.clamp_images(100)[0] == compare.MAX_IMAGES
     assert compare.clamp_images("x")[1]
@@ -183,26 +185,26 @@ def test_big_mask_rectifies(ctx):
 
 def test_class_conditional_compare(dit, ctx):
     m = presets.build(dit, "fora", K, interval=2)[0]
-    r = compare.compare(dit, m, seed=0, num_images=2, class_label=3, guidance_scale=2.0)
+    r = compare.compare(dit, m, Draw(seed=0, num_images=2, class_label=3, guidance_scale=2.0))
     assert r.macs_original == 2 * dit.macs.baseline(K)  # CFG doubles the MACs
     assert dit.num_classes and dit.supports_guidance and dit.default_guidance == 1.5  # random init: no metadata
     assert ctx.default_guidance == 1.0  # an unconditional U-Net: guidance off
     with pytest.raises(Exception, match="out of range"):
-        compare.compare(dit, m, seed=0, num_images=1, class_label=99)
+        compare.compare(dit, m, Draw(seed=0, num_images=1, class_label=99))
 
 
 def test_training_wrapper(ctx):
     from blockmask.viz import training
 
     seen, curve = [], training.Curve()
-    mask, source, meta = training.train(ctx, 4, lam=0.5, iters=2, batch=1, curve=curve,
+    mask, source, meta = training.train(ctx, TrainSettings(4, lam=0.5, iters=2, batch=1), curve=curve,
                                         progress=lambda f, t: seen.append((f, t)))
     assert mask.shape == (4, ctx.n_units) and mask[0].all() and "trained here" in source
     assert len(meta["delta"]) == 4 and len(meta["lambda"]) == 4 and seen[-1][0] == 1.0
     assert "left" in seen[0][1] and len(curve.k) == 3  # the estimate is measured from the first trained step
     assert len(training.curve_figure(curve).data) == 2 and "measured" in training.estimate_note(ctx, 4, 2, 1)
     with pytest.raises(training.Cancelled):  # cancel: stops at the next step, the lock is released
-        training.train(ctx, 4, lam=0.5, iters=2, batch=1, should_stop=lambda: True)
+        training.train(ctx, TrainSettings(4, lam=0.5, iters=2, batch=1), should_stop=lambda: True)
     assert not ctx.lock.locked()
 
 
@@ -279,9 +281,9 @@ def test_prompt_embeddings_reach_the_model(ctx, config):
     a, b = load_prompt(tc, _embeds(tc.text_width, 1), "a.safetensors"), load_prompt(tc, _embeds(tc.text_width, 2))
     assert a.digest != b.digest and "5 tokens" in a.label
     m = np.ones((4, tc.n_units), bool)
-    ra = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
-    rb = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=b)
-    ra2 = compare.compare(tc, m, seed=0, num_images=1, repeats=1, prompt=a)
+    ra = compare.compare(tc, m, Draw(seed=0, num_images=1, prompt=a), repeats=1)
+    rb = compare.compare(tc, m, Draw(seed=0, num_images=1, prompt=b), repeats=1)
+    ra2 = compare.compare(tc, m, Draw(seed=0, num_images=1, prompt=a), repeats=1)
     assert not np.array_equal(ra.original, rb.original)  # different embeddings, different images
     np.testing.assert_array_equal(ra.original, ra2.original)
     for data, words in [(_embeds(tc.text_width + 1, 0), "width"), (b"junk", "cannot read"), (b"", "empty"),

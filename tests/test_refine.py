@@ -10,8 +10,9 @@ import torch
 from blockmask.learning import refine as rf
 from blockmask.cli.main import main
 from blockmask.core.errors import BlockmaskError
-from blockmask.learning.train import TrainConfig, train_mask
-from blockmask.learning.run import RefineConfig, cheapest_ratio, run_training
+from blockmask.learning.train import Observers, TrainConfig, train_mask
+from blockmask.learning.run import RefineConfig, RunOptions, cheapest_ratio, run_training
+from blockmask.sampling.sample import SamplingRun
 
 from conftest import tiny_spec
 
@@ -27,13 +28,14 @@ def ddpm():
 def test_budget_mask_beats_every_rule_on_held_out_seeds(ddpm, tmp_path):
     steps, budget = 12, 0.45
     cfg = TrainConfig(steps=steps, iters=4, batch=2)
-    mf, summary = run_training(ddpm, cfg, tmp_path / "m.json", target_macs=budget, progress=False,
-                               refine=RefineConfig(seed=1000, batch=8, passes=2))
+    mf, summary = run_training(ddpm, cfg, tmp_path / "m.json",
+                               RunOptions(target_macs=budget, refine=RefineConfig(seed=1000, batch=8, passes=2)),
+                               progress=False)
     cost = rf.Budget(ddpm.macs, ddpm.graph)
     assert cost(mf.mask) <= budget * 1.02
     cal = mf.meta["calibration"]
     assert cal["refine"]["error"] <= cal["start_error"]
-    held = rf.Calibration(ddpm.model, ddpm.scheduler(), steps=steps, seed=7000, batch=16)
+    held = rf.Calibration(SamplingRun(ddpm.model, num_steps=steps, scheduler=ddpm.scheduler(), seed=7000, batch=16))
     ours = held.evaluate(mf.mask)
     rules = {n: m for n, m in rf.rule_masks(ddpm, steps).items() if cost(m) <= budget * 1.02}
     assert any(n.startswith("deepcache") for n in rules) and any(n.startswith("fora") for n in rules)
@@ -44,7 +46,7 @@ def test_budget_mask_beats_every_rule_on_held_out_seeds(ddpm, tmp_path):
 def test_calibration_reuses_trajectory_states_exactly(workbenches):
     """A run restarted at step k from the stored state equals the full run of the same mask."""
     wb = workbenches("tiny-unet")
-    cal = rf.Calibration(wb.model, wb.scheduler(), steps=6, seed=3, batch=2)
+    cal = rf.Calibration(SamplingRun(wb.model, num_steps=6, scheduler=wb.scheduler(), seed=3, batch=2))
     m = np.ones((6, len(wb.units)), bool)
     m[2:, ::2] = False
     full, states = cal._run(m, 0, None, record=True)
@@ -59,11 +61,11 @@ def test_refine_keeps_the_budget_and_never_gets_worse(workbenches):
     cost = rf.Budget(wb.macs, wb.graph)
     steps, budget = 6, 0.6
     cands = rf.rule_masks(wb, steps)
-    cal = rf.Calibration(wb.model, wb.scheduler(), steps=steps, seed=0, batch=2)
+    cal = rf.Calibration(SamplingRun(wb.model, num_steps=steps, scheduler=wb.scheduler(), seed=0, batch=2))
     name, start, err, scored = rf.best_start(cal, cands, cost, budget)
     assert all(c <= budget for c, _ in scored.values())
     rows = [r for m in cands.values() for r in cost.rectified(m)]
-    m, rep = rf.refine(cal, start, rows=rows, cost=cost, budget=budget, normalize=cost.rectified, passes=1)
+    m, rep = rf.refine(cal, start, rows=rows, cost=cost, budget=budget, passes=1)
     assert cost(m) <= budget + 1e-9 and rep.error <= err
     assert cal.evaluate(m) == pytest.approx(rep.error, rel=1e-6)  # the tracked error is the real one
 
@@ -83,8 +85,8 @@ def test_train_mask_freezes_the_model_and_restores_it(workbenches):
     seen = []
     cfg = TrainConfig(steps=3, iters=2, batch=1)
     p = wb.macs
-    train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder, progress=False,
-               callback=lambda rep: seen.append((wb.model.training, any(q.requires_grad for q in wb.model.parameters()))))
+    train_mask(wb.model, wb.scheduler(), cfg, p, observers=Observers(progress=False, callback=lambda rep: seen.append(
+        (wb.model.training, any(q.requires_grad for q in wb.model.parameters())))))
     assert seen and all(s == (False, False) for s in seen)  # eval mode and frozen while learning
     assert all(q.grad is None for q in wb.model.parameters())
     assert wb.model.training and [q.requires_grad for q in wb.model.parameters()] == flags
@@ -98,8 +100,7 @@ def test_guidance_scale_comes_from_one_place(workbenches):
     p = wb.macs
     with pytest.raises(BlockmaskError, match="guidance scale given twice"):
         train_mask(wb.model, wb.scheduler(), TrainConfig(steps=3, iters=1, batch=1, guidance_scale=2.0),
-                   unit_macs=p.unit_macs, remainder=p.remainder, progress=False,
-                   condition=Condition(guidance_scale=3.0))
+                   p, observers=Observers(progress=False), condition=Condition(guidance_scale=3.0))
 
 
 def test_paper_recipe_runs_and_records_eq12(workbenches, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from blockmask.core.errors import MaskError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.rowgraph import ReplayCheck, cache_reads, graph_store, plan_rows, release_graphs
-from blockmask.sampling.sample import Condition, sample
+from blockmask.sampling.sample import Condition, SampleOptions, sample
 
 K = 6
 
@@ -37,7 +37,7 @@ def _run(wb, mask, batch=2, seed=0, **kw):
     ex = MaskedExecution(wb.model, mask, mode="rowgraph", replay_factory=ReplayCheck, **kw)
     with ex:
         out = sample(wb.model, num_steps=K, mask=mask, scheduler=wb.scheduler(), batch=batch, seed=seed,
-                     execution=ex, condition=Condition(guidance_scale=1.0))
+                     condition=Condition(guidance_scale=1.0), options=SampleOptions(execution=ex))
     return out, ex
 
 
@@ -53,7 +53,8 @@ def test_rowgraph_is_bitwise_eager_across_runs_and_batch_sizes(workbenches, name
         assert torch.equal(out, eager)
         eager_counts = MaskedExecution(wb.model, mask)
         with eager_counts:
-            sample(wb.model, num_steps=K, mask=mask, scheduler=wb.scheduler(), batch=batch, execution=eager_counts)
+            sample(wb.model, num_steps=K, mask=mask, scheduler=wb.scheduler(), batch=batch,
+                   options=SampleOptions(execution=eager_counts))
             assert (ex.computed, ex.skipped) == (eager_counts.computed, eager_counts.skipped)
     stats = graph_store(wb.model, len(wb.units)).stats
     assert stats.captured == 2 * distinct  # one graph per distinct row and call shape, reused by the second run
@@ -87,7 +88,8 @@ def test_graph_cap_and_failed_captures_fall_back_to_eager(workbenches):
 
     ex = MaskedExecution(wb.model, mask, mode="rowgraph", replay_factory=Uncapturable)
     with ex:
-        out = sample(wb.model, num_steps=K, mask=mask, scheduler=wb.scheduler(), batch=2, execution=ex)
+        out = sample(wb.model, num_steps=K, mask=mask, scheduler=wb.scheduler(), batch=2,
+                     options=SampleOptions(execution=ex))
     assert torch.equal(out, eager)
     assert ex.graphs.stats.failed == plan_rows(mask).distinct and ex.graphs.stats.replays == 0
     assert "operation not permitted" in ex.graphs.stats.errors[0]

@@ -16,6 +16,8 @@ from blockmask.workbench import Workbench
 from blockmask.cli.main import main
 from blockmask.core.errors import BlockmaskError, BlockmaskWarning, OptionError
 from blockmask.sampling import prompting
+from blockmask.viz.context import Draw
+from blockmask.viz.training import TrainSettings
 
 from conftest import tiny_spec
 from tiny_pipes import sd_text
@@ -275,8 +277,8 @@ def test_app_training_delta_and_method_presets_run_on_the_prompt(sd_folder):
 
     ctx = load_context(COND, device="cpu")
     with pytest.raises(BlockmaskError, match="this is a text model"):
-        training.train(ctx, 3, iters=1, batch=1)
-    mask, _, _ = training.train(ctx, 3, iters=1, batch=1, prompt=prompts.RANDOM)
+        training.train(ctx, TrainSettings(3, iters=1, batch=1))
+    mask, _, _ = training.train(ctx, TrainSettings(3, iters=1, batch=1), Draw(prompt=prompts.RANDOM))
     assert mask.shape == (3, ctx.n_units)
     from blockmask.viz.compare import compute_delta
 
@@ -285,7 +287,7 @@ def test_app_training_delta_and_method_presets_run_on_the_prompt(sd_folder):
     assert compute_delta(ctx, 3, prompt=prompts.RANDOM).shape == (3,)
     tc = load_context(sd_folder[1], device="cpu")
     p = prompts.pick(tc, text="a cat")
-    mask, _, _ = training.train(tc, 3, iters=1, batch=2, guidance_scale=2.0, prompt=p)
+    mask, _, _ = training.train(tc, TrainSettings(3, iters=1, batch=2), Draw(guidance_scale=2.0, prompt=p))
     assert mask.shape == (3, tc.n_units) and mask[0].all()
     mask, source, _ = presets.build(tc, "method:feature-change", 3, macs_ratio=0.7, seed=0, prompt=p)
     assert "Feature-change" in source

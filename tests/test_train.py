@@ -15,8 +15,8 @@ from blockmask.io.maskfile import MaskFile
 from blockmask.sampling.sample import sample
 from blockmask.learning import train as train_module
 from blockmask.learning.scaling import LambdaSchedule, Sensitivity, output_sensitivity, probe_steps
-from blockmask.learning.train import TrainConfig, train_mask
-from blockmask.learning.run import checkpoint_path, run_training
+from blockmask.learning.train import Observers, TrainConfig, train_mask
+from blockmask.learning.run import RunOptions, checkpoint_path, run_training
 
 from conftest import tiny_spec
 
@@ -24,7 +24,7 @@ from conftest import tiny_spec
 def _train(wb, **kw):
     cfg = TrainConfig(**{"steps": 6, "iters": 8, "batch": 2, "lr": 0.6, **kw})
     p = wb.macs
-    return train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder, progress=False)
+    return train_mask(wb.model, wb.scheduler(), cfg, p, observers=Observers(progress=False))
 
 
 def test_lambda_zero_keeps_all_ones(workbenches):
@@ -179,8 +179,8 @@ def test_resume_equals_uninterrupted(workbenches, tmp_path, norm):
     with pytest.raises(BlockmaskError, match="pass --resume"):
         run_training(wb, cfg, out, progress=False)
     with pytest.raises(BlockmaskError, match="other settings"):
-        run_training(wb, dataclasses.replace(cfg, lam=2.0), out, resume=True, progress=False)
-    resumed, _ = run_training(wb, cfg, out, resume=True, progress=False)
+        run_training(wb, dataclasses.replace(cfg, lam=2.0), out, RunOptions(resume=True), progress=False)
+    resumed, _ = run_training(wb, cfg, out, RunOptions(resume=True), progress=False)
     assert np.array_equal(resumed.mask, full.mask) and resumed.meta["scores"] == full.meta["scores"]
 
 
@@ -191,10 +191,10 @@ def test_resume_rejects_bad_checkpoints(workbenches, tmp_path):
     ck = checkpoint_path(out)
     ck.write_text('{"format": "blockmask-train/1", "state": {"ro')
     with pytest.raises(BlockmaskError, match="corrupt"):
-        run_training(wb, cfg, out, resume=True, progress=False)
+        run_training(wb, cfg, out, RunOptions(resume=True), progress=False)
     ck.write_text(json.dumps({"format": "blockmask-train/1", "fingerprint": "X:1", "units": [], "state": {}}))
     with pytest.raises(BlockmaskError, match="another model"):
-        run_training(wb, cfg, out, resume=True, progress=False)
+        run_training(wb, cfg, out, RunOptions(resume=True), progress=False)
     assert not out.exists()
 
 
@@ -204,12 +204,13 @@ def test_target_macs_budget(workbenches, tmp_path):
 
     # λ bisection (the paper's way, --no-refine): ±2% of the budget
     mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=0.5), tmp_path / "b.json",
-                               target_macs=0.75, max_trials=4, progress=False, refine=RefineConfig(enabled=False))
+                               RunOptions(target_macs=0.75, max_trials=4, refine=RefineConfig(enabled=False)),
+                               progress=False)
     assert abs(wb.macs.ratio(mf.mask) / 0.75 - 1) <= 0.02
     assert mf.meta["budget"]["trials"]
     # the calibrated default: the best mask found within the budget, never above it
     mf, summary = run_training(wb, TrainConfig(steps=6, iters=4, batch=2, lam=0.5), tmp_path / "c.json",
-                               target_macs=0.75, progress=False, refine=RefineConfig(batch=4, passes=1))
+                               RunOptions(target_macs=0.75, refine=RefineConfig(batch=4, passes=1)), progress=False)
     assert 0.85 * 0.75 <= wb.macs.ratio(mf.mask) <= 0.75 + 1e-9 and mf.meta["calibration"]["start"]
 
 

@@ -145,10 +145,11 @@ def test_api_calls_raise_blockmask_errors(wb, tmp_path):
         wb.macs.ratio(np.ones((0, n), bool))
     with pytest.raises(BlockmaskError, match="too long"):
         Workbench.load("a" * 5000)
-    from blockmask.eval.evaluate import Method, evaluate
+    from blockmask.eval.evaluate import EvalConfig, Method, evaluate
 
     with pytest.raises(BlockmaskError, match="not found"):
-        evaluate(wb, [Method("o", None, 2)], n=4, data=str(tmp_path / "no-such-folder"), cache_dir=str(tmp_path / "c"))
+        evaluate(wb, [Method("o", None, 2)],
+                 EvalConfig(n=4, data=str(tmp_path / "no-such-folder"), cache_dir=str(tmp_path / "c")))
 
 
 def test_maskfile_unit_list_is_checked():

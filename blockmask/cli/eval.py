@@ -12,7 +12,7 @@ from blockmask.cli.common import (check_ints, emit, finite, guidance_of, load_ma
                          workbench)
 from blockmask.core.errors import BlockmaskError, OptionError
 from blockmask.core.validate import check_int
-from blockmask.eval.evaluate import Method, evaluate
+from blockmask.eval.evaluate import EvalConfig, Method, evaluate
 from blockmask.eval.report import read_csv, to_markdown, write_report
 from blockmask.io.files import check_output_folder
 from blockmask.sampling.distributed import is_main
@@ -70,9 +70,10 @@ def cmd_eval(args) -> None:
                                                                          seed=args.seed), k))
         if args.fewer_steps:
             methods.append(Method(f"DDIM {max(1, round(ratio * k))} steps", None, max(1, round(ratio * k))))
-    rows = evaluate(wb, methods, n=args.num_samples, batch=args.batch, seed=args.seed, guidance=guidance_of(args, wb),
-                    class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
-                    cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
+    cfg = EvalConfig(n=args.num_samples, batch=args.batch, seed=args.seed, guidance=guidance_of(args, wb),
+                     class_label=args.class_label, extractor=args.fid_extractor, data=args.data,
+                     cache_dir=args.cache_dir, bench_batch=args.bench_batch, bench_repeats=args.bench_repeats)
+    rows = evaluate(wb, methods, cfg)
 
     if not is_main(wb.device):
         return  # helper process of a multi-process launch

@@ -28,7 +28,7 @@ from blockmask.io.files import (OutputLock, Terminated, atomic_write_all, check_
 from blockmask.adapters import adapter_for
 from blockmask.cli.method import add_method_parser
 from blockmask.data.mnist import default_mnist_dir
-from blockmask.sampling.sample import to_grid
+from blockmask.sampling.sample import SampleOptions, to_grid
 
 
 def cmd_info(args) -> None:
@@ -103,7 +103,6 @@ def cmd_rectify(args) -> None:
 def cmd_sample(args) -> None:
     from PIL import Image
 
-
     out = check_output_folder(args.output)
     check_ints(args, num_images=(1, 4096))
     wb = workbench(args)
@@ -129,8 +128,8 @@ def cmd_bench(args) -> None:
     wb = workbench(args)
     mf = load_mask(wb, args.mask, args.steps)
     cond = prompt_condition(args, wb, class_label=args.class_label, guidance_scale=guidance_of(args, wb))
-    r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond, mode=args.mode,
-                 reuse=mf.reuse,
+    r = wb.bench(mf.mask, batch=args.batch, repeats=args.repeats, warmup=args.warmup, condition=cond,
+                 options=SampleOptions(mode=args.mode, reuse=mf.reuse),
                  progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     flag = "" if r["reliable"] else "\nUNRELIABLE timing: " + "; ".join(r["unreliable_reasons"]) + \
         " (rerun on a quiet machine, with more --repeats)"
@@ -218,7 +217,6 @@ def _output_lock(args):
     out = getattr(args, "output", None)
     if args.command == "data":  # the one command that makes its output's parents
         from pathlib import Path
-
 
         out = Path(out).expanduser() if out else default_mnist_dir()
         try:

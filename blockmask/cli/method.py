@@ -50,7 +50,6 @@ def cmd_method(args) -> None:
     check_output(args.output)
     wb = workbench(args)
 
-
     if needs_condition(args, wb):  # a text model: --prompt/--prompts/--prompt-embeds, or --random-prompts on purpose
         cond = prompt_condition(args, wb, class_label=args.class_label)
     else:

@@ -12,7 +12,7 @@ from blockmask.cli.common import emit, finite, guidance_of, needs_condition, pro
 from blockmask.core.errors import BlockmaskError
 from blockmask.io.files import check_output_file
 from blockmask.learning.auto import run_budget_auto
-from blockmask.learning.run import RefineConfig, check_budget, run_training, start_masks
+from blockmask.learning.run import RefineConfig, RunOptions, check_budget, run_training, start_masks
 from blockmask.learning.train import FEATURE_NORMS, LAMBDA_NORMS, RECIPES, TrainConfig
 
 
@@ -70,8 +70,10 @@ def cmd_train(args) -> None:
         check_output_file(path)
     results = []
     for cfg, (lam, path) in zip(cfgs, runs):
-        _, summary = run_training(wb, cfg, path, rectify=not args.no_rectify, resume=args.resume,
-                                  target_macs=args.target_macs, condition=cond, refine=refine, progress=not args.json)
+        _, summary = run_training(wb, cfg, path,
+                                  RunOptions(rectify=not args.no_rectify, resume=args.resume, target_macs=args.target_macs,
+                                             refine=refine),
+                                  condition=cond, progress=not args.json)
         results.append(summary)
     text = "\n".join(f"wrote {r['output']}: MAC ratio {r['macs']['ratio']:.1%}, {r['cells_removed']} cells rectified, "
                      f"{r['train_seconds']:.0f}s ({r['per_step_seconds']:.2f}s/step), peak RSS {r['peak_rss_mb']:.0f} MB"

@@ -208,7 +208,6 @@ def check_finite_tensors(tensors, what: str) -> None:
     """Refuse NaN/inf: ``tensors`` is (name, tensor) pairs; the first bad one is named in one line."""
     import torch
 
-
     for name, t in tensors:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())

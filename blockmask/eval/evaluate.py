@@ -236,27 +236,50 @@ def row_key(wb, method: Method, settings: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def evaluate(wb, methods: list[Method], *, n: int, batch: int = 50, seed: int = 0, guidance: float = 1.0,
-             class_label: int | None = None, extractor: str = "mnist-cnn", data: str | None = None,
-             cache_dir: str | Path = ".cache/blockmask-eval", bench_batch: int = 8, bench_repeats: int = 3,
+@dataclasses.dataclass
+class EvalConfig:
+    """How :func:`evaluate` measures: ``n`` samples per method in batches of ``batch`` from generator seed
+    ``seed`` (class ``class_label`` or all classes cycled, guidance ``guidance``); FID/KID/IS with
+    ``extractor`` against the reference images in ``data`` (default: MNIST's test set); speed on
+    ``bench_batch`` samples, ``bench_repeats`` interleaved runs; rows cached in ``cache_dir``. Every value
+    is checked here: a bad one is one :class:`BlockmaskError` before any work."""
+
+    n: int
+    batch: int = 50
+    seed: int = 0
+    guidance: float = 1.0
+    class_label: int | None = None
+    extractor: str = "mnist-cnn"
+    data: str | None = None
+    cache_dir: str | Path = ".cache/blockmask-eval"
+    bench_batch: int = 8
+    bench_repeats: int = 3
+
+    def __post_init__(self):
+        self.n = check_int("number of samples", self.n, low=2, high=10**7)
+        self.batch = check_int("batch", self.batch, low=1, high=4096)
+        self.seed = check_int("seed", self.seed, low=0, high=2**63 - 1)
+        self.guidance = check_float("guidance scale", self.guidance, low=0, high=1e4)
+        self.bench_batch = check_int("bench batch", self.bench_batch, low=1, high=4096)
+        self.bench_repeats = check_int("bench repeats", self.bench_repeats, low=1, high=1000)
+        if self.class_label is not None:
+            self.class_label = check_int("class label", self.class_label, low=0)
+        if not isinstance(self.extractor, str) or not self.extractor:
+            raise BlockmaskError(f"FID extractor must be a name, got {self.extractor!r}")
+        if self.extractor not in FID_EXTRACTORS:
+            raise BlockmaskError(f"FID extractor {self.extractor[:60]!r} is not supported: use "
+                                 f"{' or '.join(FID_EXTRACTORS)} (the others load pickled or TorchScript weights, "
+                                 "or code from the hub)")
+
+
+def evaluate(wb, methods: list[Method], cfg: EvalConfig, *,
              progress: Callable[[str], None] | None = None) -> list[dict]:
     """Evaluate every method; the first plain method at full K is the reference for PSNR.
     Under a multi-process launch only the main process returns rows. Rows are cached in
-    ``cache_dir`` (:mod:`blockmask.eval.cache`: signed, pickle-free)."""
-
-    n = check_int("number of samples", n, low=2, high=10**7)
-    batch = check_int("batch", batch, low=1, high=4096)
-    seed = check_int("seed", seed, low=0, high=2**63 - 1)
-    guidance = check_float("guidance scale", guidance, low=0, high=1e4)
-    bench_batch = check_int("bench batch", bench_batch, low=1, high=4096)
-    bench_repeats = check_int("bench repeats", bench_repeats, low=1, high=1000)
-    if class_label is not None:
-        class_label = check_int("class label", class_label, low=0)
-    if not isinstance(extractor, str) or not extractor:
-        raise BlockmaskError(f"FID extractor must be a name, got {extractor!r}")
-    if extractor not in FID_EXTRACTORS:
-        raise BlockmaskError(f"FID extractor {extractor[:60]!r} is not supported: use {' or '.join(FID_EXTRACTORS)} "
-                             "(the others load pickled or TorchScript weights, or code from the hub)")
+    ``cfg.cache_dir`` (:mod:`blockmask.eval.cache`: signed, pickle-free)."""
+    n, batch, seed, guidance, class_label = cfg.n, cfg.batch, cfg.seed, cfg.guidance, cfg.class_label
+    extractor, data, cache_dir = cfg.extractor, cfg.data, cfg.cache_dir
+    bench_batch, bench_repeats = cfg.bench_batch, cfg.bench_repeats
     if not methods:
         raise BlockmaskError("nothing to evaluate")
     size = wb.model.config.sample_size

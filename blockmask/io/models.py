@@ -162,7 +162,6 @@ def from_config(path: str | os.PathLike, *, init_seed: int = 0, device="cpu", dt
 def _load_folder_or_hub(spec: str, *, device, dtype, local: bool) -> LoadedModel:
     import diffusers
 
-
     where = "folder" if local else "hub id"
     try:
         if local:
@@ -232,7 +231,6 @@ def load_class_tokens(root: Path, info: dict, model: torch.nn.Module) -> torch.T
     safetensors file in the folder with the tensor ``class_tokens``), checked against the model."""
     from safetensors.torch import load
 
-
     src = root / "blockmask.json"
     name = info.get("class_tokens")
     if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
@@ -269,7 +267,6 @@ def _load_scheduler(spec: str, local: bool = True):
     """The folder's own scheduler. Missing: None (the caller's default DDIM training schedule), with
     a warning; present but broken (truncated, nested too deep, unknown class, bad values): an error."""
     import diffusers
-
 
     default = ", ".join(f"{k}={v}" for k, v in DEFAULT_TRAIN_CONFIG.items())
     where = Path(spec) / "scheduler" / "scheduler_config.json"
@@ -312,7 +309,6 @@ def _warn_cast(root: Path, sub: str | None, dtype: torch.dtype) -> None:
     import collections
 
     from safetensors import safe_open
-
 
     f = root / (sub or "") / WEIGHT_FILES[0]
     if not f.is_file():

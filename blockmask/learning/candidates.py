@@ -16,6 +16,7 @@ on the rectified mask — MACs (``MacProfile.total``/``baseline``) or predicted 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable
 
 import numpy as np
@@ -181,19 +182,14 @@ def fit_scores(wb, scores: np.ndarray, cost: Cost, cap: float) -> np.ndarray | N
     return mask(levels[hi])
 
 
-def learn_scores(wb, steps: int, *, recipe: str = "blockmask", iters: int = 10, batch: int = 4,
-                 guidance: float = 1.0, progress: bool = False) -> tuple[np.ndarray, dict]:
-    """The per-step trainer's (K, N) scores (:func:`blockmask.learning.run.train_once`, recipe
-    ``recipe``) and what made them; :func:`learned_from_scores` brings them to any budget, so one
-    training serves every budget at this K."""
-    import time
-
-
+def learn_scores(wb, cfg: TrainConfig, *, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """The per-step trainer's (K, N) scores (:func:`blockmask.learning.run.train_once` with ``cfg``, e.g.
+    ``TrainConfig.for_recipe("paper", steps=K, ...)``) and what made them; :func:`learned_from_scores`
+    brings them to any budget, so one training serves every budget at this K."""
     t0 = time.perf_counter()
-    cfg = TrainConfig.for_recipe(recipe, steps=steps, iters=iters, batch=batch, guidance_scale=guidance)
     state = train_once(wb, cfg, progress=progress)
-    return np.array(state.scores, float), {"recipe": recipe, "steps": steps, "iters": iters, "batch": batch,
-                                           "train_seconds": time.perf_counter() - t0}
+    return np.array(state.scores, float), {"recipe": cfg.recipe, "steps": cfg.steps, "iters": cfg.iters,
+                                           "batch": cfg.batch, "train_seconds": time.perf_counter() - t0}
 
 
 def learned_from_scores(wb, scores: np.ndarray, params: dict, cost: Cost, cap: float) -> Candidate | None:
@@ -205,9 +201,7 @@ def learned_from_scores(wb, scores: np.ndarray, params: dict, cost: Cost, cap: f
     return Candidate(f"learned ({params['recipe']}) K={steps}", "learned", steps, m, cost(steps, m), dict(params))
 
 
-def learned_candidate(wb, steps: int, cost: Cost, cap: float, *, recipe: str = "blockmask", iters: int = 10,
-                      batch: int = 4, guidance: float = 1.0, progress: bool = False) -> Candidate | None:
-    """The per-step learned mask at ``steps``, brought to ``cap`` by its scores and rectified exactly."""
-    scores, params = learn_scores(wb, steps, recipe=recipe, iters=iters, batch=batch, guidance=guidance,
-                                  progress=progress)
+def learned_candidate(wb, cfg: TrainConfig, cost: Cost, cap: float, *, progress: bool = False) -> Candidate | None:
+    """The per-step learned mask (trained with ``cfg``), brought to ``cap`` by its scores and rectified exactly."""
+    scores, params = learn_scores(wb, cfg, progress=progress)
     return learned_from_scores(wb, scores, params, cost, cap)

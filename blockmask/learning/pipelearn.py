@@ -3,18 +3,18 @@
 What it does, exactly (no per-step gradient training here: that trainer, :mod:`blockmask.learning.train`,
 drives the denoiser with blockmask's own sampler and conditioning, not an arbitrary pipeline):
 
-1. Runs ``pipe(...)`` with your prompts / class labels at ``steps`` steps on a few seeds, under
-   ``enable(pipe, "ones")`` — bit for bit the plain pipeline — so its text encoders, its CFG, its
-   scheduler and its VAE-free output (``output_type="latent"``) make the reference. That first call
-   also counts the denoiser's MACs per unit (:mod:`blockmask.hooks.pipesteps`).
+1. Runs ``pipe(...)`` with your prompts / class labels at ``steps`` steps on a few seeds
+   (``search.seeds``), under ``enable(pipe, "ones")`` — bit for bit the plain pipeline — so its text
+   encoders, its CFG, its scheduler and its VAE-free output (``output_type="latent"``) make the
+   reference. That first call also counts the denoiser's MACs per unit (:mod:`blockmask.hooks.pipesteps`).
 2. Scores candidate masks on the same seeds by the mean squared difference of their final outputs
    from the reference (calibrated selection, as :func:`blockmask.learning.refine.best_start` does with
    blockmask's own sampler): a shipped mask for this model, DeepCache / FORA / block caching at every
    interval and their cached rows with n evenly spaced full steps (:mod:`blockmask.hooks.budget`). For each
-   family the ``per_family`` candidates with the most compute within the budget are scored; the
+   family the ``search.per_family`` candidates with the most compute within the budget are scored; the
    lowest error wins. A candidate whose run costs more than the budget (counted over the whole run)
    is dropped.
-3. Refines it (``passes`` > 0) by local moves that keep its cost: swapping neighbouring rows (moving a
+3. Refines it (``search.passes`` > 0) by local moves that keep its cost: swapping neighbouring rows (moving a
    full step earlier or later). A move is kept only when it lowers the error on *every* seed.
 
 Cost: ``len(seeds)`` pipeline runs per candidate and per move — about
@@ -25,6 +25,7 @@ unhooked. Random prompt embeddings are used only with ``random_embeddings=True``
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -112,12 +113,29 @@ def _conditioning(pipe, prompts, class_labels, random_embeddings: bool, call_kwa
     return {}
 
 
-def learn(pipe, *, prompts=None, class_labels=None, steps: int, budget: float, seeds=(0, 1), per_family: int = 2,
-          passes: int = 1, output=None, random_embeddings: bool = False, output_type: str = "latent", **call_kwargs):
+@dataclasses.dataclass(frozen=True)
+class LearnSearch:
+    """How :func:`learn` searches: the generator ``seeds`` every candidate is scored on, the
+    ``per_family`` candidates with the most compute within the budget scored per rule family, and
+    ``passes`` of local moves on the best (module docstring)."""
+
+    seeds: tuple[int, ...] | list[int] | int = (0, 1)
+    per_family: int = 2
+    passes: int = 1
+
+
+def learn(pipe, *, prompts=None, class_labels=None, steps: int, budget: float, search: LearnSearch = LearnSearch(),
+          output=None, random_embeddings: bool = False, **call_kwargs):
     """A mask for ``pipe`` at ``steps`` steps within ``budget`` (a fraction of the plain MACs), learned
-    from the pipeline's own runs (module docstring). Returns a :class:`~blockmask.io.maskfile.MaskFile`
-    (``.mask`` is the (K, N) array; ``meta["learn"]`` has the scores); written to ``output`` only if
-    given. ``call_kwargs`` go to every ``pipe(...)`` call (guidance_scale=, height=, prompt_embeds=, ...)."""
+    from the pipeline's own runs (module docstring; ``search``: seeds, candidates, passes). Returns a
+    :class:`~blockmask.io.maskfile.MaskFile` (``.mask`` is the (K, N) array; ``meta["learn"]`` has the
+    scores); written to ``output`` only if given. ``call_kwargs`` go to every ``pipe(...)`` call
+    (guidance_scale=, height=, prompt_embeds=, ...; ``output_type`` defaults to "latent")."""
+    moved = sorted({"seeds", "per_family", "passes"} & set(call_kwargs))
+    if moved:
+        raise OptionError(f"learn() takes {', '.join(moved)} in search=blockmask.LearnSearch(...), not as a keyword")
+    seeds, per_family, passes = search.seeds, search.per_family, search.passes
+    output_type = call_kwargs.pop("output_type", "latent")
 
     if getattr(pipe, STATE, None) is not None:
         raise OptionError("blockmask is enabled on this pipeline; call blockmask.disable(pipe) before learn()")

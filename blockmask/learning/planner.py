@@ -32,6 +32,8 @@ from blockmask.learning import candidates as cd, refine as rf
 from blockmask.learning.candidates import Candidate
 from blockmask.learning.latency import measure_latency
 from blockmask.learning.planscore import Group, Scorer, bootstrap_gain, psnr_db  # noqa: F401  (re-exported)
+from blockmask.learning.train import TrainConfig
+from blockmask.sampling.sample import SamplingRun
 
 UNITS = ("macs", "seconds")
 MAX_SECONDS = 86_400.0  # a latency budget above a day is refused as absurd
@@ -78,42 +80,88 @@ class Schedule:
         return mf
 
 
-class Planner:
-    """Plans budgets for one model at one reference step count, sharing every sampling run."""
+@dataclasses.dataclass
+class PlanConfig:
+    """How the planner searches and scores (docs/METHOD.md §6). Samples: ``calib`` calibration samples
+    from generator seed ``calib_seed`` (the first ``screen`` screen the rules), ``valid`` validation
+    samples from ``valid_seed`` (disjoint), in chunks of ``chunk``. Candidates: the per-step learned
+    mask with each of ``recipes`` when ``learn`` (``train_iters`` × ``train_batch`` per step),
+    refinement of the ``refine_top`` best (``refine_seconds`` each), ``neighbours`` step counts around
+    each rule's largest K that fits, forecast variants when ``forecast``. Selection: the
+    ``screen_keep`` best rules go on past screening, the ``validate_top`` best on calibration to
+    validation, with a ``resamples``-fold bootstrap. ``unit="seconds"`` plans against a latency model
+    measured at batch ``latency_batch``."""
 
-    def __init__(self, wb, *, ref_steps: int = 50, unit: str = "macs", calib: int = 64, valid: int = 128,
-                 chunk: int = 64, screen: int = 16, calib_seed: int = 0, valid_seed: int = 10_000, learn: bool = True,
-                 recipes: tuple[str, ...] = ("blockmask", "paper"), train_iters: int = 6, train_batch: int = 2,
-                 refine_top: int = 2, refine_seconds: float = 40.0, screen_keep: int = 4, neighbours: int = 1,
-                 validate_top: int = 2, resamples: int = 1000, latency_batch: int = 1, latency=None,
-                 forecast: bool = True, progress: bool = True):
+    ref_steps: int = 50
+    unit: str = "macs"
+    calib: int = 64
+    valid: int = 128
+    chunk: int = 64
+    screen: int = 16
+    calib_seed: int = 0
+    valid_seed: int = 10_000
+    learn: bool = True
+    recipes: tuple[str, ...] = ("blockmask", "paper")
+    train_iters: int = 6
+    train_batch: int = 2
+    refine_top: int = 2
+    refine_seconds: float = 40.0
+    screen_keep: int = 4
+    neighbours: int = 1
+    validate_top: int = 2
+    resamples: int = 1000
+    latency_batch: int = 1
+    forecast: bool = True
+    progress: bool = True
+
+    @classmethod
+    def of(cls, config: "PlanConfig | None" = None, **options) -> "PlanConfig":
+        """``config`` (default: the defaults) with ``options`` replacing fields; an unknown option is one
+        :class:`OptionError` naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise OptionError(f"unknown planner option(s) {', '.join(unknown)}; choose from {', '.join(sorted(names))}")
+        return dataclasses.replace(config or cls(), **options)
+
+
+class Planner:
+    """Plans budgets for one model at one reference step count, sharing every sampling run.
+
+    ``Planner(wb, PlanConfig(ref_steps=50, calib=64))`` or, the same, ``Planner(wb, ref_steps=50, calib=64)``
+    (keywords replace fields of ``config``). ``latency``: a measured latency model to plan seconds with
+    (else measured here when ``unit="seconds"``)."""
+
+    def __init__(self, wb, config: PlanConfig | None = None, *, latency=None, **options):
+        cfg = self.config = PlanConfig.of(config, **options)
+        unit = cfg.unit
         if not isinstance(unit, str) or unit not in UNITS:
             raise OptionError(f"unknown budget unit {unit!r}; choose from {', '.join(UNITS)}")
-        self.ref_steps = check_int("reference steps", ref_steps, low=2, high=10_000)
+        self.ref_steps = check_int("reference steps", cfg.ref_steps, low=2, high=10_000)
         wb.timesteps(self.ref_steps)  # the scheduler can run it
-        calib, valid = check_int("calibration samples", calib, low=2), check_int("validation samples", valid, low=2)
-        chunk = check_int("chunk", chunk, low=1, high=4096)
-        screen = check_int("screening samples", screen, low=1, high=4096)
-        calib_seed = check_int("calibration seed", calib_seed, low=0, high=2**62)
-        valid_seed = check_int("validation seed", valid_seed, low=0, high=2**62)
+        calib, valid = check_int("calibration samples", cfg.calib, low=2), check_int("validation samples", cfg.valid, low=2)
+        chunk = check_int("chunk", cfg.chunk, low=1, high=4096)
+        screen = check_int("screening samples", cfg.screen, low=1, high=4096)
+        calib_seed = check_int("calibration seed", cfg.calib_seed, low=0, high=2**62)
+        valid_seed = check_int("validation seed", cfg.valid_seed, low=0, high=2**62)
         self.calib = Group("calibration", calib_seed, calib, chunk, first=screen)
         self.valid = Group("validation", valid_seed, valid, chunk)
         if set(self.calib.seeds) & set(self.valid.seeds):
             raise OptionError(f"calibration seeds {self.calib.seeds[0]}..{self.calib.seeds[-1]} and validation seeds "
                               f"{self.valid.seeds[0]}..{self.valid.seeds[-1]} overlap")
-        self.wb, self.unit, self.learn, self.recipes = wb, unit, learn, tuple(recipes)
-        self.train_iters, self.train_batch = train_iters, train_batch
-        self.refine_top, self.refine_seconds = refine_top, refine_seconds
-        self.screen_keep, self.neighbours = screen_keep, neighbours
-        self.validate_top, self.resamples = validate_top, resamples
-        self.progress = progress
-        self.forecast = bool(forecast)  # forecast variants of the masked candidates (blockmask.core.forecast)
+        self.wb, self.unit, self.learn, self.recipes = wb, unit, cfg.learn, tuple(cfg.recipes)
+        self.train_iters, self.train_batch = cfg.train_iters, cfg.train_batch
+        self.refine_top, self.refine_seconds = cfg.refine_top, cfg.refine_seconds
+        self.screen_keep, self.neighbours = cfg.screen_keep, cfg.neighbours
+        self.validate_top, self.resamples = cfg.validate_top, cfg.resamples
+        self.progress = cfg.progress
+        self.forecast = bool(cfg.forecast)  # forecast variants of the masked candidates (blockmask.core.forecast)
         self.bar = None  # the progress bar: made by the first plan()
         self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance)
         self.profile = wb.macs
         self.latency = latency
         if unit == "seconds" and latency is None:
-            self.latency = measure_latency(wb, batch=latency_batch)
+            self.latency = measure_latency(wb, batch=cfg.latency_batch)
         self._chosen: list[Candidate] = []  # what earlier plan() calls chose (candidates for larger budgets)
 
     # --- costs ------------------------------------------------------------------------------
@@ -121,6 +169,11 @@ class Planner:
         if self.unit == "seconds":
             return self.latency.seconds(steps, mask)
         return self.profile.baseline(steps) if mask is None else self.profile.total(mask)
+
+    def train_config(self, recipe: str, steps: int) -> TrainConfig:
+        """The per-step trainer's config for a learned candidate at ``steps`` (``recipe``'s choices)."""
+        return TrainConfig.for_recipe(recipe, steps=steps, iters=self.train_iters, batch=self.train_batch,
+                                      guidance_scale=self.scorer.guidance)
 
     def macs_ratio(self, steps: int, mask: np.ndarray | None) -> float:
         total = self.profile.baseline(steps) if mask is None else self.profile.total(mask)
@@ -179,8 +232,7 @@ class Planner:
             best_rule = next((c for c in pool if c.family == "rule"), None)
             k = best_rule.steps if best_rule is not None else max(2, min(self.ref_steps, fewer.steps + 2))
             for recipe in self.recipes:
-                lc = cd.learned_candidate(self.wb, k, self.cost, cap, recipe=recipe, iters=self.train_iters,
-                                          batch=self.train_batch, guidance=self.scorer.guidance)
+                lc = cd.learned_candidate(self.wb, self.train_config(recipe, k), self.cost, cap)
                 if lc is not None:
                     pool.extend([lc, *self.forecasts([lc], cap)])
         pool = cd.unique(pool)
@@ -206,14 +258,13 @@ class Planner:
         k = start.steps
         seed, batch = self.calib.chunks[0]
         ref_lat = self.scorer.reference(seed, batch)[0]
-        calib = rf.Calibration(self.wb.model, self.wb.scheduler(), steps=k, seed=seed, batch=batch,
-                               condition=self.scorer.condition(batch), reference=ref_lat, decode=self.wb.images,
-                               reuse=start.reuse)
+        loop = SamplingRun(self.wb.model, num_steps=k, scheduler=self.wb.scheduler(), seed=seed, batch=batch,
+                           condition=self.scorer.condition(batch))
+        calib = rf.Calibration(loop, reference=ref_lat, decode=self.wb.images, reuse=start.reuse)
         rows = [r for _, p in cd.rule_specs(self.wb) for r in cd.rule_mask(self.wb, p, max(k, 6))]
         rows += [np.ones(len(self.wb.units), bool), np.zeros(len(self.wb.units), bool), *start.mask]
         cost = _StepCost(self, k, start.reuse)
-        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL),
-                              normalize=cost.rectified, passes=1,
+        mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL), passes=1,
                               time_limit=self.refine_seconds)
         if not rep.accepted:
             return None

@@ -47,16 +47,17 @@ class _State:
 class Calibration:
     """Final-sample error of masks on fixed calibration seeds (batch ``batch`` from ``seed``)."""
 
-    def __init__(self, model, scheduler, *, steps: int, seed: int = 1000, batch: int = 8,
-                 condition: Condition | None = None, reference: torch.Tensor | None = None,
+    def __init__(self, loop: SamplingRun, *, reference: torch.Tensor | None = None,
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None, reuse: str = "hold"):
-        """``reference``: final latents to compare with (default: the plain model at ``steps`` on the
-        same seeds); :meth:`plain_final` gives them at another step count (``--steps auto``).
+        """``loop``: the calibration run (model, K steps, scheduler, seeds, batch, conditioning; it is
+        restarted from its initial state for every mask). ``reference``: final latents to compare with
+        (default: the plain model at K steps on the same seeds); :meth:`plain_final` gives them at
+        another step count (``--steps auto``).
         ``decode``: latents → the images a user sees (e.g. ``Workbench.images``: clamped to [0, 1],
         through the VAE for latent models); errors are measured on those, as PSNR is. ``reuse``: what
         the masks' reused units return (:mod:`blockmask.core.forecast`)."""
-        self.model, self.steps, self.reuse = model, steps, reuse
-        self.loop = SamplingRun(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
+        self.model, self.steps, self.reuse = loop.model, loop.num_rows, reuse
+        self.loop = loop
         self.first_call = [c for c in range(len(self.loop)) if self.loop.starts[c]]
         self.start = self.loop.snapshot()  # latents, scheduler and RNG entering step 0
         self.decode = decode or (lambda x: x)
@@ -96,7 +97,8 @@ class Calibration:
     def plain_final(cls, model, scheduler, *, steps: int, seed: int = 1000, batch: int = 8,
                     condition: Condition | None = None) -> torch.Tensor:  # latents, not decoded
         """The plain model's final latents on these calibration seeds at ``steps`` steps."""
-        return cls(model, scheduler, steps=steps, seed=seed, batch=batch, condition=condition).reference
+        return cls(SamplingRun(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch,
+                               condition=condition)).reference
 
     def error(self, final: torch.Tensor) -> float:
         """Mean squared error to the plain model's final samples, relative to their power."""
@@ -175,18 +177,18 @@ class RefineReport:
 
 
 def refine(calib: Calibration, mask: np.ndarray, *, rows: list[np.ndarray], cost: "Budget",
-           budget: float, normalize: Callable[[np.ndarray], np.ndarray] = lambda m: m, passes: int = 3,
+           budget: float, passes: int = 3,
            time_limit: float | None = None,
            progress: Callable[[int, int, float], None] | None = None) -> tuple[np.ndarray, RefineReport]:
     """Local search on the calibration error within ``cost(mask) ≤ budget`` (see module doc).
 
     rows: the row library (N,) bool, ordered here by the MACs of one row ("levels"). Moves at step
     k: swap rows k and k+1 (same cost); one level up at k if the unused budget allows, else one
-    level up at k and one level down at k−1 or k+1. normalize: applied to every accepted mask
-    (rectification: exact, so it changes no error and only frees budget).
+    level up at k and one level down at k−1 or k+1. ``cost.rectified`` is applied to every accepted
+    mask (rectification: exact, so it changes no error and only frees budget).
     """
     t0 = time.perf_counter()
-    m = normalize(np.array(mask, bool))
+    m = cost.rectified(np.array(mask, bool))
     if cost(m) > budget + 1e-12:
         raise BlockmaskError(f"the starting mask costs {cost(m):.3f} > budget {budget:.3f}")
     k_steps = m.shape[0]
@@ -252,7 +254,7 @@ def refine(calib: Calibration, mask: np.ndarray, *, rows: list[np.ndarray], cost
                 if (h < halves * (1 - 1e-6)).all() and (best is None or e < best[1]):
                     best = (c, e)
             if best is not None:
-                new = normalize(best[0])
+                new = cost.rectified(best[0])
                 # rectification may clear cells before k (work only step k read): re-run from there
                 changed = np.flatnonzero((new != m).any(axis=1))
                 m = new

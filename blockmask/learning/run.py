@@ -35,9 +35,9 @@ from blockmask.io.files import OutputLock, atomic_write_json, check_output_file
 from blockmask.io.maskfile import MaskFile
 from blockmask.learning import refine as rf
 from blockmask.learning.checkpoints import CKPT_FORMAT, checkpoint_lam, checkpoint_path, load_checkpoint, load_search, search_path
-from blockmask.learning.train import StepReport, TrainConfig, TrainState, train_mask
+from blockmask.learning.train import Observers, StepReport, TrainConfig, TrainState, train_mask
 from blockmask.sampling.distributed import is_main
-from blockmask.sampling.sample import Condition
+from blockmask.sampling.sample import Condition, SamplingRun
 
 BUDGET_TOLERANCE = 0.02  # relative: the final MAC ratio is within ±2% of the target
 
@@ -66,9 +66,8 @@ def train_once(wb, cfg: TrainConfig, *, condition=None, ckpt: Path | None = None
 
     main = is_main(wb.device)
     save = None if ckpt is None or not main else (lambda st: atomic_write_json(ckpt, {**meta, "state": st.to_json()}))
-    p = wb.macs
-    state = train_mask(wb.model, wb.scheduler(), cfg, unit_macs=p.unit_macs, remainder=p.remainder,
-                       condition=condition, state=state, checkpoint=save, callback=callback, progress=progress)
+    state = train_mask(wb.model, wb.scheduler(), cfg, wb.macs, condition=condition, state=state,
+                       observers=Observers(checkpoint=save, callback=callback, progress=progress))
     if ckpt is not None and main and ckpt.exists() and not keep_checkpoint:
         ckpt.unlink()
     return state
@@ -127,8 +126,9 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
     def calibration(seed):
         ref = None if ref_steps is None else rf.Calibration.plain_final(wb.model, wb.scheduler(), steps=ref_steps,
                                                                        seed=seed, batch=rc.batch, condition=cond)
-        return rf.Calibration(wb.model, wb.scheduler(), steps=cfg.steps, seed=seed, batch=rc.batch, condition=cond,
-                              reference=ref, decode=wb.images)  # judged on the images, as PSNR is
+        loop = SamplingRun(wb.model, num_steps=cfg.steps, scheduler=wb.scheduler(), seed=seed, batch=rc.batch,
+                           condition=cond)
+        return rf.Calibration(loop, reference=ref, decode=wb.images)  # judged on the images, as PSNR is
 
     calib = calibration(rc.seed)
     budget = target  # never above B: the mask is compared with rules at <= B
@@ -143,8 +143,7 @@ def _calibrate(wb, cfg: TrainConfig, learned: np.ndarray | None, target: float, 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rc.passes * (cfg.steps - 1), desc=f"refining from {name}")
-    mask, rep = rf.refine(calib, start, rows=rows, cost=cost, budget=budget, normalize=cost.rectified,
-                          passes=rc.passes, time_limit=rc.time_limit,
+    mask, rep = rf.refine(calib, start, rows=rows, cost=cost, budget=budget, passes=rc.passes, time_limit=rc.time_limit,
                           progress=(lambda p, k, e: (bar.update(1), bar.set_postfix(err=f"{e:.3g}"))) if bar else None)
     if bar is not None:
         bar.close()
@@ -217,7 +216,6 @@ def _lock(wb, output):
     """The output's lock (main process only: helpers of a multi-process launch never write)."""
     import contextlib
 
-
     if not is_main(wb.device):
         return contextlib.nullcontext()
     return OutputLock(output, companions=(checkpoint_path(output), search_path(output)))
@@ -240,23 +238,35 @@ def check_budget(wb, steps: int, target: float) -> None:
                              f"reused after step 0) costs {floor:.3f}")
 
 
-def run_training(wb, cfg: TrainConfig, output, *, rectify: bool = True, resume: bool = False,
-                 target_macs: float | None = None, max_trials: int = 8, condition=None,
-                 refine: RefineConfig | None = None,
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What a training run does around the per-step trainer: ``rectify`` the result, ``resume`` an
+    interrupted run from the output's checkpoints, meet a MAC budget ``target_macs`` (a fraction; λ
+    searched in at most ``max_trials`` trials, or calibrated refinement ``refine``, module docstring)."""
+
+    rectify: bool = True
+    resume: bool = False
+    target_macs: float | None = None
+    max_trials: int = 8
+    refine: RefineConfig | None = None
+
+
+def run_training(wb, cfg: TrainConfig, output, options: RunOptions = RunOptions(), *, condition=None,
                  callback: Callable[[StepReport], None] | None = None, progress: bool = True) -> tuple[MaskFile, dict]:
     """Train, rectify, write ``output`` atomically; returns (mask file, summary)."""
-    refine = refine or RefineConfig()
-    if target_macs is not None:
-        check_budget(wb, cfg.steps, target_macs)
+    options = dataclasses.replace(options, refine=options.refine or RefineConfig())
+    if options.target_macs is not None:
+        check_budget(wb, cfg.steps, options.target_macs)
     if cfg.class_labels:  # labels the model has (Workbench.condition checks them against its class count)
         wb.condition(class_label=list(cfg.class_labels))
     output = check_output(output)
     with _lock(wb, output):
-        return _run_training(wb, cfg, output, rectify=rectify, resume=resume, target_macs=target_macs,
-                             max_trials=max_trials, refine=refine, run=RunContext(condition, callback, progress))
+        return _run_training(wb, cfg, output, options, RunContext(condition, callback, progress))
 
 
-def _run_training(wb, cfg, output, *, rectify, resume, target_macs, max_trials, refine, run: RunContext):
+def _run_training(wb, cfg, output, options: RunOptions, run: RunContext):
+    rectify, resume, target_macs, max_trials, refine = (options.rectify, options.resume, options.target_macs,
+                                                        options.max_trials, options.refine)
     condition, callback, progress = run.condition, run.callback, run.progress
     t0 = time.perf_counter()
     ckpt = checkpoint_path(output)

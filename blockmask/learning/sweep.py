@@ -53,8 +53,7 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
     if learn:
         for recipe in pl.recipes:
             pl.stage(f"learning ({recipe}) at K={pl.ref_steps}")
-            scores, params = cd.learn_scores(pl.wb, pl.ref_steps, recipe=recipe, iters=pl.train_iters,
-                                             batch=pl.train_batch, guidance=pl.scorer.guidance)
+            scores, params = cd.learn_scores(pl.wb, pl.train_config(recipe, pl.ref_steps))
             for _, cap in fitted:
                 c = cd.learned_from_scores(pl.wb, scores, params, pl.cost, cap)
                 if c is not None:

@@ -203,19 +203,23 @@ def _relaxed(s: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
     return torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / cfg.temperature)
 
 
-def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, *, unit_macs: np.ndarray, remainder: float,
-               condition: Condition | None = None, state: TrainState | None = None,
-               checkpoint: Callable[[TrainState], None] | None = None,
-               callback: Callable[[StepReport], None] | None = None, progress: bool = True) -> TrainState:
-    """Learn a K×N mask step by step; resumes from ``state`` (rows 0..len−1 are replayed, not relearned).
+@dataclasses.dataclass(frozen=True)
+class Observers:
+    """Who hears about a run: ``checkpoint(state)`` after every step (write it atomically; a resumed run
+    equals an uninterrupted one), ``callback(report)`` after every learned step, a tqdm bar if ``progress``."""
 
-    ``checkpoint(state)`` is called after every step (write it atomically); the result is the same
-    as an uninterrupted run with the same seed.
-    """
+    checkpoint: Callable[[TrainState], None] | None = None
+    callback: Callable[[StepReport], None] | None = None
+    progress: bool = True
+
+
+def train_mask(model: torch.nn.Module, scheduler, cfg: TrainConfig, macs, *, condition: Condition | None = None,
+               state: TrainState | None = None, observers: Observers = Observers()) -> TrainState:
+    """Learn a K×N mask step by step; resumes from ``state`` (rows 0..len−1 are replayed, not relearned).
+    ``macs``: a :class:`blockmask.hooks.costs.MacProfile` (``unit_macs``, ``remainder``: the MAC term)."""
     frozen = freeze(model)
     try:
-        return _train(model, scheduler, cfg, unit_macs=unit_macs, remainder=remainder, condition=condition,
-                      state=state, checkpoint=checkpoint, callback=callback, progress=progress)
+        return _train(model, scheduler, cfg, macs, condition, state, observers)
     finally:
         frozen()
 
@@ -235,8 +239,9 @@ def freeze(model: torch.nn.Module) -> Callable[[], None]:
     return restore
 
 
-def _train(model, scheduler, cfg: TrainConfig, *, unit_macs, remainder, condition, state, checkpoint, callback,
-           progress) -> TrainState:
+def _train(model, scheduler, cfg: TrainConfig, macs, condition, state, observers: Observers) -> TrainState:
+    unit_macs, remainder = macs.unit_macs, macs.remainder
+    checkpoint, callback, progress = observers.checkpoint, observers.callback, observers.progress
     k_steps = cfg.steps
     n = len(unit_macs)
     if condition is None:

@@ -42,7 +42,6 @@ def load_prompt_file(path) -> Condition:
     ``negative_prompt_embeds``), e.g. saved from a pipeline's ``encode_prompt``."""
     from safetensors.torch import load
 
-
     p = Path(path)
     raw = read_bytes(p, "prompt embeddings file", max_bytes=2**30)
     try:
@@ -197,19 +196,34 @@ class SamplingRun:
 
 
 @torch.no_grad()
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """How a masked run executes and who watches it: ``mode`` eager | compiled | graph (see
+    :mod:`blockmask.hooks.execution`); ``reuse`` hold | forecast (:mod:`blockmask.core.forecast`;
+    ignored with an ``execution`` the caller entered, which carries its own); a tqdm bar when
+    ``progress``; ``callback(k, K)`` after each step; ``on_latents(k, x_k)`` with the latents after step k
+    (B, C, H, W) (the apps' divergence plot)."""
+
+    mode: str = "eager"
+    reuse: str = "hold"
+    execution: MaskedExecution | None = None
+    progress: bool = False
+    callback: Callable[[int, int], None] | None = None
+    on_latents: Callable[[int, torch.Tensor], None] | None = None
+
+
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
-           seed: int = 0, batch: int = 1, condition: Condition | None = None, progress: bool = False,
-           callback: Callable[[int, int], None] | None = None, execution: MaskedExecution | None = None,
-           mode: str = "eager", on_latents: Callable[[int, torch.Tensor], None] | None = None,
-           reuse: str = "hold") -> torch.Tensor:
+           seed: int = 0, batch: int = 1, condition: Condition | None = None,
+           options: SampleOptions = SampleOptions()) -> torch.Tensor:
     """Run the full sampling loop (:class:`SamplingRun`); returns the final latents (B, C, H, W).
 
-    mask=None runs the plain model (no hooks at all). ``callback(k, K)`` after each step;
-    ``on_latents(k, x_k)`` with the latents after step k (B, C, H, W) (the apps' divergence plot).
-    ``mode``: eager | compiled | graph (see :mod:`blockmask.hooks.execution`); ``reuse``: hold | forecast
-    (:mod:`blockmask.core.forecast`; ignored with an ``execution`` given, which carries its own).
-    The same ``seed`` gives the same initial noise and scheduler noise, masked or not.
+    mask=None runs the plain model (no hooks at all). ``options``: execution mode, reuse, observers
+    (:class:`SampleOptions`). The same ``seed`` gives the same initial noise and scheduler noise, masked
+    or not.
     """
+    o = options
+    execution, mode, reuse, progress, callback, on_latents = (o.execution, o.mode, o.reuse, o.progress, o.callback,
+                                                              o.on_latents)
     run = SamplingRun(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition)
     if mask is not None and mask.shape[0] != run.num_rows:
         raise BlockmaskError(f"mask has {mask.shape[0]} steps but the scheduler runs {run.num_rows}")

@@ -21,8 +21,8 @@ from blockmask.core.errors import BlockmaskError
 from blockmask.core.mask import mask_hash
 from blockmask.learning.scaling import feature_variation
 from blockmask.learning.train import TrainConfig
-from blockmask.sampling.sample import to_grid, sample
-from blockmask.viz.context import ModelContext
+from blockmask.sampling.sample import SampleOptions, sample, to_grid
+from blockmask.viz.context import Draw, ModelContext
 from blockmask.viz.presenter import check_reuse_mode, reuse_text
 from blockmask.viz.prompts import condition
 
@@ -144,9 +144,9 @@ def clamp_images(n) -> tuple[int, str | None]:
 TRAJECTORY_MAX = 20_000_000  # latent elements kept per run (K × B × C × H × W) for the divergence plot
 
 
-def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Progress | None, what: str,
-         prompt=None, reuse: str = "hold") -> Run:
-    cond = condition(ctx, label, guidance, prompt)
+def _run(ctx: ModelContext, mask, steps, draw: Draw, progress: Progress | None, what: str, reuse: str = "hold") -> Run:
+    seed, n = draw.seed, draw.num_images
+    cond = condition(ctx, draw.class_label, draw.guidance_scale, draw.prompt)
     cb = None if progress is None else (lambda k, kk: progress(k / kk, f"{what}: step {k}/{kk}"))
     traj: list = []
     keep = None
@@ -156,9 +156,10 @@ def _run(ctx: ModelContext, mask, steps, seed, n, label, guidance, progress: Pro
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         lat = sample(ctx.wb.model, num_steps=steps, mask=mask, scheduler=ctx.wb.scheduler(), seed=seed, batch=n,
-                     condition=cond, callback=cb, reuse=reuse,
-                     on_latents=lambda k, x: traj.append(x.detach().float().cpu().clone())
-                     if x.numel() * steps <= TRAJECTORY_MAX else None)
+                     condition=cond, options=SampleOptions(
+                         callback=cb, reuse=reuse,
+                         on_latents=lambda k, x: traj.append(x.detach().float().cpu().clone())
+                         if x.numel() * steps <= TRAJECTORY_MAX else None))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -175,16 +176,14 @@ def divergence(a: torch.Tensor | None, b: torch.Tensor | None) -> np.ndarray | N
     return d.numpy().astype(float)
 
 
-def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: int = 2, class_label: int | None = None,
-            guidance_scale: float = 1.0, repeats: int = 3, progress: Progress | None = None,
-            session: dict | None = None, prompt=None, reuse: str = "hold") -> Comparison:
+def compare(ctx: ModelContext, mask: np.ndarray, draw: Draw = Draw(), *, repeats: int = 3,
+            progress: Progress | None = None, session: dict | None = None, reuse: str = "hold") -> Comparison:
     """Generate with the plain model and with ``mask`` from the same seeds, then time both as
     ``repeats`` interleaved runs after that warm-up (:meth:`Workbench.bench`): median and spread.
 
-    ``session`` is the caller's own result store (one per app user): a repeat request with the same
-    mask and settings is served from it (``cached``), and no user ever sees another's timings.
-    ``prompt``: a :class:`~blockmask.viz.prompts.Prompt` for text-conditioned models (None: random
-    embeddings per seed). ``reuse``: what the masked run's reused units return, "hold" or "forecast"
+    ``draw``: the seeds, images, class, guidance and prompt (:class:`Draw`). ``session`` is the caller's
+    own result store (one per app user): a repeat request with the same mask and settings is served
+    from it (``cached``), and no user ever sees another's timings. ``reuse``: what the masked run's reused units return, "hold" or "forecast"
     (:mod:`blockmask.core.forecast`; the plain run reuses nothing). Raises BlockmaskError for invalid inputs
     (class label out of range, CFG on an unguided model, an unknown reuse mode…).
     """
@@ -192,25 +191,27 @@ def compare(ctx: ModelContext, mask: np.ndarray, *, seed: int = 0, num_images: i
     mask = np.asarray(mask, bool)
     reuse = check_reuse_mode(reuse)
     steps = mask.shape[0]
-    n = int(num_images)
+    prompt = draw.prompt
+    draw = dataclasses.replace(draw, seed=int(draw.seed), num_images=int(draw.num_images),
+                               class_label=None if draw.class_label is None else int(draw.class_label),
+                               guidance_scale=float(draw.guidance_scale))
+    seed, n, label, g = draw.seed, draw.num_images, draw.class_label, draw.guidance_scale
     repeats = int(repeats)
     if not 1 <= repeats <= 20:
         raise BlockmaskError(f"timed repeats must be 1..20, got {repeats}")
-    label = None if class_label is None else int(class_label)
-    g = float(guidance_scale)
-    base = (ctx.key, steps, int(seed), n, label, g, None if prompt is None else prompt.digest)
+    base = (ctx.key, steps, seed, n, label, g, None if prompt is None else prompt.digest)
     key = (mask_hash(mask),) + base + (repeats, reuse)  # the reuse mode last (the apps' stale notes read it)
     if session is not None and key in session:
         return dataclasses.replace(session[key], cached=True)
     part = (lambda lo, hi: (lambda f, t: progress(lo + (hi - lo) * f, t))) if progress else (lambda lo, hi: None)
-    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, seed, n, label, g, part(0, 0.2), "original",
-                                                            prompt))
-    masked = _cached(("masked", key[0], reuse) + base, lambda: _run(ctx, mask, steps, seed, n, label, g,
-                                                                    part(0.2, 0.4), "masked", prompt, reuse))
+    orig = _cached(("orig",) + base, lambda: _run(ctx, None, steps, draw, part(0, 0.2), "original"))
+    masked = _cached(("masked", key[0], reuse) + base, lambda: _run(ctx, mask, steps, draw, part(0.2, 0.4), "masked",
+                                                                    reuse))
     cond = condition(ctx, label, g, prompt)
     tick = part(0.4, 1.0)
     with ctx.lock:  # warm-up: the image runs above (and one plain + masked run here)
-        b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=int(seed), condition=cond, reuse=reuse,
+        b = ctx.wb.bench(mask, batch=n, repeats=repeats, warmup=1, seed=seed, condition=cond,
+                         options=SampleOptions(reuse=reuse),
                          progress=None if tick is None else
                          (lambda t: tick(int(t.split("/")[0].split()[-1]) / repeats, "timing: " + t)))
     if progress:

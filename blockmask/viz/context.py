@@ -64,6 +64,19 @@ def spec_label(spec: str) -> str:
     return spec
 
 
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """Which samples an app run makes: ``num_images`` from generator seed ``seed``, for ``class_label``
+    (None: unconditional or the model's default) with classifier-free guidance ``guidance_scale``; a text
+    model's ``prompt`` (a :class:`blockmask.viz.prompts.Prompt`; None: random embeddings per seed)."""
+
+    seed: int = 0
+    num_images: int = 2
+    class_label: int | None = None
+    guidance_scale: float = 1.0
+    prompt: object = None
+
+
 @dataclasses.dataclass(eq=False)
 class ModelContext:
     """Read-only view of one model + scheduler for the apps."""
@@ -178,7 +191,6 @@ class ModelContext:
 def load_context(spec: str, scheduler: str = "ddim", *, device: str | None = "auto") -> ModelContext:
     """Load a model (raises BlockmaskError with a one-line message) and warm its cached facts."""
     import warnings
-
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", BlockmaskWarning)

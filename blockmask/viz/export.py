@@ -9,6 +9,7 @@ no PNG/SVG (said in :func:`figure_images`' notes) and the report embeds it as in
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import io
@@ -134,13 +135,22 @@ def _table(df) -> str:
     return df.to_html(index=False, border=0, classes="t", na_rep="-", escape=True)
 
 
-def report_html(ctx: ModelContext, *, mask: np.ndarray, source: str, summary: dict, figs: dict,
-                images: list | None = None, tables: dict | None = None, notes: list[str] | None = None,
-                removed: np.ndarray | None = None) -> bytes:
-    """One self-contained HTML page: the model, the schedule (K, source, hash), the grid, ``figs``
-    (name → plotly figure), ``images`` ((caption, uint8 (H, W, 3)) pairs), ``tables`` (name → DataFrame)
-    and ``notes`` (lines of plain text)."""
+@dataclasses.dataclass
+class ReportContent:
+    """What a report shows beside the mask: ``figs`` (name → plotly figure), ``images`` ((caption,
+    uint8 (H, W, 3)) pairs), ``tables`` (name → DataFrame) and ``notes`` (lines of plain text)."""
 
+    figs: dict = dataclasses.field(default_factory=dict)
+    images: list = dataclasses.field(default_factory=list)
+    tables: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def report_html(ctx: ModelContext, content: ReportContent, *, mask: np.ndarray, source: str, summary: dict,
+                removed: np.ndarray | None = None) -> bytes:
+    """One self-contained HTML page: the model, the schedule (K, source, hash), the grid (cells
+    ``removed`` by rectification marked), then ``content``."""
+    figs, images, tables, notes = content.figs, content.images, content.tables, content.notes
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     imgs = "".join(f"<figure>{_img(png_bytes(a, max(1, -(-160 // max(1, a.shape[0])))), cap)}"
                    f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, a in (images or []))

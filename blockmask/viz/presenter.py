@@ -342,7 +342,6 @@ class MaskEditor:
         (:class:`~blockmask.viz.access.MaskPolicy`) allows it; on any problem one error, mask kept."""
         import json
 
-
         try:
             source = policy.check(source)
             mf, warns = ctx.wb.load_mask(source, steps=self.steps, max_bytes=MAX_UPLOAD_BYTES)

@@ -22,9 +22,9 @@ import torch
 from blockmask.core.errors import BlockmaskError
 from blockmask.core.mask import mask_hash
 from blockmask.learning.frontierfile import Frontier
-from blockmask.sampling.sample import sample, to_grid
+from blockmask.sampling.sample import SampleOptions, sample, to_grid
 from blockmask.viz.compare import MAX_IMAGES
-from blockmask.viz.context import ModelContext
+from blockmask.viz.context import Draw, ModelContext
 from blockmask.viz.frontier import check, load_point, macs_ratio, point_label
 from blockmask.viz.presenter import check_reuse_mode
 from blockmask.viz.prompts import condition
@@ -161,7 +161,8 @@ def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         lat = sample(ctx.wb.model, num_steps=lane.steps, mask=lane.mask, scheduler=sched, seed=seed, batch=n,
-                     condition=cond, on_latents=lambda k, x: rows.append(len(sink)), reuse=lane.reuse)
+                     condition=cond,
+                     options=SampleOptions(on_latents=lambda k, x: rows.append(len(sink)), reuse=lane.reuse))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -169,18 +170,17 @@ def _run(ctx: ModelContext, lane: Lane, seed: int, n: int, cond) -> tuple[torch.
     return ctx.wb.images(lat), dt, x0
 
 
-def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarray, *, seed: int = 0,
-        num_images: int = 2, class_label: int | None = None, guidance_scale: float = 1.0,
+def run(ctx: ModelContext, fr: Frontier | None, budget: float, current: np.ndarray, draw: Draw = Draw(), *,
         progress: Progress | None = None, reuse: str = "hold") -> Race:
-    """Run the five lanes (one timed run each, one after the other, same seeds) and judge each against
-    the plain run; the current mask runs under ``reuse``, the planner's point under its own. Times are
-    single runs: on a busy CPU they are noisy (the generate panel's repeats are the careful measurement)."""
-
-    n = int(num_images)
+    """Run the five lanes (one timed run each, one after the other, same seeds ``draw``; its prompt is
+    not used: a text model races on random embeddings per seed) and judge each against the plain run;
+    the current mask runs under ``reuse``, the planner's point under its own. Times are single runs: on
+    a busy CPU they are noisy (the generate panel's repeats are the careful measurement)."""
+    n, seed = int(draw.num_images), draw.seed
     if not 1 <= n <= MAX_IMAGES:
-        raise BlockmaskError(f"images must be 1..{MAX_IMAGES}, got {num_images!r}")
+        raise BlockmaskError(f"images must be 1..{MAX_IMAGES}, got {draw.num_images!r}")
     todo = lanes(ctx, fr, budget, current, reuse)
-    cond = condition(ctx, class_label, float(guidance_scale), None)
+    cond = condition(ctx, draw.class_label, float(draw.guidance_scale), None)
     done, ref_img = [], None
     for j, ln in enumerate(todo):
         if progress:

@@ -15,9 +15,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from blockmask.core.errors import BlockmaskError
-from blockmask.learning.run import run_training
+from blockmask.learning.run import RunOptions, run_training
 from blockmask.learning.train import TrainConfig
-from blockmask.viz.context import ModelContext
+from blockmask.viz.context import Draw, ModelContext
 from blockmask.viz.prompts import condition
 
 Progress = Callable[[float, str], None]
@@ -72,27 +72,40 @@ def curve_figure(c: Curve) -> go.Figure:
     return fig
 
 
-def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float | None = None, iters: int = 20,
-          batch: int = 4, seed: int = 0, class_label: int | None = None, guidance_scale: float = 1.0,
-          progress: Progress | None = None, curve: Curve | None = None,
-          should_stop: Callable[[], bool] | None = None, prompt=None) -> tuple[np.ndarray, str, dict]:
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """What the apps' training panel sets: ``steps`` (K), the MAC penalty ``lam`` (λ) or a MAC budget
+    ``target_macs`` (a fraction; λ is then searched), ``iters`` optimiser iterations per step on a noise
+    batch of ``batch``."""
+
+    steps: int
+    lam: float = 1.0
+    target_macs: float | None = None
+    iters: int = 20
+    batch: int = 4
+
+
+def train(ctx: ModelContext, settings: TrainSettings, draw: Draw = Draw(), *, progress: Progress | None = None,
+          curve: Curve | None = None, should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, str, dict]:
     """Train a K×N mask for this model (rectified); returns (mask, source label, meta with Δ_k/λ_k).
 
-    ``curve`` collects one point per trained step; ``should_stop()`` returning True cancels the run
-    (raises :class:`Cancelled`; the model lock and temp files are released). Holds the model's lock
-    for the whole run (masked hooks are per instance): other users of the same model wait. Raises
-    BlockmaskError for invalid settings. A text model trains on ``prompt`` (a
-    :class:`~blockmask.viz.prompts.Prompt`: typed prompts, embeddings, or random embeddings asked for) and
-    is refused without one.
+    ``draw``: the seed, class label, guidance and (text models) prompt the run trains on; its
+    ``num_images`` is not used. ``curve`` collects one point per trained step; ``should_stop()``
+    returning True cancels the run (raises :class:`Cancelled`; the model lock and temp files are
+    released). Holds the model's lock for the whole run (masked hooks are per instance): other users of
+    the same model wait. Raises BlockmaskError for invalid settings. A text model trains on
+    ``draw.prompt`` (a :class:`~blockmask.viz.prompts.Prompt`: typed prompts, embeddings, or random
+    embeddings asked for) and is refused without one.
     """
-
-    cfg = TrainConfig(steps=int(steps), iters=int(iters), batch=int(batch), lam=float(lam), seed=int(seed),
+    s, class_label, guidance_scale = settings, draw.class_label, draw.guidance_scale
+    target_macs = s.target_macs
+    cfg = TrainConfig(steps=int(s.steps), iters=int(s.iters), batch=int(s.batch), lam=float(s.lam), seed=int(draw.seed),
                       guidance_scale=float(guidance_scale),
                       class_labels=None if class_label is None else (int(class_label),))
     curve = curve if curve is not None else Curve()
     cond = None
     if ctx.takes_text:
-        cond = condition(ctx, class_label, float(guidance_scale), prompt)
+        cond = condition(ctx, class_label, float(guidance_scale), draw.prompt)
 
     def cb(rep):
         if should_stop is not None and should_stop():
@@ -105,8 +118,8 @@ def train(ctx: ModelContext, steps: int, *, lam: float = 1.0, target_macs: float
 
     curve.started = time.perf_counter()
     with ctx.lock, tempfile.TemporaryDirectory(prefix="blockmask-train-") as d:
-        mf, summary = run_training(ctx.wb, cfg, Path(d) / "trained.json", target_macs=target_macs, callback=cb,
-                                   progress=False, condition=cond)
+        mf, summary = run_training(ctx.wb, cfg, Path(d) / "trained.json", RunOptions(target_macs=target_macs),
+                                   callback=cb, progress=False, condition=cond)
     label = f"trained here (λ={cfg.lam:g}{f', budget {target_macs:.0%}' if target_macs else ''}, " \
             f"{summary['train_seconds']:.0f} s)"
     return mf.mask, label, mf.meta

@@ -32,7 +32,7 @@ from blockmask.hooks.registry import wrap_forwards
 from blockmask.learning.methods.budget import fit_scores, mask_ratio, within
 from blockmask.learning.methods.progress import step_callback
 from blockmask.learning.run import check_budget
-from blockmask.sampling.sample import Condition, sample
+from blockmask.sampling.sample import Condition, SampleOptions, sample
 
 PER_UNIT = ("shared", "macs")
 
@@ -100,7 +100,8 @@ def unit_changes(model, scheduler, *, steps: int, seed: int = 0, batch: int = 4,
 
     with wrap_forwards(unit_modules(model, units), make):
         sample(model, num_steps=steps, scheduler=scheduler, seed=seed, batch=batch, condition=condition,
-               progress=progress is True, callback=step_callback(progress, "measuring feature change", advance))
+               options=SampleOptions(progress=progress is True,
+                                     callback=step_callback(progress, "measuring feature change", advance)))
     return change
 
 
