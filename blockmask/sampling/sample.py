@@ -195,7 +195,6 @@ class SamplingRun:
         self.generator.set_state(state)
 
 
-@torch.no_grad()
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
     """How a masked run executes and who watches it: ``mode`` eager | compiled | graph (see
@@ -212,6 +211,7 @@ class SampleOptions:
     on_latents: Callable[[int, torch.Tensor], None] | None = None
 
 
+@torch.no_grad()
 def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = None, scheduler=None,
            seed: int = 0, batch: int = 1, condition: Condition | None = None,
            options: SampleOptions = SampleOptions()) -> torch.Tensor:
