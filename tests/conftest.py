@@ -75,3 +75,10 @@ def mnist_dir(tmp_path_factory):
     with gzip.open(d / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 16) + labels.tobytes())
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow and browser checks first, the rest in file order after them. With two xdist workers
+    (the README's command) the long tests then run beside each other early, and the many short ones
+    fill in at the end, instead of one long test keeping a worker busy while the other idles."""
+    items.sort(key=lambda it: it.get_closest_marker("slow") is None and it.get_closest_marker("browser") is None)
