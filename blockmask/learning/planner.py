@@ -122,7 +122,8 @@ class PlanConfig:
         unknown = sorted(set(options) - names)
         if unknown:
             raise OptionError(f"unknown planner option(s) {', '.join(unknown)}; choose from {', '.join(sorted(names))}")
-        return dataclasses.replace(config or cls(), **options)
+        cfg = dataclasses.replace(config or cls(), **options)
+        return dataclasses.replace(cfg, recipes=tuple(cfg.recipes), forecast=bool(cfg.forecast))
 
 
 class Planner:
@@ -149,13 +150,7 @@ class Planner:
         if set(self.calib.seeds) & set(self.valid.seeds):
             raise OptionError(f"calibration seeds {self.calib.seeds[0]}..{self.calib.seeds[-1]} and validation seeds "
                               f"{self.valid.seeds[0]}..{self.valid.seeds[-1]} overlap")
-        self.wb, self.unit, self.learn, self.recipes = wb, unit, cfg.learn, tuple(cfg.recipes)
-        self.train_iters, self.train_batch = cfg.train_iters, cfg.train_batch
-        self.refine_top, self.refine_seconds = cfg.refine_top, cfg.refine_seconds
-        self.screen_keep, self.neighbours = cfg.screen_keep, cfg.neighbours
-        self.validate_top, self.resamples = cfg.validate_top, cfg.resamples
-        self.progress = cfg.progress
-        self.forecast = bool(cfg.forecast)  # forecast variants of the masked candidates (blockmask.core.forecast)
+        self.wb, self.unit = wb, unit  # the search's other settings are read from self.config
         self.bar = None  # the progress bar: made by the first plan()
         self.scorer = Scorer(wb, self.ref_steps, guidance=wb.default_guidance)
         self.profile = wb.macs
@@ -172,7 +167,8 @@ class Planner:
 
     def train_config(self, recipe: str, steps: int) -> TrainConfig:
         """The per-step trainer's config for a learned candidate at ``steps`` (``recipe``'s choices)."""
-        return TrainConfig.for_recipe(recipe, steps=steps, iters=self.train_iters, batch=self.train_batch,
+        cfg = self.config
+        return TrainConfig.for_recipe(recipe, steps=steps, iters=cfg.train_iters, batch=cfg.train_batch,
                                       guidance_scale=self.scorer.guidance)
 
     def macs_ratio(self, steps: int, mask: np.ndarray | None) -> float:
@@ -213,13 +209,14 @@ class Planner:
         self.stage(f"B={budget:g}: rules")
         fewer = cd.fewer_steps(self.cost, cap, self.ref_steps)
         rules = cd.rule_candidates(self.wb, self.cost, cap, self.ref_steps)
-        if self.forecast:  # every rule also with its reused units forecast (the same mask, rectified for it)
+        if self.config.forecast:  # every rule also with its reused units forecast (the same mask, rectified for it)
             rules += self.forecasts(rules, cap)
-        screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.screen_keep]
+        screened = sorted(rules, key=lambda c: -self.calib_psnr(c, chunks=1))[: self.config.screen_keep]
         # the schedules chosen for smaller budgets fit this one too: a frontier never gets worse as B grows
         pool = [fewer, *screened, *(c for c in self._chosen if cd.fits(c.cost, cap))]
         for c in screened[:2]:  # neighbours: the same rule at fewer steps
-            low = max(c.params.get("interval", c.params.get("every", 1)), c.steps - 1 - self.neighbours)
+            low = max(c.params.get("interval", c.params.get("every", 1)),
+                      c.steps - 1 - self.config.neighbours)
             for k in range(c.steps - 1, low, -1):
                 m = cd.rule_mask(self.wb, c.params, k)
                 hold = {key: v for key, v in c.params.items() if key != "reuse"}
@@ -227,17 +224,17 @@ class Planner:
                 pool.append(n if c.reuse == "hold" else cd.forecast_variant(self.wb, n, self.cost))
         pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
-        if self.learn:
+        if self.config.learn:
             self.stage(f"B={budget:g}: learning")
             best_rule = next((c for c in pool if c.family == "rule"), None)
             k = best_rule.steps if best_rule is not None else max(2, min(self.ref_steps, fewer.steps + 2))
-            for recipe in self.recipes:
+            for recipe in self.config.recipes:
                 lc = cd.learned_candidate(self.wb, self.train_config(recipe, k), self.cost, cap)
                 if lc is not None:
                     pool.extend([lc, *self.forecasts([lc], cap)])
         pool = cd.unique(pool)
         pool.sort(key=lambda c: -self.calib_psnr(c))
-        starts = [c for c in pool if c.family != "fewer-steps"][: self.refine_top]
+        starts = [c for c in pool if c.family != "fewer-steps"][: self.config.refine_top]
         self.stage(f"B={budget:g}: refining")
         for c in starts:
             r = self.refined(c, cap)
@@ -265,7 +262,7 @@ class Planner:
         rows += [np.ones(len(self.wb.units), bool), np.zeros(len(self.wb.units), bool), *start.mask]
         cost = _StepCost(self, k, start.reuse)
         mask, rep = rf.refine(calib, start.mask, rows=rows, cost=cost, budget=cap * (1 + cd.TOL), passes=1,
-                              time_limit=self.refine_seconds)
+                              time_limit=self.config.refine_seconds)
         if not rep.accepted:
             return None
         return Candidate(f"refined from {start.name}", "refined", k, mask, self.cost(k, mask),
@@ -275,7 +272,7 @@ class Planner:
     def select(self, pool: list[Candidate], fewer: Candidate) -> tuple[Candidate, dict]:
         """Validate the best few; the simplest candidate that no richer one beats by more than the
         bootstrap interval, never below ``fewer`` (module doc)."""
-        short = [fewer] + [c for c in pool if c is not fewer][: self.validate_top]
+        short = [fewer] + [c for c in pool if c is not fewer][: self.config.validate_top]
         for fam in ("rule", "refined", "learned"):  # the best of each richer family is always validated
             best = next((c for c in pool if c.family == fam), None)
             if best is not None and all(best is not s for s in short):
@@ -289,28 +286,30 @@ class Planner:
             if c is fewer:
                 break
             simpler = [s for s in short if s.rank < c.rank]
-            if all(bootstrap_gain(errs[id(s)], errs[id(c)], resamples=self.resamples)[1] > 0 for s in simpler):
+            resamples = self.config.resamples
+            if all(bootstrap_gain(errs[id(s)], errs[id(c)], resamples=resamples)[1] > 0 for s in simpler):
                 chosen = c
                 break
-        gain, lo, hi = bootstrap_gain(errs[id(fewer)], errs[id(chosen)], resamples=self.resamples)
+        gain, lo, hi = bootstrap_gain(errs[id(fewer)], errs[id(chosen)], resamples=self.config.resamples)
         nonlearned = [c for c in short if c.family in ("fewer-steps", "rule")]
         richer = [c for c in short if c.family in ("refined", "learned")]
         val = {"seeds": self.valid.seeds, "samples": self.valid.samples, "psnr": vpsnr[id(chosen)],
                "mse": float(errs[id(chosen)].mean()),
                "fewer_steps": {"steps": fewer.steps, "psnr": vpsnr[id(fewer)]},
-               "gain_over_fewer_steps_db": gain, "interval_db": [lo, hi], "resamples": self.resamples,
+               "gain_over_fewer_steps_db": gain, "interval_db": [lo, hi], "resamples": self.config.resamples,
                "scored": {c.name: vpsnr[id(c)] for c in order}}
         if richer and nonlearned:
             a = max(nonlearned, key=lambda c: vpsnr[id(c)])
             b = max(richer, key=lambda c: vpsnr[id(c)])
-            g = bootstrap_gain(errs[id(a)], errs[id(b)], resamples=self.resamples)
+            g = bootstrap_gain(errs[id(a)], errs[id(b)], resamples=self.config.resamples)
             val["learning_gain_db"] = {"best_non_learned": a.name, "best_learned_or_refined": b.name,
                                        "gain_db": g[0], "interval_db": [g[1], g[2]]}
         return chosen, val
 
     def start_bar(self) -> None:
         if self.bar is None:
-            self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run", disable=not self.progress)
+            self.bar = self.scorer.bar = tqdm(desc="planning (sampling runs)", unit="run",
+                                              disable=not self.config.progress)
 
     def plan(self, budget) -> Schedule:
         t0 = time.perf_counter()

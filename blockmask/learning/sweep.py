@@ -51,7 +51,7 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
         if getattr(pl, "forecast", False):  # the same rules with forecast reuse (blockmask.core.forecast)
             out.extend(pl.forecasts(rules, cap))
     if learn:
-        for recipe in pl.recipes:
+        for recipe in pl.config.recipes:
             pl.stage(f"learning ({recipe}) at K={pl.ref_steps}")
             scores, params = cd.learn_scores(pl.wb, pl.train_config(recipe, pl.ref_steps))
             for _, cap in fitted:
@@ -77,7 +77,7 @@ def sweep(pl, budgets, *, refine_at=(), learn: bool | None = None, mask_every: i
     pl.start_bar()
     t_pool = time.perf_counter()
     masked = {b for b, _ in caps[::mask_every]} | refine_at | {caps[-1][0]}
-    cands = pool(pl, caps, learn=pl.learn if learn is None else learn, masked=masked)
+    cands = pool(pl, caps, learn=pl.config.learn if learn is None else learn, masked=masked)
     pl.stage(f"screening {len(cands)} candidates")
     screen = {c.key: pl.calib_psnr(c, chunks=1) for c in cands if c.family != "fewer-steps"}
     shared = time.perf_counter() - t_pool
@@ -88,14 +88,14 @@ def sweep(pl, budgets, *, refine_at=(), learn: bool | None = None, mask_every: i
         runs0, work0 = pl.scorer.runs, pl.scorer.sample_steps
         fewer = cd.fewer_steps(pl.cost, cap, pl.ref_steps)
         fits = [c for c in cands + refined if c.family != "fewer-steps" and cd.fits(c.cost, cap)]
-        top = sorted((c for c in fits if c.key in screen), key=lambda c: -screen[c.key])[: pl.screen_keep]
+        top = sorted((c for c in fits if c.key in screen), key=lambda c: -screen[c.key])[: pl.config.screen_keep]
         # what was refined or chosen at smaller budgets fits this one too
         top += [c for c in refined + chosen_before if cd.fits(c.cost, cap)]
         short = cd.unique([fewer, *top])
         short.sort(key=lambda c: -pl.calib_psnr(c))
         if float(b) in refine_at:
             pl.stage(f"B={b:g}: refining")
-            for start in [c for c in short if c.family != "fewer-steps"][: pl.refine_top]:
+            for start in [c for c in short if c.family != "fewer-steps"][: pl.config.refine_top]:
                 r = pl.refined(start, cap)
                 if r is not None:
                     refined.append(_tag(r, f"under {pl.macs_ratio(r.steps, r.mask):.1%} MACs"))
