@@ -1,14 +1,17 @@
-"""Time of one denoiser call at a reuse step, with and without blockmask.hooks.feeders (issue 26: time saved
-per MAC saved on the DiT):
+"""Time of one denoiser call at a reuse step, against the plain call (issue 26: time saved per MAC
+saved on the DiT):
 
     OMP_NUM_THREADS=1 python benchmarks/feeder_step.py mnist-dit
     python benchmarks/feeder_step.py config:tests/configs/tiny-dit.json --reps 3 --rounds 1   # seconds
 
 Rows: the plain call (no hooks); a FORA reuse step (every ``attn1`` and ``ff`` reused, the blocks
-run) with the feeders and without them; a block-caching reuse step (every block reused). Each is
-timed ``--reps`` calls in a row, ``--rounds`` rounds interleaved; medians and (min–max) in ms, and
-each reuse step's time and MACs as a fraction of the plain call's. Same images with and without the
-feeders is tested (tests/test_feeders.py), not timed here.
+run) as blockmask runs it (blockmask.hooks.shortcuts and blockmask.hooks.feeders), with its caches
+held or forecast, with the feeders only (no shortcuts), with neither; a block-caching reuse step
+(every block reused), held or forecast. Each reuse step follows three computed steps on other inputs.
+Each row is timed ``--reps`` calls in a row, ``--rounds`` rounds interleaved; medians and (min–max)
+in ms, and each reuse step's time and MACs as a fraction of the plain call's. Same images with and
+without the feeders and shortcuts is tested (tests/test_feeders.py, tests/test_shortcuts.py), not
+timed here.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import time
 import numpy as np
 import torch
 
-from blockmask.hooks import feeders
+from blockmask.hooks import feeders, shortcuts
 from blockmask.workbench import Workbench
 from blockmask.core.errors import BlockmaskError
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.adapters import adapter_for
 from blockmask.sampling.sample import Condition, build_conditioning
+
+
+WARM = 3  # computed steps before the timed reuse step
 
 
 def main(argv=None) -> int:
@@ -54,14 +60,16 @@ def main(argv=None) -> int:
     x = torch.randn((args.batch, *adapter.latent_shape(model)), generator=g)
     t = torch.full((args.batch,), 500)
 
-    def call():
-        return adapter.forward(model, x, t, cond)
+    def call(k: int = 0):
+        return adapter.forward(model, x + k, t - 10 * k, cond)
     residual = np.array([u.residual for u in wb.units])
-    ones = np.ones((2, n), bool)
+    ones = np.ones((WARM + 1, n), bool)
     fora, blocks = ones.copy(), ones.copy()
-    fora[1, ~residual] = False
-    blocks[1, residual] = False
-    table = dict(feeders.FEEDERS)
+    fora[WARM, ~residual] = False
+    blocks[WARM, residual] = False
+    table, short = dict(feeders.FEEDERS), dict(shortcuts.SHORTCUTS)
+    masks = {"fora": fora, "fora + forecast": fora, "fora, feeders": fora, "fora, neither": fora,
+             "blocks": blocks, "blocks + forecast": blocks}
 
     @torch.no_grad()
     def timed(kind: str) -> float:
@@ -70,21 +78,24 @@ def main(argv=None) -> int:
             for _ in range(args.reps):
                 call()
             return (time.perf_counter() - t0) / args.reps
-        feeders.FEEDERS = table if kind != "fora, no feeders" else {}
+        feeders.FEEDERS = {} if kind == "fora, neither" else table
+        shortcuts.SHORTCUTS = {} if kind in ("fora, feeders", "fora, neither") else short
+        reuse = "forecast" if kind.endswith("forecast") else "hold"
         try:
-            with MaskedExecution(model, blocks if kind == "blocks" else fora) as ex:
+            with MaskedExecution(model, masks[kind], reuse=reuse) as ex:
                 ex.fixed_mask = True
-                ex.set_step(0)
-                call()
-                ex.set_step(1)
+                for k in range(WARM):  # computed steps (a forecast needs two), on other inputs
+                    ex.set_step(k)
+                    call(k)
+                ex.set_step(WARM)
                 t0 = time.perf_counter()
                 for _ in range(args.reps):
                     call()
                 return (time.perf_counter() - t0) / args.reps
         finally:
-            feeders.FEEDERS = table
+            feeders.FEEDERS, shortcuts.SHORTCUTS = table, short
 
-    kinds = ["plain", "fora, feeders", "fora, no feeders", "blocks"]
+    kinds = ["plain", *masks]
     for k in kinds:  # warm-up
         timed(k)
     res = {k: [] for k in kinds}
@@ -92,11 +103,10 @@ def main(argv=None) -> int:
         for k in (kinds if r % 2 == 0 else kinds[::-1]):
             res[k].append(timed(k) * 1000)
     plain = statistics.median(res["plain"])
-    masks = {"fora, feeders": fora, "fora, no feeders": fora, "blocks": blocks}
     full = wb.macs.per_step(ones[:1])[0]
     print(f"{args.model}: batch {args.batch}, {args.threads} thread(s), {args.reps} calls × {args.rounds} rounds")
     for k, v in res.items():
-        mac = 1.0 if k == "plain" else wb.macs.per_step(masks[k][1:2])[0] / full
+        mac = 1.0 if k == "plain" else wb.macs.per_step(masks[k][WARM:])[0] / full
         med = statistics.median(v)
         print(f"  {k:18s} {med:8.2f} ms ({min(v):.2f}–{max(v):.2f})   time {med / plain:.3f}   MACs {mac:.3f} of plain")
     return 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from blockmask.core import baselines
-from blockmask.hooks import feeders
+from blockmask.hooks import feeders, shortcuts
 from blockmask.hooks.execution import MaskedExecution
 
 STEPS = 6
@@ -32,6 +32,7 @@ def norm_shapes(model) -> list[tuple]:
 @pytest.mark.parametrize("name", ["tiny-dit", "tiny-pixart"])
 @pytest.mark.parametrize("reuse", ["hold", "forecast"])
 def test_stand_ins_change_no_image(workbenches, monkeypatch, name, reuse):
+    monkeypatch.setattr(shortcuts, "SHORTCUTS", {})  # FORA rows would skip the feeders (test_shortcuts.py)
     wb = workbenches(name)
     n_feeders = len(feeders.feeders_of(wb.model, wb.units))
     assert n_feeders == 2 * sum(u.kind == "block" for u in wb.units)  # attn1 and ff of every block
@@ -50,9 +51,10 @@ def test_stand_ins_change_no_image(workbenches, monkeypatch, name, reuse):
     assert torch.equal(got, want)
 
 
-def test_soft_gates_and_bypass_run_the_norm(workbenches):
+def test_soft_gates_and_bypass_run_the_norm(workbenches, monkeypatch):
     """Training's relaxed gates and the frozen reference need the branch's real input; a hard reuse
     gets the stand-in (the control)."""
+    monkeypatch.setattr(shortcuts, "SHORTCUTS", {})
     wb = workbenches("tiny-dit")
     n = len(wb.units)
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.tensor([1, 2])

@@ -36,97 +36,24 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry
 
-from blockmask.adapters.contracts import BoundContract
 from blockmask.core.errors import MaskError, OptionError
-from blockmask.core.forecast import check_reuse, predict, record
+from blockmask.core.forecast import check_reuse
 from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors
 from blockmask.core.units import Unit
-from blockmask.hooks import feeders
-from blockmask.hooks.branchstates import BranchStates, UnitState  # noqa: F401  (UnitState: re-exported)
+from blockmask.hooks import feeders, shortcuts
+from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
 from blockmask.hooks.rowgraph import GRAPH_HOOK, RowGraphHook, cache_reads, graph_store
 from blockmask.hooks.tally import TALLY_HOOK, CallTally
+from blockmask.hooks.unithook import UnitHook
 
 __all__ = ["HOOK_NAME", "MODES", "TALLY_HOOK", "CallTally", "MaskedExecution", "UnitHook", "compiled_body",
            "first_tensor", "map_tensors", "register_hooks", "remove_hooks", "resolve_mode"]  # re-exports too
-
-
-class UnitHook(ModelHook):
-    """The masked forward of one unit (Eq. 3; Eq. 4 under soft gates). Run, store and return; or
-    return the branch's cache (``x + cache`` for a residual unit)."""
-
-    _is_stateful = True
-
-    def __init__(self, execution: "MaskedExecution", index: int):
-        super().__init__()
-        self.execution = execution
-        self.index = index
-        self.residual = execution._residual[index]
-        # which input/output is which token stream (tuple-output blocks: Flux, SD3, ...)
-        self.streams = BoundContract.of(execution.modules[index]) if self.residual else None
-        self.states = BranchStates(execution)
-        self._body: Callable | None = None
-        self.outcome: bool | None = None  # ran (True) or reused (False) in compiled code, until collected
-
-    def body(self, module) -> Callable:
-        if self._body is None:
-            orig = self.fn_ref.original_forward
-            mode = self.execution.mode
-            self._body = orig if mode in ("eager", "rowgraph") else compiled_body(module, orig, mode)
-        return self._body
-
-    def new_forward(self, module, *args, **kwargs):
-        ex, i = self.execution, self.index
-        g = ex.gate(i)
-        x = self.streams.inputs(args, kwargs) if self.residual else None
-        if g is True:
-            out = self.body(module)(*args, **kwargs)
-            if ex.trace is not None:  # completion order, checked on a pipeline's first call
-                ex.trace.append(i)
-            if ex.stores(i):
-                st = self.states.get_state()
-                value = self.streams.residual(out, x) if self.residual else out
-                if ex.forecast:
-                    record(st, ex.store(None, value), ex.step)
-                else:
-                    st.cache = ex.store(st.cache, value)
-            self.tally(True)
-            return out
-        st = self.states.get_state()
-        cache = predict(st, ex.step) if ex.forecast and st.cache is not None else st.cache
-        if cache is None:
-            raise MaskError(f"unit {ex.units[i].name} is reused at step {ex.step} but never ran before")
-        if self.residual:
-            cache = self.streams.reuse(cache, x)
-        if g is False:
-            self.tally(False)
-            return cache
-        fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
-        self.tally(True)
-        return map_tensors(lambda f, c: g.to(f.dtype) * f + (1 - g.to(f.dtype)) * c, fresh, cache)
-
-    def tally(self, ran: bool) -> None:
-        """Count this call (``computed`` / ``skipped``). In code dynamo traces, a counter read would be
-        guarded on its value (a recompilation at every call): the outcome, a constant, is only written
-        there, and :meth:`MaskedExecution.collect` counts it outside the graph."""
-        ex = self.execution
-        if torch.compiler.is_compiling():
-            self.outcome = ran
-            ex._traced = True
-        elif ran:
-            ex._computed += 1
-        else:
-            ex._skipped += 1
-
-    def reset_state(self, module):
-        if not self.execution.static:  # row graphs hold static cache buffers (see reset())
-            self.states.reset()
-        return module
 
 
 class MaskedExecution(contextlib.AbstractContextManager):
@@ -149,7 +76,6 @@ class MaskedExecution(contextlib.AbstractContextManager):
                               "use eager, compiled or graph")
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
-        self._residual = [u.residual for u in self.units]
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
         self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
@@ -174,6 +100,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
                 h.states._state_cache = shared
         self._entered = False
         self._feeders: list = []  # the norms hooked by blockmask.hooks.feeders while entered
+        self._shortcuts: list = []  # the blocks hooked by blockmask.hooks.shortcuts while entered
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -191,13 +118,20 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
-        register_hooks(self.modules, self.hooks)
+        # innermost on the blocks, under the unit hooks (blockmask.hooks.shortcuts)
+        self._shortcuts = shortcuts.install(self) if self.mode == "eager" else []
+        try:
+            register_hooks(self.modules, self.hooks)  # all or none (a nested execution: none)
+        except BaseException:
+            shortcuts.uninstall(self._shortcuts)
+            raise
         try:
             register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
             self._feeders = feeders.install(self) if self.mode == "eager" else []  # (blockmask.hooks.feeders)
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)
+            shortcuts.uninstall(self._shortcuts)
             raise
         self._entered = True
         if self.static and self.mask is not None:
@@ -222,6 +156,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             if self._entered:
                 feeders.uninstall(self._feeders)
                 remove_hooks(self.modules)
+                shortcuts.uninstall(self._shortcuts)
                 if self.graphs is not None:  # the outer model hook first: diffusers unwinds them last-in first-out
                     remove_hooks([self.model], GRAPH_HOOK)
                 remove_hooks([self.model], TALLY_HOOK)
@@ -330,9 +265,21 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if torch.compiler.is_compiling() or self._traced:  # (eager: no call at all)
             self.collect()
 
+    def count(self, hook: UnitHook, ran: bool) -> None:
+        """Count one unit call (``computed`` / ``skipped``). In code dynamo traces, a counter read would be
+        guarded on its value (a recompilation at every call): the outcome, a constant, is only written
+        on the hook there, and :meth:`collect` counts it outside the graph."""
+        if torch.compiler.is_compiling():
+            hook.outcome = ran
+            self._traced = True
+        elif ran:
+            self._computed += 1
+        else:
+            self._skipped += 1
+
     @torch.compiler.disable
     def collect(self) -> None:
-        """Count the unit calls that ran inside compiled code (:meth:`UnitHook.tally`): before each
+        """Count the unit calls that ran inside compiled code (:meth:`count`): before each
         model call (:class:`CallTally`) and when the counters are read; left out of any graph."""
         if not self._traced:
             return
