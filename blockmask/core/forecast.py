@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from blockmask.core.errors import OptionError
 from blockmask.core.outputs import map_tensors
 
@@ -42,4 +44,6 @@ def predict(state, step: int) -> Any:
     if state.prev is None or state.k_prev is None or state.k_last is None or not state.k_prev < state.k_last < step:
         return state.cache
     s = (step - state.k_last) / (state.k_last - state.k_prev)
-    return map_tensors(lambda a, b: a + s * (a - b), state.cache, state.prev)
+    # F1 + s·(F1 − F0) as one fused pass (lerp from F0 towards F1 by 1 + s): a third of the memory
+    # traffic of sub, mul and add (issue 26: time saved per MAC saved), equal to float rounding
+    return map_tensors(lambda a, b: torch.lerp(b, a, 1.0 + s), state.cache, state.prev)
