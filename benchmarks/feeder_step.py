@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     x = torch.randn((args.batch, *adapter.latent_shape(model)), generator=g)
     t = torch.full((args.batch,), 500)
 
-    def call(k: int = 0):
-        return adapter.forward(model, x + k, t - 10 * k, cond)
+    def call(k: int = 0):  # k > 0: another input and timestep (the computed steps before the timed one)
+        return adapter.forward(model, x + k if k else x, t - 10 * k if k else t, cond)
     residual = np.array([u.residual for u in wb.units])
     ones = np.ones((WARM + 1, n), bool)
     fora, blocks = ones.copy(), ones.copy()
