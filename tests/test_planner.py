@@ -179,6 +179,18 @@ def test_sweep_plans_every_budget_from_one_pool_never_below_fewer_steps(workbenc
     assert ratios[0] <= 0.4 + 1e-9 and ratios[-1] <= 0.7 + 1e-9
 
 
+def test_sweep_pool_has_forecast_variants_when_asked(workbenches):
+    """PlanConfig.forecast reaches the dense sweep's pool: every rule also with forecast reuse."""
+    from blockmask.learning.sweep import pool
+
+    wb = workbenches("tiny-unet")
+    for forecast in (False, True):
+        pl = planner(wb, learn=False, forecast=forecast)
+        caps = [(b, pl.check(b)) for b in (0.5, 0.7)]
+        reuses = {c.reuse for c in pool(pl, caps, learn=False)}
+        assert ("forecast" in reuses) == forecast and "hold" in reuses
+
+
 def test_latency_model_predicts_a_measured_run(workbenches):
     """Predicted vs measured (median of 5, interleaved) within 50% on a tiny U-Net, batch 1. The CPU
     is shared with other jobs, so a probe and its check are retried up to 3 times: a cost model

@@ -48,7 +48,7 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
     for _, cap in fitted:
         rules = cd.rule_candidates(pl.wb, pl.cost, cap, pl.ref_steps, specs=specs)
         out.extend(rules)
-        if getattr(pl, "forecast", False):  # the same rules with forecast reuse (blockmask.core.forecast)
+        if pl.config.forecast:  # the same rules with forecast reuse (blockmask.core.forecast)
             out.extend(pl.forecasts(rules, cap))
     if learn:
         for recipe in pl.config.recipes:
@@ -58,7 +58,7 @@ def pool(pl, caps: list[tuple[float, float]], *, learn: bool, masked: set | None
                 c = cd.learned_from_scores(pl.wb, scores, params, pl.cost, cap)
                 if c is not None:
                     out.append(_tag(c, f"{pl.macs_ratio(c.steps, c.mask):.1%} MACs"))
-                    if getattr(pl, "forecast", False):
+                    if pl.config.forecast:
                         out.extend(pl.forecasts([c], cap))
     return cd.unique(out)
 
