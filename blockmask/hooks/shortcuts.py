@@ -100,10 +100,11 @@ class ShortcutHook(ModelHook):
         self.attn1, self.ff = branches["attn1"], branches["ff"]
         self.attn2 = branches.get("attn2")
         self.indices = tuple(branches.values())
-        self.names = tuple(signature.parameters)[1:]  # after self
+        # each forward argument's position, after self
+        self.position = {name: i for i, name in enumerate(tuple(signature.parameters)[1:])}
 
     def _arg(self, args, kwargs, name):
-        p = self.names.index(name)
+        p = self.position[name]
         return args[p] if len(args) > p else kwargs.get(name)
 
     def new_forward(self, module, *args, **kwargs):
