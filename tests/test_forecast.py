@@ -16,7 +16,7 @@ from blockmask.hooks.branchstates import UnitState
 from blockmask.learning.candidates import Candidate, forecast_variant, rule_mask
 from blockmask.core.errors import MaskError, OptionError
 from blockmask.hooks.execution import MaskedExecution
-from blockmask.core.forecast import predict, record
+from blockmask.core.forecast import predict, record, terms
 from blockmask.io.maskfile import MaskFile
 from blockmask.sampling.sample import Condition, SampleOptions, sample
 
@@ -45,6 +45,18 @@ def test_forecast_formula_and_same_step_recompute():
     record(s2, (torch.tensor([2.0]), torch.tensor([4.0])), 2)
     out = predict(s2, 3)
     assert torch.equal(out[0], torch.tensor([3.0])) and torch.equal(out[1], torch.tensor([6.0]))
+
+
+def test_forecast_terms_sum_to_the_forecast():
+    st_ = UnitState()
+    record(st_, torch.tensor([1.0, -2.0]), 0)
+    assert terms(st_, 1) == [(1.0, st_.cache)]  # one value only: hold
+    record(st_, torch.tensor([3.0, 0.5]), 3)
+    for k in (4, 5, 9):
+        (c1, f1), (c0, f0) = terms(st_, k)
+        assert f1 is st_.cache and f0 is st_.prev and c1 + c0 == pytest.approx(1.0)
+        torch.testing.assert_close(c1 * f1 + c0 * f0, predict(st_, k))
+    assert terms(st_, 3) == [(1.0, st_.cache)]  # not past the last value: hold
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -39,11 +39,28 @@ def record(state, value: Any, step: int) -> None:
     state.cache, state.k_last = value, step
 
 
+def reach(state, step: int) -> float | None:
+    """How far past the last computed value the forecast at ``step`` goes, in units of the last gap:
+    ``s = (step − k1) / (k1 − k0)``; None when it cannot extrapolate (it holds)."""
+    if state.prev is None or state.k_prev is None or state.k_last is None or not state.k_prev < state.k_last < step:
+        return None
+    return (step - state.k_last) / (state.k_last - state.k_prev)
+
+
+def terms(state, step: int) -> list[tuple[float, Any]]:
+    """The forecast at ``step`` as a weighted sum ``Σ c·value`` of the cached values: ``[(1, F1)]``
+    when it holds, ``[(1 + s, F1), (−s, F0)]`` when it extrapolates. A consumer that multiplies and adds
+    anyway (:mod:`blockmask.hooks.shortcuts`) folds them into its own fused passes; equal to
+    :func:`predict` up to float rounding."""
+    s = reach(state, step)
+    return [(1.0, state.cache)] if s is None else [(1.0 + s, state.cache), (-s, state.prev)]
+
+
 def predict(state, step: int) -> Any:
     """The forecast of the unit's value at ``step`` (the cache itself when it cannot extrapolate)."""
-    if state.prev is None or state.k_prev is None or state.k_last is None or not state.k_prev < state.k_last < step:
+    s = reach(state, step)
+    if s is None:
         return state.cache
-    s = (step - state.k_last) / (state.k_last - state.k_prev)
     # F1 + s·(F1 − F0) as one fused pass (lerp from F0 towards F1 by 1 + s): a third of the memory
     # traffic of sub, mul and add (issue 26: time saved per MAC saved), equal to float rounding
     return map_tensors(lambda a, b: torch.lerp(b, a, 1.0 + s), state.cache, state.prev)

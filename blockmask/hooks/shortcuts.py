@@ -6,16 +6,19 @@ When the mask runs a ``BasicTransformerBlock`` at a step but reuses every branch
 input plus each branch's reused value times its gate. Run through the block's own forward, that step
 still pays for the block's Python, its norms (or their stand-ins, :mod:`blockmask.hooks.feeders`), the
 modulation of the normed stream and one hook dispatch per branch. The shortcut computes only what the
-output reads, in the block's own order of operations, so the output does not change, bit for bit
-(tests/test_shortcuts.py):
+output reads, in the block's own order:
 
 * adaLN-Zero (DiT): the block's ``norm1`` embedding and linear (the gates), then
   ``x + gate_msa · attn1``, ``+ attn2``, ``+ gate_mlp · ff``;
 * adaLN-single (PixArt): the gates from ``scale_shift_table + timestep``, then the same sums.
 
-Each reused value comes from the branch's :class:`blockmask.hooks.execution.UnitHook`
-(:meth:`~blockmask.hooks.execution.UnitHook.reused`: the cache, or its forecast), which counts it as
-reused. Anything else falls through to the block's forward: soft gates and the frozen reference
+The sums are fused (:func:`accumulate`): one ``addcmul`` into a new contiguous tensor, then in place,
+one pass over memory per reused value where the block's ``gate * value + x`` makes two and a tensor
+each. A fused multiply-add rounds once, so the output equals the block's up to float rounding
+(tests/test_shortcuts.py: ``rtol = atol = 1e-5`` on the images of whole runs). Each reused value comes
+from the branch's :class:`blockmask.hooks.execution.UnitHook` as weighted cached values
+(:meth:`~blockmask.hooks.execution.UnitHook.reused_terms`: the cache, or a forecast's two values, so a
+forecast costs one more fused pass instead of a ``lerp`` into a new tensor), counted as reused. Anything else falls through to the block's forward: soft gates and the frozen reference
 (training), a step where any branch runs, GLIGEN inputs, a block or branch carrying somebody else's
 diffusers hook. Declared per block class and norm type as data (:data:`SHORTCUTS`), installed by
 :class:`blockmask.hooks.execution.MaskedExecution` in eager mode under :data:`SHORTCUT_HOOK`, innermost
@@ -127,7 +130,6 @@ class ShortcutHook(ModelHook):
     def short(self, module, args, kwargs) -> torch.Tensor:
         x = self._arg(args, kwargs, "hidden_states")
         timestep = self._arg(args, kwargs, "timestep")
-        hooks = self.execution.hooks
         if module.norm_type == "ada_norm_zero":
             norm = module.norm1
             emb = self.conditioning(norm.emb, timestep, self._arg(args, kwargs, "class_labels"), x.dtype)
@@ -137,15 +139,41 @@ class ShortcutHook(ModelHook):
         else:  # ada_norm_single
             table = module.scale_shift_table[None] + timestep.reshape(x.shape[0], 6, -1)
             _, _, gate_msa, _, _, gate_mlp = table.chunk(6, dim=1)
-        x = gate_msa * hooks[self.attn1].reused() + x
-        if x.ndim == 4:
-            x = x.squeeze(1)
-        if self.attn2 is not None:
-            x = hooks[self.attn2].reused() + x
-        x = gate_mlp * hooks[self.ff].reused() + x
-        if x.ndim == 4:
-            x = x.squeeze(1)
-        return x
+        hooks = self.execution.hooks
+        y = None
+        for gate, index in ((gate_msa, self.attn1), (None, self.attn2), (gate_mlp, self.ff)):
+            if index is None:
+                continue
+            for c, value in hooks[index].reused_terms():
+                y = accumulate(x if y is None else y, gate, c, value, fresh=y is None)
+            if y.ndim == 4:
+                y = y.squeeze(1)
+        return y
+
+
+def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torch.Tensor, *, fresh: bool) -> torch.Tensor:
+    """``y + gate·c·value`` (``y + c·value`` without a gate) as one fused pass: into a new contiguous
+    tensor when ``fresh`` (y is the block's input, which stays untouched), else into ``y`` itself
+    (a tensor this shortcut made) where the shapes allow. Equal to the block's ``gate * value + y`` up
+    to float rounding (a fused multiply-add rounds once)."""
+    if gate is None:  # (a cross-attention branch: after the first, so never fresh)
+        return y.add_(value, alpha=c) if value.shape == y.shape else torch.add(y, value, alpha=c)
+    if c != 1.0:
+        gate = gate * c
+    fits = value.shape == y.shape and _broadcasts(gate.shape, y.shape)  # the sum has y's shape
+    if not fits:
+        return torch.addcmul(y, gate, value)
+    if fresh:
+        if torch.is_grad_enabled():
+            return torch.addcmul(y, gate, value)
+        out = torch.empty(y.shape, dtype=torch.result_type(y, value), device=value.device)
+        return torch.addcmul(y, gate, value, out=out)
+    return y.addcmul_(gate, value)
+
+
+def _broadcasts(small: torch.Size, big: torch.Size) -> bool:
+    """``small`` broadcasts to ``big`` without growing it (torch.broadcast_shapes costs tens of µs)."""
+    return len(small) <= len(big) and all(a in (1, b) for a, b in zip(reversed(small), reversed(big)))
 
 
 def install(execution) -> list[torch.nn.Module]:

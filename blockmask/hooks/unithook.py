@@ -9,7 +9,7 @@ from diffusers.hooks import ModelHook
 
 from blockmask.adapters.contracts import BoundContract
 from blockmask.core.errors import MaskError
-from blockmask.core.forecast import predict, record
+from blockmask.core.forecast import predict, record, terms
 from blockmask.core.modes import compiled_body
 from blockmask.core.outputs import map_tensors
 from blockmask.hooks.branchstates import BranchStates
@@ -67,10 +67,8 @@ class UnitHook(ModelHook):
         """This unit's reused value at the current step in the current branch: its cache (its forecast
         under ``reuse="forecast"``; ``x + cache`` for a residual unit with input x)."""
         ex = self.execution
-        st = self.states.get_state()
-        cache = predict(st, ex.step) if ex.forecast and st.cache is not None else st.cache
-        if cache is None:
-            raise MaskError(f"unit {ex.units[self.index].name} is reused at step {ex.step} but never ran before")
+        st = self.filled_state()
+        cache = predict(st, ex.step) if ex.forecast else st.cache
         return self.streams.reuse(cache, x) if self.residual else cache
 
     def reused(self, x=None) -> Any:
@@ -78,6 +76,24 @@ class UnitHook(ModelHook):
         out = self.cached(x)
         self.tally(False)
         return out
+
+    def reused_terms(self) -> list[tuple[float, Any]]:
+        """A non-residual unit's reused value as a weighted sum ``[(c, value), ...]`` of cached values
+        (:func:`blockmask.core.forecast.terms`: the cache alone, or a forecast's two), counted as a
+        reused call like :meth:`reused`; for consumers that fold the sum into their own passes."""
+        ex = self.execution
+        st = self.filled_state()
+        out = terms(st, ex.step) if ex.forecast else [(1.0, st.cache)]
+        self.tally(False)
+        return out
+
+    def filled_state(self):
+        """The current branch's state, which must hold a cache (a reuse before any run is an error)."""
+        st = self.states.get_state()
+        if st.cache is None:
+            ex = self.execution
+            raise MaskError(f"unit {ex.units[self.index].name} is reused at step {ex.step} but never ran before")
+        return st
 
     def tally(self, ran: bool) -> None:
         """Count this call: :meth:`blockmask.hooks.execution.MaskedExecution.count`."""
