@@ -32,9 +32,7 @@ steps at those MACs and DeepCache b0 N=3 (``--fid-rows auto``; ``all`` or name s
 
     python benchmarks/budget_table.py --model mnist-ddpm --steps 50 -o docs/results/budgets-mnist-ddpm-50 --fid 1000
     python benchmarks/budget_table.py --model mnist-dit --steps 50 --batch 20 -o docs/results/budgets-mnist-dit-50 --fid 1000
-
 (class-conditional models: labels cycle 0..9 within each batch, so the batch is a multiple of 10).
-
 ``--speed-only`` re-measures just the speed of an existing table's rows (e.g. with more ``--rounds``),
 keeping MACs, PSNR and FID.
 """
@@ -78,11 +76,16 @@ def guidance_of(wb, override: float | None = None) -> float:
     return wb.default_guidance if override is None else override
 
 
+def condition_for(wb, batch: int, guidance: float):
+    """The rows' condition: classes 0..9 in turn at ``guidance`` (None: an unconditional model)."""
+    return wb.condition(class_label=_labels(wb, batch), guidance_scale=guidance) if _labels(wb, 1) else None
+
+
 def our_rows(wb, steps: int, masks: dict[str, np.ndarray], family: str, *, guidance: float,
              reuse: str = "hold") -> list[Row]:
     def make(mask, k=steps):
         def run(seed, batch):
-            cond = wb.condition(class_label=_labels(wb, batch), guidance_scale=guidance) if _labels(wb, 1) else None
+            cond = condition_for(wb, batch, guidance)
             return wb.images(wb.generate(mask, steps=k, seed=seed, num_images=batch, condition=cond,
                                          reuse=reuse)).numpy()
         return run

@@ -23,6 +23,7 @@ alternating order; medians and (min–max) of the per-round ratios; batch ``--ba
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget_table import deepcache_rows, guidance_of, our_rows  # noqa: E402
+from budget_table import condition_for, deepcache_rows, guidance_of, our_rows  # noqa: E402
+from paced import Spec, paced_ratio  # noqa: E402
 
 from blockmask.workbench import Workbench  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -66,7 +68,7 @@ def schedules(wb, folder: Path, results: pd.DataFrame, guidance: float) -> tuple
         key = names[r["name"]] = (mf.mask.shape[0], None if mask is None else mask.tobytes(), mf.reuse)
         if key not in out:
             row = our_rows(wb, mf.mask.shape[0], {r["name"]: mask}, r["family"], guidance=guidance, reuse=mf.reuse)[0]
-            out[key] = {"row": row, "result": r}
+            out[key] = {"row": row, "result": r, "spec": Spec(mf.mask.shape[0], mask, mf.reuse)}
     return out, names
 
 
@@ -78,6 +80,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pace", choices=("runs", "steps"), default="runs",
+                    help="plain vs schedule: whole runs in turn (runs), or the two runs' model calls in turn, "
+                         "each run on its own model copy (steps: benchmarks/paced.py)")
     ap.add_argument("--fewer-steps-every", type=int, default=1, metavar="N",
                     help="time every N-th plain fewer-steps schedule only (all masked ones are timed)")
     args = ap.parse_args(argv)
@@ -115,6 +120,9 @@ def main(argv=None) -> int:
                          "deepcache_over_schedule": r["median"], "ratio_min": r["min"], "ratio_max": r["max"],
                          "rounds": r["rounds"], "batch": args.batch, "threads": args.threads})
             print(rows[-1], flush=True)
+    if args.pace == "steps":
+        twin = copy.deepcopy(wb.model)  # the plain run's own copy: no hook on it, ever
+        cond = condition_for(wb, args.batch, guidance)
     fewer = [k for k in plans if k[1] is None]
     keep = set(fewer[::args.fewer_steps_every])
     for key, p in plans.items():
@@ -122,14 +130,17 @@ def main(argv=None) -> int:
             continue
         res = p["result"]
         name = res["name"]
-        r = ratio(plain, p["row"], rounds=args.rounds, batch=args.batch)
+        if args.pace == "steps":
+            r = paced_ratio(wb, twin, Spec(ref), p["spec"], rounds=args.rounds, batch=args.batch, condition=cond)
+        else:
+            r = ratio(plain, p["row"], rounds=args.rounds, batch=args.batch)
         saved_macs = 1 - res.macs_ratio
         rows.append({"comparison": "plain vs schedule", "schedule": name, "schedule_family": res.family,
                      "schedule_provenance": res.provenance, "steps": res.steps, "macs_ratio": res.macs_ratio,
                      "valid_psnr": res.valid_psnr, "test_psnr": res.test_psnr, "speedup": r["median"],
                      "speedup_min": r["min"], "speedup_max": r["max"], "efficiency": r["median"] * res.macs_ratio,
                      "saved_per_mac_saved": (1 - 1 / r["median"]) / saved_macs if saved_macs > 1e-9 else float("nan"),
-                     "rounds": r["rounds"], "batch": args.batch, "threads": args.threads})
+                     "rounds": r["rounds"], "batch": args.batch, "threads": args.threads, "pace": args.pace})
         print(rows[-1], flush=True)
     atomic_write_text(Path(args.output), pd.DataFrame(rows).to_csv(index=False, float_format="%.4f"))
     print(f"wrote {args.output}")

@@ -331,6 +331,13 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
     mine = s[s.comparison == "plain vs schedule"]
     assert 1 <= len(mine) <= len(plans) and set(mine.schedule) <= set(plans.name)  # one row per distinct schedule
     assert np.allclose(mine.efficiency, mine.speedup * mine.macs_ratio, atol=1e-3)
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"), "--pace",
+                        "steps", "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "p.csv")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    paced = pd.read_csv(tmp_path / "p.csv")
+    paced = paced[paced.comparison == "plain vs schedule"]  # the same schedules, their calls interleaved
+    assert list(paced.schedule) == list(mine.schedule) and (paced.pace == "steps").all() and (paced.speedup > 0).all()
     rep = subprocess.run([sys.executable, str(root / "benchmarks/frontier_report.py"), str(tmp_path), "--speed",
                           str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600, env=env)
     assert rep.returncode == 0, rep.stderr[-800:]

@@ -1,0 +1,65 @@
+"""benchmarks/paced.py: two sampling runs interleaved call by call, each on its own model copy, give
+the images each gives alone, and each run's time is its own parts only."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from paced import PacedRun, Spec, interleaved, paced_ratio  # noqa: E402
+
+from blockmask.core import baselines  # noqa: E402
+
+
+def hooked(model: torch.nn.Module) -> bool:
+    return any(getattr(getattr(m, "_diffusers_hook", None), "hooks", None) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ["tiny-dit", "tiny-unet"])
+@pytest.mark.parametrize("reuse", ["hold", "forecast"])
+def test_interleaved_runs_give_their_own_images(workbenches, name, reuse):
+    wb = workbenches(name)
+    twin = copy.deepcopy(wb.model)
+    n = len(wb.units)
+    keep = np.array([u.residual for u in wb.units]) if name == "tiny-dit" else np.zeros(n, bool)
+    m = baselines.fora(4, n, interval=2, keep=keep) if keep.any() else baselines.uniform(4, n, every=2)
+    cond = wb.condition(class_label=[1, 2], guidance_scale=1.0) if "dit" in name else None
+    plain = PacedRun(wb, twin, Spec(6), seed=3, batch=2, condition=cond)
+    masked = PacedRun(wb, wb.model, Spec(4, m, reuse), seed=3, batch=2, condition=cond)
+    calls = []
+    real = masked.call
+    masked.call = lambda c: (calls.append(("m", c)), real(c))[1]
+    real_p = plain.call
+    plain.call = lambda c: (calls.append(("p", c)), real_p(c))[1]
+    real_p2 = plain.call
+    plain.call = lambda c: (seen_hooks.append(hooked(twin)), real_p2(c))[1]
+    seen_hooks = []
+    a, b = interleaved(plain, masked, a_first=False)
+    assert seen_hooks == [False] * 6  # the plain copy carries no hook while the masked run's are on
+    # merged by progress (c + ½) / calls: 4 calls of one run among 6 of the other
+    assert calls == [("p", 0), ("m", 0), ("p", 1), ("m", 1), ("p", 2), ("p", 3), ("m", 2), ("p", 4), ("m", 3), ("p", 5)]
+    want_a = wb.images(wb.generate(None, steps=6, seed=3, num_images=2, condition=cond)).numpy()
+    want_b = wb.images(wb.generate(m, steps=4, seed=3, num_images=2, condition=cond, reuse=reuse)).numpy()
+    assert np.array_equal(a, want_a) and np.array_equal(b, want_b)
+    assert plain.seconds > 0 and masked.seconds > 0
+    assert not hooked(wb.model) and not hooked(twin)  # the execution's hooks are off again
+
+
+def test_paced_ratio_rounds(workbenches, monkeypatch):
+    wb = workbenches("tiny-unet")
+    twin = copy.deepcopy(wb.model)
+    seeds = []
+    real = PacedRun.start
+    monkeypatch.setattr(PacedRun, "start", lambda self: (seeds.append(self.seed), real(self))[1])
+    r = paced_ratio(wb, twin, Spec(4), Spec(2), rounds=3, batch=1, condition=None)
+    assert r["rounds"] == 3 and 0 < r["min"] <= r["median"] <= r["max"]
+    assert sorted(set(seeds)) == [1, 2, 3, 4] and len(seeds) == 8  # a warm-up round, then seeds 2, 3, 4
+    with torch.no_grad():
+        assert all(torch.equal(p, q) for p, q in zip(twin.parameters(), wb.model.parameters()))
