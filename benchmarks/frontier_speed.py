@@ -23,7 +23,6 @@ alternating order; medians and (min–max) of the per-round ratios; batch ``--ba
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for, deepcache_rows, guidance_of, our_rows  # noqa: E402
-from paced import Spec, paced_ratio  # noqa: E402
+from paced import Spec, paced_ratio, twin_of  # noqa: E402
 
 from blockmask.workbench import Workbench  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
                          "rounds": r["rounds"], "batch": args.batch, "threads": args.threads})
             print(rows[-1], flush=True)
     if args.pace == "steps":
-        twin = copy.deepcopy(wb.model)  # the plain run's own copy: no hook on it, ever
+        twin = twin_of(wb.model)  # the plain run's own modules (no hook on them, ever), the same weights
         cond = condition_for(wb, args.batch, guidance)
     fewer = [k for k in plans if k[1] is None]
     keep = set(fewer[::args.fewer_steps_every])

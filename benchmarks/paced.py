@@ -7,7 +7,8 @@ runs (``frontier_speed.py --pace runs``: a 6 s plain run, then a 3 s schedule) l
 to that drift: per-round ratios of one schedule spread over ±13% and process medians by ±0.1 in time
 saved per MAC saved. Here the two runs advance together instead, one model call of each in turn
 (spread by progress, so a 24-step schedule interleaves with a 50-step plain run), each on its own copy
-of the model: the plain run on a copy that carries no hook at all, the schedule under its
+of the model's modules sharing one set of weights (:func:`twin_of`): the plain run on a copy that
+carries no hook at all, the schedule under its
 :class:`blockmask.hooks.execution.MaskedExecution` as :func:`blockmask.sampling.sample.sample` runs it.
 Each run's time is the wall time of its own parts: setting up (conditioning, initial noise, the
 execution's hooks), every call with its scheduler step, and finishing (hooks off, decoding, the finite
@@ -16,6 +17,7 @@ check). Same final images as :meth:`blockmask.workbench.Workbench.generate` (tes
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import NamedTuple
 
@@ -24,6 +26,14 @@ import torch
 
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.sampling.sample import SamplingRun
+
+
+def twin_of(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model``'s modules that shares its parameters and buffers: hooks on one are not on the
+    other, while both read the same weights, so neither run's calls find the weights evicted by the
+    other's (a full copy would double the working set past this CPU's L3 and make every call cold)."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
 
 
 class Spec(NamedTuple):
@@ -87,9 +97,9 @@ def interleaved(a: PacedRun, b: PacedRun, *, a_first: bool) -> tuple[np.ndarray,
 
 
 def paced_ratio(wb, twin: torch.nn.Module, a: Spec, b: Spec, *, rounds: int, batch: int, condition) -> dict:
-    """Median (min, max) over rounds of time(b) / time(a), the two runs interleaved call by call: ``a``
-    on ``twin`` (a hook-free copy of ``wb.model``), ``b`` on ``wb.model``. A warm-up round first; round r
-    uses seed 2 + r for both and alternates which goes first."""
+    """Median (min, max) over rounds of time(a) / time(b) (as ``frontier_speed.ratio``: a = plain gives
+    the speedup), the two runs interleaved call by call: ``a`` on ``twin`` (:func:`twin_of` ``wb.model``), ``b`` on ``wb.model``. A warm-up round first; round r uses seed 2 + r for both and
+    alternates which goes first."""
     out = []
     for r in range(-1, rounds):
         seed = 1 if r < 0 else 2 + r
@@ -97,5 +107,5 @@ def paced_ratio(wb, twin: torch.nn.Module, a: Spec, b: Spec, *, rounds: int, bat
         rb = PacedRun(wb, wb.model, b, seed=seed, batch=batch, condition=condition)
         interleaved(ra, rb, a_first=r % 2 == 0)
         if r >= 0:
-            out.append(rb.seconds / ra.seconds)
+            out.append(ra.seconds / rb.seconds)
     return {"median": float(np.median(out)), "min": float(min(out)), "max": float(max(out)), "rounds": rounds}

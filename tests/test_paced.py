@@ -3,7 +3,6 @@ the images each gives alone, and each run's time is its own parts only."""
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from paced import PacedRun, Spec, interleaved, paced_ratio  # noqa: E402
+from paced import PacedRun, Spec, interleaved, paced_ratio, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 
@@ -26,7 +25,7 @@ def hooked(model: torch.nn.Module) -> bool:
 @pytest.mark.parametrize("reuse", ["hold", "forecast"])
 def test_interleaved_runs_give_their_own_images(workbenches, name, reuse):
     wb = workbenches(name)
-    twin = copy.deepcopy(wb.model)
+    twin = twin_of(wb.model)
     n = len(wb.units)
     keep = np.array([u.residual for u in wb.units]) if name == "tiny-dit" else np.zeros(n, bool)
     m = baselines.fora(4, n, interval=2, keep=keep) if keep.any() else baselines.uniform(4, n, every=2)
@@ -54,12 +53,12 @@ def test_interleaved_runs_give_their_own_images(workbenches, name, reuse):
 
 def test_paced_ratio_rounds(workbenches, monkeypatch):
     wb = workbenches("tiny-unet")
-    twin = copy.deepcopy(wb.model)
+    twin = twin_of(wb.model)
     seeds = []
     real = PacedRun.start
     monkeypatch.setattr(PacedRun, "start", lambda self: (seeds.append(self.seed), real(self))[1])
     r = paced_ratio(wb, twin, Spec(4), Spec(2), rounds=3, batch=1, condition=None)
     assert r["rounds"] == 3 and 0 < r["min"] <= r["median"] <= r["max"]
     assert sorted(set(seeds)) == [1, 2, 3, 4] and len(seeds) == 8  # a warm-up round, then seeds 2, 3, 4
-    with torch.no_grad():
-        assert all(torch.equal(p, q) for p, q in zip(twin.parameters(), wb.model.parameters()))
+    assert all(p is q for p, q in zip(twin.parameters(), wb.model.parameters()))  # one set of weights
+    assert all(a is not b for a, b in zip(twin.modules(), wb.model.modules()))  # its own modules
