@@ -28,3 +28,17 @@ def first_tensor(out: Any) -> torch.Tensor:
     if isinstance(out, dict):
         return first_tensor(next(iter(out.values())))
     raise TypeError(f"unit output of type {type(out).__name__} holds no tensor")
+
+
+def same_layout(a: Any, b: Any) -> bool:
+    """Whether two unit outputs have the same structure and each pair of tensors the same shape, dtype
+    and device (so ``b`` can be copied into ``a`` in place)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.device == b.device)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same_layout(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_layout(a[k], b[k]) for k in a)
+    return a is None and b is None
+

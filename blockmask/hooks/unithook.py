@@ -50,8 +50,8 @@ class UnitHook(ModelHook):
             if ex.stores(i):
                 st = self.states.get_state()
                 value = self.streams.residual(out, x) if self.residual else out
-                if ex.forecast:
-                    record(st, ex.store(None, value), ex.step)
+                if ex.forecast:  # the value record() drops is the buffer to recycle
+                    record(st, ex.store(st.cache if st.k_last == ex.step else st.prev, value), ex.step)
                 else:
                     st.cache = ex.store(st.cache, value)
             self.tally(True)

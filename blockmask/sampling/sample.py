@@ -230,7 +230,7 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode, reuse=reuse) if own else None)
     if own:
-        ctx.fixed_mask = True  # this run's mask is known whole: units never reused store nothing
+        ctx.whole_run()  # this run's mask is known whole, and its caches are nobody else's
     with ctx if own else contextlib.nullcontext():
         for c in tqdm(range(len(run)), disable=not progress, desc="sampling", leave=False):
             run.call(c, ctx)

@@ -1,0 +1,63 @@
+"""MaskedExecution.whole_run: in a whole sampling run each unit's cache is one buffer of its own,
+refilled in place at every computed step, and the images stay bit for bit what they were."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blockmask.core import baselines
+from blockmask.hooks.execution import MaskedExecution
+from blockmask.sampling.sample import sample
+
+
+@pytest.mark.parametrize("name", ["tiny-dit", "tiny-unet"])
+@pytest.mark.parametrize("reuse", ["hold", "forecast"])
+def test_recycled_buffers_same_images_one_buffer_per_unit(workbenches, monkeypatch, name, reuse):
+    wb = workbenches(name)
+    n, K = len(wb.units), 7
+    m = baselines.uniform(K, n, every=2)
+    run = dict(model=wb.model, num_steps=K, mask=m, seed=4, batch=2)
+    from blockmask.sampling.sample import SampleOptions
+
+    stores = []  # (recycling?, had a buffer?, kept that buffer?, data pointer kept)
+    real = MaskedExecution.store
+
+    def spy(self, old, new):
+        out = real(self, old, new)
+        t = out if isinstance(out, torch.Tensor) else out[0]
+        stores.append((self.recycle, old is not None, out is old, t.data_ptr()))
+        assert not self.recycle or out is not new  # never the tensor the model goes on with
+        return out
+
+    monkeypatch.setattr(MaskedExecution, "store", spy)
+    got = sample(scheduler=wb.scheduler(), options=SampleOptions(reuse=reuse), **run)
+    monkeypatch.setattr(MaskedExecution, "whole_run", lambda self: setattr(self, "fixed_mask", True) or self)
+    want = sample(scheduler=wb.scheduler(), options=SampleOptions(reuse=reuse), **run)
+    assert torch.equal(got, want)  # copies are exact
+    mine = [s for s in stores if s[0]]
+    assert len(mine) == len(stores) // 2 and any(had for _, had, _, _ in mine)
+    assert all(kept == had for _, had, kept, _ in mine)  # a buffer, once there, is refilled in place
+    firsts = [p for _, had, _, p in mine if not had]
+    assert len({p for *_, p in mine}) == len(firsts)  # no other memory: one buffer per unit (two: forecast)
+    assert not any(s[2] for s in stores if not s[0])  # without whole_run: a new tensor every time
+
+
+def test_no_recycling_outside_a_whole_run_or_under_autograd(workbenches):
+    wb = workbenches("tiny-dit")
+    n = len(wb.units)
+    m = np.ones((3, n), bool)
+    m[1] = False
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.tensor([1, 2])
+    for whole, grad in ((False, False), (True, True)):
+        ex = MaskedExecution(wb.model, m)
+        if whole:
+            ex.whole_run()
+        with ex, torch.set_grad_enabled(grad):
+            seen = []
+            for k in (0, 2):
+                ex.set_step(k)
+                wb.model(x + k, timestep=t, class_labels=y)
+                seen.append([h.states.get_state().cache for h in ex.hooks])
+            assert all(a is not b for a, b in zip(*seen))  # a fresh tensor each step: nothing overwritten
