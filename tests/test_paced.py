@@ -62,3 +62,20 @@ def test_paced_ratio_rounds(workbenches, monkeypatch):
     assert sorted(set(seeds)) == [1, 2, 3, 4] and len(seeds) == 8  # a warm-up round, then seeds 2, 3, 4
     assert all(p is q for p, q in zip(twin.parameters(), wb.model.parameters()))  # one set of weights
     assert all(a is not b for a, b in zip(twin.modules(), wb.model.modules()))  # its own modules
+
+
+def test_paced_calls_reports_each_round_and_refuses_bad_input(capsys):
+    from conftest import tiny_spec
+    from paced_calls import main
+
+    assert main([tiny_spec("tiny-dit"), "--steps", "4", "--batch", "2", "--rounds", "2", "--reuse", "forecast"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("round ") == 2 and "computed / plain" in out and "reused / plain" in out
+    assert main([tiny_spec("tiny-dit"), "--rule", "blocks", "--steps", "4", "--batch", "1", "--rounds", "1",
+                 "--no-recycle"]) == 0
+    assert "no recycling" in capsys.readouterr().out
+    assert main([tiny_spec("tiny-dit"), "--rounds", "0"]) == 2
+    assert main([tiny_spec("tiny-unet"), "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--rounds must be at least 1" in err.replace("--interval, --steps, --batch and ", "")
+    assert "no transformer blocks" in err
