@@ -1,11 +1,10 @@
 """Two sampling runs timed step by step, their model calls interleaved (issue 26: time saved per MAC
 saved, measured through a shared CPU's drift).
 
-On this project's 2-core VM the speed of one and the same denoiser call drifts by ±15% over seconds
-(neighbours' memory traffic: CPU time moves with wall time, so it is not steal). Interleaving whole
-runs (``frontier_speed.py --pace runs``: a 6 s plain run, then a 3 s schedule) leaves each run's ratio
-to that drift: per-round ratios of one schedule spread over ±13% and process medians by ±0.1 in time
-saved per MAC saved. Here the two runs advance together instead, one model call of each in turn
+On this project's 2-core VM the speed of one and the same denoiser call drifts by tens of percent
+within minutes. Interleaving whole runs (``frontier_speed.py --pace runs``: a 6 s plain run, then a
+3 s schedule) leaves each run's ratio to that drift: per-round speedups of one schedule spread over
+±13% and process medians by ±0.1 in time saved per MAC saved (docs/PERFORMANCE.md, "Paced timing"). Here the two runs advance together instead, one model call of each in turn
 (spread by progress, so a 24-step schedule interleaves with a 50-step plain run), each on its own copy
 of the model's modules sharing one set of weights (:func:`twin_of`): the plain run on a copy that
 carries no hook at all, the schedule under its
@@ -97,7 +96,8 @@ def interleaved(a: PacedRun, b: PacedRun, *, a_first: bool) -> tuple[np.ndarray,
 
 def paced_ratio(wb, twin: torch.nn.Module, a: Spec, b: Spec, *, rounds: int, batch: int, condition) -> dict:
     """Median (min, max) over rounds of time(a) / time(b) (as ``frontier_speed.ratio``: a = plain gives
-    the speedup), the two runs interleaved call by call: ``a`` on ``twin`` (:func:`twin_of` ``wb.model``), ``b`` on ``wb.model``. A warm-up round first; round r uses seed 2 + r for both and
+    the speedup), the two runs interleaved call by call: ``a`` on ``twin`` (:func:`twin_of` of
+    ``wb.model``), ``b`` on ``wb.model``. A warm-up round first; round r uses seed 2 + r for both and
     alternates which goes first."""
     out = []
     for r in range(-1, rounds):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from blockmask.core.errors import MaskError
+from blockmask.hooks import shortcuts
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.rowgraph import ReplayCheck, cache_reads, graph_store, plan_rows, release_graphs
 from blockmask.sampling.sample import Condition, SampleOptions, sample
@@ -42,8 +43,11 @@ def _run(wb, mask, batch=2, seed=0, **kw):
 
 
 @pytest.mark.parametrize("name", ["tiny-unet", "tiny-dit", "tiny-pixart"])
-def test_rowgraph_is_bitwise_eager_across_runs_and_batch_sizes(workbenches, name):
+def test_rowgraph_is_bitwise_eager_across_runs_and_batch_sizes(workbenches, monkeypatch, name):
     wb = workbenches(name)
+    # eager without the block shortcuts (eager-only; their fused sums equal the blocks' to float rounding,
+    # tests/test_shortcuts.py): the code path row graphs record
+    monkeypatch.setattr(shortcuts, "SHORTCUTS", {})
     release_graphs(wb.model)
     mask = wb.rectify(wb.baseline("random", steps=K, macs_ratio=0.5, seed=3)).mask
     distinct = plan_rows(mask).distinct

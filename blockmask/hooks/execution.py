@@ -300,7 +300,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         reuses store nothing (:attr:`fixed_mask`), and the others keep one buffer each for the run
         (:attr:`recycle`). Why the buffers: holding each step's fresh outputs as caches moves the
         allocator's free memory around, and glibc hands it back to the OS and faults it in again; on
-        the bundled mnist-dit (CPU) a computed step cost 3–4% more than the plain model's, 1.5% with
+        the bundled mnist-dit (CPU) a computed step cost 3–6% more than the plain model's, 1–2% with
         the buffers (docs/PERFORMANCE.md, "Paced timing")."""
         self.fixed_mask = self.recycle = True
         return self

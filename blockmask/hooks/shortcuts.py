@@ -18,9 +18,10 @@ each. A fused multiply-add rounds once, so the output equals the block's up to f
 (tests/test_shortcuts.py: ``rtol = atol = 1e-5`` on the images of whole runs). Each reused value comes
 from the branch's :class:`blockmask.hooks.execution.UnitHook` as weighted cached values
 (:meth:`~blockmask.hooks.execution.UnitHook.reused_terms`: the cache, or a forecast's two values, so a
-forecast costs one more fused pass instead of a ``lerp`` into a new tensor), counted as reused. Anything else falls through to the block's forward: soft gates and the frozen reference
-(training), a step where any branch runs, GLIGEN inputs, a block or branch carrying somebody else's
-diffusers hook. Declared per block class and norm type as data (:data:`SHORTCUTS`), installed by
+forecast costs one more fused pass instead of a ``lerp`` into a new tensor), counted as reused.
+Anything else falls through to the block's forward: soft gates and the frozen reference (training), a
+step where any branch runs, GLIGEN inputs, a block or branch carrying somebody else's diffusers hook.
+Declared per block class and norm type as data (:data:`SHORTCUTS`), installed by
 :class:`blockmask.hooks.execution.MaskedExecution` in eager mode under :data:`SHORTCUT_HOOK`, innermost
 on the block's diffusers ``HookRegistry`` (the block's own unit hook still stores its residual).
 """
@@ -151,7 +152,8 @@ class ShortcutHook(ModelHook):
         return y
 
 
-def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torch.Tensor, *, fresh: bool) -> torch.Tensor:
+def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torch.Tensor, *,
+               fresh: bool) -> torch.Tensor:
     """``y + gate·c·value`` (``y + c·value`` without a gate) as one fused pass: into a new contiguous
     tensor when ``fresh`` (y is the block's input, which stays untouched), else into ``y`` itself
     (a tensor this shortcut made) where the shapes allow. Equal to the block's ``gate * value + y`` up
