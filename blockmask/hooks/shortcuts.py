@@ -163,11 +163,9 @@ def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torc
     if c != 1.0:
         gate = gate * c
     fits = value.shape == y.shape and _broadcasts(gate.shape, y.shape)  # the sum has y's shape
-    if not fits:
+    if not fits or (fresh and torch.is_grad_enabled()):  # (autograd takes no out= tensor)
         return torch.addcmul(y, gate, value)
     if fresh:
-        if torch.is_grad_enabled():
-            return torch.addcmul(y, gate, value)
         out = torch.empty(y.shape, dtype=torch.result_type(y, value), device=value.device)
         return torch.addcmul(y, gate, value, out=out)
     return y.addcmul_(gate, value)
