@@ -60,7 +60,7 @@ class PacedRun:
         self.run = SamplingRun(self.model, num_steps=s.steps, scheduler=self.wb.scheduler(), seed=self.seed,
                                batch=self.batch, condition=self.condition)
         if s.mask is not None:
-            self.ex = MaskedExecution(self.model, s.mask, reuse=s.reuse).whole_run()  # as sample()
+            self.ex = MaskedExecution(self.model, s.mask, reuse=s.reuse).whole_run(self.run.calls())  # as sample()
             self.ex.__enter__()
         self.seconds += time.perf_counter() - t0
         return len(self.run)

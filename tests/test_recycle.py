@@ -33,7 +33,9 @@ def test_recycled_buffers_same_images_one_buffer_per_unit(workbenches, monkeypat
 
     monkeypatch.setattr(MaskedExecution, "store", spy)
     got = sample(scheduler=wb.scheduler(), options=SampleOptions(reuse=reuse), **run)
-    monkeypatch.setattr(MaskedExecution, "whole_run", lambda self: setattr(self, "fixed_mask", True) or self)
+    whole = MaskedExecution.whole_run  # the same run without the buffers (gate tables and all else kept)
+    monkeypatch.setattr(MaskedExecution, "whole_run", lambda self, calls=None: setattr(
+        whole(self, calls), "recycle", False) or self)
     want = sample(scheduler=wb.scheduler(), options=SampleOptions(reuse=reuse), **run)
     assert torch.equal(got, want)  # copies are exact
     mine = [s for s in stores if s[0]]

@@ -89,6 +89,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # True for a whole sampling run (see whole_run): a computed value is copied into the unit's own
         # cache buffer instead of keeping the fresh tensor, so the run's memory stays put between steps
         self.recycle = False
+        self.run_calls: tuple[tuple[int, float], ...] | None = None  # (row, timestep) per call (see whole_run)
         self.trace: list[int] | None = None  # while a list: the index of every unit call that ran, in order
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
@@ -294,15 +295,18 @@ class MaskedExecution(contextlib.AbstractContextManager):
             h.outcome = None
         self._traced = False
 
-    def whole_run(self) -> "MaskedExecution":
+    def whole_run(self, calls=None) -> "MaskedExecution":
         """Set up for one whole sampling run whose mask is this execution's from first to last step, with
         nobody else holding its caches (:func:`blockmask.sampling.sample.sample`): units the mask never
         reuses store nothing (:attr:`fixed_mask`), and the others keep one buffer each for the run
         (:attr:`recycle`). Why the buffers: holding each step's fresh outputs as caches moves the
         allocator's free memory around, and glibc hands it back to the OS and faults it in again; on
         the bundled mnist-dit (CPU) a computed step cost 3–6% more than the plain model's, 1–2% with
-        the buffers (docs/PERFORMANCE.md, "Paced timing")."""
+        the buffers (docs/PERFORMANCE.md, "Paced timing"). ``calls``: the run's model calls as (mask row,
+        timestep value) (:meth:`blockmask.sampling.sample.SamplingRun.calls`), so the shortcuts can
+        compute their gates for the whole run at once (:class:`blockmask.hooks.shortcuts.GateTable`)."""
         self.fixed_mask = self.recycle = True
+        self.run_calls = None if calls is None else tuple((int(k), float(t)) for k, t in calls)
         return self
 
     def store(self, old: Any, new: Any) -> Any:

@@ -12,6 +12,10 @@ output reads, in the block's own order:
   ``x + gate_msa · attn1``, ``+ attn2``, ``+ gate_mlp · ff``;
 * adaLN-single (PixArt): the gates from ``scale_shift_table + timestep``, then the same sums.
 
+In a whole sampling run (:meth:`blockmask.hooks.execution.MaskedExecution.whole_run` with the run's
+calls), an adaLN-Zero block's gates for every step it is shortcut come from a :class:`GateTable` made
+at the first of them, so its conditioning weights are read once per run, not once per reused step.
+
 The sums are fused (:func:`accumulate`): one ``addcmul`` into a new contiguous tensor, then in place,
 one pass over memory per reused value where the block's ``gate * value + x`` makes two and a tensor
 each. A fused multiply-add rounds once, so the output equals the block's up to float rounding
@@ -106,6 +110,7 @@ class ShortcutHook(ModelHook):
         self.indices = tuple(branches.values())
         # each forward argument's position, after self
         self.position = {name: i for i, name in enumerate(tuple(signature.parameters)[1:])}
+        self.table = GateTable.for_block(execution, self.indices)
 
     def _arg(self, args, kwargs, name):
         p = self.position[name]
@@ -132,11 +137,14 @@ class ShortcutHook(ModelHook):
         x = self._arg(args, kwargs, "hidden_states")
         timestep = self._arg(args, kwargs, "timestep")
         if module.norm_type == "ada_norm_zero":
-            norm = module.norm1
-            emb = self.conditioning(norm.emb, timestep, self._arg(args, kwargs, "class_labels"), x.dtype)
-            emb = norm.linear(norm.silu(emb))
-            _, _, gate_msa, _, _, gate_mlp = emb.chunk(6, dim=1)
-            gate_msa, gate_mlp = gate_msa.unsqueeze(1), gate_mlp.unsqueeze(1)
+            norm, labels = module.norm1, self._arg(args, kwargs, "class_labels")
+            gates = None if self.table is None else self.table.gates(norm, timestep, labels, x.dtype)
+            if gates is None:
+                emb = self.conditioning(norm.emb, timestep, labels, x.dtype)
+                emb = norm.linear(norm.silu(emb))
+                _, _, gate_msa, _, _, gate_mlp = emb.chunk(6, dim=1)
+                gates = gate_msa.unsqueeze(1), gate_mlp.unsqueeze(1)
+            gate_msa, gate_mlp = gates
         else:  # ada_norm_single
             table = module.scale_shift_table[None] + timestep.reshape(x.shape[0], 6, -1)
             _, _, gate_msa, _, _, gate_mlp = table.chunk(6, dim=1)
@@ -150,6 +158,65 @@ class ShortcutHook(ModelHook):
             if y.ndim == 4:
                 y = y.squeeze(1)
         return y
+
+
+class GateTable:
+    """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every call of a whole run where its
+    shortcut is taken, computed in one go at the first of them (CPU): the block's conditioning MLP and
+    ``norm1.linear`` read their weights once per run instead of once per reused step (on the bundled
+    mnist-dit they cost a reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The same
+    computation as the block's: the timestep embedding once per distinct timestep (it is the same for
+    the whole batch), the label embedding per sample, then only the ``norm1.linear`` rows of the two
+    gates (the other four chunks modulate the norms the shortcut skips). Equal to the block's gates up
+    to float rounding (other matrix shapes). Serves a call only when its timestep is one the run
+    announced (:meth:`blockmask.hooks.execution.MaskedExecution.whole_run`), the same for every sample,
+    on the CPU, with the labels, batch and dtype the table was made with; anything else computes as
+    before."""
+
+    def __init__(self, timesteps: tuple[float, ...]):
+        self.timesteps = timesteps  # the timestep values of the calls where the block is shortcut
+        self.known = frozenset(timesteps)
+        self.made: tuple | None = None  # (labels, dtype, {timestep: (gate_msa, gate_mlp)}) once made
+
+    @classmethod
+    def for_block(cls, execution, indices: tuple[int, ...]) -> "GateTable | None":
+        """The table of a block whose branch units are ``indices``, for ``execution``'s announced run
+        (None: no run announced, or no call shortcuts the block)."""
+        calls, mask = getattr(execution, "run_calls", None), execution.mask
+        if calls is None or mask is None:
+            return None
+        ts = tuple(sorted({t for k, t in calls if 0 <= k < mask.shape[0] and not mask[k, list(indices)].any()}))
+        return cls(ts) if ts else None
+
+    def gates(self, norm: torch.nn.Module, timestep, labels, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(gate_msa, gate_mlp), each (B, 1, C), for this call; None where the table cannot serve it."""
+        emb = getattr(norm, "emb", None)
+        if (not isinstance(timestep, torch.Tensor) or timestep.ndim != 1 or timestep.device.type != "cpu"
+                or not isinstance(labels, torch.Tensor) or labels.shape != timestep.shape
+                or type(emb) is not CombinedTimestepLabelEmbeddings or emb.training):
+            return None
+        t = float(timestep[0])
+        if t not in self.known or not (timestep.stride(0) == 0 or bool((timestep == timestep[0]).all())):
+            return None
+        if self.made is None:
+            self.made = (labels.clone(), dtype, self._make(norm, timestep.dtype, labels, dtype))
+        made_labels, made_dtype, table = self.made
+        if dtype != made_dtype or not (labels.shape == made_labels.shape and torch.equal(labels, made_labels)):
+            return None
+        return table[t]
+
+    def _make(self, norm, ts_dtype, labels, dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+        emb, lin = norm.emb, norm.linear
+        ts = torch.tensor(self.timesteps, dtype=ts_dtype, device=labels.device)
+        temb = emb.timestep_embedder(emb.time_proj(ts).to(dtype=dtype))  # (J, C): one row per timestep
+        cond = (temb[:, None] + emb.class_embedder(labels)[None]).flatten(0, 1)  # (J·B, C), as emb() per call
+        c = lin.out_features // 6
+        rows = torch.cat([torch.arange(2 * c, 3 * c), torch.arange(5 * c, 6 * c)]).to(lin.weight.device)
+        bias = None if lin.bias is None else lin.bias[rows]
+        g = torch.nn.functional.linear(norm.silu(cond), lin.weight[rows], bias)  # (J·B, 2C): the two gates
+        g = g.unflatten(0, (len(self.timesteps), labels.shape[0])).unflatten(-1, (2, c))
+        g = g.permute(0, 2, 1, 3).unsqueeze(3).contiguous()  # (J, 2, B, 1, C)
+        return {t: (g[j, 0], g[j, 1]) for j, t in enumerate(self.timesteps)}
 
 
 def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torch.Tensor, *,

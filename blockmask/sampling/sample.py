@@ -148,6 +148,10 @@ class SamplingRun:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def calls(self) -> list[tuple[int, float]]:
+        """(mask row, timestep value) of every model call, in order."""
+        return list(zip(self.rows, self.timesteps.tolist()))
+
     def call(self, c: int, execution: MaskedExecution | None = None) -> torch.Tensor:
         """Model call ``c``: the execution (if any) set to its row, the prediction, then the scheduler's
         step (:attr:`latents` moves on). Returns the prediction the scheduler consumed."""
@@ -230,7 +234,7 @@ def sample(model: torch.nn.Module, *, num_steps: int, mask: np.ndarray | None = 
     own = execution is None and mask is not None  # we enter (and reset) our own execution context
     ctx = execution if execution is not None else (MaskedExecution(model, mask, mode=mode, reuse=reuse) if own else None)
     if own:
-        ctx.whole_run()  # this run's mask is known whole, and its caches are nobody else's
+        ctx.whole_run(run.calls())  # this run's mask is known whole, and its caches are nobody else's
     with ctx if own else contextlib.nullcontext():
         for c in tqdm(range(len(run)), disable=not progress, desc="sampling", leave=False):
             run.call(c, ctx)
