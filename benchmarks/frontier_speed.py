@@ -14,7 +14,10 @@ DeepCache's time / the schedule's time (> 1: the schedule is faster).
 **Transformers (and U-Nets too):** every distinct planned schedule against the plain K_ref-step run:
 ``speedup`` (plain time / schedule time), ``efficiency`` = speedup × MAC ratio, and
 ``saved_per_mac_saved`` = (1 − t/t_plain) / (1 − MAC ratio), the fraction of the MACs saved that
-comes back as time (1.0: all of it).
+comes back as time (1.0: all of it). With ``--pace steps`` also ``run_macs_ratio``, the MACs of the
+timed code's own run counted with FlopCounterMode (:func:`paced.counted_macs`; below the planned ratio
+where the shortcuts skip work the planner's per-unit costs count, e.g. the norms of a FORA step and
+the gates' timestep embeddings), and ``saved_per_run_mac_saved`` against it (the stricter figure).
 
 Timing: one process, ``--threads`` threads, a warm-up of each, then ``--rounds`` rounds of the pair in
 alternating order; medians and (min–max) of the per-round ratios; batch ``--batch``.
@@ -34,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for, deepcache_rows, guidance_of, our_rows  # noqa: E402
-from paced import Spec, paced_ratio, twin_of  # noqa: E402
+from paced import Spec, counted_macs, paced_ratio, twin_of  # noqa: E402
 
 from blockmask.workbench import Workbench  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -122,6 +125,7 @@ def main(argv=None) -> int:
     if args.pace == "steps":
         twin = twin_of(wb.model)  # the plain run's own modules (no hook on them, ever), the same weights
         cond = condition_for(wb, args.batch, guidance)
+    plain_macs = None  # (--pace steps) the plain run's MACs, counted as the schedules' are
     fewer = [k for k in plans if k[1] is None]
     keep = set(fewer[::args.fewer_steps_every])
     for key, p in plans.items():
@@ -131,14 +135,21 @@ def main(argv=None) -> int:
         name = res["name"]
         if args.pace == "steps":
             r = paced_ratio(wb, twin, Spec(ref), p["spec"], rounds=args.rounds, batch=args.batch, condition=cond)
+            if plain_macs is None:
+                plain_macs = counted_macs(wb, twin, Spec(ref), batch=args.batch, condition=cond)
+            counted = counted_macs(wb, wb.model, p["spec"], batch=args.batch, condition=cond) / plain_macs
         else:
             r = ratio(plain, p["row"], rounds=args.rounds, batch=args.batch)
+            counted = float("nan")
         saved_macs = 1 - res.macs_ratio
         rows.append({"comparison": "plain vs schedule", "schedule": name, "schedule_family": res.family,
                      "schedule_provenance": res.provenance, "steps": res.steps, "macs_ratio": res.macs_ratio,
                      "valid_psnr": res.valid_psnr, "test_psnr": res.test_psnr, "speedup": r["median"],
                      "speedup_min": r["min"], "speedup_max": r["max"], "efficiency": r["median"] * res.macs_ratio,
                      "saved_per_mac_saved": (1 - 1 / r["median"]) / saved_macs if saved_macs > 1e-9 else float("nan"),
+                     "run_macs_ratio": counted,
+                     "saved_per_run_mac_saved": (1 - 1 / r["median"]) / (1 - counted) if counted < 1 - 1e-9
+                     else float("nan"),
                      "rounds": r["rounds"], "batch": args.batch, "threads": args.threads, "pace": args.pace})
         print(rows[-1], flush=True)
     atomic_write_text(Path(args.output), pd.DataFrame(rows).to_csv(index=False, float_format="%.4f"))

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from blockmask.hooks.costs import count_macs
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.sampling.sample import SamplingRun
 
@@ -78,6 +79,23 @@ class PacedRun:
         images = self.wb.images(self.run.latents).numpy()
         self.seconds += time.perf_counter() - t0
         return images
+
+
+def counted_macs(wb, model: torch.nn.Module, spec: Spec, *, batch: int, condition) -> float:
+    """MACs of one :class:`PacedRun` of ``spec`` (set-up and model calls; the finish's decoding is the
+    same for every run and is left out, as MACs are counted per model call), counted as every method's
+    whole run is (:func:`blockmask.hooks.costs.count_macs`): what the timed code really computes."""
+    run = PacedRun(wb, model, spec, seed=1, batch=batch, condition=condition)
+
+    def calls() -> None:
+        for c in range(run.start()):
+            run.call(c)
+
+    with torch.no_grad():
+        try:
+            return count_macs(calls)[0]
+        finally:
+            run.finish()
 
 
 def interleaved(a: PacedRun, b: PacedRun, *, a_first: bool) -> tuple[np.ndarray, np.ndarray]:

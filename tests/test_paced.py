@@ -79,3 +79,22 @@ def test_paced_calls_reports_each_round_and_refuses_bad_input(capsys):
     err = capsys.readouterr().err
     assert "--rounds must be at least 1" in err.replace("--interval, --steps, --batch and ", "")
     assert "no transformer blocks" in err
+
+
+def test_counted_macs_are_the_timed_runs_own(workbenches):
+    """counted_macs counts the code the paced run times: the plain run as a sampling run counts it, a
+    FORA run below its planned MAC ratio (the shortcuts skip the norms and make the gates once)."""
+    from blockmask.hooks.costs import count_macs
+    from paced import counted_macs
+    from blockmask.sampling.sample import sample
+
+    wb = workbenches("tiny-dit")
+    twin = twin_of(wb.model)
+    cond = wb.condition(class_label=[1, 2], guidance_scale=1.0)
+    plain = counted_macs(wb, twin, Spec(4), batch=2, condition=cond)
+    want, _ = count_macs(lambda: sample(twin, num_steps=4, scheduler=wb.scheduler(), seed=1, batch=2, condition=cond))
+    assert plain == pytest.approx(want, rel=1e-9) and plain > 0
+    keep = np.array([u.residual for u in wb.units])
+    m = baselines.fora(4, len(wb.units), interval=2, keep=keep)
+    fora = counted_macs(wb, wb.model, Spec(4, m), batch=2, condition=cond)
+    assert fora / plain < wb.macs.ratio(m)

@@ -338,6 +338,8 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
     paced = pd.read_csv(tmp_path / "p.csv")
     paced = paced[paced.comparison == "plain vs schedule"]  # the same schedules, their calls interleaved
     assert list(paced.schedule) == list(mine.schedule) and (paced.pace == "steps").all() and (paced.speedup > 0).all()
+    # the timed runs' own MACs (a U-Net: no shortcut, so the planned ratio up to the per-unit split's rounding)
+    assert np.allclose(paced.run_macs_ratio, paced.macs_ratio, atol=0.02) and paced.saved_per_run_mac_saved.notna().any()
     rep = subprocess.run([sys.executable, str(root / "benchmarks/frontier_report.py"), str(tmp_path), "--speed",
                           str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600, env=env)
     assert rep.returncode == 0, rep.stderr[-800:]
