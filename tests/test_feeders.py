@@ -12,6 +12,7 @@ import torch
 from blockmask.core import baselines
 from blockmask.hooks import feeders, shortcuts
 from blockmask.hooks.execution import MaskedExecution
+from blockmask.sampling.sample import SampleOptions, sample
 
 STEPS = 6
 
@@ -124,3 +125,39 @@ def test_feeder_step_benchmark_runs_and_refuses_a_model_without_feeders():
     r = subprocess.run([sys.executable, script, "config:" + str(root / "tests/configs/tiny-unet.json"), "--reps", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "has no feeders" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_whole_run_hooks_only_the_feeders_and_shortcuts_its_mask_needs(workbenches):
+    """With the whole run's mask known (whole_run), a feeder only where its branch is reused while its
+    block runs, a shortcut only on blocks some step shortcuts; without it, every one as before."""
+    wb = workbenches("tiny-dit")
+    n = len(wb.units)
+    keep = np.array([u.residual for u in wb.units])
+    blocks = int(keep.sum())
+
+    def hooked(m, whole: bool) -> tuple[int, int]:
+        ex = MaskedExecution(wb.model, m)
+        if whole:
+            ex.whole_run()
+        with ex:
+            regs = [getattr(mod, "_diffusers_hook", None) for mod in wb.model.modules()]
+            return tuple(sum(r is not None and r.get_hook(h) is not None for r in regs)
+                         for h in (feeders.FEEDER_HOOK, shortcuts.SHORTCUT_HOOK))
+
+    fora = fora_mask(wb)
+    assert hooked(fora, whole=False) == (2 * blocks, blocks)
+    assert hooked(fora, whole=True) == (0, blocks)  # every reused branch is in a shortcut step
+    assert hooked(baselines.fora(STEPS, n, interval=2, keep=~keep), whole=True) == (0, 0)  # block caching
+    block0 = int(np.flatnonzero(keep)[0])
+    attn1, ff = [v.index for v in wb.units if v.parent == block0]
+    m = np.ones((STEPS, n), bool)
+    m[1, attn1] = False  # block 0's ff runs: attn1's feeder stands in, no shortcut
+    assert hooked(m, whole=True) == (1, 0)
+    m[3, [attn1, ff]] = False  # and a step where both are reused: block 0's shortcut too
+    assert hooked(m, whole=True) == (1, 1)
+    got = wb.generate(m, steps=STEPS, seed=3, num_images=2)  # a whole run: what it hooks
+    with MaskedExecution(wb.model, m) as ex:  # the same mask with every feeder and shortcut on
+        want = sample(wb.model, num_steps=STEPS, mask=m, scheduler=wb.scheduler(), seed=3, batch=2,
+                      options=SampleOptions(execution=ex))
+    assert ex.skipped == int((~m).sum())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -131,7 +131,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
             raise
         try:
             register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
-            self._feeders = feeders.install(self) if self.mode == "eager" else []  # (blockmask.hooks.feeders)
+            self._feeders = (feeders.install(self, shortcuts.shortcut_rows(self, self._shortcuts))
+                             if self.mode == "eager" else [])  # (blockmask.hooks.feeders)
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)
@@ -308,6 +309,14 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.fixed_mask = self.recycle = True
         self.run_calls = None if calls is None else tuple((int(k), float(t)) for k, t in calls)
         return self
+
+    def whole_mask(self) -> np.ndarray | None:
+        """The mask as a bool array where it is the whole run's (:attr:`fixed_mask`) under hard gates,
+        so what runs at every step is known before the first (the shortcuts and feeders install only
+        where it needs them); else None."""
+        if not self.fixed_mask or self._mask is None or self.soft is not None:
+            return None
+        return np.asarray(self._mask, bool)
 
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static

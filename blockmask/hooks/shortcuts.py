@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 from diffusers.hooks import ModelHook
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings, Timesteps
@@ -245,13 +246,32 @@ def _broadcasts(small: torch.Size, big: torch.Size) -> bool:
 
 def install(execution) -> list[torch.nn.Module]:
     """Register a :class:`ShortcutHook` on every block of ``execution``'s units that
-    :func:`shortcut_blocks` covers (before the unit hooks, so it is the innermost); the modules hooked."""
+    :func:`shortcut_blocks` covers (before the unit hooks, so it is the innermost); the modules hooked.
+    In a whole run (``execution.whole_mask()``), only the blocks the mask shortcuts at some step:
+    elsewhere the hook would only pass every call on."""
     pairs = shortcut_blocks(execution.model, execution.units)
+    m = execution.whole_mask()
+    if m is not None:
+        pairs = [(b, br) for b, br in pairs if (~m[:, list(br.values())].any(axis=1)).any()]
     mods = [m for m, _ in pairs]
     shared = SharedProjection()
     register_hooks(mods, [ShortcutHook(execution, b, inspect.signature(type(m).forward), shared) for m, b in pairs],
                    SHORTCUT_HOOK)
     return mods
+
+
+def shortcut_rows(execution, modules: list[torch.nn.Module]) -> dict[int, np.ndarray]:
+    """{branch unit: the mask rows at which its block is shortcut} for the blocks hooked (``modules``,
+    as :func:`install` returned them); empty without a mask."""
+    if execution.mask is None:
+        return {}
+    m = np.asarray(execution.mask, bool)
+    out = {}
+    for mod in modules:
+        indices = list(mod._diffusers_hook.get_hook(SHORTCUT_HOOK).indices)
+        rows = ~m[:, indices].any(axis=1)
+        out.update({j: rows for j in indices})
+    return out
 
 
 def uninstall(modules: list[torch.nn.Module]) -> None:
