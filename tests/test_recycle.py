@@ -21,6 +21,7 @@ def test_recycled_buffers_same_images_one_buffer_per_unit(workbenches, monkeypat
     run = dict(model=wb.model, num_steps=K, mask=m, seed=4, batch=2)
     from blockmask.sampling.sample import SampleOptions
 
+    direct = []
     stores = []  # (recycling?, had a buffer?, kept that buffer?, data pointer kept)
     real = MaskedExecution.store
 
@@ -28,7 +29,8 @@ def test_recycled_buffers_same_images_one_buffer_per_unit(workbenches, monkeypat
         out = real(self, old, new)
         t = out if isinstance(out, torch.Tensor) else out[0]
         stores.append((self.recycle, old is not None, out is old, t.data_ptr()))
-        assert not self.recycle or out is not new  # never the tensor the model goes on with
+        direct.append(new is old)  # a residual written straight into its buffer (BoundContract.residual)
+        assert not self.recycle or out is not new or new is old  # never the tensor the model goes on with
         return out
 
     monkeypatch.setattr(MaskedExecution, "store", spy)
@@ -44,6 +46,8 @@ def test_recycled_buffers_same_images_one_buffer_per_unit(workbenches, monkeypat
     firsts = [p for _, had, _, p in mine if not had]
     assert len({p for *_, p in mine}) == len(firsts)  # no other memory: one buffer per unit (two: forecast)
     assert not any(s[2] for s in stores if not s[0])  # without whole_run: a new tensor every time
+    residual = any(u.residual and (~m[:, u.index]).any() for u in wb.units)
+    assert any(direct) == residual and not any(d for d, s in zip(direct, stores) if not s[0])
 
 
 def test_no_recycling_outside_a_whole_run_or_under_autograd(workbenches):
@@ -63,3 +67,17 @@ def test_no_recycling_outside_a_whole_run_or_under_autograd(workbenches):
                 wb.model(x + k, timestep=t, class_labels=y)
                 seen.append([h.states.get_state().cache for h in ex.hooks])
             assert all(a is not b for a, b in zip(*seen))  # a fresh tensor each step: nothing overwritten
+
+
+def test_a_residual_is_written_into_a_buffer_only_where_it_fits(workbenches):
+    from blockmask.adapters.contracts import BoundContract
+
+    wb = workbenches("tiny-dit")
+    bc = BoundContract.of(wb.model.transformer_blocks[0])
+    out, x = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    buf = torch.empty(2, 4, 8)
+    got = bc.residual(out, (x, None), into=buf)
+    assert got is buf and torch.equal(buf, out - x)
+    for other in (torch.empty(2, 4, 7), torch.empty(2, 4, 8, dtype=torch.float64), (buf,), None):
+        r = bc.residual(out, (x, None), into=other)
+        assert r is not other and torch.equal(r, out - x)  # a new tensor, the buffer untouched

@@ -90,10 +90,15 @@ class BoundContract:
         encoder = self._arg(c.encoder_arg, args, kwargs) if c.encoder_arg else None
         return hidden, encoder
 
-    def residual(self, out: Any, inputs: tuple[Any, Any]) -> Any:
-        """What to cache: ``out − in`` per stream (the tuple's other slots as they are)."""
+    def residual(self, out: Any, inputs: tuple[Any, Any], into: Any = None) -> Any:
+        """What to cache: ``out − in`` per stream (the tuple's other slots as they are). ``into``: a
+        tensor of the same shape and dtype to write a single-tensor residual into (returned), so a
+        recycled cache buffer is filled in one pass; anything else is ignored."""
         c, (hidden, encoder) = self.contract, inputs
         if not c.tuple_output:
+            if (isinstance(into, torch.Tensor) and into.shape == out.shape == hidden.shape
+                    and into.dtype == out.dtype == hidden.dtype and into.device == out.device):
+                return torch.sub(out, hidden, out=into)
             return out - hidden
         parts = list(out)
         parts[c.hidden_out] = parts[c.hidden_out] - hidden

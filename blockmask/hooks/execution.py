@@ -321,7 +321,10 @@ class MaskedExecution(contextlib.AbstractContextManager):
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static
         caches (rowgraph), written into the existing buffer ``old`` in place; with :attr:`recycle`
-        outside autograd, a clone of ``new`` the first time and then copied into that buffer ``old``."""
+        outside autograd, a clone of ``new`` the first time and then copied into that buffer ``old``
+        (``new`` may be ``old`` already filled: :meth:`recyclable`)."""
+        if new is old:
+            return old
         if old is not None and (self.static or (self.recycle and not torch.is_grad_enabled()
                                                 and same_layout(old, new))):
             map_tensors(lambda o, n: o.copy_(n), old, new)
@@ -329,6 +332,12 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if self.recycle and not torch.is_grad_enabled():
             return map_tensors(lambda t: t.detach().clone(), new)  # the run's own buffer from now on
         return self._keep(new)
+
+    def recyclable(self, old: Any) -> Any:
+        """``old``, a unit's cache buffer, where :meth:`store` would refill it in place (a whole run
+        outside autograd, not the row graphs' static buffers): a value may be written straight into it;
+        else None."""
+        return old if old is not None and self.recycle and not self.static and not torch.is_grad_enabled() else None
 
     def cache_pointers(self) -> dict:
         """{(unit, branch): data_ptr of its first cache tensor}: the static buffers' identity (tests)."""

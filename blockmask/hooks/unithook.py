@@ -49,11 +49,15 @@ class UnitHook(ModelHook):
                 ex.trace.append(i)
             if ex.stores(i):
                 st = self.states.get_state()
-                value = self.streams.residual(out, x) if self.residual else out
-                if ex.forecast:  # the value record() drops is the buffer to recycle
-                    record(st, ex.store(st.cache if st.k_last == ex.step else st.prev, value), ex.step)
+                # the buffer to recycle: with a forecast, the value record() drops
+                old = (st.cache if st.k_last == ex.step else st.prev) if ex.forecast else st.cache
+                # a residual is written straight into the buffer where the execution recycles it
+                value = self.streams.residual(out, x, into=ex.recyclable(old)) if self.residual else out
+                kept = ex.store(old, value)
+                if ex.forecast:
+                    record(st, kept, ex.step)
                 else:
-                    st.cache = ex.store(st.cache, value)
+                    st.cache = kept
             self.tally(True)
             return out
         if g is False:
