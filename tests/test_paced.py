@@ -98,3 +98,21 @@ def test_counted_macs_are_the_timed_runs_own(workbenches):
     m = baselines.fora(4, len(wb.units), interval=2, keep=keep)
     fora = counted_macs(wb, wb.model, Spec(4, m), batch=2, condition=cond)
     assert fora / plain < wb.macs.ratio(m)
+
+
+def test_call_profile_reports_each_kind_of_call_and_refuses_bad_input(capsys, monkeypatch):
+    from call_profile import main
+    from conftest import tiny_spec
+
+    from blockmask.hooks import shortcuts
+
+    monkeypatch.setattr(shortcuts.GateTable, "for_block", shortcuts.GateTable.__dict__["for_block"])  # undone after
+    assert main([tiny_spec("tiny-dit"), "--steps", "6", "--batch", "1", "--every", "1", "--rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "plain: 2 calls" in out and "computed: 1 calls" in out and "reused: 1 calls" in out
+    assert main([tiny_spec("tiny-dit"), "--steps", "6", "--batch", "1", "--no-gate-tables"]) == 0
+    assert "no gate tables" in capsys.readouterr().out
+    assert main([tiny_spec("tiny-dit"), "--rows", "0"]) == 2
+    assert main([tiny_spec("tiny-unet")]) == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err and "no transformer blocks" in err
