@@ -113,7 +113,7 @@ def test_tables_only_for_an_announced_run_and_blocks_it_shortcuts(workbenches):
     assert shortcuts.GateTable.for_block(ex, tuple(kids)) is None  # no run announced
     ex.whole_run([(k, 1000.0 - 100 * k) for k in range(STEPS)])
     table = shortcuts.GateTable.for_block(ex, tuple(kids))
-    assert table.timesteps == tuple(sorted(1000.0 - 100 * k for k in range(STEPS) if not m[k, kids].any()))
+    assert table.timesteps == tuple(sorted(1000.0 - 100 * k for k in range(STEPS)))  # all, whatever the mask
     ex.whole_run([(k, 1000.0 - 100 * k) for k in range(STEPS) if m[k].all()])  # only computed steps
     assert shortcuts.GateTable.for_block(ex, tuple(kids)) is None
 
@@ -128,3 +128,23 @@ def test_made_tables_match_a_linear_of_the_whole_weight(workbenches):
         full = F.linear(norm.silu(emb), norm.linear.weight, norm.linear.bias).chunk(6, dim=1)
     torch.testing.assert_close(made[7.0][0][:, 0], full[2], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(made[7.0][1][:, 0], full[5], rtol=1e-6, atol=1e-6)
+
+
+def test_a_pipeline_run_announces_its_calls_and_each_run_makes_its_own_tables(workbenches, served):
+    """blockmask.apply on a DiTPipeline: the scheduler's set_timesteps announces the run's calls, so the
+    shortcuts use tables there too (the same images as ours, bit for bit: tests/test_pipelines.py), made
+    anew for every pipeline call (other class labels: other gates)."""
+    import blockmask
+    from blockmask.pipelines import dit_pipeline
+
+    wb = workbenches("tiny-dit")
+    pipe = dit_pipeline(wb)
+    m, keep = fora(wb)
+    blocks, reused_steps = int(keep.sum()), int((~m).any(axis=1).sum())
+    outs = []
+    with blockmask.apply(pipe, m):
+        for labels in ([1, 2], [3, 4]):
+            outs.append(pipe(class_labels=labels, guidance_scale=1.0, num_inference_steps=STEPS,
+                             generator=torch.Generator().manual_seed(0), output_type="np").images)
+    assert served == {"made": 2 * blocks, "served": 2 * blocks * reused_steps}
+    assert not np.array_equal(outs[0], outs[1])

@@ -89,7 +89,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # True for a whole sampling run (see whole_run): a computed value is copied into the unit's own
         # cache buffer instead of keeping the fresh tensor, so the run's memory stays put between steps
         self.recycle = False
-        self.run_calls: tuple[tuple[int, float], ...] | None = None  # (row, timestep) per call (see whole_run)
+        # (row, timestep) per model call of the run, where known before it starts (whole_run; a pipeline's
+        # scheduler, blockmask.hooks.stepping): lets the shortcuts make their gates for the run at once
+        self.run_calls: tuple[tuple[int, float], ...] | None = None
         self.trace: list[int] | None = None  # while a list: the index of every unit call that ran, in order
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
@@ -119,6 +121,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             h.outcome = None
         self._computed = self._skipped = 0
         self._traced = False
+        self.gate_tables: dict = {}  # a run's shortcut gate tables, made at first use (blockmask.hooks.shortcuts)
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()

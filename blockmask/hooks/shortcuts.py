@@ -36,7 +36,7 @@ import inspect
 
 import numpy as np
 import torch
-from diffusers.hooks import ModelHook
+from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings, Timesteps
 
 from blockmask.hooks.feeders import FEEDER_HOOK
@@ -111,7 +111,13 @@ class ShortcutHook(ModelHook):
         self.indices = tuple(branches.values())
         # each forward argument's position, after self
         self.position = {name: i for i, name in enumerate(tuple(signature.parameters)[1:])}
-        self.table = GateTable.for_block(execution, self.indices)
+
+    def gate_table(self) -> "GateTable | None":
+        """This block's :class:`GateTable` for the current run (made at the first ask of each run)."""
+        tables = self.execution.gate_tables
+        if id(self) not in tables:
+            tables[id(self)] = GateTable.for_block(self.execution, self.indices)
+        return tables[id(self)]
 
     def _arg(self, args, kwargs, name):
         p = self.position[name]
@@ -139,7 +145,8 @@ class ShortcutHook(ModelHook):
         timestep = self._arg(args, kwargs, "timestep")
         if module.norm_type == "ada_norm_zero":
             norm, labels = module.norm1, self._arg(args, kwargs, "class_labels")
-            gates = None if self.table is None else self.table.gates(norm, timestep, labels, x.dtype)
+            table = self.gate_table()
+            gates = None if table is None else table.gates(norm, timestep, labels, x.dtype)
             if gates is None:
                 emb = self.conditioning(norm.emb, timestep, labels, x.dtype)
                 emb = norm.linear(norm.silu(emb))
@@ -162,32 +169,35 @@ class ShortcutHook(ModelHook):
 
 
 class GateTable:
-    """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every call of a whole run where its
-    shortcut is taken, computed in one go at the first of them (CPU): the block's conditioning MLP and
-    ``norm1.linear`` read their weights once per run instead of once per reused step (on the bundled
-    mnist-dit they cost a reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The same
-    computation as the block's: the timestep embedding once per distinct timestep (it is the same for
-    the whole batch), the label embedding per sample, then only the ``norm1.linear`` rows of the two
-    gates (the other four chunks modulate the norms the shortcut skips). Equal to the block's gates up
-    to float rounding (other matrix shapes). Serves a call only when its timestep is one the run
-    announced (:meth:`blockmask.hooks.execution.MaskedExecution.whole_run`), the same for every sample,
-    on the CPU, with the labels, batch and dtype the table was made with; anything else computes as
-    before."""
+    """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every timestep of a run, made in
+    one go at the block's first shortcut (CPU): the block's conditioning MLP and ``norm1.linear`` read
+    their weights once per run instead of once per reused step (on the bundled mnist-dit they cost a
+    reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The same computation as the
+    block's: the timestep embedding once per distinct timestep (it is the same for the whole batch),
+    the label embedding per sample, then only the ``norm1.linear`` rows of the two gates (the other
+    four chunks modulate the norms the shortcut skips). Equal to the block's gates up to float
+    rounding (other matrix shapes). Serves a call only when its timestep is one the run announced
+    (``MaskedExecution.run_calls``: set by ``whole_run``, or from a pipeline's scheduler by
+    :mod:`blockmask.hooks.stepping`), the same for every sample, on the CPU, with the labels, batch
+    and dtype the table was made with; anything else computes as before."""
 
     def __init__(self, timesteps: tuple[float, ...]):
-        self.timesteps = timesteps  # the timestep values of the calls where the block is shortcut
+        self.timesteps = timesteps  # the timestep values of the run's calls
         self.known = frozenset(timesteps)
         self.made: tuple | None = None  # (labels, dtype, {timestep: (gate_msa, gate_mlp)}) once made
 
     @classmethod
     def for_block(cls, execution, indices: tuple[int, ...]) -> "GateTable | None":
-        """The table of a block whose branch units are ``indices``, for ``execution``'s announced run
-        (None: no run announced, or no call shortcuts the block)."""
+        """The table of a block whose branch units are ``indices``, for ``execution``'s announced run:
+        every distinct timestep of the run, whatever the mask (so two masks that shortcut the block at
+        the same steps give the same gates bit for bit: rectification changes no image); None with no
+        run announced or where no call shortcuts the block."""
         calls, mask = getattr(execution, "run_calls", None), execution.mask
         if calls is None or mask is None:
             return None
-        ts = tuple(sorted({t for k, t in calls if 0 <= k < mask.shape[0] and not mask[k, list(indices)].any()}))
-        return cls(ts) if ts else None
+        if not any(0 <= k < mask.shape[0] and not mask[k, list(indices)].any() for k, _ in calls):
+            return None
+        return cls(tuple(sorted({t for _, t in calls})))
 
     def gates(self, norm: torch.nn.Module, timestep, labels, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(gate_msa, gate_mlp), each (B, 1, C), for this call; None where the table cannot serve it."""
@@ -268,7 +278,7 @@ def shortcut_rows(execution, modules: list[torch.nn.Module]) -> dict[int, np.nda
     m = np.asarray(execution.mask, bool)
     out = {}
     for mod in modules:
-        indices = list(mod._diffusers_hook.get_hook(SHORTCUT_HOOK).indices)
+        indices = list(HookRegistry.check_if_exists_or_initialize(mod).get_hook(SHORTCUT_HOOK).indices)
         rows = ~m[:, indices].any(axis=1)
         out.update({j: rows for j in indices})
     return out

@@ -36,7 +36,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from blockmask.core.errors import BlockmaskError, MaskError
-from blockmask.core.schedulers import scheduler_rows, step_complete
+from blockmask.core.schedulers import call_rows, scheduler_rows, step_complete
 from blockmask.hooks.discover import discover_units
 from blockmask.hooks.execution import MaskedExecution
 from blockmask.hooks.registry import invalidate_children
@@ -164,6 +164,9 @@ class SchedulerSteps:
         if rows != self.rows:
             raise MaskError(f"the scheduler runs {rows} steps but the mask has {self.rows} rows "
                             f"(num_inference_steps must equal the mask's K)")
+        ts = getattr(self.scheduler, "timesteps", None)  # the run's calls, for the shortcuts' gate tables
+        cpu = isinstance(ts, torch.Tensor) and ts.device.type == "cpu" and len(call_rows(self.scheduler)) == len(ts)
+        self.ex.run_calls = tuple(zip(call_rows(self.scheduler), ts.tolist())) if cpu else None
         self.ex.reset()  # a new run: fresh caches, row 0
         self.started, self.slot_calls = True, 0
 
