@@ -200,9 +200,12 @@ def test_latency_model_predicts_a_measured_run(workbenches):
     wb = workbenches("tiny-unet")
     m = wb.rectify(wb.baseline("deepcache", steps=12, interval=3)).mask
     runs = {"plain": (12, None), "deepcache": (12, m)}
+    errors = {}
     for attempt in range(3):
         lat = measure_latency(wb, batch=1, steps=4, repeats=3)
-        assert lat.plain_step > 0 and (lat.unit >= 0).all() and lat.unit.sum() > 0
+        probed = lat.plain_step > 0 and (lat.unit >= 0).all() and lat.unit.sum() > 0
+        if not probed:  # (a probe drowned in the shared CPU's noise: every unit cost clipped to 0)
+            continue
         times = {k: [] for k in runs}
         for _ in range(5):
             for k, (steps, mask) in runs.items():
@@ -212,6 +215,7 @@ def test_latency_model_predicts_a_measured_run(workbenches):
         errors = {k: lat.seconds(steps, mask) / float(np.median(times[k])) - 1 for k, (steps, mask) in runs.items()}
         if all(abs(e) < 0.5 for e in errors.values()):
             break
+    assert probed, lat
     assert all(abs(e) < 0.5 for e in errors.values()), errors
 
 
