@@ -4,13 +4,15 @@ time saved per MAC saved on the DiT):
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit                 # FORA N=2, K=50
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --rule blocks --reuse forecast
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --no-recycle     # caches as fresh tensors
+    OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --no-run-sums    # reuse steps sum the caches
 
 The plain K-step run and the rule's K-step run advance together, one model call of each in turn
 (benchmarks/paced.py), so call c of one sits next to call c of the other. Per round: the two runs'
 times and their ratio; the median over computed steps of (masked call / the plain call beside it);
 the same for reused steps; and each run's time outside its model calls. ``--no-recycle`` runs the
 schedule without :meth:`blockmask.hooks.execution.MaskedExecution.whole_run`'s cache buffers (each
-step's fresh outputs held as the caches, as before), to show what the buffers change.
+step's fresh outputs held as the caches, as before), to show what the buffers change; ``--no-run-sums``
+without :mod:`blockmask.hooks.runsums` (each reuse step sums the cached values itself).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from paced import PacedRun, Spec, interleaved, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
+from blockmask.hooks import runsums  # noqa: E402
 from blockmask.workbench import Workbench  # noqa: E402
 
 
@@ -56,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-recycle", action="store_true")
+    ap.add_argument("--no-run-sums", action="store_true", help="the reuse steps sum their cached values themselves")
     args = ap.parse_args(argv)
     try:
         if min(args.interval, args.steps, args.batch, args.rounds) < 1:
@@ -68,13 +72,26 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
+    real_plan = runsums.plan
+    if args.no_run_sums:
+        runsums.plan = lambda execution, modules: None
+    try:
+        rounds(wb, args)
+    finally:
+        runsums.plan = real_plan
+    return 0
+
+
+def rounds(wb, args) -> None:
+    """A warm-up round, then ``args.rounds`` paced rounds, each printed."""
+    residual = np.array([u.residual for u in wb.units])
     n = len(wb.units)
     keep = residual if args.rule == "fora" else ~residual  # FORA keeps the blocks, block caching the rest
     mask = baselines.fora(args.steps, n, interval=args.interval, keep=keep)
     computed = mask.all(axis=1)
     twin, cond = twin_of(wb.model), condition_for(wb, args.batch, wb.default_guidance)
     print(f"{args.model}: {args.rule} N={args.interval} K={args.steps} {args.reuse}, batch {args.batch}, one thread"
-          + (", no recycling" if args.no_recycle else ""))
+          + (", no recycling" if args.no_recycle else "") + (", no run sums" if args.no_run_sums else ""))
     for r in range(-1, args.rounds):  # a warm-up round first
         plain = PacedRun(wb, twin, Spec(args.steps), seed=2 + max(r, 0), batch=args.batch, condition=cond)
         masked = PacedRun(wb, wb.model, Spec(args.steps, mask, args.reuse), seed=2 + max(r, 0), batch=args.batch,
@@ -92,7 +109,6 @@ def main(argv=None) -> int:
               f"{masked.seconds / plain.seconds:.4f}; plain call {np.median(tp) * 1e3:.1f} ms; computed / plain "
               f"{np.median(per[computed]):.4f}; reused / plain {np.median(per[~computed]):.4f}; outside calls "
               f"{(plain.seconds - tp.sum()) * 1e3:.1f} / {(masked.seconds - tm.sum()) * 1e3:.1f} ms", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from blockmask.core import baselines
-from blockmask.hooks import shortcuts
+from blockmask.hooks import runsums, shortcuts
 from blockmask.hooks.execution import MaskedExecution, UnitHook
 
 STEPS = 6
@@ -67,6 +67,7 @@ def mixed_mask(wb, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("name", ["tiny-dit", "tiny-pixart"])
 @pytest.mark.parametrize("reuse", ["hold", "forecast"])
 def test_fora_images_unchanged(workbenches, monkeypatch, calls, name, reuse):
+    monkeypatch.setattr(runsums, "plan", lambda execution, modules: None)  # (run sums: tests/test_runsums.py)
     wb = workbenches(name)
     keep = np.array([u.residual for u in wb.units])
     m = baselines.fora(STEPS, len(wb.units), interval=3, keep=keep)

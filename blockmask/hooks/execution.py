@@ -44,7 +44,7 @@ from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors, same_layout
 from blockmask.core.units import Unit
-from blockmask.hooks import feeders, shortcuts
+from blockmask.hooks import feeders, runsums, shortcuts
 from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
@@ -122,6 +122,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._computed = self._skipped = 0
         self._traced = False
         self.gate_tables: dict = {}  # a run's shortcut gate tables, made at first use (blockmask.hooks.shortcuts)
+        self.sums = None  # a FORA-shaped whole run's reuse-step sums, planned on entry (blockmask.hooks.runsums)
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
@@ -136,6 +137,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             register_hooks([self.model], [CallTally(self)], TALLY_HOOK)
             self._feeders = (feeders.install(self, shortcuts.shortcut_rows(self, self._shortcuts))
                              if self.mode == "eager" else [])  # (blockmask.hooks.feeders)
+            self.sums = runsums.plan(self, self._shortcuts) if self._shortcuts else None
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)

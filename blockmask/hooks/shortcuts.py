@@ -119,16 +119,21 @@ class ShortcutHook(ModelHook):
             tables[id(self)] = GateTable.for_block(self.execution, self.indices)
         return tables[id(self)]
 
-    def _arg(self, args, kwargs, name):
+    def arg(self, args, kwargs, name):
+        """The forward argument ``name`` of this call (positional or keyword)."""
         p = self.position[name]
         return args[p] if len(args) > p else kwargs.get(name)
 
     def new_forward(self, module, *args, **kwargs):
         ex = self.execution
         if ex.soft is None and not ex.bypass and all(ex.gate(j) is False for j in self.indices):
-            cak = self._arg(args, kwargs, "cross_attention_kwargs")
+            if ex.sums is not None and ex.sums.serves(ex.step):  # (blockmask.hooks.runsums)
+                return ex.sums.serve(self, self.arg(args, kwargs, "hidden_states"))
+            cak = self.arg(args, kwargs, "cross_attention_kwargs")
             if not cak or cak.get("gligen") is None:
                 return self.short(module, args, kwargs)
+        elif ex.sums is not None:
+            ex.sums.prepare(self, module, args, kwargs)
         return self.fn_ref.original_forward(*args, **kwargs)
 
     def conditioning(self, emb: torch.nn.Module, timestep, class_labels, dtype) -> torch.Tensor:
@@ -141,10 +146,10 @@ class ShortcutHook(ModelHook):
         return emb.timestep_embedder(proj.to(dtype=dtype)) + emb.class_embedder(class_labels)
 
     def short(self, module, args, kwargs) -> torch.Tensor:
-        x = self._arg(args, kwargs, "hidden_states")
-        timestep = self._arg(args, kwargs, "timestep")
+        x = self.arg(args, kwargs, "hidden_states")
+        timestep = self.arg(args, kwargs, "timestep")
         if module.norm_type == "ada_norm_zero":
-            norm, labels = module.norm1, self._arg(args, kwargs, "class_labels")
+            norm, labels = module.norm1, self.arg(args, kwargs, "class_labels")
             table = self.gate_table()
             gates = None if table is None else table.gates(norm, timestep, labels, x.dtype)
             if gates is None:
@@ -215,6 +220,10 @@ class GateTable:
         if dtype != made_dtype or not (labels.shape == made_labels.shape and torch.equal(labels, made_labels)):
             return None
         return table[t]
+
+    def at(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gate_msa, gate_mlp) at the run's timestep ``t``, once the table is made (:meth:`gates`)."""
+        return self.made[2][t]
 
     def _make(self, norm, ts_dtype, labels, dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
         emb, lin = norm.emb, norm.linear

@@ -47,7 +47,9 @@ class UnitHook(ModelHook):
             out = self.body(module)(*args, **kwargs)
             if ex.trace is not None:  # completion order, checked on a pipeline's first call
                 ex.trace.append(i)
-            if ex.stores(i):
+            if ex.sums is not None and ex.sums.take(i, out):
+                pass  # added into the sums of the reuse steps that read it (blockmask.hooks.runsums)
+            elif ex.stores(i):
                 st = self.states.get_state()
                 # the buffer to recycle: with a forecast, the value record() drops
                 old = (st.cache if st.k_last == ex.step else st.prev) if ex.forecast else st.cache
