@@ -69,6 +69,31 @@ def test_same_images_same_tallies_no_branch_cache(workbenches, monkeypatch, plan
     assert counted == sorted(log["tally"]) and log["store"] > 0  # the shortcuts read stored caches
 
 
+@pytest.mark.parametrize("interval", [2, 3])
+@pytest.mark.parametrize("reuse", ["hold", "forecast"])
+def test_sums_live_in_recycled_buffers(workbenches, monkeypatch, interval, reuse):
+    """Every reuse call's sum after the first few is written into the buffer of a sum served before (no
+    fresh tensor per reuse step): as many buffers as sums are alive at once, over a 13-step run."""
+    wb = workbenches("tiny-dit")
+    keep = np.array([u.residual for u in wb.units])
+    m = baselines.fora(13, len(wb.units), interval=interval, keep=keep)
+    served = []
+    serve = runsums.RunSums.serve
+
+    def spy(self, hook, x):
+        y = serve(self, hook, x)
+        if hook is self.hooks[0]:
+            served.append(self.served)  # (held here, so a fresh tensor could not reuse a freed address)
+        return y
+
+    monkeypatch.setattr(runsums.RunSums, "serve", spy)
+    wb.generate(m, steps=13, seed=3, num_images=2, reuse=reuse)
+    # sums filled ahead of their step at once: hold, the interval's reuse steps; forecast, twice that
+    alive = (interval - 1) * (2 if reuse == "forecast" else 1)
+    assert len(served) == int((~m).any(axis=1).sum()) > alive
+    assert len({id(t) for t in served}) == alive
+
+
 def test_forecast_is_not_hold(workbenches):
     """(So the forecast weights above are exercised: the two runs differ.)"""
     wb = workbenches("tiny-dit")

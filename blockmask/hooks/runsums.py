@@ -11,7 +11,9 @@ known before the first call. So each computed branch value is added, times its w
 each reuse step that will read it, into that step's sum as soon as it is computed, while it is still in
 cache; the reuse step adds that one tensor to the chain's input (the first block) and the other blocks
 pass it on; and no branch value is copied into a cache, since nothing else would read it. A reuse step
-reads one tensor where the shortcuts read every cached value (two per branch under a forecast).
+reads one tensor where the shortcuts read every cached value (two per branch under a forecast). The
+sums live in a few buffers for the whole run: a served sum's buffer takes a later step's sum once its
+reuse call is over (:meth:`RunSums.buffer`), not a fresh tensor per reuse step.
 
 The sum is the shortcuts' up to float rounding (other order of additions; tests/test_runsums.py).
 Planned on entry (:func:`plan`) only where all of it holds, else the run goes as before:
@@ -110,6 +112,8 @@ class RunSums:
                 self.branch[h.attn2] = (b, None)
         self.ready = False  # the tables made (at the first call)
         self.sums: dict[int, torch.Tensor] = {}  # reuse row → its sum so far
+        self.spare: list[torch.Tensor] = []  # sums served at earlier calls: buffers for the next ones
+        self.served: torch.Tensor | None = None  # the sum the current reuse call returns (free after it)
         self.added: dict[int, int] = {}  # reuse row → contributions added
         self.last: tuple[int, torch.Tensor] | None = None  # (chain position, output) in a reuse step
 
@@ -142,16 +146,33 @@ class RunSums:
         if not self.ready:
             raise MaskError("run sums: a branch ran before its block's gates were made")
         b, which = self.branch[i]
+        if self.served is not None:  # its reuse call is over: nothing reads it any more
+            self.spare.append(self.served)
+            self.served = None
         for j, c in mine.get(self.execution.step, ()):
             g = None if which is None else self.tables[b].at(self.times[j])[which]
             s = self.sums.get(j)
             if g is None:
-                self.sums[j] = out * c if s is None else s.add_(out, alpha=c)
+                self.sums[j] = torch.mul(out, c, out=self.buffer(out)) if s is None else s.add_(out, alpha=c)
             else:
                 g = g if c == 1.0 else g * c
-                self.sums[j] = torch.mul(g, out) if s is None else s.addcmul_(g, out)
+                if s is not None:
+                    self.sums[j] = s.addcmul_(g, out)
+                elif g.ndim <= out.ndim and all(a in (1, b) for a, b in zip(g.shape[::-1], out.shape[::-1])):
+                    self.sums[j] = torch.mul(g, out, out=self.buffer(out))  # (the product has out's shape)
+                else:
+                    self.sums[j] = torch.mul(g, out)
             self.added[j] = self.added.get(j, 0) + 1
         return True
+
+    def buffer(self, like: torch.Tensor) -> torch.Tensor:
+        """A tensor for a new sum shaped and typed like ``like``: a served sum's, recycled (the run's
+        sums then live in a few buffers instead of a fresh allocation per reuse step), else a new one."""
+        while self.spare:
+            t = self.spare.pop()
+            if t.shape == like.shape and t.dtype == like.dtype and t.device == like.device:
+                return t
+        return torch.empty_like(like, memory_format=torch.contiguous_format)
 
     def serve(self, hook, x: torch.Tensor) -> torch.Tensor:
         """A reuse step's block call: the chain's first block returns its input plus the step's sum,
@@ -162,8 +183,10 @@ class RunSums:
             if self.added.get(j) != self.expected[j]:
                 raise MaskError(f"run sums: step {j}'s sum has {self.added.get(j, 0)} of its "
                                 f"{self.expected[j]} values (were the earlier steps run?)")
-            y = self.sums.pop(j).add_(x)
-            y = y.squeeze(1) if y.ndim == 4 else y
+            if self.served is not None:  # (two reuse calls in a row: the last one is over)
+                self.spare.append(self.served)
+            self.served = self.sums.pop(j).add_(x)
+            y = self.served.squeeze(1) if self.served.ndim == 4 else self.served
         elif self.last is None or self.last[0] != b - 1 or x is not self.last[1]:
             raise MaskError("run sums: the blocks were not called as a chain (each block's output the next's input)")
         else:
