@@ -38,7 +38,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from blockmask.core.errors import MaskError
-from blockmask.hooks.shortcuts import SHORTCUT_HOOK
+from blockmask.hooks.shortcuts import SHORTCUT_HOOK, broadcasts
 
 # model class → the attribute holding its blocks, which its forward calls as a chain
 CHAINS: dict[str, str] = {"DiTTransformer2DModel": "transformer_blocks", "Transformer2DModel": "transformer_blocks"}
@@ -146,9 +146,7 @@ class RunSums:
         if not self.ready:
             raise MaskError("run sums: a branch ran before its block's gates were made")
         b, which = self.branch[i]
-        if self.served is not None:  # its reuse call is over: nothing reads it any more
-            self.spare.append(self.served)
-            self.served = None
+        self.release()
         for j, c in mine.get(self.execution.step, ()):
             g = None if which is None else self.tables[b].at(self.times[j])[which]
             s = self.sums.get(j)
@@ -158,12 +156,18 @@ class RunSums:
                 g = g if c == 1.0 else g * c
                 if s is not None:
                     self.sums[j] = s.addcmul_(g, out)
-                elif g.ndim <= out.ndim and all(a in (1, b) for a, b in zip(g.shape[::-1], out.shape[::-1])):
+                elif broadcasts(g.shape, out.shape):
                     self.sums[j] = torch.mul(g, out, out=self.buffer(out))  # (the product has out's shape)
                 else:
                     self.sums[j] = torch.mul(g, out)
             self.added[j] = self.added.get(j, 0) + 1
         return True
+
+    def release(self) -> None:
+        """The last served sum's buffer to :attr:`spare`: its reuse call is over, nothing reads it."""
+        if self.served is not None:
+            self.spare.append(self.served)
+            self.served = None
 
     def buffer(self, like: torch.Tensor) -> torch.Tensor:
         """A tensor for a new sum shaped and typed like ``like``: a served sum's, recycled (the run's
@@ -183,8 +187,7 @@ class RunSums:
             if self.added.get(j) != self.expected[j]:
                 raise MaskError(f"run sums: step {j}'s sum has {self.added.get(j, 0)} of its "
                                 f"{self.expected[j]} values (were the earlier steps run?)")
-            if self.served is not None:  # (two reuse calls in a row: the last one is over)
-                self.spare.append(self.served)
+            self.release()  # (two reuse calls in a row: the last one is over)
             self.served = self.sums.pop(j).add_(x)
             y = self.served.squeeze(1) if self.served.ndim == 4 else self.served
         elif self.last is None or self.last[0] != b - 1 or x is not self.last[1]:

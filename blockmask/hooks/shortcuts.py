@@ -249,7 +249,7 @@ def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torc
         return y.add_(value, alpha=c) if value.shape == y.shape else torch.add(y, value, alpha=c)
     if c != 1.0:
         gate = gate * c
-    fits = value.shape == y.shape and _broadcasts(gate.shape, y.shape)  # the sum has y's shape
+    fits = value.shape == y.shape and broadcasts(gate.shape, y.shape)  # the sum has y's shape
     if not fits or (fresh and torch.is_grad_enabled()):  # (autograd takes no out= tensor)
         return torch.addcmul(y, gate, value)
     if fresh:
@@ -258,7 +258,7 @@ def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torc
     return y.addcmul_(gate, value)
 
 
-def _broadcasts(small: torch.Size, big: torch.Size) -> bool:
+def broadcasts(small: torch.Size, big: torch.Size) -> bool:
     """``small`` broadcasts to ``big`` without growing it (torch.broadcast_shapes costs tens of µs)."""
     return len(small) <= len(big) and all(a in (1, b) for a, b in zip(reversed(small), reversed(big)))
 
