@@ -111,6 +111,31 @@ def test_units_never_reused_store_nothing(workbenches):
         assert (kept == (~never if fixed else np.ones_like(never))).all(), (fixed, kept)
 
 
+def test_branches_reused_only_inside_a_reused_block_store_nothing(workbenches):
+    """Block caching, rectified (every unit 0 at its reuse steps): a branch is never called where the
+    mask reuses it, so no step reads its cache and a whole run keeps none; the blocks keep theirs.
+    The images are the unrectified mask's, under which the branches run at every call (and store
+    nothing either)."""
+    wb = workbenches("tiny-dit")
+    n = len(wb.units)
+    block = np.array([u.residual for u in wb.units])
+    bc = baselines.fora(STEPS, n, interval=2, keep=~block)
+    rectified = wb.rectify(bc).mask
+    assert not rectified[1].any() and rectified[0].all()
+    for reuse in ("hold", "forecast"):
+        for m in (bc, rectified):
+            with torch.no_grad(), MaskedExecution(wb.model, m, reuse=reuse) as ex:
+                ex.whole_run()
+                x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.tensor([1, 2])
+                for k in range(3):
+                    ex.set_step(k)
+                    wb.model(x, timestep=t, class_labels=y)
+                kept = np.array([h.states.peek(0) is not None for h in ex.hooks])
+            assert (kept == block).all(), (reuse, kept)
+        got, want = (wb.generate(m, steps=STEPS, seed=3, num_images=2, reuse=reuse) for m in (rectified, bc))
+        assert torch.equal(got, want)
+
+
 def test_feeder_step_benchmark_runs_and_refuses_a_model_without_feeders():
     import subprocess
     import sys
@@ -147,7 +172,10 @@ def test_a_whole_run_hooks_only_the_feeders_and_shortcuts_its_mask_needs(workben
     fora = fora_mask(wb)
     assert hooked(fora, whole=False) == (2 * blocks, blocks)
     assert hooked(fora, whole=True) == (0, blocks)  # every reused branch is in a shortcut step
-    assert hooked(baselines.fora(STEPS, n, interval=2, keep=~keep), whole=True) == (0, 0)  # block caching
+    blocks_mask = baselines.fora(STEPS, n, interval=2, keep=~keep)
+    assert hooked(blocks_mask, whole=True) == (0, 0)  # block caching
+    rectified = wb.rectify(blocks_mask).mask  # its branches 0 where their block is reused: never called
+    assert not rectified[1].any() and hooked(rectified, whole=True) == (0, 0)
     block0 = int(np.flatnonzero(keep)[0])
     attn1, ff = [v.index for v in wb.units if v.parent == block0]
     m = np.ones((STEPS, n), bool)

@@ -49,5 +49,17 @@ def effective_mask(mask, parents) -> "np.ndarray":
     return m
 
 
+def called_mask(mask, parents) -> "np.ndarray":
+    """The cells where a unit is called at all ((K, N) bool): every enclosing unit executes (an
+    outermost unit always is). A called cell the mask reuses returns the unit's cache; an uncalled
+    one does nothing, whatever the mask says."""
+    executed = effective_mask(mask, parents)
+    called = np.ones_like(executed)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            called[:, i] = executed[:, p]
+    return called
+
+
 def block_of(name: str) -> str:
     return _BLOCK_SUFFIX.sub("", name)

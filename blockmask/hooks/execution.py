@@ -43,7 +43,7 @@ from blockmask.core.forecast import check_reuse
 from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors, same_layout
-from blockmask.core.units import Unit
+from blockmask.core.units import Unit, called_mask
 from blockmask.hooks import feeders, runsums, shortcuts
 from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
@@ -189,16 +189,17 @@ class MaskedExecution(contextlib.AbstractContextManager):
     def stores(self, i: int) -> bool:
         """Whether unit i, computed at the current step, keeps its output as its cache: not in bypass
         (the frozen reference); in rowgraph mode only the cells a later step reads (store_mask);
-        with a :attr:`fixed_mask` and hard gates, only units the mask reuses somewhere (an all-ones
-        column never reads its cache: FORA's whole blocks, the plain model). Otherwise always, so a
-        run can be resumed under another mask (:mod:`blockmask.learning.refine`)."""
+        with a :attr:`fixed_mask` and hard gates, only units whose cache some step reads (called where
+        the mask reuses them: not an all-ones column, FORA's whole blocks and the plain model, nor a
+        branch reused only where its block is reused too, block caching's rectified rows). Otherwise
+        always, so a run can be resumed under another mask (:mod:`blockmask.learning.refine`)."""
         if self.bypass:
             return False
         if self.static:
             return bool(self.store_mask[self.step, i])
-        if not self.fixed_mask or self._reused is None or self.soft is not None:
+        if not self.fixed_mask or self._read is None or self.soft is not None:
             return True
-        return self._reused[i]
+        return self._read[i]
 
     # --- step control -------------------------------------------------------------------
     def set_step(self, k: int, branch: Any = 0) -> None:
@@ -223,8 +224,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
     def mask(self, m: np.ndarray | None) -> None:
         self._mask = m
         self._row = self._row_at(getattr(self, "_step", 0))
-        # per unit: does the mask reuse it anywhere (Python bools, constants under torch.compile)
-        self._reused = None if m is None else tuple(bool(v) for v in ~np.asarray(m, bool).all(axis=0))
+        # per unit: does any step read its cache, i.e. call it where the mask reuses it (Python bools,
+        # constants under torch.compile); a branch reused only where its block is reused too never does
+        self._read = None if m is None else tuple(bool(v) for v in self.reads(m).any(axis=0))
 
     def _row_at(self, k: int) -> tuple[bool, ...] | None:
         """Row k of the mask as Python bools (None without a mask; () past its end, so gate() raises).
@@ -322,6 +324,12 @@ class MaskedExecution(contextlib.AbstractContextManager):
         if not self.fixed_mask or self._mask is None or self.soft is not None:
             return None
         return np.asarray(self._mask, bool)
+
+    def reads(self, m: np.ndarray) -> np.ndarray:
+        """The cells of mask ``m`` where a unit returns its cache: it is called (every enclosing unit
+        executes, :func:`blockmask.core.units.called_mask`) and the mask reuses it."""
+        m = np.asarray(m, bool)
+        return called_mask(m, [u.parent for u in self.units]) & ~m
 
     def store(self, old: Any, new: Any) -> Any:
         """The value to keep as a unit's cache: ``new`` (detached, cloned where needed); with static

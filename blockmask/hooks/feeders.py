@@ -72,14 +72,15 @@ class FeederHook(ModelHook):
 
 def install(execution, shortcut: dict | None = None) -> list[torch.nn.Module]:
     """Register a :class:`FeederHook` on every feeder of ``execution``'s units; the modules hooked. In a
-    whole run with hard gates (``execution.whole_mask()``), only the feeders whose branch the mask reuses
-    at some step where its block is not shortcut (``shortcut``: {branch unit: rows where its block is,
-    :func:`blockmask.hooks.shortcuts.shortcut_rows`}): there is nothing else for them to do (FORA)."""
+    whole run with hard gates (``execution.whole_mask()``), only the feeders whose branch is called and
+    reused at some step where its block is not shortcut (``shortcut``: {branch unit: rows where its
+    block is, :func:`blockmask.hooks.shortcuts.shortcut_rows`}): there is nothing else for them to do
+    (FORA; block caching, whose branches are reused only inside a reused block)."""
     pairs = feeders_of(execution.model, execution.units)
     m = execution.whole_mask()
     if m is not None:
-        none = np.zeros(m.shape[0], bool)
-        pairs = [(i, f) for i, f in pairs if (~m[:, i] & ~(shortcut or {}).get(i, none)).any()]
+        none, reads = np.zeros(m.shape[0], bool), execution.reads(m)
+        pairs = [(i, f) for i, f in pairs if (reads[:, i] & ~(shortcut or {}).get(i, none)).any()]
     mods = [m for _, m in pairs]
     register_hooks(mods, [FeederHook(execution, i) for i, _ in pairs], FEEDER_HOOK)
     return mods

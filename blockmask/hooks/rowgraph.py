@@ -40,7 +40,7 @@ from diffusers.hooks import ModelHook
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from blockmask.core.errors import MaskError
-from blockmask.core.units import effective_mask
+from blockmask.core.units import called_mask
 
 GRAPH_HOOK = "blockmask_rowgraph"
 
@@ -75,11 +75,8 @@ def cache_reads(mask: np.ndarray, parents) -> np.ndarray:
     next *call* (it is called when every enclosing unit executes) reuses instead of running. Only these
     need storing; row graphs skip the other stores (an all-ones mask stores nothing: the plain model)."""
     m = np.asarray(mask, dtype=bool)
-    executed = effective_mask(m, parents)
-    called = np.ones_like(m)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            called[:, i] = executed[:, p]
+    called = called_mask(m, parents)
+    executed = called & m
     out = np.zeros_like(m)
     next_reads = np.zeros(m.shape[1], dtype=bool)  # seen from step k: does the next call read the cache?
     for k in range(m.shape[0] - 1, -1, -1):

@@ -266,12 +266,13 @@ def broadcasts(small: torch.Size, big: torch.Size) -> bool:
 def install(execution) -> list[torch.nn.Module]:
     """Register a :class:`ShortcutHook` on every block of ``execution``'s units that
     :func:`shortcut_blocks` covers (before the unit hooks, so it is the innermost); the modules hooked.
-    In a whole run (``execution.whole_mask()``), only the blocks the mask shortcuts at some step:
-    elsewhere the hook would only pass every call on."""
+    In a whole run (``execution.whole_mask()``), only the blocks the mask shortcuts at some step (the
+    block runs and every branch is reused): elsewhere the hook would only pass every call on."""
     pairs = shortcut_blocks(execution.model, execution.units)
     m = execution.whole_mask()
     if m is not None:
-        pairs = [(b, br) for b, br in pairs if (~m[:, list(br.values())].any(axis=1)).any()]
+        reads = execution.reads(m)
+        pairs = [(b, br) for b, br in pairs if reads[:, list(br.values())].all(axis=1).any()]
     mods = [m for m, _ in pairs]
     shared = SharedProjection()
     register_hooks(mods, [ShortcutHook(execution, b, inspect.signature(type(m).forward), shared) for m, b in pairs],
@@ -280,15 +281,16 @@ def install(execution) -> list[torch.nn.Module]:
 
 
 def shortcut_rows(execution, modules: list[torch.nn.Module]) -> dict[int, np.ndarray]:
-    """{branch unit: the mask rows at which its block is shortcut} for the blocks hooked (``modules``,
-    as :func:`install` returned them); empty without a mask."""
-    if execution.mask is None:
+    """{branch unit: the mask rows at which its block is shortcut (it runs, every branch reused)} for
+    the blocks hooked (``modules``, as :func:`install` returned them) in a whole run; else empty."""
+    m = execution.whole_mask()
+    if m is None:
         return {}
-    m = np.asarray(execution.mask, bool)
+    reads = execution.reads(m)
     out = {}
     for mod in modules:
         indices = list(HookRegistry.check_if_exists_or_initialize(mod).get_hook(SHORTCUT_HOOK).indices)
-        rows = ~m[:, indices].any(axis=1)
+        rows = reads[:, indices].all(axis=1)
         out.update({j: rows for j in indices})
     return out
 
