@@ -114,7 +114,14 @@ def test_tables_only_for_an_announced_run_and_blocks_it_shortcuts(workbenches):
     assert shortcuts.GateTable.for_block(ex, tuple(kids)) is None  # no run announced
     ex.whole_run([(k, 1000.0 - 100 * k) for k in range(STEPS)])
     table = shortcuts.GateTable.for_block(ex, tuple(kids))
-    assert table.timesteps == tuple(sorted(1000.0 - 100 * k for k in range(STEPS)))  # all, whatever the mask
+    short = [1000.0 - 100 * k for k in range(STEPS) if not m[k, kids].any()]
+    assert table.timesteps == tuple(sorted(short)) and 0 < len(short) < STEPS  # the shortcut steps only
+    assert table.known == {1000.0 - 100 * k for k in range(STEPS)}  # every call is one of the run's
+    block_reused = m.copy()
+    block_reused[~m[:, kids].any(axis=1)] = False  # the block reused too where its branches are
+    ex.mask = block_reused
+    assert shortcuts.GateTable.for_block(ex, tuple(kids)) is None  # never shortcut: no table
+    ex.mask = m
     ex.whole_run([(k, 1000.0 - 100 * k) for k in range(STEPS) if m[k].all()])  # only computed steps
     assert shortcuts.GateTable.for_block(ex, tuple(kids)) is None
 

@@ -114,6 +114,7 @@ class RunSums:
         self.sums: dict[int, torch.Tensor] = {}  # reuse row → its sum so far
         self.spare: list[torch.Tensor] = []  # sums served at earlier calls: buffers for the next ones
         self.served: torch.Tensor | None = None  # the sum the current reuse call returns (free after it)
+        self.zeros: torch.Tensor | None = None  # (zero())
         self.added: dict[int, int] = {}  # reuse row → contributions added
         self.last: tuple[int, torch.Tensor] | None = None  # (chain position, output) in a reuse step
 
@@ -133,7 +134,7 @@ class RunSums:
         first, self.ready = not self.ready, True
         blocks = self.execution.model.get_submodule(CHAINS[type(self.execution.model).__name__])
         for table, block in list(zip(self.tables, blocks))[:None if first else 1]:  # (the same arguments)
-            if table.gates(block.norm1, timestep, labels, x.dtype) is None:
+            if table.serves(block.norm1, timestep, labels, x.dtype) is None:
                 raise MaskError("run sums: this call's timestep or labels are not the announced run's "
                                 "(the gate tables cannot serve it)")
 
@@ -152,16 +153,19 @@ class RunSums:
             s = self.sums.get(j)
             if g is None:
                 self.sums[j] = torch.mul(out, c, out=self.buffer(out)) if s is None else s.add_(out, alpha=c)
-            else:
-                g = g if c == 1.0 else g * c
-                if s is not None:
-                    self.sums[j] = s.addcmul_(g, out)
-                elif broadcasts(g.shape, out.shape):
-                    self.sums[j] = torch.mul(g, out, out=self.buffer(out))  # (the product has out's shape)
-                else:
-                    self.sums[j] = torch.mul(g, out)
+            elif s is not None:  # (the weight as addcmul's scalar: no c · g tensor per contribution)
+                self.sums[j] = s.addcmul_(g, out, value=c)
+            else:  # 0 + c · g · out, into a buffer where the product has out's shape
+                into = self.buffer(out) if broadcasts(g.shape, out.shape) else None
+                self.sums[j] = torch.addcmul(self.zero(out), g, out, value=c, out=into)
             self.added[j] = self.added.get(j, 0) + 1
         return True
+
+    def zero(self, like: torch.Tensor) -> torch.Tensor:
+        """A 0-d zero of ``like``'s dtype and device (one per run)."""
+        if self.zeros is None or self.zeros.dtype != like.dtype or self.zeros.device != like.device:
+            self.zeros = torch.zeros((), dtype=like.dtype, device=like.device)
+        return self.zeros
 
     def release(self) -> None:
         """The last served sum's buffer to :attr:`spare`: its reuse call is over, nothing reads it."""

@@ -174,38 +174,40 @@ class ShortcutHook(ModelHook):
 
 
 class GateTable:
-    """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every timestep of a run, made in
-    one go at the block's first shortcut (CPU): the block's conditioning MLP and ``norm1.linear`` read
-    their weights once per run instead of once per reused step (on the bundled mnist-dit they cost a
-    reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The same computation as the
-    block's: the timestep embedding once per distinct timestep (it is the same for the whole batch),
-    the label embedding per sample, then only the ``norm1.linear`` rows of the two gates (the other
-    four chunks modulate the norms the shortcut skips). Equal to the block's gates up to float
-    rounding (other matrix shapes). Serves a call only when its timestep is one the run announced
-    (``MaskedExecution.run_calls``: set by ``whole_run``, or from a pipeline's scheduler by
+    """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every timestep at which a run
+    shortcuts it, made in one go at the run's first call (CPU): the block's conditioning MLP and
+    ``norm1.linear`` read their weights once per run instead of once per reused step (on the bundled
+    mnist-dit they cost a reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The
+    same computation as the block's: the timestep embedding once per distinct timestep (it is the same
+    for the whole batch), the label embedding per sample, then only the ``norm1.linear`` rows of the
+    two gates (the other four chunks modulate the norms the shortcut skips). Equal to the block's gates
+    up to float rounding (other matrix shapes). Serves a call only when its timestep is one the run
+    announced (``MaskedExecution.run_calls``: set by ``whole_run``, or from a pipeline's scheduler by
     :mod:`blockmask.hooks.stepping`), the same for every sample, on the CPU, with the labels, batch
     and dtype the table was made with; anything else computes as before."""
 
-    def __init__(self, timesteps: tuple[float, ...]):
-        self.timesteps = timesteps  # the timestep values of the run's calls
-        self.known = frozenset(timesteps)
+    def __init__(self, timesteps: tuple[float, ...], announced: tuple[float, ...] | None = None):
+        self.timesteps = timesteps  # the timestep values tabulated: the calls that shortcut the block
+        self.known = frozenset(timesteps if announced is None else announced)  # every call of the run
         self.made: tuple | None = None  # (labels, dtype, {timestep: (gate_msa, gate_mlp)}) once made
 
     @classmethod
     def for_block(cls, execution, indices: tuple[int, ...]) -> "GateTable | None":
         """The table of a block whose branch units are ``indices``, for ``execution``'s announced run:
-        every distinct timestep of the run, whatever the mask (so two masks that shortcut the block at
-        the same steps give the same gates bit for bit: rectification changes no image); None with no
-        run announced or where no call shortcuts the block."""
+        the distinct timesteps of the calls at which the mask shortcuts the block (it runs, every
+        branch reused), so two masks that shortcut it at the same steps give the same gates bit for
+        bit (rectification changes no image); None with no run announced or where no call shortcuts
+        the block."""
         calls, mask = getattr(execution, "run_calls", None), execution.mask
         if calls is None or mask is None:
             return None
-        if not any(0 <= k < mask.shape[0] and not mask[k, list(indices)].any() for k, _ in calls):
-            return None
-        return cls(tuple(sorted({t for _, t in calls})))
+        short = execution.reads(mask)[:, list(indices)].all(axis=1)
+        wanted = {t for k, t in calls if 0 <= k < mask.shape[0] and short[k]}
+        return cls(tuple(sorted(wanted)), tuple(sorted({t for _, t in calls}))) if wanted else None
 
-    def gates(self, norm: torch.nn.Module, timestep, labels, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(gate_msa, gate_mlp), each (B, 1, C), for this call; None where the table cannot serve it."""
+    def serves(self, norm: torch.nn.Module, timestep, labels, dtype) -> float | None:
+        """This call's timestep where it is one of the announced run's, the same for every sample,
+        with the labels, batch and dtype of the table (made at the first call asked); else None."""
         emb = getattr(norm, "emb", None)
         if (not isinstance(timestep, torch.Tensor) or timestep.ndim != 1 or timestep.device.type != "cpu"
                 or not isinstance(labels, torch.Tensor) or labels.shape != timestep.shape
@@ -216,10 +218,16 @@ class GateTable:
             return None
         if self.made is None:
             self.made = (labels.clone(), dtype, self._make(norm, timestep.dtype, labels, dtype))
-        made_labels, made_dtype, table = self.made
+        made_labels, made_dtype, _ = self.made
         if dtype != made_dtype or not (labels.shape == made_labels.shape and torch.equal(labels, made_labels)):
             return None
-        return table[t]
+        return t
+
+    def gates(self, norm: torch.nn.Module, timestep, labels, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(gate_msa, gate_mlp), each (B, 1, C), for this call; None where the table cannot serve it
+        (:meth:`serves`) or has no row for its timestep."""
+        t = self.serves(norm, timestep, labels, dtype)
+        return None if t is None else self.made[2].get(t)
 
     def at(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(gate_msa, gate_mlp) at the run's timestep ``t``, once the table is made (:meth:`gates`)."""
@@ -247,15 +255,13 @@ def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torc
     to float rounding (a fused multiply-add rounds once)."""
     if gate is None:  # (a cross-attention branch: after the first, so never fresh)
         return y.add_(value, alpha=c) if value.shape == y.shape else torch.add(y, value, alpha=c)
-    if c != 1.0:
-        gate = gate * c
     fits = value.shape == y.shape and broadcasts(gate.shape, y.shape)  # the sum has y's shape
     if not fits or (fresh and torch.is_grad_enabled()):  # (autograd takes no out= tensor)
-        return torch.addcmul(y, gate, value)
+        return torch.addcmul(y, gate, value, value=c)  # (c as addcmul's scalar: no c · gate tensor)
     if fresh:
         out = torch.empty(y.shape, dtype=torch.result_type(y, value), device=value.device)
-        return torch.addcmul(y, gate, value, out=out)
-    return y.addcmul_(gate, value)
+        return torch.addcmul(y, gate, value, value=c, out=out)
+    return y.addcmul_(gate, value, value=c)
 
 
 def broadcasts(small: torch.Size, big: torch.Size) -> bool:
