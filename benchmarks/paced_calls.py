@@ -5,6 +5,7 @@ time saved per MAC saved on the DiT):
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --rule blocks --reuse forecast
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --no-recycle     # caches as fresh tensors
     OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --no-run-sums    # reuse steps sum the caches
+    OMP_NUM_THREADS=1 python benchmarks/paced_calls.py mnist-dit --rule blocks --no-chain-cache  # a cache per block
 
 The plain K-step run and the rule's K-step run advance together, one model call of each in turn
 (benchmarks/paced.py), so call c of one sits next to call c of the other. Per round: the two runs'
@@ -12,7 +13,9 @@ times and their ratio; the median over computed steps of (masked call / the plai
 the same for reused steps; and each run's time outside its model calls. ``--no-recycle`` runs the
 schedule without :meth:`blockmask.hooks.execution.MaskedExecution.whole_run`'s cache buffers (each
 step's fresh outputs held as the caches, as before), to show what the buffers change; ``--no-run-sums``
-without :mod:`blockmask.hooks.runsums` (each reuse step sums the cached values itself).
+without :mod:`blockmask.hooks.runsums` (each reuse step sums the cached values itself);
+``--no-chain-cache`` without :mod:`blockmask.hooks.chaincache` (block caching: each block keeps and
+forecasts its own residual).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from paced import PacedRun, Spec, interleaved, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
-from blockmask.hooks import runsums  # noqa: E402
+from blockmask.hooks import chaincache, runsums  # noqa: E402
 from blockmask.workbench import Workbench  # noqa: E402
 
 
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-recycle", action="store_true")
     ap.add_argument("--no-run-sums", action="store_true", help="the reuse steps sum their cached values themselves")
+    ap.add_argument("--no-chain-cache", action="store_true", help="block caching: a cache per block, not one per chain")
     args = ap.parse_args(argv)
     try:
         if min(args.interval, args.steps, args.batch, args.rounds) < 1:
@@ -72,13 +76,15 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    real_plan = runsums.plan
+    real_plan, real_chain = runsums.plan, chaincache.plan
     if args.no_run_sums:
         runsums.plan = lambda execution, modules: None
+    if args.no_chain_cache:
+        chaincache.plan = lambda execution: None
     try:
         rounds(wb, args)
     finally:
-        runsums.plan = real_plan
+        runsums.plan, chaincache.plan = real_plan, real_chain
     return 0
 
 
@@ -91,7 +97,8 @@ def rounds(wb, args) -> None:
     computed = mask.all(axis=1)
     twin, cond = twin_of(wb.model), condition_for(wb, args.batch, wb.default_guidance)
     print(f"{args.model}: {args.rule} N={args.interval} K={args.steps} {args.reuse}, batch {args.batch}, one thread"
-          + (", no recycling" if args.no_recycle else "") + (", no run sums" if args.no_run_sums else ""))
+          + (", no recycling" if args.no_recycle else "") + (", no run sums" if args.no_run_sums else "")
+          + (", no chain cache" if args.no_chain_cache else ""))
     for r in range(-1, args.rounds):  # a warm-up round first
         plain = PacedRun(wb, twin, Spec(args.steps), seed=2 + max(r, 0), batch=args.batch, condition=cond)
         masked = PacedRun(wb, wb.model, Spec(args.steps, mask, args.reuse), seed=2 + max(r, 0), batch=args.batch,

@@ -79,6 +79,12 @@ def test_paced_calls_reports_each_round_and_refuses_bad_input(capsys):
     plan = runsums.plan
     assert main([tiny_spec("tiny-dit"), "--steps", "4", "--batch", "1", "--rounds", "1", "--no-run-sums"]) == 0
     assert "no run sums" in capsys.readouterr().out and runsums.plan is plan  # put back
+    from blockmask.hooks import chaincache
+
+    chain = chaincache.plan
+    assert main([tiny_spec("tiny-dit"), "--rule", "blocks", "--steps", "4", "--batch", "1", "--rounds", "1",
+                 "--no-chain-cache"]) == 0
+    assert "no chain cache" in capsys.readouterr().out and chaincache.plan is chain  # put back
     assert main([tiny_spec("tiny-dit"), "--rounds", "0"]) == 2
     assert main([tiny_spec("tiny-unet"), "--steps", "4"]) == 2
     err = capsys.readouterr().err

@@ -44,7 +44,7 @@ from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors, same_layout
 from blockmask.core.units import Unit, called_mask
-from blockmask.hooks import feeders, runsums, shortcuts
+from blockmask.hooks import chaincache, feeders, runsums, shortcuts
 from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
@@ -96,8 +96,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._replay_factory, self._max_graphs = replay_factory, max_graphs
         self.soft: torch.Tensor | None = None  # (N,) relaxed gates (Eq. 4), training only
         self.bypass = False  # True: every unit runs, caches untouched (the frozen reference)
-        self._computed = 0  # unit calls that ran (computed) and reused (skipped), since reset
-        self._skipped = 0
+        self._computed = self._skipped = 0  # unit calls that ran (computed) and reused (skipped), since reset
         self.hooks = [UnitHook(self, i) for i in range(len(self.units))]
         self.signature: Any = None  # rowgraph: the current call's shape signature (keys the static caches)
         self.graph_cache = graph_store(model, len(self.units)) if self.static else None
@@ -112,8 +111,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
     # --- lifecycle ----------------------------------------------------------------------
     def reset(self) -> None:
         """Fresh caches (every branch), step 0, branch 0, counters 0."""
-        self.step = 0
-        self.branch: Any = 0
+        self.step, self.branch = 0, 0
         if not self.static:  # row graphs keep their buffers (row 0 of any mask rewrites them all)
             for h in self.hooks:
                 h.states.reset()
@@ -123,6 +121,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._traced = False
         self.gate_tables: dict = {}  # a run's shortcut gate tables, made at first use (blockmask.hooks.shortcuts)
         self.sums = None  # a FORA-shaped whole run's reuse-step sums, planned on entry (blockmask.hooks.runsums)
+        self.chain = None  # a block-caching whole run's chain residual, planned on entry (blockmask.hooks.chaincache)
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
@@ -138,6 +137,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
             self._feeders = (feeders.install(self, shortcuts.shortcut_rows(self, self._shortcuts))
                              if self.mode == "eager" else [])  # (blockmask.hooks.feeders)
             self.sums = runsums.plan(self, self._shortcuts) if self._shortcuts else None
+            self.chain = chaincache.plan(self)
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)
@@ -326,8 +326,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
         return np.asarray(self._mask, bool)
 
     def reads(self, m: np.ndarray) -> np.ndarray:
-        """The cells of mask ``m`` where a unit returns its cache: it is called (every enclosing unit
-        executes, :func:`blockmask.core.units.called_mask`) and the mask reuses it."""
+        """The cells of mask ``m`` where a unit returns its cache: called (every enclosing unit executes,
+        :func:`blockmask.core.units.called_mask`) and reused."""
         m = np.asarray(m, bool)
         return called_mask(m, [u.parent for u in self.units]) & ~m
 

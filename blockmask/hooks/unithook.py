@@ -47,9 +47,12 @@ class UnitHook(ModelHook):
             out = self.body(module)(*args, **kwargs)
             if ex.trace is not None:  # completion order, checked on a pipeline's first call
                 ex.trace.append(i)
-            if ex.sums is not None and ex.sums.take(i, out):
-                pass  # added into the sums of the reuse steps that read it (blockmask.hooks.runsums)
-            elif ex.stores(i):
+            if ex.chain is not None and ex.chain.owns(i):  # (blockmask.hooks.chaincache)
+                x = ex.chain.take(i, x, out)  # the chain's inputs at its last block; else None, no cache
+                keep = x is not None
+            else:  # a summed value goes into the reuse steps' sums instead (blockmask.hooks.runsums)
+                keep = not (ex.sums is not None and ex.sums.take(i, out)) and ex.stores(i)
+            if keep:
                 st = self.states.get_state()
                 # the buffer to recycle: with a forecast, the value record() drops
                 old = (st.cache if st.k_last == ex.step else st.prev) if ex.forecast else st.cache
@@ -63,7 +66,7 @@ class UnitHook(ModelHook):
             self.tally(True)
             return out
         if g is False:
-            return self.reused(x)
+            return ex.chain.serve(i, x) if ex.chain is not None and ex.chain.owns(i) else self.reused(x)
         cache = self.cached(x)
         fresh = self.body(module)(*args, **kwargs)  # Eq. 4: m * b(x) + (1 - m) * C
         self.tally(True)
