@@ -59,7 +59,8 @@ class ChainCache:
     def __init__(self, execution, units: list[int]):
         self.execution, self.units = execution, units
         self.position = {i: b for b, i in enumerate(units)}
-        self.inputs: dict = {}  # CFG branch key → the chain's input at the current computed step
+        self.inputs: dict = {}  # CFG branch key → a copy of the chain's input at the current computed step
+        self.spare: dict = {}  # CFG branch key → that copy's buffer, kept for the run
         self.last: tuple | None = None  # (chain position, what it returned or was given) within a call
 
     def owns(self, i: int) -> bool:
@@ -77,8 +78,11 @@ class ChainCache:
         b, key = self.position[i], self.execution.hooks[i].states.key()
         self.follow(b, inputs[0])
         self.last = (b, out)
-        if b == 0:
-            self.inputs[key] = inputs[0]
+        if b == 0:  # a copy in a buffer of the run, not the model's tensor held through the call (the
+            # allocator would hand its memory back and fault it in again: docs/PERFORMANCE.md, "Allocator churn")
+            x, buf = inputs[0], self.spare.get(key)
+            fits = buf is not None and buf.shape == x.shape and buf.dtype == x.dtype and buf.device == x.device
+            self.inputs[key] = self.spare[key] = buf.copy_(x) if fits else x.clone()
         if b < len(self.units) - 1:
             return None
         self.last = None
