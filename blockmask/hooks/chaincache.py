@@ -81,8 +81,11 @@ class ChainCache:
         if b == 0:  # a copy in a buffer of the run, not the model's tensor held through the call (the
             # allocator would hand its memory back and fault it in again: docs/PERFORMANCE.md, "Allocator churn")
             x, buf = inputs[0], self.spare.get(key)
-            fits = buf is not None and buf.shape == x.shape and buf.dtype == x.dtype and buf.device == x.device
-            self.inputs[key] = self.spare[key] = buf.copy_(x) if fits else x.clone()
+            if torch.is_grad_enabled():  # (no in-place write under autograd: the tensor itself)
+                self.inputs[key] = x
+            else:
+                fits = buf is not None and buf.shape == x.shape and buf.dtype == x.dtype and buf.device == x.device
+                self.inputs[key] = self.spare[key] = buf.copy_(x) if fits else x.clone()
         if b < len(self.units) - 1:
             return None
         self.last = None

@@ -175,7 +175,7 @@ class ShortcutHook(ModelHook):
 
 class GateTable:
     """One adaLN-Zero block's two gates (``gate_msa``, ``gate_mlp``) at every timestep at which a run
-    shortcuts it, made in one go at the run's first call (CPU): the block's conditioning MLP and
+    shortcuts it, made in one go at the first call that asks (CPU): the block's conditioning MLP and
     ``norm1.linear`` read their weights once per run instead of once per reused step (on the bundled
     mnist-dit they cost a reused step more than its sums; docs/PERFORMANCE.md, "Gate tables"). The
     same computation as the block's: the timestep embedding once per distinct timestep (it is the same
