@@ -31,6 +31,7 @@ import torch
 
 from blockmask.core.errors import MaskError
 from blockmask.core.forecast import terms
+from blockmask.core.outputs import same_layout
 from blockmask.hooks.runsums import CHAINS
 
 
@@ -84,8 +85,7 @@ class ChainCache:
             if torch.is_grad_enabled():  # (no in-place write under autograd: the tensor itself)
                 self.inputs[key] = x
             else:
-                fits = buf is not None and buf.shape == x.shape and buf.dtype == x.dtype and buf.device == x.device
-                self.inputs[key] = self.spare[key] = buf.copy_(x) if fits else x.clone()
+                self.inputs[key] = self.spare[key] = buf.copy_(x) if same_layout(buf, x) else x.clone()
         if b < len(self.units) - 1:
             return None
         self.last = None

@@ -38,6 +38,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from blockmask.core.errors import MaskError
+from blockmask.core.outputs import same_layout
 from blockmask.hooks.shortcuts import SHORTCUT_HOOK, broadcasts
 
 # model class → the attribute holding its blocks, which its forward calls as a chain
@@ -178,7 +179,7 @@ class RunSums:
         sums then live in a few buffers instead of a fresh allocation per reuse step), else a new one."""
         while self.spare:
             t = self.spare.pop()
-            if t.shape == like.shape and t.dtype == like.dtype and t.device == like.device:
+            if same_layout(t, like):
                 return t
         return torch.empty_like(like, memory_format=torch.contiguous_format)
 
