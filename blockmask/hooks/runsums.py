@@ -85,32 +85,33 @@ def plan(execution, modules: list[torch.nn.Module]) -> "RunSums | None":
     reused = {j for j in rows for i in branches if not m[j, i]}
     if not summed or reused != set(summed) or None in tables:
         return None
-    contributions: dict[int, dict[int, list[tuple[int, float]]]] = {i: {} for i in branches}
-    expected = dict.fromkeys(summed, 0)
-    for i in branches:
-        computed = [k for k in rows if m[k, i]]
-        for j in summed:
-            w = weights(computed, j, execution.forecast)
-            if w is None:
-                return None  # reused before it ran: the unit hooks raise that
-            for k, c in w.items():
-                contributions[i].setdefault(k, []).append((j, c))
-                expected[j] += 1
-    return RunSums(execution, hooks, tables, dict(calls), contributions, expected)
+    computed = [k for k in rows if k not in reused]  # (every branch's: each is reused at the summed rows only)
+    targets: dict[int, list[tuple[int, float]]] = {}  # computed row → [(reuse row, weight), ...]
+    for j in summed:
+        w = weights(computed, j, execution.forecast)
+        if w is None:
+            return None  # reused before it ran: the unit hooks raise that
+        for k, c in w.items():
+            targets.setdefault(k, []).append((j, c))
+    return RunSums(execution, hooks, tables, dict(calls), targets)
 
 
 class RunSums:
     """One run's sums: :meth:`take` at computed steps, :meth:`serve` at reuse steps."""
 
-    def __init__(self, execution, hooks, tables, times: dict[int, float], contributions, expected: dict[int, int]):
+    def __init__(self, execution, hooks, tables, times: dict[int, float], targets: dict[int, list[tuple[int, float]]]):
         self.execution, self.hooks, self.tables, self.times = execution, hooks, tables, times
-        self.contributions, self.expected = contributions, expected
+        self.targets = targets  # computed row → [(reuse row, weight of this row's values there), ...]
         # branch unit → (its block's position in the chain, which gate: 0 msa, 1 mlp, None for attn2)
         self.branch = {}
         for b, h in enumerate(hooks):
             self.branch[h.attn1], self.branch[h.ff] = (b, 0), (b, 1)
             if h.attn2 is not None:
                 self.branch[h.attn2] = (b, None)
+        self.expected = dict.fromkeys((j for t in targets.values() for j, _ in t), 0)  # reuse row → values
+        for t in targets.values():
+            for j, _ in t:
+                self.expected[j] += len(self.branch)
         self.ready = False  # the tables made (at the first call)
         self.sums: dict[int, torch.Tensor] = {}  # reuse row → its sum so far
         self.spare: list[torch.Tensor] = []  # sums served at earlier calls: buffers for the next ones
@@ -120,7 +121,7 @@ class RunSums:
         self.last: tuple[int, torch.Tensor] | None = None  # (chain position, output) in a reuse step
 
     def owns(self, i: int) -> bool:
-        return i in self.contributions
+        return i in self.branch
 
     def serves(self, j: int) -> bool:
         return j in self.expected
@@ -142,14 +143,14 @@ class RunSums:
     def take(self, i: int, out: torch.Tensor) -> bool:
         """Add branch unit ``i``'s value computed now into the sum of every reuse step that reads it;
         False where ``i`` is not summed (its hook stores it as usual)."""
-        mine = self.contributions.get(i)
+        mine = self.branch.get(i)
         if mine is None:
             return False
         if not self.ready:
             raise MaskError("run sums: a branch ran before its block's gates were made")
-        b, which = self.branch[i]
+        b, which = mine
         self.release()
-        for j, c in mine.get(self.execution.step, ()):
+        for j, c in self.targets.get(self.execution.step, ()):
             g = None if which is None else self.tables[b].at(self.times[j])[which]
             s = self.sums.get(j)
             if g is None:

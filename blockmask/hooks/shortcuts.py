@@ -217,7 +217,8 @@ class GateTable:
         if t not in self.known or not (timestep.stride(0) == 0 or bool((timestep == timestep[0]).all())):
             return None
         if self.made is None:
-            self.made = (labels.clone(), dtype, self._make(norm, timestep.dtype, labels, dtype))
+            g = self._make(norm, timestep.dtype, labels, dtype)
+            self.made = (labels.clone(), dtype, {t: gj.unbind(0) for t, gj in zip(self.timesteps, g.unbind(0))})
         made_labels, made_dtype, _ = self.made
         if dtype != made_dtype or not (labels.shape == made_labels.shape and torch.equal(labels, made_labels)):
             return None
@@ -233,18 +234,20 @@ class GateTable:
         """(gate_msa, gate_mlp) at the run's timestep ``t``, once the table is made (:meth:`gates`)."""
         return self.made[2][t]
 
-    def _make(self, norm, ts_dtype, labels, dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    def _make(self, norm, ts_dtype, labels, dtype) -> torch.Tensor:
+        """(J, 2, B, 1, C): the two gates at each tabulated timestep; computed once per distinct label
+        (a CFG batch repeats its labels) and gathered to the batch."""
         emb, lin = norm.emb, norm.linear
         ts = torch.tensor(self.timesteps, dtype=ts_dtype, device=labels.device)
         temb = emb.timestep_embedder(emb.time_proj(ts).to(dtype=dtype))  # (J, C): one row per timestep
-        cond = (temb[:, None] + emb.class_embedder(labels)[None]).flatten(0, 1)  # (J·B, C), as emb() per call
+        distinct, inverse = torch.unique(labels, return_inverse=True)
+        cond = (temb[:, None] + emb.class_embedder(distinct)[None]).flatten(0, 1)  # (J·L, C), as emb() per call
         c = lin.out_features // 6
-        rows = torch.cat([torch.arange(2 * c, 3 * c), torch.arange(5 * c, 6 * c)]).to(lin.weight.device)
-        bias = None if lin.bias is None else lin.bias[rows]
-        g = torch.nn.functional.linear(norm.silu(cond), lin.weight[rows], bias)  # (J·B, 2C): the two gates
-        g = g.unflatten(0, (len(self.timesteps), labels.shape[0])).unflatten(-1, (2, c))
-        g = g.permute(0, 2, 1, 3).unsqueeze(3).contiguous()  # (J, 2, B, 1, C)
-        return {t: (g[j, 0], g[j, 1]) for j, t in enumerate(self.timesteps)}
+        two = (slice(2 * c, 3 * c), slice(5 * c, 6 * c))  # the rows of gate_msa and gate_mlp
+        bias = None if lin.bias is None else torch.cat([lin.bias[r] for r in two])
+        g = torch.nn.functional.linear(norm.silu(cond), torch.cat([lin.weight[r] for r in two]), bias)  # (J·L, 2C)
+        g = g.unflatten(0, (len(self.timesteps), len(distinct))).index_select(1, inverse)  # (J, B, 2C)
+        return g.unflatten(-1, (2, c)).transpose(1, 2).unsqueeze(3).contiguous()  # (J, 2, B, 1, C)
 
 
 def accumulate(y: torch.Tensor, gate: torch.Tensor | None, c: float, value: torch.Tensor, *,
@@ -281,8 +284,8 @@ def install(execution) -> list[torch.nn.Module]:
         pairs = [(b, br) for b, br in pairs if reads[:, list(br.values())].all(axis=1).any()]
     mods = [m for m, _ in pairs]
     shared = SharedProjection()
-    register_hooks(mods, [ShortcutHook(execution, b, inspect.signature(type(m).forward), shared) for m, b in pairs],
-                   SHORTCUT_HOOK)
+    signatures = {cls: inspect.signature(cls.forward) for cls in {type(m) for m in mods}}  # (one per class)
+    register_hooks(mods, [ShortcutHook(execution, b, signatures[type(m)], shared) for m, b in pairs], SHORTCUT_HOOK)
     return mods
 
 
