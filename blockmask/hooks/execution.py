@@ -44,7 +44,7 @@ from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors, same_layout
 from blockmask.core.units import Unit, called_mask
-from blockmask.hooks import chaincache, feeders, runsums, shortcuts
+from blockmask.hooks import chaincache, feeders, lean, runsums, shortcuts
 from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
@@ -77,18 +77,12 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
-        # CUDA-graph replays overwrite their static output buffers: cached outputs must be copies.
-        self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")
-        # rowgraph: each cache is one buffer, written in place, kept across runs (blockmask.hooks.rowgraph)
-        self.static = self.mode == "rowgraph"
+        self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")  # (graph replays overwrite outputs)
+        self.static = self.mode == "rowgraph"  # one cache buffer per unit, written in place, kept across runs
         self.graphs = None  # the RowGraphHook while entered in rowgraph mode (its stats stay after exit)
         self._stores: tuple[Any, Any] = (None, None)  # (mask, its store_mask), see store_mask
-        # True when the mask is the whole run's (set by whoever drives the run): a unit whose column is
-        # all ones never reads its cache, so it stores none (see stores)
-        self.fixed_mask = False
-        # True for a whole sampling run (see whole_run): a computed value is copied into the unit's own
-        # cache buffer instead of keeping the fresh tensor, so the run's memory stays put between steps
-        self.recycle = False
+        self.fixed_mask = False  # the mask is the whole run's: a unit no step reads stores nothing (stores)
+        self.recycle = False  # a whole run (whole_run): computed values are copied into each unit's own buffer
         # (row, timestep) per model call of the run, where known before it starts (whole_run; a pipeline's
         # scheduler, blockmask.hooks.stepping): lets the shortcuts make their gates for the run at once
         self.run_calls: tuple[tuple[int, float], ...] | None = None
@@ -104,6 +98,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
             for h, shared in zip(self.hooks, self.graph_cache.states):
                 h.states._state_cache = shared
         self._entered = False
+        self.lean = False  # a whole run of blockmask's own loop: units no step reads are not hooked (hooks.lean)
+        self.untallied: np.ndarray | None = None  # while entered lean: per row, the calls of units not hooked
         self._feeders: list = []  # the norms hooked by blockmask.hooks.feeders while entered
         self._shortcuts: list = []  # the blocks hooked by blockmask.hooks.shortcuts while entered
         self.reset()
@@ -128,7 +124,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
         # innermost on the blocks, under the unit hooks (blockmask.hooks.shortcuts)
         self._shortcuts = shortcuts.install(self) if self.mode == "eager" else []
         try:
-            register_hooks(self.modules, self.hooks)  # all or none (a nested execution: none)
+            modules, hooks, self.untallied = lean.hooked(self)
+            register_hooks(modules, hooks)  # all or none (a nested execution: none)
         except BaseException:
             shortcuts.uninstall(self._shortcuts)
             raise
@@ -173,6 +170,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
                 self._entered = False
                 invalidate_children(self.model)
         finally:
+            self.untallied = None
             self.reset()  # caches freed; the counters stay readable (what ran and what was reused)
             self.computed, self.skipped = counts
 
@@ -222,6 +220,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     @mask.setter
     def mask(self, m: np.ndarray | None) -> None:
+        if getattr(self, "untallied", None) is not None:
+            raise MaskError("a whole run's mask cannot change while it runs (its units were hooked for it)")
         self._mask = m
         self._row = self._row_at(getattr(self, "_step", 0))
         # per unit: does any step read its cache, i.e. call it where the mask reuses it (Python bools,
@@ -305,15 +305,15 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     def whole_run(self, calls=None) -> "MaskedExecution":
         """Set up for one whole sampling run whose mask is this execution's from first to last step, with
-        nobody else holding its caches (:func:`blockmask.sampling.sample.sample`): units the mask never
-        reuses store nothing (:attr:`fixed_mask`), and the others keep one buffer each for the run
+        nobody else holding its caches (:func:`blockmask.sampling.sample.sample`): units no step reads store
+        nothing (:attr:`fixed_mask`) and get no hook (:mod:`blockmask.hooks.lean`), the others keep one buffer each for the run
         (:attr:`recycle`). Why the buffers: holding each step's fresh outputs as caches moves the
         allocator's free memory around, and glibc hands it back to the OS and faults it in again; on
         the bundled mnist-dit (CPU) a computed step cost 3–6% more than the plain model's, 1–2% with
         the buffers (docs/PERFORMANCE.md, "Paced timing"). ``calls``: the run's model calls as (mask row,
         timestep value) (:meth:`blockmask.sampling.sample.SamplingRun.calls`), so the shortcuts can
         compute their gates for the whole run at once (:class:`blockmask.hooks.shortcuts.GateTable`)."""
-        self.fixed_mask = self.recycle = True
+        self.fixed_mask = self.recycle = self.lean = True
         self.run_calls = None if calls is None else tuple((int(k), float(t)) for k, t in calls)
         return self
 
