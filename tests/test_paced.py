@@ -127,3 +127,26 @@ def test_call_profile_reports_each_kind_of_call_and_refuses_bad_input(capsys, mo
     assert main([tiny_spec("tiny-unet")]) == 2
     err = capsys.readouterr().err
     assert "must be at least 1" in err and "no transformer blocks" in err
+
+
+def test_run_overheads_reports_each_part_and_refuses_bad_input(capsys):
+    from conftest import tiny_spec
+    from run_overheads import main
+
+    from blockmask.hooks import runsums, shortcuts
+    from blockmask.hooks.execution import MaskedExecution
+
+    real = (shortcuts.GateTable._make, runsums.RunSums.take, torch.Tensor.addcmul_, MaskedExecution.whole_run)
+    assert main([tiny_spec("tiny-dit"), "--steps", "4", "--batch", "2", "--runs", "1", "--reuse", "forecast"]) == 0
+    out = capsys.readouterr().out
+    for part in ("set-up and finish", "gate tables", "run sums", "lean", "non-block call"):
+        assert part in out
+    import re
+
+    passes = re.search(r"run sums: [0-9.]+ ms per computed step, ([0-9.]+) passes of ([0-9.]+) µs", out)
+    assert passes and float(passes.group(1)) > 0 and float(passes.group(2)) > 0  # (the take's passes were timed)
+    assert (shortcuts.GateTable._make, runsums.RunSums.take, torch.Tensor.addcmul_, MaskedExecution.whole_run) == real
+    assert main([tiny_spec("tiny-dit"), "--runs", "0"]) == 2
+    assert main([tiny_spec("tiny-unet"), "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err and "not a DiT" in err
