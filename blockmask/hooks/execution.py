@@ -305,9 +305,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     def whole_run(self, calls=None) -> "MaskedExecution":
         """Set up for one whole sampling run whose mask is this execution's from first to last step, with
-        nobody else holding its caches (:func:`blockmask.sampling.sample.sample`): units no step reads store
-        nothing (:attr:`fixed_mask`) and get no hook (:mod:`blockmask.hooks.lean`), the others keep one buffer each for the run
-        (:attr:`recycle`). Why the buffers: holding each step's fresh outputs as caches moves the
+        nobody else holding its caches (:func:`blockmask.sampling.sample.sample`): units no step reads
+        store nothing (:attr:`fixed_mask`) and get no hook (:mod:`blockmask.hooks.lean`), the others keep
+        one buffer each for the run (:attr:`recycle`). Why the buffers: holding each step's outputs moves the
         allocator's free memory around, and glibc hands it back to the OS and faults it in again; on
         the bundled mnist-dit (CPU) a computed step cost 3–6% more than the plain model's, 1–2% with
         the buffers (docs/PERFORMANCE.md, "Paced timing"). ``calls``: the run's model calls as (mask row,
