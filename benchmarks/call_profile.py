@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for  # noqa: E402
-from paced import PacedRun, Spec, twin_of  # noqa: E402
+from paced import PacedRun, Spec, schedule_arguments, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -38,11 +38,7 @@ from blockmask.workbench import Workbench  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
-    ap.add_argument("--interval", type=int, default=2)
-    ap.add_argument("--reuse", choices=("hold", "forecast"), default="hold")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=16)
+    schedule_arguments(ap)
     ap.add_argument("--every", type=int, default=3, help="profile every N-th pair of calls")
     ap.add_argument("--rows", type=int, default=12)
     ap.add_argument("--no-gate-tables", action="store_true", help="the shortcuts compute their gates at every call")

@@ -28,6 +28,16 @@ from blockmask.hooks.execution import MaskedExecution
 from blockmask.sampling.sample import SamplingRun
 
 
+def schedule_arguments(ap) -> None:
+    """The model and schedule options the per-call benchmarks share (``paced_calls.py``,
+    ``call_profile.py``, ``run_overheads.py``): a FORA-shaped N=``--interval`` K=``--steps`` run."""
+    ap.add_argument("model")
+    ap.add_argument("--interval", type=int, default=2)
+    ap.add_argument("--reuse", choices=("hold", "forecast"), default="hold")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=16)
+
+
 def twin_of(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model``'s modules that shares its parameters and buffers: hooks on one are not on the
     other, while both read the same weights, so neither run's calls find the weights evicted by the

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for  # noqa: E402
-from paced import PacedRun, Spec, interleaved, twin_of  # noqa: E402
+from paced import PacedRun, Spec, interleaved, schedule_arguments, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -54,12 +54,8 @@ def timed_calls(run: PacedRun) -> list[float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
+    schedule_arguments(ap)
     ap.add_argument("--rule", choices=("fora", "blocks"), default="fora")
-    ap.add_argument("--interval", type=int, default=2)
-    ap.add_argument("--reuse", choices=("hold", "forecast"), default="hold")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-recycle", action="store_true")
     ap.add_argument("--no-run-sums", action="store_true", help="the reuse steps sum their cached values themselves")

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for  # noqa: E402
-from paced import PacedRun, Spec, twin_of  # noqa: E402
+from paced import PacedRun, Spec, schedule_arguments, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -120,11 +120,7 @@ def non_block_call(wb, twin, *, batch: int, condition, repeats: int) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
-    ap.add_argument("--interval", type=int, default=2)
-    ap.add_argument("--reuse", choices=("hold", "forecast"), default="hold")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=16)
+    schedule_arguments(ap)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
     try:

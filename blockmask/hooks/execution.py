@@ -195,9 +195,9 @@ class MaskedExecution(contextlib.AbstractContextManager):
             return False
         if self.static:
             return bool(self.store_mask[self.step, i])
-        if not self.fixed_mask or self._read is None or self.soft is not None:
+        if not self.fixed_mask or self.cache_read is None or self.soft is not None:
             return True
-        return self._read[i]
+        return self.cache_read[i]
 
     # --- step control -------------------------------------------------------------------
     def set_step(self, k: int, branch: Any = 0) -> None:
@@ -226,7 +226,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self._row = self._row_at(getattr(self, "_step", 0))
         # per unit: does any step read its cache, i.e. call it where the mask reuses it (Python bools,
         # constants under torch.compile); a branch reused only where its block is reused too never does
-        self._read = None if m is None else tuple(bool(v) for v in self.reads(m).any(axis=0))
+        self.cache_read = None if m is None else tuple(bool(v) for v in self.reads(m).any(axis=0))
 
     def _row_at(self, k: int) -> tuple[bool, ...] | None:
         """Row k of the mask as Python bools (None without a mask; () past its end, so gate() raises).

@@ -25,9 +25,8 @@ def hooked(execution) -> tuple[list, list, np.ndarray | None]:
     m = ex.whole_mask()
     keep, untallied = everyone, None
     if m is not None and ex.lean and ex.mode == "eager" and not ex.static:
-        read = ex.reads(m).any(axis=0)
-        keep = [i for i in everyone if read[i]]
-        left = [i for i in everyone if not read[i]]
+        keep = [i for i in everyone if ex.cache_read[i]]  # (MaskedExecution's, set with the mask)
+        left = [i for i in everyone if not ex.cache_read[i]]
         if left:
             untallied = called_mask(m, [u.parent for u in ex.units])[:, left].sum(axis=1)
     return [ex.modules[i] for i in keep], [ex.hooks[i] for i in keep], untallied

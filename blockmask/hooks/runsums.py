@@ -33,6 +33,8 @@ sampling loop).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry
@@ -108,10 +110,8 @@ class RunSums:
             self.branch[h.attn1], self.branch[h.ff] = (b, 0), (b, 1)
             if h.attn2 is not None:
                 self.branch[h.attn2] = (b, None)
-        self.expected = dict.fromkeys((j for t in targets.values() for j, _ in t), 0)  # reuse row → values
-        for t in targets.values():
-            for j, _ in t:
-                self.expected[j] += len(self.branch)
+        reads = Counter(j for t in targets.values() for j, _ in t)  # reuse row → computed rows it reads
+        self.expected = {j: n * len(self.branch) for j, n in reads.items()}  # reuse row → values summed
         self.ready = False  # the tables made (at the first call)
         self.sums: dict[int, torch.Tensor] = {}  # reuse row → its sum so far
         self.spare: list[torch.Tensor] = []  # sums served at earlier calls: buffers for the next ones
