@@ -63,8 +63,7 @@ DEFAULT_OUT = {"vae": REPO / "runs" / "mnist-vae", "ldm": REPO / "assets" / "mod
                "pixart": REPO / "assets" / "models" / "mnist-pixart"}
 DEFAULT_LR = {"vae": 1e-3, "ldm": 1e-3, "pixart": 5e-4}
 
-# Model sizes. "small" is what is bundled (kept small: assets/models/ < 60 MB, 8 images x 50 steps < 10 s
-# on a 2-core CPU); "tiny" is for tests and rehearsals.
+# Model sizes: "small" is bundled (assets/models/ < 60 MB, 8 images x 50 steps < 10 s on 2 cores); "tiny": tests.
 SIZES = {
     "small": {
         "vae": dict(block_out_channels=(32, 64, 64), norm_num_groups=32),

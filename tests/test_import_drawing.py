@@ -1,6 +1,7 @@
 """The import drawing of blockmask/ (issue 30): no import circle, counting the imports made inside
 functions too (an import moved into a function to dodge a circle is still a circle); no private
-name imported from another module; every module under 400 lines; the layers of the package layout
+name imported from another module; every module (and every Python file of the apps, scripts,
+benchmarks and tests) under 400 lines; the layers of the package layout
 (docs/ARCHITECTURE.md) imported in one direction only; no blockmask module imported inside a function."""
 
 from __future__ import annotations
@@ -108,10 +109,13 @@ def test_no_private_name_imported_across_modules():
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
 
 
-def test_every_module_is_under_400_lines():
-    big = {str(p.relative_to(PKG.parent)): n for p in MODULES.values()
+def test_every_python_file_is_under_400_lines():
+    """The package's modules, and the apps', scripts', benchmarks' and tests' files too."""
+    files = list(MODULES.values()) + [p for d in ("app", "scripts", "benchmarks", "tests")
+                                      for p in sorted((PKG.parent / d).rglob("*.py"))]
+    big = {str(p.relative_to(PKG.parent)): n for p in files
            if (n := len(p.read_text(encoding="utf-8").splitlines())) >= MAX_LINES}
-    assert not big, f"modules of {MAX_LINES} lines or more: {big}"
+    assert not big, f"Python files of {MAX_LINES} lines or more: {big}"
 
 
 # The package layout, lowest layer first (docs/ARCHITECTURE.md): a module imports only from its own
