@@ -248,7 +248,8 @@ def build(spec: str | None = None) -> gr.Blocks:
         with gr.Row():
             fr_budget = gr.Slider(0, 1, 0.5, step=0.01, label="MAC budget (fraction of the plain run)", scale=2,
                                   elem_id="fr-budget",
-                                  info="Selects the planned point with the largest budget under it")
+                                  info="Selects, of the points planned for budgets at or under it, "
+                                       "the best on validation")
             fr_point = gr.Dropdown([], label="Frontier point", scale=3, elem_id="fr-point",
                                    info="Every point of the plot (gr.Plot has no click event): pick one, press Load")
             fr_load = gr.Button("Load point", variant="primary", scale=1, elem_id="fr-load")

@@ -117,8 +117,8 @@ def frontier_panel(ctx: ModelContext, ed: MaskEditor) -> None:
                f"(or Generate at K={fr.ref_steps}).")
     lo = float(fr.plans.budget.min()) if len(fr.plans) else 0.05
     budget = st.slider("MAC budget (fraction of the plain run)", 0.0, 1.0, 0.5, 0.01,
-                       key="fr_budget", help=f"Selects the planned point with the largest budget at or under it "
-                                             f"(cheapest planned point: {100 * lo:.0f} %).")
+                       key="fr_budget", help=f"Selects, of the points planned for budgets at or under it, the best "
+                                             f"on validation (cheapest planned point: {100 * lo:.0f} %).")
     pick = None
     try:
         pick, md = frontier.budget_md(fr, budget)

@@ -6,7 +6,8 @@ frontier tables come from this):
 Prints: the issue-26 counts on the test seeds (fewer-steps points matched at <= 1.02x MACs, rule
 points beaten by >= 0.5 dB at <= their MACs), which family was chosen how often, the largest
 validation gain of a learned or refined candidate over the best non-learned one, the peers nobody
-met, one row per distinct planned schedule, and (``--speed``) the wall-time rows of
+met, one row per planned budget with the schedule that budget gets (``Frontier.at_budget``: the
+budget's own plan, or a plan for a smaller budget that validation rates higher), and (``--speed``) the wall-time rows of
 ``benchmarks/frontier_speed.py``.
 """
 
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from blockmask.learning.frontierfile import answered
 
 
 def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
@@ -29,10 +32,16 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
     if len(missed):
         out.append("- not met: " + "; ".join(f"{r['name']} ({r.macs_ratio:.1%}, {r.test_psnr:.2f} dB)"
                                                for _, r in missed.iterrows()))
-    fam = plans.family.value_counts()
-    out.append(f"- chosen family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items()))
+    plans = plans.reset_index(drop=True)
+    ans = plans.set_index("name").loc[answered(plans)].reset_index()  # what each budget gets (Frontier.at_budget)
+    sup = int((ans.name != plans.name).sum())
+    fam, own = ans.family.value_counts(), plans.family.value_counts()
+    out.append(f"- the answer's family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items())
+               + f" (each budget's own plan: " + ", ".join(f"{k} {v}" for k, v in own.items())
+               + f"; {sup} own plans superseded by a plan for a smaller budget with a better validation PSNR)")
     if "reuse" in plans:
-        out.append(f"- with forecast reuse (blockmask.core.forecast): {int((plans.reuse == 'forecast').sum())} of {len(plans)}")
+        out.append(f"- with forecast reuse (blockmask.core.forecast): {int((ans.reuse == 'forecast').sum())} of "
+                   f"{len(plans)} answers")
     lg = plans.learning_gain_db.dropna()
     if len(lg):
         best = plans.loc[lg.idxmax()]
@@ -40,12 +49,14 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
                    f"largest {lg.max():+.2f} dB (budget {best.budget:.1%}); validated at {len(lg)} budgets")
     d = (plans.test_psnr - plans.valid_psnr).abs()
     out.append(f"- test vs validation PSNR of the schedules: mean |difference| {d.mean():.2f} dB, largest {d.max():.2f}")
-    out += ["", "| budget | chosen (family) | K | MACs | validation PSNR | test PSNR | gain over fewer steps, "
-            "validation [95% CI] |", "|---|---|---|---|---|---|---|"]
-    for _, r in plans.iterrows():
-        out.append(f"| {r.budget:.1%} | {r.provenance} ({r.family}) | {int(r.steps)} | {r.macs_ratio:.1%} | "
+    out += ["", "| budget | answer (family) | K | MACs | validation PSNR | test PSNR | gain over fewer steps at its "
+            "own budget, validation [95% CI] | this budget's own plan, where superseded (validation / test PSNR) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (_, p), (_, r) in zip(plans.iterrows(), ans.iterrows()):
+        own_plan = "" if p["name"] == r["name"] else f"{p.provenance} ({p.valid_psnr:.2f} / {p.test_psnr:.2f} dB)"
+        out.append(f"| {p.budget:.1%} | {r.provenance} ({r.family}) | {int(r.steps)} | {r.macs_ratio:.1%} | "
                    f"{r.valid_psnr:.2f} | {r.test_psnr:.2f} | {r.gain_over_fewer_steps_db:+.2f} "
-                   f"[{r.gain_low_db:+.2f}, {r.gain_high_db:+.2f}] |")
+                   f"[{r.gain_low_db:+.2f}, {r.gain_high_db:+.2f}] | {own_plan} |")
     out += ["", "| peer | MACs | test PSNR | met by |", "|---|---|---|---|"]
     for _, r in pd.concat([ru, fs]).iterrows():
         out.append(f"| {r['name']} | {r.macs_ratio:.1%} | {r.test_psnr:.2f} | {r.met_by if met(r.to_frame().T).iloc[0] else '—'} |")

@@ -237,3 +237,28 @@ def test_fid_plot_turns_logarithmic_when_one_row_is_broken(tmp_path):
         html = (tmp_path / name / "pareto-fid.html").read_text()
         assert ('"type":"log"' in html) is log, name
         assert ('"ticktext":["0.1"' in html) is log
+
+
+def test_frontier_report_shows_what_each_budget_gets(tmp_path):
+    """benchmarks/frontier_report.py: a budget whose own plan a cheaper plan supersedes on validation
+    (as ``Frontier.at_budget`` answers it) shows that cheaper plan, and names its own plan beside it."""
+    import pandas as pd
+
+    cols = dict(steps=4, gain_over_fewer_steps_db=0.0, gain_low_db=0.0, gain_high_db=0.0, learning_gain_db=None,
+                met_by=None, reuse="hold")
+    rows = [dict(kind="plan", name="p30", family="rule", provenance="fora N=3 K=6", budget=0.3, macs_ratio=0.29,
+                 valid_psnr=31.0, test_psnr=31.2, **cols),
+            dict(kind="plan", name="p50", family="fewer-steps", provenance="DDIM 5 steps", budget=0.5, macs_ratio=0.5,
+                 valid_psnr=29.0, test_psnr=29.1, **cols),
+            dict(kind="peer fewer-steps", name="DDIM 5 steps", family="fewer-steps", provenance=None, budget=None,
+                 macs_ratio=0.5, valid_psnr=29.0, test_psnr=29.1, **{**cols, "met_by": "p30"})]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/frontier_report.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    lines = r.stdout.splitlines()
+    assert "| 30.0% | fora N=3 K=6 (rule) | 4 | 29.0% | 31.00 | 31.20 | +0.00 [+0.00, +0.00] |  |" in lines
+    assert "| 50.0% | fora N=3 K=6 (rule) | 4 | 29.0% | 31.00 | 31.20 | +0.00 [+0.00, +0.00] | DDIM 5 steps " \
+           "(29.00 / 29.10 dB) |" in lines
+    assert any(ln.startswith("- the answer's family over 2 budgets: rule 2 (each budget's own plan: rule 1, "
+                             "fewer-steps 1; 1 own plans superseded") for ln in lines)

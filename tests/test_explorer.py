@@ -107,6 +107,26 @@ def test_figure_traces_and_customdata(ctx, fr):
     assert "held-out test seeds" in fig.layout.yaxis.title.text and "MACs" in fig.layout.xaxis.title.text
     tab = frontier.table(fr)
     assert len(tab) == len(fr.points) and "test PSNR (dB, held-out)" in tab.columns
+    assert (tab["its budget gets instead"] == "").all()  # the fixture's plans improve with the budget
+
+
+def test_figure_line_is_what_each_budget_gets(ctx, fr):
+    """A plan superseded by a cheaper plan that validation rates higher (frontier_merge leaves such
+    plans) is off the frontier's line, drawn faint, and the table names what its budget gets instead."""
+    from blockmask.learning.frontierfile import Frontier
+
+    pts = fr.points.copy()
+    cheap, rich = fr.plans.name.iloc[0], fr.plans.name.iloc[1]
+    pts.loc[pts.name == cheap, "valid_psnr"] = float(fr.plans.valid_psnr.max()) + 1.0
+    g = Frontier(fr.model, fr.ref_steps, fr.units, pts, fr.masks, fr.meta)
+    fig = frontier.figure(g, ctx)
+    line = next(t for t in fig.data if t.name == "planner's frontier")
+    faint = next(t for t in fig.data if t.name == "planned, superseded by a cheaper point")
+    assert cheap in list(line.customdata) and rich not in list(line.customdata) and rich in list(faint.customdata)
+    assert frontier.load_point(g, ctx, rich) is not None  # still loadable from the faint marker
+    tab = frontier.table(g).set_index("point")
+    rich_row = g.points[g.points.name == rich].iloc[0]
+    assert tab.loc[frontier.point_label(rich_row), "its budget gets instead"].startswith("planner 50 %")
 
 
 def test_race_five_lanes_same_seeds(ctx, fr):

@@ -39,6 +39,10 @@ def test_round_trip_schedules_and_budgets(tmp_path):
     better.loc[better.name == "p30", "valid_psnr"] = 26.0
     h = Frontier("tiny", 10, g.units, better, g.masks, {})
     assert h.at_budget(0.3)["name"] == "p30" and h.at_budget(0.6)["name"] == "p30"
+    # what each planned budget gets: its own plan, or a cheaper one validation rates higher (superseded)
+    assert list(g.answers().answer) == ["p30", "p50"] and list(g.line().name) == ["p30", "p50"]
+    assert list(h.answers().answer) == ["p30", "p30"] and list(h.line().name) == ["p30"]
+    assert "answer" not in h.line() and list(h.answers().name) == ["p30", "p50"]
     assert g.counts() == {"fewer_steps_matched": 1, "fewer_steps": 1, "rules_beaten": 0, "rules": 1}
     assert list(g.plans.name) == ["p30", "p50"] and len(g.peers) == 2
 
@@ -70,3 +74,24 @@ def test_peer_points_are_the_issues_peers(workbenches):
     assert {c.name for c in unet if c.family == "rule"} == {f"DeepCache b{b} N={n}" for b in (0, 1) for n in (2, 3, 5)}
     dit = {c.name for c in peer_points(workbenches("tiny-dit"), 10) if c.family == "rule"}
     assert {"FORA N=2", "FORA N=3"} <= dit and dit <= {"FORA N=2", "FORA N=3", "blocks N=2", "blocks N=3"}
+
+
+def test_answers_follow_at_budget_at_every_planned_budget():
+    """Random frontiers: ``answered`` (the report's and the figure's) is ``at_budget`` at each planned budget,
+    and the line's validation PSNR never falls as the budget grows."""
+    from blockmask.learning.frontierfile import answered
+
+    rng = np.random.default_rng(0)
+    f = frontier()
+    for _ in range(30):
+        n = int(rng.integers(1, 8))
+        budgets = np.sort(rng.choice(np.arange(0.2, 1.0, 0.05), n, replace=rng.random() < 0.3))
+        pts = pd.DataFrame([{"kind": "plan", "name": f"p{i}", "family": "rule", "provenance": f"r{i}",
+                             "budget": float(b), "steps": 4, "macs_ratio": float(b) - 0.01,
+                             "valid_psnr": float(rng.choice([np.nan, *rng.normal(30, 3, 3)])), "test_psnr": 30.0,
+                             "met_by": None} for i, b in enumerate(budgets)])
+        g = Frontier("tiny", 10, f.units, pts, {f"p{i}": None for i in range(n)}, {})
+        a = g.answers()
+        assert list(a.answer) == [g.at_budget(b)["name"] for b in a.budget] == answered(g.plans.reset_index(drop=True))
+        v = pd.to_numeric(g.line().valid_psnr).fillna(-np.inf).to_numpy()
+        assert (v[1:] >= v[:-1]).all()

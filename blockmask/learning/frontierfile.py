@@ -41,6 +41,24 @@ COLUMNS = ["kind", "name", "family", "provenance", "reuse", "budget", "steps", "
            "met_by"]
 
 
+def best_position(plans: pd.DataFrame) -> int:
+    """Position in ``plans`` (sorted by budget) of the one with the best validation PSNR; the largest
+    budget on a tie, and a missing PSNR counts as the worst."""
+    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf)
+    return max(range(len(plans)), key=lambda i: (v.iloc[i], i))
+
+
+def answered(plans: pd.DataFrame) -> list[str]:
+    """For each row of ``plans`` (sorted by budget), the name of the plan :meth:`Frontier.at_budget` returns
+    at its budget: of the plans for a budget ≤ it, the best on validation (:func:`best_position`)."""
+    b = pd.to_numeric(plans.budget)
+    out = []
+    for x in b:
+        ok = plans[b <= x + 1e-9]
+        out.append(ok.iloc[best_position(ok)]["name"])
+    return out
+
+
 def peer_points(wb, ref: int, stride: int = 1) -> list[Candidate]:
     """Plain DDIM at every K' from 13 to 45 (scaled to ``ref``; ``stride`` > 1: every stride-th K' and
     the last) and the rule peers at ``ref`` steps: DeepCache branches 0 and 1 at intervals 2, 3, 5 on
@@ -110,8 +128,20 @@ class Frontier:
         if ok.empty:
             raise BlockmaskError(f"budget {b:g} is below the {self.model} frontier's cheapest planned point "
                                  f"({self.plans.budget.min():.3g})")
-        v = pd.to_numeric(ok.valid_psnr, errors="coerce").fillna(-np.inf)
-        return ok.iloc[max(range(len(ok)), key=lambda i: (v.iloc[i], i))]
+        return ok.iloc[best_position(ok)]
+
+    def answers(self) -> pd.DataFrame:
+        """The plan points in budget order, with ``answer``: the point :meth:`at_budget` returns at each
+        one's budget. That is the point itself, or a plan for a smaller budget with a better validation
+        PSNR, which *supersedes* it (a merge of budgets planned at different times leaves such plans)."""
+        pl = self.plans.reset_index(drop=True)
+        return pl.assign(answer=answered(pl))
+
+    def line(self) -> pd.DataFrame:
+        """The frontier as it answers budgets: each plan point some planned budget gets from
+        :meth:`at_budget`, once, in budget order (its validation PSNR never falls as the budget grows)."""
+        a = self.answers()
+        return a[a.name.isin(set(a.answer))].drop(columns="answer")
 
     def counts(self) -> dict:
         """Issue 26's "Done when" counts on the test seeds."""

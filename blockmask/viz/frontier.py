@@ -269,13 +269,17 @@ def table(fr: Frontier) -> pd.DataFrame:
 
 def _table(fr: Frontier) -> pd.DataFrame:
     p = fr.points
+    ans = fr.answers()
+    labels = {r["name"]: point_label(r) for _, r in ans.iterrows()}
+    answer = dict(zip(ans.name, ans.answer))
     return pd.DataFrame({
         "point": [point_label(r) for _, r in p.iterrows()], "kind": p.kind, "family": p.family,
         "K": p.steps.astype(int), "MACs %": (100 * p.macs_ratio.astype(float)).round(1),
         "validation PSNR (dB)": p.valid_psnr.astype(float).round(2),
         "test PSNR (dB, held-out)": p.test_psnr.astype(float).round(2),
         "matched / beaten by": [point_label(fr.points[fr.points.name == m].iloc[0]) if m else ""
-                                for m in p.met_by.fillna("").astype(str)]})
+                                for m in p.met_by.fillna("").astype(str)],
+        "its budget gets instead": [labels[answer[n]] if answer.get(n, n) != n else "" for n in p.name]})
 
 
 def _rule_group(name: str) -> str:
@@ -286,12 +290,21 @@ def figure(fr: Frontier, ctx: ModelContext | None = None, live: Live | None = No
            selected: str | None = None) -> go.Figure:
     """The explorer plot. Every clickable marker carries its point name in ``customdata``."""
     fig = go.Figure()
-    pl = fr.plans.sort_values("macs_ratio")
+    ans = fr.answers()
+    pl = fr.line().sort_values("macs_ratio")  # (what a budget gets: Frontier.at_budget)
     hover = "%{text}<br>MACs %{x:.1%} · test PSNR %{y:.2f} dB<extra></extra>"
     fig.add_trace(go.Scatter(x=pl.macs_ratio, y=pl.test_psnr, mode="lines+markers", name="planner's frontier",
                              marker=dict(size=10, color="#d62728"), line=dict(color="#d62728", width=2),
                              customdata=pl.name, text=[point_label(r) for _, r in pl.iterrows()],
                              hovertemplate=hover))
+    sup = ans[ans.answer != ans.name]
+    if len(sup):
+        by = {r["name"]: point_label(r) for _, r in ans.iterrows()}
+        fig.add_trace(go.Scatter(x=sup.macs_ratio, y=sup.test_psnr, mode="markers",
+                                 name="planned, superseded by a cheaper point",
+                                 marker=dict(size=6, color="rgba(214, 39, 40, 0.35)"), customdata=sup.name,
+                                 text=[f"{point_label(r)} · its budget gets {by[r.answer]} (better on validation)"
+                                       for _, r in sup.iterrows()], hovertemplate=hover))
     fs = fr.points[fr.points.kind == "peer fewer-steps"].sort_values("macs_ratio")
     fig.add_trace(go.Scatter(x=fs.macs_ratio, y=fs.test_psnr, mode="lines+markers", name="plain, fewer steps",
                              marker=dict(size=6, color="#7f7f7f"), line=dict(color="#7f7f7f", dash="dot"),
