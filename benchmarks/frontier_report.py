@@ -4,11 +4,11 @@ frontier tables come from this):
     python benchmarks/frontier_report.py DIR [--speed SPEED.csv]
 
 Prints: the issue-26 counts on the test seeds (fewer-steps points matched at <= 1.02x MACs, rule
-points beaten by >= 0.5 dB at <= their MACs), which family was chosen how often, the largest
+points beaten by >= 0.5 dB at <= their MACs), which family each budget gets how often, the largest
 validation gain of a learned or refined candidate over the best non-learned one, the peers nobody
 met, one row per planned budget with the schedule that budget gets (``Frontier.at_budget``: the
-budget's own plan, or a plan for a smaller budget that validation rates higher), and (``--speed``) the wall-time rows of
-``benchmarks/frontier_speed.py``.
+budget's own plan, or a plan for a smaller budget that validation rates higher), and (``--speed``)
+the wall-time rows of ``benchmarks/frontier_speed.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
     sup = int((ans.name != plans.name).sum())
     fam, own = ans.family.value_counts(), plans.family.value_counts()
     out.append(f"- the answer's family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items())
-               + f" (each budget's own plan: " + ", ".join(f"{k} {v}" for k, v in own.items())
+               + " (each budget's own plan: " + ", ".join(f"{k} {v}" for k, v in own.items())
                + f"; {sup} own plans superseded by a plan for a smaller budget with a better validation PSNR)")
     if "reuse" in plans:
         out.append(f"- with forecast reuse (blockmask.core.forecast): {int((ans.reuse == 'forecast').sum())} of "

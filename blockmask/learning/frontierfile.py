@@ -44,19 +44,22 @@ COLUMNS = ["kind", "name", "family", "provenance", "reuse", "budget", "steps", "
 def best_position(plans: pd.DataFrame) -> int:
     """Position in ``plans`` (sorted by budget) of the one with the best validation PSNR; the largest
     budget on a tie, and a missing PSNR counts as the worst."""
-    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf)
-    return max(range(len(plans)), key=lambda i: (v.iloc[i], i))
+    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf).to_numpy()
+    return max(range(len(plans)), key=lambda i: (v[i], i))
 
 
 def answered(plans: pd.DataFrame) -> list[str]:
     """For each row of ``plans`` (sorted by budget), the name of the plan :meth:`Frontier.at_budget` returns
     at its budget: of the plans for a budget ≤ it, the best on validation (:func:`best_position`)."""
-    b = pd.to_numeric(plans.budget)
-    out = []
-    for x in b:
-        ok = plans[b <= x + 1e-9]
-        out.append(ok.iloc[best_position(ok)]["name"])
-    return out
+    b = pd.to_numeric(plans.budget).to_numpy(float)
+    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf).to_numpy()
+    best, upto = [], -1  # best[j]: the best of rows 0..j, by (validation PSNR, position)
+    for j in range(len(b)):
+        upto = j if upto < 0 or (v[j], j) >= (v[upto], upto) else upto
+        best.append(upto)
+    ends = np.searchsorted(b, b + 1e-9, side="right")  # rows with a budget ≤ each row's: 0 .. end - 1
+    names = list(plans["name"])
+    return [names[best[e - 1]] for e in ends]
 
 
 def peer_points(wb, ref: int, stride: int = 1) -> list[Candidate]:
