@@ -76,6 +76,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
                               "use eager, compiled or graph")
         self.units: list[Unit] = discover_units(model)
         self.modules = unit_modules(model, self.units)
+        self.lean = False  # a whole run of blockmask's own loop: units no step reads are not hooked (hooks.lean)
+        self.untallied: np.ndarray | None = None  # while entered lean: per row, the calls of units not hooked
         self.mask = None if mask is None else validate_mask(mask, units=len(self.units))
         self.clone_cache = clone_cache or self.mode in ("graph", "rowgraph")  # (graph replays overwrite outputs)
         self.static = self.mode == "rowgraph"  # one cache buffer per unit, written in place, kept across runs
@@ -98,8 +100,6 @@ class MaskedExecution(contextlib.AbstractContextManager):
             for h, shared in zip(self.hooks, self.graph_cache.states):
                 h.states._state_cache = shared
         self._entered = False
-        self.lean = False  # a whole run of blockmask's own loop: units no step reads are not hooked (hooks.lean)
-        self.untallied: np.ndarray | None = None  # while entered lean: per row, the calls of units not hooked
         self._feeders: list = []  # the norms hooked by blockmask.hooks.feeders while entered
         self._shortcuts: list = []  # the blocks hooked by blockmask.hooks.shortcuts while entered
         self.reset()
@@ -220,7 +220,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     @mask.setter
     def mask(self, m: np.ndarray | None) -> None:
-        if getattr(self, "untallied", None) is not None:
+        if self.untallied is not None:
             raise MaskError("a whole run's mask cannot change while it runs (its units were hooked for it)")
         self._mask = m
         self._row = self._row_at(getattr(self, "_step", 0))

@@ -140,10 +140,11 @@ class Frontier:
         pl = self.plans.reset_index(drop=True)
         return pl.assign(answer=answered(pl))
 
-    def line(self) -> pd.DataFrame:
+    def line(self, answers: pd.DataFrame | None = None) -> pd.DataFrame:
         """The frontier as it answers budgets: each plan point some planned budget gets from
-        :meth:`at_budget`, once, in budget order (its validation PSNR never falls as the budget grows)."""
-        a = self.answers()
+        :meth:`at_budget`, once, in budget order (its validation PSNR never falls as the budget grows).
+        ``answers``: this frontier's :meth:`answers`, where already at hand."""
+        a = self.answers() if answers is None else answers
         return a[a.name.isin(set(a.answer))].drop(columns="answer")
 
     def counts(self) -> dict:

@@ -269,7 +269,7 @@ def table(fr: Frontier) -> pd.DataFrame:
 
 def _table(fr: Frontier) -> pd.DataFrame:
     p = fr.points
-    ans = fr.answers()
+    ans = _memo("answers", fr, None, fr.answers)
     labels = {r["name"]: point_label(r) for _, r in ans.iterrows()}
     answer = dict(zip(ans.name, ans.answer))
     return pd.DataFrame({
@@ -290,8 +290,8 @@ def figure(fr: Frontier, ctx: ModelContext | None = None, live: Live | None = No
            selected: str | None = None) -> go.Figure:
     """The explorer plot. Every clickable marker carries its point name in ``customdata``."""
     fig = go.Figure()
-    ans = fr.answers()
-    pl = fr.line().sort_values("macs_ratio")  # (what a budget gets: Frontier.at_budget)
+    ans = _memo("answers", fr, None, fr.answers)
+    pl = fr.line(ans).sort_values("macs_ratio")  # (what a budget gets: Frontier.at_budget)
     hover = "%{text}<br>MACs %{x:.1%} · test PSNR %{y:.2f} dB<extra></extra>"
     fig.add_trace(go.Scatter(x=pl.macs_ratio, y=pl.test_psnr, mode="lines+markers", name="planner's frontier",
                              marker=dict(size=10, color="#d62728"), line=dict(color="#d62728", width=2),
