@@ -285,6 +285,8 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
 
     import pandas as pd
 
+    from blockmask.learning.frontierfile import answered
+
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     r = subprocess.run([sys.executable, str(root / "benchmarks/frontier.py"), tiny_spec("tiny-unet"), "--dry-run",
@@ -307,6 +309,20 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
     mine = s[s.comparison == "plain vs schedule"]
     assert 1 <= len(mine) <= len(plans) and set(mine.schedule) <= set(plans.name)  # one row per distinct schedule
     assert np.allclose(mine.efficiency, mine.speedup * mine.macs_ratio, atol=1e-3)
+    # --answers: only what some budget gets; the richest budget's plan, rated worst, is superseded
+    original = (tmp_path / "results.csv").read_text()
+    last = plans.budget.idxmax()
+    df.loc[last, "valid_psnr"] = -1.0
+    df.to_csv(tmp_path / "results.csv", index=False)
+    gets = set(answered(df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)))
+    r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"), "--answers",
+                        "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "a.csv")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    (tmp_path / "results.csv").write_text(original)
+    assert r.returncode == 0, r.stderr[-800:]
+    ans = pd.read_csv(tmp_path / "a.csv")
+    ans = ans[ans.comparison == "plain vs schedule"]
+    assert 1 <= len(ans) and set(ans.schedule) <= gets and df.name[last] not in gets
     r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_speed.py"), tiny_spec("tiny-unet"), "--pace",
                         "steps", "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "p.csv")],
                        capture_output=True, text=True, timeout=600, env=env)
