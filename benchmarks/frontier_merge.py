@@ -6,7 +6,8 @@ planned frontier folder (``DIR``, e.g. docs/results/frontier-cpu/MODEL), judged 
 A plan row of ``NEW/results.csv`` replaces the row of the same name (the same budget) in
 ``DIR/results.csv`` and its mask file is copied; the peers' rows (their validation and test PSNR) stay,
 their ``met_by`` is recomputed over the merged plans (:func:`blockmask.learning.frontiercompute.met_by`), and
-``DIR/MODEL-NNNref-frontier.json`` (the apps' file) is rebuilt. Both runs must have used the same test
+``DIR/MODEL-NNNref-frontier.json`` (the apps' file) is rebuilt; its ``meta["merged"]`` records this
+command and the one that planned ``NEW`` (from ``NEW``'s own frontier file). Both runs must have used the same test
 seeds and samples (checked on the peers' test PSNR, which must agree).
 """
 
@@ -69,8 +70,11 @@ def main(argv=None) -> int:
         return 2
     atomic_write_text(into / "results.csv", df.to_csv(index=False, float_format="%.4f"))
     old_meta = Frontier.load(target).meta
-    merged = {**old_meta, "merged": [*old_meta.get("merged", []),
-                                     "python benchmarks/frontier_merge.py " + " ".join(argv or sys.argv[1:])]}
+    record = "python benchmarks/frontier_merge.py " + " ".join(argv or sys.argv[1:])
+    planned = next(iter(sorted(new.glob(f"{stem}-*ref-frontier.json"))), None)  # the command that planned them
+    if planned is not None and Frontier.load(planned).meta.get("command"):
+        record += f" (the new plans: {Frontier.load(planned).meta['command']})"
+    merged = {**old_meta, "merged": [*old_meta.get("merged", []), record]}
     build(into, wb, stem, meta=merged).save(target)
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]
     print(f"{stem}: merged {int((df.kind == 'plan').sum())} plans; fewer-steps points matched "

@@ -267,7 +267,8 @@ def test_frontier_benchmark_dry_run(tmp_path):
     from blockmask.learning.frontierfile import Frontier
 
     fr = Frontier.load(tmp_path / "tiny-unet-006ref-frontier.json")
-    assert fr.meta["merged"] and len(fr.plans) == 2
+    assert len(fr.plans) == 2 and "frontier_merge.py" in fr.meta["merged"][-1]
+    assert "(the new plans: python benchmarks/frontier.py " in fr.meta["merged"][-1]  # what planned them
     r = subprocess.run([sys.executable, str(root / "benchmarks/frontier_merge.py"), tiny_spec("tiny-unet"), "--into",
                         str(new / "nope"), "--from", str(new)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "results.csv not found" in r.stderr
