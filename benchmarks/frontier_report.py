@@ -1,14 +1,17 @@
 """Markdown summary of a frontier folder written by ``benchmarks/frontier.py`` (docs/RESULTS.md's
 frontier tables come from this):
 
-    python benchmarks/frontier_report.py DIR [--speed SPEED.csv]
+    python benchmarks/frontier_report.py DIR [--speed SPEED.csv] [--before OLD_RESULTS.csv]
 
 Prints: the issue-26 counts on the test seeds (fewer-steps points matched at <= 1.02x MACs, rule
 points beaten by >= 0.5 dB at <= their MACs), which family each budget gets how often, the largest
 validation gain of a learned or refined candidate over the best non-learned one, the peers nobody
 met, one row per planned budget with the schedule that budget gets (``Frontier.at_budget``: the
 budget's own plan, or a plan for a smaller budget that validation rates higher), and (``--speed``)
-the wall-time rows of ``benchmarks/frontier_speed.py``.
+the wall-time rows of ``benchmarks/frontier_speed.py`` (paced runs: time saved per MAC saved against
+the planned MACs and against the MACs counted on the timed run itself), and (``--before``: an earlier
+``results.csv`` of the same frontier, e.g. ``git show REV:DIR/results.csv``) what each budget got
+before and gets now, with the change of its test PSNR.
 """
 
 from __future__ import annotations
@@ -75,11 +78,41 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
             out += ["", f"Per MAC saved (time saved / MACs saved), masked schedules: median "
                         f"{masked.saved_per_mac_saved.median():.2f}, min {masked.saved_per_mac_saved.min():.2f} "
                         f"({len(masked)} schedules); fewer steps: median {pv[pv.schedule_family == 'fewer-steps'].saved_per_mac_saved.median():.2f}",
-                    "", "| schedule (family) | MACs | speedup, median (min–max) | efficiency | time saved / MACs saved |",
-                    "|---|---|---|---|---|"]
-            for _, r in pv.iterrows():
+                    "", "| schedule (family) | MACs | speedup, median (min–max) | efficiency | time saved / MACs saved |"
+                        " the same, against the timed run's counted MACs |",
+                    "|---|---|---|---|---|---|"]
+            run = pv.get("saved_per_run_mac_saved", pd.Series(float("nan"), index=pv.index))
+            if run.notna().any():
+                out[-4] += (f"; against the timed runs' own counted MACs (the stricter figure), masked: median "
+                            f"{run[masked.index].median():.3f}, min {run[masked.index].min():.3f}")
+            for (_, r), rr in zip(pv.iterrows(), run):
                 out.append(f"| {r.schedule_provenance} ({r.schedule_family}) | {r.macs_ratio:.1%} | {r.speedup:.2f}× "
-                           f"({r.speedup_min:.2f}–{r.speedup_max:.2f}) | {r.efficiency:.2f} | {r.saved_per_mac_saved:.2f} |")
+                           f"({r.speedup_min:.2f}–{r.speedup_max:.2f}) | {r.efficiency:.2f} | {r.saved_per_mac_saved:.3f} | "
+                           f"{'—' if pd.isna(rr) else f'{rr:.3f}'} |")
+    return "\n".join(out)
+
+
+def answers(df: pd.DataFrame) -> pd.DataFrame:
+    """The plan rows with, per budget, the plan :meth:`Frontier.at_budget` answers it with (``answer_*``)."""
+    plans = df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)
+    got = plans.set_index("name").loc[answered(plans)].reset_index()
+    return pd.DataFrame({"budget": plans.budget.round(6), "provenance": got.provenance, "macs_ratio": got.macs_ratio,
+                         "valid_psnr": got.valid_psnr, "test_psnr": got.test_psnr})
+
+
+def before_after(before: pd.DataFrame, now: pd.DataFrame) -> str:
+    """What each budget (of both frontiers) got before and gets now, and how its test PSNR moved."""
+    m = answers(before).merge(answers(now), on="budget", suffixes=("_before", "_now"))
+    d = m.test_psnr_now - m.test_psnr_before
+    out = [f"- {len(m)} budgets in both: the answer changed at {int((m.provenance_before != m.provenance_now).sum())}; "
+           f"its test PSNR moved by a median {d.median():+.2f} dB (min {d.min():+.2f}, max {d.max():+.2f}), its validation "
+           f"PSNR by a median {(m.valid_psnr_now - m.valid_psnr_before).median():+.2f} dB",
+           "", "| budget | before: answer, MACs (validation / test PSNR) | now: answer, MACs (validation / test PSNR) "
+           "| test PSNR change |", "|---|---|---|---|"]
+    for (_, r), dd in zip(m.iterrows(), d):
+        out.append(f"| {r.budget:.1%} | {r.provenance_before}, {r.macs_ratio_before:.1%} ({r.valid_psnr_before:.2f} / "
+                   f"{r.test_psnr_before:.2f}) | {r.provenance_now}, {r.macs_ratio_now:.1%} ({r.valid_psnr_now:.2f} / "
+                   f"{r.test_psnr_now:.2f}) | {dd:+.2f} dB |")
     return "\n".join(out)
 
 
@@ -87,16 +120,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--speed", help="benchmarks/frontier_speed.py's CSV")
+    ap.add_argument("--before", help="an earlier results.csv of this frontier: what each budget got then")
     args = ap.parse_args(argv)
     path = Path(args.folder) / "results.csv"
     if not path.is_file():
         print(f"error: {path} not found", file=sys.stderr)
         return 2
-    if args.speed and not Path(args.speed).is_file():
-        print(f"error: {args.speed} not found", file=sys.stderr)
-        return 2
+    for extra in (args.speed, args.before):
+        if extra and not Path(extra).is_file():
+            print(f"error: {extra} not found", file=sys.stderr)
+            return 2
     speed = pd.read_csv(args.speed) if args.speed else None
-    print(report(pd.read_csv(path), speed))
+    df = pd.read_csv(path)
+    print(report(df, speed))
+    if args.before:
+        print("\n" + before_after(pd.read_csv(args.before), df))
     return 0
 
 

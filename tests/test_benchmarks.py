@@ -262,3 +262,19 @@ def test_frontier_report_shows_what_each_budget_gets(tmp_path):
            "(29.00 / 29.10 dB) |" in lines
     assert any(ln.startswith("- the answer's family over 2 budgets: rule 2 (each budget's own plan: rule 1, "
                              "fewer-steps 1; 1 own plans superseded") for ln in lines)
+    # --before: an earlier results.csv of the same frontier; what each budget got then and gets now
+    old = pd.DataFrame(rows)
+    old.loc[0, ["provenance", "valid_psnr", "test_psnr"]] = ["blocks N=2 K=4", 28.0, 28.5]  # 30%: worse before
+    old.to_csv(tmp_path / "old.csv", index=False)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/frontier_report.py"), str(tmp_path), "--before",
+                        str(tmp_path / "old.csv")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    lines = r.stdout.splitlines()
+    assert "| 30.0% | blocks N=2 K=4, 29.0% (28.00 / 28.50) | fora N=3 K=6, 29.0% (31.00 / 31.20) | +2.70 dB |" in lines
+    # before, 50% got its own plan (DDIM 5 steps, 29.1 on test) since the 30% plan rated lower; now the 30% plan
+    assert "| 50.0% | DDIM 5 steps, 50.0% (29.00 / 29.10) | fora N=3 K=6, 29.0% (31.00 / 31.20) | +2.10 dB |" in lines
+    assert any(ln.startswith("- 2 budgets in both: the answer changed at 2; its test PSNR moved by a median +2.40 dB")
+               for ln in lines)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/frontier_report.py"), str(tmp_path), "--before",
+                        str(tmp_path / "nope.csv")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "nope.csv not found" in r.stderr and r.stderr.count("\n") == 1
