@@ -19,9 +19,11 @@ timed code's own run counted with FlopCounterMode (:func:`paced.counted_macs`; b
 where the shortcuts skip work the planner's per-unit costs count, e.g. the norms of a FORA step and
 the gates' timestep embeddings), and ``saved_per_run_mac_saved`` against it (the stricter figure).
 
-``--answers``: time only the schedules the frontier answers some budget with (``Frontier.at_budget``,
-:func:`blockmask.learning.frontierfile.answered`), not a budget's own plan that a cheaper plan with a
-better validation PSNR supersedes (no budget gets it).
+``--answers``: time only the masked schedules the frontier answers some budget with
+(``Frontier.at_budget``, :func:`blockmask.learning.frontierfile.answered`), not a budget's own plan that
+a cheaper plan with a better validation PSNR supersedes (no budget gets it). Plain fewer-steps plans
+stay (every ``--fewer-steps-every``-th): they cost exactly their MACs, so their rows show the
+measurement's own error.
 
 Timing: one process, ``--threads`` threads, a warm-up of each, then ``--rounds`` rounds of the pair in
 alternating order; medians and (min–max) of the per-round ratios; batch ``--batch``.
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fewer-steps-every", type=int, default=1, metavar="N",
                     help="time every N-th plain fewer-steps schedule only (all masked ones are timed)")
     ap.add_argument("--answers", action="store_true",
-                    help="time only the schedules some budget gets (Frontier.at_budget), not superseded own plans")
+                    help="time only the masked schedules some budget gets (Frontier.at_budget), not superseded own "
+                         "plans (fewer steps stay: the control)")
     args = ap.parse_args(argv)
     folder = Path(args.frontier)
     try:
@@ -107,9 +110,10 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     results = pd.read_csv(folder / "results.csv")
-    if args.answers:  # the plans some budget gets; the peers' rows stay
+    if args.answers:  # the masked plans some budget gets; fewer steps (the control) and the peers' rows stay
         pr = results[results.kind == "plan"].sort_values("budget").reset_index(drop=True)
-        results = results[(results.kind != "plan") | results.name.isin(set(answered(pr)))]
+        results = results[(results.kind != "plan") | (results.family == "fewer-steps")
+                          | results.name.isin(set(answered(pr)))]
     guidance = guidance_of(wb)
     plans, names = schedules(wb, folder, results, guidance)
     plan_rows = results[results.kind == "plan"]
