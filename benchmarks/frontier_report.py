@@ -103,10 +103,10 @@ def answers(df: pd.DataFrame) -> pd.DataFrame:
 def before_after(before: pd.DataFrame, now: pd.DataFrame) -> str:
     """What each budget (of both frontiers) got before and gets now, and how its test PSNR moved."""
     m = answers(before).merge(answers(now), on="budget", suffixes=("_before", "_now"))
-    d = m.test_psnr_now - m.test_psnr_before
+    d = (m.test_psnr_now - m.test_psnr_before).round(2) + 0.0  # (+ 0.0: no "-0.00" for a rescored tie)
     out = [f"- {len(m)} budgets in both: the answer changed at {int((m.provenance_before != m.provenance_now).sum())}; "
            f"its test PSNR moved by a median {d.median():+.2f} dB (min {d.min():+.2f}, max {d.max():+.2f}), its validation "
-           f"PSNR by a median {(m.valid_psnr_now - m.valid_psnr_before).median():+.2f} dB",
+           f"PSNR by a median {(m.valid_psnr_now - m.valid_psnr_before).median().round(2) + 0.0:+.2f} dB",
            "", "| budget | before: answer, MACs (validation / test PSNR) | now: answer, MACs (validation / test PSNR) "
            "| test PSNR change |", "|---|---|---|---|"]
     for (_, r), dd in zip(m.iterrows(), d):
