@@ -93,7 +93,8 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
 
 
 def answers(df: pd.DataFrame) -> pd.DataFrame:
-    """The plan rows with, per budget, the plan :meth:`Frontier.at_budget` answers it with (``answer_*``)."""
+    """One row per planned budget: the budget and the plan :meth:`Frontier.at_budget` answers it with (its
+    provenance, MACs, validation and test PSNR)."""
     plans = df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)
     got = plans.set_index("name").loc[answered(plans)].reset_index()
     return pd.DataFrame({"budget": plans.budget.round(6), "provenance": got.provenance, "macs_ratio": got.macs_ratio,
