@@ -72,8 +72,9 @@ def main(argv=None) -> int:
     old_meta = Frontier.load(target).meta
     record = "python benchmarks/frontier_merge.py " + " ".join(argv or sys.argv[1:])
     planned = next(iter(sorted(new.glob(f"{stem}-*ref-frontier.json"))), None)  # the command that planned them
-    if planned is not None and Frontier.load(planned).meta.get("command"):
-        record += f" (the new plans: {Frontier.load(planned).meta['command']})"
+    command = Frontier.load(planned).meta.get("command") if planned is not None else None
+    if command:
+        record += f" (the new plans: {command})"
     merged = {**old_meta, "merged": [*old_meta.get("merged", []), record]}
     build(into, wb, stem, meta=merged).save(target)
     fs, ru = df[df.kind == "peer fewer-steps"], df[df.kind == "peer rule"]

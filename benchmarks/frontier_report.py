@@ -36,7 +36,7 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
         out.append("- not met: " + "; ".join(f"{r['name']} ({r.macs_ratio:.1%}, {r.test_psnr:.2f} dB)"
                                                for _, r in missed.iterrows()))
     plans = plans.reset_index(drop=True)
-    ans = plans.set_index("name").loc[answered(plans)].reset_index()  # what each budget gets (Frontier.at_budget)
+    ans = answer_rows(plans)
     sup = int((ans.name != plans.name).sum())
     fam, own = ans.family.value_counts(), plans.family.value_counts()
     out.append(f"- the answer's family over {len(plans)} budgets: " + ", ".join(f"{k} {v}" for k, v in fam.items())
@@ -92,11 +92,17 @@ def report(df: pd.DataFrame, speed: pd.DataFrame | None = None) -> str:
     return "\n".join(out)
 
 
+def answer_rows(plans: pd.DataFrame) -> pd.DataFrame:
+    """For each row of ``plans`` (sorted by budget, index 0..n-1), the row of the plan
+    :meth:`Frontier.at_budget` answers its budget with."""
+    return plans.set_index("name").loc[answered(plans)].reset_index()
+
+
 def answers(df: pd.DataFrame) -> pd.DataFrame:
     """One row per planned budget: the budget and the plan :meth:`Frontier.at_budget` answers it with (its
     provenance, MACs, validation and test PSNR)."""
     plans = df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)
-    got = plans.set_index("name").loc[answered(plans)].reset_index()
+    got = answer_rows(plans)
     return pd.DataFrame({"budget": plans.budget.round(6), "provenance": got.provenance, "macs_ratio": got.macs_ratio,
                          "valid_psnr": got.valid_psnr, "test_psnr": got.test_psnr})
 

@@ -41,18 +41,22 @@ COLUMNS = ["kind", "name", "family", "provenance", "reuse", "budget", "steps", "
            "met_by"]
 
 
+def _validation(plans: pd.DataFrame) -> np.ndarray:
+    """The plans' validation PSNR, a missing one as the worst (-inf)."""
+    return pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf).to_numpy()
+
+
 def best_position(plans: pd.DataFrame) -> int:
     """Position in ``plans`` (sorted by budget) of the one with the best validation PSNR; the largest
     budget on a tie, and a missing PSNR counts as the worst."""
-    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf).to_numpy()
+    v = _validation(plans)
     return max(range(len(plans)), key=lambda i: (v[i], i))
 
 
 def answered(plans: pd.DataFrame) -> list[str]:
     """For each row of ``plans`` (sorted by budget), the name of the plan :meth:`Frontier.at_budget` returns
     at its budget: of the plans for a budget ≤ it, the best on validation (:func:`best_position`)."""
-    b = pd.to_numeric(plans.budget).to_numpy(float)
-    v = pd.to_numeric(plans.valid_psnr, errors="coerce").fillna(-np.inf).to_numpy()
+    b, v = pd.to_numeric(plans.budget).to_numpy(float), _validation(plans)
     best, upto = [], -1  # best[j]: the best of rows 0..j, by (validation PSNR, position)
     for j in range(len(b)):
         upto = j if upto < 0 or (v[j], j) >= (v[upto], upto) else upto
