@@ -14,9 +14,8 @@ keeps its cache in a diffusers ``StateManager`` (one state per CFG branch); all 
 instead of the last one (:mod:`blockmask.core.forecast`); ``"hold"`` (the default) is Eq. 3.
 
 A *residual* unit (a whole transformer block, :attr:`blockmask.core.units.Unit.residual`) caches its
-residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per
-token stream for blocks that return ``(encoder_hidden_states, hidden_states)`` tuples
-(:mod:`blockmask.adapters.contracts`).
+residual ``out − x`` instead and, when reused, returns ``x + cache`` for its current input x; per token
+stream for blocks returning ``(encoder_hidden_states, hidden_states)`` (:mod:`blockmask.adapters.contracts`).
 Units nested inside a reused unit are not called at all (the outer unit's forward never runs).
 
 CFG branch: the name a pipeline gives with ``model.cache_context(name)`` (diffusers' CacheMixin
@@ -44,7 +43,7 @@ from blockmask.core.mask import validate_mask
 from blockmask.core.modes import MODES, compiled_body, resolve_mode
 from blockmask.core.outputs import first_tensor, map_tensors, same_layout
 from blockmask.core.units import Unit, called_mask
-from blockmask.hooks import chaincache, feeders, lean, runsums, shortcuts
+from blockmask.hooks import chaincache, containers, feeders, lean, runsums, shortcuts
 from blockmask.hooks.branchstates import UnitState  # noqa: F401  (re-exported)
 from blockmask.hooks.discover import discover_units, unit_modules
 from blockmask.hooks.registry import HOOK_NAME, invalidate_children, register_hooks, remove_hooks
@@ -100,8 +99,8 @@ class MaskedExecution(contextlib.AbstractContextManager):
             for h, shared in zip(self.hooks, self.graph_cache.states):
                 h.states._state_cache = shared
         self._entered = False
-        self._feeders: list = []  # the norms hooked by blockmask.hooks.feeders while entered
-        self._shortcuts: list = []  # the blocks hooked by blockmask.hooks.shortcuts while entered
+        # the modules hooked while entered by blockmask.hooks.feeders (norms), .shortcuts and .containers
+        self._feeders, self._shortcuts, self._containers = [], [], []
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -118,6 +117,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         self.gate_tables: dict = {}  # a run's shortcut gate tables, made at first use (blockmask.hooks.shortcuts)
         self.sums = None  # a FORA-shaped whole run's reuse-step sums, planned on entry (blockmask.hooks.runsums)
         self.chain = None  # a block-caching whole run's chain residual, planned on entry (blockmask.hooks.chaincache)
+        self.returned: list | None = None  # while a container learns: (unit, value) each reused unit returned
 
     def __enter__(self) -> "MaskedExecution":
         self.reset()
@@ -135,6 +135,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
                              if self.mode == "eager" else [])  # (blockmask.hooks.feeders)
             self.sums = runsums.plan(self, self._shortcuts) if self._shortcuts else None
             self.chain = chaincache.plan(self)
+            self._containers = containers.install(self)  # (blockmask.hooks.containers)
         except BaseException:
             remove_hooks(self.modules)
             remove_hooks([self.model], TALLY_HOOK)
@@ -162,6 +163,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
         try:
             if self._entered:
                 feeders.uninstall(self._feeders)
+                containers.uninstall(self._containers)
                 remove_hooks(self.modules)
                 shortcuts.uninstall(self._shortcuts)
                 if self.graphs is not None:  # the outer model hook first: diffusers unwinds them last-in first-out
@@ -176,8 +178,7 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     @property
     def store_mask(self) -> np.ndarray | None:
-        """rowgraph: the (K, N) cells whose value a later step reads (only those are stored); None
-        otherwise (every computed value is stored). Follows a mask replaced during the run."""
+        """rowgraph: the (K, N) cells a later step reads (only those are stored); else None."""
         if not self.static or self.mask is None:
             return None
         if self._stores[0] is not self.mask:
@@ -186,11 +187,10 @@ class MaskedExecution(contextlib.AbstractContextManager):
 
     def stores(self, i: int) -> bool:
         """Whether unit i, computed at the current step, keeps its output as its cache: not in bypass
-        (the frozen reference); in rowgraph mode only the cells a later step reads (store_mask);
-        with a :attr:`fixed_mask` and hard gates, only units whose cache some step reads (called where
-        the mask reuses them: not an all-ones column, FORA's whole blocks and the plain model, nor a
-        branch reused only where its block is reused too, block caching's rectified rows). Otherwise
-        always, so a run can be resumed under another mask (:mod:`blockmask.learning.refine`)."""
+        (the frozen reference); in rowgraph mode only the cells a later step reads (store_mask); with a
+        :attr:`fixed_mask` and hard gates, only units whose cache some step reads (called where reused:
+        not an all-ones column, nor a branch reused only inside its reused block). Otherwise always, so a
+        run can be resumed under another mask (:mod:`blockmask.learning.refine`)."""
         if self.bypass:
             return False
         if self.static:

@@ -84,6 +84,8 @@ class UnitHook(ModelHook):
         """:meth:`cached`, counted as a reused call (a hard gate 0; :mod:`blockmask.hooks.shortcuts`)."""
         out = self.cached(x)
         self.tally(False)
+        if self.execution.returned is not None:  # a container learning its pattern (blockmask.hooks.containers)
+            self.execution.returned.append((self.index, out))
         return out
 
     def reused_terms(self) -> list[tuple[float, Any]]:
