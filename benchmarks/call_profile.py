@@ -4,6 +4,11 @@ reused calls and the plain call beside them (issue 26: time saved per MAC saved 
     OMP_NUM_THREADS=1 python benchmarks/call_profile.py mnist-dit                  # FORA N=2, K=50
     OMP_NUM_THREADS=1 python benchmarks/call_profile.py mnist-dit --reuse forecast --rows 20
     OMP_NUM_THREADS=1 python benchmarks/call_profile.py mnist-dit --no-gate-tables  # each shortcut's gates per call
+    OMP_NUM_THREADS=1 python benchmarks/call_profile.py mnist-ddpm --reuse forecast --batch 8 [--no-containers]
+
+On a model without transformer blocks (a U-Net) the reuse rows reuse every unit (FORA's shape on the
+whole model); ``--no-containers`` runs them without :mod:`blockmask.hooks.containers` (each block's own
+forward on its units' reused values).
 
 The plain run (on its own modules over the same weights, as benchmarks/paced.py) and the FORA run
 advance together as in ``paced_calls.py``; after a warm-up run of each, every ``--every``-th pair of
@@ -32,7 +37,7 @@ from paced import PacedRun, Spec, schedule_arguments, twin_of  # noqa: E402
 
 from blockmask.core import baselines  # noqa: E402
 from blockmask.core.errors import BlockmaskError  # noqa: E402
-from blockmask.hooks import shortcuts  # noqa: E402
+from blockmask.hooks import containers, shortcuts  # noqa: E402
 from blockmask.workbench import Workbench  # noqa: E402
 
 
@@ -42,20 +47,21 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=3, help="profile every N-th pair of calls")
     ap.add_argument("--rows", type=int, default=12)
     ap.add_argument("--no-gate-tables", action="store_true", help="the shortcuts compute their gates at every call")
+    ap.add_argument("--no-containers", action="store_true", help="no whole-container shortcut (U-Nets' blocks)")
     args = ap.parse_args(argv)
     try:
         if min(args.interval, args.steps, args.batch, args.every, args.rows) < 1:
             raise BlockmaskError("--interval, --steps, --batch, --every and --rows must be at least 1")
         wb = Workbench.load(args.model)
-        keep = np.array([u.residual for u in wb.units])
-        if not keep.any():
-            raise BlockmaskError(f"{args.model} has no transformer blocks for FORA")
+        keep = np.array([u.residual for u in wb.units])  # (none on a U-Net: every unit reused)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
     if args.no_gate_tables:
         shortcuts.GateTable.for_block = classmethod(lambda cls, execution, indices: None)
+    if args.no_containers:
+        containers.install = lambda execution: []
     mask = baselines.fora(args.steps, len(wb.units), interval=args.interval, keep=keep)
     computed = mask.all(axis=1)
     twin, cond = twin_of(wb.model), condition_for(wb, args.batch, wb.default_guidance)
@@ -78,7 +84,8 @@ def main(argv=None) -> int:
                         ops[kind][f"{e.key} {e.input_shapes}"] += e.self_cpu_time_total
             plain.finish(), masked.finish()
     print(f"{args.model}: FORA N={args.interval} K={args.steps} {args.reuse}, batch {args.batch}, one thread"
-          + (", no gate tables" if args.no_gate_tables else "") + "; mean self CPU µs per call")
+          + (", no gate tables" if args.no_gate_tables else "") + (", no containers" if args.no_containers else "")
+          + "; mean self CPU µs per call")
     for kind in ("plain", "computed", "reused"):
         n = calls[kind]
         if not n:

@@ -33,11 +33,11 @@ def masks(wb) -> dict[str, np.ndarray]:
 def spy(monkeypatch):
     """Count the calls each kind of container hook served from a pattern; ``spy.off = True``: no
     container hook at all (the run as before containers)."""
-    real_install, real_build = containers.install, containers.build
+    real_install, real_serve = containers.install, containers.ContainerHook.serve
 
     class Spy:
         off = False
-        built = 0
+        served = 0
         hooked: list = []
         execution = None
 
@@ -46,12 +46,12 @@ def spy(monkeypatch):
         Spy.hooked, Spy.execution = mods, execution
         return mods
 
-    def build(pattern, values):
-        Spy.built += 1
-        return real_build(pattern, values)
+    def serve(self, pattern, called):
+        Spy.served += 1
+        return real_serve(self, pattern, called)
 
     monkeypatch.setattr(containers, "install", install)
-    monkeypatch.setattr(containers, "build", build)
+    monkeypatch.setattr(containers.ContainerHook, "serve", serve)
     return Spy
 
 
@@ -61,10 +61,10 @@ def test_same_images_same_counts_as_without_containers(workbenches, spy, model, 
     wb = workbenches(model)
     served = 0
     for name, m in masks(wb).items():
-        spy.off, spy.built = False, 0
+        spy.off, spy.served = False, 0
         got = wb.generate(m, steps=STEPS, seed=3, num_images=2, reuse=reuse)
         counts = (spy.execution.computed, spy.execution.skipped)
-        served += spy.built
+        served += spy.served
         spy.off = True
         want = wb.generate(m, steps=STEPS, seed=3, num_images=2, reuse=reuse)
         assert torch.equal(got, want), name

@@ -115,18 +115,21 @@ def test_call_profile_reports_each_kind_of_call_and_refuses_bad_input(capsys, mo
     from call_profile import main
     from conftest import tiny_spec
 
-    from blockmask.hooks import shortcuts
+    from blockmask.hooks import containers, shortcuts
 
     monkeypatch.setattr(shortcuts.GateTable, "for_block", shortcuts.GateTable.__dict__["for_block"])  # undone after
+    monkeypatch.setattr(containers, "install", containers.install)
     assert main([tiny_spec("tiny-dit"), "--steps", "6", "--batch", "1", "--every", "1", "--rows", "2"]) == 0
     out = capsys.readouterr().out
     assert "plain: 2 calls" in out and "computed: 1 calls" in out and "reused: 1 calls" in out
     assert main([tiny_spec("tiny-dit"), "--steps", "6", "--batch", "1", "--no-gate-tables"]) == 0
     assert "no gate tables" in capsys.readouterr().out
     assert main([tiny_spec("tiny-dit"), "--rows", "0"]) == 2
-    assert main([tiny_spec("tiny-unet")]) == 2
-    err = capsys.readouterr().err
-    assert "must be at least 1" in err and "no transformer blocks" in err
+    assert "must be at least 1" in capsys.readouterr().err
+    # a U-Net: the reuse rows reuse every unit, with the whole-container shortcut and without
+    assert main([tiny_spec("tiny-unet"), "--steps", "6", "--batch", "1", "--every", "1", "--no-containers"]) == 0
+    out = capsys.readouterr().out
+    assert "no containers" in out and "reused: 1 calls" in out
 
 
 def test_run_overheads_reports_each_part_and_refuses_bad_input(capsys):

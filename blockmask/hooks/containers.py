@@ -138,8 +138,12 @@ class ContainerHook(ModelHook):
         known = self.patterns[key]
         if known is None:
             return self.fn_ref.original_forward(*args, **kwargs)
-        pattern, called = known
-        hooks, values = ex.hooks, {}
+        return self.serve(*known)
+
+    def serve(self, pattern, called: list[int]):
+        """The container's output from its units' reused values (``pattern``), every unit it called
+        (``called``) counted as reused."""
+        hooks, values = self.execution.hooks, {}
         wanted = set(leaves(pattern))
         for i in called:
             if i in wanted:
