@@ -116,3 +116,31 @@ def test_call_key_tells_calls_apart():
     assert containers.call_key((x,), {"a": None}) != containers.call_key((torch.zeros(2, 4),), {"a": None})
     assert containers.call_key((x,), {"a": None}) != containers.call_key((x,), {"a": (4, 4)})
     assert containers.call_key((x, (x, x)), {}) != containers.call_key((x, (x,)), {})
+
+
+def container_effect_checks(folder, env) -> None:
+    """``benchmarks/container_effect.py`` on a frontier folder ``benchmarks/frontier.py --dense`` wrote
+    (tests/test_planner.py's, a tiny U-Net): a row per masked schedule some budget gets, the same images
+    with and without containers; bad input gets one line, exit 2 and no file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    from conftest import tiny_spec
+
+    from blockmask.learning.frontierfile import answered
+
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks/container_effect.py")
+    r = subprocess.run([sys.executable, script, tiny_spec("tiny-unet"), "--frontier", str(folder), "--rounds", "1",
+                        "--batch", "1", "-o", str(folder / "c.csv")], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    c, df = pd.read_csv(folder / "c.csv"), pd.read_csv(folder / "results.csv")
+    gets = set(answered(df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)))
+    masked = gets & set(df[(df.kind == "plan") & (df.family != "fewer-steps")].name)
+    assert set(c.schedule) <= masked and (len(c) >= 1) == bool(masked)
+    assert c.same_images.all() and (c.with_over_without > 0).all()
+    bad = subprocess.run([sys.executable, script, tiny_spec("tiny-unet"), "--frontier", str(folder), "--rounds", "0",
+                          "-o", str(folder / "y.csv")], capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "must be at least 1" in bad.stderr
+    assert not (folder / "y.csv").exists()

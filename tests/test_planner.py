@@ -286,6 +286,8 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
 
     import pandas as pd
 
+    from test_containers import container_effect_checks
+
     from blockmask.learning.frontierfile import answered
 
     root = Path(__file__).resolve().parents[1]
@@ -346,21 +348,7 @@ def test_dense_frontier_and_its_wall_time_benchmark(tmp_path):
                           "--frontier", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.csv")],
                          capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode == 2 and "results.csv not found" in bad.stderr and not (tmp_path / "x.csv").exists()
-    # benchmarks/container_effect.py: each answered masked schedule with and without the whole-container shortcut
-    r = subprocess.run([sys.executable, str(root / "benchmarks/container_effect.py"), tiny_spec("tiny-unet"),
-                        "--frontier", str(tmp_path), "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "c.csv")],
-                       capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-800:]
-    c, orig = pd.read_csv(tmp_path / "c.csv"), pd.read_csv(tmp_path / "results.csv")
-    gets0 = set(answered(orig[orig.kind == "plan"].sort_values("budget").reset_index(drop=True)))
-    masked0 = gets0 & set(orig[(orig.kind == "plan") & (orig.family != "fewer-steps")].name)
-    assert set(c.schedule) <= masked0 and (len(c) >= 1) == bool(masked0)
-    assert c.same_images.all() and (c.with_over_without > 0).all()
-    bad = subprocess.run([sys.executable, str(root / "benchmarks/container_effect.py"), tiny_spec("tiny-unet"),
-                          "--frontier", str(tmp_path), "--rounds", "0", "-o", str(tmp_path / "y.csv")],
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert bad.returncode == 2 and "must be at least 1" in bad.stderr and not (tmp_path / "y.csv").exists()
-
+    container_effect_checks(tmp_path, env)  # benchmarks/container_effect.py on the same frontier (test_containers.py)
 
 def test_plan_shipped_answers_from_the_frontier_file_at_once(workbenches, monkeypatch, tmp_path, capsys):
     """`blockmask plan MODEL --budget B --shipped`: the shipped frontier's point for B (the best
