@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for, guidance_of  # noqa: E402
-from frontier_speed import schedules  # noqa: E402
+from frontier_speed import frontier_arguments, frontier_results, schedules  # noqa: E402
 from paced import PacedRun, interleaved, twin_of  # noqa: E402
 
 from blockmask.core.errors import BlockmaskError  # noqa: E402
@@ -36,18 +36,13 @@ from blockmask.workbench import Workbench  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
-    ap.add_argument("--frontier", required=True, help="benchmarks/frontier.py's output folder")
-    ap.add_argument("-o", "--output", required=True, help="CSV to write")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=8)
+    frontier_arguments(ap, rounds=5)
     args = ap.parse_args(argv)
     folder = Path(args.frontier)
     try:
         if min(args.rounds, args.batch) < 1:
             raise BlockmaskError("--rounds and --batch must be at least 1")
-        if not (folder / "results.csv").is_file():
-            raise BlockmaskError(f"{folder}/results.csv not found: run benchmarks/frontier.py --dense -o {folder}")
+        frontier_results(folder)
         wb = Workbench.load(args.model)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)

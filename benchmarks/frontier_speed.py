@@ -81,13 +81,26 @@ def schedules(wb, folder: Path, results: pd.DataFrame, guidance: float) -> tuple
     return out, names
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def frontier_arguments(ap, *, rounds: int) -> None:
+    """The options this benchmark and ``container_effect.py`` share: the model, the frontier folder, the
+    CSV to write, rounds and batch."""
     ap.add_argument("model")
     ap.add_argument("--frontier", required=True, help="benchmarks/frontier.py's output folder")
     ap.add_argument("-o", "--output", required=True, help="CSV to write")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=rounds)
     ap.add_argument("--batch", type=int, default=8)
+
+
+def frontier_results(folder: Path) -> Path:
+    """``folder``'s results.csv; a BlockmaskError where there is none."""
+    if not (folder / "results.csv").is_file():
+        raise BlockmaskError(f"{folder}/results.csv not found: run benchmarks/frontier.py --dense -o {folder}")
+    return folder / "results.csv"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    frontier_arguments(ap, rounds=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pace", choices=("runs", "steps"), default="runs",
                     help="plain vs schedule: whole runs in turn (runs), or the two runs' model calls in turn, "
@@ -102,8 +115,7 @@ def main(argv=None) -> int:
     try:
         if min(args.rounds, args.batch, args.threads, args.fewer_steps_every) < 1:
             raise BlockmaskError("--rounds, --batch, --threads and --fewer-steps-every must be at least 1")
-        if not (folder / "results.csv").is_file():
-            raise BlockmaskError(f"{folder}/results.csv not found: run benchmarks/frontier.py --dense -o {folder}")
+        frontier_results(folder)
         wb = Workbench.load(args.model)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
