@@ -144,3 +144,19 @@ def container_effect_checks(folder, env) -> None:
                           "-o", str(folder / "y.csv")], capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "must be at least 1" in bad.stderr
     assert not (folder / "y.csv").exists()
+
+
+def test_only_outermost_containers_without_residual_or_nested_units():
+    from types import SimpleNamespace as U
+
+    root = torch.nn.Module()
+    root.a = torch.nn.Module()
+    root.a.b = torch.nn.Module()
+    root.a.b.u1, root.a.b.u2, root.c = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Module()
+    root.c.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+    plain = [U(name="a.b.u1", residual=False, parent=-1), U(name="a.b.u2", residual=False, parent=-1),
+             U(name="c.blocks.0", residual=False, parent=-1)]
+    found = {id(m): inside for m, inside in containers.containers(root, plain)}
+    assert found == {id(root.a): (0, 1), id(root.c): (2,)}  # not a.b (inside a), not the module list
+    residual = [plain[0], plain[1], U(name="c.blocks.0", residual=True, parent=-1)]
+    assert {id(m) for m, _ in containers.containers(root, residual)} == {id(root.a)}

@@ -22,8 +22,8 @@ the container's own forward would have returned.
 
 Only in a whole run of blockmask's own loop (:meth:`~blockmask.hooks.execution.MaskedExecution.whole_run`:
 a fixed mask, hard gates, eager mode, no trace), only for containers the mask reuses whole at some step,
-and never for one holding a residual or nested unit (a reused residual unit reads its input, so the
-container's input would matter).
+only the outermost (a U-Net's blocks hold none inside them), and never for one holding a residual or
+nested unit (a reused residual unit reads its input, so the container's input would matter).
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class Leaf:
 
 
 def containers(model: torch.nn.Module, units) -> list[tuple[torch.nn.Module, tuple[int, ...]]]:
-    """(module, the indices of the units inside it) for every module of ``model`` that holds units, is
-    neither a unit, inside one, the model itself nor a module list, and holds no residual or nested unit."""
+    """(module, the indices of the units inside it) for every outermost module of ``model`` that holds
+    units, is neither a unit, inside one, the model itself nor a module list, and holds no residual or
+    nested unit (outermost: one container never calls another, so each call is served or run whole)."""
     names = [u.name for u in units]
-    out = []
+    found: dict[str, tuple] = {}
     for name, mod in model.named_modules():
         if not name or isinstance(mod, (torch.nn.ModuleList, torch.nn.ModuleDict)):
             continue
@@ -58,8 +59,8 @@ def containers(model: torch.nn.Module, units) -> list[tuple[torch.nn.Module, tup
             continue
         inside = tuple(i for i, n in enumerate(names) if n.startswith(name + "."))
         if inside and not any(units[i].residual or units[i].parent >= 0 for i in inside):
-            out.append((mod, inside))
-    return out
+            found[name] = (mod, inside)
+    return [v for name, v in found.items() if not any(name.startswith(o + ".") for o in found)]
 
 
 def install(execution) -> list[torch.nn.Module]:
@@ -153,16 +154,14 @@ class ContainerHook(ModelHook):
         return build(pattern, values)
 
     def learn(self, key, args, kwargs):
-        """Run the container's own forward, noting what each unit returns (an enclosing container's
-        notes too, when it learns at the same call); keep the pattern where the output is made of them."""
+        """Run the container's own forward, noting what each unit returns; keep the pattern where the
+        output is made of them."""
         ex = self.execution
-        outer, ex.returned = ex.returned, []
+        ex.returned = []
         try:
             out = self.fn_ref.original_forward(*args, **kwargs)
         finally:
-            mine, ex.returned = ex.returned, outer
-        if outer is not None:
-            outer.extend(mine)
+            mine, ex.returned = ex.returned, None
         called = [i for i, _ in mine]
         pattern = pattern_of(out, {id(v): (i, v) for i, v in mine})
         ok = pattern is not None and len(set(called)) == len(called) and set(called) <= set(self.units)
