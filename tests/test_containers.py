@@ -116,6 +116,7 @@ def test_call_key_tells_calls_apart():
     assert containers.call_key((x,), {"a": None}) != containers.call_key((torch.zeros(2, 4),), {"a": None})
     assert containers.call_key((x,), {"a": None}) != containers.call_key((x,), {"a": (4, 4)})
     assert containers.call_key((x, (x, x)), {}) != containers.call_key((x, (x,)), {})
+    assert containers.call_key((x,), {"k": {"scale": 1.0}}) != containers.call_key((x,), {"k": {"scale": 0.5}})
 
 
 def container_effect_checks(folder, env) -> None:

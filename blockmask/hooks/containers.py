@@ -5,8 +5,8 @@ A U-Net's down, mid and up blocks are units (resnets, attentions, down/upsampler
 block concatenates a skip input onto its stream before each resnet. At a step that reuses every unit
 of such a block, its own forward still runs that glue on the reused values, and forms the reused value
 (a forecast's ``lerp``) of every unit, though the block's output holds only some of them (an up
-block's: its last unit's). On the bundled mnist-ddpm the concatenations alone were 2.7 of the 8.2 ms of
-ops of a call that reuses every unit (docs/PERFORMANCE.md, "Whole containers"). A
+block's: its last unit's). On the bundled mnist-ddpm the concatenations alone were about 1 of the 4.5–5
+ms of ops of a call that reuses every unit (docs/PERFORMANCE.md, "Whole containers"). A
 :class:`ContainerHook` on the block returns its output straight from the units it is made of.
 
 Which unit each part of the output is, is observed, not written per class. At the first call of a run
@@ -83,7 +83,7 @@ def uninstall(modules: list[torch.nn.Module]) -> None:
 
 def call_key(args, kwargs) -> tuple:
     """What a container's pattern is kept for: each argument's shape and dtype (tensors), value (plain
-    scalars), length (tuples and lists of tensors) or type."""
+    scalars), the same of each item (tuples, lists, dicts) or type."""
     def one(v):
         if isinstance(v, torch.Tensor):
             return tuple(v.shape), v.dtype
@@ -91,6 +91,8 @@ def call_key(args, kwargs) -> tuple:
             return v
         if isinstance(v, (tuple, list)):
             return type(v).__name__, tuple(one(x) for x in v)
+        if isinstance(v, dict):
+            return "dict", tuple(sorted((str(k), one(x)) for k, x in v.items()))
         return type(v).__name__
     return tuple(one(a) for a in args), tuple(sorted((k, one(v)) for k, v in kwargs.items()))
 
