@@ -24,13 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget_table import condition_for, guidance_of  # noqa: E402
-from frontier_speed import frontier_arguments, frontier_results, schedules  # noqa: E402
+from frontier_speed import answered_plans, frontier_arguments, frontier_results, schedules  # noqa: E402
 from paced import PacedRun, interleaved, twin_of  # noqa: E402
 
 from blockmask.core.errors import BlockmaskError  # noqa: E402
 from blockmask.hooks import containers  # noqa: E402
 from blockmask.io.files import atomic_write_text  # noqa: E402
-from blockmask.learning.frontierfile import answered  # noqa: E402
 from blockmask.workbench import Workbench  # noqa: E402
 
 
@@ -42,24 +41,22 @@ def main(argv=None) -> int:
     try:
         if min(args.rounds, args.batch) < 1:
             raise BlockmaskError("--rounds and --batch must be at least 1")
-        frontier_results(folder)
+        results = frontier_results(folder)
         wb = Workbench.load(args.model)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    results = pd.read_csv(folder / "results.csv")
-    pr = results[results.kind == "plan"].sort_values("budget").reset_index(drop=True)
-    results = results[(results.kind == "plan") & results.name.isin(set(answered(pr)))]
+    results = results[(results.kind == "plan") & results.name.isin(answered_plans(results))]
     guidance = guidance_of(wb)
     plans, _ = schedules(wb, folder, results, guidance)
     twin, cond = twin_of(wb.model), condition_for(wb, args.batch, guidance)
     real_install, real_serve = containers.install, containers.ContainerHook.serve
     served = [0]
 
-    def serve(self, pattern, called):
+    def serve(self, pattern, called, wanted):
         served[0] += 1
-        return real_serve(self, pattern, called)
+        return real_serve(self, pattern, called, wanted)
 
     containers.install = lambda ex: [] if ex.model is twin else real_install(ex)  # the twin: no containers
     containers.ContainerHook.serve = serve

@@ -91,11 +91,17 @@ def frontier_arguments(ap, *, rounds: int) -> None:
     ap.add_argument("--batch", type=int, default=8)
 
 
-def frontier_results(folder: Path) -> Path:
+def frontier_results(folder: Path) -> pd.DataFrame:
     """``folder``'s results.csv; a BlockmaskError where there is none."""
     if not (folder / "results.csv").is_file():
         raise BlockmaskError(f"{folder}/results.csv not found: run benchmarks/frontier.py --dense -o {folder}")
-    return folder / "results.csv"
+    return pd.read_csv(folder / "results.csv")
+
+
+def answered_plans(results: pd.DataFrame) -> set[str]:
+    """The names of the plans some budget gets (``Frontier.at_budget``: :func:`answered` on the plans in
+    budget order), not a budget's own plan that a plan for a smaller budget supersedes."""
+    return set(answered(results[results.kind == "plan"].sort_values("budget").reset_index(drop=True)))
 
 
 def main(argv=None) -> int:
@@ -115,17 +121,15 @@ def main(argv=None) -> int:
     try:
         if min(args.rounds, args.batch, args.threads, args.fewer_steps_every) < 1:
             raise BlockmaskError("--rounds, --batch, --threads and --fewer-steps-every must be at least 1")
-        frontier_results(folder)
+        results = frontier_results(folder)
         wb = Workbench.load(args.model)
     except BlockmaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    results = pd.read_csv(folder / "results.csv")
     if args.answers:  # the masked plans some budget gets; fewer steps (the control) and the peers' rows stay
-        pr = results[results.kind == "plan"].sort_values("budget").reset_index(drop=True)
         results = results[(results.kind != "plan") | (results.family == "fewer-steps")
-                          | results.name.isin(set(answered(pr)))]
+                          | results.name.isin(answered_plans(results))]
     guidance = guidance_of(wb)
     plans, names = schedules(wb, folder, results, guidance)
     plan_rows = results[results.kind == "plan"]

@@ -46,9 +46,9 @@ def spy(monkeypatch):
         Spy.hooked, Spy.execution = mods, execution
         return mods
 
-    def serve(self, pattern, called):
+    def serve(self, pattern, called, wanted):
         Spy.served += 1
-        return real_serve(self, pattern, called)
+        return real_serve(self, pattern, called, wanted)
 
     monkeypatch.setattr(containers, "install", install)
     monkeypatch.setattr(containers.ContainerHook, "serve", serve)
@@ -130,15 +130,14 @@ def container_effect_checks(folder, env) -> None:
     import pandas as pd
     from conftest import tiny_spec
 
-    from blockmask.learning.frontierfile import answered
+    from frontier_speed import answered_plans
 
     script = str(Path(__file__).resolve().parents[1] / "benchmarks/container_effect.py")
     r = subprocess.run([sys.executable, script, tiny_spec("tiny-unet"), "--frontier", str(folder), "--rounds", "1",
                         "--batch", "1", "-o", str(folder / "c.csv")], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-800:]
     c, df = pd.read_csv(folder / "c.csv"), pd.read_csv(folder / "results.csv")
-    gets = set(answered(df[df.kind == "plan"].sort_values("budget").reset_index(drop=True)))
-    masked = gets & set(df[(df.kind == "plan") & (df.family != "fewer-steps")].name)
+    masked = answered_plans(df) & set(df[(df.kind == "plan") & (df.family != "fewer-steps")].name)
     assert set(c.schedule) <= masked and (len(c) >= 1) == bool(masked)
     assert c.same_images.all() and (c.with_over_without > 0).all()
     bad = subprocess.run([sys.executable, script, tiny_spec("tiny-unet"), "--frontier", str(folder), "--rounds", "0",

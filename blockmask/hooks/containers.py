@@ -128,7 +128,8 @@ class ContainerHook(ModelHook):
     def __init__(self, execution, units: tuple[int, ...]):
         super().__init__()
         self.execution, self.units = execution, units
-        self.patterns: dict = {}  # call_key → (pattern, the units called, in order) or None (never)
+        # call_key → (pattern, the units called in order, those whose values it holds) or None (never)
+        self.patterns: dict = {}
 
     def new_forward(self, module, *args, **kwargs):
         ex = self.execution
@@ -143,11 +144,10 @@ class ContainerHook(ModelHook):
             return self.fn_ref.original_forward(*args, **kwargs)
         return self.serve(*known)
 
-    def serve(self, pattern, called: list[int]):
-        """The container's output from its units' reused values (``pattern``), every unit it called
-        (``called``) counted as reused."""
+    def serve(self, pattern, called: list[int], wanted: frozenset):
+        """The container's output from its units' reused values (``pattern``; ``wanted``: its leaves),
+        every unit it called (``called``) counted as reused."""
         hooks, values = self.execution.hooks, {}
-        wanted = set(leaves(pattern))
         for i in called:
             if i in wanted:
                 values[i] = hooks[i].reused()  # (counted as reused)
@@ -167,5 +167,5 @@ class ContainerHook(ModelHook):
         called = [i for i, _ in mine]
         pattern = pattern_of(out, {id(v): (i, v) for i, v in mine})
         ok = pattern is not None and len(set(called)) == len(called) and set(called) <= set(self.units)
-        self.patterns[key] = (pattern, called) if ok else None
+        self.patterns[key] = (pattern, called, frozenset(leaves(pattern))) if ok else None
         return out
